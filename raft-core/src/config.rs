@@ -1,0 +1,155 @@
+//! Node configuration and its validation.
+
+use std::time::Duration;
+
+use crate::error::ConfigError;
+
+/// Tuning of one Raft node. Build with [`Config::default`] and adjust fields, then call
+/// [`Config::validate`] (the node does so on start and refuses an invalid configuration).
+///
+/// All timing is logical for the [`Engine`](crate::Engine) (milliseconds passed to `tick`), and real
+/// time (tokio's clock, so virtual time in tests) for the async driver.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// Lower bound of the randomized election timeout. Default 150 ms.
+    pub election_timeout_min: Duration,
+    /// Upper bound (exclusive) of the randomized election timeout. Default 300 ms.
+    pub election_timeout_max: Duration,
+    /// How often a leader sends heartbeats. Must be below `election_timeout_min`. Default 50 ms.
+    pub heartbeat_interval: Duration,
+    /// How long the driver waits for the answer to one RPC before it treats the peer as unreachable.
+    /// Default 250 ms.
+    pub rpc_timeout: Duration,
+    /// The most entries one AppendEntries carries. Default 512.
+    pub max_entries_per_append: usize,
+    /// The most AppendEntries with entries in flight to one follower at once (pipelining). Default 16.
+    pub max_in_flight: usize,
+    /// The most client proposals the driver folds into one batch (one storage append, one
+    /// AppendEntries per follower). Default 4096.
+    pub max_batch_proposals: usize,
+    /// Seed of the engine's random number generator (election timeouts). Mixed with the node id, so the
+    /// same seed on every node still gives each its own timeouts. Same seed, same inputs: same outputs.
+    pub seed: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            election_timeout_min: Duration::from_millis(150),
+            election_timeout_max: Duration::from_millis(300),
+            heartbeat_interval: Duration::from_millis(50),
+            rpc_timeout: Duration::from_millis(250),
+            max_entries_per_append: 512,
+            max_in_flight: 16,
+            max_batch_proposals: 4096,
+            seed: 0,
+        }
+    }
+}
+
+impl Config {
+    /// Checks that the settings make sense together.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the first setting that is out of range.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let min = self.election_timeout_min.as_millis();
+        let max = self.election_timeout_max.as_millis();
+        let heartbeat = self.heartbeat_interval.as_millis();
+        if min == 0 {
+            return Err(ConfigError::ZeroElectionTimeout);
+        }
+        if max <= min {
+            return Err(ConfigError::ElectionTimeoutRange { min, max });
+        }
+        if heartbeat == 0 || heartbeat >= min {
+            return Err(ConfigError::HeartbeatInterval {
+                heartbeat,
+                election_timeout_min: min,
+            });
+        }
+        if self.rpc_timeout.as_millis() == 0 {
+            return Err(ConfigError::ZeroSetting("rpc_timeout"));
+        }
+        if self.max_entries_per_append == 0 {
+            return Err(ConfigError::ZeroSetting("max_entries_per_append"));
+        }
+        if self.max_in_flight == 0 {
+            return Err(ConfigError::ZeroSetting("max_in_flight"));
+        }
+        if self.max_batch_proposals == 0 {
+            return Err(ConfigError::ZeroSetting("max_batch_proposals"));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn election_timeout_range_ms(&self) -> (u64, u64) {
+        (
+            millis(self.election_timeout_min),
+            millis(self.election_timeout_max),
+        )
+    }
+
+    pub(crate) fn heartbeat_ms(&self) -> u64 {
+        millis(self.heartbeat_interval)
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_is_valid() {
+        assert_eq!(Config::default().validate(), Ok(()));
+    }
+
+    #[test]
+    fn rejects_inverted_election_range() {
+        let c = Config {
+            election_timeout_min: Duration::from_millis(300),
+            election_timeout_max: Duration::from_millis(300),
+            ..Config::default()
+        };
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::ElectionTimeoutRange { .. })
+        ));
+    }
+
+    #[test]
+    fn rejects_heartbeat_not_below_election_timeout() {
+        let c = Config {
+            heartbeat_interval: Duration::from_millis(150),
+            ..Config::default()
+        };
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::HeartbeatInterval { .. })
+        ));
+    }
+
+    #[test]
+    fn rejects_zero_limits() {
+        for c in [
+            Config {
+                max_in_flight: 0,
+                ..Config::default()
+            },
+            Config {
+                max_entries_per_append: 0,
+                ..Config::default()
+            },
+            Config {
+                election_timeout_min: Duration::ZERO,
+                ..Config::default()
+            },
+        ] {
+            assert!(c.validate().is_err(), "{c:?}");
+        }
+    }
+}

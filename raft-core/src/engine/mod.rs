@@ -1,0 +1,798 @@
+//! The Raft protocol as a pure, deterministic state machine.
+//!
+//! [`Engine`] has no I/O, no clock, no tasks and no global randomness: it is driven by method calls
+//! (time passing, messages arriving, proposals, acknowledgements of durable writes) and answers with
+//! [`Output`] describing what must be done (persist, send, apply). The same inputs give the same
+//! outputs, so the protocol is tested by asserting on outputs, and the async driver
+//! ([`Raft`](crate::Raft)) only executes them.
+//!
+//! # Contract with the executor
+//! The executor (the async driver, or a test) must, for each [`Output`] taken with
+//! [`Engine::take_output`], in this order:
+//! 1. persist `hard_state` if set;
+//! 2. send `messages` (they may leave before step 3: a leader may replicate entries before its own
+//!    copy is durable, thesis 10.2.1, and nothing a peer decides from them needs our log durable);
+//! 3. truncate the log at `truncate_from` if set, then append `append`, and report the last appended
+//!    id with [`Engine::log_persisted`];
+//! 4. only then send the replies that [`Engine::handle_append_entries`] and
+//!    [`Engine::handle_vote_request`] returned while producing this output;
+//! 5. apply `apply`, in order.
+
+mod log;
+mod progress;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+pub use progress::{Progress, ReplicationState};
+
+use crate::config::Config;
+use crate::message::{
+    AppendEntriesRequest, AppendEntriesResponse, AppendResult, Request, VoteRequest, VoteResponse,
+};
+use crate::types::{
+    Entry, EntryPayload, HardState, LogId, LogIndex, Membership, NodeId, Role, Term,
+};
+use log::MemLog;
+
+/// What the engine needs from storage when it starts.
+#[derive(Clone, Debug, Default)]
+pub struct RecoveredState<C> {
+    /// The saved hard state.
+    pub hard_state: HardState,
+    /// The id of the last entry before `entries` (compacted or covered by a snapshot).
+    pub log_base: LogId,
+    /// The membership in force at `log_base` (from the snapshot), if any.
+    pub base_membership: Option<Membership>,
+    /// Every log entry after `log_base`, in order.
+    pub entries: Vec<Entry<C>>,
+    /// The last index the state machine already holds (entries up to it are not applied again).
+    pub applied_index: LogIndex,
+}
+
+/// What the executor must do after feeding the engine. See the [module docs](self) for the order.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Output<C> {
+    /// The hard state to persist, if it changed.
+    pub hard_state: Option<HardState>,
+    /// Delete stored entries at this index and after, before appending.
+    pub truncate_from: Option<LogIndex>,
+    /// Entries to append to storage, in order.
+    pub append: Vec<Entry<C>>,
+    /// Requests to send: `(target, request)`.
+    pub messages: Vec<(NodeId, Request<C>)>,
+    /// Committed entries to apply, in order; each entry is handed out exactly once.
+    pub apply: Vec<Entry<C>>,
+}
+
+impl<C> Default for Output<C> {
+    fn default() -> Self {
+        Output {
+            hard_state: None,
+            truncate_from: None,
+            append: Vec::new(),
+            messages: Vec::new(),
+            apply: Vec::new(),
+        }
+    }
+}
+
+impl<C> Output<C> {
+    /// Whether there is nothing to do.
+    pub fn is_empty(&self) -> bool {
+        self.hard_state.is_none()
+            && self.truncate_from.is_none()
+            && self.append.is_empty()
+            && self.messages.is_empty()
+            && self.apply.is_empty()
+    }
+}
+
+/// A proposal was refused because this node is not the leader.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NotLeader {
+    /// The leader this node knows of, if any.
+    pub leader_hint: Option<NodeId>,
+}
+
+/// The protocol of one node. See the [module docs](self).
+#[derive(Debug)]
+pub struct Engine<C> {
+    id: NodeId,
+    election_timeout_ms: (u64, u64),
+    heartbeat_ms: u64,
+    max_entries_per_append: usize,
+    max_in_flight: usize,
+    rng: fastrand::Rng,
+
+    now: u64,
+    election_deadline: u64,
+    heartbeat_deadline: u64,
+    quorum_check_deadline: u64,
+
+    hard_state: HardState,
+    hard_state_dirty: bool,
+    role: Role,
+    leader: Option<NodeId>,
+
+    log: MemLog<C>,
+    /// The effective membership: the latest one in the log, else the base one.
+    membership: Membership,
+    /// The index of the entry that set `membership` (the base index if it came from the snapshot).
+    membership_index: LogIndex,
+    base_membership: Membership,
+    commit_index: LogIndex,
+    /// The last index handed out in `Output::apply`.
+    apply_dispatched: LogIndex,
+    /// The last index known durable in local storage.
+    durable_index: LogIndex,
+    /// The last index storage holds once the outputs handed out so far are executed.
+    submitted_index: LogIndex,
+
+    votes: BTreeSet<NodeId>,
+    progress: BTreeMap<NodeId, Progress>,
+    /// Followers with something new to send, replicated on `take_output` (so a batch of proposals
+    /// becomes one AppendEntries per follower).
+    replicate_pending: BTreeSet<NodeId>,
+
+    out: Output<C>,
+}
+
+impl<C: Clone> Engine<C> {
+    /// Creates the engine of node `id` from its recovered state, at engine time `now_ms`.
+    ///
+    /// `config` should have passed [`Config::validate`]; the engine does not re-check it.
+    pub fn new(id: NodeId, config: &Config, state: RecoveredState<C>, now_ms: u64) -> Self {
+        let seed = config.seed ^ id.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0x5DEE_CE66_D1CE_4E5B;
+        let base_membership = state.base_membership.unwrap_or_default();
+        let log = MemLog::new(state.log_base, state.entries);
+        let last = log.last_index();
+        let applied = state.applied_index.min(last).max(state.log_base.index);
+        let mut engine = Engine {
+            id,
+            election_timeout_ms: config.election_timeout_range_ms(),
+            heartbeat_ms: config.heartbeat_ms(),
+            max_entries_per_append: config.max_entries_per_append,
+            max_in_flight: config.max_in_flight,
+            rng: fastrand::Rng::with_seed(seed),
+            now: now_ms,
+            election_deadline: 0,
+            heartbeat_deadline: u64::MAX,
+            quorum_check_deadline: u64::MAX,
+            hard_state: state.hard_state,
+            hard_state_dirty: false,
+            role: Role::Follower,
+            leader: None,
+            log,
+            membership: Membership::default(),
+            membership_index: 0,
+            base_membership,
+            commit_index: applied,
+            apply_dispatched: applied,
+            durable_index: last,
+            submitted_index: last,
+            votes: BTreeSet::new(),
+            progress: BTreeMap::new(),
+            replicate_pending: BTreeSet::new(),
+            out: Output::default(),
+        };
+        engine.refresh_membership();
+        engine.reset_election_timer();
+        engine
+    }
+
+    // ----- accessors -----
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+    /// The current role.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+    /// The current term.
+    pub fn term(&self) -> Term {
+        self.hard_state.term
+    }
+    /// The current hard state (possibly not yet persisted).
+    pub fn hard_state(&self) -> HardState {
+        self.hard_state
+    }
+    /// The leader this node knows of in the current term.
+    pub fn leader(&self) -> Option<NodeId> {
+        self.leader
+    }
+    /// The highest index known committed.
+    pub fn commit_index(&self) -> LogIndex {
+        self.commit_index
+    }
+    /// The id of the last entry in the log (possibly not yet durable).
+    pub fn last_log_id(&self) -> LogId {
+        self.log.last_log_id()
+    }
+    /// The effective membership.
+    pub fn membership(&self) -> &Membership {
+        &self.membership
+    }
+    /// The entry at `index`, if the in-memory log holds it.
+    pub fn entry(&self, index: LogIndex) -> Option<&Entry<C>> {
+        self.log.get(index)
+    }
+    /// Every entry in the in-memory log (after the compaction point), in order.
+    pub fn entries(&self) -> &[Entry<C>] {
+        self.log.entries()
+    }
+    /// The leader's view of each follower; empty unless leader.
+    pub fn progress(&self) -> &BTreeMap<NodeId, Progress> {
+        &self.progress
+    }
+    /// The engine time (ms) at which [`tick`](Self::tick) next has something to do.
+    pub fn next_deadline(&self) -> u64 {
+        match self.role {
+            Role::Leader => self.heartbeat_deadline.min(self.quorum_check_deadline),
+            _ => self.election_deadline,
+        }
+    }
+    /// The current engine time (ms).
+    pub fn now(&self) -> u64 {
+        self.now
+    }
+
+    // ----- inputs -----
+
+    /// Bootstraps a new cluster: writes the initial membership as the first log entry (index 1,
+    /// term 0). Every node given the same membership writes the same entry, so calling it on several
+    /// nodes of a new cluster is safe; calling it on one is enough.
+    ///
+    /// # Errors
+    /// If the node already has a log or a term, or `membership` does not contain this node.
+    pub fn initialize(&mut self, membership: Membership) -> Result<(), crate::InitializeError> {
+        if self.log.last_log_id() != LogId::default() || self.hard_state.term != 0 {
+            return Err(crate::InitializeError::AlreadyInitialized);
+        }
+        if !membership.contains(self.id) {
+            return Err(crate::InitializeError::InvalidMembership(format!(
+                "node {} is not among the voters {:?}",
+                self.id, membership.voters
+            )));
+        }
+        let entry = Entry {
+            log_id: LogId::new(0, 1),
+            payload: EntryPayload::Membership(membership),
+        };
+        self.append_local(entry);
+        self.reset_election_timer();
+        Ok(())
+    }
+
+    /// Advances engine time to `now_ms` (never backwards) and fires what is due: an election, a
+    /// heartbeat, the leader's check that a majority still answers.
+    pub fn tick(&mut self, now_ms: u64) {
+        self.now = self.now.max(now_ms);
+        match self.role {
+            Role::Leader => {
+                if self.now >= self.quorum_check_deadline {
+                    self.check_quorum();
+                }
+                if self.role == Role::Leader && self.now >= self.heartbeat_deadline {
+                    self.heartbeat_deadline = self.now + self.heartbeat_ms;
+                    self.broadcast_heartbeat();
+                }
+            }
+            Role::Follower | Role::Candidate => {
+                if self.now >= self.election_deadline {
+                    if self.membership.contains(self.id) {
+                        self.start_election();
+                    } else {
+                        // Not a voter (or no membership yet): wait for a leader.
+                        self.reset_election_timer();
+                    }
+                }
+            }
+        }
+    }
+
+    /// Handles a RequestVote and returns the reply. The reply may be sent only after the output taken
+    /// next is persisted (it may record the vote).
+    pub fn handle_vote_request(&mut self, req: VoteRequest) -> VoteResponse {
+        if req.term > self.hard_state.term {
+            self.become_follower(req.term, None);
+        }
+        let term_ok = req.term == self.hard_state.term;
+        let vote_free = match self.hard_state.voted_for {
+            None => true,
+            Some(v) => v == req.candidate_id,
+        };
+        let log_ok = req.last_log_id >= self.log.last_log_id();
+        let granted = term_ok && vote_free && log_ok;
+        if granted {
+            if self.hard_state.voted_for != Some(req.candidate_id) {
+                self.hard_state.voted_for = Some(req.candidate_id);
+                self.hard_state_dirty = true;
+            }
+            self.reset_election_timer();
+        }
+        tracing::debug!(
+            candidate = req.candidate_id,
+            req_term = req.term,
+            granted,
+            term_ok,
+            vote_free,
+            log_ok,
+            "vote request"
+        );
+        VoteResponse {
+            term: self.hard_state.term,
+            vote_granted: granted,
+        }
+    }
+
+    /// Handles the answer to a RequestVote this node sent.
+    pub fn handle_vote_response(&mut self, from: NodeId, resp: VoteResponse) {
+        if resp.term > self.hard_state.term {
+            self.become_follower(resp.term, None);
+            return;
+        }
+        if self.role != Role::Candidate || resp.term != self.hard_state.term || !resp.vote_granted {
+            return;
+        }
+        self.votes.insert(from);
+        if self.membership.is_quorum(&self.votes) {
+            self.become_leader();
+        }
+    }
+
+    /// Handles an AppendEntries and returns the reply. A success reply may be sent only after the
+    /// output taken next is persisted (it acknowledges entries that output appends).
+    pub fn handle_append_entries(&mut self, req: AppendEntriesRequest<C>) -> AppendEntriesResponse {
+        if req.term < self.hard_state.term {
+            return self.append_reply(AppendResult::StaleTerm);
+        }
+        if req.term > self.hard_state.term || self.role != Role::Follower {
+            self.become_follower(req.term, Some(req.leader_id));
+        }
+        self.leader = Some(req.leader_id);
+        self.reset_election_timer();
+
+        let mut prev = req.prev_log_id;
+        let mut entries = req.entries;
+        let base = self.log.base_index();
+        if prev.index < base {
+            // Everything up to the base is committed and already here: skip what the request repeats.
+            let covered = base - prev.index;
+            if covered >= entries.len() as u64 {
+                let match_index = prev.index + entries.len() as u64;
+                return self.append_reply(AppendResult::Success { match_index });
+            }
+            entries.drain(..covered as usize);
+            prev = self.log_base_id();
+        }
+        match self.log.term_at(prev.index) {
+            None => {
+                return self.append_reply(AppendResult::Conflict {
+                    rejected_index: req.prev_log_id.index,
+                    conflict_term: None,
+                    conflict_index: self.log.last_index() + 1,
+                });
+            }
+            Some(t) if t != prev.term => {
+                return self.append_reply(AppendResult::Conflict {
+                    rejected_index: req.prev_log_id.index,
+                    conflict_term: Some(t),
+                    conflict_index: self.log.first_index_of_term_run(prev.index, t),
+                });
+            }
+            Some(_) => {}
+        }
+
+        let match_index = prev.index + entries.len() as u64;
+        let mut new_from = None;
+        for (i, entry) in entries.iter().enumerate() {
+            match self.log.term_at(entry.log_id.index) {
+                Some(t) if t == entry.log_id.term => continue,
+                Some(_) => {
+                    if entry.log_id.index <= self.commit_index {
+                        tracing::error!(
+                            index = entry.log_id.index,
+                            commit = self.commit_index,
+                            "leader sent an entry conflicting with a committed one; ignoring request"
+                        );
+                        return self.append_reply(AppendResult::StaleTerm);
+                    }
+                    self.truncate_local(entry.log_id.index);
+                    new_from = Some(i);
+                    break;
+                }
+                None => {
+                    new_from = Some(i);
+                    break;
+                }
+            }
+        }
+        if let Some(i) = new_from {
+            for entry in entries.into_iter().skip(i) {
+                self.append_local(entry);
+            }
+        }
+
+        let new_commit = req.leader_commit.min(match_index);
+        if new_commit > self.commit_index {
+            self.commit_index = new_commit;
+        }
+        self.append_reply(AppendResult::Success { match_index })
+    }
+
+    /// Handles the answer to an AppendEntries this node sent.
+    pub fn handle_append_entries_response(&mut self, from: NodeId, resp: AppendEntriesResponse) {
+        if resp.term > self.hard_state.term {
+            self.become_follower(resp.term, None);
+            return;
+        }
+        if self.role != Role::Leader || resp.term < self.hard_state.term {
+            return;
+        }
+        let now = self.now;
+        let last_index = self.log.last_index();
+        let Some(pr) = self.progress.get_mut(&from) else {
+            return;
+        };
+        pr.last_ack_ms = now;
+        match resp.result {
+            AppendResult::StaleTerm => {}
+            AppendResult::Success { match_index } => {
+                if match_index > last_index {
+                    tracing::warn!(from, match_index, last_index, "follower claims a match past our log; ignoring");
+                    return;
+                }
+                let advanced = pr.on_success(match_index);
+                if pr.state == ReplicationState::Probe && pr.match_index >= pr.next_index.saturating_sub(1) {
+                    pr.become_replicate();
+                } else if pr.state == ReplicationState::Probe {
+                    pr.probe_sent = false;
+                }
+                if pr.next_index <= last_index || pr.state == ReplicationState::Probe {
+                    self.replicate_pending.insert(from);
+                }
+                if advanced {
+                    self.maybe_commit();
+                }
+            }
+            AppendResult::Conflict {
+                rejected_index,
+                conflict_term,
+                conflict_index,
+            } => {
+                let stale = match pr.state {
+                    ReplicationState::Replicate => rejected_index <= pr.match_index,
+                    ReplicationState::Probe => rejected_index + 1 != pr.next_index,
+                };
+                if stale {
+                    return;
+                }
+                let hinted = match conflict_term {
+                    Some(t) => match self.log.last_index_of_term(t) {
+                        Some(i) => i + 1,
+                        None => conflict_index,
+                    },
+                    None => conflict_index,
+                };
+                let match_index = pr.match_index;
+                pr.become_probe();
+                pr.next_index = hinted.min(rejected_index).max(match_index + 1);
+                self.replicate_pending.insert(from);
+            }
+        }
+    }
+
+    /// Reports that an RPC to `to` got no answer (unreachable, timed out). A leader stops pipelining to
+    /// it and probes again at the next heartbeat.
+    pub fn handle_unreachable(&mut self, to: NodeId) {
+        if let Some(pr) = self.progress.get_mut(&to) {
+            pr.become_probe();
+            pr.probe_sent = true;
+        }
+    }
+
+    /// Proposes a command. On the leader, appends it and returns its log id; the entry will be handed
+    /// out for applying once committed.
+    ///
+    /// # Errors
+    /// [`NotLeader`] if this node is not the leader.
+    pub fn propose(&mut self, command: C) -> Result<LogId, NotLeader> {
+        if self.role != Role::Leader {
+            return Err(NotLeader {
+                leader_hint: self.leader,
+            });
+        }
+        let log_id = LogId::new(self.hard_state.term, self.log.last_index() + 1);
+        self.append_local(Entry {
+            log_id,
+            payload: EntryPayload::Command(command),
+        });
+        self.replicate_pending.extend(self.progress.keys().copied());
+        Ok(log_id)
+    }
+
+    /// Reports that storage holds, durably, every entry up to `last` handed out for appending.
+    pub fn log_persisted(&mut self, last: LogId) {
+        if self.log.term_at(last.index) != Some(last.term) {
+            return; // superseded by a truncation since
+        }
+        if last.index > self.durable_index {
+            self.durable_index = last.index;
+            if self.role == Role::Leader {
+                self.maybe_commit();
+            }
+        }
+    }
+
+    /// Takes everything to execute since the last call. Builds the AppendEntries for followers with
+    /// something new, so that all proposals since the last call travel together.
+    pub fn take_output(&mut self) -> Output<C> {
+        if self.role == Role::Leader {
+            let pending = std::mem::take(&mut self.replicate_pending);
+            for to in pending {
+                self.send_append(to, false);
+            }
+        } else {
+            self.replicate_pending.clear();
+        }
+        if self.hard_state_dirty {
+            self.out.hard_state = Some(self.hard_state);
+            self.hard_state_dirty = false;
+        }
+        if self.commit_index > self.apply_dispatched {
+            let entries = self.log.slice(self.apply_dispatched + 1, self.commit_index);
+            self.out.apply.extend_from_slice(entries);
+            self.apply_dispatched = self.commit_index;
+        }
+        self.submitted_index = self.log.last_index();
+        std::mem::take(&mut self.out)
+    }
+
+    // ----- role changes -----
+
+    fn become_follower(&mut self, term: Term, leader: Option<NodeId>) {
+        if term > self.hard_state.term {
+            self.hard_state = HardState {
+                term,
+                voted_for: None,
+            };
+            self.hard_state_dirty = true;
+        }
+        if self.role != Role::Follower {
+            tracing::info!(term, "stepping down to follower");
+        }
+        self.role = Role::Follower;
+        self.leader = leader;
+        self.votes.clear();
+        self.progress.clear();
+        self.replicate_pending.clear();
+        self.heartbeat_deadline = u64::MAX;
+        self.quorum_check_deadline = u64::MAX;
+        self.reset_election_timer();
+    }
+
+    fn start_election(&mut self) {
+        self.hard_state = HardState {
+            term: self.hard_state.term + 1,
+            voted_for: Some(self.id),
+        };
+        self.hard_state_dirty = true;
+        self.role = Role::Candidate;
+        self.leader = None;
+        self.votes.clear();
+        self.votes.insert(self.id);
+        self.reset_election_timer();
+        tracing::info!(term = self.hard_state.term, "election timeout: starting election");
+        if self.membership.is_quorum(&self.votes) {
+            self.become_leader();
+            return;
+        }
+        let req = VoteRequest {
+            term: self.hard_state.term,
+            candidate_id: self.id,
+            last_log_id: self.log.last_log_id(),
+        };
+        for &peer in &self.membership.voters {
+            if peer != self.id {
+                self.out.messages.push((peer, Request::Vote(req.clone())));
+            }
+        }
+    }
+
+    fn become_leader(&mut self) {
+        tracing::info!(term = self.hard_state.term, "became leader");
+        self.role = Role::Leader;
+        self.leader = Some(self.id);
+        self.votes.clear();
+        let next = self.log.last_index() + 1;
+        let now = self.now;
+        self.progress = self
+            .membership
+            .voters
+            .iter()
+            .filter(|&&p| p != self.id)
+            .map(|&p| (p, Progress::new(next, now)))
+            .collect();
+        let blank = Entry {
+            log_id: LogId::new(self.hard_state.term, next),
+            payload: EntryPayload::Blank,
+        };
+        self.append_local(blank);
+        self.replicate_pending.extend(self.progress.keys().copied());
+        self.heartbeat_deadline = self.now + self.heartbeat_ms;
+        self.quorum_check_deadline = self.now + self.election_timeout_ms.1;
+    }
+
+    fn check_quorum(&mut self) {
+        let window = self.election_timeout_ms.1;
+        let since = self.now.saturating_sub(window);
+        let mut active: BTreeSet<NodeId> = self
+            .progress
+            .iter()
+            .filter(|(_, p)| p.last_ack_ms >= since)
+            .map(|(&id, _)| id)
+            .collect();
+        active.insert(self.id);
+        if self.membership.is_quorum(&active) {
+            self.quorum_check_deadline = self.now + window;
+        } else {
+            tracing::warn!(term = self.hard_state.term, "lost contact with a majority; stepping down");
+            let term = self.hard_state.term;
+            self.become_follower(term, None);
+        }
+    }
+
+    // ----- replication -----
+
+    fn broadcast_heartbeat(&mut self) {
+        let peers: Vec<NodeId> = self.progress.keys().copied().collect();
+        for to in peers {
+            self.send_append(to, true);
+        }
+    }
+
+    /// Sends what `to` needs. `heartbeat`: send even when there is nothing new (a heartbeat anchored
+    /// at the follower's match index), and repeat an outstanding probe.
+    fn send_append(&mut self, to: NodeId, mut heartbeat: bool) {
+        let last_index = self.log.last_index();
+        let term = self.hard_state.term;
+        let commit = self.commit_index;
+        let Some(pr) = self.progress.get_mut(&to) else {
+            return;
+        };
+        loop {
+            let pipelining = pr.state == ReplicationState::Replicate;
+            if pipelining {
+                let has_new = pr.next_index <= last_index;
+                let window_full = pr.in_flight.len() >= self.max_in_flight;
+                if !has_new || window_full {
+                    if heartbeat {
+                        let anchor = LogId::new(self.log.term_at(pr.match_index).unwrap_or(0), pr.match_index);
+                        self.out.messages.push((to, append_request(term, self.id, anchor, Vec::new(), commit)));
+                    }
+                    return;
+                }
+            } else if pr.probe_sent && !heartbeat {
+                return;
+            }
+            let prev_index = pr.next_index - 1;
+            let Some(prev_term) = self.log.term_at(prev_index) else {
+                tracing::error!(to, prev_index, "entries the follower needs are compacted; it needs a snapshot");
+                return;
+            };
+            let end = last_index.min(prev_index + self.max_entries_per_append as u64);
+            let entries = self.log.slice(prev_index + 1, end).to_vec();
+            let prev = LogId::new(prev_term, prev_index);
+            self.out.messages.push((to, append_request(term, self.id, prev, entries, commit)));
+            if !pipelining {
+                pr.probe_sent = true;
+                return;
+            }
+            pr.in_flight.push_back(end);
+            pr.next_index = end + 1;
+            // The entries just sent also serve as the heartbeat; keep filling the window.
+            heartbeat = false;
+        }
+    }
+
+    fn maybe_commit(&mut self) {
+        let mut matched: Vec<LogIndex> = self
+            .membership
+            .voters
+            .iter()
+            .map(|&v| {
+                if v == self.id {
+                    self.durable_index
+                } else {
+                    self.progress.get(&v).map_or(0, |p| p.match_index)
+                }
+            })
+            .collect();
+        if matched.is_empty() {
+            return;
+        }
+        matched.sort_unstable_by(|a, b| b.cmp(a));
+        let candidate = matched[self.membership.quorum() - 1];
+        // Raft paper 5.4.2: only entries of the current term are committed by counting replicas.
+        if candidate > self.commit_index && self.log.term_at(candidate) == Some(self.hard_state.term) {
+            self.commit_index = candidate;
+            // Followers learn the new commit index with the next AppendEntries or heartbeat.
+        }
+    }
+
+    // ----- local log -----
+
+    fn append_local(&mut self, entry: Entry<C>) {
+        if let EntryPayload::Membership(m) = &entry.payload {
+            // A membership takes effect as soon as it is in the log (thesis 4.1).
+            self.membership = m.clone();
+            self.membership_index = entry.log_id.index;
+        }
+        self.log.push(entry.clone());
+        self.out.append.push(entry);
+    }
+
+    fn truncate_local(&mut self, from: LogIndex) {
+        tracing::info!(from, "truncating conflicting log suffix");
+        self.log.truncate(from);
+        self.out.append.retain(|e| e.log_id.index < from);
+        if from <= self.submitted_index {
+            self.out.truncate_from = Some(self.out.truncate_from.map_or(from, |t| t.min(from)));
+            self.submitted_index = from - 1;
+        }
+        self.durable_index = self.durable_index.min(from - 1);
+        if from <= self.membership_index {
+            self.refresh_membership();
+        }
+    }
+
+    /// Recomputes the effective membership by scanning the log (at start and after truncating past
+    /// the latest membership entry).
+    fn refresh_membership(&mut self) {
+        let latest = self.log.entries().iter().rev().find_map(|e| match &e.payload {
+            EntryPayload::Membership(m) => Some((e.log_id.index, m.clone())),
+            _ => None,
+        });
+        let (index, membership) =
+            latest.unwrap_or_else(|| (self.log.base_index(), self.base_membership.clone()));
+        self.membership = membership;
+        self.membership_index = index;
+    }
+
+    fn log_base_id(&self) -> LogId {
+        LogId::new(self.log.term_at(self.log.base_index()).unwrap_or(0), self.log.base_index())
+    }
+
+    fn append_reply(&self, result: AppendResult) -> AppendEntriesResponse {
+        AppendEntriesResponse {
+            term: self.hard_state.term,
+            result,
+        }
+    }
+
+    fn reset_election_timer(&mut self) {
+        let (min, max) = self.election_timeout_ms;
+        self.election_deadline = self.now + self.rng.u64(min..max);
+    }
+}
+
+fn append_request<C>(
+    term: Term,
+    leader_id: NodeId,
+    prev_log_id: LogId,
+    entries: Vec<Entry<C>>,
+    leader_commit: LogIndex,
+) -> Request<C> {
+    Request::AppendEntries(AppendEntriesRequest {
+        term,
+        leader_id,
+        prev_log_id,
+        entries,
+        leader_commit,
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,74 @@
+//! The leader's view of one follower: how far its log matches, and how replication to it flows.
+
+use std::collections::VecDeque;
+
+use crate::types::LogIndex;
+
+/// Replication mode of a follower (as in etcd-io/raft).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReplicationState {
+    /// The leader does not know where the follower's log matches: one AppendEntries at a time, backing
+    /// up on conflicts.
+    Probe,
+    /// The follower's log matches up to `match_index`: AppendEntries are pipelined, several in flight.
+    Replicate,
+}
+
+/// What the leader knows of one follower.
+#[derive(Clone, Debug)]
+pub struct Progress {
+    /// The highest index known to match the leader's log (and to be durable on the follower).
+    pub match_index: LogIndex,
+    /// The next index to send.
+    pub next_index: LogIndex,
+    /// Probing or pipelining.
+    pub state: ReplicationState,
+    /// In probe state: whether a probe is outstanding (no more are sent until it is answered or the
+    /// next heartbeat).
+    pub(crate) probe_sent: bool,
+    /// In replicate state: the last index of each AppendEntries in flight, oldest first.
+    pub(crate) in_flight: VecDeque<LogIndex>,
+    /// When (engine time, ms) the follower last answered in the current term.
+    pub(crate) last_ack_ms: u64,
+}
+
+impl Progress {
+    pub(crate) fn new(next_index: LogIndex, now: u64) -> Self {
+        Progress {
+            match_index: 0,
+            next_index,
+            state: ReplicationState::Probe,
+            probe_sent: false,
+            in_flight: VecDeque::new(),
+            last_ack_ms: now,
+        }
+    }
+
+    pub(crate) fn become_probe(&mut self) {
+        self.state = ReplicationState::Probe;
+        self.next_index = self.match_index + 1;
+        self.probe_sent = false;
+        self.in_flight.clear();
+    }
+
+    pub(crate) fn become_replicate(&mut self) {
+        self.state = ReplicationState::Replicate;
+        self.next_index = self.next_index.max(self.match_index + 1);
+        self.probe_sent = false;
+        self.in_flight.clear();
+    }
+
+    /// Records a success that covers `match_index`. Returns whether the match advanced.
+    pub(crate) fn on_success(&mut self, match_index: LogIndex) -> bool {
+        while self.in_flight.front().is_some_and(|&i| i <= match_index) {
+            self.in_flight.pop_front();
+        }
+        if match_index > self.match_index {
+            self.match_index = match_index;
+            self.next_index = self.next_index.max(match_index + 1);
+            true
+        } else {
+            false
+        }
+    }
+}

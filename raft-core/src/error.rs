@@ -1,0 +1,175 @@
+//! Error types. Variants a caller must branch on are separate; each says whether retrying may help.
+
+use std::fmt;
+
+use crate::types::{LogIndex, NodeId};
+
+/// A [`Config`](crate::Config) setting is out of range.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// `election_timeout_min` is zero.
+    #[error("election_timeout_min must be above zero")]
+    ZeroElectionTimeout,
+    /// The election timeout range is empty.
+    #[error("election timeout range is empty: min {min} ms must be below max {max} ms")]
+    ElectionTimeoutRange {
+        /// The configured minimum, in milliseconds.
+        min: u128,
+        /// The configured maximum, in milliseconds.
+        max: u128,
+    },
+    /// The heartbeat interval is zero or not below the election timeout.
+    #[error("heartbeat_interval ({heartbeat} ms) must be above zero and below election_timeout_min ({election_timeout_min} ms)")]
+    HeartbeatInterval {
+        /// The configured heartbeat interval, in milliseconds.
+        heartbeat: u128,
+        /// The configured minimum election timeout, in milliseconds.
+        election_timeout_min: u128,
+    },
+    /// A limit that must be positive is zero.
+    #[error("{0} must be above zero")]
+    ZeroSetting(&'static str),
+}
+
+/// A storage operation failed. The driver treats every storage error as fatal for the node: it stops
+/// rather than run on with state it cannot trust.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// An I/O operation failed.
+    #[error("storage I/O failed while {context}: {source}")]
+    Io {
+        /// What the storage was doing.
+        context: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Stored data is damaged or inconsistent.
+    #[error("storage is corrupted: {0}")]
+    Corrupted(String),
+    /// The requested entries were compacted into a snapshot.
+    #[error("log entries up to {compacted_upto} are compacted; asked for index {requested}")]
+    Compacted {
+        /// The last compacted index.
+        compacted_upto: LogIndex,
+        /// The index asked for.
+        requested: LogIndex,
+    },
+    /// The caller broke the method's contract (e.g. an append that leaves a gap).
+    #[error("invalid storage request: {0}")]
+    InvalidRequest(String),
+    /// Any other failure of a user's implementation.
+    #[error("storage failed: {0}")]
+    Other(Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// An RPC to a peer did not produce an answer. Always retryable: the driver retries on its own.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NetworkError {
+    /// The peer could not be reached (refused, partitioned, closed, unknown address).
+    #[error("node {target} is unreachable: {reason}")]
+    Unreachable {
+        /// The peer.
+        target: NodeId,
+        /// Why, for the logs.
+        reason: String,
+    },
+    /// No answer came in time.
+    #[error("request to node {target} timed out")]
+    Timeout {
+        /// The peer.
+        target: NodeId,
+    },
+    /// The peer answered with something that is not a valid response.
+    #[error("invalid response from node {target}: {reason}")]
+    InvalidResponse {
+        /// The peer.
+        target: NodeId,
+        /// What was wrong.
+        reason: String,
+    },
+}
+
+/// The state machine failed to apply, snapshot or restore. Fatal for the node.
+#[derive(Debug, thiserror::Error)]
+#[error("state machine failed: {0}")]
+pub struct StateMachineError(pub Box<dyn std::error::Error + Send + Sync>);
+
+impl StateMachineError {
+    /// Wraps any error.
+    pub fn new(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        StateMachineError(e.into())
+    }
+}
+
+/// Why the node stopped on its own; carried by errors of calls made after that.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FatalError(pub String);
+
+impl fmt::Display for FatalError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Why a client write did not return a response.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClientWriteError {
+    /// This node is not the leader; nothing was proposed. Retry at `leader_hint` if known.
+    #[error("not the leader (leader hint: {leader_hint:?})")]
+    NotLeader {
+        /// The node this one believes is leader.
+        leader_hint: Option<NodeId>,
+    },
+    /// The command was proposed, but this node lost leadership before it was applied. It may still
+    /// commit under the new leader; the outcome is unknown. A retry may apply the command twice unless
+    /// the command is idempotent.
+    #[error("leadership lost before the write was applied; it may or may not commit (leader hint: {leader_hint:?})")]
+    OutcomeUnknown {
+        /// The node this one believes is leader now.
+        leader_hint: Option<NodeId>,
+    },
+    /// The node is shutting down or has stopped; the outcome of a proposed command is unknown.
+    #[error("the node has stopped: {0}")]
+    Stopped(String),
+}
+
+impl ClientWriteError {
+    /// Whether nothing was proposed, so retrying elsewhere cannot apply the command twice.
+    pub fn is_safe_to_retry(&self) -> bool {
+        matches!(self, ClientWriteError::NotLeader { .. })
+    }
+}
+
+/// Why [`Raft::initialize`](crate::Raft::initialize) refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InitializeError {
+    /// The node already has a log or a term: it belongs to a cluster.
+    #[error("node is already initialized (it has a log or a term)")]
+    AlreadyInitialized,
+    /// The membership is empty or does not include this node.
+    #[error("invalid initial membership: {0}")]
+    InvalidMembership(String),
+    /// The node has stopped.
+    #[error("the node has stopped: {0}")]
+    Stopped(String),
+}
+
+/// A call into a node that is not running.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the node has stopped: {0}")]
+pub struct StoppedError(pub String);
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Reading the initial state from storage failed.
+    #[error("could not read state from storage: {0}")]
+    Storage(#[from] StorageError),
+    /// The state machine could not report its state.
+    #[error("could not read the state machine's state: {0}")]
+    StateMachine(#[from] StateMachineError),
+}

@@ -1,0 +1,94 @@
+//! The RPC messages nodes exchange. All are serde-derivable, so any transport can encode them.
+
+use serde::{Deserialize, Serialize};
+
+use crate::types::{Entry, LogId, LogIndex, NodeId, Term};
+
+/// RequestVote (Raft paper, figure 2).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VoteRequest {
+    /// The candidate's term.
+    pub term: Term,
+    /// The candidate asking for the vote.
+    pub candidate_id: NodeId,
+    /// The id of the candidate's last log entry: a voter grants only to a log at least as up-to-date as
+    /// its own.
+    pub last_log_id: LogId,
+}
+
+/// The answer to a [`VoteRequest`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VoteResponse {
+    /// The voter's term after handling the request. Higher than the candidate's: the candidate steps down.
+    pub term: Term,
+    /// Whether the vote was granted. A granted vote is durable on the voter before this reply leaves.
+    pub vote_granted: bool,
+}
+
+/// AppendEntries (Raft paper, figure 2); with no entries it is a heartbeat.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppendEntriesRequest<C> {
+    /// The leader's term.
+    pub term: Term,
+    /// The leader, so followers can redirect clients.
+    pub leader_id: NodeId,
+    /// The id of the entry just before `entries`: the follower must hold exactly it.
+    pub prev_log_id: LogId,
+    /// The entries to store, in order, starting at `prev_log_id.index + 1`.
+    pub entries: Vec<Entry<C>>,
+    /// The leader's commit index.
+    pub leader_commit: LogIndex,
+}
+
+/// The answer to an [`AppendEntriesRequest`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppendEntriesResponse {
+    /// The follower's term after handling the request.
+    pub term: Term,
+    /// What the follower did.
+    pub result: AppendResult,
+}
+
+/// The outcome of an AppendEntries at the follower.
+///
+/// Each variant carries what the leader needs to match the reply to the request it answers, so that a
+/// late, duplicated or reordered reply cannot move the leader's view of the follower backwards.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AppendResult {
+    /// The follower's log matches the leader's up to `match_index` (the request's
+    /// `prev_log_id.index` plus its number of entries), and those entries are durable.
+    Success {
+        /// The last index known to match the leader's log.
+        match_index: LogIndex,
+    },
+    /// The follower does not hold the request's `prev_log_id`.
+    Conflict {
+        /// The request's `prev_log_id.index`, identifying the request this answers.
+        rejected_index: LogIndex,
+        /// The term of the follower's entry at `rejected_index`, if it has one there.
+        conflict_term: Option<Term>,
+        /// The first index of `conflict_term` in the follower's log, or, without a conflict term, the
+        /// follower's last index plus one: where the leader should try next (fast backtracking).
+        conflict_index: LogIndex,
+    },
+    /// The request came from a term older than the follower's; `term` in the response says which.
+    StaleTerm,
+}
+
+/// Every RPC request a node sends.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request<C> {
+    /// A RequestVote.
+    Vote(VoteRequest),
+    /// An AppendEntries.
+    AppendEntries(AppendEntriesRequest<C>),
+}
+
+/// Every RPC response a node receives.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    /// The answer to a RequestVote.
+    Vote(VoteResponse),
+    /// The answer to an AppendEntries.
+    AppendEntries(AppendEntriesResponse),
+}

@@ -1,0 +1,36 @@
+//! The network trait: how a node sends RPCs to its peers.
+
+use async_trait::async_trait;
+
+use crate::error::NetworkError;
+use crate::message::{AppendEntriesRequest, AppendEntriesResponse, VoteRequest, VoteResponse};
+use crate::types::NodeId;
+
+/// Sends RPCs to peers and returns their answers.
+///
+/// # Contract
+/// * **Concurrency:** the driver calls methods concurrently, several to the same target at once
+///   (pipelining); implementations take `&self` and must allow that.
+/// * **Ordering:** requests to one target should be delivered in the order the calls were made where
+///   the transport can do so cheaply (one connection); the protocol stays safe if they are not
+///   (reordered, duplicated or lost messages are handled by the engine), only slower.
+/// * **Delivery:** at most once per call from the caller's view; an `Err` means "no answer", and the
+///   request may or may not have been processed by the target. Implementations need not retry: the
+///   driver does. The driver also bounds each call with [`Config::rpc_timeout`](crate::Config), so an
+///   implementation may hang on a lost message rather than time out itself.
+/// * **Cancellation:** the driver may drop a call's future at any point (timeout, shutdown).
+#[async_trait]
+pub trait RaftNetwork<C>: Send + Sync + 'static
+where
+    C: Send + 'static,
+{
+    /// Sends an AppendEntries to `target` and waits for its answer.
+    async fn append_entries(
+        &self,
+        target: NodeId,
+        request: AppendEntriesRequest<C>,
+    ) -> Result<AppendEntriesResponse, NetworkError>;
+
+    /// Sends a RequestVote to `target` and waits for its answer.
+    async fn vote(&self, target: NodeId, request: VoteRequest) -> Result<VoteResponse, NetworkError>;
+}

@@ -1,0 +1,434 @@
+//! The driver task: feeds the engine with time, RPCs and proposals, and executes its outputs in the
+//! order the ordering rules need (see the [module docs](super)).
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use super::apply::{self, ApplyBatch, ApplyEvent};
+use super::metrics::{Metrics, NodeStatus};
+use super::peers::{PeerSender, RpcOutcome};
+use super::{ApiMsg, WriteReply};
+use crate::config::Config;
+use crate::engine::{Engine, Output, RecoveredState};
+use crate::error::{ClientWriteError, StartError, StorageError};
+use crate::message::{AppendEntriesResponse, Response, VoteResponse};
+use crate::network::RaftNetwork;
+use crate::state_machine::StateMachine;
+use crate::storage::RaftStorage;
+use crate::types::{LogId, LogIndex, NodeId, Role, Term};
+
+/// A reply to an incoming RPC, held until the output it depends on is durable.
+enum HeldReply {
+    Append(oneshot::Sender<AppendEntriesResponse>, AppendEntriesResponse),
+    Vote(oneshot::Sender<VoteResponse>, VoteResponse),
+}
+
+impl HeldReply {
+    fn send(self) {
+        // The caller may have given up (timeout); that is not an error here.
+        match self {
+            HeldReply::Append(tx, r) => {
+                let _ = tx.send(r);
+            }
+            HeldReply::Vote(tx, r) => {
+                let _ = tx.send(r);
+            }
+        }
+    }
+}
+
+/// Why the loop ends.
+enum Stop {
+    Requested,
+    Fatal(String),
+}
+
+pub(crate) struct Driver<SM: StateMachine, S, N> {
+    id: NodeId,
+    config: Config,
+    engine: Engine<SM::Command>,
+    storage: S,
+    network: Arc<N>,
+    epoch: Instant,
+
+    api_rx: mpsc::UnboundedReceiver<ApiMsg<SM>>,
+    rpc_tx: mpsc::UnboundedSender<RpcOutcome>,
+    rpc_rx: mpsc::UnboundedReceiver<RpcOutcome>,
+    apply_tx: mpsc::UnboundedSender<ApplyBatch<SM>>,
+    apply_events: mpsc::UnboundedReceiver<ApplyEvent>,
+    state_machine: Option<SM>,
+    apply_events_tx: Option<mpsc::UnboundedSender<ApplyEvent>>,
+    apply_rx: Option<mpsc::UnboundedReceiver<ApplyBatch<SM>>>,
+
+    peers: BTreeMap<NodeId, PeerSender<SM::Command>>,
+    held_replies: Vec<HeldReply>,
+    /// Client writes waiting for their entry to be applied, by log index; all of `pending_term`.
+    pending: VecDeque<(LogId, WriteReply<SM>)>,
+    pending_term: Term,
+    last_applied: LogIndex,
+    metrics_tx: watch::Sender<Metrics>,
+    span: tracing::Span,
+}
+
+impl<SM, S, N> Driver<SM, S, N>
+where
+    SM: StateMachine,
+    S: RaftStorage<SM::Command>,
+    N: RaftNetwork<SM::Command>,
+{
+    pub(crate) async fn open(
+        id: NodeId,
+        config: Config,
+        mut storage: S,
+        network: N,
+        mut state_machine: SM,
+        api_rx: mpsc::UnboundedReceiver<ApiMsg<SM>>,
+    ) -> Result<(Self, watch::Receiver<Metrics>), StartError> {
+        let hard_state = storage.hard_state().await?;
+        let log_state = storage.log_state().await?;
+        let snapshot = storage.snapshot().await?;
+        let mut applied = state_machine
+            .last_applied()
+            .await?
+            .map_or(0, |l| l.index);
+        let mut base_membership = None;
+        if let Some(snap) = snapshot {
+            if snap.meta.last_log_id.index > applied {
+                state_machine.restore(&snap.meta, &snap.data).await?;
+                applied = snap.meta.last_log_id.index;
+            }
+            if snap.meta.last_log_id.index >= log_state.last_purged.index {
+                base_membership = Some(snap.meta.membership.clone());
+            }
+        }
+        let first = log_state.last_purged.index + 1;
+        let entries = storage
+            .entries(first, log_state.last_log_id.index + 1)
+            .await?;
+        if entries.len() as u64 != log_state.last_log_id.index + 1 - first {
+            return Err(StartError::Storage(StorageError::Corrupted(format!(
+                "log_state says entries {first}..={} but storage returned {}",
+                log_state.last_log_id.index,
+                entries.len()
+            ))));
+        }
+        let recovered = RecoveredState {
+            hard_state,
+            log_base: log_state.last_purged,
+            base_membership,
+            entries,
+            applied_index: applied,
+        };
+        let epoch = Instant::now();
+        let engine = Engine::new(id, &config, recovered, 0);
+        let (rpc_tx, rpc_rx) = mpsc::unbounded_channel();
+        let (apply_tx, apply_rx) = mpsc::unbounded_channel();
+        let (apply_events_tx, apply_events) = mpsc::unbounded_channel();
+        let (metrics_tx, metrics_rx) = watch::channel(Metrics {
+            id,
+            ..Metrics::default()
+        });
+        let span = tracing::info_span!("raft", node = id, term = tracing::field::Empty);
+        let mut driver = Driver {
+            id,
+            config,
+            engine,
+            storage,
+            network: Arc::new(network),
+            epoch,
+            api_rx,
+            rpc_tx,
+            rpc_rx,
+            apply_tx,
+            apply_events,
+            state_machine: Some(state_machine),
+            apply_events_tx: Some(apply_events_tx),
+            apply_rx: Some(apply_rx),
+            peers: BTreeMap::new(),
+            held_replies: Vec::new(),
+            pending: VecDeque::new(),
+            pending_term: 0,
+            last_applied: applied,
+            metrics_tx,
+            span,
+        };
+        driver.publish_metrics();
+        Ok((driver, metrics_rx))
+    }
+
+    pub(crate) async fn run(mut self) {
+        let span = self.span.clone();
+        span.record("term", self.engine.term());
+        if let (Some(sm), Some(rx), Some(tx)) = (
+            self.state_machine.take(),
+            self.apply_rx.take(),
+            self.apply_events_tx.take(),
+        ) {
+            tokio::spawn(apply::run(sm, rx, tx).instrument(span.clone()));
+        }
+        let stop = self.main_loop().instrument(span.clone()).await;
+        let reason = match stop {
+            Stop::Requested => "node was shut down".to_string(),
+            Stop::Fatal(reason) => {
+                let _enter = span.enter();
+                tracing::error!(%reason, "node stopped on a fatal error");
+                reason
+            }
+        };
+        for (_, reply) in self.pending.drain(..) {
+            let _ = reply.send(Err(ClientWriteError::Stopped(reason.clone())));
+        }
+        self.api_rx.close();
+        while let Ok(msg) = self.api_rx.try_recv() {
+            if let ApiMsg::ClientWrite { reply, .. } = msg {
+                let _ = reply.send(Err(ClientWriteError::Stopped(reason.clone())));
+            }
+        }
+        self.metrics_tx.send_modify(|m| m.status = NodeStatus::Stopped(reason));
+    }
+
+    async fn main_loop(&mut self) -> Stop {
+        loop {
+            let deadline = self.epoch + std::time::Duration::from_millis(self.engine.next_deadline());
+            tokio::select! {
+                biased;
+                ev = self.apply_events.recv() => match ev {
+                    Some(ev) => if let Err(stop) = self.on_apply_event(ev) { return stop },
+                    None => return Stop::Fatal("apply task ended".into()),
+                },
+                outcome = self.rpc_rx.recv() => {
+                    if let Some(o) = outcome { self.on_rpc_outcome(o); }
+                }
+                msg = self.api_rx.recv() => match msg {
+                    Some(msg) => if let Err(stop) = self.on_api(msg) { return stop },
+                    None => return Stop::Requested,
+                },
+                _ = tokio::time::sleep_until(deadline) => {}
+            }
+            // Fold whatever else is already queued into the same batch.
+            if let Err(stop) = self.drain_queued() {
+                return stop;
+            }
+            let now = self.now_ms();
+            self.engine.tick(now);
+            if let Err(e) = self.flush().await {
+                return Stop::Fatal(format!("storage failed: {e}"));
+            }
+        }
+    }
+
+    fn drain_queued(&mut self) -> Result<(), Stop> {
+        let budget = self.config.max_batch_proposals;
+        let mut taken = 0;
+        while taken < budget {
+            let mut progressed = false;
+            while let Ok(ev) = self.apply_events.try_recv() {
+                self.on_apply_event(ev)?;
+                progressed = true;
+            }
+            while let Ok(o) = self.rpc_rx.try_recv() {
+                self.on_rpc_outcome(o);
+                progressed = true;
+            }
+            while taken < budget {
+                match self.api_rx.try_recv() {
+                    Ok(msg) => {
+                        self.on_api(msg)?;
+                        taken += 1;
+                        progressed = true;
+                    }
+                    Err(_) => break,
+                }
+            }
+            if !progressed {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn on_api(&mut self, msg: ApiMsg<SM>) -> Result<(), Stop> {
+        match msg {
+            ApiMsg::ClientWrite { command, reply } => match self.engine.propose(command) {
+                Ok(log_id) => {
+                    if self.pending_term != log_id.term {
+                        self.fail_pending();
+                        self.pending_term = log_id.term;
+                    }
+                    self.pending.push_back((log_id, reply));
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(ClientWriteError::NotLeader {
+                        leader_hint: e.leader_hint,
+                    }));
+                }
+            },
+            ApiMsg::AppendEntries { request, reply } => {
+                let now = self.now_ms();
+                self.engine.tick(now);
+                let resp = self.engine.handle_append_entries(request);
+                self.held_replies.push(HeldReply::Append(reply, resp));
+            }
+            ApiMsg::Vote { request, reply } => {
+                let now = self.now_ms();
+                self.engine.tick(now);
+                let resp = self.engine.handle_vote_request(request);
+                self.held_replies.push(HeldReply::Vote(reply, resp));
+            }
+            ApiMsg::Initialize { membership, reply } => {
+                let _ = reply.send(self.engine.initialize(membership));
+            }
+            ApiMsg::Shutdown => return Err(Stop::Requested),
+        }
+        Ok(())
+    }
+
+    fn on_rpc_outcome(&mut self, o: RpcOutcome) {
+        match o.result {
+            Ok(Response::AppendEntries(r)) => self.engine.handle_append_entries_response(o.from, r),
+            Ok(Response::Vote(r)) => self.engine.handle_vote_response(o.from, r),
+            Err(e) => {
+                tracing::debug!(peer = o.from, error = %e, "rpc failed");
+                if o.was_append {
+                    self.engine.handle_unreachable(o.from);
+                }
+            }
+        }
+    }
+
+    fn on_apply_event(&mut self, ev: ApplyEvent) -> Result<(), Stop> {
+        match ev {
+            ApplyEvent::Applied(index) => {
+                self.last_applied = self.last_applied.max(index);
+                Ok(())
+            }
+            ApplyEvent::Failed(e) => Err(Stop::Fatal(e.to_string())),
+        }
+    }
+
+    /// Executes the engine's outputs until it has nothing more to do.
+    async fn flush(&mut self) -> Result<(), StorageError> {
+        loop {
+            let out: Output<SM::Command> = self.engine.take_output();
+            if out.is_empty() && self.held_replies.is_empty() {
+                break;
+            }
+            // Rule 1: the term and vote are durable before anything that depends on them leaves.
+            if let Some(hs) = &out.hard_state {
+                self.storage.save_hard_state(hs).await?;
+                self.span.record("term", hs.term);
+            }
+            // Rule 3: a leader's AppendEntries may leave before its own append is durable.
+            for (to, request) in out.messages {
+                self.peer(to).send(request);
+            }
+            if let Some(from) = out.truncate_from {
+                self.storage.truncate(from).await?;
+            }
+            if let Some(last) = out.append.last().map(|e| e.log_id) {
+                self.storage.append(&out.append).await?;
+                self.engine.log_persisted(last);
+            }
+            // Rule 2: replies go out only once what they acknowledge is durable.
+            for reply in self.held_replies.drain(..) {
+                reply.send();
+            }
+            if !out.apply.is_empty() {
+                self.dispatch_apply(out.apply);
+            }
+        }
+        if !self.pending.is_empty()
+            && (self.engine.role() != Role::Leader || self.engine.term() != self.pending_term)
+        {
+            self.fail_pending();
+        }
+        self.publish_metrics();
+        Ok(())
+    }
+
+    fn dispatch_apply(&mut self, entries: Vec<crate::types::Entry<SM::Command>>) {
+        let mut replies = Vec::new();
+        let first = entries[0].log_id.index;
+        let last = entries[entries.len() - 1].log_id.index;
+        while let Some((log_id, _)) = self.pending.front() {
+            if log_id.index > last {
+                break;
+            }
+            let Some((log_id, reply)) = self.pending.pop_front() else {
+                break;
+            };
+            if log_id.index < first {
+                // Applied in an earlier batch without this proposal: cannot happen while leader.
+                let _ = reply.send(Err(ClientWriteError::OutcomeUnknown {
+                    leader_hint: self.engine.leader(),
+                }));
+                continue;
+            }
+            let pos = (log_id.index - first) as usize;
+            if entries[pos].log_id == log_id {
+                replies.push((pos, reply));
+            } else {
+                // The slot holds another leader's entry: this proposal was not committed.
+                let _ = reply.send(Err(ClientWriteError::OutcomeUnknown {
+                    leader_hint: self.engine.leader(),
+                }));
+            }
+        }
+        let _ = self.apply_tx.send(ApplyBatch { entries, replies });
+    }
+
+    fn fail_pending(&mut self) {
+        let leader_hint = self.engine.leader();
+        for (_, reply) in self.pending.drain(..) {
+            let _ = reply.send(Err(ClientWriteError::OutcomeUnknown { leader_hint }));
+        }
+    }
+
+    fn peer(&mut self, to: NodeId) -> &PeerSender<SM::Command> {
+        let network = &self.network;
+        let rpc_tx = &self.rpc_tx;
+        let timeout = self.config.rpc_timeout;
+        self.peers
+            .entry(to)
+            .or_insert_with(|| PeerSender::spawn(to, Arc::clone(network), timeout, rpc_tx.clone()))
+    }
+
+    fn publish_metrics(&mut self) {
+        let engine = &self.engine;
+        let replication = engine
+            .progress()
+            .iter()
+            .map(|(&id, p)| (id, p.match_index))
+            .collect();
+        let last_applied = self.last_applied;
+        let id = self.id;
+        self.metrics_tx.send_if_modified(|m| {
+            let new = Metrics {
+                id,
+                status: NodeStatus::Running,
+                role: engine.role(),
+                current_term: engine.term(),
+                current_leader: engine.leader(),
+                last_log_id: engine.last_log_id(),
+                commit_index: engine.commit_index(),
+                last_applied,
+                membership: engine.membership().clone(),
+                replication,
+            };
+            if *m == new {
+                false
+            } else {
+                *m = new;
+                true
+            }
+        });
+    }
+}

@@ -1,0 +1,40 @@
+//! What a node reports about itself.
+
+use std::collections::BTreeMap;
+
+use crate::types::{LogId, LogIndex, Membership, NodeId, Role, Term};
+
+/// Whether the node runs.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub enum NodeStatus {
+    /// The node runs.
+    #[default]
+    Running,
+    /// The node stopped: on request, or because storage or the state machine failed (the reason says).
+    Stopped(String),
+}
+
+/// A snapshot of one node's state, published on a `tokio::sync::watch` after every batch of work.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Metrics {
+    /// The node.
+    pub id: NodeId,
+    /// Running or stopped.
+    pub status: NodeStatus,
+    /// Its role.
+    pub role: Role,
+    /// Its current term.
+    pub current_term: Term,
+    /// The leader it knows of in the current term.
+    pub current_leader: Option<NodeId>,
+    /// The id of its last log entry.
+    pub last_log_id: LogId,
+    /// The highest index it knows committed.
+    pub commit_index: LogIndex,
+    /// The last index its state machine applied.
+    pub last_applied: LogIndex,
+    /// The membership in force.
+    pub membership: Membership,
+    /// On the leader: each follower's match index. Empty otherwise.
+    pub replication: BTreeMap<NodeId, LogIndex>,
+}

@@ -1,0 +1,263 @@
+//! The async node: a cheap, cloneable [`Raft`] handle in front of a driver task that owns the
+//! [`Engine`](crate::Engine), storage and network, and an apply task that owns the state machine.
+//!
+//! # Ordering rules the driver keeps
+//! 1. A new term or vote is durable before any message that depends on it leaves the node.
+//! 2. A follower's entries are durable before it answers AppendEntries with success.
+//! 3. A leader sends AppendEntries before its own append is durable, and counts itself toward the
+//!    commit quorum only once it is.
+//! 4. Entries are applied once, in order, only when committed, on the apply task.
+//! 5. A client hears success only after its entry is applied; if the leader loses office first, it
+//!    hears [`ClientWriteError::OutcomeUnknown`] (the entry may still commit), never `NotLeader`.
+
+mod apply;
+mod driver;
+mod metrics;
+mod peers;
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+
+pub use metrics::{Metrics, NodeStatus};
+
+use crate::config::Config;
+use crate::error::{ClientWriteError, InitializeError, StartError, StoppedError};
+use crate::message::{AppendEntriesRequest, AppendEntriesResponse, VoteRequest, VoteResponse};
+use crate::network::RaftNetwork;
+use crate::state_machine::StateMachine;
+use crate::storage::RaftStorage;
+use crate::types::{LogId, Membership, NodeId, Role};
+
+/// A client write's result: where the command landed in the log and what the state machine returned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientWriteResponse<R> {
+    /// The log position of the command.
+    pub log_id: LogId,
+    /// The state machine's response.
+    pub data: R,
+}
+
+type WriteReply<SM> =
+    oneshot::Sender<Result<ClientWriteResponse<<SM as StateMachine>::Response>, ClientWriteError>>;
+
+/// Requests from handles to the driver.
+pub(crate) enum ApiMsg<SM: StateMachine> {
+    ClientWrite {
+        command: SM::Command,
+        reply: WriteReply<SM>,
+    },
+    AppendEntries {
+        request: AppendEntriesRequest<SM::Command>,
+        reply: oneshot::Sender<AppendEntriesResponse>,
+    },
+    Vote {
+        request: VoteRequest,
+        reply: oneshot::Sender<VoteResponse>,
+    },
+    Initialize {
+        membership: Membership,
+        reply: oneshot::Sender<Result<(), InitializeError>>,
+    },
+    Shutdown,
+}
+
+/// A handle to a running Raft node. Cheap to clone; `Send + Sync`.
+///
+/// Dropping every handle stops the node, as does [`shutdown`](Raft::shutdown).
+pub struct Raft<SM: StateMachine> {
+    inner: Arc<Inner<SM>>,
+}
+
+struct Inner<SM: StateMachine> {
+    id: NodeId,
+    api: mpsc::UnboundedSender<ApiMsg<SM>>,
+    metrics: watch::Receiver<Metrics>,
+    driver: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl<SM: StateMachine> Clone for Raft<SM> {
+    fn clone(&self) -> Self {
+        Raft {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+impl<SM: StateMachine> std::fmt::Debug for Raft<SM> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Raft").field("id", &self.inner.id).finish()
+    }
+}
+
+impl<SM: StateMachine> Raft<SM> {
+    /// Starts node `id`: reads its state from `storage` (a restart resumes where the storage and the
+    /// state machine stand) and spawns its tasks on the current tokio runtime.
+    ///
+    /// A node with an empty storage waits, as a follower, until [`initialize`](Self::initialize) is
+    /// called on it or a leader contacts it.
+    ///
+    /// # Errors
+    /// An invalid `config`, or a failure reading storage or the state machine.
+    pub async fn start<S, N>(
+        id: NodeId,
+        config: Config,
+        storage: S,
+        network: N,
+        state_machine: SM,
+    ) -> Result<Self, StartError>
+    where
+        S: RaftStorage<SM::Command>,
+        N: RaftNetwork<SM::Command>,
+    {
+        config.validate()?;
+        let (api_tx, api_rx) = mpsc::unbounded_channel();
+        let (driver, metrics_rx) =
+            driver::Driver::open(id, config, storage, network, state_machine, api_rx).await?;
+        let handle = tokio::spawn(driver.run());
+        Ok(Raft {
+            inner: Arc::new(Inner {
+                id,
+                api: api_tx,
+                metrics: metrics_rx,
+                driver: Mutex::new(Some(handle)),
+            }),
+        })
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.inner.id
+    }
+
+    /// Bootstraps a new cluster with `voters` as its members. Call it on one node or on all of them
+    /// with the same set; a node that already has a log or a term refuses.
+    ///
+    /// # Errors
+    /// [`InitializeError::AlreadyInitialized`], an invalid membership, or a stopped node.
+    pub async fn initialize(
+        &self,
+        voters: impl IntoIterator<Item = NodeId>,
+    ) -> Result<(), InitializeError> {
+        let (reply, rx) = oneshot::channel();
+        let membership = Membership::new(voters);
+        self.send(ApiMsg::Initialize { membership, reply })
+            .map_err(|e| InitializeError::Stopped(e.0))?;
+        rx.await
+            .map_err(|_| InitializeError::Stopped(self.stop_reason()))?
+    }
+
+    /// Proposes `command` and waits until it is committed and applied, returning the state machine's
+    /// response.
+    ///
+    /// # Errors
+    /// [`ClientWriteError::NotLeader`] if this node is not the leader (nothing was proposed);
+    /// [`ClientWriteError::OutcomeUnknown`] if leadership was lost after proposing;
+    /// [`ClientWriteError::Stopped`] if the node stopped.
+    pub async fn client_write(
+        &self,
+        command: SM::Command,
+    ) -> Result<ClientWriteResponse<SM::Response>, ClientWriteError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(ApiMsg::ClientWrite { command, reply })
+            .map_err(|e| ClientWriteError::Stopped(e.0))?;
+        rx.await
+            .map_err(|_| ClientWriteError::Stopped(self.stop_reason()))?
+    }
+
+    /// Handles an AppendEntries from a peer; transports call this with decoded requests.
+    ///
+    /// # Errors
+    /// If the node has stopped.
+    pub async fn append_entries(
+        &self,
+        request: AppendEntriesRequest<SM::Command>,
+    ) -> Result<AppendEntriesResponse, StoppedError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(ApiMsg::AppendEntries { request, reply })?;
+        rx.await.map_err(|_| StoppedError(self.stop_reason()))
+    }
+
+    /// Handles a RequestVote from a peer; transports call this with decoded requests.
+    ///
+    /// # Errors
+    /// If the node has stopped.
+    pub async fn vote(&self, request: VoteRequest) -> Result<VoteResponse, StoppedError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(ApiMsg::Vote { request, reply })?;
+        rx.await.map_err(|_| StoppedError(self.stop_reason()))
+    }
+
+    /// A watch of the node's metrics, updated after every batch of work.
+    pub fn metrics(&self) -> watch::Receiver<Metrics> {
+        self.inner.metrics.clone()
+    }
+
+    /// Waits until this node knows a leader, and returns its id.
+    ///
+    /// # Errors
+    /// If `timeout` passes first, or the node stops.
+    pub async fn wait_for_leader(&self, timeout: Duration) -> Result<NodeId, StoppedError> {
+        let mut rx = self.metrics();
+        let found = tokio::time::timeout(timeout, async {
+            loop {
+                {
+                    let m = rx.borrow_and_update();
+                    if let NodeStatus::Stopped(reason) = &m.status {
+                        return Err(StoppedError(reason.clone()));
+                    }
+                    if let Some(l) = m.current_leader {
+                        return Ok(l);
+                    }
+                }
+                if rx.changed().await.is_err() {
+                    return Err(StoppedError("node stopped".into()));
+                }
+            }
+        })
+        .await;
+        found.unwrap_or_else(|_| Err(StoppedError("timed out waiting for a leader".into())))
+    }
+
+    /// Whether this node currently believes it is the leader.
+    pub fn is_leader(&self) -> bool {
+        self.inner.metrics.borrow().role == Role::Leader
+    }
+
+    /// Stops the node and waits for its tasks to end. Pending client writes fail with
+    /// [`ClientWriteError::Stopped`]. Idempotent.
+    pub async fn shutdown(&self) {
+        let _ = self.inner.api.send(ApiMsg::Shutdown);
+        let handle = self
+            .inner
+            .driver
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(h) = handle {
+            let _ = h.await;
+        }
+    }
+
+    /// The voters of the current membership, as this node sees it.
+    pub fn voters(&self) -> BTreeSet<NodeId> {
+        self.inner.metrics.borrow().membership.voters.clone()
+    }
+
+    fn send(&self, msg: ApiMsg<SM>) -> Result<(), StoppedError> {
+        self.inner
+            .api
+            .send(msg)
+            .map_err(|_| StoppedError(self.stop_reason()))
+    }
+
+    fn stop_reason(&self) -> String {
+        match &self.inner.metrics.borrow().status {
+            NodeStatus::Stopped(reason) => reason.clone(),
+            NodeStatus::Running => "node stopped".to_string(),
+        }
+    }
+}

@@ -1,0 +1,53 @@
+//! The state machine trait: the application that the replicated log drives.
+
+use std::fmt::Debug;
+
+use async_trait::async_trait;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::error::StateMachineError;
+use crate::types::{Entry, LogId, SnapshotMeta};
+
+/// What a command type must be: cloneable (it is sent to several followers), sendable between tasks and
+/// serde-encodable (so any transport and storage can carry it). Implemented for every such type.
+pub trait AppCommand: Clone + Debug + Send + Sync + Serialize + DeserializeOwned + 'static {}
+
+impl<T> AppCommand for T where T: Clone + Debug + Send + Sync + Serialize + DeserializeOwned + 'static {}
+
+/// The application state that the replicated log drives, and its types.
+///
+/// # Contract
+/// * **Order:** the driver calls `apply` with committed entries only, each exactly once, in log order,
+///   with no gaps, from a single task of its own (a slow state machine does not stall heartbeats).
+/// * **Determinism:** applying the same entries to the same state must give the same state and the
+///   same responses on every node.
+/// * **Restart:** a state machine that keeps its state across restarts reports the last entry it holds
+///   with [`last_applied`](Self::last_applied); the driver then resumes applying after it. An in-memory
+///   state machine returns `None` and gets the whole log (or snapshot) replayed.
+/// * **Errors:** any `Err` stops the node.
+#[async_trait]
+pub trait StateMachine: Send + 'static {
+    /// The command clients propose.
+    type Command: AppCommand;
+    /// What applying a command returns to the client that proposed it.
+    type Response: Debug + Send + 'static;
+
+    /// The id of the last entry whose effect this state machine holds durably; `None` if it holds none
+    /// (a fresh or in-memory state machine).
+    async fn last_applied(&mut self) -> Result<Option<LogId>, StateMachineError>;
+
+    /// Applies committed entries, in order, and returns exactly one response per entry, in the same
+    /// order. Responses for [`EntryPayload::Blank`](crate::EntryPayload) and membership entries are
+    /// dropped by the driver; return any value for them.
+    async fn apply(
+        &mut self,
+        entries: &[Entry<Self::Command>],
+    ) -> Result<Vec<Self::Response>, StateMachineError>;
+
+    /// Serializes the whole state (for a snapshot).
+    async fn snapshot(&mut self) -> Result<Vec<u8>, StateMachineError>;
+
+    /// Replaces the whole state with a snapshot's, atomically: on error the state is unchanged.
+    async fn restore(&mut self, meta: &SnapshotMeta, data: &[u8]) -> Result<(), StateMachineError>;
+}
