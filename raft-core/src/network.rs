@@ -22,7 +22,7 @@ use crate::types::NodeId;
 #[async_trait]
 pub trait RaftNetwork<C>: Send + Sync + 'static
 where
-    C: Send + 'static,
+    C: Send + Sync + 'static,
 {
     /// Sends an AppendEntries to `target` and waits for its answer.
     async fn append_entries(

@@ -33,7 +33,7 @@ pub struct LogState {
 #[async_trait]
 pub trait RaftStorage<C>: Send + 'static
 where
-    C: Send + 'static,
+    C: Send + Sync + 'static,
 {
     /// The saved hard state; the default (term 0, no vote) for a fresh storage.
     async fn hard_state(&mut self) -> Result<HardState, StorageError>;
