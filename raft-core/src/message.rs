@@ -73,6 +73,9 @@ pub enum AppendResult {
     },
     /// The request came from a term older than the follower's; `term` in the response says which.
     StaleTerm,
+    /// The request is malformed (entries not consecutive after `prev_log_id`, terms going backwards or
+    /// above the request's term, or a conflict with a committed entry). Nothing was changed.
+    Invalid,
 }
 
 /// Every RPC request a node sends.

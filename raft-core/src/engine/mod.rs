@@ -348,6 +348,10 @@ impl<C: Clone> Engine<C> {
         if req.term < self.hard_state.term {
             return self.append_reply(AppendResult::StaleTerm);
         }
+        if let Err(reason) = validate_append(&req) {
+            tracing::error!(leader = req.leader_id, %reason, "malformed AppendEntries refused");
+            return self.append_reply(AppendResult::Invalid);
+        }
         if req.term > self.hard_state.term || self.role != Role::Follower {
             self.become_follower(req.term, Some(req.leader_id));
         }
@@ -397,7 +401,7 @@ impl<C: Clone> Engine<C> {
                             commit = self.commit_index,
                             "leader sent an entry conflicting with a committed one; ignoring request"
                         );
-                        return self.append_reply(AppendResult::StaleTerm);
+                        return self.append_reply(AppendResult::Invalid);
                     }
                     self.truncate_local(entry.log_id.index);
                     new_from = Some(i);
@@ -439,6 +443,9 @@ impl<C: Clone> Engine<C> {
         pr.last_ack_ms = now;
         match resp.result {
             AppendResult::StaleTerm => {}
+            AppendResult::Invalid => {
+                tracing::error!(from, "follower refused our AppendEntries as malformed");
+            }
             AppendResult::Success { match_index } => {
                 if match_index > last_index {
                     tracing::warn!(from, match_index, last_index, "follower claims a match past our log; ignoring");
@@ -776,6 +783,28 @@ impl<C: Clone> Engine<C> {
         let (min, max) = self.election_timeout_ms;
         self.election_deadline = self.now + self.rng.u64(min..max);
     }
+}
+
+/// Checks what a well-behaved leader always guarantees: entries are consecutive after `prev_log_id`,
+/// their terms never decrease, and none is newer than the request's term.
+fn validate_append<C>(req: &AppendEntriesRequest<C>) -> Result<(), String> {
+    if req.prev_log_id.term > req.term {
+        return Err(format!(
+            "prev_log_id {} is newer than the request's term {}",
+            req.prev_log_id, req.term
+        ));
+    }
+    let mut expected = req.prev_log_id;
+    for e in &req.entries {
+        if e.log_id.index != expected.index + 1 || e.log_id.term < expected.term || e.log_id.term > req.term {
+            return Err(format!(
+                "entry {} does not follow {} in a request of term {}",
+                e.log_id, expected, req.term
+            ));
+        }
+        expected = e.log_id;
+    }
+    Ok(())
 }
 
 fn append_request<C>(

@@ -14,7 +14,7 @@ use super::peers::{PeerSender, RpcOutcome};
 use super::{ApiMsg, WriteReply};
 use crate::config::Config;
 use crate::engine::{Engine, Output, RecoveredState};
-use crate::error::{ClientWriteError, StartError, StorageError};
+use crate::error::{ClientWriteError, InitializeError, StartError, StorageError};
 use crate::message::{AppendEntriesResponse, Response, VoteResponse};
 use crate::network::RaftNetwork;
 use crate::state_machine::StateMachine;
@@ -25,6 +25,10 @@ use crate::types::{LogId, LogIndex, NodeId, Role, Term};
 enum HeldReply {
     Append(oneshot::Sender<AppendEntriesResponse>, AppendEntriesResponse),
     Vote(oneshot::Sender<VoteResponse>, VoteResponse),
+    Initialize(
+        oneshot::Sender<Result<(), InitializeError>>,
+        Result<(), InitializeError>,
+    ),
 }
 
 impl HeldReply {
@@ -35,6 +39,9 @@ impl HeldReply {
                 let _ = tx.send(r);
             }
             HeldReply::Vote(tx, r) => {
+                let _ = tx.send(r);
+            }
+            HeldReply::Initialize(tx, r) => {
                 let _ = tx.send(r);
             }
         }
@@ -163,12 +170,13 @@ where
     pub(crate) async fn run(mut self) {
         let span = self.span.clone();
         span.record("term", self.engine.term());
+        let mut apply_task = None;
         if let (Some(sm), Some(rx), Some(tx)) = (
             self.state_machine.take(),
             self.apply_rx.take(),
             self.apply_events_tx.take(),
         ) {
-            tokio::spawn(apply::run(sm, rx, tx).instrument(span.clone()));
+            apply_task = Some(tokio::spawn(apply::run(sm, rx, tx).instrument(span.clone())));
         }
         let stop = self.main_loop().instrument(span.clone()).await;
         let reason = match stop {
@@ -188,12 +196,24 @@ where
                 let _ = reply.send(Err(ClientWriteError::Stopped(reason.clone())));
             }
         }
+        // Stop the peers and let the apply task finish what it was given, so the state machine is
+        // released before `shutdown` returns.
+        self.peers.clear();
+        let (closed_tx, _) = mpsc::unbounded_channel();
+        drop(std::mem::replace(&mut self.apply_tx, closed_tx));
+        if let Some(task) = apply_task {
+            let _ = task.await;
+        }
         self.metrics_tx.send_modify(|m| m.status = NodeStatus::Stopped(reason));
     }
 
     async fn main_loop(&mut self) -> Stop {
         loop {
-            let deadline = self.epoch + std::time::Duration::from_millis(self.engine.next_deadline());
+            let wait = std::time::Duration::from_millis(self.engine.next_deadline());
+            let deadline = self
+                .epoch
+                .checked_add(wait)
+                .unwrap_or_else(|| Instant::now() + std::time::Duration::from_secs(3600));
             tokio::select! {
                 biased;
                 ev = self.apply_events.recv() => match ev {
@@ -284,7 +304,9 @@ where
                 self.held_replies.push(HeldReply::Vote(reply, resp));
             }
             ApiMsg::Initialize { membership, reply } => {
-                let _ = reply.send(self.engine.initialize(membership));
+                // Answered once the membership entry is durable.
+                let result = self.engine.initialize(membership);
+                self.held_replies.push(HeldReply::Initialize(reply, result));
             }
             ApiMsg::Shutdown => return Err(Stop::Requested),
         }
