@@ -32,5 +32,9 @@ where
     ) -> Result<AppendEntriesResponse, NetworkError>;
 
     /// Sends a RequestVote to `target` and waits for its answer.
-    async fn vote(&self, target: NodeId, request: VoteRequest) -> Result<VoteResponse, NetworkError>;
+    async fn vote(
+        &self,
+        target: NodeId,
+        request: VoteRequest,
+    ) -> Result<VoteResponse, NetworkError>;
 }

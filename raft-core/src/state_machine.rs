@@ -13,7 +13,10 @@ use crate::types::{Entry, LogId, SnapshotMeta};
 /// serde-encodable (so any transport and storage can carry it). Implemented for every such type.
 pub trait AppCommand: Clone + Debug + Send + Sync + Serialize + DeserializeOwned + 'static {}
 
-impl<T> AppCommand for T where T: Clone + Debug + Send + Sync + Serialize + DeserializeOwned + 'static {}
+impl<T> AppCommand for T where
+    T: Clone + Debug + Send + Sync + Serialize + DeserializeOwned + 'static
+{
+}
 
 /// The application state that the replicated log drives, and its types.
 ///

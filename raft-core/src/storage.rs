@@ -50,7 +50,11 @@ where
     /// # Errors
     /// [`StorageError::Compacted`] if `start` is at or below the last purged index;
     /// [`StorageError::InvalidRequest`] if `end` is past the last index plus one.
-    async fn entries(&mut self, start: LogIndex, end: LogIndex) -> Result<Vec<Entry<C>>, StorageError>;
+    async fn entries(
+        &mut self,
+        start: LogIndex,
+        end: LogIndex,
+    ) -> Result<Vec<Entry<C>>, StorageError>;
 
     /// Appends entries after the last one, durably.
     ///

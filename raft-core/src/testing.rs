@@ -51,6 +51,10 @@
 //! expect.
 
 use std::fmt::Debug;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+
+use futures::FutureExt;
 
 use crate::error::StorageError;
 use crate::storage::{LogState, RaftStorage};
@@ -69,27 +73,71 @@ where
     S: RaftStorage<u64>,
     F: FnMut() -> S,
 {
-    fresh_storage_is_empty(make()).await;
-    hard_state_round_trip(make()).await;
-    append_and_read_back(make()).await;
-    append_refuses_gap_or_wrong_start(make()).await;
-    empty_append_is_noop(make()).await;
-    entries_range_edges(make()).await;
-    truncate_in_the_middle(make()).await;
-    truncate_at_the_last_entry(make()).await;
-    truncate_whole_log(make()).await;
-    truncate_past_the_end_is_noop(make()).await;
-    truncate_into_purged_prefix_is_refused(make()).await;
-    append_after_truncate(make()).await;
-    purge_moves_the_log_start(make()).await;
-    purge_at_or_below_last_purged_is_noop(make()).await;
-    purge_past_the_last_entry_is_refused(make()).await;
-    purge_whole_log(make()).await;
-    install_snapshot_inside_log_keeps_log(make()).await;
-    install_snapshot_ahead_of_log_discards_log(make()).await;
-    install_snapshot_on_empty_storage(make()).await;
-    install_snapshot_conflicting_with_log_discards_log(make()).await;
-    snapshot_returns_latest(make()).await;
+    guard("fresh_storage_is_empty", fresh_storage_is_empty(make())).await;
+    guard("hard_state_round_trip", hard_state_round_trip(make())).await;
+    guard("append_and_read_back", append_and_read_back(make())).await;
+    guard(
+        "append_refuses_gap_or_wrong_start",
+        append_refuses_gap_or_wrong_start(make()),
+    )
+    .await;
+    guard("empty_append_is_noop", empty_append_is_noop(make())).await;
+    guard("entries_range_edges", entries_range_edges(make())).await;
+    guard("truncate_in_the_middle", truncate_in_the_middle(make())).await;
+    guard(
+        "truncate_at_the_last_entry",
+        truncate_at_the_last_entry(make()),
+    )
+    .await;
+    guard("truncate_whole_log", truncate_whole_log(make())).await;
+    guard(
+        "truncate_past_the_end_is_noop",
+        truncate_past_the_end_is_noop(make()),
+    )
+    .await;
+    guard(
+        "truncate_into_purged_prefix_is_refused",
+        truncate_into_purged_prefix_is_refused(make()),
+    )
+    .await;
+    guard("append_after_truncate", append_after_truncate(make())).await;
+    guard(
+        "purge_moves_the_log_start",
+        purge_moves_the_log_start(make()),
+    )
+    .await;
+    guard(
+        "purge_at_or_below_last_purged_is_noop",
+        purge_at_or_below_last_purged_is_noop(make()),
+    )
+    .await;
+    guard(
+        "purge_past_the_last_entry_is_refused",
+        purge_past_the_last_entry_is_refused(make()),
+    )
+    .await;
+    guard("purge_whole_log", purge_whole_log(make())).await;
+    guard(
+        "install_snapshot_inside_log_keeps_log",
+        install_snapshot_inside_log_keeps_log(make()),
+    )
+    .await;
+    guard(
+        "install_snapshot_ahead_of_log_discards_log",
+        install_snapshot_ahead_of_log_discards_log(make()),
+    )
+    .await;
+    guard(
+        "install_snapshot_on_empty_storage",
+        install_snapshot_on_empty_storage(make()),
+    )
+    .await;
+    guard(
+        "install_snapshot_conflicting_with_log_discards_log",
+        install_snapshot_conflicting_with_log_discards_log(make()),
+    )
+    .await;
+    guard("snapshot_returns_latest", snapshot_returns_latest(make())).await;
 }
 
 /// Runs the checks that state survives a restart: each starts from a fresh storage made by `make`,
@@ -105,15 +153,54 @@ where
     F: FnMut() -> S,
     R: FnMut(S) -> S,
 {
-    reopen_fresh_storage_is_empty(make(), &mut reopen).await;
-    reopen_keeps_hard_state(make(), &mut reopen).await;
-    reopen_keeps_log(make(), &mut reopen).await;
-    reopen_keeps_truncation_and_purge(make(), &mut reopen).await;
-    reopen_keeps_snapshot_inside_log(make(), &mut reopen).await;
-    reopen_keeps_snapshot_ahead_of_log(make(), &mut reopen).await;
+    guard(
+        "reopen_fresh_storage_is_empty",
+        reopen_fresh_storage_is_empty(make(), &mut reopen),
+    )
+    .await;
+    guard(
+        "reopen_keeps_hard_state",
+        reopen_keeps_hard_state(make(), &mut reopen),
+    )
+    .await;
+    guard("reopen_keeps_log", reopen_keeps_log(make(), &mut reopen)).await;
+    guard(
+        "reopen_keeps_truncation_and_purge",
+        reopen_keeps_truncation_and_purge(make(), &mut reopen),
+    )
+    .await;
+    guard(
+        "reopen_keeps_snapshot_inside_log",
+        reopen_keeps_snapshot_inside_log(make(), &mut reopen),
+    )
+    .await;
+    guard(
+        "reopen_keeps_snapshot_ahead_of_log",
+        reopen_keeps_snapshot_ahead_of_log(make(), &mut reopen),
+    )
+    .await;
 }
 
 // ----- helpers -----
+
+/// Runs one check; if the storage itself panics (rather than a check's assertion), re-panics with a
+/// message that names the check.
+async fn guard(name: &str, check: impl Future<Output = ()>) {
+    if let Err(panic) = AssertUnwindSafe(check).catch_unwind().await {
+        let msg = panic
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| panic.downcast_ref::<&str>().copied());
+        match msg {
+            Some(msg) if !msg.starts_with(PANIC_PREFIX) => {
+                panic!("{PANIC_PREFIX} `{name}` failed: the storage panicked: {msg}")
+            }
+            _ => std::panic::resume_unwind(panic),
+        }
+    }
+}
+
+const PANIC_PREFIX: &str = "storage conformance check";
 
 /// The entry the suite stores at `index` in `term`. Payloads vary with the index (membership,
 /// command, blank) so that every kind is stored and read back, and commands depend on the term so that
@@ -156,7 +243,7 @@ struct Check {
 
 impl Check {
     fn fail(&self, what: &str, msg: std::fmt::Arguments<'_>) -> ! {
-        panic!("storage conformance check `{}` failed: {what}: {msg}", self.name)
+        panic!("{PANIC_PREFIX} `{}` failed: {what}: {msg}", self.name)
     }
 
     fn ok<T>(&self, r: Result<T, StorageError>, what: &str) -> T {
@@ -280,7 +367,10 @@ pub async fn hard_state_round_trip<S: RaftStorage<u64>>(mut s: S) {
         term: 3,
         voted_for: Some(2),
     };
-    c.ok(s.save_hard_state(&voted).await, "save_hard_state(term 3, vote 2)");
+    c.ok(
+        s.save_hard_state(&voted).await,
+        "save_hard_state(term 3, vote 2)",
+    );
     c.hard_state(&mut s, voted, "after saving term 3, vote 2")
         .await;
     c.log(&mut s, LogId::default(), &[], "after saving a hard state")
@@ -290,7 +380,10 @@ pub async fn hard_state_round_trip<S: RaftStorage<u64>>(mut s: S) {
         term: 4,
         voted_for: None,
     };
-    c.ok(s.save_hard_state(&cleared).await, "save_hard_state(term 4, no vote)");
+    c.ok(
+        s.save_hard_state(&cleared).await,
+        "save_hard_state(term 4, no vote)",
+    );
     c.hard_state(&mut s, cleared, "after saving term 4, no vote")
         .await;
 
@@ -305,7 +398,10 @@ pub async fn hard_state_round_trip<S: RaftStorage<u64>>(mut s: S) {
         term: 4,
         voted_for: Some(1),
     };
-    c.ok(s.save_hard_state(&again).await, "save_hard_state(term 4, vote 1)");
+    c.ok(
+        s.save_hard_state(&again).await,
+        "save_hard_state(term 4, vote 1)",
+    );
     c.hard_state(&mut s, again, "after saving term 4, vote 1")
         .await;
     c.log(
@@ -369,7 +465,10 @@ pub async fn append_refuses_gap_or_wrong_start<S: RaftStorage<u64>>(mut s: S) {
 
     let refused: [(&str, Vec<Entry<u64>>); 5] = [
         ("append 5..=6 after 3 (gap)", run(5, &[1, 1])),
-        ("append 3..=4 after 3 (overlaps the last entry)", run(3, &[2, 2])),
+        (
+            "append 3..=4 after 3 (overlaps the last entry)",
+            run(3, &[2, 2]),
+        ),
         ("append 1 after 3 (restarts the log)", run(1, &[2])),
         (
             "append [4, 6] after 3 (entries not consecutive)",
@@ -390,7 +489,10 @@ pub async fn append_refuses_gap_or_wrong_start<S: RaftStorage<u64>>(mut s: S) {
         )
         .await;
     }
-    c.ok(s.append(&run(4, &[1])).await, "append 4 after refused appends");
+    c.ok(
+        s.append(&run(4, &[1])).await,
+        "append 4 after refused appends",
+    );
     c.log(
         &mut s,
         LogId::default(),
@@ -516,7 +618,10 @@ pub async fn truncate_whole_log<S: RaftStorage<u64>>(mut s: S) {
     let log = run(1, &[1, 2, 2, 3, 3]);
     c.ok(s.append(&log).await, "append 1..=5 to the emptied log");
     c.ok(s.purge(2).await, "purge(2)");
-    c.ok(s.truncate(3).await, "truncate(3) right after the purged prefix");
+    c.ok(
+        s.truncate(3).await,
+        "truncate(3) right after the purged prefix",
+    );
     c.log(
         &mut s,
         LogId::new(2, 2),
@@ -532,12 +637,20 @@ pub async fn truncate_past_the_end_is_noop<S: RaftStorage<u64>>(mut s: S) {
         name: "truncate_past_the_end_is_noop",
     };
     c.ok(s.truncate(1).await, "truncate(1) of an empty log");
-    c.log(&mut s, LogId::default(), &[], "after truncate(1) of an empty log")
-        .await;
+    c.log(
+        &mut s,
+        LogId::default(),
+        &[],
+        "after truncate(1) of an empty log",
+    )
+    .await;
     let log = run(1, &[1, 1, 2]);
     c.ok(s.append(&log).await, "append 1..=3");
     for from in [4, 5, 1_000] {
-        c.ok(s.truncate(from).await, &format!("truncate({from}) of log 1..=3"));
+        c.ok(
+            s.truncate(from).await,
+            &format!("truncate({from}) of log 1..=3"),
+        );
         c.log(
             &mut s,
             LogId::default(),
@@ -586,7 +699,10 @@ pub async fn append_after_truncate<S: RaftStorage<u64>>(mut s: S) {
         "append 6 after truncate(3) (the log now ends at 2)",
     );
     let new = run(3, &[2, 2]);
-    c.ok(s.append(&new).await, "append 3..=4 (term 2) after truncate(3)");
+    c.ok(
+        s.append(&new).await,
+        "append 3..=4 (term 2) after truncate(3)",
+    );
     let mut want = old[..2].to_vec();
     want.extend_from_slice(&new);
     c.log(
@@ -625,7 +741,10 @@ pub async fn purge_moves_the_log_start<S: RaftStorage<u64>>(mut s: S) {
     c.log(&mut s, LogId::new(4, 4), &log[4..], "after purge(4)")
         .await;
     c.compacted(s.entries(3, 6).await, 4, 3, "entries(3, 6) after purge(4)");
-    c.ok(s.append(&run(7, &[6, 7])).await, "append 7..=8 after purge(4)");
+    c.ok(
+        s.append(&run(7, &[6, 7])).await,
+        "append 7..=8 after purge(4)",
+    );
     let mut want = log[4..].to_vec();
     want.extend(run(7, &[6, 7]));
     c.log(
@@ -652,7 +771,10 @@ pub async fn purge_at_or_below_last_purged_is_noop<S: RaftStorage<u64>>(mut s: S
     c.ok(s.append(&log).await, "append 1..=5");
     c.ok(s.purge(3).await, "purge(3)");
     for upto in [3, 2, 1, 0] {
-        c.ok(s.purge(upto).await, &format!("purge({upto}) after purge(3)"));
+        c.ok(
+            s.purge(upto).await,
+            &format!("purge({upto}) after purge(3)"),
+        );
         c.log(
             &mut s,
             LogId::new(3, 3),
@@ -674,10 +796,7 @@ pub async fn purge_past_the_last_entry_is_refused<S: RaftStorage<u64>>(mut s: S)
     let log = run(1, &[1, 2, 3]);
     c.ok(s.append(&log).await, "append 1..=3");
     for upto in [4, 10] {
-        c.invalid(
-            s.purge(upto).await,
-            &format!("purge({upto}) of log 1..=3"),
-        );
+        c.invalid(s.purge(upto).await, &format!("purge({upto}) of log 1..=3"));
         c.log(
             &mut s,
             LogId::default(),
@@ -804,7 +923,10 @@ pub async fn install_snapshot_ahead_of_log_discards_log<S: RaftStorage<u64>>(mut
         "truncate(10) after a snapshot at 4-10 (in the purged prefix)",
     );
     let more = run(11, &[4, 5]);
-    c.ok(s.append(&more).await, "append 11..=12 after a snapshot at 4-10");
+    c.ok(
+        s.append(&more).await,
+        "append 11..=12 after a snapshot at 4-10",
+    );
     c.log(
         &mut s,
         LogId::new(4, 10),
@@ -875,8 +997,12 @@ pub async fn install_snapshot_conflicting_with_log_discards_log<S: RaftStorage<u
         s.install_snapshot(snap.clone()).await,
         "install_snapshot at 2-3 over log 1..=5 of term 1",
     );
-    c.snapshot(&mut s, Some(&snap), "after installing a conflicting snapshot")
-        .await;
+    c.snapshot(
+        &mut s,
+        Some(&snap),
+        "after installing a conflicting snapshot",
+    )
+    .await;
     c.log(
         &mut s,
         LogId::new(2, 3),
@@ -969,7 +1095,10 @@ where
         term: 5,
         voted_for: Some(3),
     };
-    c.ok(s.save_hard_state(&first).await, "save_hard_state(term 5, vote 3)");
+    c.ok(
+        s.save_hard_state(&first).await,
+        "save_hard_state(term 5, vote 3)",
+    );
     let mut s = reopen(s);
     c.hard_state(&mut s, first, "after reopening").await;
     let second = HardState {
@@ -1023,8 +1152,13 @@ where
     c.ok(s.append(&old).await, "append 1..=6 (term 1)");
     c.ok(s.truncate(4).await, "truncate(4)");
     let mut s = reopen(s);
-    c.log(&mut s, LogId::default(), &old[..3], "after truncate(4) and reopening")
-        .await;
+    c.log(
+        &mut s,
+        LogId::default(),
+        &old[..3],
+        "after truncate(4) and reopening",
+    )
+    .await;
     let new = run(4, &[2, 2, 2]);
     c.ok(s.append(&new).await, "append 4..=6 (term 2)");
     c.ok(s.purge(2).await, "purge(2)");
@@ -1061,10 +1195,14 @@ where
     let log = run(1, &[1, 1, 2, 2]);
     c.ok(s.append(&log).await, "append 1..=4");
     let snap = snapshot(1, 2, 7);
-    c.ok(s.install_snapshot(snap.clone()).await, "install_snapshot at 1-2");
+    c.ok(
+        s.install_snapshot(snap.clone()).await,
+        "install_snapshot at 1-2",
+    );
     let mut s = reopen(s);
     c.snapshot(&mut s, Some(&snap), "after reopening").await;
-    c.log(&mut s, LogId::default(), &log, "after reopening").await;
+    c.log(&mut s, LogId::default(), &log, "after reopening")
+        .await;
     c.ok(s.purge(2).await, "purge(2) after reopening");
     let mut s = reopen(s);
     c.snapshot(&mut s, Some(&snap), "after purge(2) and reopening")
@@ -1091,7 +1229,10 @@ where
         term: 4,
         voted_for: Some(2),
     };
-    c.ok(s.save_hard_state(&hs).await, "save_hard_state(term 4, vote 2)");
+    c.ok(
+        s.save_hard_state(&hs).await,
+        "save_hard_state(term 4, vote 2)",
+    );
     c.ok(s.append(&run(1, &[1, 2])).await, "append 1..=2");
     let snap = snapshot(3, 9, 3);
     c.ok(
@@ -1100,7 +1241,8 @@ where
     );
     let mut s = reopen(s);
     c.snapshot(&mut s, Some(&snap), "after reopening").await;
-    c.log(&mut s, LogId::new(3, 9), &[], "after reopening").await;
+    c.log(&mut s, LogId::new(3, 9), &[], "after reopening")
+        .await;
     c.hard_state(&mut s, hs, "after reopening").await;
     let more = run(10, &[4]);
     c.ok(s.append(&more).await, "append 10 after reopening");

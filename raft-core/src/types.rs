@@ -20,7 +20,9 @@ pub type LogIndex = u64;
 /// Ordered by term first, then index, which is exactly the "at least as up-to-date" order of the Raft
 /// paper (section 5.4.1) when applied to the last entries of two logs. `LogId::default()` (term 0, index
 /// 0) stands for the empty log.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 pub struct LogId {
     /// The term in which a leader created the entry.
     pub term: Term,

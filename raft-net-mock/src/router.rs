@@ -112,6 +112,9 @@ impl<SM: StateMachine> Router<SM> {
     }
 
     /// Makes node `id` reachable at `raft` (a restarted node registers its new handle).
+    ///
+    /// The router keeps the handle, and the node's network keeps the router, so a registered node does
+    /// not stop when the caller drops its handles: call [`Raft::shutdown`] (and [`unregister`](Self::unregister)).
     pub fn register(&self, id: NodeId, raft: Raft<SM>) {
         self.lock().nodes.insert(id, raft);
     }

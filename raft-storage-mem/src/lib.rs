@@ -27,9 +27,7 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
-use raft_core::{
-    Entry, HardState, LogId, LogIndex, LogState, RaftStorage, Snapshot, StorageError,
-};
+use raft_core::{Entry, HardState, LogId, LogIndex, LogState, RaftStorage, Snapshot, StorageError};
 
 /// Everything a [`MemStorage`] holds.
 #[derive(Debug, Clone)]
@@ -159,7 +157,11 @@ where
         })
     }
 
-    async fn entries(&mut self, start: LogIndex, end: LogIndex) -> Result<Vec<Entry<C>>, StorageError> {
+    async fn entries(
+        &mut self,
+        start: LogIndex,
+        end: LogIndex,
+    ) -> Result<Vec<Entry<C>>, StorageError> {
         let s = self.state();
         if start <= s.last_purged.index {
             return Err(StorageError::Compacted {
@@ -181,15 +183,14 @@ where
 
     async fn append(&mut self, entries: &[Entry<C>]) -> Result<(), StorageError> {
         let mut s = self.state();
-        let mut expected = s.last_log_id().index + 1;
-        for e in entries {
+        let first = s.last_log_id().index + 1;
+        for (expected, e) in (first..).zip(entries) {
             if e.log_id.index != expected {
                 return Err(StorageError::InvalidRequest(format!(
                     "append expected index {expected}, got {}",
                     e.log_id.index
                 )));
             }
-            expected += 1;
         }
         s.log.extend_from_slice(entries);
         Ok(())

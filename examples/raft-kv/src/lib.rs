@@ -1,1 +1,64 @@
+//! # raft-kv
+//!
+//! A replicated hash table on [`raft_core`]: a `String -> String` map that every node of a Raft
+//! cluster holds, changed only through the replicated log.
+//!
+//! * [`KvCommand`] — `Put`, `Get`, `Delete`, `CompareAndSwap`. Reads go through the log too, so a
+//!   read sees every write acknowledged before it (linearizable by construction).
+//! * [`KvResponse`] — one answer per command, shaped for an HTTP API (`404` on a missing key, `409`
+//!   with the current value on a compare-and-swap mismatch).
+//! * [`KvStateMachine`] — the [`raft_core::StateMachine`]: deterministic (a `BTreeMap`, so equal
+//!   states give byte-identical JSON snapshots), in memory (a restarted node has its log replayed),
+//!   with a [`KvReader`] to look at the table locally.
+//! * [`Cluster`] — several nodes in one process on `raft-storage-mem` and `raft-net-mock`: write
+//!   through the leader, kill and restart nodes, wait for elections and catch-up.
+//! * [`demo`] — the failover scenario behind `cargo run -p raft-kv --example failover`.
+//!
+//! ## Quick start
+//!
+//! Three nodes in one process; write, compare-and-swap, and read back through the log:
+//!
+//! ```
+//! use raft_kv::{Cluster, KvCommand, KvResponse};
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)] // virtual time: instant elections
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let mut cluster = Cluster::start([1, 2, 3], raft_core::Config::default()).await?;
+//! cluster.initialize().await?;
+//!
+//! let put = cluster.write(KvCommand::put("apple", "red")).await?;
+//! assert_eq!(put.data, KvResponse::Put { previous: None });
+//!
+//! // Swap only if the value is still "red"; a mismatch returns the current value instead.
+//! let cas = cluster.write(KvCommand::compare_and_swap("apple", Some("red"), "green")).await?;
+//! assert_eq!(cas.data, KvResponse::CasResult { swapped: true, current: Some("green".into()) });
+//! let cas = cluster.write(KvCommand::compare_and_swap("apple", Some("red"), "blue")).await?;
+//! assert_eq!(cas.data, KvResponse::CasResult { swapped: false, current: Some("green".into()) });
+//!
+//! assert_eq!(cluster.read("apple").await?.as_deref(), Some("green"));
+//! assert_eq!(cluster.read("pear").await?, None);
+//!
+//! // Every node applies the same log, so every node ends up with the same table.
+//! let index = cas.log_id.index;
+//! cluster.wait_for_applied(&[1, 2, 3], index).await?;
+//! for id in [1, 2, 3] {
+//!     assert_eq!(cluster.reader(id).unwrap().get("apple").as_deref(), Some("green"));
+//! }
+//! cluster.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Using the state machine with your own storage and network is the usual `raft_core` start:
+//! `Raft::start(id, config, storage, network, KvStateMachine::new())`, after taking a
+//! [`KvStateMachine::reader`] if you want local reads.
+#![warn(missing_docs)]
 
+mod cluster;
+mod command;
+pub mod demo;
+mod state_machine;
+
+pub use cluster::{Cluster, ClusterError, KvRaft};
+pub use command::{KvCommand, KvResponse};
+pub use state_machine::{KvReader, KvStateMachine, SNAPSHOT_FORMAT};

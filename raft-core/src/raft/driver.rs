@@ -23,7 +23,10 @@ use crate::types::{LogId, LogIndex, NodeId, Role, Term};
 
 /// A reply to an incoming RPC, held until the output it depends on is durable.
 enum HeldReply {
-    Append(oneshot::Sender<AppendEntriesResponse>, AppendEntriesResponse),
+    Append(
+        oneshot::Sender<AppendEntriesResponse>,
+        AppendEntriesResponse,
+    ),
     Vote(oneshot::Sender<VoteResponse>, VoteResponse),
     Initialize(
         oneshot::Sender<Result<(), InitializeError>>,
@@ -98,10 +101,7 @@ where
         let hard_state = storage.hard_state().await?;
         let log_state = storage.log_state().await?;
         let snapshot = storage.snapshot().await?;
-        let mut applied = state_machine
-            .last_applied()
-            .await?
-            .map_or(0, |l| l.index);
+        let mut applied = state_machine.last_applied().await?.map_or(0, |l| l.index);
         let mut base_membership = None;
         if let Some(snap) = snapshot {
             if snap.meta.last_log_id.index > applied {
@@ -176,7 +176,9 @@ where
             self.apply_rx.take(),
             self.apply_events_tx.take(),
         ) {
-            apply_task = Some(tokio::spawn(apply::run(sm, rx, tx).instrument(span.clone())));
+            apply_task = Some(tokio::spawn(
+                apply::run(sm, rx, tx).instrument(span.clone()),
+            ));
         }
         let stop = self.main_loop().instrument(span.clone()).await;
         let reason = match stop {
@@ -199,12 +201,14 @@ where
         // Stop the peers and let the apply task finish what it was given, so the state machine is
         // released before `shutdown` returns.
         self.peers.clear();
+        self.held_replies.clear();
+        self.metrics_tx
+            .send_modify(|m| m.status = NodeStatus::Stopped(reason));
         let (closed_tx, _) = mpsc::unbounded_channel();
         drop(std::mem::replace(&mut self.apply_tx, closed_tx));
         if let Some(task) = apply_task {
             let _ = task.await;
         }
-        self.metrics_tx.send_modify(|m| m.status = NodeStatus::Stopped(reason));
     }
 
     async fn main_loop(&mut self) -> Stop {

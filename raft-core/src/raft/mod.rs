@@ -198,6 +198,10 @@ impl<SM: StateMachine> Raft<SM> {
 
     /// Waits until this node knows a leader, and returns its id.
     ///
+    /// The answer is this node's belief: right after a leader dies, a follower still names it until
+    /// its election timeout fires. To wait for a *new* leader, watch [`metrics`](Self::metrics) for a
+    /// higher `current_term` with a leader.
+    ///
     /// # Errors
     /// If `timeout` passes first, or the node stops.
     pub async fn wait_for_leader(&self, timeout: Duration) -> Result<NodeId, StoppedError> {

@@ -1,0 +1,135 @@
+//! What clients ask of the hash table ([`KvCommand`]) and what they get back ([`KvResponse`]).
+
+use serde::{Deserialize, Serialize};
+
+/// A client's request to the replicated hash table. Every command, reads included, is a log entry: it
+/// takes effect (or is answered) when it is committed and applied, in log order, on every node.
+///
+/// Serialized with an `op` tag, so the JSON form is flat:
+///
+/// ```
+/// # use raft_kv::KvCommand;
+/// let json = serde_json::to_string(&KvCommand::put("apple", "red")).unwrap();
+/// assert_eq!(json, r#"{"op":"put","key":"apple","value":"red"}"#);
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum KvCommand {
+    /// Sets `key` to `value`, creating the key or replacing its value. Answered with
+    /// [`KvResponse::Put`].
+    Put {
+        /// The key to set.
+        key: String,
+        /// Its new value.
+        value: String,
+    },
+    /// Reads `key`. It goes through the log like a write, so the value read is the latest committed
+    /// one (linearizable by construction, at the price of a log entry per read). Answered with
+    /// [`KvResponse::Value`].
+    Get {
+        /// The key to read.
+        key: String,
+    },
+    /// Removes `key` (removing an absent key is not an error). Answered with [`KvResponse::Deleted`].
+    Delete {
+        /// The key to remove.
+        key: String,
+    },
+    /// Sets `key` to `new` only if its current value is `expected` (`None`: only if the key is
+    /// absent, i.e. "create if absent"). Answered with [`KvResponse::CasResult`].
+    CompareAndSwap {
+        /// The key to update.
+        key: String,
+        /// The value the key must hold for the swap to happen; `None` means the key must not exist.
+        expected: Option<String>,
+        /// The value to set if it does.
+        new: String,
+    },
+}
+
+impl KvCommand {
+    /// A [`KvCommand::Put`].
+    pub fn put(key: impl Into<String>, value: impl Into<String>) -> Self {
+        KvCommand::Put {
+            key: key.into(),
+            value: value.into(),
+        }
+    }
+
+    /// A [`KvCommand::Get`].
+    pub fn get(key: impl Into<String>) -> Self {
+        KvCommand::Get { key: key.into() }
+    }
+
+    /// A [`KvCommand::Delete`].
+    pub fn delete(key: impl Into<String>) -> Self {
+        KvCommand::Delete { key: key.into() }
+    }
+
+    /// A [`KvCommand::CompareAndSwap`].
+    pub fn compare_and_swap(
+        key: impl Into<String>,
+        expected: Option<&str>,
+        new: impl Into<String>,
+    ) -> Self {
+        KvCommand::CompareAndSwap {
+            key: key.into(),
+            expected: expected.map(str::to_string),
+            new: new.into(),
+        }
+    }
+
+    /// The key the command is about.
+    pub fn key(&self) -> &str {
+        match self {
+            KvCommand::Put { key, .. }
+            | KvCommand::Get { key }
+            | KvCommand::Delete { key }
+            | KvCommand::CompareAndSwap { key, .. } => key,
+        }
+    }
+}
+
+/// What applying a log entry returned. One variant per command, plus [`KvResponse::NoOp`] for the
+/// entries that carry no command.
+///
+/// Each outcome a client must branch on is visible without extra lookups, so an HTTP API maps it
+/// directly:
+///
+/// | response | HTTP |
+/// |---|---|
+/// | `Value(Some(v))` | `200` with `v` |
+/// | `Value(None)` | `404` |
+/// | `Put { previous: None }` | `201` (created) |
+/// | `Put { previous: Some(_) }` | `200` (replaced; the old value may be returned) |
+/// | `Deleted { previous: Some(_) }` | `200` / `204` |
+/// | `Deleted { previous: None }` | `404` (the key did not exist; nothing changed) |
+/// | `CasResult { swapped: true, .. }` | `200` |
+/// | `CasResult { swapped: false, current }` | `409` with `current` (`None`: the key is absent) |
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KvResponse {
+    /// The answer to a [`KvCommand::Get`]: the key's value, `None` if the key does not exist.
+    Value(Option<String>),
+    /// The answer to a [`KvCommand::Put`].
+    Put {
+        /// The value the key held before; `None` if the put created the key.
+        previous: Option<String>,
+    },
+    /// The answer to a [`KvCommand::Delete`].
+    Deleted {
+        /// The value the key held before; `None` if the key did not exist (nothing changed).
+        previous: Option<String>,
+    },
+    /// The answer to a [`KvCommand::CompareAndSwap`].
+    CasResult {
+        /// Whether the key held the expected value, so that the new value was set.
+        swapped: bool,
+        /// The key's value after the command: the new value if swapped, else the value that did
+        /// not match (`None`: the key is absent).
+        current: Option<String>,
+    },
+    /// The response to an entry that carries no client command (a new leader's blank entry, a
+    /// membership change). The driver drops it; clients never see it.
+    NoOp,
+}
