@@ -15,6 +15,7 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod harness;
 mod network;
 mod router;
 

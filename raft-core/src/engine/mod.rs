@@ -448,11 +448,18 @@ impl<C: Clone> Engine<C> {
             }
             AppendResult::Success { match_index } => {
                 if match_index > last_index {
-                    tracing::warn!(from, match_index, last_index, "follower claims a match past our log; ignoring");
+                    tracing::warn!(
+                        from,
+                        match_index,
+                        last_index,
+                        "follower claims a match past our log; ignoring"
+                    );
                     return;
                 }
                 let advanced = pr.on_success(match_index);
-                if pr.state == ReplicationState::Probe && pr.match_index >= pr.next_index.saturating_sub(1) {
+                if pr.state == ReplicationState::Probe
+                    && pr.match_index >= pr.next_index.saturating_sub(1)
+                {
                     pr.become_replicate();
                 } else if pr.state == ReplicationState::Probe {
                     pr.probe_sent = false;
@@ -567,7 +574,8 @@ impl<C: Clone> Engine<C> {
             };
             self.hard_state_dirty = true;
         }
-        if self.role != Role::Follower {
+        let was_follower = self.role == Role::Follower;
+        if !was_follower {
             tracing::info!(term, "stepping down to follower");
         }
         self.role = Role::Follower;
@@ -577,7 +585,12 @@ impl<C: Clone> Engine<C> {
         self.replicate_pending.clear();
         self.heartbeat_deadline = u64::MAX;
         self.quorum_check_deadline = u64::MAX;
-        self.reset_election_timer();
+        // A follower's timer keeps running when it only learns a higher term (say from a candidate
+        // it refuses): only a leader's AppendEntries or a granted vote reset it (Raft figure 2), so a
+        // candidate with a stale log cannot hold off the elections it will never win.
+        if !was_follower {
+            self.reset_election_timer();
+        }
     }
 
     fn start_election(&mut self) {
@@ -591,7 +604,10 @@ impl<C: Clone> Engine<C> {
         self.votes.clear();
         self.votes.insert(self.id);
         self.reset_election_timer();
-        tracing::info!(term = self.hard_state.term, "election timeout: starting election");
+        tracing::info!(
+            term = self.hard_state.term,
+            "election timeout: starting election"
+        );
         if self.membership.is_quorum(&self.votes) {
             self.become_leader();
             return;
@@ -638,14 +654,19 @@ impl<C: Clone> Engine<C> {
         let mut active: BTreeSet<NodeId> = self
             .progress
             .iter()
-            .filter(|(_, p)| p.last_ack_ms >= since)
+            // Strictly within the window: an answer exactly `window` ago (or the election itself,
+            // recorded as each follower's first "ack") is a full election timeout of silence.
+            .filter(|(_, p)| p.last_ack_ms > since)
             .map(|(&id, _)| id)
             .collect();
         active.insert(self.id);
         if self.membership.is_quorum(&active) {
             self.quorum_check_deadline = self.now + window;
         } else {
-            tracing::warn!(term = self.hard_state.term, "lost contact with a majority; stepping down");
+            tracing::warn!(
+                term = self.hard_state.term,
+                "lost contact with a majority; stepping down"
+            );
             let term = self.hard_state.term;
             self.become_follower(term, None);
         }
@@ -676,8 +697,14 @@ impl<C: Clone> Engine<C> {
                 let window_full = pr.in_flight.len() >= self.max_in_flight;
                 if !has_new || window_full {
                     if heartbeat {
-                        let anchor = LogId::new(self.log.term_at(pr.match_index).unwrap_or(0), pr.match_index);
-                        self.out.messages.push((to, append_request(term, self.id, anchor, Vec::new(), commit)));
+                        let anchor = LogId::new(
+                            self.log.term_at(pr.match_index).unwrap_or(0),
+                            pr.match_index,
+                        );
+                        self.out.messages.push((
+                            to,
+                            append_request(term, self.id, anchor, Vec::new(), commit),
+                        ));
                     }
                     return;
                 }
@@ -686,13 +713,19 @@ impl<C: Clone> Engine<C> {
             }
             let prev_index = pr.next_index - 1;
             let Some(prev_term) = self.log.term_at(prev_index) else {
-                tracing::error!(to, prev_index, "entries the follower needs are compacted; it needs a snapshot");
+                tracing::error!(
+                    to,
+                    prev_index,
+                    "entries the follower needs are compacted; it needs a snapshot"
+                );
                 return;
             };
             let end = last_index.min(prev_index + self.max_entries_per_append as u64);
             let entries = self.log.slice(prev_index + 1, end).to_vec();
             let prev = LogId::new(prev_term, prev_index);
-            self.out.messages.push((to, append_request(term, self.id, prev, entries, commit)));
+            self.out
+                .messages
+                .push((to, append_request(term, self.id, prev, entries, commit)));
             if !pipelining {
                 pr.probe_sent = true;
                 return;
@@ -723,7 +756,9 @@ impl<C: Clone> Engine<C> {
         matched.sort_unstable_by(|a, b| b.cmp(a));
         let candidate = matched[self.membership.quorum() - 1];
         // Raft paper 5.4.2: only entries of the current term are committed by counting replicas.
-        if candidate > self.commit_index && self.log.term_at(candidate) == Some(self.hard_state.term) {
+        if candidate > self.commit_index
+            && self.log.term_at(candidate) == Some(self.hard_state.term)
+        {
             self.commit_index = candidate;
             // Followers learn the new commit index with the next AppendEntries or heartbeat.
         }
@@ -758,10 +793,15 @@ impl<C: Clone> Engine<C> {
     /// Recomputes the effective membership by scanning the log (at start and after truncating past
     /// the latest membership entry).
     fn refresh_membership(&mut self) {
-        let latest = self.log.entries().iter().rev().find_map(|e| match &e.payload {
-            EntryPayload::Membership(m) => Some((e.log_id.index, m.clone())),
-            _ => None,
-        });
+        let latest = self
+            .log
+            .entries()
+            .iter()
+            .rev()
+            .find_map(|e| match &e.payload {
+                EntryPayload::Membership(m) => Some((e.log_id.index, m.clone())),
+                _ => None,
+            });
         let (index, membership) =
             latest.unwrap_or_else(|| (self.log.base_index(), self.base_membership.clone()));
         self.membership = membership;
@@ -769,7 +809,10 @@ impl<C: Clone> Engine<C> {
     }
 
     fn log_base_id(&self) -> LogId {
-        LogId::new(self.log.term_at(self.log.base_index()).unwrap_or(0), self.log.base_index())
+        LogId::new(
+            self.log.term_at(self.log.base_index()).unwrap_or(0),
+            self.log.base_index(),
+        )
     }
 
     fn append_reply(&self, result: AppendResult) -> AppendEntriesResponse {
@@ -796,7 +839,10 @@ fn validate_append<C>(req: &AppendEntriesRequest<C>) -> Result<(), String> {
     }
     let mut expected = req.prev_log_id;
     for e in &req.entries {
-        if e.log_id.index != expected.index + 1 || e.log_id.term < expected.term || e.log_id.term > req.term {
+        if e.log_id.index != expected.index + 1
+            || e.log_id.term < expected.term
+            || e.log_id.term > req.term
+        {
             return Err(format!(
                 "entry {} does not follow {} in a request of term {}",
                 e.log_id, expected, req.term

@@ -1,0 +1,962 @@
+//! The simulation harness: whole clusters on the [`Router`], crashes and restarts, and checks of Raft's
+//! safety properties and of the client history.
+//!
+//! ## Quick start
+//!
+//! ```
+//! use std::time::Duration;
+//! use raft_net_mock::harness::Cluster;
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)] // virtual time
+//! # async fn main() {
+//! let cluster = Cluster::new(3, 42, raft_core::Config::default()).await;
+//! cluster.initialize().await;
+//! let leader = cluster.wait_for_leader(Duration::from_secs(1)).await;
+//!
+//! let client = cluster.client();
+//! let acked = client.write(client.next_value()).await.unwrap();
+//!
+//! cluster.crash(leader).await; // its storage survives; its state machine does not
+//! cluster.wait_for_leader(Duration::from_secs(2)).await;
+//! client.write(client.next_value()).await.unwrap();
+//! cluster.restart(leader).await;
+//!
+//! // Waits until every node holds and applied the same log, then checks everything.
+//! cluster.assert_final(Duration::from_secs(10)).await;
+//! assert!(cluster.durable_log(leader).iter().any(|e| e.log_id == acked.log_id));
+//! # }
+//! ```
+//!
+//! ## What is checked, and how it is observed
+//!
+//! Every node runs with its storage wrapped in an [`ObservedStorage`], its network in an
+//! [`ObservedNetwork`], and a [`LogStateMachine`]. The harness thus sees each node's *durable* state as
+//! the storage acknowledges it, every answer to an RPC, and every entry applied. The five properties of
+//! the Raft paper (figure 3):
+//!
+//! 1. **Election Safety** (at most one leader per term). Observed three ways: a task per node watches
+//!    its [`Metrics`] (`changed().await`) and records `(term, node)` whenever the role is `Leader`;
+//!    metrics are a `watch`, so a leadership shorter than one batch of the driver can be missed
+//!    (the harness also samples all nodes' metrics at every check). Exactly, from durable state: no
+//!    node makes two different votes in one term, no two candidates hold a majority of durable votes in
+//!    one term, and no term has two leader no-op entries at different indexes.
+//! 2. **Leader Append-Only**. Exactly: a node never truncates its durable log while it is the
+//!    (observed) leader of its current term, and never removes an entry of its own current term. Sampled:
+//!    each time a node is seen leading term `T`, its durable log must still hold, unchanged (compared by
+//!    a hash chain over the whole prefix), what it held at the previous sample in `T`.
+//! 3. **Log Matching**. Exactly, at every append on every node: an entry with the same index and term as
+//!    one any node held before sits on an identical prefix (hash chains). And pairwise over the durable
+//!    logs at every check.
+//! 4. **Leader Completeness**. Each committed entry is recorded when first applied, with the highest
+//!    durable term of any node at that moment (the entry was committed by a leader of at most that
+//!    term). Each time a node is seen leading a higher term, its durable log must hold the entry. At the
+//!    end, every node's log holds every committed entry.
+//! 5. **State Machine Safety**. Exactly, at every apply: no two nodes or incarnations apply different
+//!    entries at one index; each incarnation applies in order, once, without gaps; the entry applied is
+//!    the one in the node's own durable log, and is durable on a majority when first applied.
+//!
+//! On top: ordering rules 1 and 2 of the driver (a granted vote, and entries a follower acknowledges,
+//! are durable by the time the answer arrives), no committed entry is ever truncated, a reopened
+//! storage holds exactly what it had acknowledged, every acknowledged write is in every node's final
+//! log at its acknowledged index, and the client history is linearizable (see [`Op`]; the model and
+//! the check are described in the `history` module: unique values, acknowledged indexes, real-time
+//! order, at most once for unknown outcomes, never for writes refused with `NotLeader`).
+//!
+//! Violations are recorded as they are seen (observers run inside the nodes' tasks, where a panic would
+//! be lost) and reported by [`Cluster::check_safety`] / [`Cluster::assert_safe`] and the final checks.
+//! A failure message carries the seed and the command that replays it.
+//!
+//! ## Crashes
+//! [`Cluster::crash`] cuts the node's "power": from that moment its storage refuses every call (nothing
+//! more becomes durable), its network sends nothing, it is unregistered from the router (nothing
+//! reaches it), and it is shut down. Its durable storage stays with the storage factory.
+//! [`Cluster::restart`] reopens the storage through the factory (checking that it holds exactly what it
+//! had acknowledged), gives the node a new, empty [`LogStateMachine`] (a new incarnation), starts it and
+//! registers it again.
+
+mod history;
+mod observe;
+mod state_machine;
+mod world;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use raft_core::{
+    ClientWriteError, ClientWriteResponse, Config, Entry, EntryPayload, LogId, LogIndex, Metrics,
+    NodeId, NodeStatus, Raft, RaftStorage, Role, Term,
+};
+use raft_storage_mem::MemStorage;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+pub use history::{Op, Outcome};
+pub use observe::{ObservedNetwork, ObservedStorage};
+pub use state_machine::LogStateMachine;
+pub use world::HarnessStats;
+
+use crate::Router;
+use observe::PowerSwitch;
+use world::{lock, Shared, World};
+
+/// How often the harness polls while it waits for a condition (virtual time).
+const POLL: Duration = Duration::from_millis(10);
+
+/// Options of a harness [`Cluster`].
+#[derive(Clone, Debug)]
+pub struct ClusterOptions {
+    /// Number of nodes; their ids are `1..=nodes`, all voters.
+    pub nodes: u64,
+    /// The seed every random choice derives from: the router's faults and each node's election
+    /// timeouts (the `seed` of `config` is replaced by one derived from this and the incarnation).
+    pub seed: u64,
+    /// The nodes' configuration.
+    pub config: Config,
+    /// How long a client waits for the answer to one attempt of a write before it gives up (the
+    /// outcome is then unknown).
+    pub attempt_timeout: Duration,
+    /// How long [`Client::write`] keeps looking for a leader (retrying on `NotLeader`).
+    pub write_deadline: Duration,
+    /// The command that replays a failing run, printed with every failure. `{seed}` is replaced by
+    /// the seed. Defaults to the simulation test's.
+    pub replay: String,
+}
+
+impl ClusterOptions {
+    /// Options for `nodes` nodes with `seed`, the default [`Config`] and client timeouts of 2 s per
+    /// attempt and 5 s to find a leader.
+    pub fn new(nodes: u64, seed: u64) -> Self {
+        ClusterOptions {
+            nodes,
+            seed,
+            config: Config::default(),
+            attempt_timeout: Duration::from_secs(2),
+            write_deadline: Duration::from_secs(5),
+            replay: "SEED={seed} cargo test -p raft-net-mock --test simulation -- --nocapture"
+                .to_string(),
+        }
+    }
+
+    /// Replaces the nodes' configuration.
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Replaces the replay command (`{seed}` is replaced by the seed).
+    pub fn replay(mut self, command: impl Into<String>) -> Self {
+        self.replay = command.into();
+        self
+    }
+}
+
+/// A safety property or an expectation of the harness did not hold.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Violation(pub String);
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Violation {}
+
+/// Why a client write did not succeed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WriteError {
+    /// No node took the write before the deadline: every attempt was answered `NotLeader`, or no
+    /// leader was found, or the node written to is down. Nothing was proposed.
+    NotProposed {
+        /// The last `NotLeader` hint, if any.
+        leader_hint: Option<NodeId>,
+    },
+    /// The node took the write but did not acknowledge it: `OutcomeUnknown` or `Stopped`. It may or
+    /// may not commit.
+    Unknown(ClientWriteError),
+    /// No answer within the attempt timeout. It may or may not commit.
+    Timeout,
+}
+
+impl WriteError {
+    /// Whether the write may still have been (or be) committed.
+    pub fn outcome_unknown(&self) -> bool {
+        !matches!(self, WriteError::NotProposed { .. })
+    }
+}
+
+impl fmt::Display for WriteError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WriteError::NotProposed { leader_hint } => {
+                write!(f, "not proposed: no leader took the write (hint {leader_hint:?})")
+            }
+            WriteError::Unknown(e) => write!(f, "outcome unknown: {e}"),
+            WriteError::Timeout => f.write_str("outcome unknown: no answer in time"),
+        }
+    }
+}
+
+impl std::error::Error for WriteError {}
+
+/// A live node of the cluster.
+struct Slot {
+    raft: Raft<LogStateMachine>,
+    power: PowerSwitch,
+}
+
+type Factory<S> = Box<dyn FnMut(NodeId) -> S + Send>;
+
+/// A simulated cluster: nodes `1..=n` on one [`Router`], each with an observed storage from a factory,
+/// an observed network and a [`LogStateMachine`]. See the [module docs](self).
+///
+/// Run it on tokio's current-thread runtime with paused time (`#[tokio::test(start_paused = true)]`):
+/// every wait is then virtual, and a run replays exactly from its seed.
+pub struct Cluster<S> {
+    opts: ClusterOptions,
+    ids: Vec<NodeId>,
+    router: Router<LogStateMachine>,
+    world: Shared,
+    factory: Mutex<Factory<S>>,
+    nodes: Mutex<BTreeMap<NodeId, Slot>>,
+}
+
+impl<S> fmt::Debug for Cluster<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Cluster")
+            .field("seed", &self.opts.seed)
+            .field("ids", &self.ids)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Cluster<MemStorage<u64>> {
+    /// Starts (but does not initialize) `nodes` nodes on [`MemStorage`], with `seed` and `config`.
+    pub async fn new(nodes: u64, seed: u64, config: Config) -> Self {
+        Self::with_options(ClusterOptions::new(nodes, seed).config(config)).await
+    }
+
+    /// Starts (but does not initialize) a cluster on [`MemStorage`] with `opts`.
+    pub async fn with_options(opts: ClusterOptions) -> Self {
+        let mut handles = BTreeMap::new();
+        Cluster::start_with(opts, move |id| {
+            handles
+                .entry(id)
+                .or_insert_with(|| MemStorage::<u64>::new().handle())
+                .open()
+        })
+        .await
+    }
+}
+
+impl<S: RaftStorage<u64>> Cluster<S> {
+    /// Starts (but does not initialize) a cluster whose storages come from `open`: it is called with a
+    /// node's id when the node starts, and again at every restart, where it must return a storage over
+    /// the same durable state (a reopened file storage, or a [`MemStorage`] reopened from its handle).
+    pub async fn start_with(
+        opts: ClusterOptions,
+        open: impl FnMut(NodeId) -> S + Send + 'static,
+    ) -> Self {
+        let ids: Vec<NodeId> = (1..=opts.nodes).collect();
+        let world = World::new(
+            opts.seed,
+            opts.replay.replace("{seed}", &opts.seed.to_string()),
+            ids.iter().copied().collect(),
+        );
+        let cluster = Cluster {
+            router: Router::new(opts.seed),
+            world: Arc::new(Mutex::new(world)),
+            factory: Mutex::new(Box::new(open)),
+            nodes: Mutex::new(BTreeMap::new()),
+            ids,
+            opts,
+        };
+        for id in cluster.ids.clone() {
+            cluster.start_node(id).await;
+        }
+        cluster
+    }
+
+    async fn start_node(&self, id: NodeId) {
+        let mut storage = {
+            let mut open = self.factory.lock().unwrap_or_else(|p| p.into_inner());
+            open(id)
+        };
+        // Read what the storage holds, as the node is about to, and hand it to the checks.
+        let read = async {
+            let hard_state = storage.hard_state().await?;
+            let log = storage.log_state().await?;
+            let entries = storage
+                .entries(log.last_purged.index + 1, log.last_log_id.index + 1)
+                .await?;
+            Ok::<_, raft_core::StorageError>((hard_state, log.last_purged, entries))
+        };
+        let (hard_state, base, entries) = match read.await {
+            Ok(state) => state,
+            Err(e) => self.fail(&format!("node {id}: could not read its storage: {e}")),
+        };
+        let incarnation = {
+            let mut w = lock(&self.world);
+            w.on_open(id, hard_state, base, entries);
+            w.nodes[&id].incarnation
+        };
+        let power = PowerSwitch::default();
+        let storage = ObservedStorage::new(storage, id, Arc::clone(&self.world), power.clone());
+        let network = ObservedNetwork::new(
+            self.router.network(id),
+            id,
+            Arc::clone(&self.world),
+            power.clone(),
+        );
+        let state_machine = LogStateMachine::new(id, incarnation, Arc::clone(&self.world));
+        let mut config = self.opts.config.clone();
+        config.seed = mix(self.opts.seed, u64::from(incarnation));
+        let raft = match Raft::start(id, config, storage, network, state_machine).await {
+            Ok(raft) => raft,
+            Err(e) => self.fail(&format!("node {id} failed to start: {e}")),
+        };
+        self.router.register(id, raft.clone());
+        tokio::spawn(watch_metrics(id, raft.metrics(), Arc::clone(&self.world)));
+        self.slots().insert(id, Slot { raft, power });
+    }
+
+    fn slots(&self) -> MutexGuard<'_, BTreeMap<NodeId, Slot>> {
+        self.nodes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    // ----- membership and access -----
+
+    /// Initializes the cluster with all nodes as voters (on every live node).
+    pub async fn initialize(&self) {
+        let voters = self.ids.clone();
+        for raft in self.rafts() {
+            if let Err(e) = raft.initialize(voters.iter().copied()).await {
+                self.fail(&format!("node {} refused to initialize: {e}", raft.id()));
+            }
+        }
+    }
+
+    /// The seed of this cluster.
+    pub fn seed(&self) -> u64 {
+        self.opts.seed
+    }
+
+    /// All node ids, live or not.
+    pub fn ids(&self) -> Vec<NodeId> {
+        self.ids.clone()
+    }
+
+    /// The ids of the running nodes.
+    pub fn live_ids(&self) -> Vec<NodeId> {
+        self.slots().keys().copied().collect()
+    }
+
+    /// The router, to partition, isolate, heal and set faults.
+    pub fn router(&self) -> &Router<LogStateMachine> {
+        &self.router
+    }
+
+    /// The handle of node `id`, if it runs.
+    pub fn raft(&self, id: NodeId) -> Option<Raft<LogStateMachine>> {
+        self.slots().get(&id).map(|s| s.raft.clone())
+    }
+
+    fn rafts(&self) -> Vec<Raft<LogStateMachine>> {
+        self.slots().values().map(|s| s.raft.clone()).collect()
+    }
+
+    /// The current metrics of node `id`, if it runs.
+    pub fn metrics(&self, id: NodeId) -> Option<Metrics> {
+        self.raft(id).map(|r| r.metrics().borrow().clone())
+    }
+
+    /// The current metrics of every running node.
+    pub fn all_metrics(&self) -> BTreeMap<NodeId, Metrics> {
+        self.rafts()
+            .into_iter()
+            .map(|r| (r.id(), r.metrics().borrow().clone()))
+            .collect()
+    }
+
+    /// The running nodes that say they are leader, with their terms.
+    pub fn leaders(&self) -> Vec<(NodeId, Term)> {
+        self.all_metrics()
+            .into_iter()
+            .filter(|(_, m)| m.role == Role::Leader && m.status == NodeStatus::Running)
+            .map(|(id, m)| (id, m.current_term))
+            .collect()
+    }
+
+    /// The running node that says it is leader in the highest term, if any.
+    pub fn leader(&self) -> Option<NodeId> {
+        self.leaders()
+            .into_iter()
+            .max_by_key(|&(id, term)| (term, std::cmp::Reverse(id)))
+            .map(|(id, _)| id)
+    }
+
+    /// Waits until some running node is leader, and returns it. Fails the test after `timeout`.
+    pub async fn wait_for_leader(&self, timeout: Duration) -> NodeId {
+        match self.try_wait_for_leader(timeout).await {
+            Some(id) => id,
+            None => self.fail(&format!(
+                "no leader within {timeout:?}; metrics: {}",
+                self.describe()
+            )),
+        }
+    }
+
+    /// Waits until some running node is leader, and returns it; `None` after `timeout`.
+    pub async fn try_wait_for_leader(&self, timeout: Duration) -> Option<NodeId> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(l) = self.leader() {
+                return Some(l);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// The log node `id`'s storage holds durably (as of its last acknowledged write; kept while the
+    /// node is down).
+    pub fn durable_log(&self, id: NodeId) -> Vec<Entry<u64>> {
+        lock(&self.world)
+            .nodes
+            .get(&id)
+            .map(|o| o.log.clone())
+            .unwrap_or_default()
+    }
+
+    /// Every entry each incarnation of node `id`'s state machine applied, in order.
+    pub fn applied(&self, id: NodeId) -> Vec<Vec<(LogId, EntryPayload<u64>)>> {
+        lock(&self.world)
+            .nodes
+            .get(&id)
+            .map(|o| o.applies.clone())
+            .unwrap_or_default()
+    }
+
+    /// The client history so far, ordered by value.
+    pub fn history(&self) -> Vec<Op> {
+        lock(&self.world).history.ops.values().cloned().collect()
+    }
+
+    /// The terms in which some node was seen leader, with the leaders seen.
+    pub fn observed_leaders(&self) -> BTreeMap<Term, BTreeSet<NodeId>> {
+        lock(&self.world).leaders.clone()
+    }
+
+    /// Counters of what the harness saw.
+    pub fn stats(&self) -> HarnessStats {
+        lock(&self.world).stats.clone()
+    }
+
+    /// A client that writes through whichever node leads. Cheap to clone; hand one to each task.
+    pub fn client(&self) -> Client {
+        Client {
+            router: self.router.clone(),
+            world: Arc::clone(&self.world),
+            attempt_timeout: self.opts.attempt_timeout,
+            write_deadline: self.opts.write_deadline,
+        }
+    }
+
+    /// Writes `value` through the leader, retrying on `NotLeader` (see [`Client::write`]).
+    ///
+    /// # Errors
+    /// See [`WriteError`].
+    pub async fn client_write_any(
+        &self,
+        value: u64,
+    ) -> Result<ClientWriteResponse<LogIndex>, WriteError> {
+        self.client().write(value).await
+    }
+
+    // ----- faults -----
+
+    /// Crashes node `id` (see the [module docs](self#crashes)). A no-op if it is down.
+    pub async fn crash(&self, id: NodeId) {
+        let slot = self.slots().remove(&id);
+        let Some(slot) = slot else {
+            return;
+        };
+        slot.power.cut();
+        self.router.unregister(id);
+        slot.raft.shutdown().await;
+        let mut w = lock(&self.world);
+        if let Some(obs) = w.nodes.get_mut(&id) {
+            obs.live = false;
+        }
+        w.stats.crashes += 1;
+    }
+
+    /// Restarts node `id` from its durable storage, with a new state machine. A no-op if it runs.
+    pub async fn restart(&self, id: NodeId) {
+        if self.slots().contains_key(&id) || !self.ids.contains(&id) {
+            return;
+        }
+        lock(&self.world).stats.restarts += 1;
+        self.start_node(id).await;
+    }
+
+    /// Crashes every running node (one after the other, with no time passing in between).
+    pub async fn crash_all(&self) {
+        for id in self.live_ids() {
+            self.crash(id).await;
+        }
+    }
+
+    /// Restarts every node that is down.
+    pub async fn restart_all(&self) {
+        for id in self.ids() {
+            self.restart(id).await;
+        }
+    }
+
+    // ----- waiting -----
+
+    /// Waits until the cluster has converged: a leader, and every running node in its term, knowing it,
+    /// with the same last log id, everything committed and applied (`last_applied == commit_index ==`
+    /// the leader's last index), and the same durable log. Returns the leader.
+    ///
+    /// # Errors
+    /// A description of every node's state if `timeout` passes first.
+    pub async fn wait_converged(&self, timeout: Duration) -> Result<NodeId, Violation> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(leader) = self.converged() {
+                return Ok(leader);
+            }
+            if Instant::now() >= deadline {
+                return Err(Violation(format!(
+                    "the cluster did not converge within {timeout:?}: {}",
+                    self.describe()
+                )));
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    fn converged(&self) -> Option<NodeId> {
+        let metrics = self.all_metrics();
+        let leader = self.leader()?;
+        let lm = metrics.get(&leader)?;
+        let target = lm.last_log_id;
+        let all_agree = metrics.values().all(|m| {
+            m.status == NodeStatus::Running
+                && m.current_term == lm.current_term
+                && m.current_leader == Some(leader)
+                && m.last_log_id == target
+                && m.commit_index == target.index
+                && m.last_applied == target.index
+        });
+        if !all_agree {
+            return None;
+        }
+        let w = lock(&self.world);
+        let durable_agree = metrics
+            .keys()
+            .all(|id| w.nodes.get(id).is_some_and(|o| o.last_log_id() == target));
+        durable_agree.then_some(leader)
+    }
+
+    /// One line per node: role, term, leader, last log id, commit and applied indexes.
+    pub fn describe(&self) -> String {
+        let metrics = self.all_metrics();
+        let w = lock(&self.world);
+        let mut out = String::new();
+        for id in &self.ids {
+            let durable = w
+                .nodes
+                .get(id)
+                .map(|o| (o.hard_state, o.last_log_id()))
+                .unwrap_or_default();
+            match metrics.get(id) {
+                Some(m) => out.push_str(&format!(
+                    "\n  node {id}: {:?} term {} leader {:?} last {} commit {} applied {} | durable {:?} last {}",
+                    m.role,
+                    m.current_term,
+                    m.current_leader,
+                    m.last_log_id,
+                    m.commit_index,
+                    m.last_applied,
+                    durable.0,
+                    durable.1
+                )),
+                None => out.push_str(&format!(
+                    "\n  node {id}: down | durable {:?} last {}",
+                    durable.0, durable.1
+                )),
+            }
+        }
+        out
+    }
+
+    // ----- checks -----
+
+    /// Samples every running node's metrics (leaders), then checks everything that must hold at any
+    /// moment: the violations recorded so far, Election Safety, Log Matching between all durable logs,
+    /// State Machine Safety, and the client history (acknowledged writes committed where acknowledged,
+    /// linearizable order).
+    ///
+    /// # Errors
+    /// The first violation found.
+    pub fn check_safety(&self) -> Result<(), Violation> {
+        for (id, term) in self.leaders() {
+            lock(&self.world).observe_leader(id, term);
+        }
+        let w = lock(&self.world);
+        if let Some(v) = w.violations.first() {
+            let more = w.violations.len() - 1;
+            return Err(Violation(if more > 0 {
+                format!("{v}\n  (and {more} more: {:#?})", &w.violations[1..])
+            } else {
+                v.clone()
+            }));
+        }
+        w.check_election_safety().map_err(Violation)?;
+        w.check_log_matching().map_err(Violation)?;
+        w.check_state_machine_safety().map_err(Violation)?;
+        let in_logs: BTreeSet<u64> = w
+            .nodes
+            .values()
+            .flat_map(|o| o.log.iter())
+            .filter_map(|e| match e.payload {
+                EntryPayload::Command(v) => Some(v),
+                _ => None,
+            })
+            .collect();
+        w.history
+            .check(
+                &w.positions,
+                |i| w.committed.get(&i).map(|c| c.log_id),
+                |v| in_logs.contains(&v),
+            )
+            .map_err(Violation)?;
+        Ok(())
+    }
+
+    /// [`check_safety`](Self::check_safety), failing the test (with the seed and the replay command)
+    /// on a violation.
+    pub fn assert_safe(&self) {
+        if let Err(v) = self.check_safety() {
+            self.fail(&v.0);
+        }
+    }
+
+    /// The end-of-run check. Every node must be running. Waits (up to `timeout`) for convergence, then
+    /// checks [`check_safety`](Self::check_safety) and, on top: all durable logs are identical; every
+    /// committed entry is in all of them; the current state machine of every node applied exactly that
+    /// log; every acknowledged write is in every log at its acknowledged index.
+    ///
+    /// # Errors
+    /// The first violation found.
+    pub async fn check_final(&self, timeout: Duration) -> Result<(), Violation> {
+        let down: Vec<NodeId> = self
+            .ids
+            .iter()
+            .copied()
+            .filter(|id| !self.slots().contains_key(id))
+            .collect();
+        if !down.is_empty() {
+            return Err(Violation(format!(
+                "final check with nodes {down:?} down: restart them first"
+            )));
+        }
+        self.check_safety()?;
+        self.wait_converged(timeout).await?;
+        self.check_safety()?;
+        let w = lock(&self.world);
+        let first = self.ids[0];
+        let reference = &w.nodes[&first];
+        for id in &self.ids[1..] {
+            let obs = &w.nodes[id];
+            if obs.base != reference.base || obs.log != reference.log {
+                let diverge = obs
+                    .log
+                    .iter()
+                    .zip(&reference.log)
+                    .position(|(a, b)| a != b)
+                    .map(|i| i + 1);
+                return Err(Violation(format!(
+                    "final logs differ: node {id} holds {} entries (last {}), node {first} holds {} (last {}); \
+                     first difference at position {diverge:?}",
+                    obs.log.len(),
+                    obs.last_log_id(),
+                    reference.log.len(),
+                    reference.last_log_id()
+                )));
+            }
+        }
+        for (id, obs) in &w.nodes {
+            for (&index, c) in &w.committed {
+                let holds = index <= obs.base.index
+                    || obs
+                        .entry(index)
+                        .is_some_and(|e| e.log_id == c.log_id && e.payload == c.payload);
+                if !holds {
+                    return Err(Violation(format!(
+                        "leader completeness: committed entry {} is not in node {id}'s final log (holds {:?})",
+                        c.log_id,
+                        obs.entry(index).map(|e| e.log_id)
+                    )));
+                }
+            }
+            let applied = obs.applies.last().map(Vec::as_slice).unwrap_or_default();
+            let expected: Vec<(LogId, EntryPayload<u64>)> = obs
+                .log
+                .iter()
+                .skip_while(|e| {
+                    e.log_id.index <= obs.apply_base.last().copied().unwrap_or_default()
+                })
+                .map(|e| (e.log_id, e.payload.clone()))
+                .collect();
+            if applied != expected.as_slice() {
+                return Err(Violation(format!(
+                    "state machine safety: node {id}'s state machine (incarnation {}) applied {} entries (last \
+                     {:?}), its log holds {} (last {:?})",
+                    obs.incarnation,
+                    applied.len(),
+                    applied.last().map(|a| a.0),
+                    expected.len(),
+                    expected.last().map(|a| a.0)
+                )));
+            }
+            for op in w.history.ops.values() {
+                if let Outcome::Acked(log_id) = &op.outcome {
+                    let held = obs.entry(log_id.index);
+                    let ok = held.is_some_and(|e| {
+                        e.log_id == *log_id && e.payload == EntryPayload::Command(op.value)
+                    });
+                    if !ok && log_id.index > obs.base.index {
+                        return Err(Violation(format!(
+                            "acknowledged write lost: value {} acknowledged at {log_id} is not in node {id}'s \
+                             final log (holds {:?})",
+                            op.value,
+                            held.map(|e| (e.log_id, &e.payload))
+                        )));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// [`check_final`](Self::check_final), failing the test (with the seed and the replay command) on a
+    /// violation.
+    pub async fn assert_final(&self, timeout: Duration) {
+        if let Err(v) = self.check_final(timeout).await {
+            self.fail(&v.0);
+        }
+    }
+
+    /// Fails the test: panics with `msg`, the seed, the command that replays the run, and the state of
+    /// every node.
+    pub fn fail(&self, msg: &str) -> ! {
+        let (seed, replay) = {
+            let w = lock(&self.world);
+            (w.seed, w.replay.clone())
+        };
+        panic!(
+            "{msg}\n\nSEED={seed}\nreplay with: {replay}\ncluster:{}",
+            self.describe()
+        );
+    }
+
+    /// Shuts every running node down (gracefully; the durable state stays).
+    pub async fn shutdown(&self) {
+        let slots: Vec<Slot> = std::mem::take(&mut *self.slots()).into_values().collect();
+        for slot in slots {
+            self.router.unregister(slot.raft.id());
+            slot.raft.shutdown().await;
+        }
+    }
+}
+
+/// A client of a harness cluster: writes unique values and records every write in the cluster's
+/// history. Cheap to clone.
+#[derive(Clone)]
+pub struct Client {
+    router: Router<LogStateMachine>,
+    world: Shared,
+    attempt_timeout: Duration,
+    write_deadline: Duration,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client").finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// A value no client of this cluster has written (values count up from 1).
+    pub fn next_value(&self) -> u64 {
+        let mut w = lock(&self.world);
+        w.next_value += 1;
+        w.next_value
+    }
+
+    /// Writes `value` through the leader: finds the running node that says it leads the highest
+    /// term, retries on `NotLeader` (following the hint) until `write_deadline`, and gives up after one
+    /// attempt whose outcome is unknown (a retry could apply the value twice).
+    ///
+    /// # Errors
+    /// See [`WriteError`].
+    pub async fn write(&self, value: u64) -> Result<ClientWriteResponse<LogIndex>, WriteError> {
+        if !self.invoke(value) {
+            return Err(WriteError::NotProposed { leader_hint: None });
+        }
+        let deadline = Instant::now() + self.write_deadline;
+        let mut hint = None;
+        loop {
+            let target = hint
+                .and_then(|h| self.router.node(h))
+                .or_else(|| self.find_leader());
+            if let Some(raft) = target {
+                match self.attempt(&raft, value).await {
+                    Err(WriteError::NotProposed { leader_hint }) => hint = leader_hint,
+                    done => return done,
+                }
+            }
+            if Instant::now() >= deadline {
+                lock(&self.world)
+                    .history
+                    .complete(value, Outcome::NotProposed);
+                return Err(WriteError::NotProposed { leader_hint: hint });
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Writes `value` to node `node` only, once (whether or not it leads).
+    ///
+    /// # Errors
+    /// See [`WriteError`]; `NotProposed` if the node is down or not the leader.
+    pub async fn write_to(
+        &self,
+        node: NodeId,
+        value: u64,
+    ) -> Result<ClientWriteResponse<LogIndex>, WriteError> {
+        if !self.invoke(value) {
+            return Err(WriteError::NotProposed { leader_hint: None });
+        }
+        let result = match self.router.node(node) {
+            Some(raft) => self.attempt(&raft, value).await,
+            None => Err(WriteError::NotProposed { leader_hint: None }),
+        };
+        if let Err(WriteError::NotProposed { .. }) = &result {
+            lock(&self.world)
+                .history
+                .complete(value, Outcome::NotProposed);
+        }
+        result
+    }
+
+    fn invoke(&self, value: u64) -> bool {
+        let mut w = lock(&self.world);
+        match w.history.invoke(value) {
+            Ok(()) => true,
+            Err(e) => {
+                w.violation(e);
+                false
+            }
+        }
+    }
+
+    fn find_leader(&self) -> Option<Raft<LogStateMachine>> {
+        self.router
+            .node_ids()
+            .into_iter()
+            .filter_map(|id| self.router.node(id))
+            .filter_map(|r| {
+                let m = r.metrics().borrow().clone();
+                (m.role == Role::Leader && m.status == NodeStatus::Running)
+                    .then_some((m.current_term, r))
+            })
+            .max_by_key(|(term, r)| (*term, std::cmp::Reverse(r.id())))
+            .map(|(_, r)| r)
+    }
+
+    /// One attempt at `raft`. Completes the history entry unless the answer is `NotLeader`.
+    async fn attempt(
+        &self,
+        raft: &Raft<LogStateMachine>,
+        value: u64,
+    ) -> Result<ClientWriteResponse<LogIndex>, WriteError> {
+        lock(&self.world).history.attempt(value, raft.id());
+        let answer = tokio::time::timeout(self.attempt_timeout, raft.client_write(value)).await;
+        let mut w = lock(&self.world);
+        match answer {
+            Ok(Ok(resp)) => {
+                w.history.complete(value, Outcome::Acked(resp.log_id));
+                if resp.data != resp.log_id.index {
+                    w.violation(format!(
+                        "client: value {value} acknowledged at {} with response {} (the index it was applied at)",
+                        resp.log_id, resp.data
+                    ));
+                }
+                let committed = w.committed.get(&resp.log_id.index).cloned();
+                let ok = committed.as_ref().is_some_and(|c| {
+                    c.log_id == resp.log_id && c.payload == EntryPayload::Command(value)
+                });
+                if !ok {
+                    w.violation(format!(
+                        "client: value {value} acknowledged at {} by node {}, but the entry committed there is {:?}",
+                        resp.log_id,
+                        raft.id(),
+                        committed.map(|c| (c.log_id, c.payload))
+                    ));
+                }
+                Ok(resp)
+            }
+            Ok(Err(ClientWriteError::NotLeader { leader_hint })) => {
+                Err(WriteError::NotProposed { leader_hint })
+            }
+            Ok(Err(e)) => {
+                w.history.complete(value, Outcome::Unknown(e.to_string()));
+                Err(WriteError::Unknown(e))
+            }
+            Err(_) => {
+                w.history
+                    .complete(value, Outcome::Unknown("no answer in time".into()));
+                Err(WriteError::Timeout)
+            }
+        }
+    }
+}
+
+/// Watches one node's metrics and reports every leadership it shows.
+async fn watch_metrics(id: NodeId, mut rx: watch::Receiver<Metrics>, world: Shared) {
+    loop {
+        let (stopped, leading) = {
+            let m = rx.borrow_and_update();
+            (
+                matches!(m.status, NodeStatus::Stopped(_)),
+                (m.role == Role::Leader).then_some(m.current_term),
+            )
+        };
+        if stopped {
+            return;
+        }
+        if let Some(term) = leading {
+            lock(&world).observe_leader(id, term);
+        }
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// SplitMix64 of `seed + n`: independent-looking seeds for each incarnation of the nodes.
+fn mix(seed: u64, n: u64) -> u64 {
+    let mut z = seed.wrapping_add(n.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}

@@ -1,0 +1,620 @@
+//! The client side: [`TcpNetwork`], a [`RaftNetwork`] with one pipelined connection per peer.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::marker::PhantomData;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::future::{BoxFuture, FutureExt, Shared};
+use futures::{SinkExt, StreamExt};
+use raft_core::{
+    AppCommand, AppendEntriesRequest, AppendEntriesResponse, NetworkError, NodeId, RaftNetwork,
+    Request, Response, VoteRequest, VoteResponse,
+};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::config::{TcpConfig, TcpError};
+use crate::wire::{self, Hello, HelloReply, RequestFrame, ResponseBody, ResponseFrame};
+
+/// How many encoded requests may wait for the writer task of one connection.
+const WRITE_QUEUE: usize = 1024;
+
+/// A [`RaftNetwork`] over TCP.
+///
+/// Built from the cluster id, this node's id and the address of every peer. It keeps one connection
+/// per peer, opened on first use, and pipelines requests on it: each carries an id, and responses,
+/// which may come back in any order, are matched by that id. Cheap to clone (the clones share the
+/// connections).
+///
+/// # Failures
+/// Every failure is a [`NetworkError`], never a panic:
+/// * no address for the target, a refused or timed-out connection, a refused handshake (wrong cluster
+///   id, wrong node id, other protocol version), a connection that broke with the request in flight,
+///   a peer node that has stopped, or a request too large for a frame: `Unreachable`, with the reason;
+/// * no response within [`TcpConfig::request_timeout`]: `Timeout`;
+/// * a response of the wrong kind: `InvalidResponse`.
+///
+/// After a failed connection attempt the next one waits ([`TcpConfig::reconnect_backoff_min`],
+/// doubling up to [`TcpConfig::reconnect_backoff_max`]); calls made meanwhile fail at once with
+/// `Unreachable` rather than wait, since the driver retries on its own. A connection that breaks after
+/// it was up is reopened by the next call without waiting.
+///
+/// Dropping the last clone closes every connection.
+pub struct TcpNetwork<C> {
+    inner: Arc<ClientInner>,
+    _command: PhantomData<fn() -> C>,
+}
+
+impl<C> Clone for TcpNetwork<C> {
+    fn clone(&self) -> Self {
+        TcpNetwork {
+            inner: Arc::clone(&self.inner),
+            _command: PhantomData,
+        }
+    }
+}
+
+impl<C> fmt::Debug for TcpNetwork<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut peers: Vec<_> = self
+            .inner
+            .peers
+            .values()
+            .map(|p| (p.id, p.addr))
+            .collect();
+        peers.sort();
+        f.debug_struct("TcpNetwork")
+            .field("cluster_id", &self.inner.cluster_id)
+            .field("local_id", &self.inner.local_id)
+            .field("peers", &peers)
+            .finish()
+    }
+}
+
+struct ClientInner {
+    cluster_id: String,
+    local_id: NodeId,
+    peers: HashMap<NodeId, Arc<Peer>>,
+    /// Cancelled when the last clone is dropped: stops connection attempts and connection tasks.
+    shutdown: CancellationToken,
+}
+
+impl Drop for ClientInner {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+impl<C> TcpNetwork<C> {
+    /// A network for node `local_id` of cluster `cluster_id`, reaching each peer at its address.
+    ///
+    /// `peers` may include `local_id` itself (e.g. the whole cluster's address list); that entry is
+    /// ignored. No connection is opened until the first call to a peer; calls need a tokio runtime.
+    ///
+    /// # Errors
+    /// [`TcpError::Config`] if `config` is invalid.
+    pub fn new(
+        cluster_id: impl Into<String>,
+        local_id: NodeId,
+        peers: impl IntoIterator<Item = (NodeId, SocketAddr)>,
+        config: TcpConfig,
+    ) -> Result<Self, TcpError> {
+        config.validate()?;
+        let cluster_id = cluster_id.into();
+        let shutdown = CancellationToken::new();
+        let config = Arc::new(config);
+        let mut map = HashMap::new();
+        for (id, addr) in peers {
+            if id == local_id {
+                continue;
+            }
+            let hello = wire::encode_hello(&Hello {
+                cluster_id: cluster_id.clone(),
+                from: local_id,
+                to: id,
+            })
+            .map_err(|e| TcpError::Config(e.to_string()))?;
+            map.insert(
+                id,
+                Arc::new(Peer {
+                    id,
+                    addr,
+                    hello,
+                    config: Arc::clone(&config),
+                    shutdown: shutdown.clone(),
+                    state: Mutex::new(PeerState::default()),
+                }),
+            );
+        }
+        Ok(TcpNetwork {
+            inner: Arc::new(ClientInner {
+                cluster_id,
+                local_id,
+                peers: map,
+                shutdown,
+            }),
+            _command: PhantomData,
+        })
+    }
+
+    /// This node's id, as sent in the handshake.
+    pub fn local_id(&self) -> NodeId {
+        self.inner.local_id
+    }
+
+    /// The cluster id sent in the handshake.
+    pub fn cluster_id(&self) -> &str {
+        &self.inner.cluster_id
+    }
+
+    /// The address of `peer`, if known.
+    pub fn peer_addr(&self, peer: NodeId) -> Option<SocketAddr> {
+        self.inner.peers.get(&peer).map(|p| p.addr)
+    }
+
+    /// Whether a connection to `peer` is currently open (it may still break at any moment).
+    pub fn is_connected(&self, peer: NodeId) -> bool {
+        self.inner.peers.get(&peer).is_some_and(|p| {
+            matches!(&p.lock_state().link, Link::Connected(c) if !c.shared.token.is_cancelled())
+        })
+    }
+
+    /// Closes every open connection; requests in flight on them fail with
+    /// [`NetworkError::Unreachable`]. The next call to a peer reconnects.
+    pub fn disconnect_all(&self) {
+        for peer in self.inner.peers.values() {
+            let mut st = peer.lock_state();
+            if let Link::Connected(c) = &st.link {
+                c.shared.close("disconnected by the local node".into());
+                st.link = Link::Idle;
+            }
+        }
+    }
+}
+
+impl<C: AppCommand> TcpNetwork<C> {
+    async fn call(&self, target: NodeId, request: Request<C>) -> Result<Response, NetworkError> {
+        let peer = self
+            .inner
+            .peers
+            .get(&target)
+            .ok_or_else(|| NetworkError::Unreachable {
+                target,
+                reason: "no address known for this node".into(),
+            })?;
+        let conn = peer.connection().await?;
+        let (id, rx, _guard) = conn.shared.register()?;
+        let frame = wire::encode(&RequestFrame { id, request }).map_err(|e| {
+            NetworkError::Unreachable {
+                target,
+                reason: e.to_string(),
+            }
+        })?;
+        if frame.len() > peer.config.max_frame_length {
+            return Err(NetworkError::Unreachable {
+                target,
+                reason: format!(
+                    "request of {} bytes is over the max frame length of {} bytes",
+                    frame.len(),
+                    peer.config.max_frame_length
+                ),
+            });
+        }
+        let exchange = async {
+            conn.tx
+                .send(frame)
+                .await
+                .map_err(|_| conn.shared.closed_error())?;
+            match rx.await {
+                Ok(Ok(body)) => Ok(body),
+                Ok(Err(reason)) => Err(NetworkError::Unreachable { target, reason }),
+                Err(_) => Err(conn.shared.closed_error()),
+            }
+        };
+        let body = tokio::time::timeout(peer.config.request_timeout, exchange)
+            .await
+            .map_err(|_| NetworkError::Timeout { target })??;
+        match body {
+            ResponseBody::Ok(response) => Ok(response),
+            ResponseBody::Failed { reason } => Err(NetworkError::Unreachable {
+                target,
+                reason: format!("peer could not answer: {reason}"),
+            }),
+        }
+    }
+}
+
+#[async_trait]
+impl<C: AppCommand> RaftNetwork<C> for TcpNetwork<C> {
+    async fn append_entries(
+        &self,
+        target: NodeId,
+        request: AppendEntriesRequest<C>,
+    ) -> Result<AppendEntriesResponse, NetworkError> {
+        match self.call(target, Request::AppendEntries(request)).await? {
+            Response::AppendEntries(r) => Ok(r),
+            other => Err(NetworkError::InvalidResponse {
+                target,
+                reason: format!("expected an AppendEntries response, got {other:?}"),
+            }),
+        }
+    }
+
+    async fn vote(&self, target: NodeId, request: VoteRequest) -> Result<VoteResponse, NetworkError> {
+        match self.call(target, Request::Vote(request)).await? {
+            Response::Vote(r) => Ok(r),
+            other => Err(NetworkError::InvalidResponse {
+                target,
+                reason: format!("expected a Vote response, got {other:?}"),
+            }),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// One peer: its connection state and reconnect backoff.
+
+type ConnectFuture = Shared<BoxFuture<'static, Result<Arc<Connection>, String>>>;
+
+struct Peer {
+    id: NodeId,
+    addr: SocketAddr,
+    /// The encoded handshake this node sends to this peer.
+    hello: Bytes,
+    config: Arc<TcpConfig>,
+    shutdown: CancellationToken,
+    state: Mutex<PeerState>,
+}
+
+#[derive(Default)]
+struct PeerState {
+    link: Link,
+    /// Consecutive failed connection attempts.
+    failures: u32,
+    /// No attempt before this instant (backoff).
+    retry_at: Option<Instant>,
+    last_error: String,
+}
+
+#[derive(Default)]
+enum Link {
+    #[default]
+    Idle,
+    /// An attempt runs on its own task (so a caller that gives up does not abort it); callers share
+    /// its outcome.
+    Connecting(ConnectFuture),
+    Connected(Arc<Connection>),
+}
+
+impl Peer {
+    fn lock_state(&self) -> MutexGuard<'_, PeerState> {
+        // The state stays consistent even if a holder panicked: every update is a single assignment.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The open connection, or a new one; fails at once while backing off.
+    async fn connection(self: &Arc<Self>) -> Result<Arc<Connection>, NetworkError> {
+        let attempt = {
+            let mut st = self.lock_state();
+            match &st.link {
+                Link::Connected(c) if !c.shared.token.is_cancelled() => return Ok(Arc::clone(c)),
+                // It broke: reconnect now (the backoff is for failed attempts).
+                Link::Connected(_) => st.link = Link::Idle,
+                Link::Connecting(_) | Link::Idle => {}
+            }
+            match &st.link {
+                Link::Connecting(f) => f.clone(),
+                _ => {
+                    if let Some(at) = st.retry_at {
+                        let now = Instant::now();
+                        if now < at {
+                            return Err(NetworkError::Unreachable {
+                                target: self.id,
+                                reason: format!(
+                                    "{} (next connection attempt in {} ms)",
+                                    st.last_error,
+                                    (at - now).as_millis()
+                                ),
+                            });
+                        }
+                    }
+                    let peer = Arc::clone(self);
+                    let task = tokio::spawn(
+                        async move { peer.connect_and_record().await }.instrument(
+                            tracing::debug_span!("raft_tcp_connect", peer = self.id, addr = %self.addr),
+                        ),
+                    );
+                    let fut: BoxFuture<'static, Result<Arc<Connection>, String>> =
+                        async move {
+                            task.await
+                                .unwrap_or_else(|e| Err(format!("connection task failed: {e}")))
+                        }
+                        .boxed();
+                    let fut = fut.shared();
+                    st.link = Link::Connecting(fut.clone());
+                    fut
+                }
+            }
+        };
+        attempt.await.map_err(|reason| NetworkError::Unreachable {
+            target: self.id,
+            reason,
+        })
+    }
+
+    /// One connection attempt; records its outcome in the state before returning it.
+    async fn connect_and_record(self: Arc<Self>) -> Result<Arc<Connection>, String> {
+        let result = tokio::select! {
+            _ = self.shutdown.cancelled() => Err("the network was dropped".to_string()),
+            r = tokio::time::timeout(self.config.connect_timeout, self.connect()) => match r {
+                Ok(r) => r,
+                Err(_) => Err(format!(
+                    "connecting to {} timed out after {} ms",
+                    self.addr,
+                    self.config.connect_timeout.as_millis()
+                )),
+            },
+        };
+        let mut st = self.lock_state();
+        match &result {
+            Ok(conn) => {
+                if st.failures > 0 {
+                    tracing::info!(peer = self.id, addr = %self.addr, "reconnected");
+                } else {
+                    tracing::debug!(peer = self.id, addr = %self.addr, "connected");
+                }
+                st.link = Link::Connected(Arc::clone(conn));
+                st.failures = 0;
+                st.retry_at = None;
+            }
+            Err(reason) => {
+                st.link = Link::Idle;
+                st.failures = st.failures.saturating_add(1);
+                let wait = self.config.backoff(st.failures);
+                st.retry_at = Some(Instant::now() + wait);
+                st.last_error = reason.clone();
+                if st.failures == 1 {
+                    tracing::warn!(peer = self.id, addr = %self.addr, error = %reason, "cannot reach peer");
+                } else {
+                    tracing::debug!(
+                        peer = self.id, addr = %self.addr, error = %reason, failures = st.failures,
+                        retry_in_ms = wait.as_millis() as u64, "cannot reach peer"
+                    );
+                }
+            }
+        }
+        result
+    }
+
+    async fn connect(&self) -> Result<Arc<Connection>, String> {
+        let stream = TcpStream::connect(self.addr)
+            .await
+            .map_err(|e| format!("connecting to {} failed: {e}", self.addr))?;
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(error = %e, "could not set TCP_NODELAY");
+        }
+        let (read, write) = stream.into_split();
+        let mut reader = FramedRead::new(read, wire::codec(wire::HANDSHAKE_MAX_FRAME_LENGTH));
+        let mut writer = FramedWrite::new(write, wire::codec(self.config.max_frame_length));
+        writer
+            .send(self.hello.clone())
+            .await
+            .map_err(|e| format!("sending the handshake to {} failed: {e}", self.addr))?;
+        let reply = match reader.next().await {
+            Some(Ok(frame)) => wire::decode_hello_reply(&frame)
+                .map_err(|e| format!("bad handshake answer from {}: {e}", self.addr))?,
+            Some(Err(e)) => return Err(format!("handshake with {} failed: {e}", self.addr)),
+            None => {
+                return Err(format!(
+                    "{} closed the connection during the handshake",
+                    self.addr
+                ))
+            }
+        };
+        match reply {
+            HelloReply::Accepted { node_id } if node_id == self.id => {}
+            HelloReply::Accepted { node_id } => {
+                return Err(format!(
+                    "{} is node {node_id}, not node {}",
+                    self.addr, self.id
+                ))
+            }
+            HelloReply::Refused { reason } => {
+                return Err(format!("{} refused the connection: {reason}", self.addr))
+            }
+        }
+        reader
+            .decoder_mut()
+            .set_max_frame_length(self.config.max_frame_length);
+
+        let shared = Arc::new(ConnShared {
+            target: self.id,
+            token: self.shutdown.child_token(),
+            pending: Mutex::new(Pending::default()),
+        });
+        let (tx, rx) = mpsc::channel(WRITE_QUEUE);
+        let span = tracing::debug_span!("raft_tcp_conn", peer = self.id, addr = %self.addr);
+        tokio::spawn(read_loop(reader, Arc::clone(&shared)).instrument(span.clone()));
+        tokio::spawn(write_loop(writer, rx, Arc::clone(&shared)).instrument(span));
+        Ok(Arc::new(Connection { tx, shared }))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// One open connection: a writer task, a reader task, and the requests waiting for responses.
+
+struct Connection {
+    /// Encoded request frames, to the writer task.
+    tx: mpsc::Sender<Bytes>,
+    shared: Arc<ConnShared>,
+}
+
+type Waiter = oneshot::Sender<Result<ResponseBody, String>>;
+
+struct ConnShared {
+    target: NodeId,
+    /// Cancelled when the connection is closed, by either task or by the network's drop.
+    token: CancellationToken,
+    pending: Mutex<Pending>,
+}
+
+#[derive(Default)]
+struct Pending {
+    next_id: u64,
+    waiters: HashMap<u64, Waiter>,
+    /// Why the connection closed; set once, after which no request registers.
+    closed: Option<String>,
+}
+
+/// Removes a request's waiter when the call ends, however it ends (answered, timed out, dropped).
+struct PendingGuard<'a> {
+    shared: &'a ConnShared,
+    id: u64,
+}
+
+impl Drop for PendingGuard<'_> {
+    fn drop(&mut self) {
+        self.shared.lock_pending().waiters.remove(&self.id);
+    }
+}
+
+impl ConnShared {
+    fn lock_pending(&self) -> MutexGuard<'_, Pending> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn register(
+        &self,
+    ) -> Result<
+        (
+            u64,
+            oneshot::Receiver<Result<ResponseBody, String>>,
+            PendingGuard<'_>,
+        ),
+        NetworkError,
+    > {
+        let mut p = self.lock_pending();
+        if let Some(reason) = &p.closed {
+            return Err(NetworkError::Unreachable {
+                target: self.target,
+                reason: reason.clone(),
+            });
+        }
+        let id = p.next_id;
+        p.next_id = p.next_id.wrapping_add(1);
+        let (tx, rx) = oneshot::channel();
+        p.waiters.insert(id, tx);
+        Ok((id, rx, PendingGuard { shared: self, id }))
+    }
+
+    fn closed_error(&self) -> NetworkError {
+        let reason = self
+            .lock_pending()
+            .closed
+            .clone()
+            .unwrap_or_else(|| "connection closed".into());
+        NetworkError::Unreachable {
+            target: self.target,
+            reason,
+        }
+    }
+
+    /// Closes the connection: both tasks stop, and every request in flight fails with `reason`.
+    fn close(&self, reason: String) {
+        let waiters = {
+            let mut p = self.lock_pending();
+            if p.closed.is_none() {
+                p.closed = Some(reason.clone());
+            }
+            std::mem::take(&mut p.waiters)
+        };
+        self.token.cancel();
+        for (_, w) in waiters {
+            let _ = w.send(Err(reason.clone()));
+        }
+    }
+
+    fn deliver(&self, frame: ResponseFrame) {
+        let waiter = self.lock_pending().waiters.remove(&frame.id);
+        match waiter {
+            Some(w) => {
+                let _ = w.send(Ok(frame.body));
+            }
+            None => tracing::debug!(
+                id = frame.id,
+                "response to a request no longer waiting (timed out or cancelled)"
+            ),
+        }
+    }
+}
+
+async fn read_loop(mut reader: FramedRead<OwnedReadHalf, LengthDelimitedCodec>, shared: Arc<ConnShared>) {
+    let reason = loop {
+        let frame = tokio::select! {
+            _ = shared.token.cancelled() => return,
+            frame = reader.next() => frame,
+        };
+        match frame {
+            Some(Ok(bytes)) => match wire::decode::<ResponseFrame>(&bytes) {
+                Ok(frame) => shared.deliver(frame),
+                Err(e) => {
+                    tracing::warn!(error = %e, "closing connection: undecodable response");
+                    break format!("connection closed: undecodable response: {e}");
+                }
+            },
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "closing connection: bad frame from peer");
+                break format!("connection closed: {e}");
+            }
+            None => {
+                tracing::debug!("connection closed by peer");
+                break "connection closed by peer".to_string();
+            }
+        }
+    };
+    shared.close(reason);
+}
+
+async fn write_loop(
+    mut writer: FramedWrite<OwnedWriteHalf, LengthDelimitedCodec>,
+    mut rx: mpsc::Receiver<Bytes>,
+    shared: Arc<ConnShared>,
+) {
+    loop {
+        let first = tokio::select! {
+            _ = shared.token.cancelled() => return,
+            msg = rx.recv() => msg,
+        };
+        let Some(first) = first else {
+            // Every handle to the connection is gone.
+            shared.close("connection dropped".into());
+            return;
+        };
+        let batch = async {
+            writer.feed(first).await?;
+            while let Ok(next) = rx.try_recv() {
+                writer.feed(next).await?;
+            }
+            SinkExt::<Bytes>::flush(&mut writer).await
+        };
+        let result = tokio::select! {
+            _ = shared.token.cancelled() => return,
+            r = batch => r,
+        };
+        if let Err(e) = result {
+            tracing::debug!(error = %e, "write failed");
+            shared.close(format!("connection closed: write failed: {e}"));
+            return;
+        }
+    }
+}

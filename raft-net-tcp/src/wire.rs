@@ -1,0 +1,315 @@
+//! The wire format: frames, the handshake and the message envelopes.
+//!
+//! Public so that tests, tools and other implementations can speak the protocol; a node only needs
+//! [`TcpNetwork`](crate::TcpNetwork) and [`TcpServer`](crate::TcpServer). The layout is described in
+//! the [crate docs](crate#wire-format).
+//!
+//! Every function here takes or returns the *payload* of one frame; the 4-byte length prefix is added
+//! and checked by the codec ([`codec`]).
+
+use bytes::Bytes;
+use raft_core::{NodeId, Request, Response};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use tokio_util::codec::LengthDelimitedCodec;
+
+/// The first four bytes of both handshake payloads.
+pub const MAGIC: [u8; 4] = *b"RAFT";
+
+/// The protocol version this crate speaks. A server refuses any other.
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// The largest frame accepted before the handshake has succeeded (64 KiB), so that a stranger cannot
+/// make the server reserve a large buffer for one announced frame.
+pub const HANDSHAKE_MAX_FRAME_LENGTH: usize = 64 * 1024;
+
+/// The handshake a client sends as its first frame (after [`MAGIC`] and the version).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// The cluster the client belongs to; the server refuses any other.
+    pub cluster_id: String,
+    /// The client's node id.
+    pub from: NodeId,
+    /// The node id the client expects to reach; the server refuses if it is not its own.
+    pub to: NodeId,
+}
+
+/// The server's answer to a [`Hello`] (after [`MAGIC`] and the version).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HelloReply {
+    /// The connection is open for requests.
+    Accepted {
+        /// The server's node id.
+        node_id: NodeId,
+    },
+    /// The server refuses the connection and closes it.
+    Refused {
+        /// Why, for the client's logs and errors.
+        reason: String,
+    },
+}
+
+/// A request as carried by one frame: the id the response will carry back, and the RPC.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestFrame<C> {
+    /// Chosen by the client, unique among the requests in flight on the connection.
+    pub id: u64,
+    /// The RPC.
+    pub request: Request<C>,
+}
+
+/// A response as carried by one frame.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResponseFrame {
+    /// The id of the request this answers.
+    pub id: u64,
+    /// The answer.
+    pub body: ResponseBody,
+}
+
+/// What the server made of a request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ResponseBody {
+    /// The node answered.
+    Ok(Response),
+    /// The node could not answer (it has stopped); the client reports the peer as unreachable.
+    Failed {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// A payload that could not be encoded or decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    /// A handshake payload does not start with [`MAGIC`]: the peer does not speak this protocol.
+    #[error("not a raft-net-tcp peer (bad magic bytes)")]
+    BadMagic,
+    /// A handshake payload carries a protocol version this side does not speak.
+    #[error("unsupported protocol version {0} (this node speaks version {PROTOCOL_VERSION})")]
+    UnsupportedVersion(u16),
+    /// The payload is not a valid message.
+    #[error("undecodable message: {0}")]
+    Decode(String),
+    /// The value could not be encoded (a command type whose `Serialize` fails).
+    #[error("message could not be encoded: {0}")]
+    Encode(String),
+}
+
+/// The codec of every frame: a 4-byte big-endian length prefix followed by that many payload bytes;
+/// a frame whose announced length is above `max_frame_length` is an error (and the connection is
+/// closed).
+pub fn codec(max_frame_length: usize) -> LengthDelimitedCodec {
+    LengthDelimitedCodec::builder()
+        .length_field_type::<u32>()
+        .big_endian()
+        .max_frame_length(max_frame_length)
+        .new_codec()
+}
+
+/// Encodes a value as MessagePack with named struct fields (the payload of a request or response
+/// frame).
+///
+/// # Errors
+/// [`WireError::Encode`] if the value's `Serialize` fails.
+pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Bytes, WireError> {
+    rmp_serde::to_vec_named(value)
+        .map(Bytes::from)
+        .map_err(|e| WireError::Encode(e.to_string()))
+}
+
+/// Decodes a payload produced by [`encode`]. The whole payload must be one value: trailing bytes are an
+/// error.
+///
+/// # Errors
+/// [`WireError::Decode`] if the bytes are not exactly one valid `T`.
+pub fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T, WireError> {
+    let mut de = rmp_serde::Deserializer::new(std::io::Cursor::new(payload));
+    let value = T::deserialize(&mut de).map_err(|e| WireError::Decode(e.to_string()))?;
+    let used = de.position();
+    if used != payload.len() as u64 {
+        return Err(WireError::Decode(format!(
+            "{} trailing bytes after the message",
+            payload.len() as u64 - used
+        )));
+    }
+    Ok(value)
+}
+
+fn encode_handshake<T: Serialize>(value: &T) -> Result<Bytes, WireError> {
+    let body = rmp_serde::to_vec_named(value).map_err(|e| WireError::Encode(e.to_string()))?;
+    let mut out = Vec::with_capacity(6 + body.len());
+    out.extend_from_slice(&MAGIC);
+    out.extend_from_slice(&PROTOCOL_VERSION.to_be_bytes());
+    out.extend_from_slice(&body);
+    Ok(Bytes::from(out))
+}
+
+/// Checks the magic and the version, returning the rest of the payload.
+fn handshake_body(payload: &[u8]) -> Result<&[u8], WireError> {
+    if payload.len() < MAGIC.len() || payload[..MAGIC.len()] != MAGIC {
+        return Err(WireError::BadMagic);
+    }
+    let rest = &payload[MAGIC.len()..];
+    let (version, body) = match rest {
+        [hi, lo, body @ ..] => (u16::from_be_bytes([*hi, *lo]), body),
+        _ => return Err(WireError::Decode("handshake too short".into())),
+    };
+    if version != PROTOCOL_VERSION {
+        return Err(WireError::UnsupportedVersion(version));
+    }
+    Ok(body)
+}
+
+/// Encodes a client's handshake: [`MAGIC`], [`PROTOCOL_VERSION`] (u16, big-endian), then the
+/// MessagePack [`Hello`].
+///
+/// # Errors
+/// [`WireError::Encode`] (not expected for these types).
+pub fn encode_hello(hello: &Hello) -> Result<Bytes, WireError> {
+    encode_handshake(hello)
+}
+
+/// Decodes a client's handshake.
+///
+/// # Errors
+/// [`WireError::BadMagic`], [`WireError::UnsupportedVersion`] or [`WireError::Decode`].
+pub fn decode_hello(payload: &[u8]) -> Result<Hello, WireError> {
+    decode(handshake_body(payload)?)
+}
+
+/// Encodes a server's handshake answer: [`MAGIC`], [`PROTOCOL_VERSION`], then the MessagePack
+/// [`HelloReply`].
+///
+/// # Errors
+/// [`WireError::Encode`] (not expected for these types).
+pub fn encode_hello_reply(reply: &HelloReply) -> Result<Bytes, WireError> {
+    encode_handshake(reply)
+}
+
+/// Decodes a server's handshake answer.
+///
+/// # Errors
+/// [`WireError::BadMagic`], [`WireError::UnsupportedVersion`] or [`WireError::Decode`].
+pub fn decode_hello_reply(payload: &[u8]) -> Result<HelloReply, WireError> {
+    decode(handshake_body(payload)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use raft_core::{AppendEntriesRequest, Entry, EntryPayload, LogId, VoteRequest};
+    use serde::{Deserialize, Serialize};
+
+    /// Commands tagged like raft-kv's, which non-self-describing formats cannot decode.
+    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(tag = "op", rename_all = "snake_case")]
+    enum Tagged {
+        Put {
+            key: String,
+            value: String,
+        },
+        Cas {
+            key: String,
+            expected: Option<String>,
+        },
+    }
+
+    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+    struct Sparse {
+        a: u64,
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        b: Option<u64>,
+        c: u64,
+    }
+
+    fn roundtrip<C>(cmd: C)
+    where
+        C: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug + Clone,
+    {
+        let frame = RequestFrame {
+            id: 7,
+            request: Request::AppendEntries(AppendEntriesRequest {
+                term: 3,
+                leader_id: 1,
+                prev_log_id: LogId::new(2, 5),
+                entries: vec![
+                    Entry {
+                        log_id: LogId::new(3, 6),
+                        payload: EntryPayload::Blank,
+                    },
+                    Entry {
+                        log_id: LogId::new(3, 7),
+                        payload: EntryPayload::Command(cmd),
+                    },
+                ],
+                leader_commit: 5,
+            }),
+        };
+        let bytes = encode(&frame).expect("encode");
+        assert_eq!(decode::<RequestFrame<C>>(&bytes), Ok(frame));
+    }
+
+    #[test]
+    fn any_serde_command_roundtrips() {
+        roundtrip(42u64);
+        roundtrip(Tagged::Put {
+            key: "k".into(),
+            value: "v".into(),
+        });
+        roundtrip(Tagged::Cas {
+            key: "k".into(),
+            expected: None,
+        });
+        roundtrip(Sparse {
+            a: 1,
+            b: None,
+            c: 3,
+        });
+        roundtrip(vec![0u8, 255, 128]);
+    }
+
+    #[test]
+    fn handshake_roundtrips_and_checks_magic_and_version() {
+        let hello = Hello {
+            cluster_id: "c".into(),
+            from: 1,
+            to: 2,
+        };
+        let bytes = encode_hello(&hello).expect("encode");
+        assert_eq!(&bytes[..4], b"RAFT");
+        assert_eq!(&bytes[4..6], &[0, 1]);
+        assert_eq!(decode_hello(&bytes), Ok(hello));
+
+        let mut other_version = bytes.to_vec();
+        other_version[5] = 9;
+        assert_eq!(
+            decode_hello(&other_version),
+            Err(WireError::UnsupportedVersion(9))
+        );
+        assert_eq!(decode_hello(b"GET / HTTP/1.1"), Err(WireError::BadMagic));
+        assert_eq!(decode_hello(b"RA"), Err(WireError::BadMagic));
+        assert!(matches!(decode_hello(b"RAFT\0"), Err(WireError::Decode(_))));
+    }
+
+    #[test]
+    fn garbage_and_trailing_bytes_are_errors() {
+        let vote = RequestFrame::<u64> {
+            id: 1,
+            request: Request::Vote(VoteRequest {
+                term: 1,
+                candidate_id: 1,
+                last_log_id: LogId::default(),
+            }),
+        };
+        let mut bytes = encode(&vote).expect("encode").to_vec();
+        bytes.push(0);
+        assert!(matches!(
+            decode::<RequestFrame<u64>>(&bytes),
+            Err(WireError::Decode(_))
+        ));
+        for garbage in [&[][..], &[0xc1], &[0xff; 64], &[0x91; 100_000], &[0xdd, 0xff, 0xff, 0xff, 0xff]] {
+            assert!(decode::<RequestFrame<u64>>(garbage).is_err());
+        }
+    }
+}
