@@ -65,12 +65,7 @@ impl<C> Clone for TcpNetwork<C> {
 
 impl<C> fmt::Debug for TcpNetwork<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut peers: Vec<_> = self
-            .inner
-            .peers
-            .values()
-            .map(|p| (p.id, p.addr))
-            .collect();
+        let mut peers: Vec<_> = self.inner.peers.values().map(|p| (p.id, p.addr)).collect();
         peers.sort();
         f.debug_struct("TcpNetwork")
             .field("cluster_id", &self.inner.cluster_id)
@@ -193,12 +188,11 @@ impl<C: AppCommand> TcpNetwork<C> {
             })?;
         let conn = peer.connection().await?;
         let (id, rx, _guard) = conn.shared.register()?;
-        let frame = wire::encode(&RequestFrame { id, request }).map_err(|e| {
-            NetworkError::Unreachable {
+        let frame =
+            wire::encode(&RequestFrame { id, request }).map_err(|e| NetworkError::Unreachable {
                 target,
                 reason: e.to_string(),
-            }
-        })?;
+            })?;
         if frame.len() > peer.config.max_frame_length {
             return Err(NetworkError::Unreachable {
                 target,
@@ -249,7 +243,11 @@ impl<C: AppCommand> RaftNetwork<C> for TcpNetwork<C> {
         }
     }
 
-    async fn vote(&self, target: NodeId, request: VoteRequest) -> Result<VoteResponse, NetworkError> {
+    async fn vote(
+        &self,
+        target: NodeId,
+        request: VoteRequest,
+    ) -> Result<VoteResponse, NetworkError> {
         match self.call(target, Request::Vote(request)).await? {
             Response::Vote(r) => Ok(r),
             other => Err(NetworkError::InvalidResponse {
@@ -297,7 +295,7 @@ enum Link {
 
 impl Peer {
     fn lock_state(&self) -> MutexGuard<'_, PeerState> {
-        // The state stays consistent even if a holder panicked: every update is a single assignment.
+        // A poisoned lock only means a holder panicked; the state itself is still usable.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -333,12 +331,11 @@ impl Peer {
                             tracing::debug_span!("raft_tcp_connect", peer = self.id, addr = %self.addr),
                         ),
                     );
-                    let fut: BoxFuture<'static, Result<Arc<Connection>, String>> =
-                        async move {
-                            task.await
-                                .unwrap_or_else(|e| Err(format!("connection task failed: {e}")))
-                        }
-                        .boxed();
+                    let fut: BoxFuture<'static, Result<Arc<Connection>, String>> = async move {
+                        task.await
+                            .unwrap_or_else(|e| Err(format!("connection task failed: {e}")))
+                    }
+                    .boxed();
                     let fut = fut.shared();
                     st.link = Link::Connecting(fut.clone());
                     fut
@@ -558,7 +555,10 @@ impl ConnShared {
     }
 }
 
-async fn read_loop(mut reader: FramedRead<OwnedReadHalf, LengthDelimitedCodec>, shared: Arc<ConnShared>) {
+async fn read_loop(
+    mut reader: FramedRead<OwnedReadHalf, LengthDelimitedCodec>,
+    shared: Arc<ConnShared>,
+) {
     let reason = loop {
         let frame = tokio::select! {
             _ = shared.token.cancelled() => return,

@@ -221,7 +221,11 @@ impl End {
 type Reader = FramedRead<tokio::net::tcp::OwnedReadHalf, LengthDelimitedCodec>;
 type Writer = FramedWrite<OwnedWriteHalf, LengthDelimitedCodec>;
 
-async fn connection<SM: StateMachine>(stream: TcpStream, raft: Raft<SM>, ctx: Arc<ServerCtx>) -> End {
+async fn connection<SM: StateMachine>(
+    stream: TcpStream,
+    raft: Raft<SM>,
+    ctx: Arc<ServerCtx>,
+) -> End {
     if let Err(e) = stream.set_nodelay(true) {
         tracing::debug!(error = %e, "could not set TCP_NODELAY");
     }
@@ -278,7 +282,9 @@ async fn handshake(reader: &mut Reader, writer: &mut Writer, ctx: &ServerCtx) ->
                 .map_err(|e| End::Failed(e.to_string()))?;
                 send_handshake_reply(writer, reply, ctx)
                     .await
-                    .map_err(|e| End::Failed(format!("sending the handshake answer failed: {e}")))?;
+                    .map_err(|e| {
+                        End::Failed(format!("sending the handshake answer failed: {e}"))
+                    })?;
                 tracing::debug!("connection accepted");
                 return Ok(());
             }
@@ -362,7 +368,10 @@ where
         .map_err(|e| format!("write failed: {e}"))
 }
 
-async fn handle<SM: StateMachine>(raft: Raft<SM>, frame: RequestFrame<SM::Command>) -> ResponseFrame {
+async fn handle<SM: StateMachine>(
+    raft: Raft<SM>,
+    frame: RequestFrame<SM::Command>,
+) -> ResponseFrame {
     let answer = match frame.request {
         Request::AppendEntries(r) => raft.append_entries(r).await.map(Response::AppendEntries),
         Request::Vote(r) => raft.vote(r).await.map(Response::Vote),

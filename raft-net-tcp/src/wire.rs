@@ -308,7 +308,13 @@ mod tests {
             decode::<RequestFrame<u64>>(&bytes),
             Err(WireError::Decode(_))
         ));
-        for garbage in [&[][..], &[0xc1], &[0xff; 64], &[0x91; 100_000], &[0xdd, 0xff, 0xff, 0xff, 0xff]] {
+        for garbage in [
+            &[][..],
+            &[0xc1],
+            &[0xff; 64],
+            &[0x91; 100_000],
+            &[0xdd, 0xff, 0xff, 0xff, 0xff],
+        ] {
             assert!(decode::<RequestFrame<u64>>(garbage).is_err());
         }
     }

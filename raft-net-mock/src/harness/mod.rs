@@ -119,6 +119,10 @@ pub struct ClusterOptions {
     pub attempt_timeout: Duration,
     /// How long [`Client::write`] keeps looking for a leader (retrying on `NotLeader`).
     pub write_deadline: Duration,
+    /// Virtual time every storage write takes (zero by default). Above zero, a crash can land in the
+    /// middle of the driver's work (between persisting and sending, say), which exercises the
+    /// driver's ordering rules.
+    pub storage_latency: Duration,
     /// The command that replays a failing run, printed with every failure. `{seed}` is replaced by
     /// the seed. Defaults to the simulation test's.
     pub replay: String,
@@ -134,6 +138,7 @@ impl ClusterOptions {
             config: Config::default(),
             attempt_timeout: Duration::from_secs(2),
             write_deadline: Duration::from_secs(5),
+            storage_latency: Duration::ZERO,
             replay: "SEED={seed} cargo test -p raft-net-mock --test simulation -- --nocapture"
                 .to_string(),
         }
@@ -142,6 +147,12 @@ impl ClusterOptions {
     /// Replaces the nodes' configuration.
     pub fn config(mut self, config: Config) -> Self {
         self.config = config;
+        self
+    }
+
+    /// Sets the virtual time every storage write takes.
+    pub fn storage_latency(mut self, latency: Duration) -> Self {
+        self.storage_latency = latency;
         self
     }
 
@@ -303,7 +314,13 @@ impl<S: RaftStorage<u64>> Cluster<S> {
             w.nodes[&id].incarnation
         };
         let power = PowerSwitch::default();
-        let storage = ObservedStorage::new(storage, id, Arc::clone(&self.world), power.clone());
+        let storage = ObservedStorage::new(
+            storage,
+            id,
+            Arc::clone(&self.world),
+            power.clone(),
+            self.opts.storage_latency,
+        );
         let network = ObservedNetwork::new(
             self.router.network(id),
             id,
@@ -489,6 +506,7 @@ impl<S: RaftStorage<u64>> Cluster<S> {
         self.router.unregister(id);
         slot.raft.shutdown().await;
         let mut w = lock(&self.world);
+        w.trace(|| format!("node {id}: crashed"));
         if let Some(obs) = w.nodes.get_mut(&id) {
             obs.live = false;
         }
@@ -535,6 +553,31 @@ impl<S: RaftStorage<u64>> Cluster<S> {
             if Instant::now() >= deadline {
                 return Err(Violation(format!(
                     "the cluster did not converge within {timeout:?}: {}",
+                    self.describe()
+                )));
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Waits until node `id` runs and its state machine has applied `index`.
+    ///
+    /// # Errors
+    /// A description of every node's state if `timeout` passes first.
+    pub async fn wait_applied(
+        &self,
+        id: NodeId,
+        index: LogIndex,
+        timeout: Duration,
+    ) -> Result<(), Violation> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.metrics(id).is_some_and(|m| m.last_applied >= index) {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(Violation(format!(
+                    "node {id} did not apply index {index} within {timeout:?}: {}",
                     self.describe()
                 )));
             }

@@ -38,6 +38,7 @@ pub struct ObservedStorage<S> {
     node: NodeId,
     world: Shared,
     power: PowerSwitch,
+    latency: std::time::Duration,
 }
 
 impl<S> std::fmt::Debug for ObservedStorage<S> {
@@ -49,13 +50,29 @@ impl<S> std::fmt::Debug for ObservedStorage<S> {
 }
 
 impl<S: RaftStorage<u64>> ObservedStorage<S> {
-    pub(crate) fn new(inner: S, node: NodeId, world: Shared, power: PowerSwitch) -> Self {
+    pub(crate) fn new(
+        inner: S,
+        node: NodeId,
+        world: Shared,
+        power: PowerSwitch,
+        latency: std::time::Duration,
+    ) -> Self {
         ObservedStorage {
             inner,
             node,
             world,
             power,
+            latency,
         }
+    }
+
+    /// Before a write: takes the configured (virtual) time, as a disk would, so that a crash can
+    /// land in the middle of the driver's work; then refuses if the node has crashed meanwhile.
+    async fn before_write(&mut self) -> Result<(), StorageError> {
+        if !self.latency.is_zero() {
+            tokio::time::sleep(self.latency).await;
+        }
+        self.check_power()
     }
 
     fn check_power(&self) -> Result<(), StorageError> {
@@ -77,7 +94,7 @@ impl<S: RaftStorage<u64>> RaftStorage<u64> for ObservedStorage<S> {
     }
 
     async fn save_hard_state(&mut self, state: &HardState) -> Result<(), StorageError> {
-        self.check_power()?;
+        self.before_write().await?;
         self.inner.save_hard_state(state).await?;
         lock(&self.world).on_save_hard_state(self.node, *state);
         Ok(())
@@ -98,28 +115,28 @@ impl<S: RaftStorage<u64>> RaftStorage<u64> for ObservedStorage<S> {
     }
 
     async fn append(&mut self, entries: &[Entry<u64>]) -> Result<(), StorageError> {
-        self.check_power()?;
+        self.before_write().await?;
         self.inner.append(entries).await?;
         lock(&self.world).on_append(self.node, entries);
         Ok(())
     }
 
     async fn truncate(&mut self, from: LogIndex) -> Result<(), StorageError> {
-        self.check_power()?;
+        self.before_write().await?;
         self.inner.truncate(from).await?;
         lock(&self.world).on_truncate(self.node, from);
         Ok(())
     }
 
     async fn purge(&mut self, upto: LogIndex) -> Result<(), StorageError> {
-        self.check_power()?;
+        self.before_write().await?;
         self.inner.purge(upto).await?;
         lock(&self.world).on_purge(self.node, upto);
         Ok(())
     }
 
     async fn install_snapshot(&mut self, snapshot: Snapshot) -> Result<(), StorageError> {
-        self.check_power()?;
+        self.before_write().await?;
         let last = snapshot.meta.last_log_id;
         self.inner.install_snapshot(snapshot).await?;
         lock(&self.world).on_install_snapshot(self.node, last);
@@ -192,6 +209,9 @@ impl RaftNetwork<u64> for ObservedNetwork {
         self.check_power(target)?;
         let mut w = lock(&self.world);
         w.stats.append_responses += 1;
+        if !matches!(response.result, AppendResult::Success { .. }) {
+            w.trace(|| format!("node {}: append to {target} in term {term}: {response:?}", self.node));
+        }
         match response.result {
             AppendResult::Conflict { .. } => {
                 *w.stats
@@ -236,11 +256,21 @@ impl RaftNetwork<u64> for ObservedNetwork {
         self.check_power(target)?;
         let mut w = lock(&self.world);
         w.stats.vote_responses += 1;
+        w.trace(|| {
+            format!(
+                "node {}: vote from {target} in term {term}: {response:?}",
+                self.node
+            )
+        });
         if response.vote_granted {
-            // Rule 1: a vote is durable before the answer granting it leaves the voter.
+            // Rule 1: a vote is durable before the answer granting it leaves the voter. The driver
+            // persists the last hard state of a batch, so a vote in term T may be superseded, in the
+            // same batch, by a later term T' that is persisted instead: that is as good (the voter can
+            // never vote in T again), provided it never durably voted for anyone else in T.
             let vote = w.durable_vote(term, target);
-            if response.term != term || vote != Some(candidate) {
-                let durable = w.nodes.get(&target).map(|obs| obs.hard_state);
+            let durable = w.nodes.get(&target).map(|obs| obs.hard_state);
+            let superseded = vote.is_none() && durable.is_some_and(|hs| hs.term > term);
+            if response.term != term || (vote != Some(candidate) && !superseded) {
                 w.violation(format!(
                     "ordering rule 1: node {target} granted its vote in term {term} (answer term {}) to {candidate}, \
                      but its durable vote in that term is {vote:?} (hard state now {durable:?})",

@@ -180,6 +180,9 @@ pub(crate) struct World {
     pub(crate) stats: HarnessStats,
     /// The last value handed out by `Client::next_value`.
     pub(crate) next_value: u64,
+    /// Whether to print every observation (env `HARNESS_TRACE=1`), for debugging a failing seed.
+    trace: bool,
+    start: tokio::time::Instant,
 }
 
 impl World {
@@ -200,10 +203,20 @@ impl World {
             violations: Vec::new(),
             stats: HarnessStats::default(),
             next_value: 0,
+            trace: std::env::var_os("HARNESS_TRACE").is_some_and(|v| v != "0"),
+            start: tokio::time::Instant::now(),
+        }
+    }
+
+    /// Prints an observation when tracing is on (`HARNESS_TRACE=1`), stamped with virtual time.
+    pub(crate) fn trace(&self, what: impl FnOnce() -> String) {
+        if self.trace {
+            println!("[{:>8.3}s] {}", self.start.elapsed().as_secs_f64(), what());
         }
     }
 
     pub(crate) fn violation(&mut self, msg: String) {
+        self.trace(|| format!("VIOLATION: {msg}"));
         tracing::error!(seed = self.seed, "{msg}");
         if self.violations.len() < MAX_VIOLATIONS {
             self.violations.push(msg);
@@ -246,6 +259,12 @@ impl World {
                 self.violation(msg);
             }
         }
+        self.trace(|| {
+            format!(
+                "node {id}: open storage: {hard_state:?}, base {base}, last {:?}",
+                entries.last().map(|e| e.log_id)
+            )
+        });
         let obs = self.node_mut(id);
         obs.hard_state = hard_state;
         obs.set_log(base, entries);
@@ -267,6 +286,7 @@ impl World {
     }
 
     pub(crate) fn on_save_hard_state(&mut self, id: NodeId, hs: HardState) {
+        self.trace(|| format!("node {id}: save {hs:?}"));
         let old = self.node_mut(id).hard_state;
         if hs.term < old.term {
             self.violation(format!(
@@ -320,6 +340,13 @@ impl World {
     }
 
     pub(crate) fn on_append(&mut self, id: NodeId, entries: &[Entry<u64>]) {
+        self.trace(|| {
+            format!(
+                "node {id}: append {:?}..={:?}",
+                entries.first().map(|e| e.log_id),
+                entries.last().map(|e| e.log_id)
+            )
+        });
         for entry in entries {
             let expected = self.nodes.get(&id).map_or(1, |o| o.last_log_id().index + 1);
             if entry.log_id.index != expected {
@@ -378,6 +405,7 @@ impl World {
     }
 
     pub(crate) fn on_truncate(&mut self, id: NodeId, from: LogIndex) {
+        self.trace(|| format!("node {id}: truncate from {from}"));
         let Some(obs) = self.nodes.get(&id) else {
             return;
         };
@@ -460,6 +488,13 @@ impl World {
     }
 
     pub(crate) fn on_apply(&mut self, id: NodeId, incarnation: u32, entries: &[Entry<u64>]) {
+        self.trace(|| {
+            format!(
+                "node {id}/{incarnation}: apply {:?}..={:?}",
+                entries.first().map(|e| e.log_id),
+                entries.last().map(|e| e.log_id)
+            )
+        });
         let quorum = self.quorum();
         for entry in entries {
             let index = entry.log_id.index;
@@ -559,6 +594,10 @@ impl World {
     pub(crate) fn observe_leader(&mut self, id: NodeId, term: Term) {
         let set = self.leaders.entry(term).or_default();
         let new = set.insert(id);
+        if new {
+            self.trace(|| format!("node {id}: leader of term {term}"));
+        }
+        let set = self.leaders.entry(term).or_default();
         if new && set.len() > 1 {
             let set = set.clone();
             self.violation(format!(

@@ -1,0 +1,110 @@
+//! A three-node cluster over real TCP on loopback elects a leader and commits writes.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use raft_core::{ClientWriteError, NodeId};
+use raft_storage_mem::MemStorage;
+
+async fn start_cluster() -> Vec<Node> {
+    let listeners: Vec<_> = (0..3).map(|_| loopback_listener()).collect();
+    let peers: Vec<(NodeId, std::net::SocketAddr)> = listeners
+        .iter()
+        .zip(1..)
+        .map(|(l, id)| (id, l.local_addr().unwrap()))
+        .collect();
+    let mut nodes = Vec::new();
+    for (listener, id) in listeners.into_iter().zip(1..) {
+        nodes.push(
+            start_node(
+                id,
+                listener,
+                peers.clone(),
+                MemStorage::new(),
+                test_config(),
+            )
+            .await,
+        );
+    }
+    for node in &nodes {
+        node.raft.initialize([1, 2, 3]).await.expect("initialize");
+    }
+    nodes
+}
+
+/// Writes `command` through whichever node leads, retrying while leadership moves. Returns whether
+/// the outcome is certain (false: an earlier attempt may also have committed).
+async fn write(nodes: &[Node], command: u64) -> bool {
+    let mut certain = true;
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "write {command} never committed"
+        );
+        let leader = nodes.iter().find(|n| n.raft.is_leader());
+        let Some(leader) = leader else {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
+        };
+        match leader.raft.client_write(command).await {
+            Ok(_) => return certain,
+            Err(ClientWriteError::NotLeader { .. }) => {}
+            Err(ClientWriteError::OutcomeUnknown { .. }) => certain = false,
+            Err(e) => panic!("write {command}: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_elect_a_leader_and_commit_100_writes() {
+    init_tracing();
+    let nodes = start_cluster().await;
+    let leader = nodes[0]
+        .raft
+        .wait_for_leader(PATIENCE)
+        .await
+        .expect("a leader is elected");
+    assert!((1..=3).contains(&leader));
+
+    // 100 writes, 10 at a time, so that requests are pipelined and batched.
+    let mut all_certain = true;
+    for batch in 0..10u64 {
+        let writes = (1..=10).map(|i| write(&nodes, batch * 10 + i));
+        all_certain &= futures::future::join_all(writes)
+            .await
+            .into_iter()
+            .all(|c| c);
+    }
+
+    // Every node applies the same commands in the same order, and holds all 100.
+    let target = nodes
+        .iter()
+        .map(|n| n.raft.metrics().borrow().commit_index)
+        .max()
+        .unwrap();
+    wait_until("every node has applied every write", || {
+        nodes
+            .iter()
+            .all(|n| n.raft.metrics().borrow().last_applied >= target)
+    })
+    .await;
+    let reference = nodes[0].sm.applied();
+    for node in &nodes[1..] {
+        assert_eq!(node.sm.applied(), reference, "node {} diverged", node.id);
+    }
+    let mut written: Vec<u64> = reference.clone();
+    written.sort_unstable();
+    written.dedup();
+    assert_eq!(written, (1..=100).collect::<Vec<_>>());
+    if all_certain {
+        assert_eq!(reference.len(), 100, "no write applied twice");
+    }
+
+    for node in nodes {
+        node.stop().await;
+    }
+}

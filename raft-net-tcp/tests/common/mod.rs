@@ -1,0 +1,299 @@
+//! Helpers shared by the integration tests: a trivial state machine, nodes served over TCP on
+//! loopback, and raw-socket tools for speaking (or mangling) the wire protocol by hand.
+#![allow(dead_code)]
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
+use raft_core::{
+    Config, Entry, EntryPayload, LogId, NetworkError, NodeId, Raft, RaftNetwork, SnapshotMeta,
+    StateMachine, StateMachineError, VoteRequest, VoteResponse,
+};
+use raft_net_tcp::wire::{self, Hello, HelloReply};
+use raft_net_tcp::{TcpConfig, TcpNetwork, TcpServer};
+use raft_storage_mem::MemStorage;
+use tokio::io::AsyncReadExt;
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio_util::codec::{FramedRead, FramedWrite};
+
+pub const CLUSTER: &str = "test-cluster";
+
+/// Bounds every wait in the tests.
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+/// Logs to the test's captured output; `RUST_LOG=raft_net_tcp=debug` shows more.
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "raft_net_tcp=info".into()),
+        )
+        .with_test_writer()
+        .with_ansi(false)
+        .try_init();
+}
+
+/// Small backoff, so reconnect tests are quick.
+pub fn test_config() -> TcpConfig {
+    TcpConfig {
+        reconnect_backoff_min: Duration::from_millis(10),
+        reconnect_backoff_max: Duration::from_millis(100),
+        ..TcpConfig::default()
+    }
+}
+
+/// A state machine that records the commands it applies, in order, where the test can see them.
+#[derive(Default, Clone)]
+pub struct Recorder {
+    pub applied: Arc<Mutex<Vec<u64>>>,
+}
+
+impl Recorder {
+    pub fn applied(&self) -> Vec<u64> {
+        self.applied.lock().unwrap().clone()
+    }
+}
+
+#[async_trait]
+impl StateMachine for Recorder {
+    type Command = u64;
+    type Response = u64;
+
+    async fn last_applied(&mut self) -> Result<Option<LogId>, StateMachineError> {
+        Ok(None)
+    }
+
+    async fn apply(&mut self, entries: &[Entry<u64>]) -> Result<Vec<u64>, StateMachineError> {
+        let mut applied = self.applied.lock().unwrap();
+        Ok(entries
+            .iter()
+            .map(|e| {
+                if let EntryPayload::Command(n) = e.payload {
+                    applied.push(n);
+                }
+                applied.len() as u64
+            })
+            .collect())
+    }
+
+    async fn snapshot(&mut self) -> Result<Vec<u8>, StateMachineError> {
+        Ok(Vec::new())
+    }
+
+    async fn restore(&mut self, _: &SnapshotMeta, _: &[u8]) -> Result<(), StateMachineError> {
+        Ok(())
+    }
+}
+
+/// Binds `addr` with SO_REUSEADDR, so a restarted server gets its old port back at once.
+pub fn bind_reuse(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = TcpSocket::new_v4()?;
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
+}
+
+pub fn loopback_listener() -> TcpListener {
+    bind_reuse("127.0.0.1:0".parse().unwrap()).expect("bind loopback")
+}
+
+/// A node served over TCP.
+pub struct Node {
+    pub id: NodeId,
+    pub raft: Raft<Recorder>,
+    pub server: TcpServer,
+    pub storage: raft_storage_mem::MemStorageHandle<u64>,
+    pub sm: Recorder,
+}
+
+impl Node {
+    pub fn addr(&self) -> SocketAddr {
+        self.server.local_addr()
+    }
+
+    pub async fn stop(self) {
+        self.server.shutdown().await;
+        self.raft.shutdown().await;
+    }
+}
+
+/// Starts node `id` on `listener`, with a network reaching `peers`.
+pub async fn start_node(
+    id: NodeId,
+    listener: TcpListener,
+    peers: Vec<(NodeId, SocketAddr)>,
+    storage: MemStorage<u64>,
+    config: TcpConfig,
+) -> Node {
+    let network = TcpNetwork::new(CLUSTER, id, peers, config.clone()).expect("network");
+    let sm = Recorder::default();
+    let handle = storage.handle();
+    let raft = Raft::start(id, Config::default(), storage, network, sm.clone())
+        .await
+        .expect("start node");
+    let server = TcpServer::start(listener, raft.clone(), CLUSTER, config).expect("server");
+    Node {
+        id,
+        raft,
+        server,
+        storage: handle,
+        sm,
+    }
+}
+
+/// A lone node 1, never initialized (so it never campaigns, and only answers), served on loopback.
+pub async fn lone_node(config: TcpConfig) -> Node {
+    start_node(
+        1,
+        loopback_listener(),
+        Vec::new(),
+        MemStorage::new(),
+        config,
+    )
+    .await
+}
+
+pub fn vote_request(term: u64, candidate_id: NodeId) -> VoteRequest {
+    VoteRequest {
+        term,
+        candidate_id,
+        last_log_id: LogId::default(),
+    }
+}
+
+/// A vote through `network` to `target`, bounded in time.
+pub async fn vote(
+    network: &TcpNetwork<u64>,
+    target: NodeId,
+    term: u64,
+) -> Result<VoteResponse, NetworkError> {
+    tokio::time::timeout(PATIENCE, network.vote(target, vote_request(term, 2)))
+        .await
+        .expect("a call took longer than the test's patience")
+}
+
+/// Asserts that a well-behaved client (a fresh network from node 2) gets an answer from node 1 at
+/// `addr`.
+pub async fn assert_serves(addr: SocketAddr) {
+    let network = TcpNetwork::<u64>::new(CLUSTER, 2, [(1, addr)], test_config()).unwrap();
+    let answer = vote(&network, 1, 1).await;
+    assert!(answer.is_ok(), "well-behaved client not served: {answer:?}");
+}
+
+/// Opens a raw connection.
+pub async fn raw_connect(addr: SocketAddr) -> TcpStream {
+    tokio::time::timeout(PATIENCE, TcpStream::connect(addr))
+        .await
+        .expect("connect timed out")
+        .expect("connect")
+}
+
+/// Frames `payload` with its length prefix, as the codec does.
+pub fn frame(payload: &[u8]) -> Vec<u8> {
+    let mut out = (payload.len() as u32).to_be_bytes().to_vec();
+    out.extend_from_slice(payload);
+    out
+}
+
+/// Sends a handshake on a raw stream and returns the answer.
+pub async fn raw_handshake(stream: &mut TcpStream, hello: &Hello) -> HelloReply {
+    let (read, write) = stream.split();
+    let mut writer = FramedWrite::new(write, wire::codec(1 << 20));
+    let mut reader = FramedRead::new(read, wire::codec(1 << 20));
+    writer
+        .send(wire::encode_hello(hello).unwrap())
+        .await
+        .expect("send hello");
+    let reply: Bytes = tokio::time::timeout(PATIENCE, reader.next())
+        .await
+        .expect("handshake answer timed out")
+        .expect("connection closed during handshake")
+        .expect("bad frame")
+        .freeze();
+    assert!(
+        reader.read_buffer().is_empty(),
+        "the server sent more than its handshake answer"
+    );
+    wire::decode_hello_reply(&reply).expect("decodable handshake answer")
+}
+
+pub fn good_hello() -> Hello {
+    Hello {
+        cluster_id: CLUSTER.into(),
+        from: 2,
+        to: 1,
+    }
+}
+
+/// Reads until the server closes the connection (end of stream or reset), returning what it sent.
+/// Panics if the connection stays open.
+pub async fn read_until_closed(stream: &mut TcpStream) -> Vec<u8> {
+    let mut received = Vec::new();
+    let mut buf = [0u8; 4096];
+    let outcome = tokio::time::timeout(PATIENCE, async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) => return Ok(()),
+                Ok(n) => received.extend_from_slice(&buf[..n]),
+                Err(e) => return Err(e),
+            }
+        }
+    })
+    .await
+    .expect("the server did not close the connection");
+    if let Err(e) = outcome {
+        assert!(
+            matches!(
+                e.kind(),
+                io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted
+            ),
+            "unexpected read error: {e}"
+        );
+    }
+    received
+}
+
+/// Waits until `cond` holds, polling every few milliseconds; panics after [`PATIENCE`].
+pub async fn wait_until<F: FnMut() -> bool>(what: &str, mut cond: F) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !cond() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting until {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Calls `vote` until it succeeds, returning the errors seen before.
+pub async fn vote_until_ok(
+    network: &TcpNetwork<u64>,
+    target: NodeId,
+) -> (VoteResponse, Vec<NetworkError>) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let mut errors = Vec::new();
+    loop {
+        match vote(network, target, 1).await {
+            Ok(r) => return (r, errors),
+            Err(e) => errors.push(e),
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no successful call within the patience; errors: {errors:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Asserts that the network's call reports the node unreachable (not timed out).
+pub fn assert_unreachable(result: &Result<VoteResponse, NetworkError>) -> String {
+    match result {
+        Err(NetworkError::Unreachable { reason, .. }) => reason.clone(),
+        other => panic!("expected Unreachable, got {other:?}"),
+    }
+}

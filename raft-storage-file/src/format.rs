@@ -1,0 +1,377 @@
+//! The bytes on disk: segment headers, record frames, and the small checksummed files (hard state, log
+//! metadata, snapshot). The layout is described in the [crate docs](crate#on-disk-format).
+
+use std::path::Path;
+
+use raft_core::{EntryPayload, HardState, LogId, LogIndex, SnapshotMeta, StorageError};
+use serde::{Deserialize, Serialize};
+
+/// The version of every file format below. A file with another version is refused.
+pub(crate) const FORMAT_VERSION: u32 = 1;
+
+/// Magic of a segment file.
+pub(crate) const SEGMENT_MAGIC: [u8; 8] = *b"raftLOG\0";
+/// Size of a segment header: magic, version, first index, CRC.
+pub(crate) const SEGMENT_HEADER_LEN: usize = 8 + 4 + 8 + 4;
+/// Size of a record frame's header: payload length, CRC.
+pub(crate) const FRAME_HEADER_LEN: usize = 8;
+
+/// Magic of the hard state file.
+pub(crate) const HARD_STATE_MAGIC: [u8; 8] = *b"raftHS\0\0";
+/// Magic of the log metadata file.
+pub(crate) const LOG_META_MAGIC: [u8; 8] = *b"raftMETA";
+/// Magic of the snapshot file.
+pub(crate) const SNAPSHOT_MAGIC: [u8; 8] = *b"raftSNAP";
+
+/// A CRC32 (IEEE) of several slices, as if they were one.
+pub(crate) fn crc(parts: &[&[u8]]) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    for p in parts {
+        h.update(p);
+    }
+    h.finalize()
+}
+
+pub(crate) fn corrupted(path: &Path, offset: u64, what: impl std::fmt::Display) -> StorageError {
+    StorageError::Corrupted(format!("{} at byte offset {offset}: {what}", path.display()))
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    let mut a = [0u8; 4];
+    a.copy_from_slice(&b[at..at + 4]);
+    u32::from_le_bytes(a)
+}
+
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(a)
+}
+
+// ----- segments -----
+
+/// The header that starts every segment file.
+pub(crate) fn segment_header(first_index: LogIndex) -> Vec<u8> {
+    let mut b = Vec::with_capacity(SEGMENT_HEADER_LEN);
+    b.extend_from_slice(&SEGMENT_MAGIC);
+    b.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    b.extend_from_slice(&first_index.to_le_bytes());
+    let c = crc(&[&b]);
+    b.extend_from_slice(&c.to_le_bytes());
+    b
+}
+
+/// Checks a segment header and returns the first index it declares.
+pub(crate) fn parse_segment_header(path: &Path, data: &[u8]) -> Result<LogIndex, StorageError> {
+    if data.len() < SEGMENT_HEADER_LEN {
+        return Err(corrupted(
+            path,
+            0,
+            format_args!(
+                "segment is {} bytes long, shorter than its {SEGMENT_HEADER_LEN}-byte header \
+                 (headers are written atomically, so this is not a torn write)",
+                data.len()
+            ),
+        ));
+    }
+    let h = &data[..SEGMENT_HEADER_LEN];
+    if h[..8] != SEGMENT_MAGIC {
+        return Err(corrupted(path, 0, "not a segment file (bad magic)"));
+    }
+    let stored = u32_at(h, 20);
+    if crc(&[&h[..20]]) != stored {
+        return Err(corrupted(path, 0, "segment header checksum mismatch"));
+    }
+    let version = u32_at(h, 8);
+    if version != FORMAT_VERSION {
+        return Err(corrupted(
+            path,
+            8,
+            format_args!("unsupported segment format version {version} (this build reads {FORMAT_VERSION})"),
+        ));
+    }
+    Ok(u64_at(h, 12))
+}
+
+/// The on-disk form of a log entry: the payload of one record frame. Term and index come first so that
+/// recovery can read them without decoding the command.
+#[derive(Serialize)]
+pub(crate) struct RecordRef<'a, C> {
+    pub term: u64,
+    pub index: u64,
+    pub payload: &'a EntryPayload<C>,
+}
+
+/// The owned form of [`RecordRef`], for reading.
+#[derive(Deserialize)]
+#[serde(bound(deserialize = "C: serde::de::DeserializeOwned"))]
+pub(crate) struct RecordOwned<C> {
+    pub term: u64,
+    pub index: u64,
+    pub payload: EntryPayload<C>,
+}
+
+/// Reads the log id at the front of a record's payload without decoding the entry's payload.
+pub(crate) fn record_log_id(payload: &[u8]) -> Option<LogId> {
+    let (term, rest) = postcard::take_from_bytes::<u64>(payload).ok()?;
+    let (index, _) = postcard::take_from_bytes::<u64>(rest).ok()?;
+    Some(LogId::new(term, index))
+}
+
+/// Appends the frame of one record (`payload` already encoded) to `buf`.
+#[cfg(test)]
+pub(crate) fn push_frame(buf: &mut Vec<u8>, payload: &[u8]) {
+    let len = (payload.len() as u32).to_le_bytes();
+    let c = crc(&[&len, payload]);
+    buf.extend_from_slice(&len);
+    buf.extend_from_slice(&c.to_le_bytes());
+    buf.extend_from_slice(payload);
+}
+
+/// Why a frame could not be read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FrameDamage {
+    /// Fewer bytes than a frame header are left.
+    ShortHeader,
+    /// The header declares more payload bytes than are left.
+    ShortPayload,
+    /// The checksum does not match the length and payload.
+    BadChecksum,
+}
+
+impl std::fmt::Display for FrameDamage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            FrameDamage::ShortHeader => "the file ends inside a record header",
+            FrameDamage::ShortPayload => "the file ends inside a record payload",
+            FrameDamage::BadChecksum => "record checksum mismatch",
+        })
+    }
+}
+
+/// Reads the frame at the start of `data`: returns its payload (the frame is `8 + payload.len()`
+/// bytes long).
+pub(crate) fn parse_frame(data: &[u8]) -> Result<&[u8], FrameDamage> {
+    if data.len() < FRAME_HEADER_LEN {
+        return Err(FrameDamage::ShortHeader);
+    }
+    let len = u32_at(data, 0) as usize;
+    let stored = u32_at(data, 4);
+    let Some(payload) = data[FRAME_HEADER_LEN..].get(..len) else {
+        return Err(FrameDamage::ShortPayload);
+    };
+    if crc(&[&data[..4], payload]) != stored {
+        return Err(FrameDamage::BadChecksum);
+    }
+    Ok(payload)
+}
+
+/// Looks for an intact record (a frame with a valid checksum whose payload starts with an index at or
+/// above `min_index`) at any byte offset in `data[from..]`. Returns its offset.
+pub(crate) fn find_intact_record(data: &[u8], from: usize, min_index: LogIndex) -> Option<usize> {
+    let end = data.len().checked_sub(FRAME_HEADER_LEN)?;
+    (from..=end).find(|&p| {
+        let len = u32_at(data, p) as usize;
+        // Cheap rejections first: most garbage declares a length past the end of the file.
+        if len > data.len() - p - FRAME_HEADER_LEN {
+            return false;
+        }
+        match parse_frame(&data[p..]) {
+            Ok(payload) => record_log_id(payload).is_some_and(|id| id.index >= min_index),
+            Err(_) => false,
+        }
+    })
+}
+
+// ----- small checksummed files -----
+
+/// Frames the body of a small file: magic, version, body length, body, CRC of all before it.
+pub(crate) fn small_file(magic: [u8; 8], body: &[u8]) -> Vec<u8> {
+    let mut b = Vec::with_capacity(body.len() + 28);
+    b.extend_from_slice(&magic);
+    b.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    b.extend_from_slice(&(body.len() as u64).to_le_bytes());
+    b.extend_from_slice(body);
+    let c = crc(&[&b]);
+    b.extend_from_slice(&c.to_le_bytes());
+    b
+}
+
+/// Checks a small file and returns its body.
+pub(crate) fn parse_small_file<'a>(
+    path: &Path,
+    magic: [u8; 8],
+    data: &'a [u8],
+) -> Result<&'a [u8], StorageError> {
+    const HEAD: usize = 8 + 4 + 8;
+    if data.len() < HEAD + 4 {
+        return Err(corrupted(
+            path,
+            0,
+            format_args!("file is {} bytes long, too short to be valid", data.len()),
+        ));
+    }
+    if data[..8] != magic {
+        return Err(corrupted(path, 0, "bad magic (not the file expected here)"));
+    }
+    let len = u64_at(data, 12);
+    let expected = (HEAD as u64).checked_add(len).and_then(|n| n.checked_add(4));
+    if expected != Some(data.len() as u64) {
+        return Err(corrupted(
+            path,
+            12,
+            format_args!(
+                "declared body length {len} does not match the file length {}",
+                data.len()
+            ),
+        ));
+    }
+    let body_end = data.len() - 4;
+    if crc(&[&data[..body_end]]) != u32_at(data, body_end) {
+        return Err(corrupted(path, body_end as u64, "checksum mismatch"));
+    }
+    let version = u32_at(data, 8);
+    if version != FORMAT_VERSION {
+        return Err(corrupted(
+            path,
+            8,
+            format_args!("unsupported format version {version} (this build reads {FORMAT_VERSION})"),
+        ));
+    }
+    Ok(&data[HEAD..body_end])
+}
+
+pub(crate) fn encode_hard_state(hs: &HardState) -> Vec<u8> {
+    let body = postcard::to_allocvec(hs).expect("encoding integers cannot fail");
+    small_file(HARD_STATE_MAGIC, &body)
+}
+
+pub(crate) fn decode_hard_state(path: &Path, data: &[u8]) -> Result<HardState, StorageError> {
+    let body = parse_small_file(path, HARD_STATE_MAGIC, data)?;
+    postcard::from_bytes(body)
+        .map_err(|e| corrupted(path, 20, format_args!("cannot decode the hard state: {e}")))
+}
+
+/// What the log metadata file holds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct LogMeta {
+    /// Term and index of the last purged entry.
+    pub last_purged_term: u64,
+    pub last_purged_index: u64,
+    /// A truncation in progress: every entry at this index and after is deleted, whatever the segments
+    /// still hold. Set only while a truncation touches several files.
+    pub truncate_from: Option<u64>,
+}
+
+impl LogMeta {
+    pub(crate) fn last_purged(&self) -> LogId {
+        LogId::new(self.last_purged_term, self.last_purged_index)
+    }
+}
+
+pub(crate) fn encode_log_meta(meta: &LogMeta) -> Vec<u8> {
+    let body = postcard::to_allocvec(meta).expect("encoding integers cannot fail");
+    small_file(LOG_META_MAGIC, &body)
+}
+
+pub(crate) fn decode_log_meta(path: &Path, data: &[u8]) -> Result<LogMeta, StorageError> {
+    let body = parse_small_file(path, LOG_META_MAGIC, data)?;
+    postcard::from_bytes(body)
+        .map_err(|e| corrupted(path, 20, format_args!("cannot decode the log metadata: {e}")))
+}
+
+/// What the snapshot file holds.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct SnapshotRecord {
+    pub meta: SnapshotMeta,
+    /// Whether installing this snapshot discards the whole log (see the crate docs on recovery).
+    pub discards_log: bool,
+    pub data: Vec<u8>,
+}
+
+pub(crate) fn encode_snapshot(rec: &SnapshotRecord) -> Vec<u8> {
+    let body = postcard::to_allocvec(rec).expect("encoding integers and bytes cannot fail");
+    small_file(SNAPSHOT_MAGIC, &body)
+}
+
+pub(crate) fn decode_snapshot(path: &Path, data: &[u8]) -> Result<SnapshotRecord, StorageError> {
+    let body = parse_small_file(path, SNAPSHOT_MAGIC, data)?;
+    postcard::from_bytes(body)
+        .map_err(|e| corrupted(path, 20, format_args!("cannot decode the snapshot: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frame_round_trip_and_damage() {
+        let mut buf = Vec::new();
+        let payload = postcard::to_allocvec(&RecordRef {
+            term: 3,
+            index: 7,
+            payload: &EntryPayload::Command(42u64),
+        })
+        .unwrap();
+        push_frame(&mut buf, &payload);
+        assert_eq!(parse_frame(&buf), Ok(&payload[..]));
+        assert_eq!(record_log_id(&payload), Some(LogId::new(3, 7)));
+        assert_eq!(parse_frame(&buf[..5]), Err(FrameDamage::ShortHeader));
+        assert_eq!(
+            parse_frame(&buf[..buf.len() - 1]),
+            Err(FrameDamage::ShortPayload)
+        );
+        let mut bad = buf.clone();
+        *bad.last_mut().unwrap() ^= 1;
+        assert_eq!(parse_frame(&bad), Err(FrameDamage::BadChecksum));
+        let rec: RecordOwned<u64> = postcard::from_bytes(&payload).unwrap();
+        assert_eq!((rec.term, rec.index), (3, 7));
+        assert_eq!(rec.payload, EntryPayload::Command(42));
+    }
+
+    #[test]
+    fn finds_intact_record_after_damage() {
+        let mut buf = vec![0xAB; 13];
+        let payload = postcard::to_allocvec(&RecordRef {
+            term: 1,
+            index: 9,
+            payload: &EntryPayload::<u64>::Blank,
+        })
+        .unwrap();
+        push_frame(&mut buf, &payload);
+        assert_eq!(find_intact_record(&buf, 0, 9), Some(13));
+        assert_eq!(find_intact_record(&buf, 0, 10), None);
+        assert_eq!(find_intact_record(&buf, 14, 0), None);
+        assert_eq!(find_intact_record(&[0u8; 3], 0, 0), None);
+    }
+
+    #[test]
+    fn small_files_detect_damage() {
+        let p = Path::new("hard_state");
+        let hs = HardState {
+            term: 9,
+            voted_for: Some(2),
+        };
+        let bytes = encode_hard_state(&hs);
+        assert_eq!(decode_hard_state(p, &bytes).unwrap(), hs);
+        for i in 0..bytes.len() {
+            let mut bad = bytes.clone();
+            bad[i] ^= 0x10;
+            assert!(decode_hard_state(p, &bad).is_err(), "flip at {i} undetected");
+        }
+        for n in 0..bytes.len() {
+            assert!(decode_hard_state(p, &bytes[..n]).is_err());
+        }
+    }
+
+    #[test]
+    fn segment_header_round_trip() {
+        let p = Path::new("seg");
+        let h = segment_header(12345);
+        assert_eq!(parse_segment_header(p, &h).unwrap(), 12345);
+        let mut bad = h.clone();
+        bad[13] ^= 1;
+        assert!(parse_segment_header(p, &bad).is_err());
+        assert!(parse_segment_header(p, &h[..10]).is_err());
+    }
+}

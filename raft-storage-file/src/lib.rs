@@ -1,0 +1,521 @@
+//! # raft-storage-file
+//!
+//! [`FileStorage`]: a [`RaftStorage`] on a local directory, for production. The hard state is
+//! replaced atomically, the log lives in segment files of checksummed records, snapshots are replaced
+//! atomically, every mutating call returns only once its effect is on disk (one `fsync` per
+//! `append`, however many entries it carries), and opening the directory after a crash truncates a
+//! torn write at the end of the log but refuses, with an error naming the file and byte offset, any
+//! damage a crash cannot explain.
+//!
+//! ## Quick start
+//!
+//! ```
+//! use raft_core::{Entry, EntryPayload, HardState, LogId, RaftStorage};
+//! use raft_storage_file::FileStorage;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let dir = tempfile::tempdir()?;
+//! // The command type is any serde type (here `String`).
+//! let mut storage = FileStorage::<String>::open(dir.path())?;
+//! storage.save_hard_state(&HardState { term: 1, voted_for: Some(1) }).await?;
+//! let entry = Entry { log_id: LogId::new(1, 1), payload: EntryPayload::Command("set x=1".to_string()) };
+//! storage.append(&[entry.clone()]).await?; // durable when this returns
+//!
+//! // A second open of the same directory is refused while the first is open.
+//! assert!(FileStorage::<String>::open(dir.path()).is_err());
+//!
+//! drop(storage); // the node stops (or crashes)
+//! let mut storage = FileStorage::<String>::open(dir.path())?;
+//! assert_eq!(storage.hard_state().await?.voted_for, Some(1));
+//! assert_eq!(storage.entries(1, 2).await?, vec![entry]);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! A node takes it as its storage: `Raft::start(id, config, FileStorage::open(dir)?, network,
+//! state_machine)`. [`FileStorage::open`] blocks (it reads and checks the whole log); call it before
+//! the node starts, or inside `tokio::task::spawn_blocking`.
+//!
+//! ## What is durable when each method returns
+//!
+//! With [`FsyncPolicy::Always`] (the default):
+//!
+//! | method | done before it returns `Ok` | durable |
+//! |---|---|---|
+//! | `save_hard_state` | `hard_state.tmp` written and fsynced, renamed over `hard_state`, directory fsynced | the new term and vote; a crash at any point leaves the old or the new one |
+//! | `append` | all entries' records written with one `write` and one `fdatasync` (when a new segment is started first: its header written to a temporary file, fsynced, renamed, directory fsynced) | every entry; a crash before the return keeps a prefix of them, never a damaged one (see recovery) |
+//! | `truncate` | the segment holding `from` cut with `ftruncate` and fsynced, later segments unlinked and the directory fsynced; when more than one file changes, the truncation is first recorded in `log_meta` and the record cleared at the end | the truncation, all or nothing |
+//! | `purge` | `log_meta` (the purge point) replaced atomically; then the segments it makes useless are unlinked | the new purge point; a crash before the unlinks are durable leaves segments that the next open deletes |
+//! | `install_snapshot` | `snapshot` replaced atomically; when the snapshot discards the log, every segment unlinked, the directory fsynced, and `log_meta` replaced | the snapshot and its effect on the log, all or nothing (the snapshot file is the commit point, see recovery) |
+//! | `hard_state`, `log_state`, `entries`, `snapshot` | nothing is written | |
+//!
+//! "Atomically" means: write a temporary file, fsync it, rename it over the old one, fsync the
+//! directory. A rename is atomic, so a reader sees the old or the new file, never a mix; a checksum
+//! in every file catches damage after that.
+//!
+//! With [`FsyncPolicy::Never`] nothing is fsynced: every method's effect survives a crash of the
+//! *process* (it is in the operating system's page cache), but a crash of the *machine* may lose or
+//! damage any of it, which can make a node forget a vote or an acknowledged entry. It exists for
+//! tests and benchmarks only.
+//!
+//! If an operation fails half-way (an I/O error, a failed fsync), the storage stops: every later
+//! call fails until it is reopened, because memory and disk may disagree (and after a failed fsync
+//! the kernel may have dropped the dirty pages, so retrying is unsafe). The driver stops the node on
+//! any storage error anyway.
+//!
+//! ## On-disk format
+//!
+//! ```text
+//! DIR/LOCK                          flock()ed while open; holds "pid N" for error messages
+//! DIR/hard_state                    small file: HardState
+//! DIR/log_meta                      small file: last purged LogId, truncation in progress
+//! DIR/snapshot                      small file: SnapshotMeta, "discards the log" flag, data
+//! DIR/log/00000000000000000001.log  segments, named by the index of their first record (20 digits)
+//! DIR/log/00000000000000004097.log
+//! *.tmp                             a file being replaced; deleted by the next open
+//! ```
+//!
+//! All integers are little-endian; every checksum is CRC-32 (IEEE, via `crc32fast`).
+//!
+//! * **Small file**: magic (8 bytes: `raftHS\0\0`, `raftMETA` or `raftSNAP`), format version (u32,
+//!   1), body length (u64), body, CRC of everything before it (u32). The body is the postcard
+//!   encoding of the value.
+//! * **Segment**: a 24-byte header, then records back to back.
+//!   * header: magic `raftLOG\0`, format version (u32), first index (u64, equal to the file name),
+//!     CRC of the 20 bytes before (u32). Written whole before the file gets its name.
+//!   * record frame: payload length (u32), CRC of the length bytes and the payload (u32), payload.
+//!   * payload: postcard encoding of `(term: u64, index: u64, payload: EntryPayload<C>)`: term and
+//!     index come first (varints), so that recovery reads them without decoding the command.
+//!
+//!   Records of a segment hold consecutive indexes from its first index; segments are contiguous
+//!   (each starts right after the previous one ends). A new segment is started when an append finds
+//!   the last one at or over [`Options::segment_size`] bytes; a batch is never split between
+//!   segments, so one append is one `write` to one file.
+//!
+//! In memory, the storage keeps the hard state, the purge point, the snapshot's metadata, and for
+//! each record its segment, byte offset, length and term (about 24 bytes per entry). `entries`
+//! reads the records' bytes from the segment (one read per segment touched), checks their checksums
+//! and decodes them.
+//!
+//! ### Encoding: postcard
+//! Entries and metadata are encoded with [`postcard`](https://docs.rs/postcard) 1.x: it is compact
+//! (varint integers, no field names, no type tags: a `u64` command entry takes about 5 bytes plus the
+//! 8-byte frame), its wire format is documented and frozen for 1.x, it has no dependencies to speak
+//! of, and it is actively maintained (bincode 1.x is frozen and its successors are no longer
+//! maintained; MessagePack, which `raft-net-tcp` uses on the wire, writes every enum variant's name).
+//! The cost: postcard is not self-describing, so the command type `C` must not rely on
+//! `deserialize_any` (`#[serde(untagged)]`, `#[serde(flatten)]`, `serde_json::Value`, ...).
+//! `append` checks that every entry decodes back and refuses it with
+//! [`StorageError::InvalidRequest`] before writing anything otherwise, so such a type fails loudly on
+//! its first write instead of at the next restart.
+//!
+//! ## Recovery, and why it is correct
+//!
+//! [`FileStorage::open`] takes the lock, then reads and checks everything before it changes
+//! anything:
+//!
+//! 1. Temporary files (`*.tmp`) are deleted: they are writes that never reached their rename, so they
+//!    were never part of the durable state.
+//! 2. `hard_state`, `log_meta` and `snapshot` must be whole with a valid checksum; a missing
+//!    `hard_state` (when anything else exists) or a damaged one is refused. Since they are only ever
+//!    replaced by rename, a crash cannot damage them: damage means the disk or someone else did.
+//! 3. Every segment is read. Its header must be valid; every record's checksum must match and each
+//!    record must hold the index that its position implies. Segments must be contiguous, and the first
+//!    must start at or before the entry after the purge point: a gap is a missing segment, refused.
+//! 4. **The torn tail.** A crash during `append` can leave, at the end of the *last* segment, a
+//!    record cut short (the file ends inside its header or payload) or whose bytes did not all reach
+//!    the disk (checksum mismatch), possibly followed by more of the same batch or by junk. That
+//!    append never returned, so none of these records was acknowledged, and cutting the file at the
+//!    first damaged record keeps every record that an append acknowledged (an fsync covered it).
+//!    Damage is accepted as a torn tail only if **no intact record follows it**: if a record with a
+//!    valid checksum and an index at or after the damaged one's comes later, the damaged record was
+//!    written (and possibly acknowledged) before it, so this is corruption, refused. Damage in any
+//!    segment but the last is refused for the same reason: an append only writes to the last segment,
+//!    after the previous appends were fsynced. A record with a valid checksum but a wrong index, a
+//!    segment with a damaged header, or an entry that does not decode is refused too. (One crash
+//!    outcome is refused conservatively: a file system that persisted a *later* page of the final,
+//!    unacknowledged write but not an earlier one. Refusing it cannot lose an acknowledged entry; an
+//!    operator can cut the file at the reported offset.)
+//! 5. Interrupted operations are completed, each from its commit point:
+//!    * `install_snapshot` that discards the log: the snapshot file records that it does. If it holds
+//!      a snapshot past the purge point (or at it with another term), the discard did not finish:
+//!      every segment is deleted and the purge point set to the snapshot's last entry. (The purge
+//!      point never moves back, so once the discard finished this condition stays false.)
+//!    * a truncation recorded in `log_meta`: the records at and after it are deleted, then the record
+//!      cleared. Until the record is cleared, no append happens, so it never deletes new entries.
+//!    * a purge: segments whose records are all at or below the purge point are deleted.
+//!
+//! Throughout, files are only deleted from the end (truncation, discard) or from the start (purge),
+//! so the segments on disk are contiguous at every instant a crash could hit. What the open did is
+//! in [`FileStorage::recovery_report`] and logged with `tracing`.
+//!
+//! Not detected: losing the *last* segment file entirely (nothing records how many segments there
+//! are); the log then ends earlier, as after a crash.
+//!
+//! ## Group commit
+//!
+//! One `append` call is one `write` of all its entries' frames and one fsync. The driver owns the
+//! storage and calls it one method at a time; it merges the proposals and entries that arrive while
+//! the previous write is in flight into its next `append`, so under load many entries share one
+//! fsync (the bench `benches/append.rs` measures batches of 1, 16 and 256). The write path is built
+//! around an encoded batch (the frames plus their lengths), so a future commit task
+//! taking several queued batches and writing them with one fsync needs no format change.
+//!
+//! ## Threads: `spawn_blocking`
+//!
+//! File I/O and fsync block. Each method that touches the disk runs on tokio's blocking pool
+//! (`tokio::task::spawn_blocking`) over the state kept behind an `Arc<Mutex<_>>`; the entries are
+//! encoded on the caller's task first, so only bytes move to the blocking thread. This keeps the
+//! runtime's worker threads (on a current-thread runtime: the only thread) free during an fsync of
+//! several milliseconds, so a leader's peer tasks keep replicating while its own append is in
+//! flight. The cost is a thread hand-off (microseconds) per call. `hard_state` and `log_state`
+//! answer from memory without the hand-off.
+//!
+//! Cancellation: if the future of a call is dropped, the blocking operation still runs to its end
+//! (it is never left half-done); dropping the [`FileStorage`] waits for it, then releases the lock.
+//! The operation may thus be durable although its caller never saw it return, as after a crash.
+//!
+//! ## Locking
+//!
+//! `DIR/LOCK` is locked with `flock` (`LockFileEx` on Windows) through `fs4`, for as long as the
+//! storage is open. A second [`FileStorage::open`] of the directory, from this process or
+//! another, fails with [`StorageError::Io`] of kind [`std::io::ErrorKind::WouldBlock`] naming the
+//! directory and the holder's pid. The lock is released when the storage is dropped or the process
+//! dies.
+#![warn(missing_docs)]
+
+mod format;
+mod store;
+
+use std::marker::PhantomData;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use async_trait::async_trait;
+use raft_core::{
+    Entry, HardState, LogId, LogIndex, LogState, RaftStorage, Snapshot, StorageError,
+};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+pub use format::FrameDamage;
+use store::{Batch, Store};
+
+/// When the storage calls `fsync`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FsyncPolicy {
+    /// Before every mutating method returns (see the [crate docs](crate#what-is-durable-when-each-method-returns)).
+    /// The only safe choice for a real node.
+    #[default]
+    Always,
+    /// Never. **Unsafe**: a machine crash (power loss, kernel panic) may lose or damage anything
+    /// written, so a node may forget its vote or entries it acknowledged, which breaks Raft's
+    /// guarantees. A process crash loses nothing. For tests and benchmarks only.
+    Never,
+}
+
+/// Settings of a [`FileStorage`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Options {
+    fsync: FsyncPolicy,
+    segment_size: u64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            fsync: FsyncPolicy::Always,
+            segment_size: 64 * 1024 * 1024,
+        }
+    }
+}
+
+impl Options {
+    /// The fsync policy (default [`FsyncPolicy::Always`]).
+    pub fn fsync(mut self, policy: FsyncPolicy) -> Self {
+        self.fsync = policy;
+        self
+    }
+
+    /// The size in bytes at which a segment is full: the next append starts a new one (default 64
+    /// MiB). A segment can exceed it by one batch. Smaller segments let purges free space sooner;
+    /// larger ones mean fewer files. At least 1.
+    pub fn segment_size(mut self, bytes: u64) -> Self {
+        self.segment_size = bytes.max(1);
+        self
+    }
+
+    /// The configured fsync policy.
+    pub fn fsync_policy(&self) -> FsyncPolicy {
+        self.fsync
+    }
+
+    /// The configured segment size in bytes.
+    pub fn segment_size_bytes(&self) -> u64 {
+        self.segment_size
+    }
+}
+
+/// A torn write that [`FileStorage::open`] cut off the end of the log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TornTail {
+    /// The segment file (always the last one).
+    pub segment: PathBuf,
+    /// The byte offset of the first damaged record: the file's new length.
+    pub offset: u64,
+    /// How many bytes were cut.
+    pub discarded_bytes: u64,
+    /// What was wrong with the first damaged record.
+    pub damage: FrameDamage,
+}
+
+/// What [`FileStorage::open`] found and did to recover; everything empty after a clean shutdown.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// The directory held no storage: it was created.
+    pub initialized: bool,
+    /// A torn write cut off the end of the log.
+    pub torn_tail: Option<TornTail>,
+    /// Temporary files of interrupted writes, deleted.
+    pub removed_temp_files: Vec<PathBuf>,
+    /// Segments an interrupted purge had left, deleted.
+    pub removed_purged_segments: Vec<PathBuf>,
+    /// An interrupted truncation, completed: entries from this index on were deleted.
+    pub completed_truncation: Option<LogIndex>,
+    /// An interrupted `install_snapshot` that discards the log, completed: the log now starts after
+    /// this id.
+    pub completed_snapshot_install: Option<LogId>,
+}
+
+impl RecoveryReport {
+    /// Whether the open found the directory exactly as a clean shutdown leaves it.
+    pub fn is_clean(&self) -> bool {
+        self.torn_tail.is_none()
+            && self.removed_temp_files.is_empty()
+            && self.removed_purged_segments.is_empty()
+            && self.completed_truncation.is_none()
+            && self.completed_snapshot_install.is_none()
+    }
+}
+
+/// A [`RaftStorage`] on a directory. See the [crate docs](crate) for the format and guarantees.
+///
+/// `C` is the command type of the log entries; it is encoded with postcard (see the
+/// [crate docs](crate#encoding-postcard)).
+pub struct FileStorage<C> {
+    store: Arc<Mutex<Store>>,
+    dir: PathBuf,
+    _command: PhantomData<fn() -> C>,
+}
+
+impl<C> std::fmt::Debug for FileStorage<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileStorage")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock_store(store: &Mutex<Store>) -> Result<MutexGuard<'_, Store>, StorageError> {
+    store.lock().map_err(|_| {
+        StorageError::Other(
+            "the storage panicked during an earlier operation; reopen it to recover from what is \
+             on disk"
+                .into(),
+        )
+    })
+}
+
+impl<C> FileStorage<C> {
+    /// Opens the storage in `dir` with the default [`Options`] (fsync always, 64 MiB segments),
+    /// creating the directory and an empty storage if there is none.
+    ///
+    /// Blocks: it takes the directory's lock, reads and checks the whole log, and completes what a
+    /// crash interrupted (see the [crate docs](crate#recovery-and-why-it-is-correct)).
+    ///
+    /// # Errors
+    /// [`StorageError::Io`] of kind [`WouldBlock`](std::io::ErrorKind::WouldBlock) if another
+    /// `FileStorage` has the directory open; [`StorageError::Corrupted`], naming the file and byte
+    /// offset, for damage a crash cannot explain; [`StorageError::Io`] if the file system fails.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Self, StorageError> {
+        Self::open_with(dir, Options::default())
+    }
+
+    /// Opens the storage in `dir` with `options`. See [`FileStorage::open`].
+    ///
+    /// # Errors
+    /// As [`FileStorage::open`].
+    pub fn open_with(dir: impl AsRef<Path>, options: Options) -> Result<Self, StorageError> {
+        let dir = dir.as_ref();
+        let store = Store::open(dir, options)?;
+        Ok(FileStorage {
+            dir: store.dir().to_path_buf(),
+            store: Arc::new(Mutex::new(store)),
+            _command: PhantomData,
+        })
+    }
+
+    /// The storage directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// What opening the storage found and repaired.
+    pub fn recovery_report(&self) -> RecoveryReport {
+        match self.store.lock() {
+            Ok(s) => s.report().clone(),
+            Err(p) => p.into_inner().report().clone(),
+        }
+    }
+
+    fn store(&self) -> Result<MutexGuard<'_, Store>, StorageError> {
+        let s = lock_store(&self.store)?;
+        s.check_usable()?;
+        Ok(s)
+    }
+
+    /// Runs `f` on the blocking pool (see the [crate docs](crate#threads-spawn_blocking)).
+    async fn blocking<T, F>(&self, f: F) -> Result<T, StorageError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Store) -> Result<T, StorageError> + Send + 'static,
+    {
+        let store = Arc::clone(&self.store);
+        let task = tokio::task::spawn_blocking(move || {
+            let mut s = lock_store(&store)?;
+            s.check_usable()?;
+            f(&mut s)
+        });
+        match task.await {
+            Ok(r) => r,
+            Err(e) => Err(StorageError::Other(
+                format!("a storage operation did not complete: {e}").into(),
+            )),
+        }
+    }
+}
+
+impl<C> Drop for FileStorage<C> {
+    fn drop(&mut self) {
+        // Waits for an operation still running on the blocking pool (its caller's future was
+        // dropped), then releases the directory lock, so the directory can be reopened at once.
+        let mut s = match self.store.lock() {
+            Ok(s) => s,
+            Err(p) => p.into_inner(),
+        };
+        s.close();
+    }
+}
+
+/// Encodes `entries` (which must start at `first` and be consecutive) into one batch of frames,
+/// checking that each decodes back.
+fn encode_batch<C>(first: LogIndex, entries: &[Entry<C>]) -> Result<Batch, StorageError>
+where
+    C: Serialize + DeserializeOwned,
+{
+    let mut batch = Batch {
+        first,
+        bytes: Vec::new(),
+        records: Vec::with_capacity(entries.len()),
+    };
+    for (expected, e) in (first..).zip(entries) {
+        if e.log_id.index != expected {
+            return Err(StorageError::InvalidRequest(format!(
+                "append expected index {expected}, got {}",
+                e.log_id.index
+            )));
+        }
+        let start = batch.bytes.len();
+        let mut bytes = std::mem::take(&mut batch.bytes);
+        bytes.extend_from_slice(&[0u8; format::FRAME_HEADER_LEN]);
+        let record = format::RecordRef {
+            term: e.log_id.term,
+            index: e.log_id.index,
+            payload: &e.payload,
+        };
+        let mut bytes = postcard::to_extend(&record, bytes).map_err(|err| {
+            StorageError::InvalidRequest(format!("entry {} cannot be encoded: {err}", e.log_id))
+        })?;
+        let payload = &bytes[start + format::FRAME_HEADER_LEN..];
+        if let Err(err) = postcard::from_bytes::<format::RecordOwned<C>>(payload) {
+            return Err(StorageError::InvalidRequest(format!(
+                "entry {} encodes but does not decode back ({err}); the command type must not \
+                 rely on serde's deserialize_any (untagged or flattened enums, serde_json::Value)",
+                e.log_id
+            )));
+        }
+        let len = u32::try_from(payload.len()).map_err(|_| {
+            StorageError::InvalidRequest(format!(
+                "entry {} is {} bytes encoded, over the 4 GiB record limit",
+                e.log_id,
+                payload.len()
+            ))
+        })?;
+        let crc = format::crc(&[&len.to_le_bytes(), payload]);
+        bytes[start..start + 4].copy_from_slice(&len.to_le_bytes());
+        bytes[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+        batch.bytes = bytes;
+        batch.records.push((len, e.log_id.term));
+    }
+    Ok(batch)
+}
+
+#[async_trait]
+impl<C> RaftStorage<C> for FileStorage<C>
+where
+    C: Serialize + DeserializeOwned + Send + Sync + 'static,
+{
+    async fn hard_state(&mut self) -> Result<HardState, StorageError> {
+        Ok(self.store()?.hard_state())
+    }
+
+    async fn save_hard_state(&mut self, state: &HardState) -> Result<(), StorageError> {
+        let state = *state;
+        self.blocking(move |s| s.save_hard_state(state)).await
+    }
+
+    async fn log_state(&mut self) -> Result<LogState, StorageError> {
+        Ok(self.store()?.log_state())
+    }
+
+    async fn entries(
+        &mut self,
+        start: LogIndex,
+        end: LogIndex,
+    ) -> Result<Vec<Entry<C>>, StorageError> {
+        self.blocking(move |s| s.entries::<C>(start, end)).await
+    }
+
+    async fn append(&mut self, entries: &[Entry<C>]) -> Result<(), StorageError> {
+        let first = {
+            let s = self.store()?;
+            let first = s.last_log_id().index + 1;
+            if let Some(e) = entries.first() {
+                s.check_append(e.log_id.index)?;
+            }
+            first
+        };
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let batch = encode_batch(first, entries)?;
+        self.blocking(move |s| s.append(&batch)).await
+    }
+
+    async fn truncate(&mut self, from: LogIndex) -> Result<(), StorageError> {
+        self.blocking(move |s| s.truncate(from)).await
+    }
+
+    async fn purge(&mut self, upto: LogIndex) -> Result<(), StorageError> {
+        self.blocking(move |s| s.purge(upto)).await
+    }
+
+    async fn install_snapshot(&mut self, snapshot: Snapshot) -> Result<(), StorageError> {
+        self.blocking(move |s| s.install_snapshot(snapshot)).await
+    }
+
+    async fn snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
+        self.blocking(|s| s.snapshot()).await
+    }
+}

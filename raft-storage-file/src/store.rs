@@ -1,0 +1,1014 @@
+//! The synchronous core: everything a [`FileStorage`](crate::FileStorage) does, as plain blocking file
+//! I/O on a directory. The async trait methods run these on tokio's blocking pool.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use raft_core::{
+    Entry, HardState, LogId, LogIndex, LogState, Snapshot, SnapshotMeta, StorageError, Term,
+};
+use serde::de::DeserializeOwned;
+
+use crate::format::{self, corrupted, LogMeta, SnapshotRecord};
+use crate::{FsyncPolicy, Options, RecoveryReport, TornTail};
+
+/// Name of the lock file, in the storage directory.
+pub(crate) const LOCK_FILE: &str = "LOCK";
+/// Name of the hard state file.
+pub(crate) const HARD_STATE_FILE: &str = "hard_state";
+/// Name of the log metadata file.
+pub(crate) const LOG_META_FILE: &str = "log_meta";
+/// Name of the snapshot file.
+pub(crate) const SNAPSHOT_FILE: &str = "snapshot";
+/// Name of the directory of log segments.
+pub(crate) const LOG_DIR: &str = "log";
+/// Suffix of files being written, renamed into place once complete.
+const TMP_SUFFIX: &str = ".tmp";
+/// Suffix of segment files.
+const SEGMENT_SUFFIX: &str = ".log";
+
+/// The file name of the segment whose first entry is `first`.
+pub(crate) fn segment_file_name(first: LogIndex) -> String {
+    format!("{first:020}{SEGMENT_SUFFIX}")
+}
+
+fn io_error(context: impl std::fmt::Display) -> impl FnOnce(io::Error) -> StorageError {
+    move |source| StorageError::Io {
+        context: context.to_string(),
+        source,
+    }
+}
+
+/// Where one record sits in its segment.
+#[derive(Clone, Copy, Debug)]
+struct Record {
+    /// Byte offset of the frame in the segment file.
+    offset: u64,
+    /// Length of the frame's payload.
+    len: u32,
+    /// The entry's term (its index follows from its position).
+    term: Term,
+}
+
+impl Record {
+    fn frame_end(&self) -> u64 {
+        self.offset + format::FRAME_HEADER_LEN as u64 + u64::from(self.len)
+    }
+}
+
+/// One segment file: consecutive records starting at `first`.
+#[derive(Debug)]
+struct Segment {
+    first: LogIndex,
+    path: PathBuf,
+    file: File,
+    records: Vec<Record>,
+    /// Length of the file: where the next record goes.
+    end: u64,
+}
+
+impl Segment {
+    /// The index after this segment's last record.
+    fn next_index(&self) -> LogIndex {
+        self.first + self.records.len() as u64
+    }
+}
+
+/// An encoded batch of entries, ready to be written: the frames, and each frame's payload length and
+/// entry term.
+#[derive(Debug, Default)]
+pub(crate) struct Batch {
+    pub first: LogIndex,
+    pub bytes: Vec<u8>,
+    pub records: Vec<(u32, Term)>,
+}
+
+/// The state of an open storage directory.
+#[derive(Debug)]
+pub(crate) struct Store {
+    dir: PathBuf,
+    log_dir: PathBuf,
+    opts: Options,
+    /// Holds the directory's lock while open.
+    lock: Option<File>,
+    hard_state: HardState,
+    meta: LogMeta,
+    snapshot: Option<SnapshotMeta>,
+    segments: Vec<Segment>,
+    /// Set when an operation failed half-way: memory and disk may disagree, so nothing more is done.
+    failed: Option<String>,
+    report: RecoveryReport,
+}
+
+impl Store {
+    // ----- opening and recovery -----
+
+    /// Opens (creating if needed) the storage in `dir`: locks it, checks everything, and completes
+    /// or rolls back what a crash interrupted (see the crate docs on recovery).
+    pub(crate) fn open(dir: &Path, opts: Options) -> Result<Store, StorageError> {
+        fs::create_dir_all(dir)
+            .map_err(io_error(format_args!("creating {}", dir.display())))?;
+        let lock = acquire_lock(dir)?;
+        let log_dir = dir.join(LOG_DIR);
+        let mut report = RecoveryReport::default();
+
+        remove_temp_files(dir, &mut report.removed_temp_files)?;
+        if log_dir.is_dir() {
+            remove_temp_files(&log_dir, &mut report.removed_temp_files)?;
+        }
+
+        let hs_path = dir.join(HARD_STATE_FILE);
+        let meta_path = dir.join(LOG_META_FILE);
+        let snap_path = dir.join(SNAPSHOT_FILE);
+        let hs_bytes = read_optional(&hs_path)?;
+        let meta_bytes = read_optional(&meta_path)?;
+        let snap_bytes = read_optional(&snap_path)?;
+        let names = list_segments(&log_dir)?;
+
+        let mut store = Store {
+            dir: dir.to_path_buf(),
+            log_dir,
+            opts,
+            lock: Some(lock),
+            hard_state: HardState::default(),
+            meta: LogMeta::default(),
+            snapshot: None,
+            segments: Vec::new(),
+            failed: None,
+            report,
+        };
+
+        if hs_bytes.is_none() && meta_bytes.is_none() && snap_bytes.is_none() && names.is_empty() {
+            // A new storage. The hard state is written first: a crash before the log metadata is
+            // written leaves a directory the next open completes (see below).
+            fs::create_dir_all(&store.log_dir)
+                .map_err(io_error(format_args!("creating {}", store.log_dir.display())))?;
+            store.sync_dir(&store.dir.clone())?;
+            store.write_hard_state(HardState::default())?;
+            store.write_meta(LogMeta::default())?;
+            store.report.initialized = true;
+            return Ok(store);
+        }
+
+        // ----- read and check everything; nothing is changed until all checks pass -----
+        store.hard_state = match hs_bytes {
+            Some(b) => format::decode_hard_state(&hs_path, &b)?,
+            None => {
+                return Err(StorageError::Corrupted(format!(
+                    "{} is missing, but the directory holds other storage files: refusing to start \
+                     with no record of the term and vote",
+                    hs_path.display()
+                )))
+            }
+        };
+        let snapshot = match &snap_bytes {
+            Some(b) => Some(format::decode_snapshot(&snap_path, b)?),
+            None => None,
+        };
+        drop(snap_bytes);
+        let meta_missing = meta_bytes.is_none();
+        store.meta = match meta_bytes {
+            Some(b) => format::decode_log_meta(&meta_path, &b)?,
+            // Creation stopped between the hard state and the log metadata: nothing else was ever
+            // written.
+            None if names.is_empty() && snapshot.is_none() => LogMeta::default(),
+            None => {
+                return Err(StorageError::Corrupted(format!(
+                    "{} is missing, but the directory holds log segments or a snapshot: refusing to \
+                     guess where the log starts",
+                    meta_path.display()
+                )))
+            }
+        };
+        store.snapshot = snapshot.as_ref().map(|s| s.meta.clone());
+
+        let mut torn = None;
+        let count = names.len();
+        for (i, (first, path)) in names.into_iter().enumerate() {
+            let (segment, tail) = scan_segment(first, path, i + 1 == count)?;
+            torn = tail;
+            store.segments.push(segment);
+        }
+        for pair in store.segments.windows(2) {
+            if pair[1].first != pair[0].next_index() {
+                return Err(corrupted(
+                    &pair[1].path,
+                    0,
+                    format_args!(
+                        "segment starts at index {} but the previous segment ({}) ends at index {}: \
+                         a segment is missing",
+                        pair[1].first,
+                        pair[0].path.display(),
+                        pair[0].next_index() - 1
+                    ),
+                ));
+            }
+        }
+
+        let last_purged = store.meta.last_purged();
+        // An install_snapshot that discards the log and was interrupted after its snapshot file was
+        // written: the snapshot file is the commit point, the discard is completed below.
+        let pending_discard = snapshot
+            .as_ref()
+            .map(|s| s.meta.last_log_id)
+            .filter(|id| {
+                snapshot.as_ref().is_some_and(|s| s.discards_log)
+                    && *id != last_purged
+                    && last_purged.index <= id.index
+            });
+        if pending_discard.is_none() {
+            if let Some(first) = store.segments.first() {
+                if first.first > last_purged.index + 1 {
+                    return Err(corrupted(
+                        &first.path,
+                        0,
+                        format_args!(
+                            "the log resumes at index {} but the last purged index is {}: the \
+                             segments holding the entries in between are missing",
+                            first.first, last_purged.index
+                        ),
+                    ));
+                }
+            }
+            if last_purged.index > 0 {
+                if let Some(term) = store.term_at_physical(last_purged.index) {
+                    if term != last_purged.term {
+                        return Err(StorageError::Corrupted(format!(
+                            "{} says entry {} (the last purged) has term {}, but the log holds it \
+                             with term {term}",
+                            meta_path.display(),
+                            last_purged.index,
+                            last_purged.term
+                        )));
+                    }
+                }
+            }
+        }
+
+        // ----- every check passed: complete what a crash interrupted -----
+        if let Some(tail) = torn {
+            store.cut_torn_tail(tail)?;
+        }
+        if let Some(id) = pending_discard {
+            tracing::info!(dir = %store.dir.display(), snapshot = %id,
+                "completing an interrupted snapshot install: discarding the log");
+            store.discard_log(id)?;
+            store.report.completed_snapshot_install = Some(id);
+        }
+        if let Some(from) = store.meta.truncate_from {
+            tracing::info!(dir = %store.dir.display(), from,
+                "completing an interrupted truncation");
+            store.truncate_files(from)?;
+            store.write_meta(LogMeta {
+                truncate_from: None,
+                ..store.meta
+            })?;
+            store.report.completed_truncation = Some(from);
+        }
+        let removed = store.remove_purged_segments()?;
+        store.report.removed_purged_segments = removed;
+        if meta_missing {
+            store.write_meta(LogMeta::default())?;
+        }
+        Ok(store)
+    }
+
+    /// Truncates the torn tail found by recovery.
+    fn cut_torn_tail(&mut self, tail: TornTail) -> Result<(), StorageError> {
+        tracing::warn!(
+            segment = %tail.segment.display(),
+            offset = tail.offset,
+            bytes = tail.discarded_bytes,
+            damage = %tail.damage,
+            "truncating a torn write at the end of the log (a crash interrupted an append that had \
+             not returned)"
+        );
+        let sync = self.sync();
+        let seg = self
+            .segments
+            .last_mut()
+            .expect("a torn tail is found in the last segment");
+        seg.file
+            .set_len(tail.offset)
+            .map_err(io_error(format_args!("truncating {}", seg.path.display())))?;
+        if sync {
+            seg.file
+                .sync_all()
+                .map_err(io_error(format_args!("syncing {}", seg.path.display())))?;
+        }
+        seg.end = tail.offset;
+        self.report.torn_tail = Some(tail);
+        Ok(())
+    }
+
+    // ----- accessors -----
+
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub(crate) fn report(&self) -> &RecoveryReport {
+        &self.report
+    }
+
+    pub(crate) fn hard_state(&self) -> HardState {
+        self.hard_state
+    }
+
+    /// Fails if an earlier operation failed half-way or the storage was closed.
+    pub(crate) fn check_usable(&self) -> Result<(), StorageError> {
+        match &self.failed {
+            None => Ok(()),
+            Some(why) => Err(StorageError::Other(
+                format!(
+                    "the storage in {} is stopped ({why}); reopen it to recover from what is on disk",
+                    self.dir.display()
+                )
+                .into(),
+            )),
+        }
+    }
+
+    /// Releases the directory lock; the storage refuses every call afterwards.
+    pub(crate) fn close(&mut self) {
+        self.lock = None;
+        self.segments.clear();
+        if self.failed.is_none() {
+            self.failed = Some("closed".to_string());
+        }
+    }
+
+    fn sync(&self) -> bool {
+        self.opts.fsync == FsyncPolicy::Always
+    }
+
+    pub(crate) fn last_purged(&self) -> LogId {
+        self.meta.last_purged()
+    }
+
+    pub(crate) fn last_log_id(&self) -> LogId {
+        let last_purged = self.meta.last_purged();
+        let physical = self.segments.iter().rev().find_map(|s| {
+            s.records
+                .last()
+                .map(|r| LogId::new(r.term, s.next_index() - 1))
+        });
+        match physical {
+            Some(id) if id.index > last_purged.index => id,
+            _ => last_purged,
+        }
+    }
+
+    pub(crate) fn log_state(&self) -> LogState {
+        LogState {
+            last_purged: self.last_purged(),
+            last_log_id: self.last_log_id(),
+        }
+    }
+
+    /// The position of `index` in the segments, if a segment holds it (purged or not).
+    fn locate(&self, index: LogIndex) -> Option<(usize, usize)> {
+        let si = self.segments.partition_point(|s| s.first <= index).checked_sub(1)?;
+        let seg = &self.segments[si];
+        let ri = (index - seg.first) as usize;
+        (ri < seg.records.len()).then_some((si, ri))
+    }
+
+    fn term_at_physical(&self, index: LogIndex) -> Option<Term> {
+        self.locate(index)
+            .map(|(si, ri)| self.segments[si].records[ri].term)
+    }
+
+    /// The term of the entry at `index`, if the log holds it (not purged).
+    fn term_at(&self, index: LogIndex) -> Option<Term> {
+        if index <= self.meta.last_purged_index || index > self.last_log_id().index {
+            return None;
+        }
+        self.term_at_physical(index)
+    }
+
+    /// Runs a step that changes files; if it fails, the storage stops (see [`Store::check_usable`]).
+    fn guard<T>(
+        &mut self,
+        f: impl FnOnce(&mut Self) -> Result<T, StorageError>,
+    ) -> Result<T, StorageError> {
+        let r = f(self);
+        if let Err(e) = &r {
+            tracing::error!(dir = %self.dir.display(), error = %e, "storage write failed; the storage stops");
+            self.failed = Some(format!("an earlier write failed: {e}"));
+        }
+        r
+    }
+
+    // ----- file helpers -----
+
+    fn sync_dir(&self, dir: &Path) -> Result<(), StorageError> {
+        if self.sync() {
+            sync_dir(dir).map_err(io_error(format_args!("syncing directory {}", dir.display())))?;
+        }
+        Ok(())
+    }
+
+    /// Replaces `dir/name` with `bytes` atomically: write `name.tmp`, fsync it, rename it over
+    /// `name`, fsync the directory.
+    fn write_atomic(&self, dir: &Path, name: &str, bytes: &[u8]) -> Result<(), StorageError> {
+        let tmp = dir.join(format!("{name}{TMP_SUFFIX}"));
+        let path = dir.join(name);
+        let mut f = File::create(&tmp).map_err(io_error(format_args!("creating {}", tmp.display())))?;
+        f.write_all(bytes)
+            .map_err(io_error(format_args!("writing {}", tmp.display())))?;
+        if self.sync() {
+            f.sync_all()
+                .map_err(io_error(format_args!("syncing {}", tmp.display())))?;
+        }
+        drop(f);
+        fs::rename(&tmp, &path).map_err(io_error(format_args!(
+            "renaming {} to {}",
+            tmp.display(),
+            path.display()
+        )))?;
+        self.sync_dir(dir)
+    }
+
+    fn write_hard_state(&mut self, hs: HardState) -> Result<(), StorageError> {
+        self.write_atomic(
+            &self.dir,
+            HARD_STATE_FILE,
+            &format::encode_hard_state(&hs),
+        )?;
+        self.hard_state = hs;
+        Ok(())
+    }
+
+    fn write_meta(&mut self, meta: LogMeta) -> Result<(), StorageError> {
+        self.write_atomic(&self.dir, LOG_META_FILE, &format::encode_log_meta(&meta))?;
+        self.meta = meta;
+        Ok(())
+    }
+
+    fn remove_file(&self, path: &Path) -> Result<(), StorageError> {
+        fs::remove_file(path).map_err(io_error(format_args!("removing {}", path.display())))
+    }
+
+    // ----- operations -----
+
+    pub(crate) fn save_hard_state(&mut self, hs: HardState) -> Result<(), StorageError> {
+        self.guard(|s| s.write_hard_state(hs))
+    }
+
+    pub(crate) fn check_append(&self, first: LogIndex) -> Result<(), StorageError> {
+        let expected = self.last_log_id().index + 1;
+        if first != expected {
+            return Err(StorageError::InvalidRequest(format!(
+                "append expected index {expected}, got {first}"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Writes a batch of frames with one write and one fsync.
+    pub(crate) fn append(&mut self, batch: &Batch) -> Result<(), StorageError> {
+        if batch.records.is_empty() {
+            return Ok(());
+        }
+        self.check_append(batch.first)?;
+        self.guard(|s| s.write_batch(batch))
+    }
+
+    fn write_batch(&mut self, batch: &Batch) -> Result<(), StorageError> {
+        let roll = match self.segments.last() {
+            None => true,
+            Some(s) => {
+                if s.next_index() != batch.first {
+                    return Err(StorageError::Other(
+                        format!(
+                            "internal error: the last segment {} ends at index {} but the log ends \
+                             at {}",
+                            s.path.display(),
+                            s.next_index() - 1,
+                            batch.first - 1
+                        )
+                        .into(),
+                    ));
+                }
+                s.end >= self.opts.segment_size && !s.records.is_empty()
+            }
+        };
+        if roll {
+            self.create_segment(batch.first)?;
+        }
+        let sync = self.sync();
+        let seg = self.segments.last_mut().expect("a segment to append to");
+        let ctx = || format!("appending to {}", seg.path.display());
+        seg.file
+            .seek(SeekFrom::Start(seg.end))
+            .map_err(io_error(ctx()))?;
+        seg.file.write_all(&batch.bytes).map_err(io_error(ctx()))?;
+        if sync {
+            seg.file.sync_data().map_err(io_error(format_args!(
+                "syncing {}",
+                seg.path.display()
+            )))?;
+        }
+        let mut offset = seg.end;
+        for &(len, term) in &batch.records {
+            seg.records.push(Record { offset, len, term });
+            offset += format::FRAME_HEADER_LEN as u64 + u64::from(len);
+        }
+        debug_assert_eq!(offset, seg.end + batch.bytes.len() as u64);
+        seg.end = offset;
+        Ok(())
+    }
+
+    /// Creates a new, empty segment starting at `first`: the header is written to a temporary file
+    /// which is synced and renamed into place, so a segment file always has a whole header.
+    fn create_segment(&mut self, first: LogIndex) -> Result<(), StorageError> {
+        let name = segment_file_name(first);
+        let log_dir = self.log_dir.clone();
+        self.write_atomic(&log_dir, &name, &format::segment_header(first))?;
+        let path = log_dir.join(name);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(io_error(format_args!("opening {}", path.display())))?;
+        self.segments.push(Segment {
+            first,
+            path,
+            file,
+            records: Vec::new(),
+            end: format::SEGMENT_HEADER_LEN as u64,
+        });
+        Ok(())
+    }
+
+    /// Reads and checks the entries `start..end`.
+    pub(crate) fn entries<C: DeserializeOwned>(
+        &mut self,
+        start: LogIndex,
+        end: LogIndex,
+    ) -> Result<Vec<Entry<C>>, StorageError> {
+        let last_purged = self.meta.last_purged_index;
+        if start <= last_purged {
+            return Err(StorageError::Compacted {
+                compacted_upto: last_purged,
+                requested: start,
+            });
+        }
+        let last = self.last_log_id().index;
+        if end > last + 1 {
+            return Err(StorageError::InvalidRequest(format!(
+                "entries {start}..{end} requested but the log ends at {last}"
+            )));
+        }
+        let mut out = Vec::with_capacity(end.saturating_sub(start) as usize);
+        let mut index = start;
+        while index < end {
+            let (si, ri) = self
+                .locate(index)
+                .expect("every index after the purge point and up to the last is in a segment");
+            let seg = &mut self.segments[si];
+            let n = ((end - index) as usize).min(seg.records.len() - ri);
+            let records = &seg.records[ri..ri + n];
+            let from = records[0].offset;
+            let to = records[n - 1].frame_end();
+            let mut buf = vec![0u8; (to - from) as usize];
+            let ctx = || format!("reading {}", seg.path.display());
+            seg.file
+                .seek(SeekFrom::Start(from))
+                .map_err(io_error(ctx()))?;
+            seg.file.read_exact(&mut buf).map_err(io_error(ctx()))?;
+            for (k, r) in records.iter().enumerate() {
+                let at = index + k as u64;
+                let payload = format::parse_frame(&buf[(r.offset - from) as usize..])
+                    .map_err(|d| corrupted(&seg.path, r.offset, format_args!("{d} (entry {at})")))?;
+                if payload.len() != r.len as usize {
+                    return Err(corrupted(
+                        &seg.path,
+                        r.offset,
+                        format_args!("entry {at} changed length since the storage was opened"),
+                    ));
+                }
+                let (rec, rest) = postcard::take_from_bytes::<format::RecordOwned<C>>(payload)
+                    .map_err(|e| {
+                        corrupted(
+                            &seg.path,
+                            r.offset,
+                            format_args!(
+                                "entry {at} has a valid checksum but does not decode ({e}); was \
+                                 it written with another command type?"
+                            ),
+                        )
+                    })?;
+                if !rest.is_empty() || rec.index != at || rec.term != r.term {
+                    return Err(corrupted(
+                        &seg.path,
+                        r.offset,
+                        format_args!(
+                            "record decodes as entry {}-{} with {} trailing bytes where entry \
+                             {}-{at} belongs",
+                            rec.term,
+                            rec.index,
+                            rest.len(),
+                            r.term
+                        ),
+                    ));
+                }
+                out.push(Entry {
+                    log_id: LogId::new(rec.term, rec.index),
+                    payload: rec.payload,
+                });
+            }
+            index += n as u64;
+        }
+        Ok(out)
+    }
+
+    pub(crate) fn truncate(&mut self, from: LogIndex) -> Result<(), StorageError> {
+        let last_purged = self.meta.last_purged_index;
+        if from <= last_purged {
+            return Err(StorageError::InvalidRequest(format!(
+                "truncate from {from} reaches into the purged prefix (up to {last_purged})"
+            )));
+        }
+        if from > self.last_log_id().index {
+            return Ok(());
+        }
+        self.guard(|s| {
+            // One file to change (the usual case: the conflict is in the last segment) is atomic on
+            // its own. Several are made atomic by recording the truncation first: recovery
+            // completes it.
+            let marker = s.truncation_file_ops(from) > 1;
+            if marker {
+                s.write_meta(LogMeta {
+                    truncate_from: Some(from),
+                    ..s.meta
+                })?;
+            }
+            s.truncate_files(from)?;
+            if marker {
+                s.write_meta(LogMeta {
+                    truncate_from: None,
+                    ..s.meta
+                })?;
+            }
+            Ok(())
+        })
+    }
+
+    /// How many files a truncation at `from` changes.
+    fn truncation_file_ops(&self, from: LogIndex) -> usize {
+        let keep = self.segments.partition_point(|s| s.first < from);
+        let cut = keep > 0 && self.segments[keep - 1].next_index() > from;
+        self.segments.len() - keep + usize::from(cut)
+    }
+
+    /// Deletes every record at `from` and after: whole segments from the last one backwards (so the
+    /// segments left are contiguous at every moment), then the tail of the segment holding `from`.
+    fn truncate_files(&mut self, from: LogIndex) -> Result<(), StorageError> {
+        let keep = self.segments.partition_point(|s| s.first < from);
+        let deleted = self.segments.len() > keep;
+        while self.segments.len() > keep {
+            let seg = self.segments.pop().expect("a segment to delete");
+            drop(seg.file);
+            self.remove_file(&seg.path)?;
+        }
+        if deleted {
+            self.sync_dir(&self.log_dir)?;
+        }
+        if keep > 0 {
+            let sync = self.sync();
+            let seg = &mut self.segments[keep - 1];
+            if seg.next_index() > from {
+                let ri = (from - seg.first) as usize;
+                let offset = seg.records[ri].offset;
+                seg.file
+                    .set_len(offset)
+                    .map_err(io_error(format_args!("truncating {}", seg.path.display())))?;
+                if sync {
+                    seg.file
+                        .sync_all()
+                        .map_err(io_error(format_args!("syncing {}", seg.path.display())))?;
+                }
+                seg.records.truncate(ri);
+                seg.end = offset;
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn purge(&mut self, upto: LogIndex) -> Result<(), StorageError> {
+        if upto <= self.meta.last_purged_index {
+            return Ok(());
+        }
+        let last = self.last_log_id().index;
+        if upto > last {
+            return Err(StorageError::InvalidRequest(format!(
+                "purge up to {upto} is past the last index {last}"
+            )));
+        }
+        let term = self
+            .term_at(upto)
+            .expect("the log holds every index after the purge point");
+        self.guard(|s| {
+            // The metadata is the commit point; deleting the segments it makes useless is redone by
+            // recovery if a crash interrupts it.
+            s.write_meta(LogMeta {
+                last_purged_term: term,
+                last_purged_index: upto,
+                truncate_from: None,
+            })?;
+            s.remove_purged_segments()?;
+            Ok(())
+        })
+    }
+
+    /// Deletes the segments all of whose records are at or below the purge point, from the first.
+    fn remove_purged_segments(&mut self) -> Result<Vec<PathBuf>, StorageError> {
+        let last_purged = self.meta.last_purged_index;
+        let n = self
+            .segments
+            .iter()
+            .take_while(|s| s.next_index() <= last_purged + 1)
+            .count();
+        let mut removed = Vec::with_capacity(n);
+        for seg in self.segments.drain(..n).collect::<Vec<_>>() {
+            drop(seg.file);
+            self.remove_file(&seg.path)?;
+            removed.push(seg.path);
+        }
+        Ok(removed)
+    }
+
+    pub(crate) fn install_snapshot(&mut self, snapshot: Snapshot) -> Result<(), StorageError> {
+        let id = snapshot.meta.last_log_id;
+        let last_purged = self.last_purged();
+        let holds_it = self.term_at(id.index) == Some(id.term);
+        let at_base = id == last_purged;
+        let discards_log = !holds_it && !at_base && id.index >= last_purged.index;
+        let meta = snapshot.meta.clone();
+        let bytes = format::encode_snapshot(&SnapshotRecord {
+            meta: snapshot.meta,
+            discards_log,
+            data: snapshot.data,
+        });
+        self.guard(|s| {
+            // The snapshot file is the commit point: once it is in place, recovery completes the
+            // discard of the log if a crash interrupts it.
+            s.write_atomic(&s.dir, SNAPSHOT_FILE, &bytes)?;
+            s.snapshot = Some(meta);
+            if discards_log {
+                s.discard_log(id)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Deletes every segment (from the last) and makes `id` the purge point.
+    fn discard_log(&mut self, id: LogId) -> Result<(), StorageError> {
+        let deleted = !self.segments.is_empty();
+        while let Some(seg) = self.segments.pop() {
+            drop(seg.file);
+            self.remove_file(&seg.path)?;
+        }
+        if deleted {
+            self.sync_dir(&self.log_dir)?;
+        }
+        self.write_meta(LogMeta {
+            last_purged_term: id.term,
+            last_purged_index: id.index,
+            truncate_from: None,
+        })
+    }
+
+    pub(crate) fn snapshot(&self) -> Result<Option<Snapshot>, StorageError> {
+        let Some(meta) = &self.snapshot else {
+            return Ok(None);
+        };
+        let path = self.dir.join(SNAPSHOT_FILE);
+        let bytes = fs::read(&path).map_err(io_error(format_args!("reading {}", path.display())))?;
+        let rec = format::decode_snapshot(&path, &bytes)?;
+        if rec.meta != *meta {
+            return Err(corrupted(
+                &path,
+                0,
+                "the snapshot file changed since the storage stored it",
+            ));
+        }
+        Ok(Some(Snapshot {
+            meta: rec.meta,
+            data: rec.data,
+        }))
+    }
+}
+
+// ----- free helpers -----
+
+#[cfg(unix)]
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+#[cfg(not(unix))]
+fn sync_dir(_dir: &Path) -> io::Result<()> {
+    // Directories cannot be opened (and need not be synced) this way elsewhere.
+    Ok(())
+}
+
+fn acquire_lock(dir: &Path) -> Result<File, StorageError> {
+    let path = dir.join(LOCK_FILE);
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(io_error(format_args!("opening {}", path.display())))?;
+    match <File as fs4::FileExt>::try_lock(&file) {
+        Ok(()) => {}
+        Err(fs4::TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            let holder = holder.trim();
+            let holder = if holder.is_empty() {
+                "another process".to_string()
+            } else {
+                holder.to_string()
+            };
+            return Err(StorageError::Io {
+                context: format!(
+                    "opening {}: the directory is locked ({} holds {}); a storage directory \
+                     must be open in one FileStorage at a time",
+                    dir.display(),
+                    holder,
+                    path.display()
+                ),
+                source: io::Error::new(io::ErrorKind::WouldBlock, "storage directory is locked"),
+            });
+        }
+        Err(fs4::TryLockError::Error(e)) => {
+            return Err(io_error(format_args!("locking {}", path.display()))(e))
+        }
+    }
+    // Who holds the lock, for the error above (informational only).
+    let note = format!("pid {}\n", std::process::id());
+    file.set_len(0)
+        .and_then(|()| file.seek(SeekFrom::Start(0)))
+        .and_then(|_| file.write_all(note.as_bytes()))
+        .map_err(io_error(format_args!("writing {}", path.display())))?;
+    Ok(file)
+}
+
+fn read_optional(path: &Path) -> Result<Option<Vec<u8>>, StorageError> {
+    match fs::read(path) {
+        Ok(b) => Ok(Some(b)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io_error(format_args!("reading {}", path.display()))(e)),
+    }
+}
+
+/// Removes files left by a write that a crash interrupted before its rename (never part of the
+/// durable state).
+fn remove_temp_files(dir: &Path, removed: &mut Vec<PathBuf>) -> Result<(), StorageError> {
+    let entries = fs::read_dir(dir).map_err(io_error(format_args!("listing {}", dir.display())))?;
+    for entry in entries {
+        let entry = entry.map_err(io_error(format_args!("listing {}", dir.display())))?;
+        let path = entry.path();
+        let is_tmp = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.ends_with(TMP_SUFFIX));
+        if is_tmp && path.is_file() {
+            fs::remove_file(&path).map_err(io_error(format_args!("removing {}", path.display())))?;
+            removed.push(path);
+        }
+    }
+    Ok(())
+}
+
+/// The segment files in `log_dir`, by first index.
+fn list_segments(log_dir: &Path) -> Result<Vec<(LogIndex, PathBuf)>, StorageError> {
+    let entries = match fs::read_dir(log_dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io_error(format_args!("listing {}", log_dir.display()))(e)),
+    };
+    let mut out = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(io_error(format_args!("listing {}", log_dir.display())))?;
+        let path = entry.path();
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        let Some(stem) = name.strip_suffix(SEGMENT_SUFFIX) else {
+            continue;
+        };
+        match stem.parse::<LogIndex>() {
+            Ok(first) if stem.len() == 20 && first > 0 => out.push((first, path)),
+            _ => {
+                return Err(StorageError::Corrupted(format!(
+                    "{}: not a valid segment file name (expected 20 digits and {SEGMENT_SUFFIX})",
+                    path.display()
+                )))
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Reads and checks one segment. Damage is a torn tail (returned, to be cut) only at the end of the
+/// last segment and only when no intact record follows it; anything else is refused.
+fn scan_segment(
+    first: LogIndex,
+    path: PathBuf,
+    is_last: bool,
+) -> Result<(Segment, Option<TornTail>), StorageError> {
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(io_error(format_args!("opening {}", path.display())))?;
+    let mut data = Vec::new();
+    file.read_to_end(&mut data)
+        .map_err(io_error(format_args!("reading {}", path.display())))?;
+    let declared = format::parse_segment_header(&path, &data)?;
+    if declared != first {
+        return Err(corrupted(
+            &path,
+            12,
+            format_args!("the header says the segment starts at index {declared}, its name says {first}"),
+        ));
+    }
+    let mut records = Vec::new();
+    let mut pos = format::SEGMENT_HEADER_LEN;
+    let mut torn = None;
+    while pos < data.len() {
+        let expected = first + records.len() as u64;
+        match format::parse_frame(&data[pos..]) {
+            Ok(payload) => {
+                let Some(id) = format::record_log_id(payload) else {
+                    return Err(corrupted(
+                        &path,
+                        pos as u64,
+                        "record has a valid checksum but no readable term and index",
+                    ));
+                };
+                if id.index != expected {
+                    return Err(corrupted(
+                        &path,
+                        pos as u64,
+                        format_args!("record holds entry {id} where index {expected} belongs"),
+                    ));
+                }
+                records.push(Record {
+                    offset: pos as u64,
+                    len: payload.len() as u32,
+                    term: id.term,
+                });
+                pos += format::FRAME_HEADER_LEN + payload.len();
+            }
+            Err(damage) => {
+                if !is_last {
+                    return Err(corrupted(
+                        &path,
+                        pos as u64,
+                        format_args!(
+                            "{damage}, in a segment that is not the last one (a crash cannot \
+                             leave a torn write there)"
+                        ),
+                    ));
+                }
+                if let Some(p) = format::find_intact_record(&data, pos + 1, expected) {
+                    return Err(corrupted(
+                        &path,
+                        pos as u64,
+                        format_args!(
+                            "{damage}, but an intact record (index {expected} or later) follows \
+                             at offset {p}: this is not a torn write at the end of the log"
+                        ),
+                    ));
+                }
+                torn = Some(TornTail {
+                    segment: path.clone(),
+                    offset: pos as u64,
+                    discarded_bytes: (data.len() - pos) as u64,
+                    damage,
+                });
+                break;
+            }
+        }
+    }
+    let end = pos as u64;
+    Ok((
+        Segment {
+            first,
+            path,
+            file,
+            records,
+            end,
+        },
+        torn,
+    ))
+}
