@@ -1012,3 +1012,203 @@ fn scan_segment(
         torn,
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    //! Crashes in the middle of multi-step operations, simulated by running only their first steps.
+
+    use raft_core::{EntryPayload, Membership, SnapshotMeta};
+
+    use super::*;
+    use crate::encode_batch;
+
+    fn opts() -> Options {
+        // Two or three entries per segment.
+        Options::default().segment_size(60).fsync(FsyncPolicy::Never)
+    }
+
+    fn entry(term: Term, index: LogIndex) -> Entry<u64> {
+        Entry {
+            log_id: LogId::new(term, index),
+            payload: EntryPayload::Command(index * 100 + term),
+        }
+    }
+
+    /// A store holding entries 1..=n of term 1.
+    fn store_with(dir: &Path, n: u64) -> Store {
+        let mut s = Store::open(dir, opts()).unwrap();
+        for i in 1..=n {
+            s.append(&encode_batch(i, &[entry(1, i)]).unwrap()).unwrap();
+        }
+        assert!(n < 10 || s.segments.len() >= 4, "{} segments", s.segments.len());
+        s
+    }
+
+    fn reopen(dir: &Path) -> Store {
+        Store::open(dir, opts()).unwrap()
+    }
+
+    fn log(s: &mut Store) -> Vec<Entry<u64>> {
+        let st = s.log_state();
+        s.entries(st.last_purged.index + 1, st.last_log_id.index + 1)
+            .unwrap()
+    }
+
+    fn count_segment_files(dir: &Path) -> usize {
+        fs::read_dir(dir.join(LOG_DIR)).unwrap().count()
+    }
+
+    #[test]
+    fn interrupted_purge_is_completed() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = store_with(dir.path(), 12);
+        let files = count_segment_files(dir.path());
+        // The commit point only: the segments are not deleted.
+        s.write_meta(LogMeta {
+            last_purged_term: 1,
+            last_purged_index: 7,
+            truncate_from: None,
+        })
+        .unwrap();
+        s.close();
+        drop(s);
+        assert_eq!(count_segment_files(dir.path()), files);
+        let mut s = reopen(dir.path());
+        assert!(!s.report().removed_purged_segments.is_empty());
+        assert_eq!(s.last_purged(), LogId::new(1, 7));
+        assert_eq!(log(&mut s), (8..=12).map(|i| entry(1, i)).collect::<Vec<_>>());
+        assert!(count_segment_files(dir.path()) < files);
+    }
+
+    #[test]
+    fn interrupted_truncation_is_completed_at_every_step() {
+        for from in [2, 3, 5, 8] {
+            let mut steps = 0;
+            loop {
+                let dir = tempfile::tempdir().unwrap();
+                let mut s = store_with(dir.path(), 12);
+                assert!(s.truncation_file_ops(from) > 1);
+                s.write_meta(LogMeta {
+                    truncate_from: Some(from),
+                    ..s.meta
+                })
+                .unwrap();
+                // Then `steps` of the physical steps: segment deletions from the back, then the cut.
+                let keep = s.segments.partition_point(|seg| seg.first < from);
+                let deletions = s.segments.len() - keep;
+                let mut done = 0;
+                while done < steps && s.segments.len() > keep {
+                    let seg = s.segments.pop().unwrap();
+                    fs::remove_file(&seg.path).unwrap();
+                    done += 1;
+                }
+                let finished = steps > deletions;
+                if finished {
+                    s.truncate_files(from).unwrap();
+                }
+                s.close();
+                drop(s);
+                let mut s = reopen(dir.path());
+                assert_eq!(s.report().completed_truncation, Some(from));
+                assert_eq!(s.meta.truncate_from, None);
+                assert_eq!(
+                    log(&mut s),
+                    (1..from).map(|i| entry(1, i)).collect::<Vec<_>>(),
+                    "truncate({from}) interrupted after {steps} steps"
+                );
+                // The log goes on from there, and a clean reopen does not truncate again.
+                s.append(&encode_batch(from, &[entry(2, from)]).unwrap())
+                    .unwrap();
+                s.close();
+                drop(s);
+                let mut s = reopen(dir.path());
+                assert!(s.report().is_clean());
+                assert_eq!(log(&mut s).last(), Some(&entry(2, from)));
+                if finished {
+                    break;
+                }
+                steps += 1;
+            }
+        }
+    }
+
+    #[test]
+    fn interrupted_snapshot_install_is_completed() {
+        // A snapshot at 3-5 conflicts with the log's entry 1-5: installing it discards the log. The
+        // crash comes after the snapshot file is in place and `deleted` segments are gone.
+        for deleted in 0..=6 {
+            let dir = tempfile::tempdir().unwrap();
+            let mut s = store_with(dir.path(), 12);
+            let id = LogId::new(3, 5);
+            let bytes = format::encode_snapshot(&SnapshotRecord {
+                meta: SnapshotMeta {
+                    last_log_id: id,
+                    membership: Membership::new([1, 2, 3]),
+                },
+                discards_log: true,
+                data: vec![1, 2, 3],
+            });
+            s.write_atomic(&s.dir.clone(), SNAPSHOT_FILE, &bytes).unwrap();
+            for _ in 0..deleted {
+                if let Some(seg) = s.segments.pop() {
+                    fs::remove_file(&seg.path).unwrap();
+                }
+            }
+            s.close();
+            drop(s);
+            let mut s = reopen(dir.path());
+            assert_eq!(s.report().completed_snapshot_install, Some(id));
+            assert_eq!(
+                s.log_state(),
+                LogState {
+                    last_purged: id,
+                    last_log_id: id
+                }
+            );
+            assert_eq!(log(&mut s), vec![]);
+            assert_eq!(s.snapshot().unwrap().unwrap().data, vec![1, 2, 3]);
+            // Appending after it survives reopening: the discard is not redone.
+            s.append(&encode_batch(6, &[entry(3, 6)]).unwrap()).unwrap();
+            s.close();
+            drop(s);
+            let mut s = reopen(dir.path());
+            assert!(s.report().is_clean(), "{:?}", s.report());
+            assert_eq!(log(&mut s), vec![entry(3, 6)]);
+        }
+    }
+
+    #[test]
+    fn interrupted_creation_is_completed() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut s = Store::open(dir.path(), opts()).unwrap();
+            assert!(s.report().initialized);
+            s.close();
+        }
+        // A crash after the hard state was written, before the log metadata.
+        fs::remove_file(dir.path().join(LOG_META_FILE)).unwrap();
+        let mut s = reopen(dir.path());
+        assert_eq!(s.log_state(), LogState::default());
+        assert!(dir.path().join(LOG_META_FILE).exists());
+        assert_eq!(log(&mut s), vec![]);
+    }
+
+    #[test]
+    fn failed_write_stops_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = store_with(dir.path(), 5);
+        // Make the next segment impossible to create: a directory where its temporary file goes.
+        let next = s.last_log_id().index + 1;
+        s.opts = s.opts.clone().segment_size(1);
+        fs::create_dir(
+            dir.path()
+                .join(LOG_DIR)
+                .join(format!("{}{TMP_SUFFIX}", segment_file_name(next))),
+        )
+        .unwrap();
+        let e = s.append(&encode_batch(next, &[entry(1, next)]).unwrap());
+        assert!(matches!(e, Err(StorageError::Io { .. })), "{e:?}");
+        assert!(s.check_usable().is_err());
+        assert!(s.append(&encode_batch(next, &[entry(1, next)]).unwrap()).is_err());
+    }
+}
