@@ -18,6 +18,7 @@
 pub mod harness;
 mod network;
 mod router;
+pub mod timeline;
 
 pub use network::MockNetwork;
 pub use router::{Faults, Router, RouterStats};

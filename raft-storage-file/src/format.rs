@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use raft_core::{EntryPayload, HardState, LogId, LogIndex, SnapshotMeta, StorageError};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 /// The version of every file format below. A file with another version is refused.
@@ -33,7 +34,10 @@ pub(crate) fn crc(parts: &[&[u8]]) -> u32 {
 }
 
 pub(crate) fn corrupted(path: &Path, offset: u64, what: impl std::fmt::Display) -> StorageError {
-    StorageError::Corrupted(format!("{} at byte offset {offset}: {what}", path.display()))
+    StorageError::Corrupted(format!(
+        "{} at byte offset {offset}: {what}",
+        path.display()
+    ))
 }
 
 fn u32_at(b: &[u8], at: usize) -> u32 {
@@ -87,35 +91,95 @@ pub(crate) fn parse_segment_header(path: &Path, data: &[u8]) -> Result<LogIndex,
         return Err(corrupted(
             path,
             8,
-            format_args!("unsupported segment format version {version} (this build reads {FORMAT_VERSION})"),
+            format_args!(
+                "unsupported segment format version {version} (this build reads {FORMAT_VERSION})"
+            ),
         ));
     }
     Ok(u64_at(h, 12))
 }
 
-/// The on-disk form of a log entry: the payload of one record frame. Term and index come first so that
-/// recovery can read them without decoding the command.
-#[derive(Serialize)]
-pub(crate) struct RecordRef<'a, C> {
-    pub term: u64,
-    pub index: u64,
-    pub payload: &'a EntryPayload<C>,
+// ----- encoding -----
+
+/// Encodes a value as MessagePack with named struct fields: the encoding `raft-net-tcp` uses on the
+/// wire, self-describing, so that every serde type round-trips (see the crate docs).
+pub(crate) fn encode_value<T: Serialize + ?Sized>(
+    buf: &mut Vec<u8>,
+    value: &T,
+) -> Result<(), String> {
+    rmp_serde::encode::write_named(buf, value).map_err(|e| e.to_string())
 }
 
-/// The owned form of [`RecordRef`], for reading.
-#[derive(Deserialize)]
-#[serde(bound(deserialize = "C: serde::de::DeserializeOwned"))]
-pub(crate) struct RecordOwned<C> {
-    pub term: u64,
-    pub index: u64,
-    pub payload: EntryPayload<C>,
+/// Decodes exactly one value from `bytes` (trailing bytes are an error).
+pub(crate) fn decode_value<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
+    let mut de = rmp_serde::Deserializer::new(std::io::Cursor::new(bytes));
+    let value = T::deserialize(&mut de).map_err(|e| e.to_string())?;
+    let used = de.position();
+    if used != bytes.len() as u64 {
+        return Err(format!(
+            "{} trailing bytes after the value",
+            bytes.len() as u64 - used
+        ));
+    }
+    Ok(value)
 }
 
-/// Reads the log id at the front of a record's payload without decoding the entry's payload.
-pub(crate) fn record_log_id(payload: &[u8]) -> Option<LogId> {
-    let (term, rest) = postcard::take_from_bytes::<u64>(payload).ok()?;
-    let (index, _) = postcard::take_from_bytes::<u64>(rest).ok()?;
-    Some(LogId::new(term, index))
+/// Appends `v` as an unsigned LEB128 varint.
+pub(crate) fn push_varint(buf: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        buf.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    buf.push(v as u8);
+}
+
+/// Reads an unsigned LEB128 varint from the front of `b`: the value and the bytes it took.
+pub(crate) fn read_varint(b: &[u8]) -> Option<(u64, usize)> {
+    let mut v = 0u64;
+    for (i, &byte) in b.iter().enumerate().take(10) {
+        let bits = u64::from(byte & 0x7f);
+        if i == 9 && bits > 1 {
+            return None; // over 64 bits
+        }
+        v |= bits << (7 * i);
+        if byte & 0x80 == 0 {
+            return Some((v, i + 1));
+        }
+    }
+    None
+}
+
+/// Appends the payload of a record: term and index as varints, then the entry's payload encoded by
+/// [`encode_value`].
+pub(crate) fn push_record<C: Serialize>(
+    buf: &mut Vec<u8>,
+    id: LogId,
+    payload: &EntryPayload<C>,
+) -> Result<(), String> {
+    push_varint(buf, id.term);
+    push_varint(buf, id.index);
+    encode_value(buf, payload)
+}
+
+/// Reads the log id at the front of a record's payload, and where the entry's payload starts,
+/// without decoding the entry's payload.
+pub(crate) fn record_header(record: &[u8]) -> Option<(LogId, usize)> {
+    let (term, a) = read_varint(record)?;
+    let (index, b) = read_varint(&record[a..])?;
+    Some((LogId::new(term, index), a + b))
+}
+
+/// Reads the log id at the front of a record's payload.
+pub(crate) fn record_log_id(record: &[u8]) -> Option<LogId> {
+    record_header(record).map(|(id, _)| id)
+}
+
+/// Decodes a whole record.
+pub(crate) fn decode_record<C: DeserializeOwned>(
+    record: &[u8],
+) -> Result<(LogId, EntryPayload<C>), String> {
+    let (id, at) = record_header(record).ok_or("no readable term and index")?;
+    Ok((id, decode_value(&record[at..])?))
 }
 
 /// Appends the frame of one record (`payload` already encoded) to `buf`.
@@ -215,7 +279,9 @@ pub(crate) fn parse_small_file<'a>(
         return Err(corrupted(path, 0, "bad magic (not the file expected here)"));
     }
     let len = u64_at(data, 12);
-    let expected = (HEAD as u64).checked_add(len).and_then(|n| n.checked_add(4));
+    let expected = (HEAD as u64)
+        .checked_add(len)
+        .and_then(|n| n.checked_add(4));
     if expected != Some(data.len() as u64) {
         return Err(corrupted(
             path,
@@ -235,20 +301,23 @@ pub(crate) fn parse_small_file<'a>(
         return Err(corrupted(
             path,
             8,
-            format_args!("unsupported format version {version} (this build reads {FORMAT_VERSION})"),
+            format_args!(
+                "unsupported format version {version} (this build reads {FORMAT_VERSION})"
+            ),
         ));
     }
     Ok(&data[HEAD..body_end])
 }
 
 pub(crate) fn encode_hard_state(hs: &HardState) -> Vec<u8> {
-    let body = postcard::to_allocvec(hs).expect("encoding integers cannot fail");
+    let mut body = Vec::new();
+    encode_value(&mut body, hs).expect("encoding integers cannot fail");
     small_file(HARD_STATE_MAGIC, &body)
 }
 
 pub(crate) fn decode_hard_state(path: &Path, data: &[u8]) -> Result<HardState, StorageError> {
     let body = parse_small_file(path, HARD_STATE_MAGIC, data)?;
-    postcard::from_bytes(body)
+    decode_value(body)
         .map_err(|e| corrupted(path, 20, format_args!("cannot decode the hard state: {e}")))
 }
 
@@ -270,18 +339,30 @@ impl LogMeta {
 }
 
 pub(crate) fn encode_log_meta(meta: &LogMeta) -> Vec<u8> {
-    let body = postcard::to_allocvec(meta).expect("encoding integers cannot fail");
+    let mut body = Vec::new();
+    encode_value(&mut body, meta).expect("encoding integers cannot fail");
     small_file(LOG_META_MAGIC, &body)
 }
 
 pub(crate) fn decode_log_meta(path: &Path, data: &[u8]) -> Result<LogMeta, StorageError> {
     let body = parse_small_file(path, LOG_META_MAGIC, data)?;
-    postcard::from_bytes(body)
-        .map_err(|e| corrupted(path, 20, format_args!("cannot decode the log metadata: {e}")))
+    decode_value(body).map_err(|e| {
+        corrupted(
+            path,
+            20,
+            format_args!("cannot decode the log metadata: {e}"),
+        )
+    })
+}
+
+/// The metadata at the front of the snapshot file's body.
+#[derive(Serialize, Deserialize)]
+struct SnapshotHeader {
+    meta: SnapshotMeta,
+    discards_log: bool,
 }
 
 /// What the snapshot file holds.
-#[derive(Serialize, Deserialize)]
 pub(crate) struct SnapshotRecord {
     pub meta: SnapshotMeta,
     /// Whether installing this snapshot discards the whole log (see the crate docs on recovery).
@@ -289,15 +370,42 @@ pub(crate) struct SnapshotRecord {
     pub data: Vec<u8>,
 }
 
+/// The snapshot file: its body is the header's length (u64), the header (metadata and the
+/// "discards the log" flag, encoded by [`encode_value`]), then the data as raw bytes.
 pub(crate) fn encode_snapshot(rec: &SnapshotRecord) -> Vec<u8> {
-    let body = postcard::to_allocvec(rec).expect("encoding integers and bytes cannot fail");
+    let mut header = Vec::new();
+    encode_value(
+        &mut header,
+        &SnapshotHeader {
+            meta: rec.meta.clone(),
+            discards_log: rec.discards_log,
+        },
+    )
+    .expect("encoding integers cannot fail");
+    let mut body = Vec::with_capacity(8 + header.len() + rec.data.len());
+    body.extend_from_slice(&(header.len() as u64).to_le_bytes());
+    body.extend_from_slice(&header);
+    body.extend_from_slice(&rec.data);
     small_file(SNAPSHOT_MAGIC, &body)
 }
 
 pub(crate) fn decode_snapshot(path: &Path, data: &[u8]) -> Result<SnapshotRecord, StorageError> {
     let body = parse_small_file(path, SNAPSHOT_MAGIC, data)?;
-    postcard::from_bytes(body)
-        .map_err(|e| corrupted(path, 20, format_args!("cannot decode the snapshot: {e}")))
+    let bad = |what: &str| corrupted(path, 20, format_args!("cannot decode the snapshot: {what}"));
+    if body.len() < 8 {
+        return Err(bad("no header length"));
+    }
+    let len = u64_at(body, 0);
+    let header = usize::try_from(len)
+        .ok()
+        .and_then(|len| body[8..].get(..len))
+        .ok_or_else(|| bad("header length past the end"))?;
+    let h: SnapshotHeader = decode_value(header).map_err(|e| bad(&e))?;
+    Ok(SnapshotRecord {
+        meta: h.meta,
+        discards_log: h.discards_log,
+        data: body[8 + header.len()..].to_vec(),
+    })
 }
 
 #[cfg(test)]
@@ -307,11 +415,12 @@ mod tests {
     #[test]
     fn frame_round_trip_and_damage() {
         let mut buf = Vec::new();
-        let payload = postcard::to_allocvec(&RecordRef {
-            term: 3,
-            index: 7,
-            payload: &EntryPayload::Command(42u64),
-        })
+        let mut payload = Vec::new();
+        push_record(
+            &mut payload,
+            LogId::new(3, 7),
+            &EntryPayload::Command(42u64),
+        )
         .unwrap();
         push_frame(&mut buf, &payload);
         assert_eq!(parse_frame(&buf), Ok(&payload[..]));
@@ -324,20 +433,17 @@ mod tests {
         let mut bad = buf.clone();
         *bad.last_mut().unwrap() ^= 1;
         assert_eq!(parse_frame(&bad), Err(FrameDamage::BadChecksum));
-        let rec: RecordOwned<u64> = postcard::from_bytes(&payload).unwrap();
-        assert_eq!((rec.term, rec.index), (3, 7));
-        assert_eq!(rec.payload, EntryPayload::Command(42));
+        let (id, p) = decode_record::<u64>(&payload).unwrap();
+        assert_eq!(id, LogId::new(3, 7));
+        assert_eq!(p, EntryPayload::Command(42));
+        assert!(decode_record::<String>(&payload).is_err());
     }
 
     #[test]
     fn finds_intact_record_after_damage() {
         let mut buf = vec![0xAB; 13];
-        let payload = postcard::to_allocvec(&RecordRef {
-            term: 1,
-            index: 9,
-            payload: &EntryPayload::<u64>::Blank,
-        })
-        .unwrap();
+        let mut payload = Vec::new();
+        push_record(&mut payload, LogId::new(1, 9), &EntryPayload::<u64>::Blank).unwrap();
         push_frame(&mut buf, &payload);
         assert_eq!(find_intact_record(&buf, 0, 9), Some(13));
         assert_eq!(find_intact_record(&buf, 0, 10), None);
@@ -357,11 +463,52 @@ mod tests {
         for i in 0..bytes.len() {
             let mut bad = bytes.clone();
             bad[i] ^= 0x10;
-            assert!(decode_hard_state(p, &bad).is_err(), "flip at {i} undetected");
+            assert!(
+                decode_hard_state(p, &bad).is_err(),
+                "flip at {i} undetected"
+            );
         }
         for n in 0..bytes.len() {
             assert!(decode_hard_state(p, &bytes[..n]).is_err());
         }
+    }
+
+    #[test]
+    fn varints_round_trip() {
+        for v in [
+            0,
+            1,
+            127,
+            128,
+            300,
+            u64::from(u32::MAX),
+            u64::MAX - 1,
+            u64::MAX,
+        ] {
+            let mut b = Vec::new();
+            push_varint(&mut b, v);
+            b.push(0xEE);
+            assert_eq!(read_varint(&b), Some((v, b.len() - 1)), "{v}");
+        }
+        assert_eq!(read_varint(&[0x80, 0x80]), None);
+        assert_eq!(read_varint(&[0xff; 11]), None);
+    }
+
+    #[test]
+    fn snapshot_file_round_trip() {
+        let p = Path::new("snapshot");
+        let rec = SnapshotRecord {
+            meta: SnapshotMeta {
+                last_log_id: LogId::new(4, 40),
+                membership: raft_core::Membership::new([1, 5]),
+            },
+            discards_log: true,
+            data: (0..=255).collect(),
+        };
+        let back = decode_snapshot(p, &encode_snapshot(&rec)).unwrap();
+        assert_eq!(back.meta, rec.meta);
+        assert!(back.discards_log);
+        assert_eq!(back.data, rec.data);
     }
 
     #[test]

@@ -79,14 +79,17 @@
 //! All integers are little-endian; every checksum is CRC-32 (IEEE, via `crc32fast`).
 //!
 //! * **Small file**: magic (8 bytes: `raftHS\0\0`, `raftMETA` or `raftSNAP`), format version (u32,
-//!   1), body length (u64), body, CRC of everything before it (u32). The body is the postcard
-//!   encoding of the value.
+//!   1), body length (u64), body, CRC of everything before it (u32). The body of `hard_state` and
+//!   `log_meta` is the value in MessagePack (see below); the body of `snapshot` is the length of a
+//!   header (u64), the header (the `SnapshotMeta` and the "discards the log" flag, in MessagePack),
+//!   then the snapshot data as raw bytes.
 //! * **Segment**: a 24-byte header, then records back to back.
 //!   * header: magic `raftLOG\0`, format version (u32), first index (u64, equal to the file name),
 //!     CRC of the 20 bytes before (u32). Written whole before the file gets its name.
 //!   * record frame: payload length (u32), CRC of the length bytes and the payload (u32), payload.
-//!   * payload: postcard encoding of `(term: u64, index: u64, payload: EntryPayload<C>)`: term and
-//!     index come first (varints), so that recovery reads them without decoding the command.
+//!   * payload: the entry's term and index as unsigned LEB128 varints, then its `EntryPayload<C>`
+//!     in MessagePack. Term and index come first, outside the MessagePack value, so that recovery
+//!     reads them without decoding the command.
 //!
 //!   Records of a segment hold consecutive indexes from its first index; segments are contiguous
 //!   (each starts right after the previous one ends). A new segment is started when an append finds
@@ -98,17 +101,20 @@
 //! reads the records' bytes from the segment (one read per segment touched), checks their checksums
 //! and decodes them.
 //!
-//! ### Encoding: postcard
-//! Entries and metadata are encoded with [`postcard`](https://docs.rs/postcard) 1.x: it is compact
-//! (varint integers, no field names, no type tags: a `u64` command entry takes about 5 bytes plus the
-//! 8-byte frame), its wire format is documented and frozen for 1.x, it has no dependencies to speak
-//! of, and it is actively maintained (bincode 1.x is frozen and its successors are no longer
-//! maintained; MessagePack, which `raft-net-tcp` uses on the wire, writes every enum variant's name).
-//! The cost: postcard is not self-describing, so the command type `C` must not rely on
-//! `deserialize_any` (`#[serde(untagged)]`, `#[serde(flatten)]`, `serde_json::Value`, ...).
-//! `append` checks that every entry decodes back and refuses it with
-//! [`StorageError::InvalidRequest`] before writing anything otherwise, so such a type fails loudly on
-//! its first write instead of at the next restart.
+//! ### Encoding: MessagePack with named fields
+//! Entry payloads and metadata are encoded with [`rmp-serde`](https://docs.rs/rmp-serde)
+//! (`write_named`: structs as maps with field names), the encoding `raft-net-tcp` already uses on
+//! the wire. MessagePack is compact for what it is (binary, variable-length integers) and, above
+//! all, self-describing, so **every serde command type round-trips**: internally tagged enums such
+//! as raft-kv's `KvCommand` (`#[serde(tag = "op")]`), untagged enums, `#[serde(flatten)]`,
+//! `skip_serializing_if`, `serde_json::Value`. A command type that can cross the wire can be stored;
+//! no dependency is added. The non-self-describing candidates were rejected for that reason:
+//! postcard and bincode cannot decode internally tagged enums at all (bincode is also no longer
+//! developed). The cost is field and variant names in every entry (an `EntryPayload::Command`
+//! spends 8 bytes on its variant name; a `{key, value}` struct command 9 bytes on field names).
+//! `append` still decodes every entry back before writing anything and refuses one that does not
+//! with [`StorageError::InvalidRequest`] (a type whose `Serialize` and `Deserialize` disagree), so a
+//! bad type fails on its first write rather than at the next restart.
 //!
 //! ## Recovery, and why it is correct
 //!
@@ -123,6 +129,9 @@
 //! 3. Every segment is read. Its header must be valid; every record's checksum must match and each
 //!    record must hold the index that its position implies. Segments must be contiguous, and the first
 //!    must start at or before the entry after the purge point: a gap is a missing segment, refused.
+//!    (Segments that an interrupted purge or recorded truncation was deleting are left out of this
+//!    check: unlinks need not reach the disk in the order they were made, and step 5 deletes those
+//!    segments anyway.)
 //! 4. **The torn tail.** A crash during `append` can leave, at the end of the *last* segment, a
 //!    record cut short (the file ends inside its header or payload) or whose bytes did not all reach
 //!    the disk (checksum mismatch), possibly followed by more of the same batch or by junk. That
@@ -170,10 +179,12 @@
 //! runtime's worker threads (on a current-thread runtime: the only thread) free during an fsync of
 //! several milliseconds, so a leader's peer tasks keep replicating while its own append is in
 //! flight. The cost is a thread hand-off (microseconds) per call. `hard_state` and `log_state`
-//! answer from memory without the hand-off.
+//! answer from memory without the hand-off. Because of `spawn_blocking`, the methods must be called
+//! inside a tokio runtime (of any flavour), as the driver does.
 //!
 //! Cancellation: if the future of a call is dropped, the blocking operation still runs to its end
-//! (it is never left half-done); dropping the [`FileStorage`] waits for it, then releases the lock.
+//! (it is never left half-done); a later call, or dropping the [`FileStorage`], waits for it (the
+//! drop then releases the lock, so the directory can be reopened at once).
 //! The operation may thus be durable although its caller never saw it return, as after a crash.
 //!
 //! ## Locking
@@ -193,9 +204,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
-use raft_core::{
-    Entry, HardState, LogId, LogIndex, LogState, RaftStorage, Snapshot, StorageError,
-};
+use raft_core::{Entry, HardState, LogId, LogIndex, LogState, RaftStorage, Snapshot, StorageError};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -301,8 +310,8 @@ impl RecoveryReport {
 
 /// A [`RaftStorage`] on a directory. See the [crate docs](crate) for the format and guarantees.
 ///
-/// `C` is the command type of the log entries; it is encoded with postcard (see the
-/// [crate docs](crate#encoding-postcard)).
+/// `C` is the command type of the log entries: any serde type (see the
+/// [crate docs](crate#encoding-messagepack-with-named-fields)).
 pub struct FileStorage<C> {
     store: Arc<Mutex<Store>>,
     dir: PathBuf,
@@ -427,35 +436,29 @@ where
             )));
         }
         let start = batch.bytes.len();
-        let mut bytes = std::mem::take(&mut batch.bytes);
+        let bytes = &mut batch.bytes;
         bytes.extend_from_slice(&[0u8; format::FRAME_HEADER_LEN]);
-        let record = format::RecordRef {
-            term: e.log_id.term,
-            index: e.log_id.index,
-            payload: &e.payload,
-        };
-        let mut bytes = postcard::to_extend(&record, bytes).map_err(|err| {
+        format::push_record(bytes, e.log_id, &e.payload).map_err(|err| {
             StorageError::InvalidRequest(format!("entry {} cannot be encoded: {err}", e.log_id))
         })?;
-        let payload = &bytes[start + format::FRAME_HEADER_LEN..];
-        if let Err(err) = postcard::from_bytes::<format::RecordOwned<C>>(payload) {
+        let record = &bytes[start + format::FRAME_HEADER_LEN..];
+        if let Err(err) = format::decode_record::<C>(record) {
             return Err(StorageError::InvalidRequest(format!(
-                "entry {} encodes but does not decode back ({err}); the command type must not \
-                 rely on serde's deserialize_any (untagged or flattened enums, serde_json::Value)",
+                "entry {} encodes but does not decode back ({err}); its command type's Serialize \
+                 and Deserialize disagree",
                 e.log_id
             )));
         }
-        let len = u32::try_from(payload.len()).map_err(|_| {
+        let len = u32::try_from(record.len()).map_err(|_| {
             StorageError::InvalidRequest(format!(
                 "entry {} is {} bytes encoded, over the 4 GiB record limit",
                 e.log_id,
-                payload.len()
+                record.len()
             ))
         })?;
-        let crc = format::crc(&[&len.to_le_bytes(), payload]);
+        let crc = format::crc(&[&len.to_le_bytes(), record]);
         bytes[start..start + 4].copy_from_slice(&len.to_le_bytes());
         bytes[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
-        batch.bytes = bytes;
         batch.records.push((len, e.log_id.term));
     }
     Ok(batch)

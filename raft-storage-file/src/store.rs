@@ -107,8 +107,7 @@ impl Store {
     /// Opens (creating if needed) the storage in `dir`: locks it, checks everything, and completes
     /// or rolls back what a crash interrupted (see the crate docs on recovery).
     pub(crate) fn open(dir: &Path, opts: Options) -> Result<Store, StorageError> {
-        fs::create_dir_all(dir)
-            .map_err(io_error(format_args!("creating {}", dir.display())))?;
+        fs::create_dir_all(dir).map_err(io_error(format_args!("creating {}", dir.display())))?;
         let lock = acquire_lock(dir)?;
         let log_dir = dir.join(LOG_DIR);
         let mut report = RecoveryReport::default();
@@ -142,8 +141,10 @@ impl Store {
         if hs_bytes.is_none() && meta_bytes.is_none() && snap_bytes.is_none() && names.is_empty() {
             // A new storage. The hard state is written first: a crash before the log metadata is
             // written leaves a directory the next open completes (see below).
-            fs::create_dir_all(&store.log_dir)
-                .map_err(io_error(format_args!("creating {}", store.log_dir.display())))?;
+            fs::create_dir_all(&store.log_dir).map_err(io_error(format_args!(
+                "creating {}",
+                store.log_dir.display()
+            )))?;
             store.sync_dir(&store.dir.clone())?;
             store.write_hard_state(HardState::default())?;
             store.write_meta(LogMeta::default())?;
@@ -175,10 +176,10 @@ impl Store {
             None if names.is_empty() && snapshot.is_none() => LogMeta::default(),
             None => {
                 return Err(StorageError::Corrupted(format!(
-                    "{} is missing, but the directory holds log segments or a snapshot: refusing to \
+                "{} is missing, but the directory holds log segments or a snapshot: refusing to \
                      guess where the log starts",
-                    meta_path.display()
-                )))
+                meta_path.display()
+            )))
             }
         };
         store.snapshot = snapshot.as_ref().map(|s| s.meta.clone());
@@ -190,60 +191,16 @@ impl Store {
             torn = tail;
             store.segments.push(segment);
         }
-        for pair in store.segments.windows(2) {
-            if pair[1].first != pair[0].next_index() {
-                return Err(corrupted(
-                    &pair[1].path,
-                    0,
-                    format_args!(
-                        "segment starts at index {} but the previous segment ({}) ends at index {}: \
-                         a segment is missing",
-                        pair[1].first,
-                        pair[0].path.display(),
-                        pair[0].next_index() - 1
-                    ),
-                ));
-            }
-        }
-
         let last_purged = store.meta.last_purged();
         // An install_snapshot that discards the log and was interrupted after its snapshot file was
         // written: the snapshot file is the commit point, the discard is completed below.
-        let pending_discard = snapshot
-            .as_ref()
-            .map(|s| s.meta.last_log_id)
-            .filter(|id| {
-                snapshot.as_ref().is_some_and(|s| s.discards_log)
-                    && *id != last_purged
-                    && last_purged.index <= id.index
-            });
+        let pending_discard = snapshot.as_ref().map(|s| s.meta.last_log_id).filter(|id| {
+            snapshot.as_ref().is_some_and(|s| s.discards_log)
+                && *id != last_purged
+                && last_purged.index <= id.index
+        });
         if pending_discard.is_none() {
-            if let Some(first) = store.segments.first() {
-                if first.first > last_purged.index + 1 {
-                    return Err(corrupted(
-                        &first.path,
-                        0,
-                        format_args!(
-                            "the log resumes at index {} but the last purged index is {}: the \
-                             segments holding the entries in between are missing",
-                            first.first, last_purged.index
-                        ),
-                    ));
-                }
-            }
-            if last_purged.index > 0 {
-                if let Some(term) = store.term_at_physical(last_purged.index) {
-                    if term != last_purged.term {
-                        return Err(StorageError::Corrupted(format!(
-                            "{} says entry {} (the last purged) has term {}, but the log holds it \
-                             with term {term}",
-                            meta_path.display(),
-                            last_purged.index,
-                            last_purged.term
-                        )));
-                    }
-                }
-            }
+            store.check_segments_contiguous(&meta_path)?;
         }
 
         // ----- every check passed: complete what a crash interrupted -----
@@ -299,6 +256,75 @@ impl Store {
         }
         seg.end = tail.offset;
         self.report.torn_tail = Some(tail);
+        Ok(())
+    }
+
+    /// Checks that the segments that matter hold one contiguous run of entries starting at or
+    /// before the entry after the purge point. Segments an interrupted purge left (all their records
+    /// purged) or an interrupted truncation left (starting at or after the recorded truncation) are
+    /// not checked against each other: the unlinks of such a step need not reach the disk in order,
+    /// and recovery deletes them anyway.
+    fn check_segments_contiguous(&self, meta_path: &Path) -> Result<(), StorageError> {
+        let last_purged = self.meta.last_purged();
+        let truncated = self.meta.truncate_from.unwrap_or(LogIndex::MAX);
+        let is_leftover = |s: &Segment| s.next_index() <= last_purged.index + 1;
+        let leftovers = self.segments.iter().take_while(|s| is_leftover(s)).count();
+        let live: Vec<&Segment> = self.segments[leftovers..]
+            .iter()
+            .take_while(|s| s.first < truncated)
+            .collect();
+        if let Some(s) = live.iter().find(|s| is_leftover(s)) {
+            return Err(corrupted(
+                &s.path,
+                0,
+                format_args!(
+                    "segment holds only entries up to {}, at or below the purge point {}, yet                      follows a segment holding later entries: segments overlap",
+                    s.next_index().saturating_sub(1),
+                    last_purged.index
+                ),
+            ));
+        }
+        for pair in live.windows(2) {
+            if pair[1].first != pair[0].next_index() {
+                return Err(corrupted(
+                    &pair[1].path,
+                    0,
+                    format_args!(
+                        "segment starts at index {} but the previous segment ({}) ends at index \
+                         {}: a segment is missing",
+                        pair[1].first,
+                        pair[0].path.display(),
+                        pair[0].next_index() - 1
+                    ),
+                ));
+            }
+        }
+        if let Some(first) = live.first() {
+            if first.first > last_purged.index + 1 {
+                return Err(corrupted(
+                    &first.path,
+                    0,
+                    format_args!(
+                        "the log resumes at index {} but the last purged index is {}: the \
+                         segments holding the entries in between are missing",
+                        first.first, last_purged.index
+                    ),
+                ));
+            }
+        }
+        if last_purged.index > 0 {
+            if let Some(term) = self.term_at_physical(last_purged.index) {
+                if term != last_purged.term {
+                    return Err(StorageError::Corrupted(format!(
+                        "{} says entry {} (the last purged) has term {}, but the log holds it with \
+                         term {term}",
+                        meta_path.display(),
+                        last_purged.index,
+                        last_purged.term
+                    )));
+                }
+            }
+        }
         Ok(())
     }
 
@@ -369,7 +395,10 @@ impl Store {
 
     /// The position of `index` in the segments, if a segment holds it (purged or not).
     fn locate(&self, index: LogIndex) -> Option<(usize, usize)> {
-        let si = self.segments.partition_point(|s| s.first <= index).checked_sub(1)?;
+        let si = self
+            .segments
+            .partition_point(|s| s.first <= index)
+            .checked_sub(1)?;
         let seg = &self.segments[si];
         let ri = (index - seg.first) as usize;
         (ri < seg.records.len()).then_some((si, ri))
@@ -405,7 +434,10 @@ impl Store {
 
     fn sync_dir(&self, dir: &Path) -> Result<(), StorageError> {
         if self.sync() {
-            sync_dir(dir).map_err(io_error(format_args!("syncing directory {}", dir.display())))?;
+            sync_dir(dir).map_err(io_error(format_args!(
+                "syncing directory {}",
+                dir.display()
+            )))?;
         }
         Ok(())
     }
@@ -415,7 +447,8 @@ impl Store {
     fn write_atomic(&self, dir: &Path, name: &str, bytes: &[u8]) -> Result<(), StorageError> {
         let tmp = dir.join(format!("{name}{TMP_SUFFIX}"));
         let path = dir.join(name);
-        let mut f = File::create(&tmp).map_err(io_error(format_args!("creating {}", tmp.display())))?;
+        let mut f =
+            File::create(&tmp).map_err(io_error(format_args!("creating {}", tmp.display())))?;
         f.write_all(bytes)
             .map_err(io_error(format_args!("writing {}", tmp.display())))?;
         if self.sync() {
@@ -432,11 +465,7 @@ impl Store {
     }
 
     fn write_hard_state(&mut self, hs: HardState) -> Result<(), StorageError> {
-        self.write_atomic(
-            &self.dir,
-            HARD_STATE_FILE,
-            &format::encode_hard_state(&hs),
-        )?;
+        self.write_atomic(&self.dir, HARD_STATE_FILE, &format::encode_hard_state(&hs))?;
         self.hard_state = hs;
         Ok(())
     }
@@ -506,10 +535,9 @@ impl Store {
             .map_err(io_error(ctx()))?;
         seg.file.write_all(&batch.bytes).map_err(io_error(ctx()))?;
         if sync {
-            seg.file.sync_data().map_err(io_error(format_args!(
-                "syncing {}",
-                seg.path.display()
-            )))?;
+            seg.file
+                .sync_data()
+                .map_err(io_error(format_args!("syncing {}", seg.path.display())))?;
         }
         let mut offset = seg.end;
         for &(len, term) in &batch.records {
@@ -581,8 +609,10 @@ impl Store {
             seg.file.read_exact(&mut buf).map_err(io_error(ctx()))?;
             for (k, r) in records.iter().enumerate() {
                 let at = index + k as u64;
-                let payload = format::parse_frame(&buf[(r.offset - from) as usize..])
-                    .map_err(|d| corrupted(&seg.path, r.offset, format_args!("{d} (entry {at})")))?;
+                let payload =
+                    format::parse_frame(&buf[(r.offset - from) as usize..]).map_err(|d| {
+                        corrupted(&seg.path, r.offset, format_args!("{d} (entry {at})"))
+                    })?;
                 if payload.len() != r.len as usize {
                     return Err(corrupted(
                         &seg.path,
@@ -590,34 +620,29 @@ impl Store {
                         format_args!("entry {at} changed length since the storage was opened"),
                     ));
                 }
-                let (rec, rest) = postcard::take_from_bytes::<format::RecordOwned<C>>(payload)
-                    .map_err(|e| {
-                        corrupted(
-                            &seg.path,
-                            r.offset,
-                            format_args!(
-                                "entry {at} has a valid checksum but does not decode ({e}); was \
-                                 it written with another command type?"
-                            ),
-                        )
-                    })?;
-                if !rest.is_empty() || rec.index != at || rec.term != r.term {
+                let (id, entry_payload) = format::decode_record::<C>(payload).map_err(|e| {
+                    corrupted(
+                        &seg.path,
+                        r.offset,
+                        format_args!(
+                            "entry {at} has a valid checksum but does not decode ({e}); was it \
+                             written with another command type?"
+                        ),
+                    )
+                })?;
+                if id != LogId::new(r.term, at) {
                     return Err(corrupted(
                         &seg.path,
                         r.offset,
                         format_args!(
-                            "record decodes as entry {}-{} with {} trailing bytes where entry \
-                             {}-{at} belongs",
-                            rec.term,
-                            rec.index,
-                            rest.len(),
+                            "record holds entry {id} where entry {}-{at} belongs",
                             r.term
                         ),
                     ));
                 }
                 out.push(Entry {
-                    log_id: LogId::new(rec.term, rec.index),
-                    payload: rec.payload,
+                    log_id: id,
+                    payload: entry_payload,
                 });
             }
             index += n as u64;
@@ -653,6 +678,8 @@ impl Store {
                     ..s.meta
                 })?;
             }
+            // A segment cut down to purged entries only is useless now (as after a purge).
+            s.remove_purged_segments()?;
             Ok(())
         })
     }
@@ -787,7 +814,8 @@ impl Store {
             return Ok(None);
         };
         let path = self.dir.join(SNAPSHOT_FILE);
-        let bytes = fs::read(&path).map_err(io_error(format_args!("reading {}", path.display())))?;
+        let bytes =
+            fs::read(&path).map_err(io_error(format_args!("reading {}", path.display())))?;
         let rec = format::decode_snapshot(&path, &bytes)?;
         if rec.meta != *meta {
             return Err(corrupted(
@@ -880,7 +908,8 @@ fn remove_temp_files(dir: &Path, removed: &mut Vec<PathBuf>) -> Result<(), Stora
             .and_then(|n| n.to_str())
             .is_some_and(|n| n.ends_with(TMP_SUFFIX));
         if is_tmp && path.is_file() {
-            fs::remove_file(&path).map_err(io_error(format_args!("removing {}", path.display())))?;
+            fs::remove_file(&path)
+                .map_err(io_error(format_args!("removing {}", path.display())))?;
             removed.push(path);
         }
     }
@@ -938,7 +967,9 @@ fn scan_segment(
         return Err(corrupted(
             &path,
             12,
-            format_args!("the header says the segment starts at index {declared}, its name says {first}"),
+            format_args!(
+                "the header says the segment starts at index {declared}, its name says {first}"
+            ),
         ));
     }
     let mut records = Vec::new();
@@ -1024,7 +1055,9 @@ mod tests {
 
     fn opts() -> Options {
         // Two or three entries per segment.
-        Options::default().segment_size(60).fsync(FsyncPolicy::Never)
+        Options::default()
+            .segment_size(60)
+            .fsync(FsyncPolicy::Never)
     }
 
     fn entry(term: Term, index: LogIndex) -> Entry<u64> {
@@ -1040,7 +1073,11 @@ mod tests {
         for i in 1..=n {
             s.append(&encode_batch(i, &[entry(1, i)]).unwrap()).unwrap();
         }
-        assert!(n < 10 || s.segments.len() >= 4, "{} segments", s.segments.len());
+        assert!(
+            n < 10 || s.segments.len() >= 4,
+            "{} segments",
+            s.segments.len()
+        );
         s
     }
 
@@ -1076,7 +1113,10 @@ mod tests {
         let mut s = reopen(dir.path());
         assert!(!s.report().removed_purged_segments.is_empty());
         assert_eq!(s.last_purged(), LogId::new(1, 7));
-        assert_eq!(log(&mut s), (8..=12).map(|i| entry(1, i)).collect::<Vec<_>>());
+        assert_eq!(
+            log(&mut s),
+            (8..=12).map(|i| entry(1, i)).collect::<Vec<_>>()
+        );
         assert!(count_segment_files(dir.path()) < files);
     }
 
@@ -1148,7 +1188,8 @@ mod tests {
                 discards_log: true,
                 data: vec![1, 2, 3],
             });
-            s.write_atomic(&s.dir.clone(), SNAPSHOT_FILE, &bytes).unwrap();
+            s.write_atomic(&s.dir.clone(), SNAPSHOT_FILE, &bytes)
+                .unwrap();
             for _ in 0..deleted {
                 if let Some(seg) = s.segments.pop() {
                     fs::remove_file(&seg.path).unwrap();
@@ -1175,6 +1216,58 @@ mod tests {
             assert!(s.report().is_clean(), "{:?}", s.report());
             assert_eq!(log(&mut s), vec![entry(3, 6)]);
         }
+    }
+
+    #[test]
+    fn unlinks_that_reached_the_disk_out_of_order_are_tolerated_where_harmless() {
+        // Purge: the segments before the purge point come back except one in the middle.
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = store_with(dir.path(), 12);
+        let paths: Vec<PathBuf> = s.segments.iter().map(|seg| seg.path.clone()).collect();
+        let saved: Vec<Vec<u8>> = paths.iter().map(|p| fs::read(p).unwrap()).collect();
+        let upto = s.segments[3].first; // inside the fourth segment
+        s.purge(upto).unwrap();
+        s.close();
+        drop(s);
+        fs::write(&paths[0], &saved[0]).unwrap();
+        fs::write(&paths[2], &saved[2]).unwrap();
+        let mut s = reopen(dir.path());
+        assert_eq!(s.report().removed_purged_segments.len(), 2);
+        assert_eq!(
+            log(&mut s),
+            (upto + 1..=12).map(|i| entry(1, i)).collect::<Vec<_>>()
+        );
+        drop(s);
+
+        // Truncation recorded: of the segments after the cut, a middle one is gone, the last not.
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = store_with(dir.path(), 12);
+        let from = s.segments[1].first + 1;
+        assert!(s.segments.len() >= 4);
+        s.write_meta(LogMeta {
+            truncate_from: Some(from),
+            ..s.meta
+        })
+        .unwrap();
+        fs::remove_file(&s.segments[2].path).unwrap();
+        s.close();
+        drop(s);
+        let mut s = reopen(dir.path());
+        assert_eq!(s.report().completed_truncation, Some(from));
+        assert_eq!(
+            log(&mut s),
+            (1..from).map(|i| entry(1, i)).collect::<Vec<_>>()
+        );
+        drop(s);
+
+        // Without a recorded truncation the same gap is a missing segment.
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = store_with(dir.path(), 12);
+        fs::remove_file(&s.segments[2].path).unwrap();
+        s.close();
+        drop(s);
+        let e = Store::open(dir.path(), opts()).unwrap_err();
+        assert!(e.to_string().contains("missing"), "{e}");
     }
 
     #[test]
@@ -1209,6 +1302,8 @@ mod tests {
         let e = s.append(&encode_batch(next, &[entry(1, next)]).unwrap());
         assert!(matches!(e, Err(StorageError::Io { .. })), "{e:?}");
         assert!(s.check_usable().is_err());
-        assert!(s.append(&encode_batch(next, &[entry(1, next)]).unwrap()).is_err());
+        assert!(s
+            .append(&encode_batch(next, &[entry(1, next)]).unwrap())
+            .is_err());
     }
 }

@@ -51,7 +51,16 @@ async fn golden() -> (TempDir, Dump) {
     .await
     .unwrap();
     let mut next = 1;
-    for (term, n) in [(1, 1), (1, 5), (2, 1), (2, 9), (2, 2), (3, 13), (3, 1), (3, 8)] {
+    for (term, n) in [
+        (1, 1),
+        (1, 5),
+        (2, 1),
+        (2, 9),
+        (2, 2),
+        (3, 13),
+        (3, 1),
+        (3, 8),
+    ] {
         s.append(&entries(term, next, n)).await.unwrap();
         next += n;
     }
@@ -59,7 +68,10 @@ async fn golden() -> (TempDir, Dump) {
     assert_eq!(d.log.len(), 40);
     drop(s);
     let segs = segments(dir.path());
-    assert!(segs.len() >= 3, "the golden log should span several segments");
+    assert!(
+        segs.len() >= 3,
+        "the golden log should span several segments"
+    );
     assert!(frames(segs.last().unwrap()).len() >= 3);
     (dir, d)
 }
@@ -137,7 +149,8 @@ async fn truncating_the_last_segment_anywhere_keeps_every_whole_record() {
     let len = fs::metadata(&last).unwrap().len();
     // Every cut point past the header (a header is written whole before the file gets its name).
     for at in SEGMENT_HEADER..=len {
-        let (_copy, r) = reopen_damaged(golden.path(), |d| cut(&d.join("log").join(&name), at)).await;
+        let (_copy, r) =
+            reopen_damaged(golden.path(), |d| cut(&d.join("log").join(&name), at)).await;
         let s = r.unwrap_or_else(|e| panic!("cut at {at}: refused: {e}"));
         let whole = frames.iter().filter(|f| f.1 <= at).count();
         let report = s.recovery_report();
@@ -165,7 +178,8 @@ async fn a_cut_inside_a_segment_header_is_refused() {
     let last = segments(golden.path()).pop().unwrap();
     let name = last.file_name().unwrap().to_owned();
     for at in 0..SEGMENT_HEADER {
-        let (_copy, r) = reopen_damaged(golden.path(), |d| cut(&d.join("log").join(&name), at)).await;
+        let (_copy, r) =
+            reopen_damaged(golden.path(), |d| cut(&d.join("log").join(&name), at)).await;
         let e = r.expect_err("a damaged header must be refused");
         assert!(matches!(e, StorageError::Corrupted(_)), "{e}");
         assert!(e.to_string().contains(name.to_str().unwrap()), "{e}");
@@ -188,12 +202,20 @@ async fn garbage_after_the_last_record_is_cut() {
             1 => (0..n).map(|_| rng.next() as u8).collect(),
             // Small lengths and zeros: frame headers that fit in the file.
             _ => (0..n)
-                .map(|_| if rng.below(4) == 0 { rng.next() as u8 } else { 0 })
+                .map(|_| {
+                    if rng.below(4) == 0 {
+                        rng.next() as u8
+                    } else {
+                        0
+                    }
+                })
                 .collect(),
         };
         // Sometimes the garbage follows a cut inside the last record.
         let at = if case % 4 == 0 {
-            frames.last().unwrap().0 + 1 + rng.below(frames.last().unwrap().1 - frames.last().unwrap().0 - 1)
+            frames.last().unwrap().0
+                + 1
+                + rng.below(frames.last().unwrap().1 - frames.last().unwrap().0 - 1)
         } else {
             len
         };
@@ -219,8 +241,10 @@ async fn a_flipped_byte_in_the_last_record_drops_only_that_record() {
     let (start, end) = *frames(&last).last().unwrap();
     for at in start..end {
         for mask in [0x01, 0x80, 0xff] {
-            let (_copy, r) =
-                reopen_damaged(golden.path(), |d| flip(&d.join("log").join(&name), at, mask)).await;
+            let (_copy, r) = reopen_damaged(golden.path(), |d| {
+                flip(&d.join("log").join(&name), at, mask)
+            })
+            .await;
             let s = r.unwrap_or_else(|e| panic!("flip {mask:#x} at {at}: refused: {e}"));
             let torn = s.recovery_report().torn_tail.expect("a torn tail");
             assert_eq!(torn.offset, start);
@@ -240,28 +264,41 @@ async fn a_flipped_byte_in_an_earlier_record_is_refused() {
         let frames = frames(seg);
         let is_last = si + 1 == segs.len();
         // Every record of earlier segments; all but the last record of the last segment.
-        let n = if is_last { frames.len() - 1 } else { frames.len() };
+        let n = if is_last {
+            frames.len() - 1
+        } else {
+            frames.len()
+        };
         for &(start, end) in &frames[..n] {
             // The length, the checksum, and a few payload bytes of each record.
             let mut positions: Vec<u64> = (start..start + 8).collect();
             positions.extend((0..4).map(|_| start + 8 + rng.below(end - start - 8)));
             for at in positions {
                 let mask = 1u8 << rng.below(8);
-                let (_copy, r) =
-                    reopen_damaged(golden.path(), |d| flip(&d.join("log").join(&name), at, mask))
-                        .await;
+                let (_copy, r) = reopen_damaged(golden.path(), |d| {
+                    flip(&d.join("log").join(&name), at, mask)
+                })
+                .await;
                 let e = r.expect_err("a damaged record before the last must be refused");
                 let msg = e.to_string();
                 assert!(matches!(e, StorageError::Corrupted(_)), "{msg}");
-                assert!(msg.contains(name.to_str().unwrap()), "names the file: {msg}");
-                assert!(msg.contains(&format!("offset {start}")), "names the offset: {msg}");
+                assert!(
+                    msg.contains(name.to_str().unwrap()),
+                    "names the file: {msg}"
+                );
+                assert!(
+                    msg.contains(&format!("offset {start}")),
+                    "names the offset: {msg}"
+                );
                 cases += 1;
             }
         }
         // The segment header, too.
         for at in 0..SEGMENT_HEADER {
-            let (_copy, r) =
-                reopen_damaged(golden.path(), |d| flip(&d.join("log").join(&name), at, 0x04)).await;
+            let (_copy, r) = reopen_damaged(golden.path(), |d| {
+                flip(&d.join("log").join(&name), at, 0x04)
+            })
+            .await;
             assert!(is_corrupted(&r), "flip in the header of {name:?} at {at}");
         }
     }
@@ -276,7 +313,8 @@ async fn a_cut_in_an_earlier_segment_is_refused() {
     let frames = frames(&segs[1]);
     // Inside a record, and at a record boundary (the next segment then leaves a gap).
     for at in [frames[0].0 + 3, frames.last().unwrap().0] {
-        let (_copy, r) = reopen_damaged(golden.path(), |d| cut(&d.join("log").join(&name), at)).await;
+        let (_copy, r) =
+            reopen_damaged(golden.path(), |d| cut(&d.join("log").join(&name), at)).await;
         let e = r.expect_err("refused");
         assert!(matches!(e, StorageError::Corrupted(_)), "{e}");
     }
@@ -288,9 +326,10 @@ async fn a_missing_segment_is_refused() {
     let segs = segments(golden.path());
     for victim in [0, 1] {
         let name = segs[victim].file_name().unwrap().to_owned();
-        let (_copy, r) =
-            reopen_damaged(golden.path(), |d| fs::remove_file(d.join("log").join(&name)).unwrap())
-                .await;
+        let (_copy, r) = reopen_damaged(golden.path(), |d| {
+            fs::remove_file(d.join("log").join(&name)).unwrap()
+        })
+        .await;
         let e = r.expect_err("a missing segment must be refused");
         assert!(matches!(e, StorageError::Corrupted(_)), "{e}");
         assert!(e.to_string().contains("missing"), "{e}");
@@ -300,9 +339,12 @@ async fn a_missing_segment_is_refused() {
 #[tokio::test]
 async fn a_damaged_or_missing_hard_state_is_refused() {
     let (golden, _want) = golden().await;
-    let len = fs::metadata(golden.path().join("hard_state")).unwrap().len();
+    let len = fs::metadata(golden.path().join("hard_state"))
+        .unwrap()
+        .len();
     for at in 0..len {
-        let (_copy, r) = reopen_damaged(golden.path(), |d| flip(&d.join("hard_state"), at, 0x20)).await;
+        let (_copy, r) =
+            reopen_damaged(golden.path(), |d| flip(&d.join("hard_state"), at, 0x20)).await;
         let e = r.expect_err("a damaged hard state must be refused");
         assert!(matches!(e, StorageError::Corrupted(_)), "{e}");
         assert!(e.to_string().contains("hard_state"), "{e}");
@@ -311,8 +353,10 @@ async fn a_damaged_or_missing_hard_state_is_refused() {
         let (_copy, r) = reopen_damaged(golden.path(), |d| cut(&d.join("hard_state"), at)).await;
         assert!(is_corrupted(&r), "hard state cut at {at}");
     }
-    let (_copy, r) =
-        reopen_damaged(golden.path(), |d| fs::remove_file(d.join("hard_state")).unwrap()).await;
+    let (_copy, r) = reopen_damaged(golden.path(), |d| {
+        fs::remove_file(d.join("hard_state")).unwrap()
+    })
+    .await;
     assert!(is_corrupted(&r), "missing hard state");
 }
 

@@ -56,7 +56,10 @@ pub async fn dump<S: RaftStorage<Cmd>>(s: &mut S) -> Result<Dump, StorageError> 
     let hard_state = s.hard_state().await?;
     let log_state = s.log_state().await?;
     let log = s
-        .entries(log_state.last_purged.index + 1, log_state.last_log_id.index + 1)
+        .entries(
+            log_state.last_purged.index + 1,
+            log_state.last_log_id.index + 1,
+        )
         .await?;
     let snapshot = s.snapshot().await?;
     Ok(Dump {
