@@ -87,6 +87,8 @@ pub mod error;
 pub mod message;
 pub mod network;
 mod raft;
+#[doc = include_str!("../../docs/raft-by-questions.md")]
+pub mod raft_by_questions {}
 pub mod state_machine;
 pub mod storage;
 #[cfg(feature = "testing")]

@@ -24,7 +24,12 @@ impl<SM: StateMachine> MockNetwork<SM> {
     }
 
     /// Carries one request to `target` through the router's faults and returns the answer.
-    async fn call<Req, Resp, F, Fut>(&self, target: NodeId, request: Req, deliver: F) -> Result<Resp, NetworkError>
+    async fn call<Req, Resp, F, Fut>(
+        &self,
+        target: NodeId,
+        request: Req,
+        deliver: F,
+    ) -> Result<Resp, NetworkError>
     where
         Req: Clone + Send + 'static,
         Resp: Send + 'static,
@@ -36,7 +41,10 @@ impl<SM: StateMachine> MockNetwork<SM> {
             let mut s = self.router.lock();
             if !s.can_talk(from, target) || !s.nodes.contains_key(&target) {
                 s.stats.refused += 1;
-                return Err(unreachable(target, "no route (partitioned, isolated or down)"));
+                return Err(unreachable(
+                    target,
+                    "no route (partitioned, isolated or down)",
+                ));
             }
             let drop_prob = s.faults.drop_prob;
             let dup_prob = s.faults.duplicate_prob;
@@ -100,7 +108,10 @@ impl<SM: StateMachine> MockNetwork<SM> {
         }
         sleep_ms(response_delay).await;
         if !self.router.lock().can_talk(from, target) {
-            return Err(unreachable(target, "partitioned while the answer was in flight"));
+            return Err(unreachable(
+                target,
+                "partitioned while the answer was in flight",
+            ));
         }
         Ok(response)
     }
@@ -132,8 +143,14 @@ impl<SM: StateMachine> RaftNetwork<SM::Command> for MockNetwork<SM> {
         .await
     }
 
-    async fn vote(&self, target: NodeId, request: VoteRequest) -> Result<VoteResponse, NetworkError> {
-        self.call(target, request, |raft: Raft<SM>, req| async move { raft.vote(req).await })
-            .await
+    async fn vote(
+        &self,
+        target: NodeId,
+        request: VoteRequest,
+    ) -> Result<VoteResponse, NetworkError> {
+        self.call(target, request, |raft: Raft<SM>, req| async move {
+            raft.vote(req).await
+        })
+        .await
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! ```sh
 //! cargo run --example timeline -- election      # or split-vote, leader-crash, no-majority, log-repair
-//! cargo run --example timeline -- split-vote --seed 7
+//! cargo run --example timeline -- split-vote --seed 7 --nodes 5
 //! ```
 //!
 //! # What runs
@@ -11,11 +11,17 @@
 //! report `log_persisted`, then release the held reply, then apply). What is simulated is everything
 //! around the engines, and it is deliberately simple:
 //! * a **network** that delivers every message after a delay drawn from a seeded generator (5 to 15 ms
-//!   by default), can be partitioned, and never loses, duplicates or reorders on purpose (delays
-//!   alone may reorder);
+//!   by default) and can be partitioned; a request across a partition or to a crashed node is refused
+//!   (the sender hears it is unreachable, as on the mock network). Otherwise nothing is lost,
+//!   duplicated or reordered on purpose (different delays alone may reorder);
 //! * **storage** that is durable the moment the engine's output is executed (no write latency);
-//! * **crashes** that keep the durable hard state and log and lose everything else, and restarts that
-//!   build a new engine from the durable state, as `Raft::start` does.
+//! * **crashes** that keep the durable hard state and log and lose everything else (messages in flight
+//!   from or to the crashed node included), and restarts that build a new engine from the durable
+//!   state, as `Raft::start` does.
+//!
+//! [`Sim`] is the simulator; [`run`] plays one of the [`Scenario`]s on it and returns its
+//! [`Timeline`]. The split-vote measurement of `docs/raft-by-questions.md` (question 4) runs on
+//! [`Sim`] too.
 //!
 //! This is an engine-level simulation, not the tokio driver on [`Router`](crate::Router): it is pure,
 //! single-threaded and needs no runtime, so the same seed always prints the same trace. Client writes
@@ -31,7 +37,7 @@
 //! ```
 //! use raft_net_mock::timeline::{self, Scenario};
 //! let trace = timeline::run(Scenario::Election);
-//! assert!(trace.leaders().len() == 1);
+//! assert_eq!(trace.leaders().len(), 1);
 //! println!("{trace}");
 //! ```
 
@@ -1063,6 +1069,8 @@ impl Sim {
         let mut held = None;
         let mut append_from = None;
         let mut cause = None;
+        // Shown after the role change it causes (a refused AppendEntries still makes a follower).
+        let mut refused = None;
         match input {
             Input::Tick => {}
             Input::Vote(from, from_inc, req) => {
@@ -1110,15 +1118,13 @@ impl Sim {
                     }),
                     AppendResult::Invalid => Some(AppendRefusal::Invalid),
                 };
-                if let Some(reason) = reason {
-                    self.record(Event::AppendRefused {
-                        node: id,
-                        leader: from,
-                        term,
-                        prev,
-                        reason,
-                    });
-                }
+                refused = reason.map(|reason| Event::AppendRefused {
+                    node: id,
+                    leader: from,
+                    term,
+                    prev,
+                    reason,
+                });
                 held = Some((from, from_inc, Response::AppendEntries(resp)));
             }
             Input::VoteResponse(from, resp) => {
@@ -1169,6 +1175,9 @@ impl Sim {
             }
         }
         self.observe(id, before, cause);
+        if let Some(event) = refused {
+            self.record(event);
+        }
         self.flush(id, held, append_from);
         self.settle_writes(id);
     }

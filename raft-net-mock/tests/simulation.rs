@@ -85,7 +85,11 @@ async fn scenario(seed: u64) -> Summary {
     let n = if rng.bool() { 3 } else { 5 };
     let ids: Vec<NodeId> = (1..=n).collect();
     // Half the runs give storage writes a latency, so crashes can land mid-write.
-    let latency = if rng.bool() { ms(rng.u64(1..4)) } else { Duration::ZERO };
+    let latency = if rng.bool() {
+        ms(rng.u64(1..4))
+    } else {
+        Duration::ZERO
+    };
     // Half the runs send few entries per AppendEntries and pipeline little, so that logs are
     // repaired and replicated in many small steps (more interleavings of old and new terms).
     let mut config = raft_core::Config::default();
@@ -116,11 +120,15 @@ async fn scenario(seed: u64) -> Summary {
     }
 
     // The fault schedule.
-    let steps = rng.usize(6..14);
+    let steps = rng.usize(10..40);
     for _ in 0..steps {
-        sleep(ms(rng.u64(50..1500))).await;
+        sleep(ms(rng.u64(20..800))).await;
         let live = c.live_ids();
-        let down: Vec<NodeId> = ids.iter().copied().filter(|id| !live.contains(id)).collect();
+        let down: Vec<NodeId> = ids
+            .iter()
+            .copied()
+            .filter(|id| !live.contains(id))
+            .collect();
         match rng.u32(0..100) {
             0..=14 => {
                 let groups = random_partition(&mut rng, &ids);
@@ -216,6 +224,34 @@ fn seeds() -> Vec<u64> {
     (start..start + count).collect()
 }
 
+/// How a seed ended.
+enum SeedResult {
+    Passed(Box<Summary>),
+    Failed,
+    /// No result within the real-time limit: virtual time stopped advancing (a livelock: nodes
+    /// exchanging messages forever at one instant) or the run is pathologically slow.
+    Hung,
+}
+
+/// Runs one seed on a thread of its own, with a real-time limit (env `SEED_TIMEOUT_SECS`, default
+/// 120 s), so that a livelock is reported with its seed instead of hanging the test.
+fn run_seed_watched(seed: u64) -> SeedResult {
+    let limit = Duration::from_secs(env_u64("SEED_TIMEOUT_SECS").unwrap_or(120));
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name(format!("seed-{seed}"))
+        .spawn(move || {
+            let result = std::panic::catch_unwind(AssertUnwindSafe(|| run_seed(seed)));
+            let _ = tx.send(result);
+        })
+        .expect("spawn a thread");
+    match rx.recv_timeout(limit) {
+        Ok(Ok(summary)) => SeedResult::Passed(Box::new(summary)),
+        Ok(Err(_)) => SeedResult::Failed,
+        Err(_) => SeedResult::Hung,
+    }
+}
+
 #[test]
 fn simulation() {
     let seeds = seeds();
@@ -223,19 +259,24 @@ fn simulation() {
     let mut failed = Vec::new();
     let (mut acked, mut writes, mut crashes, mut elections) = (0, 0, 0, 0);
     for &seed in &seeds {
-        match std::panic::catch_unwind(AssertUnwindSafe(|| run_seed(seed))) {
-            Ok(s) => {
+        let replay = REPLAY.replace("{seed}", &seed.to_string());
+        match run_seed_watched(seed) {
+            SeedResult::Passed(s) => {
                 acked += s.acked();
                 writes += s.history.len();
                 crashes += s.harness.crashes;
                 elections += s.leaders.len();
             }
-            Err(_) => {
-                eprintln!(
-                    "simulation FAILED for SEED={seed}; replay: {}",
-                    REPLAY.replace("{seed}", &seed.to_string())
-                );
+            SeedResult::Failed => {
+                eprintln!("simulation FAILED for SEED={seed}; replay: {replay}");
                 failed.push(seed);
+            }
+            SeedResult::Hung => {
+                // The seed's thread still spins; stop here rather than run on beside it.
+                panic!(
+                    "simulation HUNG for SEED={seed} (no result in real time: a livelock?); \
+                     earlier failures: {failed:?}; replay: {replay}"
+                );
             }
         }
     }
@@ -249,7 +290,10 @@ fn simulation() {
     assert!(
         failed.is_empty(),
         "failing seeds: {failed:?}; replay one with: {}",
-        REPLAY.replace("{seed}", &failed.first().copied().unwrap_or_default().to_string())
+        REPLAY.replace(
+            "{seed}",
+            &failed.first().copied().unwrap_or_default().to_string()
+        )
     );
 }
 

@@ -328,8 +328,13 @@ pub(crate) struct LogMeta {
     pub last_purged_term: u64,
     pub last_purged_index: u64,
     /// A truncation in progress: every entry at this index and after is deleted, whatever the segments
-    /// still hold. Set only while a truncation touches several files.
+    /// still hold. Set only while a truncation both deletes segments and cuts one.
     pub truncate_from: Option<u64>,
+    /// The first index of the newest segment, the one appends go to (`None`: no segment). Updated
+    /// after a new segment file exists and before anything is appended to it, and before segments
+    /// are deleted from the end, so that a missing newest segment is detected and any segment past
+    /// it holds nothing acknowledged.
+    pub last_segment: Option<u64>,
 }
 
 impl LogMeta {

@@ -44,8 +44,8 @@
 //! | method | done before it returns `Ok` | durable |
 //! |---|---|---|
 //! | `save_hard_state` | `hard_state.tmp` written and fsynced, renamed over `hard_state`, directory fsynced | the new term and vote; a crash at any point leaves the old or the new one |
-//! | `append` | all entries' records written with one `write` and one `fdatasync` (when a new segment is started first: its header written to a temporary file, fsynced, renamed, directory fsynced) | every entry; a crash before the return keeps a prefix of them, never a damaged one (see recovery) |
-//! | `truncate` | the segment holding `from` cut with `ftruncate` and fsynced, later segments unlinked and the directory fsynced; when more than one file changes, the truncation is first recorded in `log_meta` and the record cleared at the end | the truncation, all or nothing |
+//! | `append` | all entries' records written with one `write` and one `fdatasync` (when a new segment is started first: its header written to a temporary file, fsynced, renamed, directory fsynced, then `log_meta` replaced to name it the newest segment) | every entry; a crash before the return keeps a prefix of them, never a damaged one (see recovery) |
+//! | `truncate` | the segment holding `from` cut with `ftruncate` and fsynced; when later segments go too, `log_meta` first replaced to name the new newest segment (and, if a segment is also cut, to record the truncation, cleared at the end), the segments unlinked and the directory fsynced | the truncation, all or nothing |
 //! | `purge` | `log_meta` (the purge point) replaced atomically; then the segments it makes useless are unlinked | the new purge point; a crash before the unlinks are durable leaves segments that the next open deletes |
 //! | `install_snapshot` | `snapshot` replaced atomically; when the snapshot discards the log, every segment unlinked, the directory fsynced, and `log_meta` replaced | the snapshot and its effect on the log, all or nothing (the snapshot file is the commit point, see recovery) |
 //! | `hard_state`, `log_state`, `entries`, `snapshot` | nothing is written | |
@@ -69,7 +69,7 @@
 //! ```text
 //! DIR/LOCK                          flock()ed while open; holds "pid N" for error messages
 //! DIR/hard_state                    small file: HardState
-//! DIR/log_meta                      small file: last purged LogId, truncation in progress
+//! DIR/log_meta                      small file: last purged LogId, newest segment, truncation in progress
 //! DIR/snapshot                      small file: SnapshotMeta, "discards the log" flag, data
 //! DIR/log/00000000000000000001.log  segments, named by the index of their first record (20 digits)
 //! DIR/log/00000000000000004097.log
@@ -129,9 +129,12 @@
 //! 3. Every segment is read. Its header must be valid; every record's checksum must match and each
 //!    record must hold the index that its position implies. Segments must be contiguous, and the first
 //!    must start at or before the entry after the purge point: a gap is a missing segment, refused.
-//!    (Segments that an interrupted purge or recorded truncation was deleting are left out of this
-//!    check: unlinks need not reach the disk in the order they were made, and step 5 deletes those
-//!    segments anyway.)
+//!    The newest segment named in `log_meta` must exist: that catches a lost last segment, which
+//!    contiguity cannot. (Segments that an interrupted purge or truncation was deleting, and segments
+//!    past the newest one, are left out of these checks: unlinks need not reach the disk in the order
+//!    they were made, and step 5 deletes those segments anyway. A segment past the newest one never
+//!    holds an acknowledged record: `log_meta` names a new segment before anything is appended to it,
+//!    and a truncation names the new newest segment before it deletes anything.)
 //! 4. **The torn tail.** A crash during `append` can leave, at the end of the *last* segment, a
 //!    record cut short (the file ends inside its header or payload) or whose bytes did not all reach
 //!    the disk (checksum mismatch), possibly followed by more of the same batch or by junk. That
@@ -153,14 +156,17 @@
 //!      point never moves back, so once the discard finished this condition stays false.)
 //!    * a truncation recorded in `log_meta`: the records at and after it are deleted, then the record
 //!      cleared. Until the record is cleared, no append happens, so it never deletes new entries.
+//!    * a truncation that deleted segments from the end: segments past the newest one are deleted
+//!      (so is an empty segment an interrupted append had just created);
 //!    * a purge: segments whose records are all at or below the purge point are deleted.
 //!
-//! Throughout, files are only deleted from the end (truncation, discard) or from the start (purge),
-//! so the segments on disk are contiguous at every instant a crash could hit. What the open did is
-//! in [`FileStorage::recovery_report`] and logged with `tracing`.
+//! Throughout, segments are only deleted from the end (truncation, discard) or from the start
+//! (purge), so the segments that matter stay contiguous whichever of those unlinks reached the disk
+//! before a crash. What the open did is in [`FileStorage::recovery_report`] and logged with
+//! `tracing`.
 //!
-//! Not detected: losing the *last* segment file entirely (nothing records how many segments there
-//! are); the log then ends earlier, as after a crash.
+//! Not detected: losing the `snapshot` file entirely (nothing else refers to it); the storage then
+//! has no snapshot.
 //!
 //! ## Group commit
 //!
@@ -193,7 +199,9 @@
 //! storage is open. A second [`FileStorage::open`] of the directory, from this process or
 //! another, fails with [`StorageError::Io`] of kind [`std::io::ErrorKind::WouldBlock`] naming the
 //! directory and the holder's pid. The lock is released when the storage is dropped or the process
-//! dies.
+//! dies. A held lock is retried for about 200 ms before `open` gives up: while another thread of the
+//! process spawns a child, the child shares the lock's descriptor until it execs, so a lock just
+//! released can look held for a moment.
 #![warn(missing_docs)]
 
 mod format;
@@ -290,6 +298,9 @@ pub struct RecoveryReport {
     pub removed_temp_files: Vec<PathBuf>,
     /// Segments an interrupted purge had left, deleted.
     pub removed_purged_segments: Vec<PathBuf>,
+    /// Segments past the newest one recorded in `log_meta`, deleted: left by an interrupted
+    /// truncation, or created by an append that a crash stopped before it wrote anything.
+    pub removed_unreferenced_segments: Vec<PathBuf>,
     /// An interrupted truncation, completed: entries from this index on were deleted.
     pub completed_truncation: Option<LogIndex>,
     /// An interrupted `install_snapshot` that discards the log, completed: the log now starts after
@@ -303,6 +314,7 @@ impl RecoveryReport {
         self.torn_tail.is_none()
             && self.removed_temp_files.is_empty()
             && self.removed_purged_segments.is_empty()
+            && self.removed_unreferenced_segments.is_empty()
             && self.completed_truncation.is_none()
             && self.completed_snapshot_install.is_none()
     }

@@ -223,10 +223,28 @@ impl Store {
             })?;
             store.report.completed_truncation = Some(from);
         }
+        if pending_discard.is_none() {
+            let newest = store.meta.last_segment.unwrap_or(0);
+            while store.segments.last().is_some_and(|s| s.first > newest) {
+                let seg = store.segments.pop().expect("a segment");
+                drop(seg.file);
+                store.remove_file(&seg.path)?;
+                store.report.removed_unreferenced_segments.push(seg.path);
+            }
+            if !store.report.removed_unreferenced_segments.is_empty() {
+                store.sync_dir(&store.log_dir.clone())?;
+            }
+        }
         let removed = store.remove_purged_segments()?;
         store.report.removed_purged_segments = removed;
-        if meta_missing {
-            store.write_meta(LogMeta::default())?;
+        let newest = store.segments.last().map(|s| s.first);
+        if meta_missing || store.meta.last_segment != newest {
+            // Only after deletions above (an empty newest segment left by a torn first append is
+            // one): the record follows the segments that remain.
+            store.write_meta(LogMeta {
+                last_segment: newest,
+                ..store.meta
+            })?;
         }
         Ok(store)
     }
@@ -259,19 +277,30 @@ impl Store {
         Ok(())
     }
 
-    /// Checks that the segments that matter hold one contiguous run of entries starting at or
-    /// before the entry after the purge point. Segments an interrupted purge left (all their records
-    /// purged) or an interrupted truncation left (starting at or after the recorded truncation) are
-    /// not checked against each other: the unlinks of such a step need not reach the disk in order,
-    /// and recovery deletes them anyway.
+    /// Checks that the newest segment recorded in the log metadata exists, and that the segments
+    /// that matter hold one contiguous run of entries starting at or before the entry after the purge
+    /// point. Segments an interrupted purge left (all their records purged), or an interrupted
+    /// truncation left (past the newest segment or the recorded truncation) are not checked against
+    /// each other: the unlinks of such a step need not reach the disk in order, and recovery deletes
+    /// them anyway.
     fn check_segments_contiguous(&self, meta_path: &Path) -> Result<(), StorageError> {
         let last_purged = self.meta.last_purged();
         let truncated = self.meta.truncate_from.unwrap_or(LogIndex::MAX);
+        if let Some(newest) = self.meta.last_segment {
+            if !self.segments.iter().any(|s| s.first == newest) {
+                return Err(StorageError::Corrupted(format!(
+                    "{} is missing: {} records it as the newest segment",
+                    self.log_dir.join(segment_file_name(newest)).display(),
+                    meta_path.display()
+                )));
+            }
+        }
+        let newest = self.meta.last_segment.unwrap_or(0);
         let is_leftover = |s: &Segment| s.next_index() <= last_purged.index + 1;
         let leftovers = self.segments.iter().take_while(|s| is_leftover(s)).count();
         let live: Vec<&Segment> = self.segments[leftovers..]
             .iter()
-            .take_while(|s| s.first < truncated)
+            .take_while(|s| s.first < truncated && s.first <= newest)
             .collect();
         if let Some(s) = live.iter().find(|s| is_leftover(s)) {
             return Err(corrupted(
@@ -527,6 +556,10 @@ impl Store {
         if roll {
             self.create_segment(batch.first)?;
         }
+        debug_assert_eq!(
+            self.meta.last_segment,
+            self.segments.last().map(|s| s.first)
+        );
         let sync = self.sync();
         let seg = self.segments.last_mut().expect("a segment to append to");
         let ctx = || format!("appending to {}", seg.path.display());
@@ -561,6 +594,11 @@ impl Store {
             .write(true)
             .open(&path)
             .map_err(io_error(format_args!("opening {}", path.display())))?;
+        // Only now that the file exists may the metadata name it; records are appended only after.
+        self.write_meta(LogMeta {
+            last_segment: Some(first),
+            ..self.meta
+        })?;
         self.segments.push(Segment {
             first,
             path,
@@ -661,18 +699,12 @@ impl Store {
             return Ok(());
         }
         self.guard(|s| {
-            // One file to change (the usual case: the conflict is in the last segment) is atomic on
-            // its own. Several are made atomic by recording the truncation first: recovery
-            // completes it.
-            let marker = s.truncation_file_ops(from) > 1;
-            if marker {
-                s.write_meta(LogMeta {
-                    truncate_from: Some(from),
-                    ..s.meta
-                })?;
+            let first_step = s.truncation_record(from);
+            if let Some(meta) = first_step {
+                s.write_meta(meta)?;
             }
             s.truncate_files(from)?;
-            if marker {
+            if s.meta.truncate_from.is_some() {
                 s.write_meta(LogMeta {
                     truncate_from: None,
                     ..s.meta
@@ -680,15 +712,33 @@ impl Store {
             }
             // A segment cut down to purged entries only is useless now (as after a purge).
             s.remove_purged_segments()?;
+            debug_assert_eq!(s.meta.last_segment, s.segments.last().map(|seg| seg.first));
             Ok(())
         })
     }
 
-    /// How many files a truncation at `from` changes.
-    fn truncation_file_ops(&self, from: LogIndex) -> usize {
-        let keep = self.segments.partition_point(|s| s.first < from);
-        let cut = keep > 0 && self.segments[keep - 1].next_index() > from;
-        self.segments.len() - keep + usize::from(cut)
+    /// What a truncation at `from` records in the log metadata before it touches any segment, if
+    /// anything. Cutting the tail of one segment (the usual case: the conflict is in the last
+    /// segment) is atomic on its own and records nothing. Deleting segments from the end is made
+    /// atomic by recording the new newest segment first (recovery deletes the segments past it).
+    /// Both at once: the truncation itself is recorded too, and recovery completes it.
+    fn truncation_record(&self, from: LogIndex) -> Option<LogMeta> {
+        let keep = self.segments.partition_point(|seg| seg.first < from);
+        let deletes = self.segments.len() > keep;
+        let cuts = keep > 0 && self.segments[keep - 1].next_index() > from;
+        // The newest segment afterwards: the one holding `from - 1`, unless that entry is the purge
+        // point (then every segment left holds only purged entries, and goes too).
+        let newest = if keep == 0 || from == self.meta.last_purged_index + 1 {
+            None
+        } else {
+            Some(self.segments[keep - 1].first)
+        };
+        let marker = deletes && cuts && newest.is_some();
+        (marker || newest != self.meta.last_segment).then_some(LogMeta {
+            truncate_from: marker.then_some(from),
+            last_segment: newest,
+            ..self.meta
+        })
     }
 
     /// Deletes every record at `from` and after: whole segments from the last one backwards (so the
@@ -741,10 +791,19 @@ impl Store {
         self.guard(|s| {
             // The metadata is the commit point; deleting the segments it makes useless is redone by
             // recovery if a crash interrupts it.
+            let all_purged = s
+                .segments
+                .last()
+                .is_some_and(|seg| seg.next_index() <= upto + 1);
             s.write_meta(LogMeta {
                 last_purged_term: term,
                 last_purged_index: upto,
                 truncate_from: None,
+                last_segment: if all_purged {
+                    None
+                } else {
+                    s.meta.last_segment
+                },
             })?;
             s.remove_purged_segments()?;
             Ok(())
@@ -806,6 +865,7 @@ impl Store {
             last_purged_term: id.term,
             last_purged_index: id.index,
             truncate_from: None,
+            last_segment: None,
         })
     }
 
@@ -853,7 +913,20 @@ fn acquire_lock(dir: &Path) -> Result<File, StorageError> {
         .truncate(false)
         .open(&path)
         .map_err(io_error(format_args!("opening {}", path.display())))?;
-    match <File as fs4::FileExt>::try_lock(&file) {
+    // A child process another thread of this process is starting shares the lock's descriptor
+    // until it execs (a fork copies the descriptor table), so a lock just released can look held
+    // for a moment: a held lock is retried for about 200 ms before it counts as held.
+    let mut attempt = 0;
+    let locked = loop {
+        match <File as fs4::FileExt>::try_lock(&file) {
+            Err(fs4::TryLockError::WouldBlock) if attempt < 8 => {
+                std::thread::sleep(std::time::Duration::from_millis(1 << attempt.min(6)));
+                attempt += 1;
+            }
+            other => break other,
+        }
+    };
+    match locked {
         Ok(()) => {}
         Err(fs4::TryLockError::WouldBlock) => {
             let mut holder = String::new();
@@ -1104,7 +1177,7 @@ mod tests {
         s.write_meta(LogMeta {
             last_purged_term: 1,
             last_purged_index: 7,
-            truncate_from: None,
+            ..s.meta
         })
         .unwrap();
         s.close();
@@ -1122,18 +1195,21 @@ mod tests {
 
     #[test]
     fn interrupted_truncation_is_completed_at_every_step() {
-        for from in [2, 3, 5, 8] {
+        // Cuts inside a segment and at segment boundaries, from near the start and the end.
+        let probe = store_with(tempfile::tempdir().unwrap().path(), 12);
+        let boundary = probe.segments[2].first;
+        drop(probe);
+        for from in [2, 3, 5, 8, boundary, boundary + 1, 12] {
             let mut steps = 0;
             loop {
                 let dir = tempfile::tempdir().unwrap();
                 let mut s = store_with(dir.path(), 12);
-                assert!(s.truncation_file_ops(from) > 1);
-                s.write_meta(LogMeta {
-                    truncate_from: Some(from),
-                    ..s.meta
-                })
-                .unwrap();
-                // Then `steps` of the physical steps: segment deletions from the back, then the cut.
+                // The first step of `truncate`, then `steps` of the physical ones: segment
+                // deletions from the back, then the cut.
+                let record = s.truncation_record(from);
+                if let Some(meta) = record {
+                    s.write_meta(meta).unwrap();
+                }
                 let keep = s.segments.partition_point(|seg| seg.first < from);
                 let deletions = s.segments.len() - keep;
                 let mut done = 0;
@@ -1149,20 +1225,33 @@ mod tests {
                 s.close();
                 drop(s);
                 let mut s = reopen(dir.path());
-                assert_eq!(s.report().completed_truncation, Some(from));
+                let what = format!("truncate({from}) interrupted after {steps} steps");
+                if record.and_then(|m| m.truncate_from).is_some() {
+                    assert_eq!(s.report().completed_truncation, Some(from), "{what}");
+                }
                 assert_eq!(s.meta.truncate_from, None);
+                // All or nothing: nothing only if the crash came before the truncation's first
+                // (and only) step, the cut.
+                let end = if record.is_none() && !finished {
+                    13
+                } else {
+                    from
+                };
                 assert_eq!(
                     log(&mut s),
-                    (1..from).map(|i| entry(1, i)).collect::<Vec<_>>(),
-                    "truncate({from}) interrupted after {steps} steps"
+                    (1..end).map(|i| entry(1, i)).collect::<Vec<_>>(),
+                    "{what}"
                 );
                 // The log goes on from there, and a clean reopen does not truncate again.
+                if end == 13 {
+                    s.truncate(from).unwrap();
+                }
                 s.append(&encode_batch(from, &[entry(2, from)]).unwrap())
                     .unwrap();
                 s.close();
                 drop(s);
                 let mut s = reopen(dir.path());
-                assert!(s.report().is_clean());
+                assert!(s.report().is_clean(), "{what}: {:?}", s.report());
                 assert_eq!(log(&mut s).last(), Some(&entry(2, from)));
                 if finished {
                     break;
@@ -1244,11 +1333,9 @@ mod tests {
         let mut s = store_with(dir.path(), 12);
         let from = s.segments[1].first + 1;
         assert!(s.segments.len() >= 4);
-        s.write_meta(LogMeta {
-            truncate_from: Some(from),
-            ..s.meta
-        })
-        .unwrap();
+        let record = s.truncation_record(from).unwrap();
+        assert_eq!(record.truncate_from, Some(from));
+        s.write_meta(record).unwrap();
         fs::remove_file(&s.segments[2].path).unwrap();
         s.close();
         drop(s);
@@ -1268,6 +1355,35 @@ mod tests {
         drop(s);
         let e = Store::open(dir.path(), opts()).unwrap_err();
         assert!(e.to_string().contains("missing"), "{e}");
+    }
+
+    #[test]
+    fn a_segment_created_just_before_a_crash_is_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = store_with(dir.path(), 5);
+        let next = s.last_log_id().index + 1;
+        // The new segment's file exists, the metadata does not name it yet.
+        let log_dir = s.log_dir.clone();
+        s.write_atomic(
+            &log_dir,
+            &segment_file_name(next),
+            &format::segment_header(next),
+        )
+        .unwrap();
+        s.close();
+        drop(s);
+        let mut s = reopen(dir.path());
+        assert_eq!(s.report().removed_unreferenced_segments.len(), 1);
+        assert_eq!(
+            log(&mut s),
+            (1..=5).map(|i| entry(1, i)).collect::<Vec<_>>()
+        );
+        s.append(&encode_batch(6, &[entry(1, 6)]).unwrap()).unwrap();
+        s.close();
+        drop(s);
+        let mut s = reopen(dir.path());
+        assert!(s.report().is_clean());
+        assert_eq!(log(&mut s).len(), 6);
     }
 
     #[test]

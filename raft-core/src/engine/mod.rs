@@ -499,10 +499,14 @@ impl<C: Clone> Engine<C> {
     }
 
     /// Reports that an RPC to `to` got no answer (unreachable, timed out). A leader stops pipelining to
-    /// it and probes again at the next heartbeat.
+    /// it and probes again at the next heartbeat. A follower already being probed keeps its
+    /// `next_index`: resetting it to `match_index + 1` would, for a follower whose match is not yet
+    /// known (0), resend the whole log from index 1 instead of backtracking from the end.
     pub fn handle_unreachable(&mut self, to: NodeId) {
         if let Some(pr) = self.progress.get_mut(&to) {
-            pr.become_probe();
+            if pr.state == ReplicationState::Replicate {
+                pr.become_probe();
+            }
             pr.probe_sent = true;
         }
     }

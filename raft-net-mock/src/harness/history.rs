@@ -152,7 +152,7 @@ impl History {
                     ));
                 }
             }
-            if latest_invoked.map_or(true, |(inv, _, _)| op.invoked > inv) {
+            if !matches!(latest_invoked, Some((inv, _, _)) if inv >= op.invoked) {
                 latest_invoked = Some((op.invoked, op, index));
             }
         }
@@ -171,7 +171,11 @@ mod tests {
 
     fn check(h: &History, positions: &[(u64, LogIndex)]) -> Result<(), String> {
         let positions: BTreeMap<u64, LogIndex> = positions.iter().copied().collect();
-        h.check(&positions, |i| Some(LogId::new(1, i)), |v| positions.contains_key(&v))
+        h.check(
+            &positions,
+            |i| Some(LogId::new(1, i)),
+            |v| positions.contains_key(&v),
+        )
     }
 
     #[test]

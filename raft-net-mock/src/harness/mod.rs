@@ -202,7 +202,10 @@ impl fmt::Display for WriteError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             WriteError::NotProposed { leader_hint } => {
-                write!(f, "not proposed: no leader took the write (hint {leader_hint:?})")
+                write!(
+                    f,
+                    "not proposed: no leader took the write (hint {leader_hint:?})"
+                )
             }
             WriteError::Unknown(e) => write!(f, "outcome unknown: {e}"),
             WriteError::Timeout => f.write_str("outcome unknown: no answer in time"),

@@ -205,12 +205,22 @@ impl RaftNetwork<u64> for ObservedNetwork {
         let term = request.term;
         // Keep only the ids: the request itself moves into the call.
         let sent: Vec<raft_core::LogId> = request.entries.iter().map(|e| e.log_id).collect();
+        *lock(&self.world)
+            .stats
+            .entries_sent
+            .entry((self.node, target))
+            .or_default() += sent.len() as u64;
         let response = self.inner.append_entries(target, request).await?;
         self.check_power(target)?;
         let mut w = lock(&self.world);
         w.stats.append_responses += 1;
         if !matches!(response.result, AppendResult::Success { .. }) {
-            w.trace(|| format!("node {}: append to {target} in term {term}: {response:?}", self.node));
+            w.trace(|| {
+                format!(
+                    "node {}: append to {target} in term {term}: {response:?}",
+                    self.node
+                )
+            });
         }
         match response.result {
             AppendResult::Conflict { .. } => {
@@ -267,13 +277,13 @@ impl RaftNetwork<u64> for ObservedNetwork {
             // persists the last hard state of a batch, so a vote in term T may be superseded, in the
             // same batch, by a later term T' that is persisted instead: that is as good (the voter can
             // never vote in T again), provided it never durably voted for anyone else in T.
-            let vote = w.durable_vote(term, target);
+            let votes = w.durable_votes(term, target);
             let durable = w.nodes.get(&target).map(|obs| obs.hard_state);
-            let superseded = vote.is_none() && durable.is_some_and(|hs| hs.term > term);
-            if response.term != term || (vote != Some(candidate) && !superseded) {
+            let superseded = votes.is_empty() && durable.is_some_and(|hs| hs.term > term);
+            if response.term != term || (!votes.contains(&candidate) && !superseded) {
                 w.violation(format!(
                     "ordering rule 1: node {target} granted its vote in term {term} (answer term {}) to {candidate}, \
-                     but its durable vote in that term is {vote:?} (hard state now {durable:?})",
+                     but its durable votes in that term are {votes:?} (hard state now {durable:?})",
                     response.term
                 ));
             }

@@ -78,7 +78,11 @@ impl StateMachine for LogStateMachine {
         Ok(data)
     }
 
-    async fn restore(&mut self, meta: &SnapshotMeta, _data: &[u8]) -> Result<(), StateMachineError> {
+    async fn restore(
+        &mut self,
+        meta: &SnapshotMeta,
+        _data: &[u8],
+    ) -> Result<(), StateMachineError> {
         self.last = Some(meta.last_log_id);
         lock(&self.world).on_restore(self.node, self.incarnation, meta.last_log_id.index);
         Ok(())

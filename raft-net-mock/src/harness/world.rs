@@ -138,6 +138,8 @@ pub struct HarnessStats {
     pub append_responses: u64,
     /// AppendEntries answered with `Conflict` (the follower's log did not match), by `(leader, follower)`.
     pub append_conflicts: BTreeMap<(NodeId, NodeId), u64>,
+    /// Log entries carried by AppendEntries requests, by `(leader, follower)` (counted when sent).
+    pub entries_sent: BTreeMap<(NodeId, NodeId), u64>,
     /// Vote requests answered.
     pub vote_responses: u64,
     /// Truncations of a durable log (each removes a conflicting suffix).
@@ -163,8 +165,8 @@ pub(crate) struct World {
     pub(crate) nodes: BTreeMap<NodeId, NodeObs>,
     /// Leaders as seen in metrics: term -> nodes that said they lead it.
     pub(crate) leaders: BTreeMap<Term, BTreeSet<NodeId>>,
-    /// Durable votes: term -> voter -> candidate.
-    votes: BTreeMap<Term, BTreeMap<NodeId, NodeId>>,
+    /// Durable votes: term -> voter -> the candidates it voted for (more than one is a violation).
+    votes: BTreeMap<Term, BTreeMap<NodeId, BTreeSet<NodeId>>>,
     /// The index of the no-op each leader appends on taking office, by term.
     blanks: BTreeMap<Term, LogIndex>,
     /// `(index, log id) -> chain hash` of every entry ever durable on any node (full logs only).
@@ -277,7 +279,10 @@ impl World {
             let obs = &self.nodes[&id];
             obs.log
                 .iter()
-                .filter_map(|e| obs.chain_at(e.log_id.index).map(|h| (e.log_id.index, e.log_id, h)))
+                .filter_map(|e| {
+                    obs.chain_at(e.log_id.index)
+                        .map(|h| (e.log_id.index, e.log_id, h))
+                })
                 .collect()
         };
         for (index, log_id, h) in chained {
@@ -307,18 +312,25 @@ impl World {
         self.max_term = self.max_term.max(hs.term);
         if let Some(candidate) = hs.voted_for {
             let quorum = self.quorum();
-            let term_votes = self.votes.entry(hs.term).or_default();
-            let previous = term_votes.insert(id, candidate);
-            if previous.is_some_and(|p| p != candidate) {
-                let msg = format!(
-                    "election safety: node {id} voted for {candidate} in term {} after voting for {previous:?}",
+            let term_votes = self
+                .votes
+                .entry(hs.term)
+                .or_default()
+                .entry(id)
+                .or_default();
+            term_votes.insert(candidate);
+            if term_votes.len() > 1 {
+                let all = term_votes.clone();
+                self.violation(format!(
+                    "election safety: node {id} voted for each of {all:?} in term {}",
                     hs.term
-                );
-                self.violation(msg);
+                ));
             }
             let mut tally: BTreeMap<NodeId, usize> = BTreeMap::new();
-            for &c in self.votes[&hs.term].values() {
-                *tally.entry(c).or_default() += 1;
+            for candidates in self.votes[&hs.term].values() {
+                for &c in candidates {
+                    *tally.entry(c).or_default() += 1;
+                }
             }
             let winners: Vec<NodeId> = tally
                 .iter()
@@ -334,9 +346,13 @@ impl World {
         }
     }
 
-    /// The vote node `voter` made durable in `term`, if any.
-    pub(crate) fn durable_vote(&self, term: Term, voter: NodeId) -> Option<NodeId> {
-        self.votes.get(&term).and_then(|v| v.get(&voter)).copied()
+    /// The votes node `voter` made durable in `term` (one at most, unless something is wrong).
+    pub(crate) fn durable_votes(&self, term: Term, voter: NodeId) -> BTreeSet<NodeId> {
+        self.votes
+            .get(&term)
+            .and_then(|v| v.get(&voter))
+            .cloned()
+            .unwrap_or_default()
     }
 
     pub(crate) fn on_append(&mut self, id: NodeId, entries: &[Entry<u64>]) {
@@ -722,5 +738,275 @@ impl World {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use raft_core::Membership;
+
+    fn world(n: u64) -> World {
+        let mut w = World::new(1, "replay".into(), (1..=n).collect());
+        for id in 1..=n {
+            w.on_open(id, HardState::default(), LogId::default(), Vec::new());
+        }
+        w
+    }
+
+    fn cmd(term: Term, index: LogIndex, v: u64) -> Entry<u64> {
+        Entry {
+            log_id: LogId::new(term, index),
+            payload: EntryPayload::Command(v),
+        }
+    }
+
+    fn blank(term: Term, index: LogIndex) -> Entry<u64> {
+        Entry {
+            log_id: LogId::new(term, index),
+            payload: EntryPayload::Blank,
+        }
+    }
+
+    fn membership() -> Entry<u64> {
+        Entry {
+            log_id: LogId::new(0, 1),
+            payload: EntryPayload::Membership(Membership::new([1, 2, 3])),
+        }
+    }
+
+    fn has(w: &World, what: &str) -> bool {
+        w.violations.iter().any(|v| v.contains(what))
+    }
+
+    #[test]
+    fn a_healthy_history_has_no_violation() {
+        let mut w = world(3);
+        for id in 1..=3 {
+            w.on_append(id, &[membership()]);
+        }
+        w.on_save_hard_state(
+            1,
+            HardState {
+                term: 1,
+                voted_for: Some(1),
+            },
+        );
+        w.on_save_hard_state(
+            2,
+            HardState {
+                term: 1,
+                voted_for: Some(1),
+            },
+        );
+        w.observe_leader(1, 1);
+        let entries = [blank(1, 2), cmd(1, 3, 7)];
+        w.on_append(1, &entries);
+        w.on_append(2, &entries);
+        w.on_apply(1, 1, &[membership(), blank(1, 2), cmd(1, 3, 7)]);
+        w.on_apply(2, 1, &[membership(), blank(1, 2), cmd(1, 3, 7)]);
+        w.observe_leader(1, 1);
+        assert!(w.violations.is_empty(), "{:?}", w.violations);
+        assert!(w.check_log_matching().is_ok());
+        assert!(w.check_state_machine_safety().is_ok());
+    }
+
+    #[test]
+    fn two_leaders_in_a_term() {
+        let mut w = world(3);
+        w.observe_leader(1, 2);
+        w.observe_leader(2, 2);
+        assert!(has(&w, "election safety"));
+        assert!(w.check_election_safety().is_err());
+    }
+
+    #[test]
+    fn a_changed_vote_and_two_majorities() {
+        let mut w = world(3);
+        w.on_save_hard_state(
+            1,
+            HardState {
+                term: 1,
+                voted_for: Some(1),
+            },
+        );
+        w.on_save_hard_state(
+            1,
+            HardState {
+                term: 1,
+                voted_for: Some(2),
+            },
+        );
+        assert!(has(&w, "changed its vote"));
+        let mut w = world(3);
+        // Node 2 "forgets" its vote across a restart and votes again.
+        w.on_save_hard_state(
+            2,
+            HardState {
+                term: 1,
+                voted_for: Some(1),
+            },
+        );
+        w.on_save_hard_state(
+            1,
+            HardState {
+                term: 1,
+                voted_for: Some(1),
+            },
+        );
+        w.on_open(
+            2,
+            HardState {
+                term: 1,
+                voted_for: None,
+            },
+            LogId::default(),
+            Vec::new(),
+        );
+        w.on_save_hard_state(
+            2,
+            HardState {
+                term: 1,
+                voted_for: Some(3),
+            },
+        );
+        w.on_save_hard_state(
+            3,
+            HardState {
+                term: 1,
+                voted_for: Some(3),
+            },
+        );
+        assert!(has(&w, "durability"), "{:?}", w.violations);
+        assert!(has(&w, "node 2 voted for each of {1, 3} in term 1"));
+        assert!(has(&w, "each hold a majority"));
+    }
+
+    #[test]
+    fn two_no_ops_in_one_term() {
+        let mut w = world(3);
+        w.on_append(1, &[membership(), blank(2, 2)]);
+        w.on_append(2, &[membership(), cmd(1, 2, 5), blank(2, 3)]);
+        assert!(has(&w, "two no-op entries of term 2"));
+    }
+
+    #[test]
+    fn log_matching_across_nodes() {
+        let mut w = world(3);
+        w.on_append(1, &[membership(), cmd(1, 2, 5), cmd(2, 3, 6)]);
+        // Same id at index 3, but a different entry at index 2.
+        w.on_append(2, &[membership(), cmd(1, 2, 9), cmd(2, 3, 6)]);
+        assert!(has(&w, "log matching"), "{:?}", w.violations);
+        assert!(w.check_log_matching().is_err());
+    }
+
+    #[test]
+    fn truncations_that_break_leader_append_only_or_lose_commits() {
+        let mut w = world(3);
+        w.on_save_hard_state(
+            1,
+            HardState {
+                term: 2,
+                voted_for: Some(1),
+            },
+        );
+        w.observe_leader(1, 2);
+        w.on_append(1, &[membership(), blank(2, 2), cmd(2, 3, 1)]);
+        w.on_truncate(1, 3);
+        assert!(has(&w, "leader append-only: node 1, leader of term 2"));
+        assert!(has(&w, "of its own current term"));
+
+        let mut w = world(3);
+        for id in 1..=3 {
+            w.on_append(id, &[membership(), cmd(1, 2, 5)]);
+        }
+        w.on_apply(1, 1, &[membership(), cmd(1, 2, 5)]);
+        w.on_save_hard_state(
+            2,
+            HardState {
+                term: 3,
+                voted_for: None,
+            },
+        );
+        w.on_truncate(2, 2);
+        assert!(has(&w, "committed entry lost"), "{:?}", w.violations);
+    }
+
+    #[test]
+    fn leader_append_only_by_sampling() {
+        let mut w = world(3);
+        w.on_save_hard_state(
+            1,
+            HardState {
+                term: 2,
+                voted_for: Some(1),
+            },
+        );
+        w.on_append(1, &[membership(), blank(2, 2)]);
+        w.observe_leader(1, 2);
+        // Rewritten behind the harness's back (same length, different entry).
+        w.nodes
+            .get_mut(&1)
+            .unwrap()
+            .set_log(LogId::default(), vec![membership(), cmd(1, 2, 3)]);
+        w.observe_leader(1, 2);
+        assert!(has(&w, "leader append-only"), "{:?}", w.violations);
+    }
+
+    #[test]
+    fn state_machine_safety_and_order() {
+        let mut w = world(3);
+        w.on_append(1, &[membership(), cmd(1, 2, 5)]);
+        w.on_append(2, &[membership(), cmd(1, 2, 5)]);
+        w.on_append(3, &[membership(), cmd(2, 2, 6)]);
+        w.on_apply(1, 1, &[membership(), cmd(1, 2, 5)]);
+        w.on_apply(3, 1, &[membership(), cmd(2, 2, 6)]);
+        assert!(has(&w, "node 3 applied 2-2"), "{:?}", w.violations);
+        let mut w = world(3);
+        w.on_append(1, &[membership(), cmd(1, 2, 5)]);
+        w.on_append(2, &[membership(), cmd(1, 2, 5)]);
+        w.on_apply(1, 1, &[cmd(1, 2, 5)]);
+        assert!(has(&w, "expected 1"), "gap: {:?}", w.violations);
+    }
+
+    #[test]
+    fn applying_what_a_majority_does_not_hold() {
+        let mut w = world(3);
+        w.on_append(1, &[membership(), cmd(1, 2, 5)]);
+        w.on_append(2, &[membership()]);
+        w.on_append(3, &[membership()]);
+        w.on_apply(1, 1, &[membership(), cmd(1, 2, 5)]);
+        assert!(
+            has(&w, "commitment: node 1 applied 1-2"),
+            "{:?}",
+            w.violations
+        );
+    }
+
+    #[test]
+    fn leader_completeness() {
+        let mut w = world(3);
+        for id in 1..=2 {
+            w.on_append(id, &[membership(), cmd(1, 2, 5)]);
+        }
+        w.on_save_hard_state(
+            1,
+            HardState {
+                term: 1,
+                voted_for: Some(1),
+            },
+        );
+        w.on_apply(1, 1, &[membership(), cmd(1, 2, 5)]);
+        // Node 3 lacks the committed entry, yet leads a later term.
+        w.on_save_hard_state(
+            3,
+            HardState {
+                term: 2,
+                voted_for: Some(3),
+            },
+        );
+        w.on_append(3, &[membership()]);
+        w.observe_leader(3, 2);
+        assert!(has(&w, "leader completeness"), "{:?}", w.violations);
     }
 }
