@@ -7,7 +7,10 @@
 //! SEEDS=2000 cargo test --release -p raft-net-mock --test simulation -- --nocapture  # many seeds
 //! SEED=1234 cargo test -p raft-net-mock --test simulation -- --nocapture         # replay one
 //! ```
-//! (`SEED_START` shifts the range `SEEDS` covers.)
+//! `SEED_START` shifts the range `SEEDS` covers; `SEED_TIMEOUT_SECS` (default 120) is the real-time
+//! limit of one seed, past which it is reported as hung (a livelock stops virtual time); and
+//! `HARNESS_TRACE=1` prints every observation of the harness (votes, appends, truncations, applies,
+//! leaders, crashes) with its virtual time, to follow a failing seed.
 //!
 //! Each seed runs in a fresh current-thread runtime with paused time, so a seed replays exactly,
 //! alone or among others; the `same_seed_same_history` test checks that.
@@ -24,7 +27,7 @@ use raft_net_mock::{Faults, RouterStats};
 use tokio::time::sleep;
 
 /// Seeds run by a plain `cargo test`.
-const DEFAULT_SEEDS: u64 = 24;
+const DEFAULT_SEEDS: u64 = 100;
 
 const REPLAY: &str = "SEED={seed} cargo test -p raft-net-mock --test simulation -- --nocapture";
 
@@ -72,8 +75,10 @@ fn random_partition(rng: &mut fastrand::Rng, ids: &[NodeId]) -> Vec<Vec<NodeId>>
 
 fn random_faults(rng: &mut fastrand::Rng) -> Faults {
     let lo = rng.u64(0..5);
+    // Now and then a very lossy network.
+    let max_drop = if rng.u32(0..5) == 0 { 0.5 } else { 0.2 };
     Faults {
-        drop_prob: rng.f64() * 0.2,
+        drop_prob: rng.f64() * max_drop,
         delay_ms: (lo, lo + rng.u64(0..40)),
         duplicate_prob: rng.f64() * 0.1,
         reorder_prob: rng.f64() * 0.3,
@@ -96,6 +101,14 @@ async fn scenario(seed: u64) -> Summary {
     if rng.bool() {
         config.max_entries_per_append = rng.usize(1..8);
         config.max_in_flight = rng.usize(1..4);
+    }
+    // A third of the runs have shorter, tighter timers: more elections, more RPC timeouts.
+    if rng.u32(0..3) == 0 {
+        let min = rng.u64(40..150);
+        config.election_timeout_min = ms(min);
+        config.election_timeout_max = ms(min + rng.u64(10..150));
+        config.heartbeat_interval = ms(rng.u64(5..min / 2));
+        config.rpc_timeout = ms(rng.u64(10..300));
     }
     let opts = ClusterOptions::new(n, seed)
         .config(config)
@@ -149,9 +162,17 @@ async fn scenario(seed: u64) -> Summary {
             }
             70..=79 => c.router().set_faults(random_faults(&mut rng)),
             80..=84 => c.router().set_faults(Faults::default()),
-            85..=94 => {
+            85..=89 => {
                 if let Some(l) = c.leader() {
                     c.crash(l).await;
+                }
+            }
+            90..=94 => {
+                // A leader that crashes and comes straight back.
+                if let Some(l) = c.leader() {
+                    c.crash(l).await;
+                    sleep(ms(rng.u64(0..50))).await;
+                    c.restart(l).await;
                 }
             }
             _ => {

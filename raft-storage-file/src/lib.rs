@@ -111,7 +111,7 @@
 //! no dependency is added. The non-self-describing candidates were rejected for that reason:
 //! postcard and bincode cannot decode internally tagged enums at all (bincode is also no longer
 //! developed). The cost is field and variant names in every entry (an `EntryPayload::Command`
-//! spends 8 bytes on its variant name; a `{key, value}` struct command 9 bytes on field names).
+//! spends 8 bytes on its variant name; a `{key, value}` struct command 10 bytes on field names).
 //! `append` still decodes every entry back before writing anything and refuses one that does not
 //! with [`StorageError::InvalidRequest`] (a type whose `Serialize` and `Deserialize` disagree), so a
 //! bad type fails on its first write rather than at the next restart.

@@ -64,7 +64,9 @@
 //!
 //! Violations are recorded as they are seen (observers run inside the nodes' tasks, where a panic would
 //! be lost) and reported by [`Cluster::check_safety`] / [`Cluster::assert_safe`] and the final checks.
-//! A failure message carries the seed and the command that replays it.
+//! A failure message carries the seed and the command that replays it. To follow a failing run, set
+//! `HARNESS_TRACE=1`: every observation (hard states, appends, truncations, applies, leaders, vote
+//! answers, rejected AppendEntries, crashes) is printed with its virtual time.
 //!
 //! ## Crashes
 //! [`Cluster::crash`] cuts the node's "power": from that moment its storage refuses every call (nothing
