@@ -1,7 +1,7 @@
 //! # raft-net-mock
 //!
 //! An in-process [`RaftNetwork`](raft_core::RaftNetwork): a [`Router`] passes requests straight to the
-//! target node's [`Raft`] handle (no serialization), and can partition the cluster, isolate nodes,
+//! target node's [`Raft`](raft_core::Raft) handle (no serialization), and can partition the cluster, isolate nodes,
 //! drop, delay, duplicate and reorder messages. Every random choice comes from one seeded generator,
 //! so on tokio's single-threaded runtime with paused time a run replays exactly from its seed.
 //!
@@ -13,6 +13,9 @@
 //! router.heal();
 //! # }
 //! ```
+//!
+//! The [`harness`] module builds whole simulated clusters on it: crashes and restarts, and checks of
+//! Raft's five safety properties, of durability and of the linearizability of client histories.
 #![warn(missing_docs)]
 
 pub mod harness;

@@ -596,3 +596,98 @@ async fn long_run_on_an_unreliable_network_loses_nothing() {
     let stats = c.router().stats();
     assert!(stats.dropped > 0 && stats.duplicated > 0, "{stats:?}");
 }
+
+// ----- the harness itself -----
+
+/// A storage that "forgets" its last entry when reopened: it acknowledged a write that does not
+/// survive a crash. The harness must notice.
+struct Forgetful {
+    inner: MemStorage<u64>,
+    forget: bool,
+}
+
+impl Forgetful {
+    async fn forget_now(&mut self) -> Result<(), raft_core::StorageError> {
+        use raft_core::RaftStorage;
+        if std::mem::take(&mut self.forget) {
+            let last = self.inner.log_state().await?.last_log_id.index;
+            if last > 0 {
+                self.inner.truncate(last).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl raft_core::RaftStorage<u64> for Forgetful {
+    async fn hard_state(&mut self) -> Result<raft_core::HardState, raft_core::StorageError> {
+        self.forget_now().await?;
+        self.inner.hard_state().await
+    }
+    async fn save_hard_state(
+        &mut self,
+        s: &raft_core::HardState,
+    ) -> Result<(), raft_core::StorageError> {
+        self.inner.save_hard_state(s).await
+    }
+    async fn log_state(&mut self) -> Result<raft_core::LogState, raft_core::StorageError> {
+        self.forget_now().await?;
+        self.inner.log_state().await
+    }
+    async fn entries(
+        &mut self,
+        start: u64,
+        end: u64,
+    ) -> Result<Vec<raft_core::Entry<u64>>, raft_core::StorageError> {
+        self.inner.entries(start, end).await
+    }
+    async fn append(&mut self, e: &[raft_core::Entry<u64>]) -> Result<(), raft_core::StorageError> {
+        self.inner.append(e).await
+    }
+    async fn truncate(&mut self, from: u64) -> Result<(), raft_core::StorageError> {
+        self.inner.truncate(from).await
+    }
+    async fn purge(&mut self, upto: u64) -> Result<(), raft_core::StorageError> {
+        self.inner.purge(upto).await
+    }
+    async fn install_snapshot(
+        &mut self,
+        s: raft_core::Snapshot,
+    ) -> Result<(), raft_core::StorageError> {
+        self.inner.install_snapshot(s).await
+    }
+    async fn snapshot(&mut self) -> Result<Option<raft_core::Snapshot>, raft_core::StorageError> {
+        self.inner.snapshot().await
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_harness_catches_a_storage_that_loses_acknowledged_entries() {
+    let mut handles = std::collections::BTreeMap::new();
+    let c = Cluster::start_with(ClusterOptions::new(3, 91), move |id| {
+        let reopened = handles.contains_key(&id);
+        let handle = handles
+            .entry(id)
+            .or_insert_with(|| MemStorage::<u64>::new().handle());
+        Forgetful {
+            inner: handle.open(),
+            forget: reopened,
+        }
+    })
+    .await;
+    c.initialize().await;
+    let leader = c.wait_for_leader(SEC).await;
+    let client = c.client();
+    for _ in 0..10 {
+        client.write(client.next_value()).await.unwrap();
+    }
+    assert_eq!(c.check_safety(), Ok(()));
+    let follower = c.ids().into_iter().find(|&id| id != leader).unwrap();
+    c.crash(follower).await;
+    c.restart(follower).await;
+    let err = c
+        .check_safety()
+        .expect_err("a storage that loses data is caught");
+    assert!(err.0.contains("durability"), "{err}");
+}

@@ -322,20 +322,25 @@ fn simulation() {
 /// counts. This is what makes a failing seed replay exactly.
 #[test]
 fn same_seed_same_history() {
-    let seed = env_u64("SEED").unwrap_or(7);
-    let first = run_seed(seed);
-    let second = run_seed(seed);
-    assert!(first.acked() > 0, "the run did some work");
-    if first != second {
-        let diverge = first
-            .history
-            .iter()
-            .zip(&second.history)
-            .position(|(a, b)| a != b);
-        panic!(
-            "seed {seed} did not replay exactly: first difference in the history at {diverge:?}; \
-             router {:?} vs {:?}; harness {:?} vs {:?}",
-            first.router, second.router, first.harness, second.harness
-        );
+    let seeds = match env_u64("SEED") {
+        Some(seed) => vec![seed],
+        None => vec![7, 8, 9],
+    };
+    for seed in seeds {
+        let first = run_seed(seed);
+        let second = run_seed(seed);
+        assert!(first.acked() > 0, "the run did some work");
+        if first != second {
+            let diverge = first
+                .history
+                .iter()
+                .zip(&second.history)
+                .position(|(a, b)| a != b);
+            panic!(
+                "seed {seed} did not replay exactly: first difference in the history at {diverge:?}; \
+                 router {:?} vs {:?}; harness {:?} vs {:?}",
+                first.router, second.router, first.harness, second.harness
+            );
+        }
     }
 }

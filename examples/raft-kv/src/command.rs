@@ -94,15 +94,15 @@ impl KvCommand {
 /// entries that carry no command.
 ///
 /// Each outcome a client must branch on is visible without extra lookups, so an HTTP API maps it
-/// directly:
+/// directly, as the server's API ([`crate::http`]) does:
 ///
 /// | response | HTTP |
 /// |---|---|
 /// | `Value(Some(v))` | `200` with `v` |
 /// | `Value(None)` | `404` |
-/// | `Put { previous: None }` | `201` (created) |
-/// | `Put { previous: Some(_) }` | `200` (replaced; the old value may be returned) |
-/// | `Deleted { previous: Some(_) }` | `200` / `204` |
+/// | `Put { previous: None }` | `200` with `"previous": null` (created) |
+/// | `Put { previous: Some(_) }` | `200` with the old value as `"previous"` (replaced) |
+/// | `Deleted { previous: Some(_) }` | `200` with the old value |
 /// | `Deleted { previous: None }` | `404` (the key did not exist; nothing changed) |
 /// | `CasResult { swapped: true, .. }` | `200` |
 /// | `CasResult { swapped: false, current }` | `409` with `current` (`None`: the key is absent) |

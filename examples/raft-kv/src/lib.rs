@@ -13,6 +13,10 @@
 //! * [`Cluster`] — several nodes in one process on `raft-storage-mem` and `raft-net-mock`: write
 //!   through the leader, kill and restart nodes, wait for elections and catch-up.
 //! * [`demo`] — the failover scenario behind `cargo run -p raft-kv --example failover`.
+//! * The `raft-kv` binary ([`cli`]): `serve` runs one node ([`server`]: `raft-storage-file` in a
+//!   data directory, `raft-net-tcp` between nodes, the HTTP/JSON API of [`http`] for clients);
+//!   `cluster` starts a local cluster of `serve` processes; `get`/`put`/`delete`/`cas`/`status` are
+//!   a client ([`client::KvClient`]) that follows the leader redirects.
 //!
 //! ## Quick start
 //!
@@ -54,9 +58,14 @@
 //! [`KvStateMachine::reader`] if you want local reads.
 #![warn(missing_docs)]
 
+pub mod cli;
+pub mod client;
 mod cluster;
 mod command;
 pub mod demo;
+pub mod http;
+mod launcher;
+pub mod server;
 mod state_machine;
 
 pub use cluster::{Cluster, ClusterError, KvRaft};

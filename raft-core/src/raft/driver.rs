@@ -212,12 +212,19 @@ where
     }
 
     async fn main_loop(&mut self) -> Stop {
+        // One timer for the whole loop, moved only when the engine's deadline moves: creating and
+        // dropping a `Sleep` per iteration registered and removed a timer entry every batch.
+        let timer = tokio::time::sleep_until(self.epoch);
+        tokio::pin!(timer);
         loop {
             let wait = std::time::Duration::from_millis(self.engine.next_deadline());
             let deadline = self
                 .epoch
                 .checked_add(wait)
                 .unwrap_or_else(|| Instant::now() + std::time::Duration::from_secs(3600));
+            if timer.deadline() != deadline {
+                timer.as_mut().reset(deadline);
+            }
             tokio::select! {
                 biased;
                 ev = self.apply_events.recv() => match ev {
@@ -231,7 +238,7 @@ where
                     Some(msg) => if let Err(stop) = self.on_api(msg) { return stop },
                     None => return Stop::Requested,
                 },
-                _ = tokio::time::sleep_until(deadline) => {}
+                _ = &mut timer => {}
             }
             // Fold whatever else is already queued into the same batch.
             if let Err(stop) = self.drain_queued() {
@@ -427,34 +434,52 @@ where
             .or_insert_with(|| PeerSender::spawn(to, Arc::clone(network), timeout, rpc_tx.clone()))
     }
 
+    /// Publishes the metrics if anything changed. Runs after every batch, so it updates the published
+    /// value in place and allocates only when the membership or the set of followers changes (building
+    /// a fresh `Metrics` cloned the membership and a map each time).
     fn publish_metrics(&mut self) {
         let engine = &self.engine;
-        let replication = engine
-            .progress()
-            .iter()
-            .map(|(&id, p)| (id, p.match_index))
-            .collect();
         let last_applied = self.last_applied;
         let id = self.id;
         self.metrics_tx.send_if_modified(|m| {
-            let new = Metrics {
-                id,
-                status: NodeStatus::Running,
-                role: engine.role(),
-                current_term: engine.term(),
-                current_leader: engine.leader(),
-                last_log_id: engine.last_log_id(),
-                commit_index: engine.commit_index(),
-                last_applied,
-                membership: engine.membership().clone(),
-                replication,
-            };
-            if *m == new {
-                false
-            } else {
-                *m = new;
-                true
+            let mut changed = false;
+            changed |= update(&mut m.id, id);
+            changed |= update(&mut m.status, NodeStatus::Running);
+            changed |= update(&mut m.role, engine.role());
+            changed |= update(&mut m.current_term, engine.term());
+            changed |= update(&mut m.current_leader, engine.leader());
+            changed |= update(&mut m.last_log_id, engine.last_log_id());
+            changed |= update(&mut m.commit_index, engine.commit_index());
+            changed |= update(&mut m.last_applied, last_applied);
+            if m.membership != *engine.membership() {
+                m.membership = engine.membership().clone();
+                changed = true;
             }
+            let progress = engine.progress();
+            let same_followers =
+                m.replication.len() == progress.len() && m.replication.keys().eq(progress.keys());
+            if same_followers {
+                for (slot, p) in m.replication.values_mut().zip(progress.values()) {
+                    changed |= update(slot, p.match_index);
+                }
+            } else {
+                m.replication = progress
+                    .iter()
+                    .map(|(&id, p)| (id, p.match_index))
+                    .collect();
+                changed = true;
+            }
+            changed
         });
+    }
+}
+
+/// Sets `*slot` to `value`; returns whether it changed.
+fn update<T: PartialEq>(slot: &mut T, value: T) -> bool {
+    if *slot == value {
+        false
+    } else {
+        *slot = value;
+        true
     }
 }

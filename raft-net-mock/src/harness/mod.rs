@@ -828,6 +828,9 @@ impl<S: RaftStorage<u64>> Cluster<S> {
 
 /// A client of a harness cluster: writes unique values and records every write in the cluster's
 /// history. Cheap to clone.
+///
+/// On a network without delays a write takes no virtual time at all, so a task that writes in a loop
+/// must pause between writes (`tokio::time::sleep`), or virtual time never advances past that instant.
 #[derive(Clone)]
 pub struct Client {
     router: Router<LogStateMachine>,

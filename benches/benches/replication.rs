@@ -1,0 +1,134 @@
+//! Replication throughput and latency of a 3-node cluster in one process.
+//!
+//! Run: `cargo bench -p raft-bench` (a few minutes), or one scenario with a filter, e.g.
+//! `cargo bench -p raft-bench -- noop_mem`. Groups:
+//! 1. `noop_mem`: the openraft `benchmarks/minimal` workload: `MemStorage`, mock network without
+//!    serialization or faults, a no-op state machine, empty commands; 1, 64, 256, 1024 and 4096
+//!    client tasks each writing in a loop.
+//! 2. `kv_mem`: the replicated hash table (`raft-kv`), 100-byte values, same storage and network.
+//! 3. `kv_file_tcp`: the hash table on `FileStorage` (fsync on, temporary directories) and TCP on
+//!    loopback; 1, 16 and 256 clients.
+//! 4. `latency`: one client's write latency for 1 and 3; criterion reports the mean, and p50 / p99 of
+//!    every write timed during the measurement are printed to stdout.
+//!
+//! Throughput is in writes per second (`Throughput::Elements`, one element per write). The runtime
+//! is tokio's current-thread runtime unless `RAFT_BENCH_RT=multi` (2 workers; see the crate docs).
+
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use raft_bench::{
+    kv_put, latencies, percentiles, run_clients, runtime, runtime_name, FileTcpCluster, MemCluster,
+    NoopSm,
+};
+use raft_kv::KvStateMachine;
+
+fn short<'a>(
+    c: &'a mut Criterion,
+    name: &str,
+) -> criterion::BenchmarkGroup<'a, criterion::measurement::WallTime> {
+    let mut g = c.benchmark_group(name);
+    g.sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+        .throughput(Throughput::Elements(1));
+    g
+}
+
+fn noop_mem(c: &mut Criterion) {
+    println!("runtime: {}", runtime_name());
+    let rt = runtime();
+    let mut g = short(c, "noop_mem");
+    for clients in [1usize, 64, 256, 1024, 4096] {
+        g.bench_with_input(
+            BenchmarkId::from_parameter(clients),
+            &clients,
+            |b, &clients| {
+                let cluster = rt.block_on(MemCluster::start(|| NoopSm));
+                b.iter_custom(|iters| {
+                    rt.block_on(run_clients(cluster.leader(), clients, iters, |_, _| ()))
+                });
+                rt.block_on(cluster.shutdown());
+            },
+        );
+    }
+    g.finish();
+}
+
+fn kv_mem(c: &mut Criterion) {
+    let rt = runtime();
+    let mut g = short(c, "kv_mem");
+    for clients in [1usize, 64, 256, 1024] {
+        g.bench_with_input(
+            BenchmarkId::from_parameter(clients),
+            &clients,
+            |b, &clients| {
+                let cluster = rt.block_on(MemCluster::start(KvStateMachine::new));
+                b.iter_custom(|iters| {
+                    rt.block_on(run_clients(cluster.leader(), clients, iters, kv_put))
+                });
+                rt.block_on(cluster.shutdown());
+            },
+        );
+    }
+    g.finish();
+}
+
+fn kv_file_tcp(c: &mut Criterion) {
+    let rt = runtime();
+    let mut g = short(c, "kv_file_tcp");
+    for clients in [1usize, 16, 256] {
+        g.bench_with_input(
+            BenchmarkId::from_parameter(clients),
+            &clients,
+            |b, &clients| {
+                let cluster = rt.block_on(FileTcpCluster::start());
+                b.iter_custom(|iters| {
+                    rt.block_on(run_clients(cluster.leader(), clients, iters, kv_put))
+                });
+                rt.block_on(cluster.shutdown());
+            },
+        );
+    }
+    g.finish();
+}
+
+fn latency(c: &mut Criterion) {
+    let rt = runtime();
+    let mut g = short(c, "latency");
+    let mut report = Vec::new();
+
+    let cluster = rt.block_on(MemCluster::start(|| NoopSm));
+    let mut samples = Vec::new();
+    g.bench_function("noop_mem", |b| {
+        b.iter_custom(|iters| {
+            let lat = rt.block_on(latencies(cluster.leader(), iters, |_, _| ()));
+            let total = lat.iter().sum();
+            samples.extend(lat);
+            total
+        });
+    });
+    rt.block_on(cluster.shutdown());
+    report.push(("noop_mem", percentiles(&mut samples), samples.len()));
+
+    let cluster = rt.block_on(FileTcpCluster::start());
+    let mut samples = Vec::new();
+    g.bench_function("kv_file_tcp", |b| {
+        b.iter_custom(|iters| {
+            let lat = rt.block_on(latencies(cluster.leader(), iters, kv_put));
+            let total = lat.iter().sum();
+            samples.extend(lat);
+            total
+        });
+    });
+    rt.block_on(cluster.shutdown());
+    report.push(("kv_file_tcp", percentiles(&mut samples), samples.len()));
+    g.finish();
+
+    for (name, (p50, p99, mean), n) in report {
+        println!("latency/{name}: p50 {p50:?}  p99 {p99:?}  mean {mean:?}  ({n} writes, warm-up included)");
+    }
+}
+
+criterion_group!(benches, noop_mem, kv_mem, kv_file_tcp, latency);
+criterion_main!(benches);

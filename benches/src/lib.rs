@@ -1,0 +1,290 @@
+//! # raft-bench
+//!
+//! Helpers behind the replication benches (`benches/replication.rs`) and the `loadgen` binary:
+//! 3-node clusters in one process, concurrent client loops, latency percentiles.
+//!
+//! * [`NoopSm`]: the no-op state machine of the openraft-style workload (empty commands).
+//! * [`MemCluster`]: `MemStorage` + `raft-net-mock` (no serialization, no faults).
+//! * [`FileTcpCluster`]: `FileStorage` (fsync on, temporary directories) + `raft-net-tcp` on loopback.
+//!
+//! The runtime is chosen with the `RAFT_BENCH_RT` environment variable: `current` (the default:
+//! tokio's current-thread runtime, which measured fastest on the 2-core bench machine, see
+//! `BENCHMARKS.md`) or `multi` (the multi-thread runtime with `RAFT_BENCH_WORKERS` workers, default 2).
+#![warn(missing_docs)]
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use raft_core::{Config, Entry, LogId, Raft, SnapshotMeta, StateMachine, StateMachineError};
+use raft_kv::{KvCommand, KvStateMachine};
+use raft_net_mock::Router;
+use raft_net_tcp::{TcpConfig, TcpNetwork, TcpServer};
+use raft_storage_file::FileStorage;
+use raft_storage_mem::MemStorage;
+
+/// A state machine that does nothing: empty commands, empty responses.
+#[derive(Debug, Default)]
+pub struct NoopSm;
+
+#[async_trait]
+impl StateMachine for NoopSm {
+    type Command = ();
+    type Response = ();
+
+    async fn last_applied(&mut self) -> Result<Option<LogId>, StateMachineError> {
+        Ok(None)
+    }
+
+    async fn apply(&mut self, entries: &[Entry<()>]) -> Result<Vec<()>, StateMachineError> {
+        Ok(vec![(); entries.len()])
+    }
+
+    async fn snapshot(&mut self) -> Result<Vec<u8>, StateMachineError> {
+        Ok(Vec::new())
+    }
+
+    async fn restore(&mut self, _: &SnapshotMeta, _: &[u8]) -> Result<(), StateMachineError> {
+        Ok(())
+    }
+}
+
+/// The node configuration of every bench: the defaults, with election timeouts long enough that a
+/// loaded 2-core machine does not trigger elections in the middle of a measurement.
+pub fn bench_config() -> Config {
+    Config {
+        election_timeout_min: Duration::from_millis(1000),
+        election_timeout_max: Duration::from_millis(2000),
+        heartbeat_interval: Duration::from_millis(100),
+        rpc_timeout: Duration::from_millis(1000),
+        ..Config::default()
+    }
+}
+
+/// The tokio runtime of the benches; see the [crate docs](crate) for the environment variables.
+pub fn runtime() -> tokio::runtime::Runtime {
+    let flavor = std::env::var("RAFT_BENCH_RT").unwrap_or_else(|_| "current".into());
+    let mut builder = if flavor != "multi" {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let workers = std::env::var("RAFT_BENCH_WORKERS")
+            .ok()
+            .and_then(|w| w.parse().ok())
+            .unwrap_or(2);
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(workers);
+        b
+    };
+    builder.enable_all().build().expect("tokio runtime")
+}
+
+/// The runtime flavor [`runtime`] builds, for reports.
+pub fn runtime_name() -> String {
+    match std::env::var("RAFT_BENCH_RT").as_deref() {
+        Ok("multi") => format!(
+            "multi_thread({} workers)",
+            std::env::var("RAFT_BENCH_WORKERS").unwrap_or_else(|_| "2".into())
+        ),
+        _ => "current_thread".into(),
+    }
+}
+
+/// Waits until one of `nodes` is leader and returns its index in `nodes`.
+async fn find_leader<SM: StateMachine>(nodes: &[Raft<SM>]) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(i) = nodes.iter().position(|n| n.is_leader()) {
+            return i;
+        }
+        assert!(Instant::now() < deadline, "no leader elected within 30 s");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Three nodes on `MemStorage` and the mock network (no faults).
+pub struct MemCluster<SM: StateMachine> {
+    nodes: Vec<Raft<SM>>,
+    leader: usize,
+    _router: Router<SM>,
+}
+
+impl<SM: StateMachine> MemCluster<SM> {
+    /// Starts nodes 1, 2, 3 with state machines from `make_sm`, initializes them and waits for a
+    /// leader.
+    pub async fn start(mut make_sm: impl FnMut() -> SM) -> Self {
+        let router = Router::new(7);
+        let mut nodes = Vec::new();
+        for id in 1..=3 {
+            let raft = Raft::start(
+                id,
+                bench_config(),
+                MemStorage::new(),
+                router.network(id),
+                make_sm(),
+            )
+            .await
+            .expect("start node");
+            router.register(id, raft.clone());
+            nodes.push(raft);
+        }
+        for n in &nodes {
+            n.initialize([1, 2, 3]).await.expect("initialize");
+        }
+        let leader = find_leader(&nodes).await;
+        MemCluster {
+            nodes,
+            leader,
+            _router: router,
+        }
+    }
+
+    /// The leader's handle.
+    pub fn leader(&self) -> &Raft<SM> {
+        &self.nodes[self.leader]
+    }
+
+    /// Stops every node.
+    pub async fn shutdown(self) {
+        for n in &self.nodes {
+            n.shutdown().await;
+        }
+    }
+}
+
+/// Three `raft-kv` nodes on `FileStorage` (fsync on, in temporary directories) and TCP on loopback.
+pub struct FileTcpCluster {
+    nodes: Vec<Raft<KvStateMachine>>,
+    servers: Vec<TcpServer>,
+    leader: usize,
+    _dirs: Vec<tempfile::TempDir>,
+}
+
+impl FileTcpCluster {
+    /// Starts nodes 1, 2, 3, initializes them and waits for a leader.
+    pub async fn start() -> Self {
+        let mut listeners = Vec::new();
+        for _ in 0..3 {
+            listeners.push(
+                tokio::net::TcpListener::bind("127.0.0.1:0")
+                    .await
+                    .expect("bind"),
+            );
+        }
+        let peers: Vec<(u64, SocketAddr)> = listeners
+            .iter()
+            .zip(1..)
+            .map(|(l, id)| (id, l.local_addr().expect("local addr")))
+            .collect();
+        let (mut nodes, mut servers, mut dirs) = (Vec::new(), Vec::new(), Vec::new());
+        for (listener, id) in listeners.into_iter().zip(1..) {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let storage = FileStorage::<KvCommand>::open(dir.path()).expect("open storage");
+            let network = TcpNetwork::new("bench", id, peers.clone(), TcpConfig::default())
+                .expect("tcp network");
+            let raft = Raft::start(id, bench_config(), storage, network, KvStateMachine::new())
+                .await
+                .expect("start node");
+            servers.push(
+                TcpServer::start(listener, raft.clone(), "bench", TcpConfig::default())
+                    .expect("tcp server"),
+            );
+            nodes.push(raft);
+            dirs.push(dir);
+        }
+        for n in &nodes {
+            n.initialize([1, 2, 3]).await.expect("initialize");
+        }
+        let leader = find_leader(&nodes).await;
+        FileTcpCluster {
+            nodes,
+            servers,
+            leader,
+            _dirs: dirs,
+        }
+    }
+
+    /// The leader's handle.
+    pub fn leader(&self) -> &Raft<KvStateMachine> {
+        &self.nodes[self.leader]
+    }
+
+    /// Stops the servers and the nodes.
+    pub async fn shutdown(self) {
+        for s in self.servers {
+            s.shutdown().await;
+        }
+        for n in &self.nodes {
+            n.shutdown().await;
+        }
+    }
+}
+
+/// A `raft-kv` put of a 100-byte value; keys cycle over 1,000 per client.
+pub fn kv_put(client: usize, i: u64) -> KvCommand {
+    KvCommand::Put {
+        key: format!("c{client}-k{}", i % 1000),
+        value: VALUE_100.to_string(),
+    }
+}
+
+const VALUE_100: &str = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789abcdefghijklmnopqrstuvwxyzAB";
+
+/// Runs `total` writes spread over `clients` concurrent tasks (each writes in a loop, waiting for
+/// each answer), and returns the wall time they took.
+pub async fn run_clients<SM, F>(leader: &Raft<SM>, clients: usize, total: u64, make: F) -> Duration
+where
+    SM: StateMachine,
+    F: Fn(usize, u64) -> SM::Command + Send + Sync + Clone + 'static,
+{
+    let clients = clients.max(1);
+    let start = Instant::now();
+    let mut tasks = Vec::with_capacity(clients);
+    for c in 0..clients {
+        let n = total / clients as u64 + u64::from((c as u64) < total % clients as u64);
+        if n == 0 {
+            continue;
+        }
+        let raft = leader.clone();
+        let make = make.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..n {
+                if let Err(e) = raft.client_write(make(c, i)).await {
+                    panic!("client write failed: {e}");
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("client task");
+    }
+    start.elapsed()
+}
+
+/// Runs `n` writes from one client and returns each one's latency.
+pub async fn latencies<SM, F>(leader: &Raft<SM>, n: u64, make: F) -> Vec<Duration>
+where
+    SM: StateMachine,
+    F: Fn(usize, u64) -> SM::Command,
+{
+    let mut out = Vec::with_capacity(n as usize);
+    for i in 0..n {
+        let cmd = make(0, i);
+        let t = Instant::now();
+        if let Err(e) = leader.client_write(cmd).await {
+            panic!("client write failed: {e}");
+        }
+        out.push(t.elapsed());
+    }
+    out
+}
+
+/// `(p50, p99, mean)` of `samples` (sorted in place).
+pub fn percentiles(samples: &mut [Duration]) -> (Duration, Duration, Duration) {
+    if samples.is_empty() {
+        return (Duration::ZERO, Duration::ZERO, Duration::ZERO);
+    }
+    samples.sort_unstable();
+    let at = |q: f64| samples[((samples.len() as f64 * q) as usize).min(samples.len() - 1)];
+    let mean = samples.iter().sum::<Duration>() / samples.len() as u32;
+    (at(0.50), at(0.99), mean)
+}

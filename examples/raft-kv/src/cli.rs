@@ -1,0 +1,280 @@
+//! The `raft-kv` command line: `serve`, `cluster`, and the client subcommands `get`, `put`,
+//! `delete`, `cas`, `status`.
+//!
+//! Client exit codes: `0` success; `1` the key was not found (`get`, `delete`) or a
+//! compare-and-swap did not swap; `2` any other error (no leader, outcome unknown, transport
+//! failure, bad arguments).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use raft_core::NodeId;
+
+use crate::client::{ClientError, KvClient, Reply};
+use crate::server::{parse_peers, serve, shutdown_signal, NodeConfig, PeerSpec};
+
+/// A replicated key-value store on Raft.
+#[derive(Debug, Parser)]
+#[command(name = "raft-kv", version)]
+pub struct Cli {
+    /// Log level or filter for tracing on stderr (e.g. `info`, `debug`, `raft_core=debug`).
+    #[arg(long, global = true, default_value = "info")]
+    pub log: String,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run one node: file storage in --data-dir, Raft over TCP, HTTP API for clients.
+    Serve(ServeArgs),
+    /// Run a local cluster: one `serve` child process per node, until Ctrl-C.
+    Cluster(ClusterArgs),
+    /// Read a key (through the log, at the leader).
+    Get {
+        /// Any node's HTTP address.
+        #[arg(long, default_value = "127.0.0.1:8001")]
+        addr: String,
+        /// Read this node's local copy instead (stale read; no redirect).
+        #[arg(long)]
+        local: bool,
+        /// The key.
+        key: String,
+    },
+    /// Set a key.
+    Put {
+        /// Any node's HTTP address.
+        #[arg(long, default_value = "127.0.0.1:8001")]
+        addr: String,
+        /// The key.
+        key: String,
+        /// The value (several words are joined with spaces).
+        #[arg(required = true)]
+        value: Vec<String>,
+    },
+    /// Delete a key.
+    Delete {
+        /// Any node's HTTP address.
+        #[arg(long, default_value = "127.0.0.1:8001")]
+        addr: String,
+        /// The key.
+        key: String,
+    },
+    /// Compare-and-swap: set KEY to NEW only if it holds --expected (absent if not given).
+    Cas {
+        /// Any node's HTTP address.
+        #[arg(long, default_value = "127.0.0.1:8001")]
+        addr: String,
+        /// The value the key must hold; omit it to require that the key is absent.
+        #[arg(long)]
+        expected: Option<String>,
+        /// The key.
+        key: String,
+        /// The new value.
+        new: String,
+    },
+    /// Show a node's status (role, term, leader, indexes, members).
+    Status {
+        /// The node's HTTP address.
+        #[arg(long, default_value = "127.0.0.1:8001")]
+        addr: String,
+    },
+}
+
+/// `raft-kv serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// This node's id.
+    #[arg(long)]
+    pub id: NodeId,
+    /// Address for Raft traffic from peers.
+    #[arg(long)]
+    pub raft_addr: SocketAddr,
+    /// Address of the HTTP API.
+    #[arg(long)]
+    pub http_addr: SocketAddr,
+    /// Data directory (created if missing; reuse it to restart the node).
+    #[arg(long)]
+    pub data_dir: PathBuf,
+    /// Every voter: `ID=RAFT_ADDR/HTTP_ADDR,...`, this node included.
+    #[arg(long, value_parser = parse_peer_list)]
+    pub peers: PeerList,
+    /// Cluster id; peers of another cluster are refused.
+    #[arg(long, default_value = "raft-kv")]
+    pub cluster_id: String,
+}
+
+/// The value of `--peers`.
+#[derive(Clone, Debug)]
+pub struct PeerList(pub Vec<PeerSpec>);
+
+fn parse_peer_list(s: &str) -> Result<PeerList, String> {
+    parse_peers(s).map(PeerList)
+}
+
+/// `raft-kv cluster`.
+#[derive(Debug, Args)]
+pub struct ClusterArgs {
+    /// How many nodes.
+    #[arg(long, default_value_t = 3)]
+    pub nodes: u64,
+    /// Parent data directory: node N uses DIR/node-N.
+    #[arg(long)]
+    pub data_dir: PathBuf,
+    /// Raft port of node 1 (node N uses base + N - 1).
+    #[arg(long, default_value_t = 7001)]
+    pub base_raft_port: u16,
+    /// HTTP port of node 1 (node N uses base + N - 1).
+    #[arg(long, default_value_t = 8001)]
+    pub base_http_port: u16,
+    /// Host to bind.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// Cluster id.
+    #[arg(long, default_value = "raft-kv")]
+    pub cluster_id: String,
+}
+
+/// Runs the command line; returns the process's exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match cli.command {
+        Command::Serve(_) | Command::Cluster(_) => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build(),
+        _ => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+    };
+    let runtime = match runtime {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the tokio runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    runtime.block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::Serve(args) => {
+            let cfg = NodeConfig {
+                id: args.id,
+                raft_addr: args.raft_addr,
+                http_addr: args.http_addr,
+                data_dir: args.data_dir,
+                peers: args.peers.0,
+                cluster_id: args.cluster_id,
+                raft: raft_core::Config::default(),
+            };
+            match serve(cfg, shutdown_signal()).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+        Command::Cluster(args) => crate::launcher::run_cluster(args, &cli.log).await,
+        Command::Get { addr, local, key } => {
+            let client = KvClient::new(&addr);
+            let read = if local {
+                client.get_local(&key).await
+            } else {
+                client.get(&key).await
+            };
+            match read {
+                Ok(Ok(Some(value))) => {
+                    println!("{value}");
+                    ExitCode::SUCCESS
+                }
+                Ok(Ok(None)) => {
+                    eprintln!("not found: {key}");
+                    ExitCode::from(1)
+                }
+                Ok(Err(reply)) => failed(&reply),
+                Err(e) => transport(e),
+            }
+        }
+        Command::Put { addr, key, value } => {
+            let value = value.join(" ");
+            match KvClient::new(&addr).put(&key, &value).await {
+                Ok(reply) if reply.status.is_success() => {
+                    println!("{}", reply.body);
+                    ExitCode::SUCCESS
+                }
+                Ok(reply) => failed(&reply),
+                Err(e) => transport(e),
+            }
+        }
+        Command::Delete { addr, key } => match KvClient::new(&addr).delete(&key).await {
+            Ok(reply) if reply.status.is_success() => {
+                println!("{}", reply.body);
+                ExitCode::SUCCESS
+            }
+            Ok(reply) if reply.error_code() == Some("not_found") => {
+                eprintln!("not found: {key}");
+                ExitCode::from(1)
+            }
+            Ok(reply) => failed(&reply),
+            Err(e) => transport(e),
+        },
+        Command::Cas {
+            addr,
+            expected,
+            key,
+            new,
+        } => match KvClient::new(&addr)
+            .cas(&key, expected.as_deref(), &new)
+            .await
+        {
+            Ok(reply) if reply.status.is_success() => {
+                println!("{}", reply.body);
+                ExitCode::SUCCESS
+            }
+            Ok(reply) if reply.status.as_u16() == 409 => {
+                println!("{}", reply.body);
+                eprintln!("not swapped: the current value differs");
+                ExitCode::from(1)
+            }
+            Ok(reply) => failed(&reply),
+            Err(e) => transport(e),
+        },
+        Command::Status { addr } => match KvClient::new(&addr).status().await {
+            Ok(status) => {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&status).unwrap_or_default()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => transport(e),
+        },
+    }
+}
+
+fn failed(reply: &Reply) -> ExitCode {
+    eprintln!("error: {} from {}: {}", reply.status, reply.url, reply.body);
+    ExitCode::from(2)
+}
+
+fn transport(e: ClientError) -> ExitCode {
+    eprintln!("error: {e}");
+    ExitCode::from(2)
+}
+
+/// How long the cluster launcher waits for children to stop after SIGTERM before SIGKILL.
+pub const CHILD_STOP_GRACE: Duration = Duration::from_secs(5);

@@ -1,0 +1,398 @@
+//! The HTTP/JSON client API of a `raft-kv` node ([`router`]).
+//!
+//! | request | answer |
+//! |---|---|
+//! | `GET /kv/{key}` | `200 {"key", "value"}`; `404 {"error": "not_found", ..}` |
+//! | `GET /kv/{key}?local=true` | the same, read from this node's own state machine without the log: **a stale read** (any node answers, it may lag the leader) |
+//! | `PUT /kv/{key}`, body = the value (UTF-8) | `200 {"key", "value", "previous"}` (`previous`: the replaced value or `null`) |
+//! | `DELETE /kv/{key}` | `200 {"key", "previous"}`; `404 {"error": "not_found", ..}` if the key did not exist |
+//! | `POST /kv/{key}/cas`, body `{"expected": string or null, "new": string}` | `200 {"key", "swapped": true, "current"}`; `409 {"key", "swapped": false, "current"}` with the value that did not match (`null`: absent) |
+//! | `GET /status` | `200 {"id", "pid", "status", "role", "term", "leader", "leader_http", "commit_index", "last_applied", "members"}` |
+//!
+//! Every `/kv` request except a `?local=true` read is a log entry (reads too: linearizable by
+//! construction) and is answered once the entry is applied. Keys are path segments: percent-encode
+//! a `/` in a key as `%2F`.
+//!
+//! Errors are JSON `{"error": code, "message": text}` (plus `"leader"` where known):
+//!
+//! | status | `error` | meaning |
+//! |---|---|---|
+//! | `307` + `Location` | `not_leader` | this node is not the leader; nothing was proposed; repeat the request at `Location` (the leader's HTTP address, same path and query) |
+//! | `503` | `no_leader` | not the leader and no leader known (election under way); nothing was proposed, safe to retry |
+//! | `500` | `outcome_unknown` | the entry was proposed but this node lost leadership (or stopped) before it applied: it **may or may not** take effect; only an idempotent request is safe to retry |
+//! | `504` | `timeout` | no answer within the server's write timeout; the outcome is unknown as well |
+//! | `400`, `415`, `422` | `bad_request` | invalid JSON or a non-UTF-8 value or key (`400`), a CAS body without `Content-Type: application/json` (`415`), JSON of the wrong shape, e.g. a missing field (`422`) |
+//! | `413` | `payload_too_large` | a body over [`MAX_BODY_BYTES`] |
+//! | `404` | `not_found` | no such key, or no such route |
+//!
+//! `not_leader`/`no_leader` (nothing proposed, retry anywhere) and `outcome_unknown`/`timeout`
+//! (maybe applied) are kept apart as the node's `ClientWriteError` keeps them apart.
+
+// The helpers return the early HTTP answer as their error (`Result<_, Response>`): a large `Err`,
+// but on a path that ends the request anyway.
+#![allow(clippy::result_large_err)]
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{header, HeaderValue, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use raft_core::{ClientWriteError, NodeId, NodeStatus, Role};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::cluster::KvRaft;
+use crate::command::{KvCommand, KvResponse};
+use crate::state_machine::KvReader;
+
+/// The largest request body accepted (a value, or a compare-and-swap request): 1 MiB. Larger
+/// bodies get `413`.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// How long a request waits for its log entry to be applied before answering `504` (default).
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What the HTTP handlers of one node need.
+#[derive(Clone, Debug)]
+pub struct ApiState {
+    /// The node.
+    pub raft: KvRaft,
+    /// Its state machine's reader, for `/status` and `?local=true` reads.
+    pub reader: KvReader,
+    /// Every node's HTTP address (`host:port`), for redirects to the leader.
+    pub http_addrs: BTreeMap<NodeId, String>,
+    /// How long a request waits for its entry to apply.
+    pub write_timeout: Duration,
+}
+
+impl ApiState {
+    /// The state for `raft`, with the default write timeout.
+    pub fn new(raft: KvRaft, reader: KvReader, http_addrs: BTreeMap<NodeId, String>) -> Self {
+        ApiState {
+            raft,
+            reader,
+            http_addrs,
+            write_timeout: DEFAULT_WRITE_TIMEOUT,
+        }
+    }
+}
+
+/// The axum router of the client API (see the [module docs](self)).
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/kv/{key}", get(get_key).put(put_key).delete(delete_key))
+        .route("/kv/{key}/cas", post(cas_key))
+        .route("/status", get(status))
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such route") })
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+/// The body of `POST /kv/{key}/cas`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CasRequest {
+    /// The value the key must hold (`null`: the key must be absent).
+    pub expected: Option<String>,
+    /// The value to set.
+    pub new: String,
+}
+
+/// Query parameters of `GET /kv/{key}`.
+#[derive(Debug, Default, Deserialize)]
+struct ReadQuery {
+    #[serde(default)]
+    local: bool,
+}
+
+/// `GET /status`'s answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusBody {
+    /// This node's id.
+    pub id: NodeId,
+    /// The server's process id (handy for `kill -9` in a demo).
+    pub pid: u32,
+    /// `running`, or `stopped: reason`.
+    pub status: String,
+    /// `leader`, `follower` or `candidate`.
+    pub role: String,
+    /// The current term.
+    pub term: u64,
+    /// The leader this node knows of in its term.
+    pub leader: Option<NodeId>,
+    /// That leader's HTTP address.
+    pub leader_http: Option<String>,
+    /// The highest index known committed.
+    pub commit_index: u64,
+    /// The last index applied to the state machine.
+    pub last_applied: u64,
+    /// The voters of the membership in force.
+    pub members: Vec<NodeId>,
+}
+
+fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+    (
+        status,
+        Json(json!({ "error": code, "message": message.into() })),
+    )
+        .into_response()
+}
+
+fn bad_request(message: impl Into<String>) -> Response {
+    error(StatusCode::BAD_REQUEST, "bad_request", message)
+}
+
+fn body_rejection(status: StatusCode, text: String) -> Response {
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
+        error(
+            status,
+            "payload_too_large",
+            format!("the body is larger than {MAX_BODY_BYTES} bytes"),
+        )
+    } else if status.is_client_error() {
+        error(status, "bad_request", text)
+    } else {
+        error(StatusCode::BAD_REQUEST, "bad_request", text)
+    }
+}
+
+fn key_of(path: Result<Path<String>, PathRejection>) -> Result<String, Response> {
+    match path {
+        Ok(Path(key)) => Ok(key),
+        Err(e) => Err(bad_request(format!("invalid key: {}", e.body_text()))),
+    }
+}
+
+/// Proposes `command` at this node and maps every failure to its HTTP answer.
+async fn propose(state: &ApiState, uri: &Uri, command: KvCommand) -> Result<KvResponse, Response> {
+    let write = tokio::time::timeout(state.write_timeout, state.raft.client_write(command)).await;
+    match write {
+        Ok(Ok(response)) => Ok(response.data),
+        Ok(Err(ClientWriteError::NotLeader { leader_hint })) => Err(redirect(state, uri, leader_hint)),
+        Ok(Err(ClientWriteError::OutcomeUnknown { leader_hint })) => Err((
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(json!({
+                "error": "outcome_unknown",
+                "message": "this node lost leadership after proposing the request: it may or may not take effect",
+                "leader": leader_hint,
+            })),
+        )
+            .into_response()),
+        Ok(Err(ClientWriteError::Stopped(reason))) => Err(error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "outcome_unknown",
+            format!("the node stopped ({reason}): the request may or may not take effect"),
+        )),
+        Err(_) => Err(error(
+            StatusCode::GATEWAY_TIMEOUT,
+            "timeout",
+            format!(
+                "not applied within {} ms: the request may or may not take effect",
+                state.write_timeout.as_millis()
+            ),
+        )),
+    }
+}
+
+/// `307` to the leader's HTTP address when it is known (and is not this node), else `503`.
+fn redirect(state: &ApiState, uri: &Uri, leader_hint: Option<NodeId>) -> Response {
+    let target = leader_hint
+        .filter(|&l| l != state.raft.id())
+        .and_then(|l| state.http_addrs.get(&l).map(|addr| (l, addr)));
+    let Some((leader, addr)) = target else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({
+                "error": "no_leader",
+                "message": "this node is not the leader and knows no leader; nothing was proposed, retry later",
+                "leader": leader_hint,
+            })),
+        )
+            .into_response();
+    };
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    let location = format!("http://{addr}{path}");
+    let mut response = (
+        StatusCode::TEMPORARY_REDIRECT,
+        Json(json!({
+            "error": "not_leader",
+            "message": format!("this node is not the leader; nothing was proposed; retry at node {leader}"),
+            "leader": leader,
+            "location": location,
+        })),
+    )
+        .into_response();
+    match HeaderValue::from_str(&location) {
+        Ok(v) => {
+            response.headers_mut().insert(header::LOCATION, v);
+            response
+        }
+        Err(_) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no_leader",
+            format!("the leader's address {addr:?} is not a valid URL"),
+        ),
+    }
+}
+
+fn unexpected(response: KvResponse) -> Response {
+    error(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        format!("unexpected state machine response {response:?}"),
+    )
+}
+
+fn not_found(key: &str) -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        Json(json!({ "error": "not_found", "message": "no such key", "key": key })),
+    )
+        .into_response()
+}
+
+async fn get_key(
+    State(state): State<ApiState>,
+    uri: Uri,
+    path: Result<Path<String>, PathRejection>,
+    query: Result<Query<ReadQuery>, QueryRejection>,
+) -> Response {
+    let key = match key_of(path) {
+        Ok(k) => k,
+        Err(r) => return r,
+    };
+    let Ok(Query(query)) = query else {
+        return bad_request("invalid query: the only parameter is local=true|false");
+    };
+    let value = if query.local {
+        state.reader.get(&key)
+    } else {
+        match propose(&state, &uri, KvCommand::get(key.clone())).await {
+            Ok(KvResponse::Value(v)) => v,
+            Ok(other) => return unexpected(other),
+            Err(r) => return r,
+        }
+    };
+    match value {
+        Some(value) => Json(json!({ "key": key, "value": value })).into_response(),
+        None => not_found(&key),
+    }
+}
+
+async fn put_key(
+    State(state): State<ApiState>,
+    uri: Uri,
+    path: Result<Path<String>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let key = match key_of(path) {
+        Ok(k) => k,
+        Err(r) => return r,
+    };
+    let body = match body {
+        Ok(b) => b,
+        Err(e) => return body_rejection(e.status(), e.body_text()),
+    };
+    let Ok(value) = String::from_utf8(body.to_vec()) else {
+        return bad_request("the value (request body) is not valid UTF-8");
+    };
+    match propose(&state, &uri, KvCommand::put(key.clone(), value.clone())).await {
+        Ok(KvResponse::Put { previous }) => {
+            Json(json!({ "key": key, "value": value, "previous": previous })).into_response()
+        }
+        Ok(other) => unexpected(other),
+        Err(r) => r,
+    }
+}
+
+async fn delete_key(
+    State(state): State<ApiState>,
+    uri: Uri,
+    path: Result<Path<String>, PathRejection>,
+) -> Response {
+    let key = match key_of(path) {
+        Ok(k) => k,
+        Err(r) => return r,
+    };
+    match propose(&state, &uri, KvCommand::delete(key.clone())).await {
+        Ok(KvResponse::Deleted {
+            previous: Some(previous),
+        }) => Json(json!({ "key": key, "previous": previous })).into_response(),
+        Ok(KvResponse::Deleted { previous: None }) => not_found(&key),
+        Ok(other) => unexpected(other),
+        Err(r) => r,
+    }
+}
+
+async fn cas_key(
+    State(state): State<ApiState>,
+    uri: Uri,
+    path: Result<Path<String>, PathRejection>,
+    body: Result<Json<CasRequest>, JsonRejection>,
+) -> Response {
+    let key = match key_of(path) {
+        Ok(k) => k,
+        Err(r) => return r,
+    };
+    let request = match body {
+        Ok(Json(r)) => r,
+        Err(e) => return body_rejection(e.status(), e.body_text()),
+    };
+    let command = KvCommand::CompareAndSwap {
+        key: key.clone(),
+        expected: request.expected,
+        new: request.new,
+    };
+    match propose(&state, &uri, command).await {
+        Ok(KvResponse::CasResult { swapped, current }) => {
+            let status = if swapped {
+                StatusCode::OK
+            } else {
+                StatusCode::CONFLICT
+            };
+            (
+                status,
+                Json(json!({ "key": key, "swapped": swapped, "current": current })),
+            )
+                .into_response()
+        }
+        Ok(other) => unexpected(other),
+        Err(r) => r,
+    }
+}
+
+/// This node's [`StatusBody`].
+pub fn status_of(state: &ApiState) -> StatusBody {
+    let m = state.raft.metrics().borrow().clone();
+    StatusBody {
+        id: m.id,
+        pid: std::process::id(),
+        status: match &m.status {
+            NodeStatus::Running => "running".to_string(),
+            NodeStatus::Stopped(reason) => format!("stopped: {reason}"),
+        },
+        role: match m.role {
+            Role::Leader => "leader",
+            Role::Follower => "follower",
+            Role::Candidate => "candidate",
+        }
+        .to_string(),
+        term: m.current_term,
+        leader: m.current_leader,
+        leader_http: m
+            .current_leader
+            .and_then(|l| state.http_addrs.get(&l).cloned()),
+        commit_index: m.commit_index,
+        last_applied: m.last_applied,
+        members: m.membership.voters.iter().copied().collect(),
+    }
+}
+
+async fn status(State(state): State<ApiState>) -> Json<StatusBody> {
+    Json(status_of(&state))
+}

@@ -1,0 +1,165 @@
+//! `raft-kv cluster`: a local cluster as child processes of this same binary running `serve`.
+
+use std::process::{ExitCode, Stdio};
+
+use tokio::process::{Child, Command};
+
+use crate::cli::{ClusterArgs, CHILD_STOP_GRACE};
+
+struct Member {
+    id: u64,
+    http: String,
+    child: Option<Child>,
+}
+
+/// Starts `args.nodes` `serve` children, prints their addresses, and waits: a child that exits is
+/// reported (the others keep running, so a killed leader shows a failover); Ctrl-C or SIGTERM
+/// stops them all (SIGTERM, then SIGKILL after a grace period).
+pub async fn run_cluster(args: ClusterArgs, log: &str) -> ExitCode {
+    if args.nodes == 0 {
+        eprintln!("error: --nodes must be at least 1");
+        return ExitCode::from(2);
+    }
+    let exe = match std::env::current_exe() {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("error: cannot find this executable: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut specs = Vec::new();
+    for i in 0..args.nodes {
+        let (Some(raft_port), Some(http_port)) = (
+            u16::try_from(i)
+                .ok()
+                .and_then(|i| args.base_raft_port.checked_add(i)),
+            u16::try_from(i)
+                .ok()
+                .and_then(|i| args.base_http_port.checked_add(i)),
+        ) else {
+            eprintln!("error: port out of range");
+            return ExitCode::from(2);
+        };
+        let raft = format!("{}:{raft_port}", args.host);
+        let http = format!("{}:{http_port}", args.host);
+        specs.push((i + 1, raft, http));
+    }
+    let peers = specs
+        .iter()
+        .map(|(id, raft, http)| format!("{id}={raft}/{http}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut members = Vec::new();
+    for (id, raft, http) in &specs {
+        let dir = args.data_dir.join(format!("node-{id}"));
+        let child = Command::new(&exe)
+            .arg("--log")
+            .arg(log)
+            .arg("serve")
+            .args(["--id", &id.to_string()])
+            .args(["--raft-addr", raft])
+            .args(["--http-addr", http])
+            .arg("--data-dir")
+            .arg(&dir)
+            .args(["--peers", &peers])
+            .args(["--cluster-id", &args.cluster_id])
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .spawn();
+        match child {
+            Ok(child) => {
+                println!(
+                    "node {id}: http://{http} (raft {raft}, data {}, pid {})",
+                    dir.display(),
+                    child.id().unwrap_or(0)
+                );
+                members.push(Member {
+                    id: *id,
+                    http: http.clone(),
+                    child: Some(child),
+                });
+            }
+            Err(e) => {
+                eprintln!("error: cannot start node {id}: {e}");
+                stop_all(&mut members).await;
+                return ExitCode::from(2);
+            }
+        }
+    }
+    println!(
+        "cluster of {} nodes running; try: curl -X PUT -d red http://{}/kv/apple ; Ctrl-C stops it",
+        members.len(),
+        members[0].http
+    );
+
+    let signal = crate::server::shutdown_signal();
+    tokio::pin!(signal);
+    loop {
+        if members.iter().all(|m| m.child.is_none()) {
+            eprintln!("every node has exited");
+            return ExitCode::from(1);
+        }
+        // Poll every running child's exit and the signal together.
+        let exited = poll_exits(&mut members);
+        tokio::select! {
+            () = &mut signal => {
+                println!("stopping the cluster");
+                stop_all(&mut members).await;
+                return ExitCode::SUCCESS;
+            }
+            (i, status) = exited => {
+                let m = &mut members[i];
+                m.child = None;
+                match status {
+                    Ok(s) => eprintln!("node {} (http://{}) exited: {s}", m.id, m.http),
+                    Err(e) => eprintln!("node {} (http://{}): cannot wait for it: {e}", m.id, m.http),
+                }
+            }
+        }
+    }
+}
+
+/// Waits for the first running child to exit; returns its position and exit status.
+async fn poll_exits(members: &mut [Member]) -> (usize, std::io::Result<std::process::ExitStatus>) {
+    let waits = members
+        .iter_mut()
+        .enumerate()
+        .filter_map(|(i, m)| m.child.as_mut().map(|c| (i, c)))
+        .map(|(i, c)| Box::pin(async move { (i, c.wait().await) }));
+    let ((i, status), _, _) = futures::future::select_all(waits).await;
+    (i, status)
+}
+
+async fn stop_all(members: &mut [Member]) {
+    for m in members.iter_mut() {
+        if let Some(child) = &m.child {
+            terminate(child);
+        }
+    }
+    for m in members.iter_mut() {
+        if let Some(mut child) = m.child.take() {
+            match tokio::time::timeout(CHILD_STOP_GRACE, child.wait()).await {
+                Ok(_) => println!("node {} stopped", m.id),
+                Err(_) => {
+                    let _ = child.kill().await;
+                    println!("node {} killed (did not stop in time)", m.id);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(unix)]
+fn terminate(child: &Child) {
+    if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
+        // SAFETY: kill(2) with a pid of our own child and a valid signal number has no memory effects.
+        unsafe {
+            libc::kill(pid, libc::SIGTERM);
+        }
+    }
+}
+
+#[cfg(not(unix))]
+fn terminate(child: &Child) {
+    let _ = child;
+}

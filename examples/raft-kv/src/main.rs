@@ -1,0 +1,5 @@
+//! The `raft-kv` binary: see [`raft_kv::cli`].
+
+fn main() -> std::process::ExitCode {
+    raft_kv::cli::main()
+}

@@ -1,0 +1,393 @@
+//! One `raft-kv` node as a server: [`FileStorage`] in a data directory, [`TcpNetwork`] and
+//! [`TcpServer`] for Raft, and the HTTP API of [`crate::http`] for clients.
+//!
+//! [`start_node`] binds both listeners, opens (or creates) the data directory, starts the node and,
+//! on every start, calls `initialize` with every peer id: on a new, empty directory that bootstraps
+//! the cluster; on a restart the node refuses with `AlreadyInitialized` (expected, ignored) and
+//! resumes from its log, which is replayed into a fresh in-memory state machine.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use raft_core::{Config, InitializeError, NodeId, Raft, StartError, StorageError};
+use raft_net_tcp::{TcpConfig, TcpError, TcpNetwork, TcpServer};
+use raft_storage_file::FileStorage;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::cluster::KvRaft;
+use crate::command::KvCommand;
+use crate::http::{router, ApiState};
+use crate::state_machine::KvStateMachine;
+
+/// One voter of the cluster as given to `--peers`: `ID=RAFT_ADDR/HTTP_ADDR`, e.g.
+/// `1=127.0.0.1:7001/127.0.0.1:8001`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerSpec {
+    /// The node id.
+    pub id: NodeId,
+    /// Where its Raft (TCP) server listens.
+    pub raft_addr: SocketAddr,
+    /// Where its HTTP API listens (`host:port`), used in redirects.
+    pub http_addr: String,
+}
+
+impl FromStr for PeerSpec {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("invalid peer {s:?}: expected ID=RAFT_ADDR/HTTP_ADDR");
+        let (id, addrs) = s.trim().split_once('=').ok_or_else(bad)?;
+        let (raft, http) = addrs.split_once('/').ok_or_else(bad)?;
+        let id: NodeId = id
+            .trim()
+            .parse()
+            .map_err(|e| format!("invalid peer id in {s:?}: {e}"))?;
+        let raft_addr: SocketAddr = raft
+            .trim()
+            .parse()
+            .map_err(|e| format!("invalid raft address in {s:?}: {e}"))?;
+        let http_addr = http.trim().to_string();
+        if http_addr.is_empty() || !http_addr.contains(':') {
+            return Err(format!("invalid http address in {s:?}: expected HOST:PORT"));
+        }
+        Ok(PeerSpec {
+            id,
+            raft_addr,
+            http_addr,
+        })
+    }
+}
+
+/// Parses a comma-separated `--peers` list; ids must be unique.
+///
+/// # Errors
+/// A message naming the bad entry.
+pub fn parse_peers(s: &str) -> Result<Vec<PeerSpec>, String> {
+    let peers: Vec<PeerSpec> = s
+        .split(',')
+        .filter(|p| !p.trim().is_empty())
+        .map(str::parse)
+        .collect::<Result<_, _>>()?;
+    let mut seen = std::collections::BTreeSet::new();
+    for p in &peers {
+        if !seen.insert(p.id) {
+            return Err(format!("peer id {} appears twice", p.id));
+        }
+    }
+    if peers.is_empty() {
+        return Err("no peers given".to_string());
+    }
+    Ok(peers)
+}
+
+/// Everything a node needs to run.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// This node's id (must be one of `peers`).
+    pub id: NodeId,
+    /// Address the Raft TCP server binds.
+    pub raft_addr: SocketAddr,
+    /// Address the HTTP API binds.
+    pub http_addr: SocketAddr,
+    /// The data directory (created if missing).
+    pub data_dir: PathBuf,
+    /// Every voter of the cluster, this node included.
+    pub peers: Vec<PeerSpec>,
+    /// The cluster id of the TCP handshake: nodes of another cluster are refused.
+    pub cluster_id: String,
+    /// Raft timing.
+    pub raft: Config,
+}
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The configuration is inconsistent.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// Binding a listener or creating the data directory failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was attempted.
+        what: String,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Opening the data directory failed (corrupt, or in use by another process).
+    #[error("cannot open the data directory {dir}: {source}")]
+    Storage {
+        /// The directory.
+        dir: PathBuf,
+        /// The error.
+        #[source]
+        source: StorageError,
+    },
+    /// The TCP transport refused its configuration.
+    #[error("TCP transport: {0}")]
+    Tcp(#[from] TcpError),
+    /// The node failed to start.
+    #[error("the node failed to start: {0}")]
+    Start(#[from] StartError),
+    /// The node stopped on its own (a storage or state machine failure).
+    #[error("the node stopped: {0}")]
+    Stopped(String),
+    /// `initialize` failed for another reason than "already initialized".
+    #[error("initialize failed: {0}")]
+    Initialize(#[from] InitializeError),
+}
+
+/// A running node: Raft, its TCP server and its HTTP server.
+pub struct RunningNode {
+    raft: KvRaft,
+    tcp: TcpServer,
+    http_addr: SocketAddr,
+    http_stop: oneshot::Sender<()>,
+    http_task: JoinHandle<()>,
+}
+
+impl std::fmt::Debug for RunningNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunningNode")
+            .field("id", &self.raft.id())
+            .field("http_addr", &self.http_addr)
+            .finish()
+    }
+}
+
+impl RunningNode {
+    /// The node's handle.
+    pub fn raft(&self) -> &KvRaft {
+        &self.raft
+    }
+
+    /// The address the HTTP API listens on.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    /// The address the Raft TCP server listens on.
+    pub fn raft_addr(&self) -> SocketAddr {
+        self.tcp.local_addr()
+    }
+
+    /// Stops the HTTP server, the TCP server and the node, in that order.
+    pub async fn shutdown(self) {
+        let _ = self.http_stop.send(());
+        let _ = self.http_task.await;
+        self.tcp.shutdown().await;
+        self.raft.shutdown().await;
+    }
+}
+
+/// Starts a node as described in the [module docs](self).
+///
+/// # Errors
+/// See [`ServeError`].
+pub async fn start_node(cfg: NodeConfig) -> Result<RunningNode, ServeError> {
+    if !cfg.peers.iter().any(|p| p.id == cfg.id) {
+        return Err(ServeError::Config(format!(
+            "--id {} is not one of the --peers",
+            cfg.id
+        )));
+    }
+    let raft_listener =
+        TcpListener::bind(cfg.raft_addr)
+            .await
+            .map_err(|source| ServeError::Io {
+                what: format!("cannot bind the raft address {}", cfg.raft_addr),
+                source,
+            })?;
+    let http_listener =
+        TcpListener::bind(cfg.http_addr)
+            .await
+            .map_err(|source| ServeError::Io {
+                what: format!("cannot bind the http address {}", cfg.http_addr),
+                source,
+            })?;
+    let http_addr = http_listener
+        .local_addr()
+        .map_err(|source| ServeError::Io {
+            what: "cannot read the http listener's address".into(),
+            source,
+        })?;
+    std::fs::create_dir_all(&cfg.data_dir).map_err(|source| ServeError::Io {
+        what: format!(
+            "cannot create the data directory {}",
+            cfg.data_dir.display()
+        ),
+        source,
+    })?;
+    let dir = cfg.data_dir.clone();
+    let storage = tokio::task::spawn_blocking(move || FileStorage::<KvCommand>::open(&dir))
+        .await
+        .map_err(|e| ServeError::Config(format!("opening storage panicked: {e}")))?
+        .map_err(|source| ServeError::Storage {
+            dir: cfg.data_dir.clone(),
+            source,
+        })?;
+    let report = storage.recovery_report();
+    if report.initialized {
+        tracing::info!(dir = %cfg.data_dir.display(), "new data directory");
+    } else if !report.is_clean() {
+        tracing::warn!(?report, "recovered the data directory after a crash");
+    }
+
+    let network = TcpNetwork::new(
+        cfg.cluster_id.clone(),
+        cfg.id,
+        cfg.peers
+            .iter()
+            .filter(|p| p.id != cfg.id)
+            .map(|p| (p.id, p.raft_addr)),
+        TcpConfig::default(),
+    )?;
+    let state_machine = KvStateMachine::new();
+    let reader = state_machine.reader();
+    let raft = Raft::start(cfg.id, cfg.raft.clone(), storage, network, state_machine).await?;
+    let tcp = match TcpServer::start(
+        raft_listener,
+        raft.clone(),
+        cfg.cluster_id.clone(),
+        TcpConfig::default(),
+    ) {
+        Ok(tcp) => tcp,
+        Err(e) => {
+            raft.shutdown().await;
+            return Err(e.into());
+        }
+    };
+    match raft.initialize(cfg.peers.iter().map(|p| p.id)).await {
+        Ok(()) => {
+            tracing::info!(voters = ?cfg.peers.iter().map(|p| p.id).collect::<Vec<_>>(), "initialized a new cluster")
+        }
+        Err(InitializeError::AlreadyInitialized) => {
+            tracing::info!("resuming from the data directory (already initialized)")
+        }
+        Err(e) => {
+            tcp.shutdown().await;
+            raft.shutdown().await;
+            return Err(e.into());
+        }
+    }
+
+    let http_addrs: BTreeMap<NodeId, String> = cfg
+        .peers
+        .iter()
+        .map(|p| (p.id, p.http_addr.clone()))
+        .collect();
+    let app = router(ApiState::new(raft.clone(), reader, http_addrs));
+    let (http_stop, stop_rx) = oneshot::channel::<()>();
+    let http_task = tokio::spawn(async move {
+        let served = axum::serve(http_listener, app)
+            .with_graceful_shutdown(async {
+                let _ = stop_rx.await;
+            })
+            .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "http server failed");
+        }
+    });
+    Ok(RunningNode {
+        raft,
+        tcp,
+        http_addr,
+        http_stop,
+        http_task,
+    })
+}
+
+/// Runs a node until `stop` completes (e.g. Ctrl-C) or the node stops on its own, then shuts it
+/// down.
+///
+/// # Errors
+/// If the node cannot start, or stops on its own ([`ServeError::Stopped`]).
+pub async fn serve(
+    cfg: NodeConfig,
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<(), ServeError> {
+    let (id, data_dir) = (cfg.id, cfg.data_dir.clone());
+    let node = start_node(cfg).await?;
+    println!(
+        "raft-kv node {id}: raft {} http http://{} data {} pid {}",
+        node.raft_addr(),
+        node.http_addr(),
+        data_dir.display(),
+        std::process::id()
+    );
+    let mut metrics = node.raft().metrics();
+    let stopped = async {
+        loop {
+            if let raft_core::NodeStatus::Stopped(reason) = &metrics.borrow_and_update().status {
+                return reason.clone();
+            }
+            if metrics.changed().await.is_err() {
+                return "the driver ended".to_string();
+            }
+        }
+    };
+    let result = tokio::select! {
+        () = stop => {
+            tracing::info!("shutting down");
+            Ok(())
+        }
+        reason = stopped => {
+            tracing::error!(%reason, "the node stopped");
+            Err(ServeError::Stopped(reason))
+        }
+    };
+    node.shutdown().await;
+    result
+}
+
+/// Completes on Ctrl-C (SIGINT) or, on Unix, SIGTERM.
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peers_parse_and_bad_ones_are_refused() {
+        let peers = parse_peers("1=127.0.0.1:7001/127.0.0.1:8001, 2=127.0.0.1:7002/localhost:8002")
+            .unwrap();
+        assert_eq!(peers.len(), 2);
+        assert_eq!(peers[1].id, 2);
+        assert_eq!(peers[1].raft_addr, "127.0.0.1:7002".parse().unwrap());
+        assert_eq!(peers[1].http_addr, "localhost:8002");
+        for bad in [
+            "",
+            "1=127.0.0.1:7001",
+            "x=127.0.0.1:7001/127.0.0.1:8001",
+            "1=nope/127.0.0.1:8001",
+            "1=127.0.0.1:7001/",
+            "1=127.0.0.1:7001/a:1,1=127.0.0.1:7002/a:2",
+        ] {
+            assert!(parse_peers(bad).is_err(), "{bad:?}");
+        }
+    }
+}
