@@ -40,17 +40,12 @@ fn noop_mem(c: &mut Criterion) {
     let rt = runtime();
     let mut g = short(c, "noop_mem");
     for clients in [1usize, 64, 256, 1024, 4096] {
-        g.bench_with_input(
-            BenchmarkId::from_parameter(clients),
-            &clients,
-            |b, &clients| {
-                let cluster = rt.block_on(MemCluster::start(|| NoopSm));
-                b.iter_custom(|iters| {
-                    rt.block_on(run_clients(cluster.leader(), clients, iters, |_, _| ()))
-                });
-                rt.block_on(cluster.shutdown());
-            },
-        );
+        // Criterion calls the closure once per sample: start the cluster once, outside it.
+        let cluster = rt.block_on(MemCluster::start(|| NoopSm));
+        g.bench_with_input(BenchmarkId::from_parameter(clients), &clients, |b, &n| {
+            b.iter_custom(|iters| rt.block_on(run_clients(cluster.leader(), n, iters, |_, _| ())));
+        });
+        rt.block_on(cluster.shutdown());
     }
     g.finish();
 }
@@ -59,17 +54,11 @@ fn kv_mem(c: &mut Criterion) {
     let rt = runtime();
     let mut g = short(c, "kv_mem");
     for clients in [1usize, 64, 256, 1024] {
-        g.bench_with_input(
-            BenchmarkId::from_parameter(clients),
-            &clients,
-            |b, &clients| {
-                let cluster = rt.block_on(MemCluster::start(KvStateMachine::new));
-                b.iter_custom(|iters| {
-                    rt.block_on(run_clients(cluster.leader(), clients, iters, kv_put))
-                });
-                rt.block_on(cluster.shutdown());
-            },
-        );
+        let cluster = rt.block_on(MemCluster::start(KvStateMachine::new));
+        g.bench_with_input(BenchmarkId::from_parameter(clients), &clients, |b, &n| {
+            b.iter_custom(|iters| rt.block_on(run_clients(cluster.leader(), n, iters, kv_put)));
+        });
+        rt.block_on(cluster.shutdown());
     }
     g.finish();
 }
@@ -78,17 +67,11 @@ fn kv_file_tcp(c: &mut Criterion) {
     let rt = runtime();
     let mut g = short(c, "kv_file_tcp");
     for clients in [1usize, 16, 256] {
-        g.bench_with_input(
-            BenchmarkId::from_parameter(clients),
-            &clients,
-            |b, &clients| {
-                let cluster = rt.block_on(FileTcpCluster::start());
-                b.iter_custom(|iters| {
-                    rt.block_on(run_clients(cluster.leader(), clients, iters, kv_put))
-                });
-                rt.block_on(cluster.shutdown());
-            },
-        );
+        let cluster = rt.block_on(FileTcpCluster::start());
+        g.bench_with_input(BenchmarkId::from_parameter(clients), &clients, |b, &n| {
+            b.iter_custom(|iters| rt.block_on(run_clients(cluster.leader(), n, iters, kv_put)));
+        });
+        rt.block_on(cluster.shutdown());
     }
     g.finish();
 }
