@@ -72,23 +72,19 @@ impl<C: Clone> MemLog<C> {
         self.entries.truncate(keep);
     }
 
-    /// The first index of the run of entries with `term` that contains `index`.
+    /// The first index of the run of entries with `term` that contains `index`. Terms never
+    /// decrease along a log, so this is a binary search.
     pub(crate) fn first_index_of_term_run(&self, index: LogIndex, term: Term) -> LogIndex {
-        let mut i = index;
-        while i > self.base.index + 1 && self.term_at(i - 1) == Some(term) {
-            i -= 1;
-        }
-        i
+        let upto = self.slice(self.base.index + 1, index);
+        let first_of_term = upto.partition_point(|e| e.log_id.term < term);
+        self.base.index + 1 + first_of_term as u64
     }
 
-    /// The last index holding an entry of `term`, if any.
+    /// The last index holding an entry of `term`, if any (binary search, as above).
     pub(crate) fn last_index_of_term(&self, term: Term) -> Option<LogIndex> {
-        self.entries
-            .iter()
-            .rev()
-            .skip_while(|e| e.log_id.term > term)
-            .find(|e| e.log_id.term == term)
-            .map(|e| e.log_id.index)
+        let after = self.entries.partition_point(|e| e.log_id.term <= term);
+        let last = self.entries[..after].last()?;
+        (last.log_id.term == term).then_some(last.log_id.index)
     }
 
     pub(crate) fn entries(&self) -> &[Entry<C>] {
@@ -118,8 +114,12 @@ mod tests {
         assert_eq!(log.slice(0, 10).len(), 4);
         assert_eq!(log.slice(5, 10).len(), 0);
         assert_eq!(log.first_index_of_term_run(2, 1), 1);
+        assert_eq!(log.first_index_of_term_run(3, 2), 3);
+        assert_eq!(log.first_index_of_term_run(4, 4), 4);
         assert_eq!(log.last_index_of_term(1), Some(2));
         assert_eq!(log.last_index_of_term(3), None);
+        assert_eq!(log.last_index_of_term(4), Some(4));
+        assert_eq!(log.last_index_of_term(5), None);
     }
 
     #[test]

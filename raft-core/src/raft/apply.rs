@@ -6,12 +6,12 @@ use tokio::sync::mpsc;
 use super::{ClientWriteResponse, WriteReply};
 use crate::error::StateMachineError;
 use crate::state_machine::StateMachine;
-use crate::types::{Entry, EntryPayload, LogIndex};
+use crate::types::{Entry, LogIndex};
 
 /// Committed entries to apply, with the replies of the clients waiting for some of them.
 pub(crate) struct ApplyBatch<SM: StateMachine> {
     pub(crate) entries: Vec<Entry<SM::Command>>,
-    /// `(position in entries, reply)`.
+    /// `(position in entries, reply)`, in increasing position; each position holds a command.
     pub(crate) replies: Vec<(usize, WriteReply<SM>)>,
 }
 
@@ -32,17 +32,14 @@ pub(crate) async fn run<SM: StateMachine>(
         };
         match state_machine.apply(&batch.entries).await {
             Ok(responses) if responses.len() == batch.entries.len() => {
-                let mut responses: Vec<Option<SM::Response>> =
-                    responses.into_iter().map(Some).collect();
-                for (pos, reply) in batch.replies {
-                    let entry = &batch.entries[pos];
-                    if let (EntryPayload::Command(_), Some(data)) =
-                        (&entry.payload, responses[pos].take())
-                    {
-                        let _ = reply.send(Ok(ClientWriteResponse {
-                            log_id: entry.log_id,
-                            data,
-                        }));
+                // `replies` is in log order, so one pass pairs each with its response.
+                let mut replies = batch.replies.into_iter().peekable();
+                for (pos, data) in responses.into_iter().enumerate() {
+                    if replies.peek().is_some_and(|(p, _)| *p == pos) {
+                        if let Some((_, reply)) = replies.next() {
+                            let log_id = batch.entries[pos].log_id;
+                            let _ = reply.send(Ok(ClientWriteResponse { log_id, data }));
+                        }
                     }
                 }
                 if events.send(ApplyEvent::Applied(last)).is_err() {

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::Instrument;
 
@@ -70,9 +71,7 @@ pub(crate) struct Driver<SM: StateMachine, S, N> {
     rpc_rx: mpsc::UnboundedReceiver<RpcOutcome>,
     apply_tx: mpsc::UnboundedSender<ApplyBatch<SM>>,
     apply_events: mpsc::UnboundedReceiver<ApplyEvent>,
-    state_machine: Option<SM>,
-    apply_events_tx: Option<mpsc::UnboundedSender<ApplyEvent>>,
-    apply_rx: Option<mpsc::UnboundedReceiver<ApplyBatch<SM>>>,
+    apply_task: JoinHandle<()>,
 
     peers: BTreeMap<NodeId, PeerSender<SM::Command>>,
     held_replies: Vec<HeldReply>,
@@ -140,6 +139,9 @@ where
             ..Metrics::default()
         });
         let span = tracing::info_span!("raft", node = id, term = tracing::field::Empty);
+        let apply_task = tokio::spawn(
+            apply::run(state_machine, apply_rx, apply_events_tx).instrument(span.clone()),
+        );
         let mut driver = Driver {
             id,
             config,
@@ -152,9 +154,7 @@ where
             rpc_rx,
             apply_tx,
             apply_events,
-            state_machine: Some(state_machine),
-            apply_events_tx: Some(apply_events_tx),
-            apply_rx: Some(apply_rx),
+            apply_task,
             peers: BTreeMap::new(),
             held_replies: Vec::new(),
             pending: VecDeque::new(),
@@ -170,16 +170,6 @@ where
     pub(crate) async fn run(mut self) {
         let span = self.span.clone();
         span.record("term", self.engine.term());
-        let mut apply_task = None;
-        if let (Some(sm), Some(rx), Some(tx)) = (
-            self.state_machine.take(),
-            self.apply_rx.take(),
-            self.apply_events_tx.take(),
-        ) {
-            apply_task = Some(tokio::spawn(
-                apply::run(sm, rx, tx).instrument(span.clone()),
-            ));
-        }
         let stop = self.main_loop().instrument(span.clone()).await;
         let reason = match stop {
             Stop::Requested => "node was shut down".to_string(),
@@ -206,9 +196,7 @@ where
             .send_modify(|m| m.status = NodeStatus::Stopped(reason));
         let (closed_tx, _) = mpsc::unbounded_channel();
         drop(std::mem::replace(&mut self.apply_tx, closed_tx));
-        if let Some(task) = apply_task {
-            let _ = task.await;
-        }
+        let _ = (&mut self.apply_task).await;
     }
 
     async fn main_loop(&mut self) -> Stop {
@@ -391,28 +379,20 @@ where
         let mut replies = Vec::new();
         let first = entries[0].log_id.index;
         let last = entries[entries.len() - 1].log_id.index;
-        while let Some((log_id, _)) = self.pending.front() {
-            if log_id.index > last {
-                break;
-            }
+        while self.pending.front().is_some_and(|(id, _)| id.index <= last) {
             let Some((log_id, reply)) = self.pending.pop_front() else {
                 break;
             };
-            if log_id.index < first {
-                // Applied in an earlier batch without this proposal: cannot happen while leader.
-                let _ = reply.send(Err(ClientWriteError::OutcomeUnknown {
-                    leader_hint: self.engine.leader(),
-                }));
-                continue;
-            }
-            let pos = (log_id.index - first) as usize;
-            if entries[pos].log_id == log_id {
-                replies.push((pos, reply));
-            } else {
-                // The slot holds another leader's entry: this proposal was not committed.
-                let _ = reply.send(Err(ClientWriteError::OutcomeUnknown {
-                    leader_hint: self.engine.leader(),
-                }));
+            // While this node leads, its proposals are applied in the batch that commits them. A
+            // proposal below the batch, or whose slot holds another entry, was not committed.
+            let slot = log_id.index.checked_sub(first).map(|pos| pos as usize);
+            match slot {
+                Some(pos) if entries[pos].log_id == log_id => replies.push((pos, reply)),
+                _ => {
+                    let _ = reply.send(Err(ClientWriteError::OutcomeUnknown {
+                        leader_hint: self.engine.leader(),
+                    }));
+                }
             }
         }
         let _ = self.apply_tx.send(ApplyBatch { entries, replies });
