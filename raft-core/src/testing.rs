@@ -62,6 +62,15 @@ use crate::types::{
     Entry, EntryPayload, HardState, LogId, LogIndex, Membership, Snapshot, SnapshotMeta, Term,
 };
 
+/// Runs each named check under [`guard`], with the name it is written as, so that a failure names
+/// the check. `$args` is the parenthesized argument list each check is called with (evaluated anew
+/// for each check, so `(make())` gives each its own fresh storage).
+macro_rules! run_checks {
+    ($args:tt; $($check:ident),+ $(,)?) => {
+        $(guard(stringify!($check), $check $args).await;)+
+    };
+}
+
 /// Runs every check of the suite, each on a fresh storage made by `make`.
 ///
 /// `make` must return an empty storage each time (a new in-memory value, a new temporary directory).
@@ -73,71 +82,29 @@ where
     S: RaftStorage<u64>,
     F: FnMut() -> S,
 {
-    guard("fresh_storage_is_empty", fresh_storage_is_empty(make())).await;
-    guard("hard_state_round_trip", hard_state_round_trip(make())).await;
-    guard("append_and_read_back", append_and_read_back(make())).await;
-    guard(
-        "append_refuses_gap_or_wrong_start",
-        append_refuses_gap_or_wrong_start(make()),
-    )
-    .await;
-    guard("empty_append_is_noop", empty_append_is_noop(make())).await;
-    guard("entries_range_edges", entries_range_edges(make())).await;
-    guard("truncate_in_the_middle", truncate_in_the_middle(make())).await;
-    guard(
-        "truncate_at_the_last_entry",
-        truncate_at_the_last_entry(make()),
-    )
-    .await;
-    guard("truncate_whole_log", truncate_whole_log(make())).await;
-    guard(
-        "truncate_past_the_end_is_noop",
-        truncate_past_the_end_is_noop(make()),
-    )
-    .await;
-    guard(
-        "truncate_into_purged_prefix_is_refused",
-        truncate_into_purged_prefix_is_refused(make()),
-    )
-    .await;
-    guard("append_after_truncate", append_after_truncate(make())).await;
-    guard(
-        "purge_moves_the_log_start",
-        purge_moves_the_log_start(make()),
-    )
-    .await;
-    guard(
-        "purge_at_or_below_last_purged_is_noop",
-        purge_at_or_below_last_purged_is_noop(make()),
-    )
-    .await;
-    guard(
-        "purge_past_the_last_entry_is_refused",
-        purge_past_the_last_entry_is_refused(make()),
-    )
-    .await;
-    guard("purge_whole_log", purge_whole_log(make())).await;
-    guard(
-        "install_snapshot_inside_log_keeps_log",
-        install_snapshot_inside_log_keeps_log(make()),
-    )
-    .await;
-    guard(
-        "install_snapshot_ahead_of_log_discards_log",
-        install_snapshot_ahead_of_log_discards_log(make()),
-    )
-    .await;
-    guard(
-        "install_snapshot_on_empty_storage",
-        install_snapshot_on_empty_storage(make()),
-    )
-    .await;
-    guard(
-        "install_snapshot_conflicting_with_log_discards_log",
-        install_snapshot_conflicting_with_log_discards_log(make()),
-    )
-    .await;
-    guard("snapshot_returns_latest", snapshot_returns_latest(make())).await;
+    run_checks!((make());
+        fresh_storage_is_empty,
+        hard_state_round_trip,
+        append_and_read_back,
+        append_refuses_gap_or_wrong_start,
+        empty_append_is_noop,
+        entries_range_edges,
+        truncate_in_the_middle,
+        truncate_at_the_last_entry,
+        truncate_whole_log,
+        truncate_past_the_end_is_noop,
+        truncate_into_purged_prefix_is_refused,
+        append_after_truncate,
+        purge_moves_the_log_start,
+        purge_at_or_below_last_purged_is_noop,
+        purge_past_the_last_entry_is_refused,
+        purge_whole_log,
+        install_snapshot_inside_log_keeps_log,
+        install_snapshot_ahead_of_log_discards_log,
+        install_snapshot_on_empty_storage,
+        install_snapshot_conflicting_with_log_discards_log,
+        snapshot_returns_latest,
+    );
 }
 
 /// Runs the checks that state survives a restart: each starts from a fresh storage made by `make`,
@@ -153,32 +120,14 @@ where
     F: FnMut() -> S,
     R: FnMut(S) -> S,
 {
-    guard(
-        "reopen_fresh_storage_is_empty",
-        reopen_fresh_storage_is_empty(make(), &mut reopen),
-    )
-    .await;
-    guard(
-        "reopen_keeps_hard_state",
-        reopen_keeps_hard_state(make(), &mut reopen),
-    )
-    .await;
-    guard("reopen_keeps_log", reopen_keeps_log(make(), &mut reopen)).await;
-    guard(
-        "reopen_keeps_truncation_and_purge",
-        reopen_keeps_truncation_and_purge(make(), &mut reopen),
-    )
-    .await;
-    guard(
-        "reopen_keeps_snapshot_inside_log",
-        reopen_keeps_snapshot_inside_log(make(), &mut reopen),
-    )
-    .await;
-    guard(
-        "reopen_keeps_snapshot_ahead_of_log",
-        reopen_keeps_snapshot_ahead_of_log(make(), &mut reopen),
-    )
-    .await;
+    run_checks!((make(), &mut reopen);
+        reopen_fresh_storage_is_empty,
+        reopen_keeps_hard_state,
+        reopen_keeps_log,
+        reopen_keeps_truncation_and_purge,
+        reopen_keeps_snapshot_inside_log,
+        reopen_keeps_snapshot_ahead_of_log,
+    );
 }
 
 // ----- helpers -----
@@ -1254,4 +1203,40 @@ where
         "after appending 10 and reopening",
     )
     .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The message `check` panics with, through [`guard`] as the runners call it.
+    async fn guarded_panic(check: impl Future<Output = ()>) -> String {
+        let panic = AssertUnwindSafe(guard("some_check", check))
+            .catch_unwind()
+            .await
+            .expect_err("the check panics");
+        match panic.downcast::<String>() {
+            Ok(msg) => *msg,
+            Err(panic) => panic.downcast_ref::<&str>().unwrap().to_string(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_panic_inside_the_storage_is_reported_with_the_check_name() {
+        let msg = guarded_panic(async { panic!("disk on fire") }).await;
+        assert_eq!(
+            msg,
+            "storage conformance check `some_check` failed: the storage panicked: disk on fire"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_assertion_of_a_check_is_reported_unchanged() {
+        let c = Check { name: "some_check" };
+        let msg = guarded_panic(async move { c.eq(1, 2, "a step") }).await;
+        assert_eq!(
+            msg,
+            "storage conformance check `some_check` failed: a step: expected 2, got 1"
+        );
+    }
 }
