@@ -73,6 +73,13 @@ impl Segment {
     fn next_index(&self) -> LogIndex {
         self.first + self.records.len() as u64
     }
+
+    /// Closes and unlinks the file; returns its path.
+    fn delete(self) -> Result<PathBuf, StorageError> {
+        drop(self.file);
+        remove_file(&self.path)?;
+        Ok(self.path)
+    }
 }
 
 /// An encoded batch of entries, ready to be written: the frames, and each frame's payload length and
@@ -145,7 +152,7 @@ impl Store {
                 "creating {}",
                 store.log_dir.display()
             )))?;
-            store.sync_dir(&store.dir.clone())?;
+            store.sync_dir(&store.dir)?;
             store.write_hard_state(HardState::default())?;
             store.write_meta(LogMeta::default())?;
             store.report.initialized = true;
@@ -194,11 +201,11 @@ impl Store {
         let last_purged = store.meta.last_purged();
         // An install_snapshot that discards the log and was interrupted after its snapshot file was
         // written: the snapshot file is the commit point, the discard is completed below.
-        let pending_discard = snapshot.as_ref().map(|s| s.meta.last_log_id).filter(|id| {
-            snapshot.as_ref().is_some_and(|s| s.discards_log)
-                && *id != last_purged
-                && last_purged.index <= id.index
-        });
+        let pending_discard = snapshot
+            .as_ref()
+            .filter(|s| s.discards_log)
+            .map(|s| s.meta.last_log_id)
+            .filter(|id| *id != last_purged && last_purged.index <= id.index);
         if pending_discard.is_none() {
             store.check_segments_contiguous(&meta_path)?;
         }
@@ -225,15 +232,8 @@ impl Store {
         }
         if pending_discard.is_none() {
             let newest = store.meta.last_segment.unwrap_or(0);
-            while store.segments.last().is_some_and(|s| s.first > newest) {
-                let seg = store.segments.pop().expect("a segment");
-                drop(seg.file);
-                store.remove_file(&seg.path)?;
-                store.report.removed_unreferenced_segments.push(seg.path);
-            }
-            if !store.report.removed_unreferenced_segments.is_empty() {
-                store.sync_dir(&store.log_dir.clone())?;
-            }
+            let keep = store.segments.partition_point(|s| s.first <= newest);
+            store.report.removed_unreferenced_segments = store.delete_segments_from(keep)?;
         }
         let removed = store.remove_purged_segments()?;
         store.report.removed_purged_segments = removed;
@@ -307,7 +307,8 @@ impl Store {
                 &s.path,
                 0,
                 format_args!(
-                    "segment holds only entries up to {}, at or below the purge point {}, yet                      follows a segment holding later entries: segments overlap",
+                    "segment holds only entries up to {}, at or below the purge point {}, yet \
+                     follows a segment holding later entries: segments overlap",
                     s.next_index().saturating_sub(1),
                     last_purged.index
                 ),
@@ -505,10 +506,6 @@ impl Store {
         Ok(())
     }
 
-    fn remove_file(&self, path: &Path) -> Result<(), StorageError> {
-        fs::remove_file(path).map_err(io_error(format_args!("removing {}", path.display())))
-    }
-
     // ----- operations -----
 
     pub(crate) fn save_hard_state(&mut self, hs: HardState) -> Result<(), StorageError> {
@@ -586,9 +583,8 @@ impl Store {
     /// which is synced and renamed into place, so a segment file always has a whole header.
     fn create_segment(&mut self, first: LogIndex) -> Result<(), StorageError> {
         let name = segment_file_name(first);
-        let log_dir = self.log_dir.clone();
-        self.write_atomic(&log_dir, &name, &format::segment_header(first))?;
-        let path = log_dir.join(name);
+        self.write_atomic(&self.log_dir, &name, &format::segment_header(first))?;
+        let path = self.log_dir.join(name);
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -745,15 +741,7 @@ impl Store {
     /// segments left are contiguous at every moment), then the tail of the segment holding `from`.
     fn truncate_files(&mut self, from: LogIndex) -> Result<(), StorageError> {
         let keep = self.segments.partition_point(|s| s.first < from);
-        let deleted = self.segments.len() > keep;
-        while self.segments.len() > keep {
-            let seg = self.segments.pop().expect("a segment to delete");
-            drop(seg.file);
-            self.remove_file(&seg.path)?;
-        }
-        if deleted {
-            self.sync_dir(&self.log_dir)?;
-        }
+        self.delete_segments_from(keep)?;
         if keep > 0 {
             let sync = self.sync();
             let seg = &mut self.segments[keep - 1];
@@ -818,11 +806,19 @@ impl Store {
             .iter()
             .take_while(|s| s.next_index() <= last_purged + 1)
             .count();
-        let mut removed = Vec::with_capacity(n);
-        for seg in self.segments.drain(..n).collect::<Vec<_>>() {
-            drop(seg.file);
-            self.remove_file(&seg.path)?;
-            removed.push(seg.path);
+        self.segments.drain(..n).map(Segment::delete).collect()
+    }
+
+    /// Deletes the segments from position `keep` on, the last first (so the segments left are
+    /// contiguous at every moment), then fsyncs the log directory; returns their paths.
+    fn delete_segments_from(&mut self, keep: usize) -> Result<Vec<PathBuf>, StorageError> {
+        let mut removed = Vec::new();
+        while self.segments.len() > keep {
+            let seg = self.segments.pop().expect("a segment to delete");
+            removed.push(seg.delete()?);
+        }
+        if !removed.is_empty() {
+            self.sync_dir(&self.log_dir)?;
         }
         Ok(removed)
     }
@@ -853,14 +849,7 @@ impl Store {
 
     /// Deletes every segment (from the last) and makes `id` the purge point.
     fn discard_log(&mut self, id: LogId) -> Result<(), StorageError> {
-        let deleted = !self.segments.is_empty();
-        while let Some(seg) = self.segments.pop() {
-            drop(seg.file);
-            self.remove_file(&seg.path)?;
-        }
-        if deleted {
-            self.sync_dir(&self.log_dir)?;
-        }
+        self.delete_segments_from(0)?;
         self.write_meta(LogMeta {
             last_purged_term: id.term,
             last_purged_index: id.index,
@@ -961,6 +950,10 @@ fn acquire_lock(dir: &Path) -> Result<File, StorageError> {
     Ok(file)
 }
 
+fn remove_file(path: &Path) -> Result<(), StorageError> {
+    fs::remove_file(path).map_err(io_error(format_args!("removing {}", path.display())))
+}
+
 fn read_optional(path: &Path) -> Result<Option<Vec<u8>>, StorageError> {
     match fs::read(path) {
         Ok(b) => Ok(Some(b)),
@@ -981,8 +974,7 @@ fn remove_temp_files(dir: &Path, removed: &mut Vec<PathBuf>) -> Result<(), Stora
             .and_then(|n| n.to_str())
             .is_some_and(|n| n.ends_with(TMP_SUFFIX));
         if is_tmp && path.is_file() {
-            fs::remove_file(&path)
-                .map_err(io_error(format_args!("removing {}", path.display())))?;
+            remove_file(&path)?;
             removed.push(path);
         }
     }
