@@ -27,9 +27,35 @@ pub struct Config {
     /// The most client proposals the driver folds into one batch (one storage append, one
     /// AppendEntries per follower). Default 4096.
     pub max_batch_proposals: usize,
+    /// When the node snapshots its state machine on its own (a manual trigger is
+    /// [`Raft::trigger_snapshot`](crate::Raft::trigger_snapshot)). Default: after 10,000 applied entries.
+    pub snapshot_policy: SnapshotPolicy,
+    /// How many entries before the snapshot point stay in the log after a snapshot, so that a follower
+    /// just behind still catches up by AppendEntries rather than a whole snapshot. Default 1,000.
+    pub snapshot_keep_entries: u64,
+    /// The most bytes of snapshot data one InstallSnapshot request carries. Keep it well under the
+    /// transport's frame limit and small enough to cross the network within `rpc_timeout`.
+    /// Default 1 MiB.
+    pub snapshot_chunk_size: usize,
     /// Seed of the engine's random number generator (election timeouts). Mixed with the node id, so the
     /// same seed on every node still gives each its own timeouts. Same seed, same inputs: same outputs.
     pub seed: u64,
+}
+
+/// When a node builds a snapshot of its state machine on its own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SnapshotPolicy {
+    /// Only when asked ([`Raft::trigger_snapshot`](crate::Raft::trigger_snapshot)); the log grows
+    /// until then.
+    Never,
+    /// Once this many entries were applied since the last snapshot (or since the start).
+    AfterAppliedEntries(u64),
+}
+
+impl Default for SnapshotPolicy {
+    fn default() -> Self {
+        SnapshotPolicy::AfterAppliedEntries(10_000)
+    }
 }
 
 impl Default for Config {
@@ -42,6 +68,9 @@ impl Default for Config {
             max_entries_per_append: 512,
             max_in_flight: 16,
             max_batch_proposals: 4096,
+            snapshot_policy: SnapshotPolicy::default(),
+            snapshot_keep_entries: 1_000,
+            snapshot_chunk_size: 1024 * 1024,
             seed: 0,
         }
     }
@@ -79,6 +108,12 @@ impl Config {
         }
         if self.max_batch_proposals == 0 {
             return Err(ConfigError::ZeroSetting("max_batch_proposals"));
+        }
+        if self.snapshot_chunk_size == 0 {
+            return Err(ConfigError::ZeroSetting("snapshot_chunk_size"));
+        }
+        if self.snapshot_policy == SnapshotPolicy::AfterAppliedEntries(0) {
+            return Err(ConfigError::ZeroSetting("snapshot_policy"));
         }
         Ok(())
     }
@@ -146,6 +181,14 @@ mod tests {
             },
             Config {
                 election_timeout_min: Duration::ZERO,
+                ..Config::default()
+            },
+            Config {
+                snapshot_chunk_size: 0,
+                ..Config::default()
+            },
+            Config {
+                snapshot_policy: SnapshotPolicy::AfterAppliedEntries(0),
                 ..Config::default()
             },
         ] {

@@ -38,6 +38,8 @@
 //! #       Err(NetworkError::Unreachable { target, reason: "single node".into() }) }
 //! #   async fn vote(&self, target: NodeId, _: VoteRequest) -> Result<VoteResponse, NetworkError> {
 //! #       Err(NetworkError::Unreachable { target, reason: "single node".into() }) }
+//! #   async fn install_snapshot(&self, target: NodeId, _: InstallSnapshotRequest) -> Result<InstallSnapshotResponse, NetworkError> {
+//! #       Err(NetworkError::Unreachable { target, reason: "single node".into() }) }
 //! # }
 //! /// A state machine that sums the numbers it is given.
 //! #[derive(Default)]
@@ -95,20 +97,20 @@ pub mod storage;
 pub mod testing;
 pub mod types;
 
-pub use config::Config;
+pub use config::{Config, SnapshotPolicy};
 pub use engine::{Engine, Output, RecoveredState};
 pub use error::{
     ClientWriteError, ConfigError, InitializeError, NetworkError, StartError, StateMachineError,
     StoppedError, StorageError,
 };
 pub use message::{
-    AppendEntriesRequest, AppendEntriesResponse, AppendResult, Request, Response, VoteRequest,
-    VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, AppendResult, InstallSnapshotRequest,
+    InstallSnapshotResponse, Request, Response, SnapshotResult, VoteRequest, VoteResponse,
 };
 pub use network::RaftNetwork;
 pub use raft::{ClientWriteResponse, Metrics, NodeStatus, Raft};
 pub use state_machine::{AppCommand, StateMachine};
-pub use storage::{LogState, RaftStorage};
+pub use storage::{LogState, RaftStorage, SnapshotChunk};
 pub use types::{
     Entry, EntryPayload, HardState, LogId, LogIndex, Membership, NodeId, Role, Snapshot,
     SnapshotMeta, Term,

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::types::{Entry, LogId, LogIndex, NodeId, Term};
+use crate::types::{Entry, LogId, LogIndex, NodeId, SnapshotMeta, Term};
 
 /// RequestVote (Raft paper, figure 2).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -78,6 +78,64 @@ pub enum AppendResult {
     Invalid,
 }
 
+/// InstallSnapshot (Raft paper, figure 13): one chunk of the leader's snapshot, for a follower whose
+/// next entry the leader has compacted away.
+///
+/// Chunks are sent one at a time, in order. The follower assembles them in memory and installs the
+/// snapshot only when the chunk with `done` arrives, so a transfer cut off at any point (lost chunk,
+/// new leader, crash) leaves the follower's previous state untouched.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstallSnapshotRequest {
+    /// The leader's term.
+    pub term: Term,
+    /// The leader, so followers can redirect clients.
+    pub leader_id: NodeId,
+    /// The snapshot being sent: its last included entry and the membership at that point.
+    pub meta: SnapshotMeta,
+    /// The byte offset of `data` within the snapshot's data.
+    pub offset: u64,
+    /// The chunk.
+    pub data: Vec<u8>,
+    /// Whether this chunk ends the snapshot.
+    pub done: bool,
+}
+
+/// The answer to an [`InstallSnapshotRequest`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstallSnapshotResponse {
+    /// The follower's term after handling the request.
+    pub term: Term,
+    /// What the follower did.
+    pub result: SnapshotResult,
+}
+
+/// The outcome of an InstallSnapshot chunk at the follower.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SnapshotResult {
+    /// The follower holds the snapshot's bytes up to `next_offset` and wants the chunk there next. A
+    /// `next_offset` other than `offset + data.len()` asks the leader to resume (after a lost chunk)
+    /// or restart (after the follower lost what it had, at 0).
+    Accepted {
+        /// The snapshot the answer is about.
+        snapshot: LogId,
+        /// The request's `offset`, identifying the chunk this answers.
+        offset: u64,
+        /// Where the follower wants the next chunk to start.
+        next_offset: u64,
+    },
+    /// The follower's log now matches the leader's up to `snapshot` (it installed the snapshot, durably,
+    /// or it already held that entry).
+    Installed {
+        /// The snapshot's last log id.
+        snapshot: LogId,
+    },
+    /// The request came from a term older than the follower's; `term` in the response says which.
+    StaleTerm,
+    /// The request is malformed (a last log id newer than the request's term, an empty membership).
+    /// Nothing was changed.
+    Invalid,
+}
+
 /// Every RPC request a node sends.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request<C> {
@@ -85,6 +143,8 @@ pub enum Request<C> {
     Vote(VoteRequest),
     /// An AppendEntries.
     AppendEntries(AppendEntriesRequest<C>),
+    /// A chunk of a snapshot.
+    InstallSnapshot(InstallSnapshotRequest),
 }
 
 /// Every RPC response a node receives.
@@ -94,4 +154,6 @@ pub enum Response {
     Vote(VoteResponse),
     /// The answer to an AppendEntries.
     AppendEntries(AppendEntriesResponse),
+    /// The answer to an InstallSnapshot.
+    InstallSnapshot(InstallSnapshotResponse),
 }

@@ -3,7 +3,10 @@
 use async_trait::async_trait;
 
 use crate::error::NetworkError;
-use crate::message::{AppendEntriesRequest, AppendEntriesResponse, VoteRequest, VoteResponse};
+use crate::message::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
 use crate::types::NodeId;
 
 /// Sends RPCs to peers and returns their answers.
@@ -37,4 +40,12 @@ where
         target: NodeId,
         request: VoteRequest,
     ) -> Result<VoteResponse, NetworkError>;
+
+    /// Sends one chunk of a snapshot to `target` and waits for its answer. A chunk is at most
+    /// [`Config::snapshot_chunk_size`](crate::Config) bytes of data, plus the metadata.
+    async fn install_snapshot(
+        &self,
+        target: NodeId,
+        request: InstallSnapshotRequest,
+    ) -> Result<InstallSnapshotResponse, NetworkError>;
 }

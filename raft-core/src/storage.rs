@@ -5,6 +5,15 @@ use async_trait::async_trait;
 use crate::error::StorageError;
 use crate::types::{Entry, HardState, LogId, LogIndex, Snapshot};
 
+/// A piece of a stored snapshot's data, read to be sent to a follower.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SnapshotChunk {
+    /// The bytes at the requested offset (at most the requested length; empty at the end).
+    pub data: Vec<u8>,
+    /// Whether `data` reaches the end of the snapshot's data.
+    pub done: bool,
+}
+
 /// What a storage holds when a node starts.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LogState {
@@ -77,12 +86,52 @@ where
     /// [`StorageError::InvalidRequest`] if `upto` is past the last index.
     async fn purge(&mut self, upto: LogIndex) -> Result<(), StorageError>;
 
-    /// Stores a snapshot, durably and atomically, replacing any older one. Log entries it covers may
+    /// Stores a snapshot, durably and atomically, replacing the stored one. Log entries it covers may
     /// then be purged by the caller; entries after it are kept. If the log does not hold the snapshot's
     /// last entry (the snapshot came from a leader and is ahead), the whole log is discarded and
     /// `last_purged` becomes the snapshot's last log id.
+    ///
+    /// A snapshot whose last log index is at or below the stored snapshot's is ignored (`Ok`, nothing
+    /// written): a snapshot never moves backwards. After a crash, either the old snapshot (with the old
+    /// log) or the new one (with the log as described above) is read back, never a mix.
     async fn install_snapshot(&mut self, snapshot: Snapshot) -> Result<(), StorageError>;
 
     /// The latest stored snapshot, if any.
     async fn snapshot(&mut self) -> Result<Option<Snapshot>, StorageError>;
+
+    /// Reads up to `max_len` bytes of the stored snapshot's data from byte `offset`, for sending to a
+    /// follower in chunks; `Ok(None)` if the stored snapshot is not the one whose last log id is
+    /// `snapshot` (it was replaced since, or there is none). An `offset` past the end gives an empty
+    /// chunk with `done` set.
+    ///
+    /// The default reads the whole snapshot with [`snapshot`](Self::snapshot) and slices it: correct,
+    /// but it reads everything for every chunk. Storages that keep snapshots out of memory should
+    /// read just the requested range.
+    async fn snapshot_chunk(
+        &mut self,
+        snapshot: LogId,
+        offset: u64,
+        max_len: usize,
+    ) -> Result<Option<SnapshotChunk>, StorageError> {
+        let Some(stored) = self.snapshot().await? else {
+            return Ok(None);
+        };
+        if stored.meta.last_log_id != snapshot {
+            return Ok(None);
+        }
+        Ok(Some(slice_chunk(&stored.data, offset, max_len)))
+    }
+}
+
+/// The chunk of `data` at `offset`, at most `max_len` bytes long: the helper behind the default
+/// [`RaftStorage::snapshot_chunk`], public for storages that hold their snapshot in memory.
+pub fn slice_chunk(data: &[u8], offset: u64, max_len: usize) -> SnapshotChunk {
+    let start = usize::try_from(offset)
+        .unwrap_or(usize::MAX)
+        .min(data.len());
+    let end = start.saturating_add(max_len).min(data.len());
+    SnapshotChunk {
+        data: data[start..end].to_vec(),
+        done: end == data.len(),
+    }
 }

@@ -15,9 +15,10 @@ use async_trait::async_trait;
 use mockall::mock;
 use raft_core::{
     AppendEntriesRequest, AppendEntriesResponse, AppendResult, ClientWriteError, Config, Entry,
-    EntryPayload, HardState, LogId, LogIndex, LogState, Membership, NetworkError, NodeId,
-    NodeStatus, Raft, RaftNetwork, RaftStorage, Role, Snapshot, SnapshotMeta, StateMachine,
-    StateMachineError, StorageError, VoteRequest, VoteResponse,
+    EntryPayload, HardState, InstallSnapshotRequest, InstallSnapshotResponse, LogId, LogIndex,
+    LogState, Membership, NetworkError, NodeId, NodeStatus, Raft, RaftNetwork, RaftStorage, Role,
+    Snapshot, SnapshotMeta, StateMachine, StateMachineError, StorageError, VoteRequest,
+    VoteResponse,
 };
 
 mock! {
@@ -46,6 +47,11 @@ mock! {
             request: AppendEntriesRequest<u64>,
         ) -> Result<AppendEntriesResponse, NetworkError>;
         async fn vote(&self, target: NodeId, request: VoteRequest) -> Result<VoteResponse, NetworkError>;
+        async fn install_snapshot(
+            &self,
+            target: NodeId,
+            request: InstallSnapshotRequest,
+        ) -> Result<InstallSnapshotResponse, NetworkError>;
     }
 }
 

@@ -65,6 +65,13 @@ impl RaftNetwork<u64> for NoPeers {
     async fn vote(&self, target: NodeId, _: VoteRequest) -> Result<VoteResponse, NetworkError> {
         Err(NetworkError::Timeout { target })
     }
+    async fn install_snapshot(
+        &self,
+        target: NodeId,
+        _: InstallSnapshotRequest,
+    ) -> Result<InstallSnapshotResponse, NetworkError> {
+        Err(NetworkError::Timeout { target })
+    }
 }
 
 /// Answers each command with itself.

@@ -47,7 +47,7 @@ fn vote_requests(e: &mut Engine<u64>) -> Vec<(NodeId, VoteRequest)> {
         .into_iter()
         .filter_map(|(to, m)| match m {
             Request::Vote(v) => Some((to, v)),
-            Request::AppendEntries(_) => None,
+            _ => None,
         })
         .collect()
 }

@@ -72,6 +72,25 @@ impl<C: Clone> MemLog<C> {
         self.entries.truncate(keep);
     }
 
+    /// Drops the entries up to and including `upto` (log compaction); `upto` becomes the base. A no-op
+    /// unless `upto` is after the base and within the log.
+    pub(crate) fn compact(&mut self, upto: LogIndex) {
+        let Some(term) = self.term_at(upto) else {
+            return;
+        };
+        if upto <= self.base.index {
+            return;
+        }
+        self.entries.drain(..(upto - self.base.index) as usize);
+        self.base = LogId::new(term, upto);
+    }
+
+    /// Replaces the whole log with an empty one based at `base` (a snapshot from the leader).
+    pub(crate) fn reset(&mut self, base: LogId) {
+        self.entries.clear();
+        self.base = base;
+    }
+
     /// The first index of the run of entries with `term` that contains `index`. Terms never
     /// decrease along a log, so this is a binary search.
     pub(crate) fn first_index_of_term_run(&self, index: LogIndex, term: Term) -> LogIndex {
@@ -129,6 +148,31 @@ mod tests {
         assert_eq!(log.last_log_id(), LogId::new(1, 1));
         log.truncate(0);
         assert_eq!(log.last_log_id(), LogId::new(1, 1));
+    }
+
+    #[test]
+    fn compact_moves_the_base_and_keeps_the_rest() {
+        let mut log = MemLog::new(LogId::default(), vec![e(1, 1), e(1, 2), e(2, 3), e(2, 4)]);
+        log.compact(2);
+        assert_eq!(log.base_index(), 2);
+        assert_eq!(log.term_at(2), Some(1));
+        assert_eq!(log.get(2).map(|x| x.log_id), None);
+        assert_eq!(log.get(3).map(|x| x.log_id), Some(LogId::new(2, 3)));
+        assert_eq!(log.entries().len(), 2);
+        // At or below the base, or past the end: nothing changes.
+        log.compact(1);
+        log.compact(9);
+        assert_eq!((log.base_index(), log.entries().len()), (2, 2));
+        log.compact(4);
+        assert_eq!(
+            (log.last_log_id(), log.entries().len()),
+            (LogId::new(2, 4), 0)
+        );
+        log.reset(LogId::new(5, 10));
+        assert_eq!(
+            (log.last_log_id(), log.term_at(10)),
+            (LogId::new(5, 10), Some(5))
+        );
     }
 
     #[test]

@@ -12,25 +12,33 @@
 //! 1. persist `hard_state` if set;
 //! 2. send `messages` (they may leave before step 3: a leader may replicate entries before its own
 //!    copy is durable, thesis 10.2.1, and nothing a peer decides from them needs our log durable);
-//! 3. truncate the log at `truncate_from` if set, then append `append`, and report the last appended
+//! 3. store `snapshot` if set (a snapshot the state machine built, or one received from the leader,
+//!    which discards the log), then purge the log up to `purge_upto` if set;
+//! 4. truncate the log at `truncate_from` if set, then append `append`, and report the last appended
 //!    id with [`Engine::log_persisted`];
-//! 4. only then send the replies that [`Engine::handle_append_entries`] and
-//!    [`Engine::handle_vote_request`] returned while producing this output;
-//! 5. apply `apply`, in order.
+//! 5. only then send the replies that [`Engine::handle_append_entries`],
+//!    [`Engine::handle_vote_request`] and [`Engine::handle_install_snapshot`] returned while producing
+//!    this output;
+//! 6. send the snapshot chunks `snapshot_sends` asks for (read from storage, which now holds the
+//!    snapshot they name), reporting a chunk storage cannot give with [`Engine::snapshot_send_failed`];
+//! 7. if `restore_snapshot`, replace the state machine's state with `snapshot`'s; then apply `apply`,
+//!    in order.
 
 mod log;
 mod progress;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-pub use progress::{Progress, ReplicationState};
+pub use progress::{Progress, ReplicationState, SnapshotTransfer};
 
 use crate::config::Config;
 use crate::message::{
-    AppendEntriesRequest, AppendEntriesResponse, AppendResult, Request, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, AppendResult, InstallSnapshotRequest,
+    InstallSnapshotResponse, Request, SnapshotResult, VoteRequest, VoteResponse,
 };
 use crate::types::{
-    Entry, EntryPayload, HardState, LogId, LogIndex, Membership, NodeId, Role, Term,
+    Entry, EntryPayload, HardState, LogId, LogIndex, Membership, NodeId, Role, Snapshot,
+    SnapshotMeta, Term,
 };
 use log::MemLog;
 
@@ -41,8 +49,9 @@ pub struct RecoveredState<C> {
     pub hard_state: HardState,
     /// The id of the last entry before `entries` (compacted or covered by a snapshot).
     pub log_base: LogId,
-    /// The membership in force at `log_base` (from the snapshot), if any.
-    pub base_membership: Option<Membership>,
+    /// The stored snapshot's metadata, if there is one; its index is at or after `log_base`. Its
+    /// membership is the one in force when the log holds no membership entry.
+    pub snapshot: Option<SnapshotMeta>,
     /// Every log entry after `log_base`, in order.
     pub entries: Vec<Entry<C>>,
     /// The last index the state machine already holds (entries up to it are not applied again).
@@ -62,6 +71,45 @@ pub struct Output<C> {
     pub messages: Vec<(NodeId, Request<C>)>,
     /// Committed entries to apply, in order; each entry is handed out exactly once.
     pub apply: Vec<Entry<C>>,
+    /// A snapshot to store (with [`RaftStorage::install_snapshot`](crate::RaftStorage)).
+    pub snapshot: Option<Snapshot>,
+    /// Whether `snapshot` came from the leader: the state machine must be restored from it, before
+    /// `apply`. (A snapshot the state machine built itself needs no restore.)
+    pub restore_snapshot: bool,
+    /// Purge the log up to and including this index (after storing `snapshot`).
+    pub purge_upto: Option<LogIndex>,
+    /// Snapshot chunks to read from storage and send.
+    pub snapshot_sends: Vec<SnapshotSend>,
+}
+
+/// A snapshot chunk the executor must read from storage and send as an
+/// [`InstallSnapshotRequest`] (with `data` the chunk, `done` whether it ends the snapshot).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotSend {
+    /// The follower.
+    pub to: NodeId,
+    /// The leader's term.
+    pub term: Term,
+    /// This node.
+    pub leader_id: NodeId,
+    /// The snapshot (its last log id names it in storage).
+    pub meta: SnapshotMeta,
+    /// Where in the snapshot's data the chunk starts.
+    pub offset: u64,
+}
+
+impl SnapshotSend {
+    /// The request carrying `data`, the chunk read at `offset`.
+    pub fn request(&self, data: Vec<u8>, done: bool) -> InstallSnapshotRequest {
+        InstallSnapshotRequest {
+            term: self.term,
+            leader_id: self.leader_id,
+            meta: self.meta.clone(),
+            offset: self.offset,
+            data,
+            done,
+        }
+    }
 }
 
 impl<C> Default for Output<C> {
@@ -72,6 +120,10 @@ impl<C> Default for Output<C> {
             append: Vec::new(),
             messages: Vec::new(),
             apply: Vec::new(),
+            snapshot: None,
+            restore_snapshot: false,
+            purge_upto: None,
+            snapshot_sends: Vec::new(),
         }
     }
 }
@@ -84,7 +136,19 @@ impl<C> Output<C> {
             && self.append.is_empty()
             && self.messages.is_empty()
             && self.apply.is_empty()
+            && self.snapshot.is_none()
+            && self.purge_upto.is_none()
+            && self.snapshot_sends.is_empty()
     }
+}
+
+/// A snapshot being received from the leader, chunk by chunk.
+#[derive(Debug)]
+struct IncomingSnapshot {
+    /// The term of the leader sending it: a new leader's transfer replaces it.
+    term: Term,
+    meta: SnapshotMeta,
+    data: Vec<u8>,
 }
 
 /// A proposal was refused because this node is not the leader.
@@ -102,6 +166,7 @@ pub struct Engine<C> {
     heartbeat_ms: u64,
     max_entries_per_append: usize,
     max_in_flight: usize,
+    snapshot_keep_entries: u64,
     rng: fastrand::Rng,
 
     now: u64,
@@ -120,6 +185,10 @@ pub struct Engine<C> {
     /// The index of the entry that set `membership` (the base index if it came from the snapshot).
     membership_index: LogIndex,
     base_membership: Membership,
+    /// The latest snapshot in storage (default id if none).
+    snapshot: SnapshotMeta,
+    /// A snapshot being received from the leader.
+    incoming: Option<IncomingSnapshot>,
     commit_index: LogIndex,
     /// The last index handed out in `Output::apply`.
     apply_dispatched: LogIndex,
@@ -143,7 +212,8 @@ impl<C: Clone> Engine<C> {
     /// `config` should have passed [`Config::validate`]; the engine does not re-check it.
     pub fn new(id: NodeId, config: &Config, state: RecoveredState<C>, now_ms: u64) -> Self {
         let seed = config.seed ^ id.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0x5DEE_CE66_D1CE_4E5B;
-        let base_membership = state.base_membership.unwrap_or_default();
+        let snapshot = state.snapshot.unwrap_or_default();
+        let base_membership = snapshot.membership.clone();
         let log = MemLog::new(state.log_base, state.entries);
         let last = log.last_index();
         let applied = state.applied_index.min(last).max(state.log_base.index);
@@ -153,6 +223,7 @@ impl<C: Clone> Engine<C> {
             heartbeat_ms: config.heartbeat_ms(),
             max_entries_per_append: config.max_entries_per_append,
             max_in_flight: config.max_in_flight,
+            snapshot_keep_entries: config.snapshot_keep_entries,
             rng: fastrand::Rng::with_seed(seed),
             now: now_ms,
             election_deadline: 0,
@@ -166,6 +237,8 @@ impl<C: Clone> Engine<C> {
             membership: Membership::default(),
             membership_index: 0,
             base_membership,
+            snapshot,
+            incoming: None,
             commit_index: applied,
             apply_dispatched: applied,
             durable_index: last,
@@ -221,6 +294,22 @@ impl<C: Clone> Engine<C> {
     /// Every entry in the in-memory log (after the compaction point), in order.
     pub fn entries(&self) -> &[Entry<C>] {
         self.log.entries()
+    }
+    /// The latest snapshot's metadata (the default if there is none).
+    pub fn snapshot_meta(&self) -> &SnapshotMeta {
+        &self.snapshot
+    }
+    /// The membership in force at `index` (at or after the log's base), as this node's log says.
+    pub fn membership_at(&self, index: LogIndex) -> Membership {
+        self.log
+            .slice(self.log.base_index() + 1, index)
+            .iter()
+            .rev()
+            .find_map(|e| match &e.payload {
+                EntryPayload::Membership(m) => Some(m.clone()),
+                _ => None,
+            })
+            .unwrap_or_else(|| self.base_membership.clone())
     }
     /// The leader's view of each follower; empty unless leader.
     pub fn progress(&self) -> &BTreeMap<NodeId, Progress> {
@@ -441,6 +530,10 @@ impl<C: Clone> Engine<C> {
             return;
         };
         pr.last_ack_ms = now;
+        if pr.state == ReplicationState::Snapshot {
+            // Only the heartbeats of a transfer are answered here; the transfer decides.
+            return;
+        }
         match resp.result {
             AppendResult::StaleTerm => {}
             AppendResult::Invalid => {
@@ -479,6 +572,7 @@ impl<C: Clone> Engine<C> {
                 let stale = match pr.state {
                     ReplicationState::Replicate => rejected_index <= pr.match_index,
                     ReplicationState::Probe => rejected_index + 1 != pr.next_index,
+                    ReplicationState::Snapshot => true,
                 };
                 if stale {
                     return;
@@ -502,13 +596,200 @@ impl<C: Clone> Engine<C> {
     /// it and probes again at the next heartbeat. A follower already being probed keeps its
     /// `next_index`: resetting it to `match_index + 1` would, for a follower whose match is not yet
     /// known (0), resend the whole log from index 1 instead of backtracking from the end.
+    ///
+    /// A follower receiving a snapshot resumes at the next heartbeat, from the last byte it confirmed.
     pub fn handle_unreachable(&mut self, to: NodeId) {
         if let Some(pr) = self.progress.get_mut(&to) {
-            if pr.state == ReplicationState::Replicate {
-                pr.become_probe();
+            match pr.state {
+                ReplicationState::Snapshot => {
+                    if let Some(t) = pr.transfer.as_mut() {
+                        t.in_flight = None;
+                    }
+                    return;
+                }
+                ReplicationState::Replicate => pr.become_probe(),
+                ReplicationState::Probe => {}
             }
             pr.probe_sent = true;
         }
+    }
+
+    /// Reports that storage could not give the chunk `to` was to receive (the snapshot named was
+    /// replaced). The transfer restarts with the current snapshot at the next heartbeat.
+    pub fn snapshot_send_failed(&mut self, to: NodeId) {
+        let current = self.snapshot.last_log_id;
+        if let Some(pr) = self.progress.get_mut(&to) {
+            if pr.state == ReplicationState::Snapshot {
+                tracing::warn!(to, snapshot = %current, "snapshot chunk unavailable; restarting transfer");
+                pr.become_snapshot(current);
+            }
+        }
+    }
+
+    /// Handles one chunk of an InstallSnapshot and returns the reply. Like the other replies, it may be
+    /// sent only after the output taken next is executed (an `Installed` reply acknowledges a snapshot
+    /// that output stores).
+    ///
+    /// Chunks are assembled in memory; the snapshot replaces the log and the state machine only when
+    /// the last chunk arrives, so an interrupted transfer leaves the follower as it was. A chunk at an
+    /// unexpected offset is answered with the offset wanted (`Accepted`), so the leader resumes there
+    /// (lost chunk, duplicate) or restarts at 0 (this node lost its partial copy, or a new leader).
+    pub fn handle_install_snapshot(
+        &mut self,
+        req: InstallSnapshotRequest,
+    ) -> InstallSnapshotResponse {
+        if req.term < self.hard_state.term {
+            return self.snapshot_reply(SnapshotResult::StaleTerm);
+        }
+        let id = req.meta.last_log_id;
+        if id.term > req.term || id.index == 0 || req.meta.membership.voters.is_empty() {
+            tracing::error!(leader = req.leader_id, snapshot = %id, "malformed InstallSnapshot refused");
+            return self.snapshot_reply(SnapshotResult::Invalid);
+        }
+        if req.term > self.hard_state.term || self.role != Role::Follower {
+            self.become_follower(req.term, Some(req.leader_id));
+        }
+        self.leader = Some(req.leader_id);
+        self.reset_election_timer();
+
+        // Already here: committed (so it matches any leader's log), or the same entry is in the log
+        // (so, by Log Matching, everything up to it matches, and it is committed).
+        let held = self.log.term_at(id.index) == Some(id.term);
+        if id.index <= self.commit_index || held {
+            self.incoming = None;
+            if held && id.index > self.commit_index {
+                self.commit_index = id.index;
+            }
+            return self.snapshot_reply(SnapshotResult::Installed { snapshot: id });
+        }
+        let wants = |next_offset: u64| SnapshotResult::Accepted {
+            snapshot: id,
+            offset: req.offset,
+            next_offset,
+        };
+        let incoming = match &mut self.incoming {
+            Some(i) if i.term == req.term && i.meta.last_log_id == id => i,
+            // A transfer this node does not hold (new, from a new leader, or lost in a restart):
+            // only its first chunk can start it.
+            _ if req.offset != 0 => return self.snapshot_reply(wants(0)),
+            slot => slot.insert(IncomingSnapshot {
+                term: req.term,
+                meta: req.meta,
+                data: Vec::new(),
+            }),
+        };
+        let held_len = incoming.data.len() as u64;
+        if req.offset != held_len {
+            return self.snapshot_reply(wants(held_len));
+        }
+        incoming.data.extend_from_slice(&req.data);
+        if !req.done {
+            let next_offset = incoming.data.len() as u64;
+            return self.snapshot_reply(wants(next_offset));
+        }
+        if let Some(incoming) = self.incoming.take() {
+            self.install_from_leader(Snapshot {
+                meta: incoming.meta,
+                data: incoming.data,
+            });
+        }
+        self.snapshot_reply(SnapshotResult::Installed { snapshot: id })
+    }
+
+    /// Handles the answer to an InstallSnapshot chunk this node sent.
+    pub fn handle_install_snapshot_response(
+        &mut self,
+        from: NodeId,
+        resp: InstallSnapshotResponse,
+    ) {
+        if resp.term > self.hard_state.term {
+            self.become_follower(resp.term, None);
+            return;
+        }
+        if self.role != Role::Leader || resp.term < self.hard_state.term {
+            return;
+        }
+        let now = self.now;
+        let Some(pr) = self.progress.get_mut(&from) else {
+            return;
+        };
+        pr.last_ack_ms = now;
+        match resp.result {
+            SnapshotResult::Accepted {
+                snapshot,
+                offset,
+                next_offset,
+            } => {
+                let Some(t) = pr.transfer.as_mut() else {
+                    return;
+                };
+                // Only the answer to the chunk in flight moves the transfer: a late or duplicated
+                // answer to an earlier chunk would rewind it.
+                if t.snapshot == snapshot && t.in_flight == Some(offset) {
+                    t.offset = next_offset;
+                    t.in_flight = None;
+                    self.replicate_pending.insert(from);
+                }
+            }
+            SnapshotResult::Installed { snapshot } => {
+                if snapshot.index > self.log.last_index() {
+                    tracing::warn!(from, %snapshot, "follower claims a snapshot past our log; ignoring");
+                    return;
+                }
+                let advanced = pr.on_success(snapshot.index);
+                if pr.state == ReplicationState::Snapshot {
+                    pr.become_replicate();
+                    pr.next_index = pr.match_index + 1;
+                }
+                self.replicate_pending.insert(from);
+                if advanced {
+                    self.maybe_commit();
+                }
+            }
+            SnapshotResult::StaleTerm => {}
+            SnapshotResult::Invalid => {
+                tracing::error!(from, "follower refused our InstallSnapshot as malformed");
+                if let Some(t) = pr.transfer.as_mut() {
+                    // Retried from the start with the next round of replication.
+                    t.offset = 0;
+                    t.in_flight = None;
+                }
+            }
+        }
+    }
+
+    /// Reports that the state machine serialized its state as of `last_log_id` (an applied entry) into
+    /// `data`. The engine takes it as its latest snapshot (unless a newer one is already stored), has
+    /// the executor store it, and compacts the log up to `snapshot_keep_entries` before it. Transfers
+    /// in progress restart with it. Returns whether it was taken.
+    pub fn snapshot_built(&mut self, last_log_id: LogId, data: Vec<u8>) -> bool {
+        if last_log_id.index <= self.snapshot.last_log_id.index || self.out.restore_snapshot {
+            return false;
+        }
+        if last_log_id.index > self.commit_index
+            || self.log.term_at(last_log_id.index) != Some(last_log_id.term)
+        {
+            tracing::error!(snapshot = %last_log_id, "state machine snapshot does not match the committed log; ignored");
+            return false;
+        }
+        let meta = SnapshotMeta {
+            last_log_id,
+            membership: self.membership_at(last_log_id.index),
+        };
+        self.snapshot = meta.clone();
+        self.out.snapshot = Some(Snapshot { meta, data });
+        let upto = last_log_id.index.saturating_sub(self.snapshot_keep_entries);
+        if upto > self.log.base_index() {
+            self.base_membership = self.membership_at(upto);
+            self.log.compact(upto);
+            self.out.purge_upto = Some(upto);
+        }
+        for pr in self.progress.values_mut() {
+            if pr.state == ReplicationState::Snapshot {
+                pr.become_snapshot(last_log_id);
+            }
+        }
+        true
     }
 
     /// Proposes a command. On the leader, appends it and returns its log id; the entry will be handed
@@ -577,6 +858,8 @@ impl<C: Clone> Engine<C> {
                 voted_for: None,
             };
             self.hard_state_dirty = true;
+            // A transfer from an older leader is abandoned (its chunks would be refused anyway).
+            self.incoming = None;
         }
         let was_follower = self.role == Role::Follower;
         if !was_follower {
@@ -694,6 +977,14 @@ impl<C: Clone> Engine<C> {
         let Some(pr) = self.progress.get_mut(&to) else {
             return;
         };
+        if pr.state != ReplicationState::Snapshot && pr.next_index <= self.log.base_index() {
+            // What the follower needs next is compacted away.
+            pr.become_snapshot(self.snapshot.last_log_id);
+        }
+        if pr.state == ReplicationState::Snapshot {
+            self.send_snapshot_chunk(to, heartbeat);
+            return;
+        }
         loop {
             let pipelining = pr.state == ReplicationState::Replicate;
             if pipelining {
@@ -717,11 +1008,8 @@ impl<C: Clone> Engine<C> {
             }
             let prev_index = pr.next_index - 1;
             let Some(prev_term) = self.log.term_at(prev_index) else {
-                tracing::error!(
-                    to,
-                    prev_index,
-                    "entries the follower needs are compacted; it needs a snapshot"
-                );
+                // Only below the base (checked above), which cannot happen here.
+                tracing::error!(to, prev_index, "no term for the entry before next_index");
                 return;
             };
             let end = last_index.min(prev_index + self.max_entries_per_append as u64);
@@ -738,6 +1026,43 @@ impl<C: Clone> Engine<C> {
             pr.next_index = end + 1;
             // The entries just sent also serve as the heartbeat; keep filling the window.
             heartbeat = false;
+        }
+    }
+
+    /// Sends `to` the next chunk of its snapshot transfer, unless one is in flight; with `heartbeat`,
+    /// an empty AppendEntries then keeps the follower from starting an election while a chunk travels.
+    fn send_snapshot_chunk(&mut self, to: NodeId, heartbeat: bool) {
+        let term = self.hard_state.term;
+        let base = self.log_base_id();
+        let commit = self.commit_index;
+        let Some(t) = self.progress.get_mut(&to).and_then(|p| p.transfer.as_mut()) else {
+            return;
+        };
+        if t.snapshot != self.snapshot.last_log_id {
+            // Our snapshot changed since the transfer began: send the new one from the start.
+            *t = SnapshotTransfer {
+                snapshot: self.snapshot.last_log_id,
+                offset: 0,
+                in_flight: None,
+            };
+        }
+        match t.in_flight {
+            None => {
+                t.in_flight = Some(t.offset);
+                self.out.snapshot_sends.push(SnapshotSend {
+                    to,
+                    term,
+                    leader_id: self.id,
+                    meta: self.snapshot.clone(),
+                    offset: t.offset,
+                });
+            }
+            Some(_) if heartbeat => {
+                self.out
+                    .messages
+                    .push((to, append_request(term, self.id, base, Vec::new(), commit)));
+            }
+            Some(_) => {}
         }
     }
 
@@ -810,6 +1135,34 @@ impl<C: Clone> Engine<C> {
             latest.unwrap_or_else(|| (self.log.base_index(), self.base_membership.clone()));
         self.membership = membership;
         self.membership_index = index;
+    }
+
+    /// Replaces the log and the state with `snapshot`, received from the leader, whose last entry the
+    /// log does not hold. Storage discards its log when it stores the snapshot, so appends and
+    /// truncations not yet executed are dropped with it.
+    fn install_from_leader(&mut self, snapshot: Snapshot) {
+        let id = snapshot.meta.last_log_id;
+        tracing::info!(snapshot = %id, "installing snapshot from the leader");
+        self.log.reset(id);
+        self.base_membership = snapshot.meta.membership.clone();
+        self.refresh_membership();
+        self.commit_index = self.commit_index.max(id.index);
+        self.apply_dispatched = id.index;
+        self.durable_index = id.index;
+        self.submitted_index = id.index;
+        self.out.append.clear();
+        self.out.truncate_from = None;
+        self.out.purge_upto = None;
+        self.snapshot = snapshot.meta.clone();
+        self.out.snapshot = Some(snapshot);
+        self.out.restore_snapshot = true;
+    }
+
+    fn snapshot_reply(&self, result: SnapshotResult) -> InstallSnapshotResponse {
+        InstallSnapshotResponse {
+            term: self.hard_state.term,
+            result,
+        }
     }
 
     fn log_base_id(&self) -> LogId {

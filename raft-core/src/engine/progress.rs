@@ -2,7 +2,7 @@
 
 use std::collections::VecDeque;
 
-use crate::types::LogIndex;
+use crate::types::{LogId, LogIndex};
 
 /// Replication mode of a follower (as in etcd-io/raft).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -12,6 +12,20 @@ pub enum ReplicationState {
     Probe,
     /// The follower's log matches up to `match_index`: AppendEntries are pipelined, several in flight.
     Replicate,
+    /// The entries the follower needs are compacted away: the leader sends its snapshot, one chunk at a
+    /// time.
+    Snapshot,
+}
+
+/// A snapshot being sent to a follower.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SnapshotTransfer {
+    /// The snapshot being sent (its last log id).
+    pub snapshot: LogId,
+    /// The byte offset of the next chunk to send: what the follower has confirmed holding.
+    pub offset: u64,
+    /// The offset of the chunk sent and not yet answered, if any.
+    pub in_flight: Option<u64>,
 }
 
 /// What the leader knows of one follower.
@@ -30,6 +44,8 @@ pub struct Progress {
     pub(crate) in_flight: VecDeque<LogIndex>,
     /// When (engine time, ms) the follower last answered in the current term.
     pub(crate) last_ack_ms: u64,
+    /// In snapshot state: the transfer in progress.
+    pub transfer: Option<SnapshotTransfer>,
 }
 
 impl Progress {
@@ -41,6 +57,7 @@ impl Progress {
             probe_sent: false,
             in_flight: VecDeque::new(),
             last_ack_ms: now,
+            transfer: None,
         }
     }
 
@@ -49,6 +66,7 @@ impl Progress {
         self.next_index = self.match_index + 1;
         self.probe_sent = false;
         self.in_flight.clear();
+        self.transfer = None;
     }
 
     pub(crate) fn become_replicate(&mut self) {
@@ -56,6 +74,20 @@ impl Progress {
         self.next_index = self.next_index.max(self.match_index + 1);
         self.probe_sent = false;
         self.in_flight.clear();
+        self.transfer = None;
+    }
+
+    /// Starts (or restarts, from byte 0) sending `snapshot`.
+    pub(crate) fn become_snapshot(&mut self, snapshot: LogId) {
+        self.state = ReplicationState::Snapshot;
+        self.next_index = snapshot.index + 1;
+        self.probe_sent = false;
+        self.in_flight.clear();
+        self.transfer = Some(SnapshotTransfer {
+            snapshot,
+            offset: 0,
+            in_flight: None,
+        });
     }
 
     /// Records a success that covers `match_index`. Returns whether the match advanced.

@@ -68,7 +68,7 @@ fn engine_with(
     let state = RecoveredState {
         hard_state,
         log_base: LogId::default(),
-        base_membership: None,
+        snapshot: None,
         entries: log_with(voters, terms),
         applied_index: 0,
     };
@@ -113,7 +113,7 @@ fn vote_requests(out: &Output<u64>) -> Vec<(NodeId, VoteRequest)> {
         .iter()
         .filter_map(|(t, m)| match m {
             Request::Vote(v) => Some((*t, v.clone())),
-            Request::AppendEntries(_) => None,
+            _ => None,
         })
         .collect()
 }
@@ -393,6 +393,12 @@ impl Cluster {
                 self.trace.push(Event::AppendReply(to, from, resp.clone()));
                 self.engine_mut(from)
                     .handle_append_entries_response(to, resp);
+            }
+            Request::InstallSnapshot(r) => {
+                let resp = self.engine_mut(to).handle_install_snapshot(r);
+                self.flush(to);
+                self.engine_mut(from)
+                    .handle_install_snapshot_response(to, resp);
             }
         }
         self.flush(from);

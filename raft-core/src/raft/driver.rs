@@ -9,14 +9,16 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use super::apply::{self, ApplyBatch, ApplyEvent};
+use super::apply::{self, ApplyBatch, ApplyEvent, ApplyMsg};
 use super::metrics::{Metrics, NodeStatus};
 use super::peers::{PeerSender, RpcOutcome};
 use super::{ApiMsg, WriteReply};
-use crate::config::Config;
+use crate::config::{Config, SnapshotPolicy};
 use crate::engine::{Engine, Output, RecoveredState};
 use crate::error::{ClientWriteError, InitializeError, StartError, StorageError};
-use crate::message::{AppendEntriesResponse, Response, VoteResponse};
+use crate::message::{
+    AppendEntriesResponse, InstallSnapshotResponse, Request, Response, VoteResponse,
+};
 use crate::network::RaftNetwork;
 use crate::state_machine::StateMachine;
 use crate::storage::RaftStorage;
@@ -29,6 +31,10 @@ enum HeldReply {
         AppendEntriesResponse,
     ),
     Vote(oneshot::Sender<VoteResponse>, VoteResponse),
+    Snapshot(
+        oneshot::Sender<InstallSnapshotResponse>,
+        InstallSnapshotResponse,
+    ),
     Initialize(
         oneshot::Sender<Result<(), InitializeError>>,
         Result<(), InitializeError>,
@@ -45,12 +51,17 @@ impl HeldReply {
             HeldReply::Vote(tx, r) => {
                 let _ = tx.send(r);
             }
+            HeldReply::Snapshot(tx, r) => {
+                let _ = tx.send(r);
+            }
             HeldReply::Initialize(tx, r) => {
                 let _ = tx.send(r);
             }
         }
     }
 }
+
+type SnapshotWaiter = oneshot::Sender<Option<LogId>>;
 
 /// Why the loop ends.
 enum Stop {
@@ -69,7 +80,7 @@ pub(crate) struct Driver<SM: StateMachine, S, N> {
     api_rx: mpsc::UnboundedReceiver<ApiMsg<SM>>,
     rpc_tx: mpsc::UnboundedSender<RpcOutcome>,
     rpc_rx: mpsc::UnboundedReceiver<RpcOutcome>,
-    apply_tx: mpsc::UnboundedSender<ApplyBatch<SM>>,
+    apply_tx: mpsc::UnboundedSender<ApplyMsg<SM>>,
     apply_events: mpsc::UnboundedReceiver<ApplyEvent>,
     apply_task: JoinHandle<()>,
 
@@ -79,6 +90,14 @@ pub(crate) struct Driver<SM: StateMachine, S, N> {
     pending: VecDeque<(LogId, WriteReply<SM>)>,
     pending_term: Term,
     last_applied: LogIndex,
+    /// Whether the apply task is building a snapshot.
+    snapshot_building: bool,
+    /// Callers of `trigger_snapshot` waiting for the build in progress.
+    snapshot_waiters: Vec<SnapshotWaiter>,
+    /// Callers who asked while a build was in progress: they get the next one.
+    snapshot_waiters_next: Vec<SnapshotWaiter>,
+    /// Callers answered once the current flush has stored the snapshot they asked for.
+    snapshot_answers: Vec<SnapshotWaiter>,
     metrics_tx: watch::Sender<Metrics>,
     span: tracing::Span,
 }
@@ -100,17 +119,30 @@ where
         let hard_state = storage.hard_state().await?;
         let log_state = storage.log_state().await?;
         let snapshot = storage.snapshot().await?;
-        let mut applied = state_machine.last_applied().await?.map_or(0, |l| l.index);
-        let mut base_membership = None;
-        if let Some(snap) = snapshot {
-            if snap.meta.last_log_id.index > applied {
-                state_machine.restore(&snap.meta, &snap.data).await?;
-                applied = snap.meta.last_log_id.index;
+        let mut applied_id = state_machine.last_applied().await?;
+        let snapshot_meta = match snapshot {
+            Some(snap) => {
+                if snap.meta.last_log_id.index < log_state.last_purged.index {
+                    return Err(StartError::Storage(StorageError::Corrupted(format!(
+                        "the log is purged up to {} but the snapshot covers only up to {}",
+                        log_state.last_purged, snap.meta.last_log_id
+                    ))));
+                }
+                if snap.meta.last_log_id.index > applied_id.map_or(0, |l| l.index) {
+                    state_machine.restore(&snap.meta, &snap.data).await?;
+                    applied_id = Some(snap.meta.last_log_id);
+                }
+                Some(snap.meta)
             }
-            if snap.meta.last_log_id.index >= log_state.last_purged.index {
-                base_membership = Some(snap.meta.membership.clone());
+            None if log_state.last_purged.index > 0 => {
+                return Err(StartError::Storage(StorageError::Corrupted(format!(
+                    "the log is purged up to {} but there is no snapshot",
+                    log_state.last_purged
+                ))));
             }
-        }
+            None => None,
+        };
+        let applied = applied_id.map_or(0, |l| l.index);
         let first = log_state.last_purged.index + 1;
         let entries = storage
             .entries(first, log_state.last_log_id.index + 1)
@@ -125,7 +157,7 @@ where
         let recovered = RecoveredState {
             hard_state,
             log_base: log_state.last_purged,
-            base_membership,
+            snapshot: snapshot_meta,
             entries,
             applied_index: applied,
         };
@@ -140,7 +172,8 @@ where
         });
         let span = tracing::info_span!("raft", node = id, term = tracing::field::Empty);
         let apply_task = tokio::spawn(
-            apply::run(state_machine, apply_rx, apply_events_tx).instrument(span.clone()),
+            apply::run(state_machine, applied_id, apply_rx, apply_events_tx)
+                .instrument(span.clone()),
         );
         let mut driver = Driver {
             id,
@@ -160,6 +193,10 @@ where
             pending: VecDeque::new(),
             pending_term: 0,
             last_applied: applied,
+            snapshot_building: false,
+            snapshot_waiters: Vec::new(),
+            snapshot_waiters_next: Vec::new(),
+            snapshot_answers: Vec::new(),
             metrics_tx,
             span,
         };
@@ -302,6 +339,20 @@ where
                 let resp = self.engine.handle_vote_request(request);
                 self.held_replies.push(HeldReply::Vote(reply, resp));
             }
+            ApiMsg::InstallSnapshot { request, reply } => {
+                let now = self.now_ms();
+                self.engine.tick(now);
+                let resp = self.engine.handle_install_snapshot(request);
+                self.held_replies.push(HeldReply::Snapshot(reply, resp));
+            }
+            ApiMsg::TriggerSnapshot { reply } => {
+                if self.snapshot_building {
+                    self.snapshot_waiters_next.push(reply);
+                } else {
+                    self.snapshot_waiters.push(reply);
+                    self.start_snapshot();
+                }
+            }
             ApiMsg::Initialize { membership, reply } => {
                 // Answered once the membership entry is durable.
                 let result = self.engine.initialize(membership);
@@ -316,9 +367,12 @@ where
         match o.result {
             Ok(Response::AppendEntries(r)) => self.engine.handle_append_entries_response(o.from, r),
             Ok(Response::Vote(r)) => self.engine.handle_vote_response(o.from, r),
+            Ok(Response::InstallSnapshot(r)) => {
+                self.engine.handle_install_snapshot_response(o.from, r)
+            }
             Err(e) => {
                 tracing::debug!(peer = o.from, error = %e, "rpc failed");
-                if o.was_append {
+                if o.replicates {
                     self.engine.handle_unreachable(o.from);
                 }
             }
@@ -329,10 +383,37 @@ where
         match ev {
             ApplyEvent::Applied(index) => {
                 self.last_applied = self.last_applied.max(index);
+                if let SnapshotPolicy::AfterAppliedEntries(n) = self.config.snapshot_policy {
+                    let since = self.engine.snapshot_meta().last_log_id.index;
+                    if !self.snapshot_building && self.last_applied >= since.saturating_add(n) {
+                        self.start_snapshot();
+                    }
+                }
+                Ok(())
+            }
+            ApplyEvent::SnapshotBuilt(built) => {
+                self.snapshot_building = false;
+                if let Some((last_log_id, data)) = built {
+                    if self.engine.snapshot_built(last_log_id, data) {
+                        tracing::info!(snapshot = %last_log_id, "snapshot built");
+                    }
+                }
+                // Answered once this batch's flush has stored the snapshot.
+                self.snapshot_answers.append(&mut self.snapshot_waiters);
+                if !self.snapshot_waiters_next.is_empty() {
+                    std::mem::swap(&mut self.snapshot_waiters, &mut self.snapshot_waiters_next);
+                    self.start_snapshot();
+                }
                 Ok(())
             }
             ApplyEvent::Failed(e) => Err(Stop::Fatal(e.to_string())),
         }
+    }
+
+    /// Asks the apply task for a snapshot of the state machine as of its last applied entry.
+    fn start_snapshot(&mut self) {
+        self.snapshot_building = true;
+        let _ = self.apply_tx.send(ApplyMsg::BuildSnapshot);
     }
 
     /// Executes the engine's outputs until it has nothing more to do.
@@ -351,6 +432,20 @@ where
             for (to, request) in out.messages {
                 self.peer(to).send(request);
             }
+            let restore = match out.snapshot {
+                Some(snapshot) if out.restore_snapshot => {
+                    self.storage.install_snapshot(snapshot.clone()).await?;
+                    Some(snapshot)
+                }
+                Some(snapshot) => {
+                    self.storage.install_snapshot(snapshot).await?;
+                    None
+                }
+                None => None,
+            };
+            if let Some(upto) = out.purge_upto {
+                self.storage.purge(upto).await?;
+            }
             if let Some(from) = out.truncate_from {
                 self.storage.truncate(from).await?;
             }
@@ -362,9 +457,32 @@ where
             for reply in self.held_replies.drain(..) {
                 reply.send();
             }
+            for send in out.snapshot_sends {
+                let id = send.meta.last_log_id;
+                let chunk_size = self.config.snapshot_chunk_size;
+                match self
+                    .storage
+                    .snapshot_chunk(id, send.offset, chunk_size)
+                    .await?
+                {
+                    Some(chunk) => {
+                        let request = send.request(chunk.data, chunk.done);
+                        self.peer(send.to).send(Request::InstallSnapshot(request));
+                    }
+                    None => self.engine.snapshot_send_failed(send.to),
+                }
+            }
+            if let Some(snapshot) = restore {
+                let _ = self.apply_tx.send(ApplyMsg::Restore(snapshot));
+            }
             if !out.apply.is_empty() {
                 self.dispatch_apply(out.apply);
             }
+        }
+        let current = self.engine.snapshot_meta().last_log_id;
+        let current = (current.index > 0).then_some(current);
+        for waiter in self.snapshot_answers.drain(..) {
+            let _ = waiter.send(current);
         }
         if !self.pending.is_empty()
             && (self.engine.role() != Role::Leader || self.engine.term() != self.pending_term)
@@ -395,7 +513,9 @@ where
                 }
             }
         }
-        let _ = self.apply_tx.send(ApplyBatch { entries, replies });
+        let _ = self
+            .apply_tx
+            .send(ApplyMsg::Apply(ApplyBatch { entries, replies }));
     }
 
     fn fail_pending(&mut self) {
@@ -431,6 +551,8 @@ where
             changed |= update(&mut m.last_log_id, engine.last_log_id());
             changed |= update(&mut m.commit_index, engine.commit_index());
             changed |= update(&mut m.last_applied, last_applied);
+            changed |= update(&mut m.snapshot, engine.snapshot_meta().last_log_id);
+            changed |= update(&mut m.log_entries, engine.entries().len() as u64);
             if m.membership != *engine.membership() {
                 m.membership = engine.membership().clone();
                 changed = true;

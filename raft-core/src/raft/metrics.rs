@@ -33,6 +33,11 @@ pub struct Metrics {
     pub commit_index: LogIndex,
     /// The last index its state machine applied.
     pub last_applied: LogIndex,
+    /// The last log id covered by its latest snapshot (the default id if it has none).
+    pub snapshot: LogId,
+    /// How many entries its log holds (after the purge point), which is also what the engine keeps in
+    /// memory.
+    pub log_entries: u64,
     /// The membership in force.
     pub membership: Membership,
     /// On the leader: each follower's match index. Empty otherwise.

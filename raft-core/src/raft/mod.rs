@@ -26,7 +26,10 @@ pub use metrics::{Metrics, NodeStatus};
 
 use crate::config::Config;
 use crate::error::{ClientWriteError, InitializeError, StartError, StoppedError};
-use crate::message::{AppendEntriesRequest, AppendEntriesResponse, VoteRequest, VoteResponse};
+use crate::message::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
 use crate::network::RaftNetwork;
 use crate::state_machine::StateMachine;
 use crate::storage::RaftStorage;
@@ -58,9 +61,16 @@ pub(crate) enum ApiMsg<SM: StateMachine> {
         request: VoteRequest,
         reply: oneshot::Sender<VoteResponse>,
     },
+    InstallSnapshot {
+        request: InstallSnapshotRequest,
+        reply: oneshot::Sender<InstallSnapshotResponse>,
+    },
     Initialize {
         membership: Membership,
         reply: oneshot::Sender<Result<(), InitializeError>>,
+    },
+    TriggerSnapshot {
+        reply: oneshot::Sender<Option<LogId>>,
     },
     Shutdown,
 }
@@ -188,6 +198,36 @@ impl<SM: StateMachine> Raft<SM> {
     pub async fn vote(&self, request: VoteRequest) -> Result<VoteResponse, StoppedError> {
         let (reply, rx) = oneshot::channel();
         self.send(ApiMsg::Vote { request, reply })?;
+        rx.await.map_err(|_| StoppedError(self.stop_reason()))
+    }
+
+    /// Handles one chunk of an InstallSnapshot from the leader; transports call this with decoded
+    /// requests. The answer to the last chunk is sent once the snapshot is durable in storage.
+    ///
+    /// # Errors
+    /// If the node has stopped.
+    pub async fn install_snapshot(
+        &self,
+        request: InstallSnapshotRequest,
+    ) -> Result<InstallSnapshotResponse, StoppedError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(ApiMsg::InstallSnapshot { request, reply })?;
+        rx.await.map_err(|_| StoppedError(self.stop_reason()))
+    }
+
+    /// Builds a snapshot of the state machine now (besides the [`SnapshotPolicy`](crate::SnapshotPolicy))
+    /// and waits until it is durable in storage and the log before it is compacted (keeping
+    /// [`Config::snapshot_keep_entries`]). Returns the snapshot's last log id: it covers at least every
+    /// entry applied when this was called. `None` if nothing was ever applied.
+    ///
+    /// The state machine serializes on the apply task: the node keeps replicating, voting and
+    /// committing meanwhile; applying resumes once the state machine has been read.
+    ///
+    /// # Errors
+    /// If the node stops first.
+    pub async fn trigger_snapshot(&self) -> Result<Option<LogId>, StoppedError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(ApiMsg::TriggerSnapshot { reply })?;
         rx.await.map_err(|_| StoppedError(self.stop_reason()))
     }
 

@@ -18,8 +18,9 @@ use crate::types::NodeId;
 #[derive(Debug)]
 pub(crate) struct RpcOutcome {
     pub(crate) from: NodeId,
-    /// Whether the request was an AppendEntries (a failure makes the leader probe again).
-    pub(crate) was_append: bool,
+    /// Whether the request replicates (AppendEntries or InstallSnapshot): a failure makes the leader
+    /// probe again, or resume a snapshot transfer.
+    pub(crate) replicates: bool,
     pub(crate) result: Result<Response, NetworkError>,
 }
 
@@ -69,18 +70,19 @@ async fn run<C: AppCommand, N: RaftNetwork<C>>(
                 let Some(req) = req else { return };
                 let network = Arc::clone(&network);
                 in_flight.push(async move {
-                    let was_append = matches!(req, Request::AppendEntries(_));
+                    let replicates = !matches!(req, Request::Vote(_));
                     let call = async {
                         match req {
                             Request::AppendEntries(r) => network.append_entries(target, r).await.map(Response::AppendEntries),
                             Request::Vote(r) => network.vote(target, r).await.map(Response::Vote),
+                            Request::InstallSnapshot(r) => network.install_snapshot(target, r).await.map(Response::InstallSnapshot),
                         }
                     };
                     let result = match tokio::time::timeout(rpc_timeout, call).await {
                         Ok(r) => r,
                         Err(_) => Err(NetworkError::Timeout { target }),
                     };
-                    RpcOutcome { from: target, was_append, result }
+                    RpcOutcome { from: target, replicates, result }
                 });
             }
         }
