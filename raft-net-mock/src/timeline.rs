@@ -880,7 +880,7 @@ impl Sim {
         let state = RecoveredState {
             hard_state: node.hard_state,
             log_base: LogId::default(),
-            base_membership: None,
+            snapshot: None,
             entries: node.log.clone(),
             applied_index: 0,
         };
@@ -1016,6 +1016,9 @@ impl Sim {
                 match req {
                     Request::Vote(v) => self.step(to, Input::Vote(from, from_inc, v)),
                     Request::AppendEntries(a) => self.step(to, Input::Append(from, from_inc, a)),
+                    // Engines put snapshot chunks in `Output::snapshot_sends`, never in
+                    // `messages`, and the timeline's nodes never compact their logs.
+                    Request::InstallSnapshot(_) => {}
                 }
             }
             Msg::Response {
@@ -1030,6 +1033,8 @@ impl Sim {
                 match resp {
                     Response::Vote(r) => self.step(to, Input::VoteResponse(from, r)),
                     Response::AppendEntries(r) => self.step(to, Input::AppendResponse(from, r)),
+                    // No snapshot requests are sent here (see above), so none are answered.
+                    Response::InstallSnapshot(_) => {}
                 }
             }
         }
