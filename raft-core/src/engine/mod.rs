@@ -784,9 +784,10 @@ impl<C: Clone> Engine<C> {
             self.log.compact(upto);
             self.out.purge_upto = Some(upto);
         }
-        for pr in self.progress.values_mut() {
+        for (&id, pr) in self.progress.iter_mut() {
             if pr.state == ReplicationState::Snapshot {
                 pr.become_snapshot(last_log_id);
+                self.replicate_pending.insert(id);
             }
         }
         true

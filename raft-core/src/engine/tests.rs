@@ -1577,3 +1577,5 @@ fn cluster_replaces_an_isolated_leader_and_its_uncommitted_entries() {
     assert_eq!(commands, vec![10, 20]);
     c.assert_applied_consistent();
 }
+
+mod snapshot;
