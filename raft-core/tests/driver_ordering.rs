@@ -17,8 +17,8 @@ use raft_core::{
     AppendEntriesRequest, AppendEntriesResponse, AppendResult, ClientWriteError, Config, Entry,
     EntryPayload, HardState, InstallSnapshotRequest, InstallSnapshotResponse, LogId, LogIndex,
     LogState, Membership, NetworkError, NodeId, NodeStatus, Raft, RaftNetwork, RaftStorage, Role,
-    Snapshot, SnapshotMeta, StateMachine, StateMachineError, StorageError, VoteRequest,
-    VoteResponse,
+    Snapshot, SnapshotMeta, SnapshotResult, StateMachine, StateMachineError, StorageError,
+    VoteRequest, VoteResponse,
 };
 
 mock! {
@@ -272,6 +272,8 @@ fn network(events: &Events, grant_votes: bool) -> MockNetwork {
 #[derive(Clone, Default)]
 struct Recorder {
     applied: Arc<Mutex<Vec<LogId>>>,
+    /// Each restore: the snapshot's last log id and how many entries were applied before it.
+    restores: Arc<Mutex<Vec<(LogId, usize)>>>,
     total: u64,
 }
 
@@ -301,9 +303,14 @@ impl StateMachine for Recorder {
         Ok(self.total.to_le_bytes().to_vec())
     }
 
-    async fn restore(&mut self, _: &SnapshotMeta, data: &[u8]) -> Result<(), StateMachineError> {
+    async fn restore(&mut self, meta: &SnapshotMeta, data: &[u8]) -> Result<(), StateMachineError> {
         let bytes: [u8; 8] = data.try_into().map_err(StateMachineError::new)?;
         self.total = u64::from_le_bytes(bytes);
+        let applied_before = self.applied.lock().unwrap().len();
+        self.restores
+            .lock()
+            .unwrap()
+            .push((meta.last_log_id, applied_before));
         Ok(())
     }
 }
@@ -575,6 +582,85 @@ async fn follower_replies_to_append_entries_only_after_append_and_new_term_are_d
         "save_hard_state(term=3, voted_for=None)",
         &second_reply,
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn follower_acknowledges_a_snapshot_only_once_stored_and_restores_before_applying_after_it() {
+    let events = Events::default();
+    let sm = Recorder::default();
+    let raft = start(
+        storage(&events, initialized(&[1, 2, 3]), Faults::default()),
+        network(&events, false),
+        sm.clone(),
+    )
+    .await;
+    let data = 500u64.to_le_bytes();
+    let chunk = |offset: usize, len: usize, done: bool| InstallSnapshotRequest {
+        term: 2,
+        leader_id: 2,
+        meta: SnapshotMeta {
+            last_log_id: LogId::new(2, 10),
+            membership: Membership::new([1, 2, 3]),
+        },
+        offset: offset as u64,
+        data: data[offset..offset + len].to_vec(),
+        done,
+    };
+    let first = raft
+        .install_snapshot(chunk(0, 5, false))
+        .await
+        .expect("the node answers");
+    assert_eq!(
+        first.result,
+        SnapshotResult::Accepted {
+            snapshot: LogId::new(2, 10),
+            offset: 0,
+            next_offset: 5
+        }
+    );
+    let last = raft
+        .install_snapshot(chunk(5, 3, true))
+        .await
+        .expect("the node answers");
+    record(&events, format!("reply({last:?})"));
+    assert_eq!(
+        last.result,
+        SnapshotResult::Installed {
+            snapshot: LogId::new(2, 10)
+        }
+    );
+    // The log continues after the snapshot; entry 11 commits and is applied on the restored state.
+    let reply = raft
+        .append_entries(AppendEntriesRequest {
+            term: 2,
+            leader_id: 2,
+            prev_log_id: LogId::new(2, 10),
+            entries: vec![command(2, 11, 7)],
+            leader_commit: 11,
+        })
+        .await
+        .expect("the node answers");
+    assert_eq!(reply.result, AppendResult::Success { match_index: 11 });
+    let mut metrics = raft.metrics();
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        metrics.wait_for(|m| m.last_applied == 11),
+    )
+    .await
+    .expect("entry 11 is applied")
+    .expect("the node runs");
+    assert_eq!(metrics.borrow().snapshot, LogId::new(2, 10));
+    raft.shutdown().await;
+
+    let events = snapshot_of(&events);
+    assert_before(
+        &events,
+        "install_snapshot(2-10)",
+        &format!("reply({last:?})"),
+    );
+    assert_before(&events, "install_snapshot(2-10)", "append(11..=11)");
+    assert_eq!(*sm.restores.lock().unwrap(), vec![(LogId::new(2, 10), 0)]);
+    assert_eq!(*sm.applied.lock().unwrap(), vec![LogId::new(2, 11)]);
 }
 
 // ----- rule 7: a client hears success only after its entry is applied -----
