@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::marker::PhantomData;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
@@ -11,8 +12,9 @@ use bytes::Bytes;
 use futures::future::{BoxFuture, FutureExt, Shared};
 use futures::{SinkExt, StreamExt};
 use raft_core::{
-    AppCommand, AppendEntriesRequest, AppendEntriesResponse, NetworkError, NodeId, RaftNetwork,
-    Request, Response, VoteRequest, VoteResponse,
+    AppCommand, AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest,
+    InstallSnapshotResponse, NetworkError, NodeId, RaftNetwork, Request, Response, VoteRequest,
+    VoteResponse,
 };
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
@@ -39,7 +41,10 @@ const WRITE_QUEUE: usize = 1024;
 /// Every failure is a [`NetworkError`], never a panic:
 /// * no address for the target, a refused or timed-out connection, a refused handshake (wrong cluster
 ///   id, wrong node id, other protocol version), a connection that broke with the request in flight,
-///   a peer node that has stopped, or a request too large for a frame: `Unreachable`, with the reason;
+///   or a peer node that has stopped: `Unreachable`, with the reason;
+/// * a request that encodes to more than [`TcpConfig::max_frame_length`]: `Unreachable` at once, with
+///   a reason starting "request too large", before any connection attempt and without sending
+///   anything (the peer would close the connection on it, and every retry would do the same);
 /// * no response within [`TcpConfig::request_timeout`]: `Timeout`;
 /// * a response of the wrong kind: `InvalidResponse`.
 ///
@@ -124,6 +129,7 @@ impl<C> TcpNetwork<C> {
                     id,
                     addr,
                     hello,
+                    next_id: AtomicU64::new(0),
                     config: Arc::clone(&config),
                     shutdown: shutdown.clone(),
                     state: Mutex::new(PeerState::default()),
@@ -177,6 +183,9 @@ impl<C> TcpNetwork<C> {
 }
 
 impl<C: AppCommand> TcpNetwork<C> {
+    /// Sends one request to `target` and waits for its answer. The request is encoded (and checked
+    /// against the frame limit) before anything else, so a request that can never be sent fails at
+    /// once, whatever the state of the connection.
     async fn call(&self, target: NodeId, request: Request<C>) -> Result<Response, NetworkError> {
         let peer = self
             .inner
@@ -186,23 +195,10 @@ impl<C: AppCommand> TcpNetwork<C> {
                 target,
                 reason: "no address known for this node".into(),
             })?;
+        let id = peer.next_id.fetch_add(1, Ordering::Relaxed);
+        let frame = encode_request(target, id, request, peer.config.max_frame_length)?;
         let conn = peer.connection().await?;
-        let (id, rx, _guard) = conn.shared.register()?;
-        let frame =
-            wire::encode(&RequestFrame { id, request }).map_err(|e| NetworkError::Unreachable {
-                target,
-                reason: e.to_string(),
-            })?;
-        if frame.len() > peer.config.max_frame_length {
-            return Err(NetworkError::Unreachable {
-                target,
-                reason: format!(
-                    "request of {} bytes is over the max frame length of {} bytes",
-                    frame.len(),
-                    peer.config.max_frame_length
-                ),
-            });
-        }
+        let (rx, _guard) = conn.shared.register(id)?;
         let exchange = async {
             conn.tx
                 .send(frame)
@@ -256,6 +252,58 @@ impl<C: AppCommand> RaftNetwork<C> for TcpNetwork<C> {
             }),
         }
     }
+
+    async fn install_snapshot(
+        &self,
+        target: NodeId,
+        request: InstallSnapshotRequest,
+    ) -> Result<InstallSnapshotResponse, NetworkError> {
+        match self.call(target, Request::InstallSnapshot(request)).await? {
+            Response::InstallSnapshot(r) => Ok(r),
+            other => Err(NetworkError::InvalidResponse {
+                target,
+                reason: format!("expected an InstallSnapshot response, got {other:?}"),
+            }),
+        }
+    }
+}
+
+/// Encodes request `id` as one frame payload; fails if it is over `max_frame_length`, naming the
+/// request's kind and the setting that bounds its size.
+fn encode_request<C: AppCommand>(
+    target: NodeId,
+    id: u64,
+    request: Request<C>,
+    max_frame_length: usize,
+) -> Result<Bytes, NetworkError> {
+    let (kind, hint) = match &request {
+        Request::Vote(_) => ("Vote", ""),
+        Request::AppendEntries(_) => (
+            "AppendEntries",
+            "; lower raft-core's Config::max_entries_per_append or send smaller commands",
+        ),
+        Request::InstallSnapshot(_) => (
+            "InstallSnapshot",
+            "; keep raft-core's Config::snapshot_chunk_size well below it \
+             (see TcpConfig::check_raft_config)",
+        ),
+    };
+    let frame =
+        wire::encode(&RequestFrame { id, request }).map_err(|e| NetworkError::Unreachable {
+            target,
+            reason: format!("{kind} request could not be encoded: {e}"),
+        })?;
+    if frame.len() > max_frame_length {
+        return Err(NetworkError::Unreachable {
+            target,
+            reason: format!(
+                "request too large: the {kind} request encodes to {} bytes, over \
+                 TcpConfig::max_frame_length ({max_frame_length} bytes), so it was not sent{hint}",
+                frame.len()
+            ),
+        });
+    }
+    Ok(frame)
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -268,6 +316,9 @@ struct Peer {
     addr: SocketAddr,
     /// The encoded handshake this node sends to this peer.
     hello: Bytes,
+    /// The id of the next request to this peer: unique among the requests of any one connection
+    /// (and across connections, which is not needed but costs nothing).
+    next_id: AtomicU64,
     config: Arc<TcpConfig>,
     shutdown: CancellationToken,
     state: Mutex<PeerState>,
@@ -466,7 +517,6 @@ struct ConnShared {
 
 #[derive(Default)]
 struct Pending {
-    next_id: u64,
     waiters: HashMap<u64, Waiter>,
     /// Why the connection closed; set once, after which no request registers.
     closed: Option<String>,
@@ -489,12 +539,13 @@ impl ConnShared {
         self.pending.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    #[allow(clippy::type_complexity)]
+    /// Registers request `id` (unique among this connection's requests) as waiting for its answer.
+    /// The guard unregisters it.
     fn register(
         &self,
+        id: u64,
     ) -> Result<
         (
-            u64,
             oneshot::Receiver<Result<ResponseBody, String>>,
             PendingGuard<'_>,
         ),
@@ -507,11 +558,9 @@ impl ConnShared {
                 reason: reason.clone(),
             });
         }
-        let id = p.next_id;
-        p.next_id = p.next_id.wrapping_add(1);
         let (tx, rx) = oneshot::channel();
         p.waiters.insert(id, tx);
-        Ok((id, rx, PendingGuard { shared: self, id }))
+        Ok((rx, PendingGuard { shared: self, id }))
     }
 
     fn closed_error(&self) -> NetworkError {

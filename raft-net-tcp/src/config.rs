@@ -8,12 +8,21 @@ use crate::wire::HANDSHAKE_MAX_FRAME_LENGTH;
 /// Tuning of the TCP transport. Build with [`TcpConfig::default`] and adjust fields; constructors
 /// call [`validate`](Self::validate).
 ///
-/// Both ends of a cluster should use the same `max_frame_length`.
+/// Both ends of a cluster should use the same `max_frame_length`, and it must stay well above
+/// raft-core's [`Config::snapshot_chunk_size`](raft_core::Config::snapshot_chunk_size): see
+/// [`max_frame_length`](Self::max_frame_length) and [`check_raft_config`](Self::check_raft_config).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TcpConfig {
     /// The largest frame payload, in bytes, either side sends or accepts after the handshake. A frame
-    /// announcing more closes the connection; a request that would encode to more fails without being
-    /// sent. Default 64 MiB.
+    /// announcing more closes the connection; a request that would encode to more fails at once
+    /// without being sent (`NetworkError::Unreachable`, "request too large"). Default 64 MiB.
+    ///
+    /// **Keep raft-core's `Config::snapshot_chunk_size` well below it** (the defaults, 1 MiB chunks
+    /// in 64 MiB frames, are): an InstallSnapshot request carries one chunk of that many bytes plus
+    /// the snapshot's metadata, and a chunk that does not fit can never be sent, so the follower that
+    /// needs the snapshot never catches up. [`check_raft_config`](Self::check_raft_config) checks
+    /// this with [`SNAPSHOT_CHUNK_HEADROOM`] bytes to spare. Likewise an AppendEntries of
+    /// `Config::max_entries_per_append` entries must fit.
     pub max_frame_length: usize,
     /// Client: how long connecting plus the handshake may take. Server: how long a new connection may
     /// take to send its handshake. Default 1 s.
@@ -45,7 +54,35 @@ impl Default for TcpConfig {
     }
 }
 
+/// The bytes a frame must have to spare beyond a snapshot chunk's data for the rest of an
+/// InstallSnapshot request (the envelope, term, ids, offset, and the snapshot's membership):
+/// 64 KiB, enough for a membership of thousands of voters. Used by
+/// [`TcpConfig::check_raft_config`].
+pub const SNAPSHOT_CHUNK_HEADROOM: usize = 64 * 1024;
+
 impl TcpConfig {
+    /// Checks that raft-core's `raft` configuration fits this transport: an InstallSnapshot request
+    /// of `raft.snapshot_chunk_size` bytes of data, plus [`SNAPSHOT_CHUNK_HEADROOM`], must fit in
+    /// [`max_frame_length`](Self::max_frame_length). A server binary should call it at start-up, so
+    /// that a bad pair of settings is refused there instead of stalling a snapshot transfer later.
+    ///
+    /// # Errors
+    /// [`TcpError::Config`] naming both settings.
+    pub fn check_raft_config(&self, raft: &raft_core::Config) -> Result<(), TcpError> {
+        let needed = raft
+            .snapshot_chunk_size
+            .saturating_add(SNAPSHOT_CHUNK_HEADROOM);
+        if needed > self.max_frame_length {
+            return Err(TcpError::Config(format!(
+                "snapshot_chunk_size ({} bytes) must stay at least {SNAPSHOT_CHUNK_HEADROOM} bytes \
+                 below max_frame_length ({} bytes): an InstallSnapshot request carries one chunk \
+                 plus its metadata in one frame",
+                raft.snapshot_chunk_size, self.max_frame_length
+            )));
+        }
+        Ok(())
+    }
+
     /// Checks that the settings make sense together.
     ///
     /// # Errors
@@ -126,6 +163,34 @@ mod tests {
             ..TcpConfig::default()
         };
         assert!(matches!(inverted.validate(), Err(TcpError::Config(_))));
+    }
+
+    #[test]
+    fn raft_config_must_leave_room_for_a_snapshot_chunk() {
+        let tcp = TcpConfig::default();
+        assert!(tcp.check_raft_config(&raft_core::Config::default()).is_ok());
+        let fits = raft_core::Config {
+            snapshot_chunk_size: tcp.max_frame_length - SNAPSHOT_CHUNK_HEADROOM,
+            ..raft_core::Config::default()
+        };
+        assert!(tcp.check_raft_config(&fits).is_ok());
+        for too_big in [
+            tcp.max_frame_length - SNAPSHOT_CHUNK_HEADROOM + 1,
+            tcp.max_frame_length,
+            usize::MAX,
+        ] {
+            let raft = raft_core::Config {
+                snapshot_chunk_size: too_big,
+                ..raft_core::Config::default()
+            };
+            match tcp.check_raft_config(&raft) {
+                Err(TcpError::Config(msg)) => {
+                    assert!(msg.contains("snapshot_chunk_size"), "{msg}");
+                    assert!(msg.contains("max_frame_length"), "{msg}");
+                }
+                other => panic!("chunk of {too_big} bytes accepted: {other:?}"),
+            }
+        }
     }
 
     #[test]

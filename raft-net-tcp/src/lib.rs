@@ -89,7 +89,7 @@
 //! trailing bytes are an error.
 //!
 //! **Handshake.** The client's first frame is `b"RAFT"`, the protocol version as a big-endian `u16`
-//! (now [`wire::PROTOCOL_VERSION`] = 1), then a [`wire::Hello`] `{ cluster_id, from, to }`: the
+//! (now [`wire::PROTOCOL_VERSION`] = 2; version 2 added InstallSnapshot), then a [`wire::Hello`] `{ cluster_id, from, to }`: the
 //! cluster id (a string), the client's node id and the node id it expects to reach. The server
 //! answers with `b"RAFT"`, its version, and a [`wire::HelloReply`]: `Accepted { node_id }`, or
 //! `Refused { reason }` followed by closing the connection. It refuses another cluster id, a `to` that
@@ -98,8 +98,10 @@
 //! [`NetworkError::Unreachable`](raft_core::NetworkError) carrying the reason.
 //!
 //! **Messages.** After the handshake the client sends [`wire::RequestFrame`] `{ id, request }`, where
-//! `request` is a [`raft_core::Request`] (`Vote` or `AppendEntries`) and `id` a `u64` unique among
-//! the connection's requests in flight. The server answers each with a [`wire::ResponseFrame`]
+//! `request` is a [`raft_core::Request`] (`Vote`, `AppendEntries` or `InstallSnapshot`) and `id` a
+//! `u64` unique among the connection's requests in flight. The data of an `InstallSnapshot` chunk is
+//! a MessagePack `bin` (an array of integers is accepted too); everything else is serde's derived
+//! form of the raft-core types. The server answers each with a [`wire::ResponseFrame`]
 //! `{ id, body }`, `body` being `Ok(`[`raft_core::Response`]`)` or `Failed { reason }` (the node
 //! has stopped). Many requests may be in flight on one connection; the server handles them
 //! concurrently and answers in any order; the client matches answers to requests by id.
@@ -126,8 +128,11 @@
 //!   [`TcpConfig::reconnect_backoff_min`] (default 50 ms), doubling after each further failure up to
 //!   [`TcpConfig::reconnect_backoff_max`] (default 1 s). Calls made while waiting fail at once with
 //!   `Unreachable` (the driver retries on its own schedule). A success resets the backoff.
-//! * **Size:** a request that encodes to more than `max_frame_length` fails with `Unreachable`
-//!   without being sent, and the connection stays up.
+//! * **Size:** a request that encodes to more than `max_frame_length` fails at once with
+//!   `Unreachable` ("request too large: ..."), before any connection attempt and without being sent;
+//!   the connection, if open, stays up. Keep raft-core's `Config::snapshot_chunk_size` well below
+//!   `max_frame_length` ([`TcpConfig::check_raft_config`] checks it), or a snapshot can never reach
+//!   a follower.
 #![warn(missing_docs)]
 
 mod client;
@@ -136,5 +141,5 @@ mod server;
 pub mod wire;
 
 pub use client::TcpNetwork;
-pub use config::{TcpConfig, TcpError};
+pub use config::{TcpConfig, TcpError, SNAPSHOT_CHUNK_HEADROOM};
 pub use server::{serve, TcpServer};

@@ -375,6 +375,10 @@ async fn handle<SM: StateMachine>(
     let answer = match frame.request {
         Request::AppendEntries(r) => raft.append_entries(r).await.map(Response::AppendEntries),
         Request::Vote(r) => raft.vote(r).await.map(Response::Vote),
+        Request::InstallSnapshot(r) => raft
+            .install_snapshot(r)
+            .await
+            .map(Response::InstallSnapshot),
     };
     let body = match answer {
         Ok(response) => ResponseBody::Ok(response),

@@ -8,16 +8,22 @@
 //! and checked by the codec ([`codec`]).
 
 use bytes::Bytes;
-use raft_core::{NodeId, Request, Response};
+use raft_core::{
+    AppendEntriesRequest, InstallSnapshotRequest, NodeId, Request, Response, SnapshotMeta, Term,
+    VoteRequest,
+};
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Serialize, Serializer};
 use tokio_util::codec::LengthDelimitedCodec;
 
 /// The first four bytes of both handshake payloads.
 pub const MAGIC: [u8; 4] = *b"RAFT";
 
 /// The protocol version this crate speaks. A server refuses any other.
-pub const PROTOCOL_VERSION: u16 = 1;
+///
+/// Version 2 added `InstallSnapshot` requests; a version 1 node could not decode them, so the two
+/// refuse each other at the handshake rather than fail on the first snapshot.
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// The largest frame accepted before the handshake has succeeded (64 KiB), so that a stranger cannot
 /// make the server reserve a large buffer for one announced frame.
@@ -50,12 +56,75 @@ pub enum HelloReply {
 }
 
 /// A request as carried by one frame: the id the response will carry back, and the RPC.
+///
+/// The request is encoded as [`raft_core::Request`]'s derived serde form, except that the data of an
+/// `InstallSnapshot` chunk is a MessagePack `bin` (its length, then the bytes) instead of an array
+/// of integers, which would take up to twice the space and a decode step per byte. The decoder
+/// accepts both forms.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(bound(serialize = "C: Serialize", deserialize = "C: DeserializeOwned"))]
 pub struct RequestFrame<C> {
     /// Chosen by the client, unique among the requests in flight on the connection.
     pub id: u64,
     /// The RPC.
+    #[serde(serialize_with = "serialize_request")]
     pub request: Request<C>,
+}
+
+/// [`Request`] as serde derives it, with snapshot data serialized as bytes. Variant and field names
+/// match `Request`'s, so the derived `Deserialize` of `Request` reads what this writes.
+#[derive(Serialize)]
+enum RequestRef<'a, C> {
+    Vote(&'a VoteRequest),
+    AppendEntries(&'a AppendEntriesRequest<C>),
+    InstallSnapshot(InstallSnapshotRef<'a>),
+}
+
+/// [`InstallSnapshotRequest`] with its fields in the same order and names.
+#[derive(Serialize)]
+struct InstallSnapshotRef<'a> {
+    term: Term,
+    leader_id: NodeId,
+    meta: &'a SnapshotMeta,
+    offset: u64,
+    #[serde(serialize_with = "serialize_bytes")]
+    data: &'a [u8],
+    done: bool,
+}
+
+fn serialize_request<C: Serialize, S: Serializer>(
+    request: &Request<C>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    let view = match request {
+        Request::Vote(r) => RequestRef::Vote(r),
+        Request::AppendEntries(r) => RequestRef::AppendEntries(r),
+        Request::InstallSnapshot(r) => RequestRef::InstallSnapshot(install_snapshot_ref(r)),
+    };
+    view.serialize(serializer)
+}
+
+fn install_snapshot_ref(r: &InstallSnapshotRequest) -> InstallSnapshotRef<'_> {
+    let InstallSnapshotRequest {
+        term,
+        leader_id,
+        meta,
+        offset,
+        data,
+        done,
+    } = r;
+    InstallSnapshotRef {
+        term: *term,
+        leader_id: *leader_id,
+        meta,
+        offset: *offset,
+        data,
+        done: *done,
+    }
+}
+
+fn serialize_bytes<S: Serializer>(data: &&[u8], serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_bytes(data)
 }
 
 /// A response as carried by one frame.
@@ -198,8 +267,7 @@ pub fn decode_hello_reply(payload: &[u8]) -> Result<HelloReply, WireError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use raft_core::{AppendEntriesRequest, Entry, EntryPayload, LogId, VoteRequest};
-    use serde::{Deserialize, Serialize};
+    use raft_core::{Entry, EntryPayload, LogId, Membership};
 
     /// Commands tagged like raft-kv's, which non-self-describing formats cannot decode.
     #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -269,6 +337,88 @@ mod tests {
         roundtrip(vec![0u8, 255, 128]);
     }
 
+    fn snapshot_chunk(data: Vec<u8>) -> RequestFrame<u64> {
+        RequestFrame {
+            id: 9,
+            request: Request::InstallSnapshot(InstallSnapshotRequest {
+                term: 4,
+                leader_id: 2,
+                meta: SnapshotMeta {
+                    last_log_id: LogId::new(3, 1_000),
+                    membership: Membership::new([1, 2, 3]),
+                },
+                offset: 1 << 20,
+                data,
+                done: false,
+            }),
+        }
+    }
+
+    /// What `RequestFrame` would be with plain derived serde (snapshot data as an array of integers).
+    #[derive(Serialize)]
+    struct PlainFrame<'a> {
+        id: u64,
+        request: &'a Request<u64>,
+    }
+
+    #[test]
+    fn install_snapshot_roundtrips_with_its_data_as_bin() {
+        // Bytes >= 0x80 would take two bytes each as MessagePack integers.
+        let data: Vec<u8> = (0..1024 * 1024).map(|i| 0x80 | (i % 128) as u8).collect();
+        let frame = snapshot_chunk(data.clone());
+        let bytes = encode(&frame).expect("encode");
+        assert!(
+            bytes.len() < data.len() + 256,
+            "{} bytes for {} bytes of data: not encoded as bin",
+            bytes.len(),
+            data.len()
+        );
+        assert_eq!(decode::<RequestFrame<u64>>(&bytes), Ok(frame.clone()));
+        // A peer that encodes the data as an array (plain serde) is understood too.
+        let plain = rmp_serde::to_vec_named(&PlainFrame {
+            id: frame.id,
+            request: &frame.request,
+        })
+        .expect("encode plain");
+        assert!(plain.len() > bytes.len() + data.len() / 2);
+        assert_eq!(decode::<RequestFrame<u64>>(&plain), Ok(frame));
+        let empty = snapshot_chunk(Vec::new());
+        assert_eq!(
+            decode::<RequestFrame<u64>>(&encode(&empty).expect("encode")),
+            Ok(empty)
+        );
+    }
+
+    #[test]
+    fn vote_and_append_entries_encode_as_plain_serde() {
+        let requests = [
+            Request::Vote(VoteRequest {
+                term: 3,
+                candidate_id: 2,
+                last_log_id: LogId::new(2, 8),
+            }),
+            Request::AppendEntries(AppendEntriesRequest {
+                term: 3,
+                leader_id: 1,
+                prev_log_id: LogId::new(2, 5),
+                entries: vec![Entry {
+                    log_id: LogId::new(3, 6),
+                    payload: EntryPayload::Command(77u64),
+                }],
+                leader_commit: 5,
+            }),
+        ];
+        for request in requests {
+            let plain = rmp_serde::to_vec_named(&PlainFrame {
+                id: 1,
+                request: &request,
+            })
+            .expect("encode plain");
+            let frame = encode(&RequestFrame { id: 1, request }).expect("encode");
+            assert_eq!(frame.as_ref(), plain.as_slice());
+        }
+    }
+
     #[test]
     fn handshake_roundtrips_and_checks_magic_and_version() {
         let hello = Hello {
@@ -278,7 +428,8 @@ mod tests {
         };
         let bytes = encode_hello(&hello).expect("encode");
         assert_eq!(&bytes[..4], b"RAFT");
-        assert_eq!(&bytes[4..6], &[0, 1]);
+        assert_eq!(&bytes[4..6], &PROTOCOL_VERSION.to_be_bytes());
+        assert_eq!(PROTOCOL_VERSION, 2);
         assert_eq!(decode_hello(&bytes), Ok(hello));
 
         let mut other_version = bytes.to_vec();

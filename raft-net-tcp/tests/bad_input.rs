@@ -6,9 +6,12 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use raft_core::{NetworkError, RaftNetwork};
-use raft_net_tcp::wire::{self, Hello, HelloReply, PROTOCOL_VERSION};
+use raft_core::{
+    InstallSnapshotRequest, LogId, Membership, NetworkError, RaftNetwork, Request, SnapshotMeta,
+};
+use raft_net_tcp::wire::{self, Hello, HelloReply, RequestFrame, PROTOCOL_VERSION};
 use raft_net_tcp::{TcpConfig, TcpNetwork};
+use serde::Serialize;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
@@ -163,6 +166,117 @@ async fn valid_messagepack_of_the_wrong_shape() {
     let mut stream = s.handshaken().await;
     let wrong = wire::encode(&good_hello()).unwrap();
     stream.write_all(&frame(&wrong)).await.unwrap();
+    s.assert_closed_and_serving(&mut stream).await;
+}
+
+/// A request frame as the wire has it, with any request body.
+#[derive(Serialize)]
+struct AnyFrame<R> {
+    id: u64,
+    request: R,
+}
+
+/// The `InstallSnapshot` variant of a request, with any body.
+#[derive(Serialize)]
+enum AnyRequest<T> {
+    InstallSnapshot(T),
+}
+
+fn valid_chunk(data_len: usize) -> RequestFrame<u64> {
+    RequestFrame {
+        id: 1,
+        request: Request::InstallSnapshot(InstallSnapshotRequest {
+            term: 1,
+            leader_id: 2,
+            meta: SnapshotMeta {
+                last_log_id: LogId::new(1, 5),
+                membership: Membership::new([1, 2]),
+            },
+            offset: 0,
+            data: vec![0xee; data_len],
+            done: true,
+        }),
+    }
+}
+
+#[tokio::test]
+async fn install_snapshot_with_fields_of_the_wrong_type() {
+    #[derive(Serialize)]
+    struct Chunk {
+        term: u64,
+        leader_id: u64,
+        meta: &'static str,
+        offset: i64,
+        data: &'static str,
+        done: bool,
+    }
+    let s = setup().await;
+    let mut stream = s.handshaken().await;
+    let bad = rmp_serde::to_vec_named(&AnyFrame {
+        id: 1,
+        request: AnyRequest::InstallSnapshot(Chunk {
+            term: 1,
+            leader_id: 2,
+            meta: "not a snapshot meta",
+            offset: -1,
+            data: "not bytes",
+            done: true,
+        }),
+    })
+    .unwrap();
+    stream.write_all(&frame(&bad)).await.unwrap();
+    let received = s.assert_closed_and_serving(&mut stream).await;
+    assert!(received.is_empty(), "a bad request gets no answer");
+}
+
+#[tokio::test]
+async fn install_snapshot_with_fields_missing() {
+    #[derive(Serialize)]
+    struct Chunk {
+        term: u64,
+        leader_id: u64,
+        offset: u64,
+    }
+    let s = setup().await;
+    let mut stream = s.handshaken().await;
+    let bad = rmp_serde::to_vec_named(&AnyFrame {
+        id: 1,
+        request: AnyRequest::InstallSnapshot(Chunk {
+            term: 1,
+            leader_id: 2,
+            offset: 0,
+        }),
+    })
+    .unwrap();
+    stream.write_all(&frame(&bad)).await.unwrap();
+    s.assert_closed_and_serving(&mut stream).await;
+}
+
+#[tokio::test]
+async fn install_snapshot_whose_data_runs_past_the_frame() {
+    let s = setup().await;
+    let mut stream = s.handshaken().await;
+    // A valid chunk cut short: its data announces 4,000 bytes, the frame ends before them.
+    let valid = wire::encode(&valid_chunk(4_000)).unwrap();
+    stream
+        .write_all(&frame(&valid[..valid.len() - 1_000]))
+        .await
+        .unwrap();
+    s.assert_closed_and_serving(&mut stream).await;
+}
+
+#[tokio::test]
+async fn install_snapshot_whose_data_announces_gigabytes() {
+    let s = setup().await;
+    let mut stream = s.handshaken().await;
+    // Rewrite the data's bin32 length to 4 GiB - 1: the decoder must not try to reserve it.
+    let mut bad = wire::encode(&valid_chunk(70_000)).unwrap().to_vec();
+    let at = bad
+        .windows(5)
+        .position(|w| w == [0xc6, 0x00, 0x01, 0x11, 0x70])
+        .expect("the data is a bin32 of 70,000 bytes");
+    bad[at + 1..at + 5].copy_from_slice(&u32::MAX.to_be_bytes());
+    stream.write_all(&frame(&bad)).await.unwrap();
     s.assert_closed_and_serving(&mut stream).await;
 }
 

@@ -1,14 +1,19 @@
-//! A three-node cluster over real TCP on loopback elects a leader and commits writes.
+//! A three-node cluster over real TCP on loopback elects a leader and commits writes, and a node that
+//! was down while the others compacted their logs past it catches up through InstallSnapshot.
 
 mod common;
 
 use std::time::Duration;
 
 use common::*;
-use raft_core::{ClientWriteError, NodeId};
+use raft_core::{ClientWriteError, Config, NodeId, SnapshotPolicy};
 use raft_storage_mem::MemStorage;
 
 async fn start_cluster() -> Vec<Node> {
+    start_cluster_with(Config::default()).await
+}
+
+async fn start_cluster_with(raft_config: Config) -> Vec<Node> {
     let listeners: Vec<_> = (0..3).map(|_| loopback_listener()).collect();
     let peers: Vec<(NodeId, std::net::SocketAddr)> = listeners
         .iter()
@@ -18,12 +23,13 @@ async fn start_cluster() -> Vec<Node> {
     let mut nodes = Vec::new();
     for (listener, id) in listeners.into_iter().zip(1..) {
         nodes.push(
-            start_node(
+            start_node_with(
                 id,
                 listener,
                 peers.clone(),
                 MemStorage::new(),
                 test_config(),
+                raft_config.clone(),
             )
             .await,
         );
@@ -103,6 +109,105 @@ async fn three_nodes_elect_a_leader_and_commit_100_writes() {
     if all_certain {
         assert_eq!(reference.len(), 100, "no write applied twice");
     }
+
+    for node in nodes {
+        node.stop().await;
+    }
+}
+
+/// Waits until every node in `nodes` has applied everything any of them knows committed.
+async fn wait_for_all_applied(nodes: &[Node]) {
+    let target = nodes
+        .iter()
+        .map(|n| n.raft.metrics().borrow().commit_index)
+        .max()
+        .unwrap();
+    wait_until("every node has applied every write", || {
+        nodes
+            .iter()
+            .all(|n| n.raft.metrics().borrow().last_applied >= target)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_behind_the_compacted_log_catches_up_by_snapshot_in_many_chunks() {
+    init_tracing();
+    let raft_config = Config {
+        snapshot_policy: SnapshotPolicy::AfterAppliedEntries(20),
+        snapshot_keep_entries: 5,
+        // The Recorder's snapshot is 8 bytes per write: 300 writes make some 38 chunks.
+        snapshot_chunk_size: 64,
+        ..Config::default()
+    };
+    let mut nodes = start_cluster_with(raft_config.clone()).await;
+    nodes[0]
+        .raft
+        .wait_for_leader(PATIENCE)
+        .await
+        .expect("a leader is elected");
+    for i in 1..=10 {
+        write(&nodes, i).await;
+    }
+    wait_for_all_applied(&nodes).await;
+
+    // Stop a follower, keeping its storage and address.
+    let down = nodes
+        .iter()
+        .position(|n| !n.raft.is_leader())
+        .expect("a follower");
+    let down = nodes.remove(down);
+    let (id, addr, storage) = (down.id, down.addr(), down.storage.clone());
+    down.stop().await;
+    let behind = storage.log().last().map_or(0, |e| e.log_id.index);
+
+    // The others take enough writes to compact their logs past everything the stopped node has.
+    for i in 11..=300 {
+        write(&nodes, i).await;
+    }
+    wait_until(
+        "both running nodes purged their logs past the stopped node",
+        || {
+            nodes
+                .iter()
+                .all(|n| n.storage.state().last_purged.index > behind)
+        },
+    )
+    .await;
+
+    // It comes back on the same address: AppendEntries cannot reach it, a snapshot must.
+    let restarted = start_node_with(
+        id,
+        bind_reuse(addr).unwrap(),
+        nodes.iter().map(|n| (n.id, n.addr())).collect(),
+        storage.open(),
+        test_config(),
+        raft_config,
+    )
+    .await;
+    nodes.push(restarted);
+    write(&nodes, 301).await;
+    wait_for_all_applied(&nodes).await;
+
+    let back = nodes.last().unwrap();
+    let installed = back
+        .storage
+        .state()
+        .snapshot
+        .expect("the restarted node holds a snapshot");
+    assert!(
+        installed.meta.last_log_id.index > behind,
+        "its snapshot ({:?}) covers entries it never had in its log (up to {behind})",
+        installed.meta.last_log_id
+    );
+    let reference = nodes[0].sm.applied();
+    for node in &nodes[1..] {
+        assert_eq!(node.sm.applied(), reference, "node {} diverged", node.id);
+    }
+    let mut written = reference.clone();
+    written.sort_unstable();
+    written.dedup();
+    assert_eq!(written, (1..=301).collect::<Vec<_>>());
 
     for node in nodes {
         node.stop().await;

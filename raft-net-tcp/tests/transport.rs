@@ -10,8 +10,9 @@ use std::time::Duration;
 use common::*;
 use futures::{SinkExt, StreamExt};
 use raft_core::{
-    AppendEntriesRequest, AppendResult, Entry, EntryPayload, LogId, NetworkError, RaftNetwork,
-    Request, Response, VoteResponse,
+    AppendEntriesRequest, AppendResult, Entry, EntryPayload, InstallSnapshotRequest,
+    InstallSnapshotResponse, LogId, Membership, NetworkError, RaftNetwork, Request, Response,
+    SnapshotMeta, SnapshotResult, VoteResponse,
 };
 use raft_net_tcp::wire::{self, HelloReply, RequestFrame, ResponseBody, ResponseFrame};
 use raft_net_tcp::{TcpConfig, TcpNetwork};
@@ -150,6 +151,105 @@ async fn responses_out_of_order_are_matched_by_id() {
 }
 
 #[tokio::test]
+async fn install_snapshot_calls_are_pipelined_and_matched_by_id() {
+    init_tracing();
+    const N: u64 = 16;
+    let addr = fake_server(|mut reader, mut writer| async move {
+        let mut requests = Vec::new();
+        for _ in 0..N {
+            requests.push(read_request(&mut reader).await);
+        }
+        // Answer in reverse order; each answer names its chunk's offset.
+        for req in requests.into_iter().rev() {
+            let Request::InstallSnapshot(chunk) = req.request else {
+                panic!("expected InstallSnapshot requests")
+            };
+            assert_eq!(chunk.data, vec![chunk.offset as u8; 1000], "data intact");
+            let body = ResponseBody::Ok(Response::InstallSnapshot(InstallSnapshotResponse {
+                term: chunk.term,
+                result: SnapshotResult::Accepted {
+                    snapshot: chunk.meta.last_log_id,
+                    offset: chunk.offset,
+                    next_offset: chunk.offset + chunk.data.len() as u64,
+                },
+            }));
+            let frame = wire::encode(&ResponseFrame { id: req.id, body }).unwrap();
+            writer.send(frame).await.unwrap();
+        }
+        let _ = reader.next().await;
+    })
+    .await;
+    let network = client(addr, test_config());
+    let meta = SnapshotMeta {
+        last_log_id: LogId::new(1, 50),
+        membership: Membership::new([1, 2]),
+    };
+    let calls = (0..N).map(|i| {
+        network.install_snapshot(
+            1,
+            InstallSnapshotRequest {
+                term: 1,
+                leader_id: 2,
+                meta: meta.clone(),
+                offset: i,
+                data: vec![i as u8; 1000],
+                done: false,
+            },
+        )
+    });
+    let answers = tokio::time::timeout(PATIENCE, futures::future::join_all(calls))
+        .await
+        .expect("answers in time");
+    for (i, answer) in (0..N).zip(answers) {
+        let answer = answer.expect("answered");
+        assert_eq!(
+            answer.result,
+            SnapshotResult::Accepted {
+                snapshot: meta.last_log_id,
+                offset: i,
+                next_offset: i + 1000,
+            }
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_response_of_the_wrong_kind_is_an_invalid_response() {
+    init_tracing();
+    let addr = fake_server(|mut reader, mut writer| async move {
+        let req = read_request(&mut reader).await;
+        let body = ResponseBody::Ok(Response::Vote(VoteResponse {
+            term: 1,
+            vote_granted: true,
+        }));
+        let frame = wire::encode(&ResponseFrame { id: req.id, body }).unwrap();
+        writer.send(frame).await.unwrap();
+        let _ = reader.next().await;
+    })
+    .await;
+    let network = client(addr, test_config());
+    let result = network
+        .install_snapshot(
+            1,
+            InstallSnapshotRequest {
+                term: 1,
+                leader_id: 2,
+                meta: SnapshotMeta::default(),
+                offset: 0,
+                data: Vec::new(),
+                done: true,
+            },
+        )
+        .await;
+    match result {
+        Err(NetworkError::InvalidResponse { target: 1, reason }) => {
+            assert!(reason.contains("InstallSnapshot"), "{reason}")
+        }
+        other => panic!("expected InvalidResponse, got {other:?}"),
+    }
+}
+
+#[tokio::test]
 async fn an_unanswered_request_times_out_and_the_connection_stays() {
     init_tracing();
     let addr = fake_server(|mut reader, mut writer| async move {
@@ -241,13 +341,73 @@ async fn an_oversized_request_fails_without_breaking_the_connection() {
     let result = network.append_entries(1, big).await;
     match result {
         Err(NetworkError::Unreachable { reason, .. }) => {
-            assert!(reason.contains("max frame length"), "{reason}")
+            assert!(reason.starts_with("request too large"), "{reason}");
+            assert!(reason.contains("AppendEntries"), "{reason}");
+            assert!(reason.contains("max_frame_length"), "{reason}");
         }
         other => panic!("expected Unreachable, got {other:?}"),
     }
     assert!(network.is_connected(1));
     vote(&network, 1, 1).await.expect("still served");
     node.stop().await;
+}
+
+#[tokio::test]
+async fn an_oversized_request_of_any_kind_fails_before_connecting() {
+    init_tracing();
+    let closed_port = {
+        let listener = loopback_listener();
+        listener.local_addr().unwrap()
+    };
+    let config = TcpConfig {
+        max_frame_length: wire::HANDSHAKE_MAX_FRAME_LENGTH,
+        reconnect_backoff_min: Duration::from_secs(5),
+        reconnect_backoff_max: Duration::from_secs(10),
+        ..test_config()
+    };
+    let network = client(closed_port, config);
+    let mut big_append = heartbeat(1, 0);
+    big_append.entries = (1..=10_000)
+        .map(|i| Entry {
+            log_id: LogId::new(1, i),
+            payload: EntryPayload::Command(i),
+        })
+        .collect();
+    let big_chunk = InstallSnapshotRequest {
+        term: 1,
+        leader_id: 2,
+        meta: SnapshotMeta {
+            last_log_id: LogId::new(1, 10),
+            membership: Membership::new([1, 2]),
+        },
+        offset: 0,
+        data: vec![7; wire::HANDSHAKE_MAX_FRAME_LENGTH],
+        done: true,
+    };
+    let reasons = [
+        (
+            "AppendEntries",
+            network.append_entries(1, big_append).await.map(drop),
+        ),
+        (
+            "InstallSnapshot",
+            network.install_snapshot(1, big_chunk).await.map(drop),
+        ),
+    ];
+    for (kind, result) in reasons {
+        match result {
+            Err(NetworkError::Unreachable { target: 1, reason }) => {
+                assert!(reason.starts_with("request too large"), "{reason}");
+                assert!(reason.contains(kind), "{reason}");
+            }
+            other => panic!("{kind}: expected request too large, got {other:?}"),
+        }
+    }
+    // Neither call tried to connect: the first real call does (and fails, nothing listens), rather
+    // than being told to wait out a backoff.
+    let first = assert_unreachable(&vote(&network, 1, 1).await);
+    assert!(first.contains("connecting to"), "{first}");
+    assert!(!first.contains("next connection attempt"), "{first}");
 }
 
 #[tokio::test]

@@ -47,7 +47,9 @@ pub fn test_config() -> TcpConfig {
     }
 }
 
-/// A state machine that records the commands it applies, in order, where the test can see them.
+/// A state machine that records the commands it applies, in order, where the test can see them. Its
+/// snapshot is that list (8 little-endian bytes per command), so a restored node's list shows what
+/// the snapshot carried.
 #[derive(Default, Clone)]
 pub struct Recorder {
     pub applied: Arc<Mutex<Vec<u64>>>,
@@ -82,12 +84,36 @@ impl StateMachine for Recorder {
     }
 
     async fn snapshot(&mut self) -> Result<Vec<u8>, StateMachineError> {
-        Ok(Vec::new())
+        Ok(encode_applied(&self.applied()))
     }
 
-    async fn restore(&mut self, _: &SnapshotMeta, _: &[u8]) -> Result<(), StateMachineError> {
+    async fn restore(&mut self, _: &SnapshotMeta, data: &[u8]) -> Result<(), StateMachineError> {
+        let applied = decode_applied(data).ok_or_else(|| {
+            StateMachineError::new(format!(
+                "recorder snapshot of {} bytes is not a list of u64",
+                data.len()
+            ))
+        })?;
+        *self.applied.lock().unwrap() = applied;
         Ok(())
     }
+}
+
+/// A [`Recorder`] snapshot of `applied`.
+pub fn encode_applied(applied: &[u64]) -> Vec<u8> {
+    applied.iter().flat_map(|n| n.to_le_bytes()).collect()
+}
+
+/// The list a [`Recorder`] snapshot holds; `None` if its length is not a multiple of 8.
+pub fn decode_applied(data: &[u8]) -> Option<Vec<u64>> {
+    if data.len() % 8 != 0 {
+        return None;
+    }
+    Some(
+        data.chunks_exact(8)
+            .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+            .collect(),
+    )
 }
 
 /// Binds `addr` with SO_REUSEADDR, so a restarted server gets its old port back at once.
@@ -122,7 +148,8 @@ impl Node {
     }
 }
 
-/// Starts node `id` on `listener`, with a network reaching `peers`.
+/// Starts node `id` on `listener`, with a network reaching `peers`, and raft-core's default
+/// configuration.
 pub async fn start_node(
     id: NodeId,
     listener: TcpListener,
@@ -130,10 +157,22 @@ pub async fn start_node(
     storage: MemStorage<u64>,
     config: TcpConfig,
 ) -> Node {
+    start_node_with(id, listener, peers, storage, config, Config::default()).await
+}
+
+/// [`start_node`] with the given raft-core configuration.
+pub async fn start_node_with(
+    id: NodeId,
+    listener: TcpListener,
+    peers: Vec<(NodeId, SocketAddr)>,
+    storage: MemStorage<u64>,
+    config: TcpConfig,
+    raft_config: Config,
+) -> Node {
     let network = TcpNetwork::new(CLUSTER, id, peers, config.clone()).expect("network");
     let sm = Recorder::default();
     let handle = storage.handle();
-    let raft = Raft::start(id, Config::default(), storage, network, sm.clone())
+    let raft = Raft::start(id, raft_config, storage, network, sm.clone())
         .await
         .expect("start node");
     let server = TcpServer::start(listener, raft.clone(), CLUSTER, config).expect("server");
