@@ -106,7 +106,7 @@ pub fn encode_applied(applied: &[u64]) -> Vec<u8> {
 
 /// The list a [`Recorder`] snapshot holds; `None` if its length is not a multiple of 8.
 pub fn decode_applied(data: &[u8]) -> Option<Vec<u64>> {
-    if data.len() % 8 != 0 {
+    if !data.len().is_multiple_of(8) {
         return None;
     }
     Some(
