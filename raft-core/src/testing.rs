@@ -45,7 +45,17 @@
 //! * `install_snapshot` when the log holds the snapshot's last entry (the log is kept), when the
 //!   snapshot is ahead of the log or conflicts with it (the log is discarded and starts after the
 //!   snapshot); `snapshot` returns the latest one;
-//! * [`run_reopen_conformance`]: hard state, log, purges and snapshots survive dropping and reopening.
+//! * a snapshot at or below the stored snapshot's last index (older, or the same index again) is
+//!   ignored: the stored snapshot stays and the log is kept, even where the ignored snapshot
+//!   conflicts with it;
+//! * `snapshot_chunk` reads back exactly the stored data in chunks of 1 byte, of a middle size and
+//!   larger than the data, with `done` on the last chunk only; reads at any offset; an offset at or
+//!   past the end gives an empty chunk with `done`; no snapshot, another snapshot's id, or a snapshot
+//!   replaced between two chunk reads gives `None`;
+//! * [`run_reopen_conformance`]: hard state, log, purges and snapshots survive dropping and reopening;
+//!   a reopened storage serves chunks of its snapshot; a restart from a snapshot inside the log,
+//!   purged up to a point before it, plus a log tail appended after it gives back exactly the same
+//!   log state, entries and snapshot.
 //!
 //! After every step the checks compare `log_state` and the whole readable log with what they
 //! expect.
@@ -57,7 +67,7 @@ use std::panic::AssertUnwindSafe;
 use futures::FutureExt;
 
 use crate::error::StorageError;
-use crate::storage::{LogState, RaftStorage};
+use crate::storage::{LogState, RaftStorage, SnapshotChunk};
 use crate::types::{
     Entry, EntryPayload, HardState, LogId, LogIndex, Membership, Snapshot, SnapshotMeta, Term,
 };
@@ -104,6 +114,9 @@ where
         install_snapshot_on_empty_storage,
         install_snapshot_conflicting_with_log_discards_log,
         snapshot_returns_latest,
+        install_older_or_equal_snapshot_is_ignored,
+        snapshot_chunk_reads_back_the_data,
+        snapshot_chunk_of_no_or_another_snapshot_is_none,
     );
 }
 
@@ -127,6 +140,8 @@ where
         reopen_keeps_truncation_and_purge,
         reopen_keeps_snapshot_inside_log,
         reopen_keeps_snapshot_ahead_of_log,
+        reopen_serves_snapshot_chunks,
+        reopen_restarts_from_snapshot_and_log_tail,
     );
 }
 
@@ -182,6 +197,42 @@ fn snapshot(term: Term, index: LogIndex, tag: u8) -> Snapshot {
             membership: Membership::new([1, 2, 3]),
         },
         data: vec![tag, 0xff, 0x00, tag, (index % 256) as u8],
+    }
+}
+
+/// A snapshot whose data is `len` bytes that vary with their position and with `index`, so that a
+/// chunk read at the wrong offset, or from another snapshot, differs.
+fn snapshot_of_len(term: Term, index: LogIndex, len: usize) -> Snapshot {
+    Snapshot {
+        meta: SnapshotMeta {
+            last_log_id: LogId::new(term, index),
+            membership: Membership::new([1, 2, 3]),
+        },
+        data: (0..len)
+            .map(|i| (i.wrapping_mul(31) ^ (i >> 8) ^ index as usize) as u8)
+            .collect(),
+    }
+}
+
+/// Snapshot data for a failure message: short data whole, long data by its length and first bytes.
+fn show_data(data: &[u8]) -> String {
+    if data.len() <= 16 {
+        format!("{data:?}")
+    } else {
+        format!("of {} bytes starting {:?}", data.len(), &data[..8])
+    }
+}
+
+/// Where two byte strings first differ, for a failure message.
+fn data_diff(got: &[u8], want: &[u8]) -> String {
+    match got.iter().zip(want).position(|(g, w)| g != w) {
+        Some(i) => format!(" (data first differs at byte {i})"),
+        None if got.len() != want.len() => format!(
+            " (the data is {} bytes long instead of {})",
+            got.len(),
+            want.len()
+        ),
+        None => String::new(),
     }
 }
 
@@ -282,7 +333,76 @@ impl Check {
     async fn snapshot<S: RaftStorage<u64>>(&self, s: &mut S, want: Option<&Snapshot>, what: &str) {
         let what = format!("{what}: snapshot()");
         let got = self.ok(s.snapshot().await, &what);
-        self.eq(got.as_ref(), want, &what);
+        if got.as_ref() != want {
+            let show = |s: Option<&Snapshot>| {
+                s.map_or("None".to_string(), |s| {
+                    format!("Some({:?} with data {})", s.meta, show_data(&s.data))
+                })
+            };
+            let diff = match (&got, want) {
+                (Some(g), Some(w)) => data_diff(&g.data, &w.data),
+                _ => String::new(),
+            };
+            self.fail(
+                &what,
+                format_args!("expected {}, got {}{diff}", show(want), show(got.as_ref())),
+            );
+        }
+    }
+
+    /// Checks that `snapshot_chunk(id, offset, max_len)` gives `want`.
+    async fn chunk<S: RaftStorage<u64>>(
+        &self,
+        s: &mut S,
+        (id, offset, max_len): (LogId, u64, usize),
+        want: Option<SnapshotChunk>,
+        what: &str,
+    ) {
+        let what = format!("{what}: snapshot_chunk({id}, {offset}, {max_len})");
+        let got = self.ok(s.snapshot_chunk(id, offset, max_len).await, &what);
+        if got != want {
+            let show = |c: &Option<SnapshotChunk>| {
+                c.as_ref().map_or("None".to_string(), |c| {
+                    format!("Some(data {}, done: {})", show_data(&c.data), c.done)
+                })
+            };
+            let diff = match (&got, &want) {
+                (Some(g), Some(w)) => data_diff(&g.data, &w.data),
+                _ => String::new(),
+            };
+            self.fail(
+                &what,
+                format_args!("expected {}, got {}{diff}", show(&want), show(&got)),
+            );
+        }
+    }
+
+    /// Reads the data of snapshot `id` from the start in chunks of `max_len` (at least 1) bytes, as a
+    /// leader sends it, and checks that the chunks are exactly `data`: each `max_len` bytes long but
+    /// the last, `done` set on the last one only.
+    async fn chunks<S: RaftStorage<u64>>(
+        &self,
+        s: &mut S,
+        id: LogId,
+        max_len: usize,
+        data: &[u8],
+        what: &str,
+    ) {
+        assert!(max_len > 0, "conformance suite bug in `{}`", self.name);
+        let mut offset: usize = 0;
+        loop {
+            let end = offset.saturating_add(max_len).min(data.len());
+            let want = SnapshotChunk {
+                data: data[offset..end].to_vec(),
+                done: end == data.len(),
+            };
+            self.chunk(s, (id, offset as u64, max_len), Some(want), what)
+                .await;
+            if end == data.len() {
+                return;
+            }
+            offset = end;
+        }
     }
 }
 
@@ -1012,6 +1132,271 @@ pub async fn snapshot_returns_latest<S: RaftStorage<u64>>(mut s: S) {
     .await;
 }
 
+/// A snapshot whose last log index is at or below the stored snapshot's is ignored: the stored
+/// snapshot stays, and the log is untouched, even where the ignored snapshot conflicts with the log
+/// (installing it would have discarded the log) or lies below the purge point.
+pub async fn install_older_or_equal_snapshot_is_ignored<S: RaftStorage<u64>>(mut s: S) {
+    let c = Check {
+        name: "install_older_or_equal_snapshot_is_ignored",
+    };
+    let log = run(1, &[1, 1, 2, 2, 2, 3, 3, 3]);
+    c.ok(s.append(&log).await, "append 1..=8");
+    let stored = snapshot(2, 5, 1);
+    c.ok(
+        s.install_snapshot(stored.clone()).await,
+        "install_snapshot at 2-5 over log 1..=8",
+    );
+    let ignored = [
+        (
+            snapshot(1, 2, 2),
+            "an older snapshot at 1-2 (inside the log)",
+        ),
+        (
+            snapshot(2, 5, 3),
+            "a snapshot at 2-5 again, with other data",
+        ),
+        (
+            snapshot(3, 5, 4),
+            "a snapshot at 3-5 (the stored index, another term: it conflicts with entry 2-5)",
+        ),
+        (
+            snapshot(9, 4, 5),
+            "an older snapshot at 9-4 (it conflicts with entry 2-4)",
+        ),
+    ];
+    for (snap, what) in &ignored {
+        c.ok(
+            s.install_snapshot(snap.clone()).await,
+            &format!("install_snapshot of {what} over a snapshot at 2-5"),
+        );
+        let after = format!("after installing {what} (ignored)");
+        c.snapshot(&mut s, Some(&stored), &after).await;
+        c.log(&mut s, LogId::default(), &log, &after).await;
+    }
+
+    c.ok(s.purge(5).await, "purge(5)");
+    c.ok(
+        s.install_snapshot(snapshot(1, 3, 6)).await,
+        "install_snapshot at 1-3 (below the purge point 5)",
+    );
+    let after = "after installing an older snapshot at 1-3 below the purge point (ignored)";
+    c.snapshot(&mut s, Some(&stored), after).await;
+    c.log(&mut s, LogId::new(2, 5), &log[5..], after).await;
+
+    // After a snapshot that discarded the log, older ones are ignored too.
+    let ahead = snapshot(4, 20, 7);
+    c.ok(
+        s.install_snapshot(ahead.clone()).await,
+        "install_snapshot at 4-20 (ahead of log 6..=8)",
+    );
+    let more = run(21, &[4, 4]);
+    c.ok(
+        s.append(&more).await,
+        "append 21..=22 after the snapshot at 4-20",
+    );
+    let ignored = [
+        (
+            snapshot(4, 12, 8),
+            "an older snapshot at 4-12 (between the old log and 20)",
+        ),
+        (
+            snapshot(5, 20, 9),
+            "a snapshot at 5-20 (the stored index, another term)",
+        ),
+        (
+            snapshot(3, 7, 10),
+            "an older snapshot at 3-7 (inside the discarded log)",
+        ),
+    ];
+    for (snap, what) in &ignored {
+        c.ok(
+            s.install_snapshot(snap.clone()).await,
+            &format!("install_snapshot of {what} over a snapshot at 4-20"),
+        );
+        let after = format!("after installing {what} (ignored)");
+        c.snapshot(&mut s, Some(&ahead), &after).await;
+        c.log(&mut s, LogId::new(4, 20), &more, &after).await;
+    }
+    c.hard_state(&mut s, HardState::default(), "after ignored snapshots")
+        .await;
+}
+
+/// `snapshot_chunk` reads back exactly the stored snapshot's data, in chunks of 1 byte, of a middle
+/// size, of exactly the data's size and larger than it, with `done` on the last chunk only; reads at
+/// any offset; an offset at or past the end gives an empty chunk with `done`; a snapshot with empty
+/// data is one empty, final chunk.
+pub async fn snapshot_chunk_reads_back_the_data<S: RaftStorage<u64>>(mut s: S) {
+    let c = Check {
+        name: "snapshot_chunk_reads_back_the_data",
+    };
+    let log = run(1, &[1, 1, 2, 2, 2, 3]);
+    c.ok(s.append(&log).await, "append 1..=6");
+    let snap = snapshot_of_len(2, 3, 1000);
+    let id = snap.meta.last_log_id;
+    c.ok(
+        s.install_snapshot(snap.clone()).await,
+        "install_snapshot at 2-3 with 1000 bytes of data",
+    );
+    for max_len in [1, 7, 333, 999, 1000, 1001, 1 << 20, usize::MAX] {
+        c.chunks(
+            &mut s,
+            id,
+            max_len,
+            &snap.data,
+            &format!("reading the 1000-byte snapshot in chunks of {max_len}"),
+        )
+        .await;
+    }
+    for (offset, max_len) in [
+        (0, 10),
+        (500, 500),
+        (500, 499),
+        (990, 100),
+        (999, 1),
+        (998, 1),
+    ] {
+        let end = (offset + max_len).min(1000);
+        let want = SnapshotChunk {
+            data: snap.data[offset..end].to_vec(),
+            done: end == 1000,
+        };
+        c.chunk(
+            &mut s,
+            (id, offset as u64, max_len),
+            Some(want),
+            "a read at an arbitrary offset",
+        )
+        .await;
+    }
+    let end = SnapshotChunk {
+        data: Vec::new(),
+        done: true,
+    };
+    for offset in [1000, 1001, 5000, u64::MAX] {
+        c.chunk(
+            &mut s,
+            (id, offset, 100),
+            Some(end.clone()),
+            "a read at or past the end of the data",
+        )
+        .await;
+    }
+    c.snapshot(&mut s, Some(&snap), "after chunk reads").await;
+    c.log(&mut s, LogId::default(), &log, "after chunk reads")
+        .await;
+
+    let empty = snapshot_of_len(3, 6, 0);
+    c.ok(
+        s.install_snapshot(empty.clone()).await,
+        "install_snapshot at 3-6 with empty data",
+    );
+    for max_len in [1, 100] {
+        c.chunk(
+            &mut s,
+            (empty.meta.last_log_id, 0, max_len),
+            Some(end.clone()),
+            "reading a snapshot with empty data",
+        )
+        .await;
+    }
+}
+
+/// `snapshot_chunk` gives `None` when there is no snapshot (whatever the id, the default one too),
+/// for an id that is not the stored snapshot's (another index or another term), and for a snapshot
+/// replaced between two chunk reads: never bytes of another snapshot.
+pub async fn snapshot_chunk_of_no_or_another_snapshot_is_none<S: RaftStorage<u64>>(mut s: S) {
+    let c = Check {
+        name: "snapshot_chunk_of_no_or_another_snapshot_is_none",
+    };
+    for id in [LogId::default(), LogId::new(1, 1)] {
+        c.chunk(&mut s, (id, 0, 100), None, "a fresh storage (no snapshot)")
+            .await;
+    }
+    let log = run(1, &[1, 1, 1, 2, 2, 2]);
+    c.ok(s.append(&log).await, "append 1..=6");
+    c.chunk(
+        &mut s,
+        (LogId::new(1, 2), 0, 100),
+        None,
+        "a log but no snapshot",
+    )
+    .await;
+
+    let first = snapshot_of_len(1, 3, 300);
+    let first_id = first.meta.last_log_id;
+    c.ok(
+        s.install_snapshot(first.clone()).await,
+        "install_snapshot at 1-3 with 300 bytes",
+    );
+    let head = SnapshotChunk {
+        data: first.data[..100].to_vec(),
+        done: false,
+    };
+    c.chunk(
+        &mut s,
+        (first_id, 0, 100),
+        Some(head),
+        "the first chunk of the snapshot at 1-3",
+    )
+    .await;
+    for id in [
+        LogId::new(2, 3),
+        LogId::new(1, 2),
+        LogId::new(1, 4),
+        LogId::default(),
+    ] {
+        c.chunk(
+            &mut s,
+            (id, 0, 100),
+            None,
+            "another id than the stored snapshot's (1-3)",
+        )
+        .await;
+    }
+
+    let second = snapshot_of_len(2, 5, 200);
+    c.ok(
+        s.install_snapshot(second.clone()).await,
+        "install_snapshot at 2-5 while the snapshot at 1-3 is being read",
+    );
+    for offset in [100, 0] {
+        c.chunk(
+            &mut s,
+            (first_id, offset, 100),
+            None,
+            "the replaced snapshot at 1-3",
+        )
+        .await;
+    }
+    c.chunks(
+        &mut s,
+        second.meta.last_log_id,
+        64,
+        &second.data,
+        "the new snapshot at 2-5",
+    )
+    .await;
+    c.ok(
+        s.install_snapshot(first.clone()).await,
+        "install_snapshot at 1-3 again (older: ignored)",
+    );
+    c.chunk(
+        &mut s,
+        (first_id, 0, 100),
+        None,
+        "the snapshot at 1-3, installed again but ignored",
+    )
+    .await;
+    c.chunks(
+        &mut s,
+        second.meta.last_log_id,
+        1000,
+        &second.data,
+        "the snapshot at 2-5 after an ignored install",
+    )
+    .await;
+}
+
 // ----- reopen checks -----
 
 /// A fresh storage reopened is still empty.
@@ -1203,6 +1588,134 @@ where
         "after appending 10 and reopening",
     )
     .await;
+}
+
+/// A reopened storage serves chunks of its snapshot, inside the log and ahead of it, and still
+/// ignores older snapshots.
+pub async fn reopen_serves_snapshot_chunks<S, R>(mut s: S, reopen: &mut R)
+where
+    S: RaftStorage<u64>,
+    R: FnMut(S) -> S,
+{
+    let c = Check {
+        name: "reopen_serves_snapshot_chunks",
+    };
+    c.ok(s.append(&run(1, &[1, 1, 1, 2])).await, "append 1..=4");
+    let inside = snapshot_of_len(1, 3, 777);
+    let inside_id = inside.meta.last_log_id;
+    c.ok(
+        s.install_snapshot(inside.clone()).await,
+        "install_snapshot at 1-3 with 777 bytes",
+    );
+    let mut s = reopen(s);
+    for max_len in [100, 777, 1000] {
+        c.chunks(
+            &mut s,
+            inside_id,
+            max_len,
+            &inside.data,
+            "the snapshot at 1-3 after reopening",
+        )
+        .await;
+    }
+    c.chunk(
+        &mut s,
+        (LogId::new(2, 3), 0, 100),
+        None,
+        "another id after reopening",
+    )
+    .await;
+
+    let ahead = snapshot_of_len(5, 30, 1500);
+    c.ok(
+        s.install_snapshot(ahead.clone()).await,
+        "install_snapshot at 5-30 with 1500 bytes (ahead of the log)",
+    );
+    let mut s = reopen(s);
+    c.chunks(
+        &mut s,
+        ahead.meta.last_log_id,
+        256,
+        &ahead.data,
+        "the snapshot at 5-30 after reopening",
+    )
+    .await;
+    c.chunk(
+        &mut s,
+        (inside_id, 0, 100),
+        None,
+        "the replaced snapshot at 1-3 after reopening",
+    )
+    .await;
+    c.ok(
+        s.install_snapshot(inside.clone()).await,
+        "install_snapshot at 1-3 again after reopening (older: ignored)",
+    );
+    let mut s = reopen(s);
+    c.snapshot(
+        &mut s,
+        Some(&ahead),
+        "after an ignored older snapshot and reopening",
+    )
+    .await;
+    c.log(
+        &mut s,
+        LogId::new(5, 30),
+        &[],
+        "after an ignored older snapshot and reopening",
+    )
+    .await;
+}
+
+/// A restart from a snapshot plus the log tail: a snapshot inside the log, a purge up to a point
+/// before it (the entries kept for followers just behind), more entries appended; after reopening,
+/// the log state, the entries and the snapshot are exactly as before, and the log goes on.
+pub async fn reopen_restarts_from_snapshot_and_log_tail<S, R>(mut s: S, reopen: &mut R)
+where
+    S: RaftStorage<u64>,
+    R: FnMut(S) -> S,
+{
+    let c = Check {
+        name: "reopen_restarts_from_snapshot_and_log_tail",
+    };
+    let hs = HardState {
+        term: 3,
+        voted_for: Some(1),
+    };
+    c.ok(
+        s.save_hard_state(&hs).await,
+        "save_hard_state(term 3, vote 1)",
+    );
+    let log = run(1, &[1, 1, 1, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3]);
+    c.ok(s.append(&log[..10]).await, "append 1..=10");
+    let snap = snapshot_of_len(2, 7, 300);
+    c.ok(
+        s.install_snapshot(snap.clone()).await,
+        "install_snapshot at 2-7 over log 1..=10",
+    );
+    c.ok(s.purge(4).await, "purge(4) (before the snapshot at 7)");
+    c.ok(
+        s.append(&log[10..12]).await,
+        "append 11..=12 after the snapshot",
+    );
+    let purged = log[3].log_id;
+    let what = "after a snapshot at 2-7, purge(4) and appending 11..=12";
+    c.log(&mut s, purged, &log[4..12], what).await;
+    c.snapshot(&mut s, Some(&snap), what).await;
+
+    let mut s = reopen(s);
+    let what = "after a snapshot at 2-7, purge(4), appending 11..=12 and reopening";
+    c.log(&mut s, purged, &log[4..12], what).await;
+    c.snapshot(&mut s, Some(&snap), what).await;
+    c.hard_state(&mut s, hs, what).await;
+    c.chunks(&mut s, snap.meta.last_log_id, 128, &snap.data, what)
+        .await;
+
+    c.ok(s.append(&log[12..]).await, "append 13 after reopening");
+    let mut s = reopen(s);
+    let what = "after appending 13 and reopening again";
+    c.log(&mut s, purged, &log[4..], what).await;
+    c.snapshot(&mut s, Some(&snap), what).await;
 }
 
 #[cfg(test)]

@@ -4,6 +4,14 @@
 //! implementation (it passes `raft_core::testing`'s conformance suite), and the fast storage of tests
 //! and benchmarks.
 //!
+//! ## Snapshots
+//! [`install_snapshot`](RaftStorage::install_snapshot) keeps the newest snapshot only: one whose last
+//! log index is at or below the stored one's is ignored (a snapshot never moves backwards), as the
+//! trait's contract says. [`snapshot_chunk`](RaftStorage::snapshot_chunk) copies just the requested
+//! range out of the stored snapshot (not the whole snapshot per chunk), under the same lock as every
+//! other call, so a snapshot replaced between two chunk reads gives `Ok(None)`, never bytes of the
+//! newer one.
+//!
 //! ## Durability, and crashing on purpose
 //! Every method takes effect atomically before it returns, so everything a call has returned for is
 //! "durable" for as long as the [`MemStorageHandle`] lives. A test crashes a node by dropping (or
@@ -27,6 +35,7 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
+use raft_core::storage::{slice_chunk, SnapshotChunk};
 use raft_core::{Entry, HardState, LogId, LogIndex, LogState, RaftStorage, Snapshot, StorageError};
 
 /// Everything a [`MemStorage`] holds.
@@ -232,6 +241,12 @@ where
     async fn install_snapshot(&mut self, snapshot: Snapshot) -> Result<(), StorageError> {
         let mut s = self.state();
         let snap_id = snapshot.meta.last_log_id;
+        if let Some(stored) = &s.snapshot {
+            if snap_id.index <= stored.meta.last_log_id.index {
+                // Not newer than the stored snapshot: a snapshot never moves backwards.
+                return Ok(());
+            }
+        }
         let holds_it = snap_id.index > s.last_purged.index
             && snap_id.index <= s.last_log_id().index
             && s.log[s.offset(snap_id.index)].log_id == snap_id;
@@ -247,5 +262,18 @@ where
 
     async fn snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
         Ok(self.state().snapshot.clone())
+    }
+
+    async fn snapshot_chunk(
+        &mut self,
+        snapshot: LogId,
+        offset: u64,
+        max_len: usize,
+    ) -> Result<Option<SnapshotChunk>, StorageError> {
+        let s = self.state();
+        Ok(s.snapshot
+            .as_ref()
+            .filter(|stored| stored.meta.last_log_id == snapshot)
+            .map(|stored| slice_chunk(&stored.data, offset, max_len)))
     }
 }
