@@ -1,6 +1,7 @@
 //! The bytes on disk: segment headers, record frames, and the small checksummed files (hard state, log
 //! metadata, snapshot). The layout is described in the [crate docs](crate#on-disk-format).
 
+use std::io::{self, Read, Seek, SeekFrom};
 use std::path::Path;
 
 use raft_core::{EntryPayload, HardState, LogId, LogIndex, SnapshotMeta, StorageError};
@@ -249,6 +250,11 @@ pub(crate) fn find_intact_record(data: &[u8], from: usize, min_index: LogIndex) 
 
 // ----- small checksummed files -----
 
+/// Length of the fixed start of a small file: magic, version, body length.
+const SMALL_HEAD_LEN: usize = 8 + 4 + 8;
+/// Length of the checksum that ends a small file.
+const SMALL_CRC_LEN: usize = 4;
+
 /// Frames the body of a small file: magic, version, body length, body, CRC of all before it.
 pub(crate) fn small_file(magic: [u8; 8], body: &[u8]) -> Vec<u8> {
     let mut b = Vec::with_capacity(body.len() + 28);
@@ -261,42 +267,42 @@ pub(crate) fn small_file(magic: [u8; 8], body: &[u8]) -> Vec<u8> {
     b
 }
 
-/// Checks a small file and returns its body.
-pub(crate) fn parse_small_file<'a>(
+/// Checks the fixed start of a small file `file_len` bytes long: its length, magic and declared body
+/// length. `head` is the file's first [`SMALL_HEAD_LEN`] bytes (or the whole file if shorter).
+/// Returns the body length.
+fn check_small_file_head(
     path: &Path,
     magic: [u8; 8],
-    data: &'a [u8],
-) -> Result<&'a [u8], StorageError> {
-    const HEAD: usize = 8 + 4 + 8;
-    if data.len() < HEAD + 4 {
+    head: &[u8],
+    file_len: u64,
+) -> Result<u64, StorageError> {
+    if file_len < (SMALL_HEAD_LEN + SMALL_CRC_LEN) as u64 || head.len() < SMALL_HEAD_LEN {
         return Err(corrupted(
             path,
             0,
-            format_args!("file is {} bytes long, too short to be valid", data.len()),
+            format_args!("file is {file_len} bytes long, too short to be valid"),
         ));
     }
-    if data[..8] != magic {
+    if head[..8] != magic {
         return Err(corrupted(path, 0, "bad magic (not the file expected here)"));
     }
-    let len = u64_at(data, 12);
-    let expected = (HEAD as u64)
+    let len = u64_at(head, 12);
+    let expected = (SMALL_HEAD_LEN as u64)
         .checked_add(len)
-        .and_then(|n| n.checked_add(4));
-    if expected != Some(data.len() as u64) {
+        .and_then(|n| n.checked_add(SMALL_CRC_LEN as u64));
+    if expected != Some(file_len) {
         return Err(corrupted(
             path,
             12,
-            format_args!(
-                "declared body length {len} does not match the file length {}",
-                data.len()
-            ),
+            format_args!("declared body length {len} does not match the file length {file_len}"),
         ));
     }
-    let body_end = data.len() - 4;
-    if crc(&[&data[..body_end]]) != u32_at(data, body_end) {
-        return Err(corrupted(path, body_end as u64, "checksum mismatch"));
-    }
-    let version = u32_at(data, 8);
+    Ok(len)
+}
+
+/// Checks the format version in a small file's fixed start (after its checksum matched).
+fn check_small_file_version(path: &Path, head: &[u8]) -> Result<(), StorageError> {
+    let version = u32_at(head, 8);
     if version != FORMAT_VERSION {
         return Err(corrupted(
             path,
@@ -306,7 +312,22 @@ pub(crate) fn parse_small_file<'a>(
             ),
         ));
     }
-    Ok(&data[HEAD..body_end])
+    Ok(())
+}
+
+/// Checks a small file and returns its body.
+pub(crate) fn parse_small_file<'a>(
+    path: &Path,
+    magic: [u8; 8],
+    data: &'a [u8],
+) -> Result<&'a [u8], StorageError> {
+    check_small_file_head(path, magic, data, data.len() as u64)?;
+    let body_end = data.len() - SMALL_CRC_LEN;
+    if crc(&[&data[..body_end]]) != u32_at(data, body_end) {
+        return Err(corrupted(path, body_end as u64, "checksum mismatch"));
+    }
+    check_small_file_version(path, data)?;
+    Ok(&data[SMALL_HEAD_LEN..body_end])
 }
 
 pub(crate) fn encode_hard_state(hs: &HardState) -> Vec<u8> {
@@ -367,50 +388,129 @@ struct SnapshotHeader {
     discards_log: bool,
 }
 
-/// What the snapshot file holds.
-pub(crate) struct SnapshotRecord {
+/// What a snapshot file holds apart from its data, and where its data is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct SnapshotLayout {
     pub meta: SnapshotMeta,
     /// Whether installing this snapshot discards the whole log (see the crate docs on recovery).
     pub discards_log: bool,
-    pub data: Vec<u8>,
+    /// Byte offset of the data in the file.
+    pub data_start: u64,
+    /// Length of the data.
+    pub data_len: u64,
 }
 
-/// The snapshot file: its body is the header's length (u64), the header (metadata and the
-/// "discards the log" flag, encoded by [`encode_value`]), then the data as raw bytes.
-pub(crate) fn encode_snapshot(rec: &SnapshotRecord) -> Vec<u8> {
+impl SnapshotLayout {
+    /// The length of the whole file.
+    pub(crate) fn file_len(&self) -> u64 {
+        self.data_start + self.data_len + SMALL_CRC_LEN as u64
+    }
+}
+
+/// A snapshot file is a small file whose body is the header's length (u64), the header (metadata
+/// and the "discards the log" flag, encoded by [`encode_value`]), then the data as raw bytes.
+/// Returns the parts around the data: everything before it (`head`), the checksum after it
+/// (`tail`), and where the data goes. The file is `head`, the data, `tail`: the data need not be
+/// copied to be written.
+pub(crate) fn snapshot_file_parts(
+    meta: &SnapshotMeta,
+    discards_log: bool,
+    data: &[u8],
+) -> (Vec<u8>, [u8; SMALL_CRC_LEN], SnapshotLayout) {
     let mut header = Vec::new();
     encode_value(
         &mut header,
         &SnapshotHeader {
-            meta: rec.meta.clone(),
-            discards_log: rec.discards_log,
+            meta: meta.clone(),
+            discards_log,
         },
     )
     .expect("encoding integers cannot fail");
-    let mut body = Vec::with_capacity(8 + header.len() + rec.data.len());
-    body.extend_from_slice(&(header.len() as u64).to_le_bytes());
-    body.extend_from_slice(&header);
-    body.extend_from_slice(&rec.data);
-    small_file(SNAPSHOT_MAGIC, &body)
+    let body_len = 8 + header.len() as u64 + data.len() as u64;
+    let mut head = Vec::with_capacity(SMALL_HEAD_LEN + 8 + header.len());
+    head.extend_from_slice(&SNAPSHOT_MAGIC);
+    head.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    head.extend_from_slice(&body_len.to_le_bytes());
+    head.extend_from_slice(&(header.len() as u64).to_le_bytes());
+    head.extend_from_slice(&header);
+    let tail = crc(&[&head, data]).to_le_bytes();
+    let layout = SnapshotLayout {
+        meta: meta.clone(),
+        discards_log,
+        data_start: head.len() as u64,
+        data_len: data.len() as u64,
+    };
+    (head, tail, layout)
 }
 
-pub(crate) fn decode_snapshot(path: &Path, data: &[u8]) -> Result<SnapshotRecord, StorageError> {
-    let body = parse_small_file(path, SNAPSHOT_MAGIC, data)?;
+/// The CRC of the first `len` bytes of `r` (from its current position), read in blocks: a file of
+/// any size is checked in bounded memory.
+fn crc_of_stream<R: Read>(r: &mut R, len: u64) -> io::Result<u32> {
+    let mut h = crc32fast::Hasher::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut left = len;
+    while left > 0 {
+        let n = usize::try_from(left).map_or(buf.len(), |l| l.min(buf.len()));
+        r.read_exact(&mut buf[..n])?;
+        h.update(&buf[..n]);
+        left -= n as u64;
+    }
+    Ok(h.finalize())
+}
+
+/// Reads and checks a whole snapshot file (`file_len` bytes long) through `r`, without holding it
+/// in memory: its length, magic and declared length, the checksum over everything (streamed), the
+/// format version, then the header. Returns its layout.
+pub(crate) fn read_snapshot_layout<R: Read + Seek>(
+    path: &Path,
+    r: &mut R,
+    file_len: u64,
+) -> Result<SnapshotLayout, StorageError> {
+    let io = |source| StorageError::Io {
+        context: format!("reading {}", path.display()),
+        source,
+    };
+    let mut head = [0u8; SMALL_HEAD_LEN + 8];
+    let have = usize::try_from(file_len).map_or(head.len(), |l| l.min(head.len()));
+    r.seek(SeekFrom::Start(0)).map_err(io)?;
+    r.read_exact(&mut head[..have]).map_err(io)?;
+    let body_len = check_small_file_head(path, SNAPSHOT_MAGIC, &head[..have], file_len)?;
+    let crc_at = file_len - SMALL_CRC_LEN as u64;
+    r.seek(SeekFrom::Start(0)).map_err(io)?;
+    let computed = crc_of_stream(r, crc_at).map_err(io)?;
+    let mut stored = [0u8; SMALL_CRC_LEN];
+    r.read_exact(&mut stored).map_err(io)?;
+    if computed != u32::from_le_bytes(stored) {
+        return Err(corrupted(path, crc_at, "checksum mismatch"));
+    }
+    check_small_file_version(path, &head)?;
     let bad = |what: &str| corrupted(path, 20, format_args!("cannot decode the snapshot: {what}"));
-    if body.len() < 8 {
+    if body_len < 8 {
         return Err(bad("no header length"));
     }
-    let len = u64_at(body, 0);
-    let header = usize::try_from(len)
-        .ok()
-        .and_then(|len| body[8..].get(..len))
-        .ok_or_else(|| bad("header length past the end"))?;
-    let h: SnapshotHeader = decode_value(header).map_err(|e| bad(&e))?;
-    Ok(SnapshotRecord {
+    let header_len = u64_at(&head, SMALL_HEAD_LEN);
+    if header_len > body_len - 8 {
+        return Err(bad("header length past the end"));
+    }
+    let mut header = vec![0u8; header_len as usize];
+    r.seek(SeekFrom::Start((SMALL_HEAD_LEN + 8) as u64))
+        .map_err(io)?;
+    r.read_exact(&mut header).map_err(io)?;
+    let h: SnapshotHeader = decode_value(&header).map_err(|e| bad(&e))?;
+    let data_start = (SMALL_HEAD_LEN + 8) as u64 + header_len;
+    Ok(SnapshotLayout {
         meta: h.meta,
         discards_log: h.discards_log,
-        data: body[8 + header.len()..].to_vec(),
+        data_start,
+        data_len: crc_at - data_start,
     })
+}
+
+/// The whole snapshot file, in one buffer (tests write files with it).
+#[cfg(test)]
+pub(crate) fn encode_snapshot(meta: &SnapshotMeta, discards_log: bool, data: &[u8]) -> Vec<u8> {
+    let (head, tail, _) = snapshot_file_parts(meta, discards_log, data);
+    [&head[..], data, &tail[..]].concat()
 }
 
 #[cfg(test)]
@@ -500,20 +600,37 @@ mod tests {
     }
 
     #[test]
-    fn snapshot_file_round_trip() {
+    fn snapshot_file_round_trip_and_damage() {
         let p = Path::new("snapshot");
-        let rec = SnapshotRecord {
-            meta: SnapshotMeta {
-                last_log_id: LogId::new(4, 40),
-                membership: raft_core::Membership::new([1, 5]),
-            },
-            discards_log: true,
-            data: (0..=255).collect(),
+        let meta = SnapshotMeta {
+            last_log_id: LogId::new(4, 40),
+            membership: raft_core::Membership::new([1, 5]),
         };
-        let back = decode_snapshot(p, &encode_snapshot(&rec)).unwrap();
-        assert_eq!(back.meta, rec.meta);
-        assert!(back.discards_log);
-        assert_eq!(back.data, rec.data);
+        // Data longer than the block the checksum is streamed in.
+        let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        let bytes = encode_snapshot(&meta, true, &data);
+        let layout =
+            read_snapshot_layout(p, &mut io::Cursor::new(&bytes), bytes.len() as u64).unwrap();
+        assert_eq!(layout.meta, meta);
+        assert!(layout.discards_log);
+        assert_eq!(layout.file_len(), bytes.len() as u64);
+        let start = layout.data_start as usize;
+        assert_eq!(&bytes[start..start + layout.data_len as usize], &data[..]);
+
+        let small = encode_snapshot(&meta, false, b"abc");
+        let read = |b: &[u8]| read_snapshot_layout(p, &mut io::Cursor::new(b), b.len() as u64);
+        assert!(!read(&small).unwrap().discards_log);
+        for i in 0..small.len() {
+            let mut bad = small.clone();
+            bad[i] ^= 0x10;
+            assert!(read(&bad).is_err(), "flip at {i} undetected");
+        }
+        for n in 0..small.len() {
+            assert!(read(&small[..n]).is_err(), "cut at {n} undetected");
+        }
+        // A file shorter than it was when its length was taken.
+        let e = read_snapshot_layout(p, &mut io::Cursor::new(&small[..30]), small.len() as u64);
+        assert!(e.is_err());
     }
 
     #[test]

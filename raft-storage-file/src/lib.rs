@@ -204,7 +204,11 @@
 //! released can look held for a moment.
 #![warn(missing_docs)]
 
+#[cfg(test)]
+mod crash_points;
+mod faults;
 mod format;
+mod snapshot_file;
 mod store;
 
 use std::marker::PhantomData;
@@ -212,7 +216,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
-use raft_core::{Entry, HardState, LogId, LogIndex, LogState, RaftStorage, Snapshot, StorageError};
+use raft_core::{
+    Entry, HardState, LogId, LogIndex, LogState, RaftStorage, Snapshot, SnapshotChunk, StorageError,
+};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -532,5 +538,15 @@ where
 
     async fn snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
         self.blocking(|s| s.snapshot()).await
+    }
+
+    async fn snapshot_chunk(
+        &mut self,
+        snapshot: LogId,
+        offset: u64,
+        max_len: usize,
+    ) -> Result<Option<SnapshotChunk>, StorageError> {
+        self.blocking(move |s| s.snapshot_chunk(snapshot, offset, max_len))
+            .await
     }
 }

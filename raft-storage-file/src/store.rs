@@ -6,11 +6,13 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use raft_core::{
-    Entry, HardState, LogId, LogIndex, LogState, Snapshot, SnapshotMeta, StorageError, Term,
+    Entry, HardState, LogId, LogIndex, LogState, Snapshot, SnapshotChunk, StorageError, Term,
 };
 use serde::de::DeserializeOwned;
 
-use crate::format::{self, corrupted, LogMeta, SnapshotRecord};
+use crate::faults::Faults;
+use crate::format::{self, corrupted, LogMeta};
+use crate::snapshot_file::SnapshotFile;
 use crate::{FsyncPolicy, Options, RecoveryReport, TornTail};
 
 /// Name of the lock file, in the storage directory.
@@ -31,6 +33,14 @@ const SEGMENT_SUFFIX: &str = ".log";
 /// The file name of the segment whose first entry is `first`.
 pub(crate) fn segment_file_name(first: LogIndex) -> String {
     format!("{first:020}{SEGMENT_SUFFIX}")
+}
+
+/// The last component of `path`, to name a file system step.
+fn file_name(path: &Path) -> String {
+    path.file_name().map_or_else(
+        || path.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    )
 }
 
 fn io_error(context: impl std::fmt::Display) -> impl FnOnce(io::Error) -> StorageError {
@@ -75,9 +85,9 @@ impl Segment {
     }
 
     /// Closes and unlinks the file; returns its path.
-    fn delete(self) -> Result<PathBuf, StorageError> {
+    fn delete(self, faults: &Faults) -> Result<PathBuf, StorageError> {
         drop(self.file);
-        remove_file(&self.path)?;
+        remove_file(faults, &self.path)?;
         Ok(self.path)
     }
 }
@@ -101,11 +111,14 @@ pub(crate) struct Store {
     lock: Option<File>,
     hard_state: HardState,
     meta: LogMeta,
-    snapshot: Option<SnapshotMeta>,
+    /// The stored snapshot, its file open (see [`SnapshotFile`]).
+    snapshot: Option<SnapshotFile>,
     segments: Vec<Segment>,
     /// Set when an operation failed half-way: memory and disk may disagree, so nothing more is done.
     failed: Option<String>,
     report: RecoveryReport,
+    /// Crash injection for tests (empty otherwise): asked before every file system step.
+    faults: Faults,
 }
 
 impl Store {
@@ -114,22 +127,35 @@ impl Store {
     /// Opens (creating if needed) the storage in `dir`: locks it, checks everything, and completes
     /// or rolls back what a crash interrupted (see the crate docs on recovery).
     pub(crate) fn open(dir: &Path, opts: Options) -> Result<Store, StorageError> {
-        fs::create_dir_all(dir).map_err(io_error(format_args!("creating {}", dir.display())))?;
+        Self::open_with_faults(dir, opts, Faults::default())
+    }
+
+    /// [`Store::open`] that asks `faults` before every file system step (tests crash it there).
+    pub(crate) fn open_with_faults(
+        dir: &Path,
+        opts: Options,
+        faults: Faults,
+    ) -> Result<Store, StorageError> {
+        if !dir.is_dir() {
+            faults.step(|| format!("create directory {}", file_name(dir)))?;
+            fs::create_dir_all(dir)
+                .map_err(io_error(format_args!("creating {}", dir.display())))?;
+        }
         let lock = acquire_lock(dir)?;
         let log_dir = dir.join(LOG_DIR);
         let mut report = RecoveryReport::default();
 
-        remove_temp_files(dir, &mut report.removed_temp_files)?;
+        remove_temp_files(&faults, dir, &mut report.removed_temp_files)?;
         if log_dir.is_dir() {
-            remove_temp_files(&log_dir, &mut report.removed_temp_files)?;
+            remove_temp_files(&faults, &log_dir, &mut report.removed_temp_files)?;
         }
 
         let hs_path = dir.join(HARD_STATE_FILE);
         let meta_path = dir.join(LOG_META_FILE);
-        let snap_path = dir.join(SNAPSHOT_FILE);
         let hs_bytes = read_optional(&hs_path)?;
         let meta_bytes = read_optional(&meta_path)?;
-        let snap_bytes = read_optional(&snap_path)?;
+        // Checked whole here (read in blocks), then kept open.
+        let snapshot = SnapshotFile::open(dir.join(SNAPSHOT_FILE))?;
         let names = list_segments(&log_dir)?;
 
         let mut store = Store {
@@ -143,15 +169,21 @@ impl Store {
             segments: Vec::new(),
             failed: None,
             report,
+            faults,
         };
 
-        if hs_bytes.is_none() && meta_bytes.is_none() && snap_bytes.is_none() && names.is_empty() {
+        if hs_bytes.is_none() && meta_bytes.is_none() && snapshot.is_none() && names.is_empty() {
             // A new storage. The hard state is written first: a crash before the log metadata is
             // written leaves a directory the next open completes (see below).
-            fs::create_dir_all(&store.log_dir).map_err(io_error(format_args!(
-                "creating {}",
-                store.log_dir.display()
-            )))?;
+            if !store.log_dir.is_dir() {
+                store
+                    .faults
+                    .step(|| format!("create directory {LOG_DIR}"))?;
+                fs::create_dir_all(&store.log_dir).map_err(io_error(format_args!(
+                    "creating {}",
+                    store.log_dir.display()
+                )))?;
+            }
             store.sync_dir(&store.dir)?;
             store.write_hard_state(HardState::default())?;
             store.write_meta(LogMeta::default())?;
@@ -170,11 +202,6 @@ impl Store {
                 )))
             }
         };
-        let snapshot = match &snap_bytes {
-            Some(b) => Some(format::decode_snapshot(&snap_path, b)?),
-            None => None,
-        };
-        drop(snap_bytes);
         let meta_missing = meta_bytes.is_none();
         store.meta = match meta_bytes {
             Some(b) => format::decode_log_meta(&meta_path, &b)?,
@@ -189,8 +216,6 @@ impl Store {
             )))
             }
         };
-        store.snapshot = snapshot.as_ref().map(|s| s.meta.clone());
-
         let mut torn = None;
         let count = names.len();
         for (i, (first, path)) in names.into_iter().enumerate() {
@@ -203,9 +228,10 @@ impl Store {
         // written: the snapshot file is the commit point, the discard is completed below.
         let pending_discard = snapshot
             .as_ref()
-            .filter(|s| s.discards_log)
-            .map(|s| s.meta.last_log_id)
+            .filter(|s| s.discards_log())
+            .map(|s| s.meta().last_log_id)
             .filter(|id| *id != last_purged && last_purged.index <= id.index);
+        store.snapshot = snapshot;
         if pending_discard.is_none() {
             store.check_segments_contiguous(&meta_path)?;
         }
@@ -264,10 +290,14 @@ impl Store {
             .segments
             .last_mut()
             .expect("a torn tail is found in the last segment");
+        self.faults
+            .step(|| format!("truncate {} to {} bytes", file_name(&seg.path), tail.offset))?;
         seg.file
             .set_len(tail.offset)
             .map_err(io_error(format_args!("truncating {}", seg.path.display())))?;
         if sync {
+            self.faults
+                .step(|| format!("fsync {}", file_name(&seg.path)))?;
             seg.file
                 .sync_all()
                 .map_err(io_error(format_args!("syncing {}", seg.path.display())))?;
@@ -368,6 +398,12 @@ impl Store {
         &self.report
     }
 
+    /// The crash injection of this store (tests only).
+    #[cfg(test)]
+    pub(crate) fn faults(&self) -> &Faults {
+        &self.faults
+    }
+
     pub(crate) fn hard_state(&self) -> HardState {
         self.hard_state
     }
@@ -464,6 +500,8 @@ impl Store {
 
     fn sync_dir(&self, dir: &Path) -> Result<(), StorageError> {
         if self.sync() {
+            self.faults
+                .step(|| format!("fsync directory {}", file_name(dir)))?;
             sync_dir(dir).map_err(io_error(format_args!(
                 "syncing directory {}",
                 dir.display()
@@ -472,20 +510,28 @@ impl Store {
         Ok(())
     }
 
-    /// Replaces `dir/name` with `bytes` atomically: write `name.tmp`, fsync it, rename it over
-    /// `name`, fsync the directory.
-    fn write_atomic(&self, dir: &Path, name: &str, bytes: &[u8]) -> Result<(), StorageError> {
+    /// Replaces `dir/name` with the concatenation of `parts` atomically: write `name.tmp`, fsync it,
+    /// rename it over `name`, fsync the directory.
+    fn write_atomic(&self, dir: &Path, name: &str, parts: &[&[u8]]) -> Result<(), StorageError> {
         let tmp = dir.join(format!("{name}{TMP_SUFFIX}"));
         let path = dir.join(name);
+        let tmp_name = || format!("{name}{TMP_SUFFIX}");
+        self.faults.step(|| format!("create {}", tmp_name()))?;
         let mut f =
             File::create(&tmp).map_err(io_error(format_args!("creating {}", tmp.display())))?;
-        f.write_all(bytes)
-            .map_err(io_error(format_args!("writing {}", tmp.display())))?;
+        self.faults.step(|| format!("write {}", tmp_name()))?;
+        for part in parts {
+            f.write_all(part)
+                .map_err(io_error(format_args!("writing {}", tmp.display())))?;
+        }
         if self.sync() {
+            self.faults.step(|| format!("fsync {}", tmp_name()))?;
             f.sync_all()
                 .map_err(io_error(format_args!("syncing {}", tmp.display())))?;
         }
         drop(f);
+        self.faults
+            .step(|| format!("rename {} to {name}", tmp_name()))?;
         fs::rename(&tmp, &path).map_err(io_error(format_args!(
             "renaming {} to {}",
             tmp.display(),
@@ -495,13 +541,17 @@ impl Store {
     }
 
     fn write_hard_state(&mut self, hs: HardState) -> Result<(), StorageError> {
-        self.write_atomic(&self.dir, HARD_STATE_FILE, &format::encode_hard_state(&hs))?;
+        self.write_atomic(
+            &self.dir,
+            HARD_STATE_FILE,
+            &[&format::encode_hard_state(&hs)],
+        )?;
         self.hard_state = hs;
         Ok(())
     }
 
     fn write_meta(&mut self, meta: LogMeta) -> Result<(), StorageError> {
-        self.write_atomic(&self.dir, LOG_META_FILE, &format::encode_log_meta(&meta))?;
+        self.write_atomic(&self.dir, LOG_META_FILE, &[&format::encode_log_meta(&meta)])?;
         self.meta = meta;
         Ok(())
     }
@@ -560,11 +610,15 @@ impl Store {
         let sync = self.sync();
         let seg = self.segments.last_mut().expect("a segment to append to");
         let ctx = || format!("appending to {}", seg.path.display());
+        self.faults
+            .step(|| format!("write {}", file_name(&seg.path)))?;
         seg.file
             .seek(SeekFrom::Start(seg.end))
             .map_err(io_error(ctx()))?;
         seg.file.write_all(&batch.bytes).map_err(io_error(ctx()))?;
         if sync {
+            self.faults
+                .step(|| format!("fsync {}", file_name(&seg.path)))?;
             seg.file
                 .sync_data()
                 .map_err(io_error(format_args!("syncing {}", seg.path.display())))?;
@@ -583,7 +637,7 @@ impl Store {
     /// which is synced and renamed into place, so a segment file always has a whole header.
     fn create_segment(&mut self, first: LogIndex) -> Result<(), StorageError> {
         let name = segment_file_name(first);
-        self.write_atomic(&self.log_dir, &name, &format::segment_header(first))?;
+        self.write_atomic(&self.log_dir, &name, &[&format::segment_header(first)])?;
         let path = self.log_dir.join(name);
         let file = OpenOptions::new()
             .read(true)
@@ -748,10 +802,14 @@ impl Store {
             if seg.next_index() > from {
                 let ri = (from - seg.first) as usize;
                 let offset = seg.records[ri].offset;
+                self.faults
+                    .step(|| format!("truncate {} to {offset} bytes", file_name(&seg.path)))?;
                 seg.file
                     .set_len(offset)
                     .map_err(io_error(format_args!("truncating {}", seg.path.display())))?;
                 if sync {
+                    self.faults
+                        .step(|| format!("fsync {}", file_name(&seg.path)))?;
                     seg.file
                         .sync_all()
                         .map_err(io_error(format_args!("syncing {}", seg.path.display())))?;
@@ -806,7 +864,8 @@ impl Store {
             .iter()
             .take_while(|s| s.next_index() <= last_purged + 1)
             .count();
-        self.segments.drain(..n).map(Segment::delete).collect()
+        let faults = &self.faults;
+        self.segments.drain(..n).map(|s| s.delete(faults)).collect()
     }
 
     /// Deletes the segments from position `keep` on, the last first (so the segments left are
@@ -815,7 +874,7 @@ impl Store {
         let mut removed = Vec::new();
         while self.segments.len() > keep {
             let seg = self.segments.pop().expect("a segment to delete");
-            removed.push(seg.delete()?);
+            removed.push(seg.delete(&self.faults)?);
         }
         if !removed.is_empty() {
             self.sync_dir(&self.log_dir)?;
@@ -823,23 +882,30 @@ impl Store {
         Ok(removed)
     }
 
+    /// Stores `snapshot` unless the stored one is at the same index or later (then nothing is
+    /// written). The snapshot file is the commit point: written whole under a temporary name and
+    /// renamed into place; a snapshot that discards the log records so in that file, and the discard
+    /// that follows is completed by recovery if a crash interrupts it.
     pub(crate) fn install_snapshot(&mut self, snapshot: Snapshot) -> Result<(), StorageError> {
         let id = snapshot.meta.last_log_id;
+        if let Some(stored) = &self.snapshot {
+            if id.index <= stored.meta().last_log_id.index {
+                // A snapshot never moves backwards.
+                return Ok(());
+            }
+        }
         let last_purged = self.last_purged();
         let holds_it = self.term_at(id.index) == Some(id.term);
         let at_base = id == last_purged;
         let discards_log = !holds_it && !at_base && id.index >= last_purged.index;
-        let meta = snapshot.meta.clone();
-        let bytes = format::encode_snapshot(&SnapshotRecord {
-            meta: snapshot.meta,
-            discards_log,
-            data: snapshot.data,
-        });
+        let (head, tail, layout) =
+            format::snapshot_file_parts(&snapshot.meta, discards_log, &snapshot.data);
         self.guard(|s| {
-            // The snapshot file is the commit point: once it is in place, recovery completes the
-            // discard of the log if a crash interrupts it.
-            s.write_atomic(&s.dir, SNAPSHOT_FILE, &bytes)?;
-            s.snapshot = Some(meta);
+            // The old file is closed before the new one is renamed over it (not every platform
+            // renames over an open file). Should the write fail, the storage stops anyway.
+            s.snapshot = None;
+            s.write_atomic(&s.dir, SNAPSHOT_FILE, &[&head, &snapshot.data, &tail])?;
+            s.snapshot = Some(SnapshotFile::written(s.dir.join(SNAPSHOT_FILE), layout)?);
             if discards_log {
                 s.discard_log(id)?;
             }
@@ -858,25 +924,23 @@ impl Store {
         })
     }
 
+    /// The stored snapshot, read whole and its checksum checked again.
     pub(crate) fn snapshot(&self) -> Result<Option<Snapshot>, StorageError> {
-        let Some(meta) = &self.snapshot else {
-            return Ok(None);
-        };
-        let path = self.dir.join(SNAPSHOT_FILE);
-        let bytes =
-            fs::read(&path).map_err(io_error(format_args!("reading {}", path.display())))?;
-        let rec = format::decode_snapshot(&path, &bytes)?;
-        if rec.meta != *meta {
-            return Err(corrupted(
-                &path,
-                0,
-                "the snapshot file changed since the storage stored it",
-            ));
+        self.snapshot.as_ref().map(SnapshotFile::read).transpose()
+    }
+
+    /// Up to `max_len` bytes of the stored snapshot's data from `offset`, if the stored snapshot is
+    /// `id`: one read of that range from the open snapshot file.
+    pub(crate) fn snapshot_chunk(
+        &self,
+        id: LogId,
+        offset: u64,
+        max_len: usize,
+    ) -> Result<Option<SnapshotChunk>, StorageError> {
+        match &self.snapshot {
+            Some(f) if f.meta().last_log_id == id => f.chunk(offset, max_len).map(Some),
+            _ => Ok(None),
         }
-        Ok(Some(Snapshot {
-            meta: rec.meta,
-            data: rec.data,
-        }))
     }
 }
 
@@ -950,7 +1014,8 @@ fn acquire_lock(dir: &Path) -> Result<File, StorageError> {
     Ok(file)
 }
 
-fn remove_file(path: &Path) -> Result<(), StorageError> {
+fn remove_file(faults: &Faults, path: &Path) -> Result<(), StorageError> {
+    faults.step(|| format!("unlink {}", file_name(path)))?;
     fs::remove_file(path).map_err(io_error(format_args!("removing {}", path.display())))
 }
 
@@ -964,7 +1029,11 @@ fn read_optional(path: &Path) -> Result<Option<Vec<u8>>, StorageError> {
 
 /// Removes files left by a write that a crash interrupted before its rename (never part of the
 /// durable state).
-fn remove_temp_files(dir: &Path, removed: &mut Vec<PathBuf>) -> Result<(), StorageError> {
+fn remove_temp_files(
+    faults: &Faults,
+    dir: &Path,
+    removed: &mut Vec<PathBuf>,
+) -> Result<(), StorageError> {
     let entries = fs::read_dir(dir).map_err(io_error(format_args!("listing {}", dir.display())))?;
     for entry in entries {
         let entry = entry.map_err(io_error(format_args!("listing {}", dir.display())))?;
@@ -974,7 +1043,7 @@ fn remove_temp_files(dir: &Path, removed: &mut Vec<PathBuf>) -> Result<(), Stora
             .and_then(|n| n.to_str())
             .is_some_and(|n| n.ends_with(TMP_SUFFIX));
         if is_tmp && path.is_file() {
-            remove_file(&path)?;
+            remove_file(faults, &path)?;
             removed.push(path);
         }
     }
@@ -1261,15 +1330,12 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let mut s = store_with(dir.path(), 12);
             let id = LogId::new(3, 5);
-            let bytes = format::encode_snapshot(&SnapshotRecord {
-                meta: SnapshotMeta {
-                    last_log_id: id,
-                    membership: Membership::new([1, 2, 3]),
-                },
-                discards_log: true,
-                data: vec![1, 2, 3],
-            });
-            s.write_atomic(&s.dir.clone(), SNAPSHOT_FILE, &bytes)
+            let meta = SnapshotMeta {
+                last_log_id: id,
+                membership: Membership::new([1, 2, 3]),
+            };
+            let bytes = format::encode_snapshot(&meta, true, &[1, 2, 3]);
+            s.write_atomic(&s.dir.clone(), SNAPSHOT_FILE, &[&bytes])
                 .unwrap();
             for _ in 0..deleted {
                 if let Some(seg) = s.segments.pop() {
@@ -1359,7 +1425,7 @@ mod tests {
         s.write_atomic(
             &log_dir,
             &segment_file_name(next),
-            &format::segment_header(next),
+            &[&format::segment_header(next)],
         )
         .unwrap();
         s.close();
