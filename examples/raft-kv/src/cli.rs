@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use raft_core::NodeId;
+use raft_core::{Config, NodeId, SnapshotPolicy};
 
 use crate::client::{ClientError, KvClient, Reply};
 use crate::server::{parse_peers, serve, shutdown_signal, NodeConfig, PeerSpec};
@@ -107,6 +107,68 @@ pub struct ServeArgs {
     /// Cluster id; peers of another cluster are refused.
     #[arg(long, default_value = "raft-kv")]
     pub cluster_id: String,
+    /// When to snapshot and compact the log.
+    #[command(flatten)]
+    pub snapshot: SnapshotArgs,
+}
+
+/// The snapshot flags of `serve` and `cluster`. Their defaults are raft-core's ([`Config::default`]).
+#[derive(Clone, Debug, PartialEq, Eq, Args)]
+pub struct SnapshotArgs {
+    /// Snapshot the hash table once this many entries were applied since the last snapshot, then
+    /// compact the log; 0 = never (the log grows without bound).
+    #[arg(long, value_name = "N", default_value_t = default_snapshot_after())]
+    pub snapshot_after: u64,
+    /// Entries kept in the log before the snapshot point when compacting, so that a follower just
+    /// behind catches up from the log instead of receiving the whole snapshot.
+    #[arg(long, value_name = "N", default_value_t = Config::default().snapshot_keep_entries)]
+    pub snapshot_keep_entries: u64,
+}
+
+impl Default for SnapshotArgs {
+    fn default() -> Self {
+        SnapshotArgs {
+            snapshot_after: default_snapshot_after(),
+            snapshot_keep_entries: Config::default().snapshot_keep_entries,
+        }
+    }
+}
+
+/// raft-core's default snapshot threshold, as `--snapshot-after` spells it (0 = never).
+fn default_snapshot_after() -> u64 {
+    match Config::default().snapshot_policy {
+        SnapshotPolicy::Never => 0,
+        SnapshotPolicy::AfterAppliedEntries(n) => n,
+    }
+}
+
+impl SnapshotArgs {
+    /// The snapshot policy `--snapshot-after` asks for.
+    pub fn policy(&self) -> SnapshotPolicy {
+        match self.snapshot_after {
+            0 => SnapshotPolicy::Never,
+            n => SnapshotPolicy::AfterAppliedEntries(n),
+        }
+    }
+
+    /// `base` with these snapshot settings.
+    pub fn apply_to(&self, base: Config) -> Config {
+        Config {
+            snapshot_policy: self.policy(),
+            snapshot_keep_entries: self.snapshot_keep_entries,
+            ..base
+        }
+    }
+
+    /// The same flags for a child `serve` process.
+    pub fn to_args(&self) -> Vec<String> {
+        vec![
+            "--snapshot-after".into(),
+            self.snapshot_after.to_string(),
+            "--snapshot-keep-entries".into(),
+            self.snapshot_keep_entries.to_string(),
+        ]
+    }
 }
 
 /// The value of `--peers`.
@@ -138,6 +200,9 @@ pub struct ClusterArgs {
     /// Cluster id.
     #[arg(long, default_value = "raft-kv")]
     pub cluster_id: String,
+    /// When each node snapshots and compacts its log (passed to every node).
+    #[command(flatten)]
+    pub snapshot: SnapshotArgs,
 }
 
 /// Runs the command line; returns the process's exit code.
@@ -178,7 +243,7 @@ async fn run(cli: Cli) -> ExitCode {
                 data_dir: args.data_dir,
                 peers: args.peers.0,
                 cluster_id: args.cluster_id,
-                raft: raft_core::Config::default(),
+                raft: args.snapshot.apply_to(Config::default()),
             };
             match serve(cfg, shutdown_signal()).await {
                 Ok(()) => ExitCode::SUCCESS,
@@ -278,3 +343,89 @@ fn transport(e: ClientError) -> ExitCode {
 
 /// How long the cluster launcher waits for children to stop after SIGTERM before SIGKILL.
 pub const CHILD_STOP_GRACE: Duration = Duration::from_secs(5);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(args)
+    }
+
+    const SERVE: &[&str] = &[
+        "raft-kv",
+        "serve",
+        "--id",
+        "1",
+        "--raft-addr",
+        "127.0.0.1:7001",
+        "--http-addr",
+        "127.0.0.1:8001",
+        "--data-dir",
+        "/tmp/x",
+        "--peers",
+        "1=127.0.0.1:7001/127.0.0.1:8001",
+    ];
+
+    fn serve_snapshot(extra: &[&str]) -> SnapshotArgs {
+        let args: Vec<&str> = SERVE.iter().chain(extra).copied().collect();
+        match parse(&args).expect("parses").command {
+            Command::Serve(s) => s.snapshot,
+            other => panic!("expected serve, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn snapshot_flags_default_to_the_library_defaults() {
+        let snapshot = serve_snapshot(&[]);
+        assert_eq!(snapshot, SnapshotArgs::default());
+        let config = snapshot.apply_to(Config::default());
+        assert_eq!(config, Config::default());
+    }
+
+    #[test]
+    fn snapshot_flags_reach_the_config() {
+        let snapshot = serve_snapshot(&["--snapshot-after", "50", "--snapshot-keep-entries", "10"]);
+        let config = snapshot.apply_to(Config::default());
+        assert_eq!(
+            config.snapshot_policy,
+            SnapshotPolicy::AfterAppliedEntries(50)
+        );
+        assert_eq!(config.snapshot_keep_entries, 10);
+        assert!(config.validate().is_ok());
+        let never = serve_snapshot(&["--snapshot-after", "0"]).apply_to(Config::default());
+        assert_eq!(never.snapshot_policy, SnapshotPolicy::Never);
+        assert!(never.validate().is_ok());
+        assert!(parse(&[SERVE, &["--snapshot-after", "-1"][..]].concat()).is_err());
+    }
+
+    #[test]
+    fn cluster_passes_the_snapshot_flags_on_to_its_nodes() {
+        let cli = parse(&[
+            "raft-kv",
+            "cluster",
+            "--data-dir",
+            "/tmp/x",
+            "--snapshot-after",
+            "7",
+            "--snapshot-keep-entries",
+            "3",
+        ])
+        .expect("parses");
+        let Command::Cluster(args) = cli.command else {
+            panic!("expected cluster")
+        };
+        let child: Vec<String> = SERVE
+            .iter()
+            .map(|s| s.to_string())
+            .chain(args.snapshot.to_args())
+            .collect();
+        let child = Cli::try_parse_from(&child).expect("the child's flags parse");
+        let Command::Serve(serve) = child.command else {
+            panic!("expected serve")
+        };
+        assert_eq!(serve.snapshot, args.snapshot);
+        assert_eq!(serve.snapshot.snapshot_after, 7);
+        assert_eq!(serve.snapshot.snapshot_keep_entries, 3);
+    }
+}

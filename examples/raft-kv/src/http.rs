@@ -7,7 +7,7 @@
 //! | `PUT /kv/{key}`, body = the value (UTF-8) | `200 {"key", "value", "previous"}` (`previous`: the replaced value or `null`) |
 //! | `DELETE /kv/{key}` | `200 {"key", "previous"}`; `404 {"error": "not_found", ..}` if the key did not exist |
 //! | `POST /kv/{key}/cas`, body `{"expected": string or null, "new": string}` | `200 {"key", "swapped": true, "current"}`; `409 {"key", "swapped": false, "current"}` with the value that did not match (`null`: absent) |
-//! | `GET /status` | `200 {"id", "pid", "status", "role", "term", "leader", "leader_http", "commit_index", "last_applied", "members"}` |
+//! | `GET /status` | `200 {"id", "pid", "status", "role", "term", "leader", "leader_http", "commit_index", "last_applied", "last_log_index", "snapshot_index", "log_entries", "members"}` |
 //!
 //! Every `/kv` request except a `?local=true` read is a log entry (reads too: linearizable by
 //! construction) and is answered once the entry is applied. Keys are path segments: percent-encode
@@ -131,6 +131,12 @@ pub struct StatusBody {
     pub commit_index: u64,
     /// The last index applied to the state machine.
     pub last_applied: u64,
+    /// The index of the last entry in the log.
+    pub last_log_index: u64,
+    /// The last index covered by the latest snapshot (0 if none).
+    pub snapshot_index: u64,
+    /// How many entries the log holds after its compaction point.
+    pub log_entries: u64,
     /// The voters of the membership in force.
     pub members: Vec<NodeId>,
 }
@@ -389,6 +395,9 @@ pub fn status_of(state: &ApiState) -> StatusBody {
             .and_then(|l| state.http_addrs.get(&l).cloned()),
         commit_index: m.commit_index,
         last_applied: m.last_applied,
+        last_log_index: m.last_log_id.index,
+        snapshot_index: m.snapshot.index,
+        log_entries: m.log_entries,
         members: m.membership.voters.iter().copied().collect(),
     }
 }

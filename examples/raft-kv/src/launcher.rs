@@ -63,6 +63,7 @@ pub async fn run_cluster(args: ClusterArgs, log: &str) -> ExitCode {
             .arg(&dir)
             .args(["--peers", &peers])
             .args(["--cluster-id", &args.cluster_id])
+            .args(args.snapshot.to_args())
             .stdin(Stdio::null())
             .kill_on_drop(true)
             .spawn();

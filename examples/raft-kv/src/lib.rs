@@ -8,8 +8,9 @@
 //! * [`KvResponse`] — one answer per command, shaped for an HTTP API (`404` on a missing key, `409`
 //!   with the current value on a compare-and-swap mismatch).
 //! * [`KvStateMachine`] — the [`raft_core::StateMachine`]: deterministic (a `BTreeMap`, so equal
-//!   states give byte-identical JSON snapshots), in memory (a restarted node has its log replayed),
-//!   with a [`KvReader`] to look at the table locally.
+//!   states give byte-identical JSON snapshots), in memory (a restarted node is restored from its
+//!   latest snapshot and replays the log after it), with a [`KvReader`] to look at the table
+//!   locally.
 //! * [`Cluster`] — several nodes in one process on `raft-storage-mem` and `raft-net-mock`: write
 //!   through the leader, kill and restart nodes, wait for elections and catch-up.
 //! * [`demo`] — the failover scenario behind `cargo run -p raft-kv --example failover`.

@@ -4,7 +4,12 @@
 //! [`start_node`] binds both listeners, opens (or creates) the data directory, starts the node and,
 //! on every start, calls `initialize` with every peer id: on a new, empty directory that bootstraps
 //! the cluster; on a restart the node refuses with `AlreadyInitialized` (expected, ignored) and
-//! resumes from its log, which is replayed into a fresh in-memory state machine.
+//! resumes from its data directory: the fresh in-memory state machine is restored from the latest
+//! stored snapshot, if any, and the log after it is replayed.
+//!
+//! Snapshots follow [`NodeConfig::raft`] (`--snapshot-after`, `--snapshot-keep-entries`): after that
+//! many applied entries the node snapshots the table into the data directory and compacts its log;
+//! a follower that has fallen behind the compacted log receives the snapshot over TCP.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -99,7 +104,8 @@ pub struct NodeConfig {
     pub peers: Vec<PeerSpec>,
     /// The cluster id of the TCP handshake: nodes of another cluster are refused.
     pub cluster_id: String,
-    /// Raft timing.
+    /// Raft timing and the snapshot policy. Its `snapshot_chunk_size` must leave room in a TCP frame
+    /// (checked at start, see [`TcpConfig::check_raft_config`]).
     pub raft: Config,
 }
 
@@ -195,6 +201,8 @@ pub async fn start_node(cfg: NodeConfig) -> Result<RunningNode, ServeError> {
             cfg.id
         )));
     }
+    let tcp_config = TcpConfig::default();
+    tcp_config.check_raft_config(&cfg.raft)?;
     let raft_listener =
         TcpListener::bind(cfg.raft_addr)
             .await
@@ -244,7 +252,7 @@ pub async fn start_node(cfg: NodeConfig) -> Result<RunningNode, ServeError> {
             .iter()
             .filter(|p| p.id != cfg.id)
             .map(|p| (p.id, p.raft_addr)),
-        TcpConfig::default(),
+        tcp_config.clone(),
     )?;
     let state_machine = KvStateMachine::new();
     let reader = state_machine.reader();
@@ -253,7 +261,7 @@ pub async fn start_node(cfg: NodeConfig) -> Result<RunningNode, ServeError> {
         raft_listener,
         raft.clone(),
         cfg.cluster_id.clone(),
-        TcpConfig::default(),
+        tcp_config,
     ) {
         Ok(tcp) => tcp,
         Err(e) => {

@@ -125,7 +125,8 @@ impl StateMachine for KvStateMachine {
     type Command = KvCommand;
     type Response = KvResponse;
 
-    /// Always `None`: the table lives in memory only, so after a restart the log is replayed.
+    /// Always `None`: the table lives in memory only, so after a restart it is restored from the
+    /// latest snapshot (if any) and the log after that is replayed.
     async fn last_applied(&mut self) -> Result<Option<LogId>, StateMachineError> {
         Ok(None)
     }

@@ -1,6 +1,10 @@
 //! Three `raft-kv serve` processes on loopback (file storage, TCP, HTTP): concurrent writes, the
 //! leader killed with SIGKILL and restarted from its data directory, then all three killed and
 //! restarted at once. Every acknowledged write must be readable from every node.
+//!
+//! With snapshots every 50 entries: a follower killed while the others compact their logs past it
+//! catches up through InstallSnapshot over TCP, and every node restarts from its snapshot plus the
+//! log after it.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -28,6 +32,8 @@ struct Procs {
     nodes: Vec<Node>,
     peers: String,
     logs: PathBuf,
+    /// Extra `serve` flags for every node.
+    extra: Vec<String>,
 }
 
 impl Drop for Procs {
@@ -53,6 +59,10 @@ fn free_ports(n: usize) -> Vec<u16> {
 
 impl Procs {
     fn new(root: &Path) -> Self {
+        Self::with_flags(root, &[])
+    }
+
+    fn with_flags(root: &Path, extra: &[&str]) -> Self {
         let ports = free_ports(2 * NODES as usize);
         let nodes: Vec<Node> = (0..NODES as usize)
             .map(|i| Node {
@@ -72,6 +82,7 @@ impl Procs {
             nodes,
             peers,
             logs: root.to_path_buf(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
         }
     }
 
@@ -89,6 +100,7 @@ impl Procs {
             .arg("--data-dir")
             .arg(&node.dir)
             .args(["--peers", &self.peers])
+            .args(&self.extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::from(log))
@@ -303,6 +315,96 @@ async fn kill_the_leader_then_everyone_and_lose_no_acknowledged_write() {
             procs.start(id);
         }
         check_everywhere(&procs, &acked).await;
+    };
+    if tokio::time::timeout(Duration::from_secs(100), test)
+        .await
+        .is_err()
+    {
+        panic!("the test timed out\n{}", procs.dump_logs());
+    }
+}
+
+const SNAPSHOT_AFTER: u64 = 50;
+const KEEP_ENTRIES: u64 = 10;
+
+/// The index up to which `s`'s log was compacted (entries at or below it are only in its snapshot).
+fn purged(s: &StatusBody) -> u64 {
+    s.last_log_index.saturating_sub(s.log_entries)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_while_the_others_compact_catches_up_by_snapshot() {
+    let root = tempfile::tempdir().unwrap();
+    let (after, keep) = (SNAPSHOT_AFTER.to_string(), KEEP_ENTRIES.to_string());
+    let mut procs = Procs::with_flags(
+        root.path(),
+        &["--snapshot-after", &after, "--snapshot-keep-entries", &keep],
+    );
+    let test = async {
+        for id in 1..=NODES {
+            procs.start(id);
+        }
+        let (leader, _) = wait_for_leader(&procs, 0).await;
+        let all: Vec<u64> = (1..=NODES).collect();
+        let mut acked = write_keys(&procs, &all, 0..100).await;
+
+        // SIGKILL a follower. It holds no entry past what the survivors hold now.
+        let down = all.iter().copied().find(|&id| id != leader).unwrap();
+        procs.kill(down);
+        let behind = statuses(&procs)
+            .await
+            .values()
+            .map(|s| s.last_log_index)
+            .max()
+            .unwrap();
+
+        // The others take enough writes to snapshot several times and compact past `behind`.
+        let rest = procs.running();
+        acked.extend(write_keys(&procs, &rest, 100..400).await);
+        assert_eq!(acked.len(), 400);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let all = statuses(&procs).await;
+            if all.len() == rest.len() && all.values().all(|s| purged(s) > behind) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the running nodes did not compact past {behind}: {all:?}\n{}",
+                procs.dump_logs()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+
+        // The killed node restarts: the entries it lacks exist only in the others' snapshots, so it
+        // can only catch up through InstallSnapshot.
+        procs.start(down);
+        check_everywhere(&procs, &acked).await;
+        let back = procs.client(down).status().await.unwrap();
+        assert!(
+            back.snapshot_index > behind,
+            "node {down} holds no snapshot past its old log (up to {behind}): {back:?}"
+        );
+
+        // Kill all three at once and restart them: each comes back from its snapshot plus the log
+        // after it, and nothing acknowledged is lost.
+        for id in 1..=NODES {
+            procs.kill(id);
+        }
+        for id in 1..=NODES {
+            procs.start(id);
+        }
+        check_everywhere(&procs, &acked).await;
+        for (id, s) in statuses(&procs).await {
+            assert!(
+                s.snapshot_index > behind,
+                "node {id} restarted without its snapshot: {s:?}"
+            );
+            assert!(
+                s.log_entries <= SNAPSHOT_AFTER + KEEP_ENTRIES + 50,
+                "node {id}'s log is not compacted: {s:?}"
+            );
+        }
     };
     if tokio::time::timeout(Duration::from_secs(100), test)
         .await
