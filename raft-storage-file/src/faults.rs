@@ -15,6 +15,11 @@ pub(crate) struct Faults;
 
 #[cfg(not(test))]
 impl Faults {
+    /// No crash injection.
+    pub(crate) fn none() -> Faults {
+        Faults
+    }
+
     /// Called before each file system step; does nothing outside tests.
     #[inline(always)]
     pub(crate) fn step(&self, _what: impl FnOnce() -> String) -> Result<(), StorageError> {
@@ -40,6 +45,11 @@ mod counting {
     }
 
     impl Faults {
+        /// No crash injection (steps are still counted and named).
+        pub(crate) fn none() -> Faults {
+            Faults::default()
+        }
+
         /// Faults that let `steps` steps happen, then fail every later one.
         pub(crate) fn crash_after(steps: u64) -> Faults {
             let f = Faults::default();

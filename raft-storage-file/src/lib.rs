@@ -47,8 +47,8 @@
 //! | `append` | all entries' records written with one `write` and one `fdatasync` (when a new segment is started first: its header written to a temporary file, fsynced, renamed, directory fsynced, then `log_meta` replaced to name it the newest segment) | every entry; a crash before the return keeps a prefix of them, never a damaged one (see recovery) |
 //! | `truncate` | the segment holding `from` cut with `ftruncate` and fsynced; when later segments go too, `log_meta` first replaced to name the new newest segment (and, if a segment is also cut, to record the truncation, cleared at the end), the segments unlinked and the directory fsynced | the truncation, all or nothing |
 //! | `purge` | `log_meta` (the purge point) replaced atomically; then the segments it makes useless are unlinked | the new purge point; a crash before the unlinks are durable leaves segments that the next open deletes |
-//! | `install_snapshot` | `snapshot` replaced atomically; when the snapshot discards the log, every segment unlinked, the directory fsynced, and `log_meta` replaced | the snapshot and its effect on the log, all or nothing (the snapshot file is the commit point, see recovery) |
-//! | `hard_state`, `log_state`, `entries`, `snapshot` | nothing is written | |
+//! | `install_snapshot` | nothing, if the snapshot's last index is at or below the stored snapshot's (a snapshot never moves backwards); otherwise `snapshot` replaced atomically, then, when the snapshot discards the log, every segment unlinked, the log directory fsynced, and `log_meta` replaced | the snapshot and its effect on the log, all or nothing (the snapshot file is the commit point, see recovery) |
+//! | `hard_state`, `log_state`, `entries`, `snapshot`, `snapshot_chunk` | nothing is written | |
 //!
 //! "Atomically" means: write a temporary file, fsync it, rename it over the old one, fsync the
 //! directory. A rename is atomic, so a reader sees the old or the new file, never a mix; a checksum
@@ -96,8 +96,9 @@
 //!   the last one at or over [`Options::segment_size`] bytes; a batch is never split between
 //!   segments, so one append is one `write` to one file.
 //!
-//! In memory, the storage keeps the hard state, the purge point, the snapshot's metadata, and for
-//! each record its segment, byte offset, length and term (about 24 bytes per entry). `entries`
+//! In memory, the storage keeps the hard state, the purge point, the snapshot's metadata (and its
+//! file open, see [snapshots](#snapshots)), and for each record its segment, byte offset, length and
+//! term (about 24 bytes per entry). `entries`
 //! reads the records' bytes from the segment (one read per segment touched), checks their checksums
 //! and decodes them.
 //!
@@ -116,6 +117,41 @@
 //! with [`StorageError::InvalidRequest`] (a type whose `Serialize` and `Deserialize` disagree), so a
 //! bad type fails on its first write rather than at the next restart.
 //!
+//! ## Snapshots
+//!
+//! `install_snapshot` ignores a snapshot whose last log index is at or below the stored one's
+//! (`Ok`, nothing written), so the stored snapshot only moves forwards, and a snapshot's last log
+//! id names it uniquely within a storage. A newer one is written as its header, the data and the
+//! checksum, straight from the caller's buffer (the data is not copied into a file image first).
+//!
+//! `snapshot_chunk` (the leader reading a snapshot to send it to a follower, one chunk per request)
+//! does one positioned read of just the requested range, on the blocking pool like the other I/O:
+//! never the whole file per chunk, and memory bounded by the chunk size. `snapshot` reads the whole
+//! file in one read.
+//!
+//! **Integrity of chunk reads.** The snapshot file has one CRC over all of it. The storage checks it
+//! whole when it opens the directory (streamed in 64 KiB blocks, so a snapshot of any size opens in
+//! bounded memory) and then **keeps that file open**; every later read, chunks included, goes
+//! through that open file, and `snapshot` checks the CRC again on every call (it reads everything
+//! anyway). A snapshot this storage installs is written by it, then opened, and served the same way.
+//! Chunk reads are not checked one by one: that would need either the whole file read for every
+//! chunk (the cost `snapshot_chunk` exists to avoid) or per-block checksums (a format change). Nor is
+//! the whole file checked again when a transfer starts: the driver awaits storage calls one at a
+//! time, and streaming a snapshot of several GiB inside one call would stall the node (heartbeats
+//! included) for seconds. What this guarantees:
+//! * a chunk holds bytes of the snapshot whose id the caller gave, never of another: the id is
+//!   compared under the lock that `install_snapshot` holds while it replaces both the file and the
+//!   open handle, and reads go through the handle, never by name (a file put in its place from
+//!   outside is not read). A snapshot replaced between two chunk reads gives `Ok(None)` from the
+//!   first read after the replacement;
+//! * the bytes passed the whole-file check when the storage opened them (or were written by it);
+//!   a file shorter than when it was checked is reported as [`StorageError::Corrupted`].
+//!
+//! What it does not catch: a disk that silently returns other bytes for the file after the check
+//! (bit rot between the check and a chunk read). `snapshot`, and the next open, do catch it.
+//!
+//! The open snapshot file costs one file descriptor.
+//!
 //! ## Recovery, and why it is correct
 //!
 //! [`FileStorage::open`] takes the lock, then reads and checks everything before it changes
@@ -123,7 +159,8 @@
 //!
 //! 1. Temporary files (`*.tmp`) are deleted: they are writes that never reached their rename, so they
 //!    were never part of the durable state.
-//! 2. `hard_state`, `log_meta` and `snapshot` must be whole with a valid checksum; a missing
+//! 2. `hard_state`, `log_meta` and `snapshot` must be whole with a valid checksum (the snapshot is
+//!    checked in blocks, not read into memory, and kept open, see [snapshots](#snapshots)); a missing
 //!    `hard_state` (when anything else exists) or a damaged one is refused. Since they are only ever
 //!    replaced by rename, a crash cannot damage them: damage means the disk or someone else did.
 //! 3. Every segment is read. Its header must be valid; every record's checksum must match and each
@@ -168,6 +205,19 @@
 //! Not detected: losing the `snapshot` file entirely (nothing else refers to it); the storage then
 //! has no snapshot.
 //!
+//! **How this is tested.** Besides damaging files the way a crash or a bad disk would
+//! (`tests/crash.rs`), the crate's unit tests (`src/crash_points.rs`) cut the process at *every*
+//! file system step (each create, write, fsync, rename, truncate, unlink and directory fsync) of
+//! `install_snapshot` inside the log, ahead of it and conflicting with it, of `install_snapshot`
+//! followed by `purge`, of a `purge` removing several segments or all of them, of a `truncate`
+//! across segments and of an `append` that starts a segment; each cut directory must reopen to
+//! exactly the state before the operation or after one of its calls (snapshot, purge point, every
+//! entry readable, nothing else lost), later cuts never to an earlier state, and a crash at every
+//! step of that recovery must reach the same state. The steps are counted by a seam compiled only
+//! into those tests (`cfg(test)`); it is not part of the API. They model a crash of the process;
+//! what a machine crash may additionally lose (steps not yet fsynced) is covered by the fsync
+//! ordering above, and unlinks reaching the disk out of order by a test of their own.
+//!
 //! ## Group commit
 //!
 //! One `append` call is one `write` of all its entries' frames and one fsync. The driver owns the
@@ -185,8 +235,9 @@
 //! runtime's worker threads (on a current-thread runtime: the only thread) free during an fsync of
 //! several milliseconds, so a leader's peer tasks keep replicating while its own append is in
 //! flight. The cost is a thread hand-off (microseconds) per call. `hard_state` and `log_state`
-//! answer from memory without the hand-off. Because of `spawn_blocking`, the methods must be called
-//! inside a tokio runtime (of any flavour), as the driver does.
+//! answer from memory without the hand-off; `snapshot` and `snapshot_chunk` read on the blocking
+//! pool too. Because of `spawn_blocking`, the methods must be called inside a tokio runtime (of any
+//! flavour), as the driver does.
 //!
 //! Cancellation: if the future of a call is dropped, the blocking operation still runs to its end
 //! (it is never left half-done); a later call, or dropping the [`FileStorage`], waits for it (the

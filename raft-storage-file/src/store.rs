@@ -127,7 +127,7 @@ impl Store {
     /// Opens (creating if needed) the storage in `dir`: locks it, checks everything, and completes
     /// or rolls back what a crash interrupted (see the crate docs on recovery).
     pub(crate) fn open(dir: &Path, opts: Options) -> Result<Store, StorageError> {
-        Self::open_with_faults(dir, opts, Faults::default())
+        Self::open_with_faults(dir, opts, Faults::none())
     }
 
     /// [`Store::open`] that asks `faults` before every file system step (tests crash it there).

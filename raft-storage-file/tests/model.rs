@@ -1,6 +1,6 @@
 //! Property test: random sequences of append / truncate / purge / install_snapshot / save_hard_state
 //! / reopen run against `FileStorage` and against the reference `MemStorage`; after every step, every
-//! read (and every error) must be the same.
+//! read (entries, snapshot chunks) and every error must be the same.
 
 mod common;
 
@@ -155,6 +155,19 @@ async fn run(ops: Vec<Op>, segment_size: u64) -> Result<(), TestCaseError> {
                     &what,
                     file.entries(start, end).await,
                     mem.entries(start, end).await,
+                )?;
+                // A chunk of the stored snapshot (its data is up to 97 bytes long), or of another
+                // id one time in four.
+                let stored = mem.snapshot().await.unwrap().map(|s| s.meta.last_log_id);
+                let mut id = stored.unwrap_or(state.last_purged);
+                if a % 4 == 0 {
+                    id.term += 1;
+                }
+                let (offset, max_len) = (u64::from(a % 110), 1 + usize::from(b % 40));
+                same(
+                    &format!("{what}: snapshot_chunk({id}, {offset}, {max_len})"),
+                    file.snapshot_chunk(id, offset, max_len).await,
+                    mem.snapshot_chunk(id, offset, max_len).await,
                 )?;
             }
             Op::Reopen => {
