@@ -6,30 +6,42 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use raft_core::{
-    AppendEntriesRequest, AppendEntriesResponse, NetworkError, NodeId, Raft, RaftNetwork,
-    StateMachine, StoppedError, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    NetworkError, NodeId, Raft, RaftNetwork, StateMachine, StoppedError, VoteRequest, VoteResponse,
 };
+use tokio::sync::oneshot;
 
-use crate::router::Router;
+use crate::router::{Router, RpcKind};
 
 /// The network of one node, created by [`Router::network`].
+///
+/// Every request travels as a task of its own: once sent, it arrives (after its delay) even if the
+/// sender stops waiting for the answer, as a packet in flight would. So a delayed ("reordered")
+/// request really reaches its target after requests sent later, possibly after the sender timed out
+/// and sent it again; and a duplicated request really reaches its target twice.
 pub struct MockNetwork<SM: StateMachine> {
     from: NodeId,
     router: Router<SM>,
 }
+
+type Answer<Resp> = Result<Resp, NetworkError>;
 
 impl<SM: StateMachine> MockNetwork<SM> {
     pub(crate) fn new(from: NodeId, router: Router<SM>) -> Self {
         MockNetwork { from, router }
     }
 
-    /// Carries one request to `target` through the router's faults and returns the answer.
+    /// Carries one request of `kind` to `target` through the router's faults and returns the answer.
+    ///
+    /// A partitioned, isolated or crashed target is refused at once. A lost request or answer makes
+    /// this wait forever (the caller's own timeout ends it), as a lost packet would.
     async fn call<Req, Resp, F, Fut>(
         &self,
+        kind: RpcKind,
         target: NodeId,
         request: Req,
         deliver: F,
-    ) -> Result<Resp, NetworkError>
+    ) -> Answer<Resp>
     where
         Req: Clone + Send + 'static,
         Resp: Send + 'static,
@@ -37,7 +49,7 @@ impl<SM: StateMachine> MockNetwork<SM> {
         Fut: Future<Output = Result<Resp, StoppedError>> + Send + 'static,
     {
         let from = self.from;
-        let (request_delay, drop_request, duplicate, duplicate_delay) = {
+        let (request_delay, drop_request, duplicate_delay) = {
             let mut s = self.router.lock();
             if !s.can_talk(from, target) || !s.nodes.contains_key(&target) {
                 s.stats.refused += 1;
@@ -46,74 +58,134 @@ impl<SM: StateMachine> MockNetwork<SM> {
                     "no route (partitioned, isolated or down)",
                 ));
             }
-            let drop_prob = s.faults.drop_prob;
-            let dup_prob = s.faults.duplicate_prob;
-            let drop_request = s.chance(drop_prob);
-            let duplicate = s.chance(dup_prob);
-            (s.delay_ms(), drop_request, duplicate, s.delay_ms())
+            let faults = s.faults(kind);
+            let drop_request = s.chance(faults.drop_prob);
+            let duplicate = s.chance(faults.duplicate_prob);
+            let request_delay = s.delay_ms(&faults);
+            let duplicate_delay = duplicate.then(|| s.delay_ms(&faults));
+            (request_delay, drop_request, duplicate_delay)
         };
         if drop_request {
             self.router.lock().stats.dropped += 1;
             // A lost message: the sender hears nothing and gives up on its own timeout.
             return std::future::pending().await;
         }
-        if duplicate {
-            let router = self.router.clone();
-            let copy = request.clone();
-            let deliver = deliver.clone();
-            tokio::spawn(async move {
-                tokio::time::sleep(Duration::from_millis(duplicate_delay)).await;
-                let target_raft = {
-                    let mut s = router.lock();
-                    if !s.can_talk(from, target) {
-                        return;
-                    }
-                    s.stats.duplicated += 1;
-                    s.nodes.get(&target).cloned()
-                };
-                if let Some(raft) = target_raft {
-                    let _ = deliver(raft, copy).await;
-                }
-            });
+        let trip = Trip {
+            router: self.router.clone(),
+            kind,
+            from,
+            target,
+        };
+        if let Some(delay) = duplicate_delay {
+            tokio::spawn(
+                trip.clone()
+                    .carry(request.clone(), deliver.clone(), delay, None),
+            );
         }
-        sleep_ms(request_delay).await;
+        let (reply, answer) = oneshot::channel();
+        tokio::spawn(trip.carry(request, deliver, request_delay, Some(reply)));
+        match answer.await {
+            Ok(answer) => answer,
+            // The answer was lost on its way back.
+            Err(_) => std::future::pending().await,
+        }
+    }
+}
+
+/// One request's way from `from` to `target`.
+struct Trip<SM: StateMachine> {
+    router: Router<SM>,
+    kind: RpcKind,
+    from: NodeId,
+    target: NodeId,
+}
+
+impl<SM: StateMachine> Clone for Trip<SM> {
+    fn clone(&self) -> Self {
+        Trip {
+            router: self.router.clone(),
+            ..*self
+        }
+    }
+}
+
+impl<SM: StateMachine> Trip<SM> {
+    /// After `delay` ms, hands `request` to the target (unless the route was cut meanwhile), then
+    /// carries the answer back through the faults to `reply`. Without `reply` this is the second copy
+    /// of a duplicated request, whose answer nobody hears. Dropping `reply` without sending loses the
+    /// answer.
+    async fn carry<Req, Resp, F, Fut>(
+        self,
+        request: Req,
+        deliver: F,
+        delay: u64,
+        reply: Option<oneshot::Sender<Answer<Resp>>>,
+    ) where
+        F: Fn(Raft<SM>, Req) -> Fut,
+        Fut: Future<Output = Result<Resp, StoppedError>>,
+    {
+        let Trip {
+            router,
+            kind,
+            from,
+            target,
+        } = self;
+        sleep_ms(delay).await;
+        let copy = reply.is_none();
         let raft = {
-            let mut s = self.router.lock();
-            if !s.can_talk(from, target) {
-                s.stats.refused += 1;
-                return Err(unreachable(target, "partitioned while in flight"));
-            }
-            match s.nodes.get(&target).cloned() {
-                Some(r) => {
-                    s.stats.delivered += 1;
-                    r
+            let mut s = router.lock();
+            let raft = s
+                .nodes
+                .get(&target)
+                .filter(|_| s.can_talk(from, target))
+                .cloned();
+            match raft {
+                Some(raft) => {
+                    s.count_delivery(kind, target, copy);
+                    raft
                 }
                 None => {
-                    s.stats.refused += 1;
-                    return Err(unreachable(target, "node is down"));
+                    if let Some(reply) = reply {
+                        s.stats.refused += 1;
+                        let _ = reply.send(Err(unreachable(
+                            target,
+                            "partitioned or down while the request was in flight",
+                        )));
+                    }
+                    return;
                 }
             }
         };
-        let response = deliver(raft, request)
-            .await
-            .map_err(|e| unreachable(target, &e.to_string()))?;
+        let answer = deliver(raft, request).await;
+        let Some(reply) = reply else {
+            return;
+        };
+        let response = match answer {
+            Ok(response) => response,
+            Err(e) => {
+                let _ = reply.send(Err(unreachable(target, &e.to_string())));
+                return;
+            }
+        };
         let (response_delay, drop_response) = {
-            let mut s = self.router.lock();
-            let p = s.faults.drop_prob;
-            (s.delay_ms(), s.chance(p))
+            let mut s = router.lock();
+            let faults = s.faults(kind);
+            (s.delay_ms(&faults), s.chance(faults.drop_prob))
         };
         if drop_response {
-            self.router.lock().stats.dropped += 1;
-            return std::future::pending().await;
+            router.lock().stats.dropped += 1;
+            return;
         }
         sleep_ms(response_delay).await;
-        if !self.router.lock().can_talk(from, target) {
-            return Err(unreachable(
+        let answer = if router.lock().can_talk(from, target) {
+            Ok(response)
+        } else {
+            Err(unreachable(
                 target,
                 "partitioned while the answer was in flight",
-            ));
-        }
-        Ok(response)
+            ))
+        };
+        let _ = reply.send(answer);
     }
 }
 
@@ -137,9 +209,12 @@ impl<SM: StateMachine> RaftNetwork<SM::Command> for MockNetwork<SM> {
         target: NodeId,
         request: AppendEntriesRequest<SM::Command>,
     ) -> Result<AppendEntriesResponse, NetworkError> {
-        self.call(target, request, |raft: Raft<SM>, req| async move {
-            raft.append_entries(req).await
-        })
+        self.call(
+            RpcKind::AppendEntries,
+            target,
+            request,
+            |raft: Raft<SM>, req| async move { raft.append_entries(req).await },
+        )
         .await
     }
 
@@ -148,9 +223,26 @@ impl<SM: StateMachine> RaftNetwork<SM::Command> for MockNetwork<SM> {
         target: NodeId,
         request: VoteRequest,
     ) -> Result<VoteResponse, NetworkError> {
-        self.call(target, request, |raft: Raft<SM>, req| async move {
-            raft.vote(req).await
-        })
+        self.call(
+            RpcKind::Vote,
+            target,
+            request,
+            |raft: Raft<SM>, req| async move { raft.vote(req).await },
+        )
+        .await
+    }
+
+    async fn install_snapshot(
+        &self,
+        target: NodeId,
+        request: InstallSnapshotRequest,
+    ) -> Result<InstallSnapshotResponse, NetworkError> {
+        self.call(
+            RpcKind::InstallSnapshot,
+            target,
+            request,
+            |raft: Raft<SM>, req| async move { raft.install_snapshot(req).await },
+        )
         .await
     }
 }

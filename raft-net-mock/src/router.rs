@@ -33,10 +33,19 @@ impl Default for Faults {
     }
 }
 
+/// The kinds of RPC the router carries; InstallSnapshot can have faults of its own
+/// ([`Router::set_snapshot_faults`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum RpcKind {
+    Vote,
+    AppendEntries,
+    InstallSnapshot,
+}
+
 /// Counts of what the router did, for tests and reports.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RouterStats {
-    /// Requests handed to a target node.
+    /// Requests handed to a target node (first copies; see `duplicated`).
     pub delivered: u64,
     /// Messages (requests or responses) lost to `drop_prob`.
     pub dropped: u64,
@@ -44,16 +53,23 @@ pub struct RouterStats {
     pub refused: u64,
     /// Requests delivered twice.
     pub duplicated: u64,
+    /// InstallSnapshot requests (chunks) handed to a target node, second copies of duplicated ones
+    /// included. Per target: [`Router::snapshot_chunks_delivered`].
+    pub snapshot_chunks_delivered: u64,
 }
 
 pub(crate) struct RouterState<SM: StateMachine> {
     pub(crate) nodes: BTreeMap<NodeId, Raft<SM>>,
     pub(crate) rng: fastrand::Rng,
-    pub(crate) faults: Faults,
+    faults: Faults,
+    /// Faults of InstallSnapshot messages, if they differ from `faults`.
+    snapshot_faults: Option<Faults>,
     /// Partition group of each node; nodes absent from the map are in group 0.
     groups: BTreeMap<NodeId, usize>,
     isolated: BTreeSet<NodeId>,
     pub(crate) stats: RouterStats,
+    /// InstallSnapshot requests handed to each target, duplicates included.
+    snapshot_delivered: BTreeMap<NodeId, u64>,
 }
 
 impl<SM: StateMachine> RouterState<SM> {
@@ -64,17 +80,40 @@ impl<SM: StateMachine> RouterState<SM> {
         self.groups.get(&a).copied().unwrap_or(0) == self.groups.get(&b).copied().unwrap_or(0)
     }
 
+    /// The faults that apply to messages of `kind`.
+    pub(crate) fn faults(&self, kind: RpcKind) -> Faults {
+        match (kind, self.snapshot_faults) {
+            (RpcKind::InstallSnapshot, Some(f)) => f,
+            _ => self.faults,
+        }
+    }
+
     pub(crate) fn chance(&mut self, p: f64) -> bool {
         p > 0.0 && self.rng.f64() < p
     }
 
-    pub(crate) fn delay_ms(&mut self) -> u64 {
-        let (lo, hi) = self.faults.delay_ms;
+    /// A delay for one message under `faults`: uniform in `delay_ms`, plus, with `reorder_prob`, an
+    /// extra delay of up to three times the maximum.
+    pub(crate) fn delay_ms(&mut self, faults: &Faults) -> u64 {
+        let (lo, hi) = faults.delay_ms;
         let mut d = if hi > lo { self.rng.u64(lo..=hi) } else { lo };
-        if self.chance(self.faults.reorder_prob) {
+        if self.chance(faults.reorder_prob) {
             d += self.rng.u64(0..=hi.max(1) * 3);
         }
         d
+    }
+
+    /// Counts one request of `kind` handed to `target` (`copy`: the second copy of a duplicated one).
+    pub(crate) fn count_delivery(&mut self, kind: RpcKind, target: NodeId, copy: bool) {
+        if copy {
+            self.stats.duplicated += 1;
+        } else {
+            self.stats.delivered += 1;
+        }
+        if kind == RpcKind::InstallSnapshot {
+            self.stats.snapshot_chunks_delivered += 1;
+            *self.snapshot_delivered.entry(target).or_default() += 1;
+        }
     }
 }
 
@@ -99,9 +138,11 @@ impl<SM: StateMachine> Router<SM> {
                 nodes: BTreeMap::new(),
                 rng: fastrand::Rng::with_seed(seed),
                 faults: Faults::default(),
+                snapshot_faults: None,
                 groups: BTreeMap::new(),
                 isolated: BTreeSet::new(),
                 stats: RouterStats::default(),
+                snapshot_delivered: BTreeMap::new(),
             })),
         }
     }
@@ -134,9 +175,17 @@ impl<SM: StateMachine> Router<SM> {
         self.lock().nodes.keys().copied().collect()
     }
 
-    /// Replaces the message faults.
+    /// Replaces the message faults (of InstallSnapshot messages too, unless they have their own:
+    /// [`set_snapshot_faults`](Self::set_snapshot_faults)).
     pub fn set_faults(&self, faults: Faults) {
         self.lock().faults = faults;
+    }
+
+    /// Gives InstallSnapshot requests and their answers faults of their own (`Some`), or makes them
+    /// follow [`set_faults`](Self::set_faults) again (`None`, the default). With this, a test can lose,
+    /// duplicate or reorder snapshot chunks while AppendEntries and votes flow normally.
+    pub fn set_snapshot_faults(&self, faults: Option<Faults>) {
+        self.lock().snapshot_faults = faults;
     }
 
     /// Splits the cluster: nodes talk only within their group. Nodes not listed form one more group.
@@ -176,6 +225,16 @@ impl<SM: StateMachine> Router<SM> {
     /// Counts of what the router did so far.
     pub fn stats(&self) -> RouterStats {
         self.lock().stats
+    }
+
+    /// How many InstallSnapshot requests (chunks) the router handed to `target` so far, counting
+    /// both copies of a duplicated one.
+    pub fn snapshot_chunks_delivered(&self, target: NodeId) -> u64 {
+        self.lock()
+            .snapshot_delivered
+            .get(&target)
+            .copied()
+            .unwrap_or(0)
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, RouterState<SM>> {

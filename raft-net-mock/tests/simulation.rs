@@ -1,6 +1,11 @@
 //! Seeded randomized simulation: per seed, a cluster of 3 or 5 nodes, concurrent clients, and a
-//! schedule of partitions, isolations, crashes, restarts, heals and message-fault changes, all drawn
-//! from the seed; the harness checks the Raft properties along the way and at the end.
+//! schedule of partitions, isolations, crashes, restarts, heals, message-fault changes (for all
+//! messages, or for snapshot chunks only) and manual snapshots, all drawn from the seed; the harness
+//! checks the Raft properties along the way and at the end.
+//!
+//! Every seed runs with snapshots on and a small threshold (a snapshot every 5 to 30 applied entries,
+//! 0 to 10 entries kept before it, chunks of 16 to 64 bytes, so a transfer takes several chunks):
+//! compaction and InstallSnapshot race with partitions, crashes and restarts in every seed.
 //!
 //! ```sh
 //! cargo test -p raft-net-mock --test simulation                                  # a few seeds
@@ -21,8 +26,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use raft_core::{Entry, NodeId, Term};
-use raft_net_mock::harness::{Cluster, ClusterOptions, HarnessStats, Op, Outcome};
+use raft_core::{Entry, LogId, NodeId, SnapshotPolicy, Term};
+use raft_net_mock::harness::{AppliedState, Cluster, ClusterOptions, HarnessStats, Op, Outcome};
 use raft_net_mock::{Faults, RouterStats};
 use tokio::time::sleep;
 
@@ -37,6 +42,8 @@ struct Summary {
     nodes: u64,
     history: Vec<Op>,
     logs: Vec<Vec<Entry<u64>>>,
+    snapshots: Vec<Option<LogId>>,
+    state_machines: Vec<Option<AppliedState>>,
     leaders: BTreeMap<Term, std::collections::BTreeSet<NodeId>>,
     router: RouterStats,
     harness: HarnessStats,
@@ -110,6 +117,10 @@ async fn scenario(seed: u64) -> Summary {
         config.heartbeat_interval = ms(rng.u64(5..min / 2));
         config.rpc_timeout = ms(rng.u64(10..300));
     }
+    // Snapshots in every run, small and often.
+    config.snapshot_policy = SnapshotPolicy::AfterAppliedEntries(rng.u64(5..=30));
+    config.snapshot_keep_entries = rng.u64(0..=10);
+    config.snapshot_chunk_size = rng.usize(16..=64);
     let opts = ClusterOptions::new(n, seed)
         .config(config)
         .replay(REPLAY)
@@ -149,7 +160,17 @@ async fn scenario(seed: u64) -> Summary {
                 c.router().partition(&slices);
             }
             15..=24 => c.router().isolate(ids[rng.usize(0..ids.len())]),
-            25..=39 => c.router().heal(),
+            25..=36 => c.router().heal(),
+            37..=39 => {
+                // A manual snapshot on some node, racing with everything else.
+                if !live.is_empty() {
+                    if let Some(raft) = c.raft(live[rng.usize(0..live.len())]) {
+                        tokio::spawn(async move {
+                            let _ = raft.trigger_snapshot().await;
+                        });
+                    }
+                }
+            }
             40..=54 => {
                 if !live.is_empty() {
                     c.crash(live[rng.usize(0..live.len())]).await;
@@ -160,7 +181,12 @@ async fn scenario(seed: u64) -> Summary {
                     c.restart(down[rng.usize(0..down.len())]).await;
                 }
             }
-            70..=79 => c.router().set_faults(random_faults(&mut rng)),
+            70..=76 => c.router().set_faults(random_faults(&mut rng)),
+            77..=79 => {
+                // Snapshot chunks get faults of their own (or follow the others again).
+                let faults = rng.bool().then(|| random_faults(&mut rng));
+                c.router().set_snapshot_faults(faults);
+            }
             80..=84 => c.router().set_faults(Faults::default()),
             85..=89 => {
                 if let Some(l) = c.leader() {
@@ -190,6 +216,7 @@ async fn scenario(seed: u64) -> Summary {
         let _ = t.await;
     }
     c.router().set_faults(Faults::default());
+    c.router().set_snapshot_faults(None);
     c.router().heal();
     c.restart_all().await;
     c.assert_safe();
@@ -207,11 +234,19 @@ async fn scenario(seed: u64) -> Summary {
         c.fail("no write succeeded after healing everything");
     }
     c.assert_final(Duration::from_secs(30)).await;
+    if c.stats().snapshot_stores == 0 {
+        c.fail("no node stored a snapshot: compaction did not run in this seed");
+    }
 
     Summary {
         nodes: n,
         history: c.history(),
         logs: ids.iter().map(|&id| c.durable_log(id)).collect(),
+        snapshots: ids
+            .iter()
+            .map(|&id| c.durable_snapshot(id).map(|m| m.last_log_id))
+            .collect(),
+        state_machines: ids.iter().map(|&id| c.state_machine(id)).collect(),
         leaders: c.observed_leaders(),
         router: c.router().stats(),
         harness: c.stats(),
@@ -279,6 +314,7 @@ fn simulation() {
     let started = std::time::Instant::now();
     let mut failed = Vec::new();
     let (mut acked, mut writes, mut crashes, mut elections) = (0, 0, 0, 0);
+    let (mut snapshots, mut transfers, mut chunks, mut restores) = (0, 0, 0, 0);
     for &seed in &seeds {
         let replay = REPLAY.replace("{seed}", &seed.to_string());
         match run_seed_watched(seed) {
@@ -287,6 +323,10 @@ fn simulation() {
                 writes += s.history.len();
                 crashes += s.harness.crashes;
                 elections += s.leaders.len();
+                snapshots += s.harness.snapshot_stores;
+                transfers += s.harness.snapshots_installed.values().sum::<u64>();
+                chunks += s.harness.snapshot_chunks_sent.values().sum::<u64>();
+                restores += s.harness.restores;
             }
             SeedResult::Failed => {
                 eprintln!("simulation FAILED for SEED={seed}; replay: {replay}");
@@ -303,11 +343,20 @@ fn simulation() {
     }
     println!(
         "simulation: {} seeds in {:.1?} ({} failed); {writes} client writes, {acked} acknowledged, \
-         {crashes} crashes, {elections} terms with a leader",
+         {crashes} crashes, {elections} terms with a leader; {snapshots} snapshots stored, {chunks} snapshot \
+         chunks sent, {transfers} snapshots installed from a leader, {restores} state machine restores",
         seeds.len(),
         started.elapsed(),
         failed.len()
     );
+    if seeds.len() >= 20 && failed.is_empty() {
+        assert!(
+            transfers > 0 && restores > 0,
+            "{} seeds and not one snapshot sent to a follower and restored: the simulation does not exercise \
+             InstallSnapshot",
+            seeds.len()
+        );
+    }
     assert!(
         failed.is_empty(),
         "failing seeds: {failed:?}; replay one with: {}",

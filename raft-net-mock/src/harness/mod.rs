@@ -52,8 +52,28 @@
 //!    term). Each time a node is seen leading a higher term, its durable log must hold the entry. At the
 //!    end, every node's log holds every committed entry.
 //! 5. **State Machine Safety**. Exactly, at every apply: no two nodes or incarnations apply different
-//!    entries at one index; each incarnation applies in order, once, without gaps; the entry applied is
-//!    the one in the node's own durable log, and is durable on a majority when first applied.
+//!    entries at one index; each incarnation applies in order, once, without gaps (continuing after the
+//!    snapshot it restored last); the entry applied is the one in the node's own durable log, and is
+//!    durable on a majority when first applied; the state reached is the committed prefix's.
+//!
+//! ## Snapshots and compaction
+//!
+//! A node's log may be compacted (purged up to a point its durable snapshot covers) or replaced by a
+//! snapshot from the leader. The harness keeps, for every node, the hash of its log prefix up to the
+//! compaction point (its own hash chain when it purges; the digest the snapshot carries when a
+//! snapshot replaces the log, see [`AppliedState`]), so checks that compare logs stay exact for the
+//! entries still there and use that hash, compared with the committed prefix's, as the evidence for
+//! compacted ones: a committed entry compacted into a snapshot is still held. On top:
+//! * every snapshot stored or restored carries the committed state up to its last entry (digest,
+//!   recent commands) and the membership in force there; a snapshot that does not decode (chunks lost,
+//!   duplicated or reordered into the wrong bytes) is a violation;
+//! * a purge never goes past the durable snapshot, and a compacted prefix is always the committed one;
+//! * a state machine never goes back (no restore of an older snapshot than what it applied);
+//! * storage contract: a stored snapshot is ignored when not newer than the stored one, replaces the
+//!   log unless the log holds its last entry; after each purge and snapshot the storage's log state and
+//!   snapshot id are read back and compared; each snapshot chunk read is the right slice of the
+//!   acknowledged snapshot; a reopened storage holds the acknowledged snapshot too;
+//! * a follower that answers `Installed` holds the snapshot's last entry durably (like rule 2).
 //!
 //! On top: ordering rules 1 and 2 of the driver (a granted vote, and entries a follower acknowledges,
 //! are durable by the time the answer arrives), no committed entry is ever truncated, a reopened
@@ -73,8 +93,9 @@
 //! more becomes durable), its network sends nothing, it is unregistered from the router (nothing
 //! reaches it), and it is shut down. Its durable storage stays with the storage factory.
 //! [`Cluster::restart`] reopens the storage through the factory (checking that it holds exactly what it
-//! had acknowledged), gives the node a new, empty [`LogStateMachine`] (a new incarnation), starts it and
-//! registers it again.
+//! had acknowledged), gives the node a new, empty [`LogStateMachine`] (a new incarnation; the node
+//! restores it from its snapshot, if any, and replays the log after it), starts it and registers it
+//! again.
 
 mod history;
 mod observe;
@@ -88,7 +109,7 @@ use std::time::Duration;
 
 use raft_core::{
     ClientWriteError, ClientWriteResponse, Config, Entry, EntryPayload, LogId, LogIndex, Metrics,
-    NodeId, NodeStatus, Raft, RaftStorage, Role, Term,
+    NodeId, NodeStatus, Raft, RaftStorage, Role, SnapshotMeta, Term,
 };
 use raft_storage_mem::MemStorage;
 use tokio::sync::watch;
@@ -96,7 +117,7 @@ use tokio::time::Instant;
 
 pub use history::{Op, Outcome};
 pub use observe::{ObservedNetwork, ObservedStorage};
-pub use state_machine::LogStateMachine;
+pub use state_machine::{AppliedState, LogStateMachine, RECENT_COMMANDS};
 pub use world::HarnessStats;
 
 use crate::Router;
@@ -217,6 +238,20 @@ impl fmt::Display for WriteError {
 
 impl std::error::Error for WriteError {}
 
+/// InstallSnapshot requests (chunks) to one node, from [`Cluster::snapshot_traffic`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SnapshotTraffic {
+    /// Requests leaders sent it (as their networks saw them leave).
+    pub sent: u64,
+    /// Requests the router handed to it, both copies of a duplicated one included; fewer than `sent`
+    /// when some were lost or refused.
+    pub delivered: u64,
+    /// Requests whose answer came back to the leader.
+    pub answered: u64,
+    /// Answers `Installed` (the follower holds the snapshot's last entry durably).
+    pub installed: u64,
+}
+
 /// A live node of the cluster.
 struct Slot {
     raft: Raft<LogStateMachine>,
@@ -307,15 +342,16 @@ impl<S: RaftStorage<u64>> Cluster<S> {
             let entries = storage
                 .entries(log.last_purged.index + 1, log.last_log_id.index + 1)
                 .await?;
-            Ok::<_, raft_core::StorageError>((hard_state, log.last_purged, entries))
+            let snapshot = storage.snapshot().await?;
+            Ok::<_, raft_core::StorageError>((hard_state, log.last_purged, entries, snapshot))
         };
-        let (hard_state, base, entries) = match read.await {
+        let (hard_state, base, entries, snapshot) = match read.await {
             Ok(state) => state,
             Err(e) => self.fail(&format!("node {id}: could not read its storage: {e}")),
         };
         let incarnation = {
             let mut w = lock(&self.world);
-            w.on_open(id, hard_state, base, entries);
+            w.on_open(id, hard_state, base, entries, snapshot);
             w.nodes[&id].incarnation
         };
         let power = PowerSwitch::default();
@@ -445,7 +481,7 @@ impl<S: RaftStorage<u64>> Cluster<S> {
     }
 
     /// The log node `id`'s storage holds durably (as of its last acknowledged write; kept while the
-    /// node is down).
+    /// node is down): the entries after its compaction point ([`durable_base`](Self::durable_base)).
     pub fn durable_log(&self, id: NodeId) -> Vec<Entry<u64>> {
         lock(&self.world)
             .nodes
@@ -454,13 +490,71 @@ impl<S: RaftStorage<u64>> Cluster<S> {
             .unwrap_or_default()
     }
 
-    /// Every entry each incarnation of node `id`'s state machine applied, in order.
+    /// Node `id`'s durable compaction point: the last entry purged from its log, or the last entry of
+    /// the snapshot that replaced its log (the default id if none).
+    pub fn durable_base(&self, id: NodeId) -> LogId {
+        lock(&self.world)
+            .nodes
+            .get(&id)
+            .map(|o| o.base)
+            .unwrap_or_default()
+    }
+
+    /// What node `id`'s durable snapshot covers, if it has one.
+    pub fn durable_snapshot(&self, id: NodeId) -> Option<SnapshotMeta> {
+        lock(&self.world)
+            .nodes
+            .get(&id)
+            .and_then(|o| o.snapshot.as_ref().map(|s| s.meta.clone()))
+    }
+
+    /// Every entry each incarnation of node `id`'s state machine applied, in order (entries a restored
+    /// snapshot brought are not in it; see [`restores`](Self::restores)).
     pub fn applied(&self, id: NodeId) -> Vec<Vec<(LogId, EntryPayload<u64>)>> {
         lock(&self.world)
             .nodes
             .get(&id)
-            .map(|o| o.applies.clone())
+            .map(|o| o.sms.iter().map(|sm| sm.applied.clone()).collect())
             .unwrap_or_default()
+    }
+
+    /// The snapshots each incarnation of node `id`'s state machine restored: the snapshot's last log id,
+    /// and how many entries that incarnation had applied before.
+    pub fn restores(&self, id: NodeId) -> Vec<Vec<(usize, LogId)>> {
+        lock(&self.world)
+            .nodes
+            .get(&id)
+            .map(|o| o.sms.iter().map(|sm| sm.restores.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    /// The state of node `id`'s current state machine (last applied id and digest), if it runs. Equal
+    /// states mean identical state machines: assert that all nodes' are equal to check they converged.
+    pub fn state_machine(&self, id: NodeId) -> Option<AppliedState> {
+        if !self.slots().contains_key(&id) {
+            return None;
+        }
+        lock(&self.world)
+            .nodes
+            .get(&id)
+            .and_then(|o| o.current_sm().map(|sm| sm.state.clone()))
+    }
+
+    /// The InstallSnapshot traffic to node `target` so far, from every leader.
+    pub fn snapshot_traffic(&self, target: NodeId) -> SnapshotTraffic {
+        let w = lock(&self.world);
+        let sum = |m: &BTreeMap<(NodeId, NodeId), u64>| {
+            m.iter()
+                .filter(|((_, to), _)| *to == target)
+                .map(|(_, n)| n)
+                .sum()
+        };
+        SnapshotTraffic {
+            sent: sum(&w.stats.snapshot_chunks_sent),
+            delivered: self.router.snapshot_chunks_delivered(target),
+            answered: sum(&w.stats.snapshot_chunks_answered),
+            installed: sum(&w.stats.snapshots_installed),
+        }
     }
 
     /// The client history so far, ordered by value.
@@ -622,24 +716,29 @@ impl<S: RaftStorage<u64>> Cluster<S> {
             let durable = w
                 .nodes
                 .get(id)
-                .map(|o| (o.hard_state, o.last_log_id()))
+                .map(|o| {
+                    format!(
+                        "durable {:?} base {} last {} snapshot {:?}",
+                        o.hard_state,
+                        o.base,
+                        o.last_log_id(),
+                        o.snapshot_id()
+                    )
+                })
                 .unwrap_or_default();
             match metrics.get(id) {
                 Some(m) => out.push_str(&format!(
-                    "\n  node {id}: {:?} term {} leader {:?} last {} commit {} applied {} | durable {:?} last {}",
+                    "\n  node {id}: {:?} term {} leader {:?} last {} commit {} applied {} snapshot {} entries {} | {durable}",
                     m.role,
                     m.current_term,
                     m.current_leader,
                     m.last_log_id,
                     m.commit_index,
                     m.last_applied,
-                    durable.0,
-                    durable.1
+                    m.snapshot,
+                    m.log_entries
                 )),
-                None => out.push_str(&format!(
-                    "\n  node {id}: down | durable {:?} last {}",
-                    durable.0, durable.1
-                )),
+                None => out.push_str(&format!("\n  node {id}: down | {durable}")),
             }
         }
         out
@@ -698,9 +797,11 @@ impl<S: RaftStorage<u64>> Cluster<S> {
     }
 
     /// The end-of-run check. Every node must be running. Waits (up to `timeout`) for convergence, then
-    /// checks [`check_safety`](Self::check_safety) and, on top: all durable logs are identical; every
-    /// committed entry is in all of them; the current state machine of every node applied exactly that
-    /// log; every acknowledged write is in every log at its acknowledged index.
+    /// checks [`check_safety`](Self::check_safety) and, on top: all durable logs end at the same entry,
+    /// agree on the entries they both still hold, and have the same whole prefix (compacted parts by
+    /// their hashes); every committed entry is in all of them (compacted into a committed prefix counts);
+    /// the current state machine of every node reflects exactly its log (same last entry, digest equal
+    /// to the log's prefix hash); every acknowledged write is in every log at its acknowledged index.
     ///
     /// # Errors
     /// The first violation found.
@@ -722,71 +823,61 @@ impl<S: RaftStorage<u64>> Cluster<S> {
         let w = lock(&self.world);
         let first = self.ids[0];
         let reference = &w.nodes[&first];
+        let ref_last = reference.last_log_id();
+        let ref_hash = w.prefix_hash(reference, ref_last.index);
         for id in &self.ids[1..] {
             let obs = &w.nodes[id];
-            if obs.base != reference.base || obs.log != reference.log {
-                let diverge = obs
-                    .log
-                    .iter()
-                    .zip(&reference.log)
-                    .position(|(a, b)| a != b)
-                    .map(|i| i + 1);
+            let last = obs.last_log_id();
+            let hash = w.prefix_hash(obs, last.index);
+            let from = obs.base.index.max(reference.base.index) + 1;
+            let diverge = (from..=last.index.min(ref_last.index))
+                .find(|&ix| obs.entry(ix) != reference.entry(ix));
+            if last != ref_last || diverge.is_some() || hash.is_none() || hash != ref_hash {
                 return Err(Violation(format!(
-                    "final logs differ: node {id} holds {} entries (last {}), node {first} holds {} (last {}); \
-                     first difference at position {diverge:?}",
-                    obs.log.len(),
-                    obs.last_log_id(),
-                    reference.log.len(),
-                    reference.last_log_id()
+                    "final logs differ: node {id} ends at {last} (compacted up to {}, prefix hash {hash:?}), node \
+                     {first} at {ref_last} (compacted up to {}, prefix hash {ref_hash:?}); first difference among \
+                     the entries both hold: {diverge:?}",
+                    obs.base, reference.base
                 )));
             }
         }
         for (id, obs) in &w.nodes {
             for (&index, c) in &w.committed {
-                let holds = index <= obs.base.index
-                    || obs
-                        .entry(index)
-                        .is_some_and(|e| e.log_id == c.log_id && e.payload == c.payload);
-                if !holds {
+                if !w.holds_committed(obs, index) {
                     return Err(Violation(format!(
-                        "leader completeness: committed entry {} is not in node {id}'s final log (holds {:?})",
+                        "leader completeness: committed entry {} is not in node {id}'s final log (holds {:?}; \
+                         compacted up to {})",
                         c.log_id,
-                        obs.entry(index).map(|e| e.log_id)
+                        obs.entry(index).map(|e| e.log_id),
+                        obs.base
                     )));
                 }
             }
-            let applied = obs.applies.last().map(Vec::as_slice).unwrap_or_default();
-            let expected: Vec<(LogId, EntryPayload<u64>)> = obs
-                .log
-                .iter()
-                .skip_while(|e| {
-                    e.log_id.index <= obs.apply_base.last().copied().unwrap_or_default()
-                })
-                .map(|e| (e.log_id, e.payload.clone()))
-                .collect();
-            if applied != expected.as_slice() {
+            // The state machine reflects exactly the log: same last entry, same prefix hash.
+            let last = obs.last_log_id();
+            let log_hash = w.prefix_hash(obs, last.index);
+            let state = obs.current_sm().map(|sm| &sm.state);
+            if state.map(|s| (s.last, Some(s.digest))) != Some((last, log_hash)) {
                 return Err(Violation(format!(
-                    "state machine safety: node {id}'s state machine (incarnation {}) applied {} entries (last \
-                     {:?}), its log holds {} (last {:?})",
+                    "state machine safety: node {id}'s state machine (incarnation {}) is at {:?} with digest \
+                     {:?}; its log ends at {last} with prefix hash {log_hash:?}",
                     obs.incarnation,
-                    applied.len(),
-                    applied.last().map(|a| a.0),
-                    expected.len(),
-                    expected.last().map(|a| a.0)
+                    state.map(|s| s.last),
+                    state.map(|s| s.digest)
                 )));
             }
             for op in w.history.ops.values() {
                 if let Outcome::Acked(log_id) = &op.outcome {
-                    let held = obs.entry(log_id.index);
-                    let ok = held.is_some_and(|e| {
-                        e.log_id == *log_id && e.payload == EntryPayload::Command(op.value)
+                    let is_committed = w.committed.get(&log_id.index).is_some_and(|c| {
+                        c.log_id == *log_id && c.payload == EntryPayload::Command(op.value)
                     });
-                    if !ok && log_id.index > obs.base.index {
+                    if !is_committed || !w.holds_committed(obs, log_id.index) {
                         return Err(Violation(format!(
                             "acknowledged write lost: value {} acknowledged at {log_id} is not in node {id}'s \
-                             final log (holds {:?})",
+                             final log (holds {:?}; compacted up to {})",
                             op.value,
-                            held.map(|e| (e.log_id, &e.payload))
+                            obs.entry(log_id.index).map(|e| (e.log_id, &e.payload)),
+                            obs.base
                         )));
                     }
                 }

@@ -5,9 +5,10 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use raft_core::{
-    AppendEntriesRequest, AppendEntriesResponse, AppendResult, Entry, HardState, LogIndex,
-    LogState, NetworkError, NodeId, RaftNetwork, RaftStorage, Snapshot, StorageError, VoteRequest,
-    VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, AppendResult, Entry, HardState,
+    InstallSnapshotRequest, InstallSnapshotResponse, LogId, LogIndex, LogState, NetworkError,
+    NodeId, RaftNetwork, RaftStorage, Snapshot, SnapshotChunk, SnapshotResult, StorageError,
+    VoteRequest, VoteResponse,
 };
 
 use super::world::{lock, Shared};
@@ -33,6 +34,10 @@ impl PowerSwitch {
 /// acknowledged (the durable state) to the harness, which checks the safety properties as the state
 /// changes. Works over any storage, so the harness can run on the in-memory and the file storage
 /// alike.
+///
+/// It also holds the storage to its contract: after every purge and snapshot it reads the log state
+/// (and snapshot id) back and compares them with what the acknowledged calls imply, and every
+/// snapshot chunk read must be the right slice of the snapshot it acknowledged last.
 pub struct ObservedStorage<S> {
     inner: S,
     node: NodeId,
@@ -132,14 +137,18 @@ impl<S: RaftStorage<u64>> RaftStorage<u64> for ObservedStorage<S> {
         self.before_write().await?;
         self.inner.purge(upto).await?;
         lock(&self.world).on_purge(self.node, upto);
+        self.read_back(&format!("purge({upto})")).await;
         Ok(())
     }
 
     async fn install_snapshot(&mut self, snapshot: Snapshot) -> Result<(), StorageError> {
         self.before_write().await?;
-        let last = snapshot.meta.last_log_id;
+        // The snapshot is small (a `LogStateMachine` state); keep a copy for the model.
+        let copy = snapshot.clone();
         self.inner.install_snapshot(snapshot).await?;
-        lock(&self.world).on_install_snapshot(self.node, last);
+        lock(&self.world).on_install_snapshot(self.node, &copy);
+        self.read_back(&format!("install_snapshot({})", copy.meta.last_log_id))
+            .await;
         Ok(())
     }
 
@@ -147,11 +156,46 @@ impl<S: RaftStorage<u64>> RaftStorage<u64> for ObservedStorage<S> {
         self.check_power()?;
         self.inner.snapshot().await
     }
+
+    async fn snapshot_chunk(
+        &mut self,
+        snapshot: LogId,
+        offset: u64,
+        max_len: usize,
+    ) -> Result<Option<SnapshotChunk>, StorageError> {
+        self.check_power()?;
+        let chunk = self.inner.snapshot_chunk(snapshot, offset, max_len).await?;
+        lock(&self.world).on_snapshot_chunk(self.node, snapshot, offset, max_len, &chunk);
+        Ok(chunk)
+    }
+}
+
+impl<S: RaftStorage<u64>> ObservedStorage<S> {
+    /// After `what` was acknowledged: reads the storage's log state and snapshot id back for the
+    /// model to compare (a failed read is a violation too; the node's own call already succeeded).
+    async fn read_back(&mut self, what: &str) {
+        let read = async {
+            let log = self.inner.log_state().await?;
+            let snapshot = self.inner.snapshot().await?;
+            Ok::<_, StorageError>((log, snapshot.map(|s| s.meta.last_log_id)))
+        };
+        let result = read.await;
+        let mut w = lock(&self.world);
+        match result {
+            Ok((log, snapshot)) => w.on_storage_readback(self.node, what, log, snapshot),
+            Err(e) => w.violation(format!(
+                "storage: node {} could not read its state back after {what}: {e}",
+                self.node
+            )),
+        }
+    }
 }
 
 /// The network of a harness node: a [`MockNetwork`] whose answers the harness inspects (ordering
-/// rules 1 and 2: a granted vote, and the entries a follower acknowledges, are durable on it by the
-/// time the answer arrives), and which goes silent when the node crashes.
+/// rules 1 and 2: a granted vote, the entries a follower acknowledges, and a snapshot it says it
+/// installed, are durable on it by the time the answer arrives), and which goes silent when the node
+/// crashes. It counts InstallSnapshot requests and answers per `(leader, follower)` in
+/// [`HarnessStats`](super::HarnessStats).
 pub struct ObservedNetwork {
     inner: MockNetwork<LogStateMachine>,
     node: NodeId,
@@ -232,14 +276,15 @@ impl RaftNetwork<u64> for ObservedNetwork {
             AppendResult::Success { match_index } if response.term == term => {
                 // Rule 2: a follower acknowledges only entries it holds durably. Within one term nothing
                 // can remove them again, so they must still be there if the follower is still in it.
+                // Entries it compacted since count if its compacted prefix is the committed one.
                 let problem = w.nodes.get(&target).and_then(|obs| {
                     if obs.hard_state.term != term {
                         return None;
                     }
                     sent.iter()
-                        .filter(|id| id.index <= match_index && id.index > obs.base.index)
-                        .find(|id| obs.entry(id.index).map(|e| e.log_id) != Some(**id))
-                        .map(|id| (*id, obs.entry(id.index).map(|e| e.log_id)))
+                        .filter(|id| id.index <= match_index)
+                        .find(|id| w.id_at(obs, id.index) != Some(**id))
+                        .map(|id| (*id, w.id_at(obs, id.index)))
                 });
                 if let Some((id, held)) = problem {
                     w.violation(format!(
@@ -286,6 +331,70 @@ impl RaftNetwork<u64> for ObservedNetwork {
                      but its durable votes in that term are {votes:?} (hard state now {durable:?})",
                     response.term
                 ));
+            }
+        }
+        Ok(response)
+    }
+    async fn install_snapshot(
+        &self,
+        target: NodeId,
+        request: InstallSnapshotRequest,
+    ) -> Result<InstallSnapshotResponse, NetworkError> {
+        self.check_power(target)?;
+        let term = request.term;
+        let (offset, len, done) = (request.offset, request.data.len(), request.done);
+        let snapshot = request.meta.last_log_id;
+        {
+            let mut w = lock(&self.world);
+            *w.stats
+                .snapshot_chunks_sent
+                .entry((self.node, target))
+                .or_default() += 1;
+            w.trace(|| {
+                format!(
+                    "node {}: snapshot chunk of {snapshot} to {target} in term {term}: offset {offset}, {len} \
+                     bytes, done {done}",
+                    self.node
+                )
+            });
+        }
+        let response = self.inner.install_snapshot(target, request).await?;
+        self.check_power(target)?;
+        let mut w = lock(&self.world);
+        *w.stats
+            .snapshot_chunks_answered
+            .entry((self.node, target))
+            .or_default() += 1;
+        w.trace(|| {
+            format!(
+                "node {}: snapshot chunk of {snapshot} at {offset} to {target}: {response:?}",
+                self.node
+            )
+        });
+        if let SnapshotResult::Installed {
+            snapshot: installed,
+        } = response.result
+        {
+            *w.stats
+                .snapshots_installed
+                .entry((self.node, target))
+                .or_default() += 1;
+            // Like rule 2: the follower answers `Installed` only once its log holds the snapshot's last
+            // entry durably (installed, or held already); within one term nothing removes it again.
+            if response.term == term {
+                let problem = w.nodes.get(&target).and_then(|obs| {
+                    let held = w.id_at(obs, installed.index);
+                    (obs.hard_state.term == term && held != Some(installed)).then_some(held)
+                });
+                if let Some(held) = problem {
+                    let stored = w.nodes.get(&target).and_then(|o| o.snapshot_id());
+                    w.violation(format!(
+                        "ordering rule 2: node {target} answered node {} in term {term} that it installed the \
+                         snapshot of {installed}, but does not hold {installed} durably (holds {held:?}; \
+                         snapshot {stored:?})",
+                        self.node
+                    ));
+                }
             }
         }
         Ok(response)

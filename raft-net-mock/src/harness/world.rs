@@ -2,22 +2,41 @@
 //!
 //! Observations arrive from four places, all on the test's single thread:
 //! * the storage wrapper ([`ObservedStorage`](super::ObservedStorage)): every hard state, append,
-//!   truncation and purge a node's storage acknowledged (the *durable* state);
+//!   truncation, purge and snapshot a node's storage acknowledged (the *durable* state), and every
+//!   snapshot chunk it read;
 //! * the network wrapper ([`ObservedNetwork`](super::ObservedNetwork)): RPC answers as the sender sees
 //!   them;
-//! * the test state machine ([`LogStateMachine`](super::LogStateMachine)): every applied entry;
+//! * the test state machine ([`LogStateMachine`](super::LogStateMachine)): every applied entry and
+//!   every restored snapshot;
 //! * the metrics watchers: who says it is leader in which term;
 //!
 //! plus the client history recorded by [`Client`](super::Client). Checks that can run at the moment of
 //! an observation do so and record a violation; the rest run on demand.
+//!
+//! ## Compaction
+//!
+//! The model of each node's durable log is its compaction point `base` (the last purged entry, or the
+//! last entry of a snapshot that replaced the log), the hash of the log prefix up to `base`, and the
+//! entries after it, each with the hash of the prefix up to it. The prefix hash of `base` is known
+//! exactly: 0 for the empty prefix; the node's own hash of that entry when it purges; and, when a
+//! snapshot from the leader replaces the log, the digest the snapshot carries (the hash of every entry
+//! the state machine applied, [`AppliedState`]), which is checked against the committed prefix when the
+//! snapshot is stored. So compacted entries are never guessed: a node "holds" a committed entry it
+//! compacted when its compacted prefix hashes to the committed prefix of the same length (checked
+//! whenever `base` moves), and comparisons of logs (Log Matching, Leader Append-Only, Leader
+//! Completeness, no lost acknowledged write) use those prefix hashes where the entries are gone.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use raft_core::{Entry, EntryPayload, HardState, LogId, LogIndex, NodeId, Term};
+use raft_core::storage::{slice_chunk, SnapshotChunk};
+use raft_core::{
+    Entry, EntryPayload, HardState, LogId, LogIndex, LogState, Membership, NodeId, Snapshot,
+    SnapshotMeta, Term,
+};
 
 use super::history::History;
+use super::state_machine::{chain_hash, AppliedState};
 
 /// The world, shared by every observer of one cluster.
 pub(crate) type Shared = Arc<Mutex<World>>;
@@ -36,6 +55,8 @@ const MAX_VIOLATIONS: usize = 32;
 pub(crate) struct Committed {
     pub(crate) log_id: LogId,
     pub(crate) payload: EntryPayload<u64>,
+    /// The hash of the committed log prefix up to and including this entry.
+    pub(crate) digest: u64,
     /// The node that applied it first.
     pub(crate) first_node: NodeId,
     /// The highest durable term of any node when it was first applied: the entry was committed by a
@@ -46,10 +67,22 @@ pub(crate) struct Committed {
 /// The leader-side samples of one node in one term.
 #[derive(Clone, Debug, Default)]
 struct LeaderSample {
-    /// The last entry of the durable log at the previous sample, with its chain hash.
+    /// The last entry of the durable log at the previous sample, with its prefix hash.
     last: Option<(LogId, u64)>,
     /// Committed entries up to this index are known to be in this leader's log.
     completeness_upto: LogIndex,
+}
+
+/// One start (incarnation) of a node's state machine.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct SmObs {
+    /// Every entry it applied, in order.
+    pub(crate) applied: Vec<(LogId, EntryPayload<u64>)>,
+    /// Every snapshot it restored: how many entries it had applied before, and the snapshot's last
+    /// log id.
+    pub(crate) restores: Vec<(usize, LogId)>,
+    /// Its state after its latest apply or restore, as the state machine reported it.
+    pub(crate) state: AppliedState,
 }
 
 /// What the harness knows of one node.
@@ -57,18 +90,23 @@ struct LeaderSample {
 pub(crate) struct NodeObs {
     /// The durable hard state.
     pub(crate) hard_state: HardState,
-    /// The id of the last purged entry (compaction point).
+    /// The compaction point: the last purged entry, or the last entry of the snapshot that replaced
+    /// the log (the default id if none).
     pub(crate) base: LogId,
+    /// The hash of the log prefix up to and including `base` (see the module docs). `None` only once
+    /// the storage reopened with a state it had not acknowledged (a durability violation) and no
+    /// other evidence gave it.
+    base_chain: Option<u64>,
     /// The durable log after `base`.
     pub(crate) log: Vec<Entry<u64>>,
-    /// `chain[i]` is a hash of the whole log up to `log[i]` (only meaningful while `base` is 0).
+    /// `chain[i]` is the hash of the log prefix up to `log[i]` (meaningful when `base_chain` is known).
     chain: Vec<u64>,
+    /// The durable snapshot.
+    pub(crate) snapshot: Option<Snapshot>,
     /// The current incarnation (1 for the first start).
     pub(crate) incarnation: u32,
-    /// Every entry each incarnation's state machine applied, in order: `applies[incarnation - 1]`.
-    pub(crate) applies: Vec<Vec<(LogId, EntryPayload<u64>)>>,
-    /// Where each incarnation's state machine started (a restored snapshot's index, else 0).
-    pub(crate) apply_base: Vec<LogIndex>,
+    /// Each incarnation's state machine: `sms[incarnation - 1]`.
+    pub(crate) sms: Vec<SmObs>,
     /// Whether the node runs.
     pub(crate) live: bool,
     leader_samples: BTreeMap<Term, LeaderSample>,
@@ -87,48 +125,45 @@ impl NodeObs {
         self.log.get((index - self.base.index - 1) as usize)
     }
 
+    /// The last log id of the durable snapshot.
+    pub(crate) fn snapshot_id(&self) -> Option<LogId> {
+        self.snapshot.as_ref().map(|s| s.meta.last_log_id)
+    }
+
+    /// The current incarnation's state machine.
+    pub(crate) fn current_sm(&self) -> Option<&SmObs> {
+        self.sms.last()
+    }
+
+    /// The hash of the prefix up to `index`, for `base` and the entries after it.
     fn chain_at(&self, index: LogIndex) -> Option<u64> {
-        if self.base.index != 0 || index == 0 {
+        let base_chain = self.base_chain?;
+        if index == self.base.index {
+            return Some(base_chain);
+        }
+        if index < self.base.index {
             return None;
         }
-        self.chain.get((index - 1) as usize).copied()
+        self.chain
+            .get((index - self.base.index - 1) as usize)
+            .copied()
     }
 
     fn push(&mut self, entry: Entry<u64>) {
-        let prev = self.chain.last().copied().unwrap_or(0);
+        let prev = self.chain.last().copied().or(self.base_chain).unwrap_or(0);
         self.chain.push(chain_hash(prev, &entry));
         self.log.push(entry);
     }
 
-    fn set_log(&mut self, base: LogId, entries: Vec<Entry<u64>>) {
+    fn set_log(&mut self, base: LogId, base_chain: Option<u64>, entries: Vec<Entry<u64>>) {
         self.base = base;
+        self.base_chain = base_chain;
         self.log.clear();
         self.chain.clear();
         for e in entries {
             self.push(e);
         }
     }
-}
-
-/// A hash of a log prefix, extended by one entry. Two logs with the same chain hash at an index hold
-/// (up to hash collisions, which could only hide a violation, never invent one) the same prefix.
-fn chain_hash(prev: u64, entry: &Entry<u64>) -> u64 {
-    // `DefaultHasher::new()` uses fixed keys: the same value on every run.
-    let mut h = std::hash::DefaultHasher::new();
-    prev.hash(&mut h);
-    entry.log_id.hash(&mut h);
-    match &entry.payload {
-        EntryPayload::Blank => 0u8.hash(&mut h),
-        EntryPayload::Command(v) => {
-            1u8.hash(&mut h);
-            v.hash(&mut h);
-        }
-        EntryPayload::Membership(m) => {
-            2u8.hash(&mut h);
-            m.voters.hash(&mut h);
-        }
-    }
-    h.finish()
 }
 
 /// Counters the harness keeps about the traffic it saw.
@@ -148,6 +183,20 @@ pub struct HarnessStats {
     pub crashes: u64,
     /// Node restarts.
     pub restarts: u64,
+    /// InstallSnapshot requests (chunks) sent, by `(leader, follower)`.
+    pub snapshot_chunks_sent: BTreeMap<(NodeId, NodeId), u64>,
+    /// InstallSnapshot requests answered (any answer), by `(leader, follower)`.
+    pub snapshot_chunks_answered: BTreeMap<(NodeId, NodeId), u64>,
+    /// InstallSnapshot requests answered `Installed`, by `(leader, follower)`.
+    pub snapshots_installed: BTreeMap<(NodeId, NodeId), u64>,
+    /// Snapshots storages acknowledged storing (`install_snapshot` calls; built locally or received).
+    pub snapshot_stores: u64,
+    /// Purges (log compactions) storages acknowledged that removed entries.
+    pub purges: u64,
+    /// Snapshot chunks read from storage (to be sent).
+    pub snapshot_chunk_reads: u64,
+    /// State machine restores from a snapshot (at a restart, or a snapshot from the leader).
+    pub restores: u64,
 }
 
 impl HarnessStats {
@@ -169,10 +218,12 @@ pub(crate) struct World {
     votes: BTreeMap<Term, BTreeMap<NodeId, BTreeSet<NodeId>>>,
     /// The index of the no-op each leader appends on taking office, by term.
     blanks: BTreeMap<Term, LogIndex>,
-    /// `(index, log id) -> chain hash` of every entry ever durable on any node (full logs only).
+    /// `(index, log id) -> prefix hash` of every entry ever durable on any node.
     chains: BTreeMap<(LogIndex, LogId), (u64, NodeId)>,
     /// Every committed entry, by index, as first applied.
     pub(crate) committed: BTreeMap<LogIndex, Committed>,
+    /// The committed membership entries, by index.
+    memberships: BTreeMap<LogIndex, Membership>,
     /// Where each command value was committed.
     pub(crate) positions: BTreeMap<u64, LogIndex>,
     /// The highest durable term of any node.
@@ -199,6 +250,7 @@ impl World {
             blanks: BTreeMap::new(),
             chains: BTreeMap::new(),
             committed: BTreeMap::new(),
+            memberships: BTreeMap::new(),
             positions: BTreeMap::new(),
             max_term: 0,
             history: History::default(),
@@ -233,6 +285,78 @@ impl World {
         self.nodes.entry(id).or_default()
     }
 
+    // ----- what a node holds, compacted entries included -----
+
+    /// Whether node `obs`'s compacted prefix (up to `base`) is the committed log prefix of that
+    /// length (always, for an empty one).
+    pub(crate) fn compacted_prefix_committed(&self, obs: &NodeObs) -> bool {
+        obs.base.index == 0
+            || self
+                .committed
+                .get(&obs.base.index)
+                .is_some_and(|c| c.log_id == obs.base && Some(c.digest) == obs.base_chain)
+    }
+
+    /// The id of the entry at `index` in node `obs`'s durable log, compacted or not; `None` past its
+    /// end, or in a compacted prefix that is not the committed one.
+    pub(crate) fn id_at(&self, obs: &NodeObs, index: LogIndex) -> Option<LogId> {
+        if index > obs.base.index {
+            obs.entry(index).map(|e| e.log_id)
+        } else if index == obs.base.index {
+            Some(obs.base)
+        } else if self.compacted_prefix_committed(obs) {
+            self.committed.get(&index).map(|c| c.log_id)
+        } else {
+            None
+        }
+    }
+
+    /// The hash of node `obs`'s durable log prefix up to `index`, compacted or not, if known.
+    pub(crate) fn prefix_hash(&self, obs: &NodeObs, index: LogIndex) -> Option<u64> {
+        if index >= obs.base.index {
+            obs.chain_at(index)
+        } else if self.compacted_prefix_committed(obs) {
+            self.committed.get(&index).map(|c| c.digest)
+        } else {
+            None
+        }
+    }
+
+    /// Whether node `obs`'s durable log holds the committed entry at `index`: as an entry, or in a
+    /// compacted prefix that is the committed one.
+    pub(crate) fn holds_committed(&self, obs: &NodeObs, index: LogIndex) -> bool {
+        let Some(c) = self.committed.get(&index) else {
+            return false;
+        };
+        if index > obs.base.index {
+            obs.entry(index)
+                .is_some_and(|e| e.log_id == c.log_id && e.payload == c.payload)
+        } else {
+            self.compacted_prefix_committed(obs)
+        }
+    }
+
+    /// Records a violation if node `id`'s compacted prefix is not the committed one. Every entry up to
+    /// a compaction point went into a snapshot, so it was applied, so it is committed.
+    fn check_base(&mut self, id: NodeId, when: &str) {
+        let Some(obs) = self.nodes.get(&id) else {
+            return;
+        };
+        if self.compacted_prefix_committed(obs) {
+            return;
+        }
+        let msg = format!(
+            "compaction: node {id}'s log is compacted up to {} ({when}), but that prefix (hash {:?}) is not the \
+             committed one (committed there: {:?})",
+            obs.base,
+            obs.base_chain,
+            self.committed
+                .get(&obs.base.index)
+                .map(|c| (c.log_id, c.digest))
+        );
+        self.violation(msg);
+    }
+
     // ----- storage observations -----
 
     /// A node (re)opened its storage and read this state. From the second opening on, it must be
@@ -243,36 +367,61 @@ impl World {
         hard_state: HardState,
         base: LogId,
         entries: Vec<Entry<u64>>,
+        snapshot: Option<Snapshot>,
     ) {
         let obs = self.node_mut(id);
         if obs.incarnation > 0 {
             let same_log = obs.base == base && obs.log == entries;
-            if obs.hard_state != hard_state || !same_log {
+            if obs.hard_state != hard_state || !same_log || obs.snapshot != snapshot {
                 let msg = format!(
                     "durability: node {id} reopened its storage with hard state {hard_state:?}, base {base}, \
-                     last entry {:?}, but had acknowledged hard state {:?}, base {}, last entry {:?} ({} vs {} entries)",
+                     last entry {:?}, snapshot {:?}, but had acknowledged hard state {:?}, base {}, last entry \
+                     {:?}, snapshot {:?} ({} vs {} entries{})",
                     entries.last().map(|e| e.log_id),
+                    snapshot.as_ref().map(|s| s.meta.last_log_id),
                     obs.hard_state,
                     obs.base,
                     obs.log.last().map(|e| e.log_id),
+                    obs.snapshot_id(),
                     entries.len(),
-                    obs.log.len()
+                    obs.log.len(),
+                    if obs.snapshot != snapshot && obs.snapshot_id() == snapshot.as_ref().map(|s| s.meta.last_log_id) {
+                        "; same snapshot id, different snapshot"
+                    } else {
+                        ""
+                    }
                 );
                 self.violation(msg);
             }
         }
         self.trace(|| {
             format!(
-                "node {id}: open storage: {hard_state:?}, base {base}, last {:?}",
-                entries.last().map(|e| e.log_id)
+                "node {id}: open storage: {hard_state:?}, base {base}, last {:?}, snapshot {:?}",
+                entries.last().map(|e| e.log_id),
+                snapshot.as_ref().map(|s| s.meta.last_log_id)
             )
         });
+        let base_chain = {
+            let obs = &self.nodes[&id];
+            let from_snapshot = snapshot
+                .as_ref()
+                .filter(|s| s.meta.last_log_id == base)
+                .and_then(|s| AppliedState::decode(&s.data).ok())
+                .map(|s| s.digest);
+            if obs.incarnation > 0 && obs.base == base && obs.base_chain.is_some() {
+                obs.base_chain
+            } else if base.index == 0 {
+                Some(0)
+            } else {
+                from_snapshot.or_else(|| self.chains.get(&(base.index, base)).map(|c| c.0))
+            }
+        };
         let obs = self.node_mut(id);
         obs.hard_state = hard_state;
-        obs.set_log(base, entries);
+        obs.set_log(base, base_chain, entries);
+        obs.snapshot = snapshot;
         obs.incarnation += 1;
-        obs.applies.push(Vec::new());
-        obs.apply_base.push(0);
+        obs.sms.push(SmObs::default());
         obs.live = true;
         self.max_term = self.max_term.max(hard_state.term);
         let chained: Vec<(LogIndex, LogId, u64)> = {
@@ -288,6 +437,7 @@ impl World {
         for (index, log_id, h) in chained {
             self.check_chain(id, index, log_id, h);
         }
+        self.check_base(id, "as reopened");
     }
 
     pub(crate) fn on_save_hard_state(&mut self, id: NodeId, hs: HardState) {
@@ -463,7 +613,10 @@ impl World {
         obs.chain.truncate(keep);
     }
 
+    /// The storage acknowledged purging the log up to `upto`. Only entries a durable snapshot covers
+    /// may go.
     pub(crate) fn on_purge(&mut self, id: NodeId, upto: LogIndex) {
+        self.trace(|| format!("node {id}: purge up to {upto}"));
         let obs = self.node_mut(id);
         if upto <= obs.base.index {
             return;
@@ -472,38 +625,213 @@ impl World {
         if n == 0 {
             return;
         }
-        obs.base = obs.log[n - 1].log_id;
+        let new_base = obs.log[n - 1].log_id;
+        obs.base_chain = obs.chain_at(new_base.index);
+        obs.base = new_base;
         obs.log.drain(..n);
-        obs.chain.clear(); // prefixes can no longer be compared
+        obs.chain.drain(..n);
+        let snapshot = obs.snapshot_id();
+        self.stats.purges += 1;
+        if snapshot.is_none_or(|s| s.index < upto) {
+            self.violation(format!(
+                "compaction: node {id} purged its log up to {upto}, past its durable snapshot ({snapshot:?}): \
+                 entries no snapshot holds are gone"
+            ));
+        }
+        self.check_base(id, "after a purge");
     }
 
-    pub(crate) fn on_install_snapshot(&mut self, id: NodeId, last: LogId) {
+    /// The storage acknowledged storing `snapshot`. Checks its state against the committed prefix,
+    /// then follows the storage contract: an older snapshot than the stored one is ignored; a newer one
+    /// replaces it, and replaces the log too unless the log holds the snapshot's last entry.
+    pub(crate) fn on_install_snapshot(&mut self, id: NodeId, snapshot: &Snapshot) {
+        let last = snapshot.meta.last_log_id;
+        self.trace(|| {
+            format!(
+                "node {id}: store snapshot of {last} ({} bytes)",
+                snapshot.data.len()
+            )
+        });
+        self.stats.snapshot_stores += 1;
+        let state = match AppliedState::decode(&snapshot.data) {
+            Ok(state) => {
+                self.verify_state(id, "a snapshot it stored", &snapshot.meta, &state);
+                Some(state)
+            }
+            Err(e) => {
+                self.violation(format!(
+                    "snapshot: node {id} stored a snapshot of {last} whose data is not a state machine state: {e}"
+                ));
+                None
+            }
+        };
         let obs = self.node_mut(id);
-        let holds = obs.entry(last.index).is_some_and(|e| e.log_id == last);
-        if holds {
-            return; // the log is kept; a later purge compacts it
+        if obs
+            .snapshot_id()
+            .is_some_and(|stored| last.index <= stored.index)
+        {
+            return; // a snapshot never moves backwards: the storage ignores it
         }
-        if last.index >= obs.base.index && last != obs.base {
+        obs.snapshot = Some(snapshot.clone());
+        let holds = obs.base == last || obs.entry(last.index).is_some_and(|e| e.log_id == last);
+        if !holds {
             obs.base = last;
+            obs.base_chain = state.map(|s| s.digest);
             obs.log.clear();
             obs.chain.clear();
+            self.check_base(id, "after a snapshot replaced the log");
+        }
+    }
+
+    /// The storage answered `snapshot_chunk(snapshot, offset, max_len)` with `got`: it must be that
+    /// slice of the snapshot the storage acknowledged last, or `None` if that is another one.
+    pub(crate) fn on_snapshot_chunk(
+        &mut self,
+        id: NodeId,
+        snapshot: LogId,
+        offset: u64,
+        max_len: usize,
+        got: &Option<SnapshotChunk>,
+    ) {
+        self.stats.snapshot_chunk_reads += 1;
+        let Some(obs) = self.nodes.get(&id) else {
+            return;
+        };
+        let expected = obs
+            .snapshot
+            .as_ref()
+            .filter(|s| s.meta.last_log_id == snapshot)
+            .map(|s| slice_chunk(&s.data, offset, max_len));
+        if *got != expected {
+            let brief = |c: &Option<SnapshotChunk>| c.as_ref().map(|c| (c.data.len(), c.done));
+            let msg = format!(
+                "storage: node {id} read snapshot_chunk({snapshot}, offset {offset}, max {max_len}) as {:?} \
+                 (length, done), but the snapshot it acknowledged is {:?}, which gives {:?}",
+                brief(got),
+                obs.snapshot_id(),
+                brief(&expected)
+            );
+            self.violation(msg);
+        }
+    }
+
+    /// What node `id`'s storage reports after acknowledging `what`: it must agree with the model.
+    pub(crate) fn on_storage_readback(
+        &mut self,
+        id: NodeId,
+        what: &str,
+        log: LogState,
+        snapshot: Option<LogId>,
+    ) {
+        let Some(obs) = self.nodes.get(&id) else {
+            return;
+        };
+        if log.last_purged != obs.base
+            || log.last_log_id != obs.last_log_id()
+            || snapshot != obs.snapshot_id()
+        {
+            let msg = format!(
+                "storage contract: after {what}, node {id}'s storage reports last purged {}, last entry {}, \
+                 snapshot {snapshot:?}; what it acknowledged implies {}, {}, {:?}",
+                log.last_purged,
+                log.last_log_id,
+                obs.base,
+                obs.last_log_id(),
+                obs.snapshot_id()
+            );
+            self.violation(msg);
+        }
+    }
+
+    /// Checks a state machine state carried by a snapshot (`what`) of node `id` against the committed
+    /// log: the state as of the snapshot's last entry, with the committed prefix's hash, recent
+    /// commands and membership.
+    fn verify_state(&mut self, id: NodeId, what: &str, meta: &SnapshotMeta, state: &AppliedState) {
+        let last = meta.last_log_id;
+        let mut problems = Vec::new();
+        if state.last != last {
+            problems.push(format!(
+                "snapshot: {what} (node {id}) is of {last}, but its data is the state as of {}",
+                state.last
+            ));
+        }
+        match self.committed.get(&last.index) {
+            Some(c) if c.log_id == last && c.digest == state.digest => {}
+            None if last.index == 0 && state.digest == 0 => {}
+            Some(c) => problems.push(format!(
+                "state machine safety: {what} (node {id}, of {last}) is not the committed log prefix: its \
+                 digest is {:#x}; the committed prefix ends with {} and hashes to {:#x}",
+                state.digest, c.log_id, c.digest
+            )),
+            None => problems.push(format!(
+                "snapshot: {what} (node {id}) covers {last}, which no node has applied"
+            )),
+        }
+        for &(index, value) in &state.recent {
+            let ok = index <= last.index
+                && self
+                    .committed
+                    .get(&index)
+                    .is_some_and(|c| c.payload == EntryPayload::Command(value));
+            if !ok {
+                problems.push(format!(
+                    "state machine safety: {what} (node {id}, of {last}) says value {value} was applied at index \
+                     {index}; committed there: {:?}",
+                    self.committed.get(&index).map(|c| (c.log_id, &c.payload))
+                ));
+            }
+        }
+        if last.index > 0 {
+            let in_force = self.memberships.range(..=last.index).next_back();
+            if in_force.map(|(_, m)| m) != Some(&meta.membership) {
+                problems.push(format!(
+                    "snapshot: {what} (node {id}, of {last}) carries membership {:?}, but the membership in \
+                     force there is {in_force:?}",
+                    meta.membership
+                ));
+            }
+        }
+        for p in problems {
+            self.violation(p);
         }
     }
 
     // ----- state machine observations -----
 
-    pub(crate) fn on_restore(&mut self, id: NodeId, incarnation: u32, last: LogIndex) {
-        let obs = self.node_mut(id);
-        let i = incarnation as usize - 1;
-        if let Some(b) = obs.apply_base.get_mut(i) {
-            *b = last;
-        }
-        if let Some(a) = obs.applies.get_mut(i) {
-            a.clear();
+    /// Incarnation `incarnation` of node `id` restored a snapshot whose data decoded to `state`.
+    pub(crate) fn on_restore(
+        &mut self,
+        id: NodeId,
+        incarnation: u32,
+        meta: &SnapshotMeta,
+        state: &AppliedState,
+    ) {
+        let last = meta.last_log_id;
+        self.trace(|| format!("node {id}/{incarnation}: restore snapshot of {last}"));
+        self.stats.restores += 1;
+        self.verify_state(id, "a snapshot it restored", meta, state);
+        let Some(sm) = self.node_mut(id).sms.get_mut(incarnation as usize - 1) else {
+            return;
+        };
+        let before = sm.state.last;
+        sm.restores.push((sm.applied.len(), last));
+        sm.state = state.clone();
+        if last.index < before.index {
+            self.violation(format!(
+                "state machine safety: node {id} (incarnation {incarnation}) restored a snapshot of {last} after \
+                 applying up to {before} (a state machine never goes back)"
+            ));
         }
     }
 
-    pub(crate) fn on_apply(&mut self, id: NodeId, incarnation: u32, entries: &[Entry<u64>]) {
+    /// Incarnation `incarnation` of node `id` applied `entries` and reached state `after`.
+    pub(crate) fn on_apply(
+        &mut self,
+        id: NodeId,
+        incarnation: u32,
+        entries: &[Entry<u64>],
+        after: &AppliedState,
+    ) {
         self.trace(|| {
             format!(
                 "node {id}/{incarnation}: apply {:?}..={:?}",
@@ -511,31 +839,32 @@ impl World {
                 entries.last().map(|e| e.log_id)
             )
         });
+        let i = incarnation as usize - 1;
         let quorum = self.quorum();
+        let mut expected = self
+            .nodes
+            .get(&id)
+            .and_then(|o| o.sms.get(i))
+            .map_or(0, |sm| sm.state.last.index)
+            + 1;
         for entry in entries {
             let index = entry.log_id.index;
-            let (expected, durable_here) = {
-                let obs = self.node_mut(id);
-                let i = incarnation as usize - 1;
-                let base = obs.apply_base.get(i).copied().unwrap_or(0);
-                let last = obs
-                    .applies
-                    .get(i)
-                    .and_then(|a| a.last())
-                    .map_or(base, |(l, _)| l.index);
-                let durable = if index <= obs.base.index {
-                    None
-                } else {
-                    Some(obs.entry(index).cloned())
-                };
-                (last + 1, durable)
-            };
             if index != expected {
                 self.violation(format!(
                     "state machine safety: node {id} (incarnation {incarnation}) applied index {index}, \
-                     expected {expected} (entries are applied once, in order, without gaps)"
+                     expected {expected} (entries are applied once, in order, without gaps, after the last \
+                     snapshot restored)"
                 ));
             }
+            expected = index + 1;
+            let durable_here = {
+                let obs = self.node_mut(id);
+                if index <= obs.base.index {
+                    None // compacted since: compared with the committed entry below
+                } else {
+                    Some(obs.entry(index).cloned())
+                }
+            };
             if let Some(own) = durable_here {
                 if own.as_ref() != Some(entry) {
                     self.violation(format!(
@@ -557,50 +886,86 @@ impl World {
                         self.violation(msg);
                     }
                 }
-                None => {
-                    // First apply anywhere: the entry must be durable on a majority.
-                    let holders: Vec<NodeId> = self
-                        .nodes
-                        .iter()
-                        .filter(|(_, o)| {
-                            index <= o.base.index
-                                || o.entry(index).is_some_and(|e| e.log_id == entry.log_id)
-                        })
-                        .map(|(&n, _)| n)
-                        .collect();
-                    if holders.len() < quorum {
-                        self.violation(format!(
-                            "commitment: node {id} applied {} while only nodes {holders:?} held it durably \
-                             (a majority is {quorum})",
-                            entry.log_id
-                        ));
-                    }
-                    if let EntryPayload::Command(v) = entry.payload {
-                        if let Some(&other) = self.positions.get(&v) {
-                            self.violation(format!(
-                                "linearizability: value {v} committed twice, at indexes {other} and {index}"
-                            ));
-                        } else {
-                            self.positions.insert(v, index);
-                        }
-                    }
-                    let max_term = self.max_term;
-                    self.committed.insert(
-                        index,
-                        Committed {
-                            log_id: entry.log_id,
-                            payload: entry.payload.clone(),
-                            first_node: id,
-                            max_term,
-                        },
-                    );
-                }
+                None => self.first_apply(id, entry, quorum),
             }
             let obs = self.node_mut(id);
-            if let Some(a) = obs.applies.get_mut(incarnation as usize - 1) {
-                a.push((entry.log_id, entry.payload.clone()));
+            if let Some(sm) = obs.sms.get_mut(i) {
+                sm.applied.push((entry.log_id, entry.payload.clone()));
             }
         }
+        if let Some(last) = entries.last() {
+            let committed = self
+                .committed
+                .get(&last.log_id.index)
+                .map(|c| (c.log_id, c.digest));
+            if committed != Some((after.last, after.digest)) {
+                self.violation(format!(
+                    "state machine safety: node {id} (incarnation {incarnation}) reached state {} / {:#x} by \
+                     applying up to {}, but the committed prefix there is {committed:?} (last id, hash)",
+                    after.last, after.digest, last.log_id
+                ));
+            }
+        }
+        if let Some(sm) = self.node_mut(id).sms.get_mut(i) {
+            sm.state = after.clone();
+        }
+    }
+
+    /// Node `id` is the first to apply `entry`: it must be durable on a majority; it becomes committed.
+    fn first_apply(&mut self, id: NodeId, entry: &Entry<u64>, quorum: usize) {
+        let index = entry.log_id.index;
+        // A node that compacted the index does not count: compacting needs a snapshot, which needs the
+        // entry applied first, so the entry would be committed already.
+        let holders: Vec<NodeId> = self
+            .nodes
+            .iter()
+            .filter(|(_, o)| o.entry(index).is_some_and(|e| e.log_id == entry.log_id))
+            .map(|(&n, _)| n)
+            .collect();
+        if holders.len() < quorum {
+            self.violation(format!(
+                "commitment: node {id} applied {} while only nodes {holders:?} held it durably \
+                 (a majority is {quorum})",
+                entry.log_id
+            ));
+        }
+        if let EntryPayload::Command(v) = entry.payload {
+            if let Some(&other) = self.positions.get(&v) {
+                self.violation(format!(
+                    "linearizability: value {v} committed twice, at indexes {other} and {index}"
+                ));
+            } else {
+                self.positions.insert(v, index);
+            }
+        }
+        if let EntryPayload::Membership(m) = &entry.payload {
+            self.memberships.insert(index, m.clone());
+        }
+        let prev = match index {
+            0 | 1 => 0,
+            _ => match self.committed.get(&(index - 1)) {
+                Some(p) => p.digest,
+                None => {
+                    self.violation(format!(
+                        "state machine safety: node {id} applied {} first, but no node ever applied index {}",
+                        entry.log_id,
+                        index - 1
+                    ));
+                    0
+                }
+            },
+        };
+        let max_term = self.max_term;
+        self.committed.insert(
+            index,
+            Committed {
+                log_id: entry.log_id,
+                payload: entry.payload.clone(),
+                digest: chain_hash(prev, entry),
+                first_node: id,
+                max_term,
+            },
+        );
     }
 
     // ----- metrics observations -----
@@ -627,13 +992,14 @@ impl World {
             return; // the node has moved on since it published these metrics
         }
         let last = obs.last_log_id();
-        let last_chain = obs.chain_at(last.index).unwrap_or(0);
+        let last_chain = self.prefix_hash(obs, last.index).unwrap_or(0);
         let sample = obs.leader_samples.get(&term).cloned().unwrap_or_default();
         let mut problems = Vec::new();
-        // Leader Append-Only: what the leader held at the previous sample is still there, unchanged.
+        // Leader Append-Only: what the leader held at the previous sample is still there, unchanged
+        // (compacted since, if so, into the committed prefix).
         if let Some((prev, prev_chain)) = sample.last {
-            let now = obs.entry(prev.index).map(|e| e.log_id);
-            let now_chain = obs.chain_at(prev.index).unwrap_or(0);
+            let now = self.id_at(obs, prev.index);
+            let now_chain = self.prefix_hash(obs, prev.index).unwrap_or(0);
             if now != Some(prev) || now_chain != prev_chain {
                 problems.push(format!(
                     "leader append-only: node {id}, leader of term {term}, held {prev} (and its prefix) at an \
@@ -647,17 +1013,14 @@ impl World {
             if c.max_term >= term {
                 break;
             }
-            let holds = index <= obs.base.index
-                || obs
-                    .entry(index)
-                    .is_some_and(|e| e.log_id == c.log_id && e.payload == c.payload);
-            if !holds {
+            if !self.holds_committed(obs, index) {
                 problems.push(format!(
                     "leader completeness: node {id}, leader of term {term}, lacks committed entry {} \
-                     (committed by term {} at the latest); it holds {:?} there",
+                     (committed by term {} at the latest); it holds {:?} there (compacted up to {})",
                     c.log_id,
                     c.max_term,
-                    obs.entry(index).map(|e| e.log_id)
+                    obs.entry(index).map(|e| e.log_id),
+                    obs.base
                 ));
                 break;
             }
@@ -687,30 +1050,45 @@ impl World {
         Ok(())
     }
 
-    /// Log Matching between every pair of durable logs, as they are now.
+    /// Log Matching between every pair of durable logs, as they are now: at the highest index where
+    /// two logs hold the same entry id, the entries both still hold are identical, and so are the
+    /// whole prefixes (compacted parts included, by their hashes).
     pub(crate) fn check_log_matching(&self) -> Result<(), String> {
         let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
         for (i, &a) in ids.iter().enumerate() {
             for &b in &ids[i + 1..] {
                 let (la, lb) = (&self.nodes[&a], &self.nodes[&b]);
-                let from = la.base.index.max(lb.base.index) + 1;
+                let from = la.base.index.max(lb.base.index);
                 let to = la.last_log_id().index.min(lb.last_log_id().index);
-                // The highest index where both hold the same id; the prefixes must agree up to it.
-                let top = (from..=to)
-                    .rev()
-                    .find(|&ix| la.entry(ix).map(|e| e.log_id) == lb.entry(ix).map(|e| e.log_id));
-                if let Some(top) = top {
-                    for ix in from..=top {
-                        let (ea, eb) = (la.entry(ix), lb.entry(ix));
-                        if ea != eb {
-                            return Err(format!(
-                                "log matching: nodes {a} and {b} both hold {:?} at index {top}, but differ at \
-                                 index {ix}: {:?} vs {:?}",
-                                la.entry(top).map(|e| e.log_id),
-                                ea,
-                                eb
-                            ));
-                        }
+                let top = (from..=to).rev().find(|&ix| {
+                    let id = self.id_at(la, ix);
+                    id.is_some() && id == self.id_at(lb, ix)
+                });
+                let Some(top) = top else {
+                    continue;
+                };
+                for ix in from + 1..=top {
+                    let (ea, eb) = (la.entry(ix), lb.entry(ix));
+                    if ea != eb {
+                        return Err(format!(
+                            "log matching: nodes {a} and {b} both hold {:?} at index {top}, but differ at \
+                             index {ix}: {:?} vs {:?}",
+                            self.id_at(la, top),
+                            ea,
+                            eb
+                        ));
+                    }
+                }
+                if let (Some(ha), Some(hb)) = (self.prefix_hash(la, top), self.prefix_hash(lb, top))
+                {
+                    if ha != hb {
+                        return Err(format!(
+                            "log matching: nodes {a} and {b} both hold {:?} at index {top}, but their log \
+                             prefixes up to it differ (compacted up to {} and {})",
+                            self.id_at(la, top),
+                            la.base,
+                            lb.base
+                        ));
                     }
                 }
             }
@@ -718,11 +1096,12 @@ impl World {
         Ok(())
     }
 
-    /// State Machine Safety over everything applied so far (re-checks what `on_apply` checked).
+    /// State Machine Safety over everything applied and restored so far (re-checks what `on_apply`
+    /// and `on_restore` checked).
     pub(crate) fn check_state_machine_safety(&self) -> Result<(), String> {
         for (&id, obs) in &self.nodes {
-            for (inc, applied) in obs.applies.iter().enumerate() {
-                for (log_id, payload) in applied {
+            for (inc, sm) in obs.sms.iter().enumerate() {
+                for (log_id, payload) in &sm.applied {
                     match self.committed.get(&log_id.index) {
                         Some(c) if c.log_id == *log_id && c.payload == *payload => {}
                         other => {
@@ -733,6 +1112,16 @@ impl World {
                                 other.map(|c| (c.log_id, &c.payload))
                             ))
                         }
+                    }
+                }
+                for &(_, to) in &sm.restores {
+                    let committed = self.committed.get(&to.index).map(|c| c.log_id);
+                    if to.index > 0 && committed != Some(to) {
+                        return Err(format!(
+                            "state machine safety: node {id} (incarnation {}) restored a snapshot of {to}; the \
+                             entry committed there is {committed:?}",
+                            inc + 1
+                        ));
                     }
                 }
             }
@@ -749,7 +1138,7 @@ mod tests {
     fn world(n: u64) -> World {
         let mut w = World::new(1, "replay".into(), (1..=n).collect());
         for id in 1..=n {
-            w.on_open(id, HardState::default(), LogId::default(), Vec::new());
+            w.on_open(id, HardState::default(), LogId::default(), Vec::new(), None);
         }
         w
     }
@@ -773,6 +1162,15 @@ mod tests {
             log_id: LogId::new(0, 1),
             payload: EntryPayload::Membership(Membership::new([1, 2, 3])),
         }
+    }
+
+    /// Incarnation `inc` of node `id` applies `entries`, reporting the state a `LogStateMachine` would.
+    fn apply(w: &mut World, id: NodeId, inc: u32, entries: &[Entry<u64>]) {
+        let mut state = w.nodes[&id].sms[inc as usize - 1].state.clone();
+        for e in entries {
+            state.apply(e);
+        }
+        w.on_apply(id, inc, entries, &state);
     }
 
     fn has(w: &World, what: &str) -> bool {
@@ -803,8 +1201,8 @@ mod tests {
         let entries = [blank(1, 2), cmd(1, 3, 7)];
         w.on_append(1, &entries);
         w.on_append(2, &entries);
-        w.on_apply(1, 1, &[membership(), blank(1, 2), cmd(1, 3, 7)]);
-        w.on_apply(2, 1, &[membership(), blank(1, 2), cmd(1, 3, 7)]);
+        apply(&mut w, 1, 1, &[membership(), blank(1, 2), cmd(1, 3, 7)]);
+        apply(&mut w, 2, 1, &[membership(), blank(1, 2), cmd(1, 3, 7)]);
         w.observe_leader(1, 1);
         assert!(w.violations.is_empty(), "{:?}", w.violations);
         assert!(w.check_log_matching().is_ok());
@@ -862,6 +1260,7 @@ mod tests {
             },
             LogId::default(),
             Vec::new(),
+            None,
         );
         w.on_save_hard_state(
             2,
@@ -920,7 +1319,7 @@ mod tests {
         for id in 1..=3 {
             w.on_append(id, &[membership(), cmd(1, 2, 5)]);
         }
-        w.on_apply(1, 1, &[membership(), cmd(1, 2, 5)]);
+        apply(&mut w, 1, 1, &[membership(), cmd(1, 2, 5)]);
         w.on_save_hard_state(
             2,
             HardState {
@@ -945,10 +1344,11 @@ mod tests {
         w.on_append(1, &[membership(), blank(2, 2)]);
         w.observe_leader(1, 2);
         // Rewritten behind the harness's back (same length, different entry).
-        w.nodes
-            .get_mut(&1)
-            .unwrap()
-            .set_log(LogId::default(), vec![membership(), cmd(1, 2, 3)]);
+        w.nodes.get_mut(&1).unwrap().set_log(
+            LogId::default(),
+            Some(0),
+            vec![membership(), cmd(1, 2, 3)],
+        );
         w.observe_leader(1, 2);
         assert!(has(&w, "leader append-only"), "{:?}", w.violations);
     }
@@ -959,13 +1359,13 @@ mod tests {
         w.on_append(1, &[membership(), cmd(1, 2, 5)]);
         w.on_append(2, &[membership(), cmd(1, 2, 5)]);
         w.on_append(3, &[membership(), cmd(2, 2, 6)]);
-        w.on_apply(1, 1, &[membership(), cmd(1, 2, 5)]);
-        w.on_apply(3, 1, &[membership(), cmd(2, 2, 6)]);
+        apply(&mut w, 1, 1, &[membership(), cmd(1, 2, 5)]);
+        apply(&mut w, 3, 1, &[membership(), cmd(2, 2, 6)]);
         assert!(has(&w, "node 3 applied 2-2"), "{:?}", w.violations);
         let mut w = world(3);
         w.on_append(1, &[membership(), cmd(1, 2, 5)]);
         w.on_append(2, &[membership(), cmd(1, 2, 5)]);
-        w.on_apply(1, 1, &[cmd(1, 2, 5)]);
+        apply(&mut w, 1, 1, &[cmd(1, 2, 5)]);
         assert!(has(&w, "expected 1"), "gap: {:?}", w.violations);
     }
 
@@ -975,7 +1375,7 @@ mod tests {
         w.on_append(1, &[membership(), cmd(1, 2, 5)]);
         w.on_append(2, &[membership()]);
         w.on_append(3, &[membership()]);
-        w.on_apply(1, 1, &[membership(), cmd(1, 2, 5)]);
+        apply(&mut w, 1, 1, &[membership(), cmd(1, 2, 5)]);
         assert!(
             has(&w, "commitment: node 1 applied 1-2"),
             "{:?}",
@@ -996,7 +1396,7 @@ mod tests {
                 voted_for: Some(1),
             },
         );
-        w.on_apply(1, 1, &[membership(), cmd(1, 2, 5)]);
+        apply(&mut w, 1, 1, &[membership(), cmd(1, 2, 5)]);
         // Node 3 lacks the committed entry, yet leads a later term.
         w.on_save_hard_state(
             3,
