@@ -213,6 +213,8 @@ pub fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colors only on a terminal: log files (the cluster launcher's children, tests) stay plain.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let runtime = match cli.command {
         Command::Serve(_) | Command::Cluster(_) => tokio::runtime::Builder::new_multi_thread()
