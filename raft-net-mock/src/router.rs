@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use raft_core::{NodeId, Raft, StateMachine};
+use raft_core::{LogId, NodeId, Raft, StateMachine};
 
 use crate::network::MockNetwork;
 
@@ -68,8 +68,9 @@ pub(crate) struct RouterState<SM: StateMachine> {
     groups: BTreeMap<NodeId, usize>,
     isolated: BTreeSet<NodeId>,
     pub(crate) stats: RouterStats,
-    /// InstallSnapshot requests handed to each target, duplicates included.
-    snapshot_delivered: BTreeMap<NodeId, u64>,
+    /// `(snapshot, offset)` of every InstallSnapshot request handed to each target, in order of
+    /// arrival, second copies of duplicated ones included.
+    snapshot_arrivals: BTreeMap<NodeId, Vec<(LogId, u64)>>,
 }
 
 impl<SM: StateMachine> RouterState<SM> {
@@ -103,8 +104,8 @@ impl<SM: StateMachine> RouterState<SM> {
         d
     }
 
-    /// Counts one request of `kind` handed to `target` (`copy`: the second copy of a duplicated one).
-    pub(crate) fn count_delivery(&mut self, kind: RpcKind, target: NodeId, copy: bool) {
+    /// Counts one request of `kind` handed to its target (`copy`: the second copy of a duplicated one).
+    pub(crate) fn count_delivery(&mut self, kind: RpcKind, copy: bool) {
         if copy {
             self.stats.duplicated += 1;
         } else {
@@ -112,8 +113,15 @@ impl<SM: StateMachine> RouterState<SM> {
         }
         if kind == RpcKind::InstallSnapshot {
             self.stats.snapshot_chunks_delivered += 1;
-            *self.snapshot_delivered.entry(target).or_default() += 1;
         }
+    }
+
+    /// Records that the chunk at `offset` of `snapshot` reached `target`.
+    pub(crate) fn record_snapshot_arrival(&mut self, target: NodeId, snapshot: LogId, offset: u64) {
+        self.snapshot_arrivals
+            .entry(target)
+            .or_default()
+            .push((snapshot, offset));
     }
 }
 
@@ -142,7 +150,7 @@ impl<SM: StateMachine> Router<SM> {
                 groups: BTreeMap::new(),
                 isolated: BTreeSet::new(),
                 stats: RouterStats::default(),
-                snapshot_delivered: BTreeMap::new(),
+                snapshot_arrivals: BTreeMap::new(),
             })),
         }
     }
@@ -231,10 +239,20 @@ impl<SM: StateMachine> Router<SM> {
     /// both copies of a duplicated one.
     pub fn snapshot_chunks_delivered(&self, target: NodeId) -> u64 {
         self.lock()
-            .snapshot_delivered
+            .snapshot_arrivals
             .get(&target)
-            .copied()
-            .unwrap_or(0)
+            .map_or(0, |a| a.len() as u64)
+    }
+
+    /// The `(snapshot last log id, offset)` of every InstallSnapshot request the router handed to
+    /// `target`, in the order they arrived (both copies of a duplicated one): shows chunks arriving
+    /// twice or out of order.
+    pub fn snapshot_arrivals(&self, target: NodeId) -> Vec<(LogId, u64)> {
+        self.lock()
+            .snapshot_arrivals
+            .get(&target)
+            .cloned()
+            .unwrap_or_default()
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, RouterState<SM>> {

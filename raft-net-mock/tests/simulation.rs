@@ -118,7 +118,8 @@ async fn scenario(seed: u64) -> Summary {
         config.rpc_timeout = ms(rng.u64(10..300));
     }
     // Snapshots in every run, small and often.
-    config.snapshot_policy = SnapshotPolicy::AfterAppliedEntries(rng.u64(5..=30));
+    let snapshot_every = rng.u64(5..=30);
+    config.snapshot_policy = SnapshotPolicy::AfterAppliedEntries(snapshot_every);
     config.snapshot_keep_entries = rng.u64(0..=10);
     config.snapshot_chunk_size = rng.usize(16..=64);
     let opts = ClusterOptions::new(n, seed)
@@ -234,8 +235,20 @@ async fn scenario(seed: u64) -> Summary {
         c.fail("no write succeeded after healing everything");
     }
     c.assert_final(Duration::from_secs(30)).await;
-    if c.stats().snapshot_stores == 0 {
-        c.fail("no node stored a snapshot: compaction did not run in this seed");
+    // Every node applied the whole log since its last start at the latest, so a log of twice the
+    // threshold means some node snapshotted. (A seed whose faults let almost nothing commit may not
+    // reach it.)
+    let committed = c
+        .all_metrics()
+        .values()
+        .map(|m| m.commit_index)
+        .max()
+        .unwrap_or(0);
+    if committed >= 2 * snapshot_every && c.stats().snapshot_stores == 0 {
+        c.fail(&format!(
+            "no node stored a snapshot, with {committed} entries committed and a snapshot due every \
+             {snapshot_every}: compaction did not run"
+        ));
     }
 
     Summary {

@@ -269,10 +269,12 @@ impl World {
         }
     }
 
+    /// Records a violation (once: a repeat of one already recorded is dropped, so that one fault seen
+    /// over and over does not crowd out the others).
     pub(crate) fn violation(&mut self, msg: String) {
         self.trace(|| format!("VIOLATION: {msg}"));
         tracing::error!(seed = self.seed, "{msg}");
-        if self.violations.len() < MAX_VIOLATIONS {
+        if self.violations.len() < MAX_VIOLATIONS && !self.violations.contains(&msg) {
             self.violations.push(msg);
         }
     }
@@ -704,12 +706,14 @@ impl World {
             .map(|s| slice_chunk(&s.data, offset, max_len));
         if *got != expected {
             let brief = |c: &Option<SnapshotChunk>| c.as_ref().map(|c| (c.data.len(), c.done));
+            let same_shape = brief(got) == brief(&expected);
             let msg = format!(
                 "storage: node {id} read snapshot_chunk({snapshot}, offset {offset}, max {max_len}) as {:?} \
-                 (length, done), but the snapshot it acknowledged is {:?}, which gives {:?}",
+                 (length, done), but the snapshot it acknowledged is {:?}, which gives {:?}{}",
                 brief(got),
                 obs.snapshot_id(),
-                brief(&expected)
+                brief(&expected),
+                if same_shape { " with other bytes" } else { "" }
             );
             self.violation(msg);
         }
@@ -1408,5 +1412,282 @@ mod tests {
         w.on_append(3, &[membership()]);
         w.observe_leader(3, 2);
         assert!(has(&w, "leader completeness"), "{:?}", w.violations);
+    }
+
+    // ----- compaction and snapshots -----
+
+    fn state_of(entries: &[Entry<u64>]) -> AppliedState {
+        let mut state = AppliedState::default();
+        for e in entries {
+            state.apply(e);
+        }
+        state
+    }
+
+    /// The snapshot a `LogStateMachine` that applied `entries` builds.
+    fn snapshot_of(entries: &[Entry<u64>]) -> Snapshot {
+        let state = state_of(entries);
+        Snapshot {
+            meta: SnapshotMeta {
+                last_log_id: state.last,
+                membership: Membership::new([1, 2, 3]),
+            },
+            data: state.encode(),
+        }
+    }
+
+    /// Three nodes: 1 and 2 hold `entries` (membership first), all committed (applied by node 1); node
+    /// 3 holds only the membership.
+    fn committed_world(entries: &[Entry<u64>]) -> World {
+        let mut w = world(3);
+        for id in 1..=2 {
+            w.on_append(id, entries);
+        }
+        w.on_append(3, &entries[..1]);
+        apply(&mut w, 1, 1, entries);
+        w
+    }
+
+    fn three() -> Vec<Entry<u64>> {
+        vec![membership(), cmd(1, 2, 5), cmd(1, 3, 6)]
+    }
+
+    #[test]
+    fn compaction_by_snapshot_and_purge_is_clean_and_compacted_entries_are_held() {
+        let log = three();
+        let mut w = committed_world(&log);
+        w.on_install_snapshot(1, &snapshot_of(&log));
+        w.on_purge(1, 3);
+        // Node 3's log is replaced by the leader's snapshot (it held nothing but the membership).
+        w.on_install_snapshot(3, &snapshot_of(&log));
+        assert!(w.violations.is_empty(), "{:?}", w.violations);
+        for id in [1, 3] {
+            let obs = &w.nodes[&id];
+            assert_eq!((obs.base, obs.log.len()), (LogId::new(1, 3), 0));
+            assert!((1..=3).all(|i| w.holds_committed(obs, i)), "node {id}");
+            assert_eq!(w.id_at(obs, 2), Some(LogId::new(1, 2)));
+        }
+        assert!(w.check_log_matching().is_ok());
+        // A leader of a later term with a compacted log is complete.
+        w.on_save_hard_state(
+            3,
+            HardState {
+                term: 2,
+                voted_for: Some(3),
+            },
+        );
+        w.observe_leader(3, 2);
+        w.on_append(3, &[blank(2, 4)]);
+        w.observe_leader(3, 2);
+        assert!(w.violations.is_empty(), "{:?}", w.violations);
+    }
+
+    #[test]
+    fn log_matching_reaches_into_compacted_prefixes() {
+        let log = three();
+        let mut w = committed_world(&log);
+        w.on_install_snapshot(1, &snapshot_of(&log));
+        w.on_purge(1, 3);
+        // Node 3 holds entry 1-3 on another history (the per-append check sees it too).
+        w.on_append(3, &[cmd(1, 2, 9), cmd(1, 3, 6)]);
+        assert!(has(&w, "log matching"), "{:?}", w.violations);
+        w.violations.clear();
+        // Pairwise: node 1 holds 1-3 only as its compaction point; the prefixes still differ.
+        let err = w.check_log_matching().unwrap_err();
+        assert!(err.contains("nodes 1 and 3"), "{err}");
+    }
+
+    #[test]
+    fn a_snapshot_must_carry_the_committed_state() {
+        let log = three();
+        let mut w = committed_world(&log);
+        // Same last id, another history.
+        let forged = snapshot_of(&[membership(), cmd(1, 2, 9), cmd(1, 3, 6)]);
+        w.on_install_snapshot(2, &forged);
+        assert!(
+            has(&w, "is not the committed log prefix"),
+            "{:?}",
+            w.violations
+        );
+        assert!(
+            has(&w, "says value 9 was applied at index 2"),
+            "{:?}",
+            w.violations
+        );
+
+        let mut w = committed_world(&log);
+        let mut other_members = snapshot_of(&log);
+        other_members.meta.membership = Membership::new([1, 2]);
+        w.on_install_snapshot(1, &other_members);
+        assert!(has(&w, "carries membership"), "{:?}", w.violations);
+
+        let mut w = committed_world(&log);
+        let mut garbled = snapshot_of(&log);
+        garbled.data.truncate(20);
+        w.on_install_snapshot(1, &garbled);
+        assert!(has(&w, "not a state machine state"), "{:?}", w.violations);
+
+        let mut w = committed_world(&log);
+        w.on_install_snapshot(
+            1,
+            &snapshot_of(&[membership(), cmd(1, 2, 5), cmd(1, 3, 6), cmd(1, 4, 7)]),
+        );
+        assert!(has(&w, "which no node has applied"), "{:?}", w.violations);
+    }
+
+    #[test]
+    fn a_log_replaced_by_a_forged_snapshot_lacks_the_committed_entries() {
+        let log = three();
+        let mut w = committed_world(&log);
+        w.on_install_snapshot(3, &snapshot_of(&[membership(), cmd(1, 2, 9), cmd(1, 3, 6)]));
+        assert!(
+            has(&w, "compaction: node 3's log is compacted up to 1-3"),
+            "{:?}",
+            w.violations
+        );
+        assert!(!w.holds_committed(&w.nodes[&3], 2));
+        w.violations.clear();
+        w.on_save_hard_state(
+            3,
+            HardState {
+                term: 2,
+                voted_for: Some(3),
+            },
+        );
+        w.observe_leader(3, 2);
+        assert!(has(&w, "leader completeness: node 3"), "{:?}", w.violations);
+    }
+
+    #[test]
+    fn purging_past_the_snapshot() {
+        let log = three();
+        let mut w = committed_world(&log);
+        w.on_install_snapshot(1, &snapshot_of(&log[..2]));
+        w.on_purge(1, 2);
+        assert!(w.violations.is_empty(), "{:?}", w.violations);
+        w.on_purge(1, 3);
+        assert!(has(&w, "past its durable snapshot"), "{:?}", w.violations);
+        let mut w = committed_world(&log);
+        w.on_purge(2, 1);
+        assert!(
+            has(&w, "past its durable snapshot (None)"),
+            "{:?}",
+            w.violations
+        );
+    }
+
+    #[test]
+    fn storage_contract_older_snapshots_are_ignored_and_read_back() {
+        let log = three();
+        let mut w = committed_world(&log);
+        w.on_install_snapshot(1, &snapshot_of(&log));
+        w.on_install_snapshot(1, &snapshot_of(&log[..2]));
+        assert_eq!(w.nodes[&1].snapshot_id(), Some(LogId::new(1, 3)));
+        let agrees = LogState {
+            last_purged: LogId::default(),
+            last_log_id: LogId::new(1, 3),
+        };
+        w.on_storage_readback(1, "install", agrees.clone(), Some(LogId::new(1, 3)));
+        assert!(w.violations.is_empty(), "{:?}", w.violations);
+        // A storage that replaced its snapshot with the older one.
+        w.on_storage_readback(1, "install", agrees, Some(LogId::new(1, 2)));
+        assert!(has(&w, "storage contract"), "{:?}", w.violations);
+        // A storage that kept its log when the snapshot said to discard it.
+        let mut w = committed_world(&log);
+        w.on_install_snapshot(3, &snapshot_of(&log));
+        let kept = LogState {
+            last_purged: LogId::default(),
+            last_log_id: LogId::new(0, 1),
+        };
+        w.on_storage_readback(3, "install", kept, Some(LogId::new(1, 3)));
+        assert!(has(&w, "storage contract"), "{:?}", w.violations);
+    }
+
+    #[test]
+    fn snapshot_chunks_must_be_slices_of_the_acknowledged_snapshot() {
+        let log = three();
+        let mut w = committed_world(&log);
+        let snap = snapshot_of(&log);
+        w.on_install_snapshot(1, &snap);
+        let id = LogId::new(1, 3);
+        w.on_snapshot_chunk(1, id, 16, 16, &Some(slice_chunk(&snap.data, 16, 16)));
+        w.on_snapshot_chunk(1, LogId::new(1, 2), 0, 16, &None);
+        assert!(w.violations.is_empty(), "{:?}", w.violations);
+        w.on_snapshot_chunk(1, id, 16, 16, &Some(slice_chunk(&snap.data, 0, 16)));
+        assert!(
+            has(&w, "snapshot_chunk(1-3, offset 16"),
+            "{:?}",
+            w.violations
+        );
+        w.violations.clear();
+        w.on_snapshot_chunk(
+            1,
+            LogId::new(1, 2),
+            0,
+            16,
+            &Some(slice_chunk(&snap.data, 0, 16)),
+        );
+        assert!(has(&w, "storage: node 1 read"), "{:?}", w.violations);
+    }
+
+    #[test]
+    fn restores_continue_the_sequence_and_never_go_back() {
+        let log = three();
+        let mut w = committed_world(&log);
+        let snap = snapshot_of(&log);
+        // Node 2 restores the snapshot, then applies the next entry.
+        w.on_restore(2, 1, &snap.meta, &state_of(&log));
+        let next = [cmd(1, 4, 7)];
+        w.on_append(1, &next);
+        w.on_append(2, &next);
+        apply(&mut w, 2, 1, &next);
+        assert!(w.violations.is_empty(), "{:?}", w.violations);
+        assert_eq!(w.nodes[&2].sms[0].restores, vec![(0, LogId::new(1, 3))]);
+        assert!(w.check_state_machine_safety().is_ok());
+        // Going back to the snapshot after applying past it.
+        w.on_restore(2, 1, &snap.meta, &state_of(&log));
+        assert!(has(&w, "never goes back"), "{:?}", w.violations);
+        // After a restore at 3, applying 5 skips 4.
+        let mut w = committed_world(&log);
+        w.on_restore(3, 1, &snap.meta, &state_of(&log));
+        let mut state = state_of(&log);
+        let skip = [cmd(1, 5, 8)];
+        state.apply(&skip[0]);
+        w.on_apply(3, 1, &skip, &state);
+        assert!(has(&w, "applied index 5, expected 4"), "{:?}", w.violations);
+        // A restored state that is not the committed one.
+        let mut w = committed_world(&log);
+        let forged = state_of(&[membership(), cmd(1, 2, 9), cmd(1, 3, 6)]);
+        w.on_restore(3, 1, &snap.meta, &forged);
+        assert!(has(&w, "a snapshot it restored"), "{:?}", w.violations);
+    }
+
+    #[test]
+    fn a_state_machine_state_that_is_not_the_committed_prefix() {
+        let log = three();
+        let mut w = committed_world(&log);
+        // Node 2 applies the right entries but reports a wrong state (a restore gone wrong earlier).
+        let wrong = state_of(&[membership(), cmd(1, 2, 9), cmd(1, 3, 6)]);
+        w.on_apply(2, 1, &log, &wrong);
+        assert!(has(&w, "reached state 1-3"), "{:?}", w.violations);
+    }
+
+    #[test]
+    fn leader_append_only_sees_through_compaction() {
+        let log = three();
+        let mut w = committed_world(&log);
+        w.on_save_hard_state(
+            1,
+            HardState {
+                term: 1,
+                voted_for: Some(1),
+            },
+        );
+        w.observe_leader(1, 1);
+        w.on_install_snapshot(1, &snapshot_of(&log));
+        w.on_purge(1, 3);
+        w.on_append(1, &[cmd(1, 4, 7)]);
+        w.observe_leader(1, 1);
+        assert!(w.violations.is_empty(), "{:?}", w.violations);
     }
 }
