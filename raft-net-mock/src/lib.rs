@@ -11,8 +11,16 @@
 //! router.set_faults(Faults { drop_prob: 0.05, delay_ms: (1, 20), duplicate_prob: 0.02, reorder_prob: 0.1 });
 //! router.partition(&[&[1, 2], &[3]]); // 1 and 2 talk; 3 is cut off from both
 //! router.heal();
+//! // Lose half of the InstallSnapshot chunks (and their answers); other messages keep the faults above.
+//! router.set_snapshot_faults(Some(Faults { drop_prob: 0.5, ..Faults::default() }));
 //! # }
 //! ```
+//!
+//! All three RPCs (votes, AppendEntries, InstallSnapshot) go through the same faults: a partitioned,
+//! isolated or crashed target refuses at once; a lost message leaves the sender waiting until its own
+//! `rpc_timeout`. An InstallSnapshot request, once sent, arrives even if its sender has given up on it,
+//! so delayed chunks really arrive after later ones (see [`MockNetwork`]); the router records the order
+//! chunks reached each node ([`Router::snapshot_arrivals`]).
 //!
 //! The [`harness`] module builds whole simulated clusters on it: crashes and restarts, and checks of
 //! Raft's five safety properties, of durability and of the linearizability of client histories.

@@ -163,6 +163,11 @@ async fn lost_snapshot_chunks_are_sent_again_while_append_entries_flow() {
         ..Faults::default()
     }));
     let dropped_before = c.router().stats().dropped;
+    c.router().heal();
+    if let Err(v) = c.wait_snapshot_chunks(follower, 3, 5 * SEC).await {
+        c.fail(&v.0);
+    }
+    assert_eq!(c.snapshot_traffic(follower).installed, 0, "mid-transfer");
     // `catch_up` writes (through AppendEntries, which lose nothing) while the chunks get lost.
     let traffic = catch_up(&c, follower).await;
     assert!(c.router().stats().dropped > dropped_before);

@@ -684,6 +684,35 @@ impl<S: RaftStorage<u64>> Cluster<S> {
         }
     }
 
+    /// Waits until the router has handed `chunks` more InstallSnapshot requests to node `target` than
+    /// it had when called: a snapshot transfer to it is under way (to change the leader or crash the
+    /// follower in the middle of one, say). Both copies of a duplicated request count.
+    ///
+    /// # Errors
+    /// A description of every node's state if `timeout` passes first.
+    pub async fn wait_snapshot_chunks(
+        &self,
+        target: NodeId,
+        chunks: u64,
+        timeout: Duration,
+    ) -> Result<(), Violation> {
+        let deadline = Instant::now() + timeout;
+        let goal = self.router.snapshot_chunks_delivered(target) + chunks;
+        loop {
+            if self.router.snapshot_chunks_delivered(target) >= goal {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(Violation(format!(
+                    "node {target} did not receive {chunks} snapshot chunks within {timeout:?} (traffic {:?}): {}",
+                    self.snapshot_traffic(target),
+                    self.describe()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
     fn converged(&self) -> Option<NodeId> {
         let metrics = self.all_metrics();
         let leader = self.leader()?;
