@@ -8,7 +8,6 @@ use raft_core::{Config, LogIndex, NodeId, SnapshotPolicy};
 use raft_net_mock::harness::{Cluster, ClusterOptions};
 use raft_net_mock::Faults;
 use raft_storage_mem::MemStorage;
-use tokio::task::JoinSet;
 use tokio::time::{sleep, Instant};
 
 type MemCluster = Cluster<MemStorage<u64>>;
@@ -39,27 +38,8 @@ async fn cluster(seed: u64, config: Config, test: &str) -> MemCluster {
 
 /// Writes `count` fresh values through the leader from `clients` concurrent clients; all must succeed.
 async fn write_many(c: &MemCluster, count: u64, clients: u64) {
-    let mut tasks = JoinSet::new();
-    for k in 0..clients {
-        let client = c.client();
-        let share = count / clients + u64::from(k < count % clients);
-        tasks.spawn(async move {
-            for _ in 0..share {
-                let v = client.next_value();
-                client
-                    .write(v)
-                    .await
-                    .map_err(|e| format!("write of {v} failed: {e}"))?;
-            }
-            Ok::<(), String>(())
-        });
-    }
-    while let Some(done) = tasks.join_next().await {
-        match done {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => c.fail(&e),
-            Err(e) => c.fail(&format!("client task panicked: {e}")),
-        }
+    if let Err(v) = c.write_concurrently(count, clients).await {
+        c.fail(&v.0);
     }
 }
 
@@ -204,12 +184,7 @@ async fn transfer_under_way(c: &MemCluster) -> NodeId {
 
 #[tokio::test(start_paused = true)]
 async fn leader_change_in_the_middle_of_a_transfer() {
-    let c = cluster(
-        503,
-        config(16),
-        "leader_change_in_the_middle_of_a_transfer",
-    )
-    .await;
+    let c = cluster(503, config(16), "leader_change_in_the_middle_of_a_transfer").await;
     let lagging = transfer_under_way(&c).await;
     let old_leader = c.leader().expect("a leader is sending");
     c.crash(old_leader).await;

@@ -582,6 +582,38 @@ impl<S: RaftStorage<u64>> Cluster<S> {
         }
     }
 
+    /// Writes `count` fresh values through the leader from `clients` concurrent clients (each writes
+    /// its share one after the other, so proposals batch up as they would under load).
+    ///
+    /// # Errors
+    /// The first write that failed, with its error.
+    pub async fn write_concurrently(&self, count: u64, clients: u64) -> Result<(), Violation> {
+        let clients = clients.max(1);
+        let mut tasks = tokio::task::JoinSet::new();
+        for k in 0..clients {
+            let client = self.client();
+            let share = count / clients + u64::from(k < count % clients);
+            tasks.spawn(async move {
+                for _ in 0..share {
+                    let v = client.next_value();
+                    if let Err(e) = client.write(v).await {
+                        return Err(Violation(format!("write of {v} failed: {e}")));
+                    }
+                }
+                Ok(())
+            });
+        }
+        let mut result = Ok(());
+        while let Some(done) = tasks.join_next().await {
+            let outcome =
+                done.unwrap_or_else(|e| Err(Violation(format!("client task failed: {e}"))));
+            if result.is_ok() {
+                result = outcome;
+            }
+        }
+        result
+    }
+
     /// Writes `value` through the leader, retrying on `NotLeader` (see [`Client::write`]).
     ///
     /// # Errors
