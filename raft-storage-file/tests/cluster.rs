@@ -107,3 +107,74 @@ async fn no_acknowledged_write_is_lost_when_nodes_restart_from_their_directories
     }
     c.shutdown().await;
 }
+
+/// The bytes of every file under `dir`, recursively.
+fn disk_usage(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            let meta = e.metadata().unwrap();
+            if meta.is_dir() {
+                disk_usage(&e.path())
+            } else {
+                meta.len()
+            }
+        })
+        .sum()
+}
+
+#[tokio::test(start_paused = true)]
+async fn long_run_of_100000_writes_keeps_the_directory_bounded() {
+    use raft_core::{Config, SnapshotPolicy};
+    const THRESHOLD: u64 = 1_000;
+    const KEEP: u64 = 100;
+    const SEGMENT: u64 = 64 * 1024;
+    // Stated bound per node directory: the entries since the last snapshot point and the ones kept
+    // before it (at most 2 * THRESHOLD + KEEP, as in raft-net-mock's long run) take under 100 bytes
+    // each on disk, in at most that many bytes of segments plus the two partly purged or partly
+    // filled segments at the ends; the snapshot and small files are a few hundred bytes. 512 KiB
+    // holds all of that with room; without compaction 100,000 entries take megabytes.
+    const BOUND: u64 = 512 * 1024;
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let paths: Vec<PathBuf> = dirs.iter().map(|d| d.path().to_path_buf()).collect();
+    let config = Config {
+        snapshot_policy: SnapshotPolicy::AfterAppliedEntries(THRESHOLD),
+        snapshot_keep_entries: KEEP,
+        ..Config::default()
+    };
+    let opts = ClusterOptions::new(3, 0x10_0000).config(config).replay(
+        "cargo test -p raft-storage-file --test cluster long_run -- --nocapture   (seed {seed} is fixed in the test)",
+    );
+    let storage = Options::default().segment_size(SEGMENT);
+    let dir_of = paths.clone();
+    let c = Cluster::start_with(opts, move |id| {
+        let dir = &dir_of[(id - 1) as usize];
+        FileStorage::<u64>::open_with(dir, storage.clone())
+            .unwrap_or_else(|e| panic!("node {id} could not reopen {}: {e}", dir.display()))
+    })
+    .await;
+    c.initialize().await;
+    c.wait_for_leader(SEC).await;
+    let (mut max_bytes, mut max_resident) = (0u64, 0u64);
+    for _ in 0..100 {
+        if let Err(v) = c.write_concurrently(1_000, 64).await {
+            c.fail(&v.0);
+        }
+        for (id, path) in c.ids().into_iter().zip(&paths) {
+            max_bytes = max_bytes.max(disk_usage(path));
+            max_resident = max_resident.max(c.metrics(id).map_or(0, |m| m.log_entries));
+        }
+        if max_bytes > BOUND {
+            c.fail(&format!(
+                "a node directory grew to {max_bytes} bytes (bound {BOUND})"
+            ));
+        }
+    }
+    eprintln!(
+        "long run on FileStorage, 100,000 writes: largest node directory {max_bytes} bytes (bound {BOUND}), \
+         at most {max_resident} entries resident in an engine"
+    );
+    c.assert_final(30 * SEC).await;
+    c.shutdown().await;
+}
