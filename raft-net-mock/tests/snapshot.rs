@@ -300,3 +300,50 @@ async fn long_run_of_100000_writes_keeps_the_log_bounded() {
     );
     assert_identical_state_machines(&c).await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn trigger_snapshot_snapshots_now_even_with_the_policy_off() {
+    let config = Config {
+        snapshot_policy: SnapshotPolicy::Never,
+        ..config(4096)
+    };
+    let c = cluster(
+        507,
+        config,
+        "trigger_snapshot_snapshots_now_even_with_the_policy_off",
+    )
+    .await;
+    let leader = c.wait_for_leader(5 * SEC).await;
+    write_many(&c, 1_500, 16).await;
+    let applied = c.metrics(leader).map_or(0, |m| m.last_applied);
+    assert_eq!(
+        snapshot_index(&c, leader),
+        0,
+        "the policy is off: no snapshot on its own"
+    );
+    assert!(c.metrics(leader).is_some_and(|m| m.log_entries > 1_500));
+    let raft = c.raft(leader).expect("the leader runs");
+    let id = raft
+        .trigger_snapshot()
+        .await
+        .unwrap_or_else(|e| c.fail(&format!("trigger_snapshot failed: {e}")))
+        .unwrap_or_else(|| c.fail("trigger_snapshot found nothing applied"));
+    assert!(
+        id.index >= applied,
+        "the snapshot {id} covers everything applied ({applied}) when asked"
+    );
+    let m = c.metrics(leader).expect("the leader runs");
+    assert_eq!(
+        m.snapshot, id,
+        "durable and reported when trigger_snapshot returns"
+    );
+    assert!(
+        m.log_entries <= KEEP + (m.last_log_id.index - id.index),
+        "compacted to {KEEP} entries before the snapshot: {} entries",
+        m.log_entries
+    );
+    // Nothing applied since: asking again returns the same snapshot.
+    assert_eq!(raft.trigger_snapshot().await.ok().flatten(), Some(id));
+    write_many(&c, 100, 8).await;
+    assert_identical_state_machines(&c).await;
+}
