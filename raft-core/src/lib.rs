@@ -109,7 +109,7 @@ pub use message::{
 };
 pub use network::RaftNetwork;
 pub use raft::{ClientWriteResponse, Metrics, NodeStatus, Raft};
-pub use state_machine::{AppCommand, StateMachine};
+pub use state_machine::{AppCommand, SnapshotBuild, StateMachine};
 pub use storage::{LogState, RaftStorage, SnapshotChunk};
 pub use types::{
     Entry, EntryPayload, HardState, LogId, LogIndex, Membership, NodeId, Role, Snapshot,

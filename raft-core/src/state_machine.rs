@@ -1,6 +1,8 @@
 //! The state machine trait: the application that the replicated log drives.
 
 use std::fmt::Debug;
+use std::future::Future;
+use std::pin::Pin;
 
 use async_trait::async_trait;
 use serde::de::DeserializeOwned;
@@ -17,6 +19,10 @@ impl<T> AppCommand for T where
     T: Clone + Debug + Send + Sync + Serialize + DeserializeOwned + 'static
 {
 }
+
+/// The serialization of a snapshot, started by [`StateMachine::begin_snapshot`] and run by the driver on
+/// a task of its own while entries keep being applied.
+pub type SnapshotBuild = Pin<Box<dyn Future<Output = Result<Vec<u8>, StateMachineError>> + Send>>;
 
 /// The application state that the replicated log drives, and its types.
 ///
@@ -50,6 +56,20 @@ pub trait StateMachine: Send + 'static {
 
     /// Serializes the whole state (for a snapshot).
     async fn snapshot(&mut self) -> Result<Vec<u8>, StateMachineError>;
+
+    /// Starts a snapshot of the state as of the last applied entry and returns the work that
+    /// serializes it. The driver calls this on the apply task, then runs the returned future on a
+    /// task of its own, so applying (and answering clients) goes on while it runs; the future must
+    /// therefore not see later changes (take a copy, or a cheap consistent view, here).
+    ///
+    /// The default serializes right here with [`snapshot`](Self::snapshot): correct, but applying
+    /// waits for it. Override it when serializing is slow (large state): copy the state or share it
+    /// (e.g. an `Arc` of a persistent map) here, and serialize in the returned future (with
+    /// `tokio::task::spawn_blocking` for CPU-heavy work).
+    async fn begin_snapshot(&mut self) -> Result<SnapshotBuild, StateMachineError> {
+        let data = self.snapshot().await?;
+        Ok(Box::pin(async move { Ok(data) }))
+    }
 
     /// Replaces the whole state with a snapshot's, atomically: on error the state is unchanged.
     async fn restore(&mut self, meta: &SnapshotMeta, data: &[u8]) -> Result<(), StateMachineError>;

@@ -1,16 +1,26 @@
-//! The `Raft` handle's lifecycle contract (raft-core/src/raft/mod.rs): `shutdown` is idempotent and
-//! stops the node, and dropping every handle stops it too.
+//! The `Raft` handle's contract on one node (raft-core/src/raft/mod.rs): `shutdown` is idempotent and
+//! stops the node, dropping every handle stops it too, and building a snapshot does not stop the node
+//! from applying and answering writes.
 
 use std::time::Duration;
 
 use async_trait::async_trait;
 use raft_core::*;
 
-/// A volatile single-node storage: just enough for a node to start and commit.
+/// A volatile single-node storage: just enough for a node to start, commit and compact.
 #[derive(Default)]
 struct VecStore {
     hard_state: HardState,
+    /// The last purged entry; `log` starts right after it.
+    base: LogId,
     log: Vec<Entry<u64>>,
+    snapshot: Option<Snapshot>,
+}
+
+impl VecStore {
+    fn pos(&self, index: LogIndex) -> usize {
+        (index - self.base.index - 1) as usize
+    }
 }
 
 #[async_trait]
@@ -23,31 +33,39 @@ impl RaftStorage<u64> for VecStore {
         Ok(())
     }
     async fn log_state(&mut self) -> Result<LogState, StorageError> {
-        let last_log_id = self.log.last().map(|e| e.log_id).unwrap_or_default();
+        let last_log_id = self.log.last().map_or(self.base, |e| e.log_id);
         Ok(LogState {
-            last_purged: LogId::default(),
+            last_purged: self.base,
             last_log_id,
         })
     }
     async fn entries(&mut self, s: LogIndex, e: LogIndex) -> Result<Vec<Entry<u64>>, StorageError> {
-        Ok(self.log[(s - 1) as usize..(e - 1) as usize].to_vec())
+        Ok(self.log[self.pos(s)..self.pos(e)].to_vec())
     }
     async fn append(&mut self, e: &[Entry<u64>]) -> Result<(), StorageError> {
         self.log.extend_from_slice(e);
         Ok(())
     }
     async fn truncate(&mut self, from: LogIndex) -> Result<(), StorageError> {
-        self.log.truncate((from - 1) as usize);
+        let keep = self.pos(from);
+        self.log.truncate(keep);
         Ok(())
     }
-    async fn purge(&mut self, _: LogIndex) -> Result<(), StorageError> {
+    async fn purge(&mut self, upto: LogIndex) -> Result<(), StorageError> {
+        if upto > self.base.index {
+            let n = self.pos(upto) + 1;
+            self.base = self.log[n - 1].log_id;
+            self.log.drain(..n);
+        }
         Ok(())
     }
-    async fn install_snapshot(&mut self, _: Snapshot) -> Result<(), StorageError> {
+    async fn install_snapshot(&mut self, snapshot: Snapshot) -> Result<(), StorageError> {
+        // Single node: snapshots are always built locally, inside the log.
+        self.snapshot = Some(snapshot);
         Ok(())
     }
     async fn snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
-        Ok(None)
+        Ok(self.snapshot.clone())
     }
 }
 
@@ -74,8 +92,12 @@ impl RaftNetwork<u64> for NoPeers {
     }
 }
 
-/// Answers each command with itself.
-struct Echo;
+/// Answers each command with itself. Its snapshot build waits for `release` (if set), so a test can
+/// hold a build in progress.
+#[derive(Default)]
+struct Echo {
+    release: Option<std::sync::Arc<tokio::sync::Notify>>,
+}
 
 #[async_trait]
 impl StateMachine for Echo {
@@ -99,10 +121,28 @@ impl StateMachine for Echo {
     async fn restore(&mut self, _: &SnapshotMeta, _: &[u8]) -> Result<(), StateMachineError> {
         Ok(())
     }
+    async fn begin_snapshot(&mut self) -> Result<SnapshotBuild, StateMachineError> {
+        let release = self.release.clone();
+        Ok(Box::pin(async move {
+            if let Some(r) = release {
+                r.notified().await;
+            }
+            Ok(Vec::new())
+        }))
+    }
 }
 
 async fn single_node_leader() -> Raft<Echo> {
-    let raft = Raft::start(1, Config::default(), VecStore::default(), NoPeers, Echo)
+    leader_with(Echo::default()).await
+}
+
+async fn leader_with(sm: Echo) -> Raft<Echo> {
+    let config = Config {
+        snapshot_policy: SnapshotPolicy::Never,
+        snapshot_keep_entries: 2,
+        ..Config::default()
+    };
+    let raft = Raft::start(1, config, VecStore::default(), NoPeers, sm)
         .await
         .expect("start");
     raft.initialize([1]).await.expect("initialize");
@@ -161,4 +201,46 @@ async fn dropping_every_handle_stops_the_node() {
     );
     drop(other);
     assert_eq!(wait_stopped(&mut metrics).await, "node was shut down");
+}
+
+#[tokio::test(start_paused = true)]
+async fn writes_are_applied_and_answered_while_a_snapshot_is_being_built() {
+    let release = std::sync::Arc::new(tokio::sync::Notify::new());
+    let raft = leader_with(Echo {
+        release: Some(release.clone()),
+    })
+    .await;
+    let trigger = tokio::spawn({
+        let raft = raft.clone();
+        async move { raft.trigger_snapshot().await }
+    });
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert!(!trigger.is_finished(), "the build is held");
+    // The build is in progress: writes still commit, apply and get their answers.
+    for n in 100..110 {
+        let reply = tokio::time::timeout(Duration::from_secs(1), raft.client_write(n))
+            .await
+            .expect("a write is answered while the snapshot is built")
+            .expect("write");
+        assert_eq!(reply.data, n);
+    }
+    assert_eq!(raft.metrics().borrow().snapshot, LogId::default());
+    release.notify_one();
+    let id = trigger
+        .await
+        .expect("trigger task")
+        .expect("the node runs")
+        .expect("something was applied");
+    // The snapshot is of the state when the build began (the initialization entries and the first
+    // write), not of the writes made meanwhile.
+    assert!(id.index < 12, "{id}");
+    let m = raft.metrics().borrow().clone();
+    assert_eq!(m.snapshot, id);
+    assert_eq!(m.last_applied, 13);
+    assert_eq!(
+        m.log_entries,
+        13 - id.index + 2,
+        "compacted to 2 entries before the snapshot"
+    );
+    raft.shutdown().await;
 }

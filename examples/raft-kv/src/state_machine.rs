@@ -4,7 +4,9 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 
 use async_trait::async_trait;
-use raft_core::{Entry, EntryPayload, LogId, SnapshotMeta, StateMachine, StateMachineError};
+use raft_core::{
+    Entry, EntryPayload, LogId, SnapshotBuild, SnapshotMeta, StateMachine, StateMachineError,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::command::{KvCommand, KvResponse};
@@ -27,6 +29,20 @@ struct SnapshotData {
     format: u32,
     last_applied: Option<LogId>,
     data: BTreeMap<String, String>,
+}
+
+/// [`SnapshotData`] by reference, for writing: the same JSON without copying the table.
+#[derive(Serialize)]
+struct SnapshotRef<'a> {
+    format: u32,
+    last_applied: Option<LogId>,
+    data: &'a BTreeMap<String, String>,
+}
+
+impl SnapshotRef<'_> {
+    fn to_json(&self) -> Result<Vec<u8>, StateMachineError> {
+        serde_json::to_vec(self).map_err(StateMachineError::new)
+    }
 }
 
 /// A replicated hash table from `String` to `String`: the [`StateMachine`] of `raft-kv`.
@@ -151,12 +167,33 @@ impl StateMachine for KvStateMachine {
     /// JSON of `{format, last_applied, data}`, keys sorted.
     async fn snapshot(&mut self) -> Result<Vec<u8>, StateMachineError> {
         let state = self.read()?;
-        let snapshot = SnapshotData {
+        SnapshotRef {
             format: SNAPSHOT_FORMAT,
             last_applied: state.last_applied,
-            data: state.data.clone(),
+            data: &state.data,
+        }
+        .to_json()
+    }
+
+    /// Copies the table (on the apply task) and serializes the copy on tokio's blocking pool, so
+    /// applying goes on while the JSON is written. Same bytes as [`snapshot`](Self::snapshot).
+    async fn begin_snapshot(&mut self) -> Result<SnapshotBuild, StateMachineError> {
+        let (last_applied, data) = {
+            let state = self.read()?;
+            (state.last_applied, state.data.clone())
         };
-        serde_json::to_vec(&snapshot).map_err(StateMachineError::new)
+        Ok(Box::pin(async move {
+            tokio::task::spawn_blocking(move || {
+                SnapshotRef {
+                    format: SNAPSHOT_FORMAT,
+                    last_applied,
+                    data: &data,
+                }
+                .to_json()
+            })
+            .await
+            .map_err(|e| StateMachineError::new(format!("snapshot serialization task: {e}")))?
+        }))
     }
 
     /// Replaces the table with the snapshot's. Refuses (leaving the state unchanged) bytes that do not
@@ -429,6 +466,27 @@ mod tests {
             assert_eq!(sm.reader().get("a").as_deref(), Some("1"));
             assert_eq!(sm.reader().last_applied(), Some(LogId::new(1, 1)));
         }
+    }
+
+    #[tokio::test]
+    async fn a_background_snapshot_is_the_state_when_it_began() {
+        let mut sm = KvStateMachine::new();
+        apply_all(
+            &mut sm,
+            vec![KvCommand::put("a", "1"), KvCommand::put("b", "2")],
+        )
+        .await;
+        let bytes = sm.snapshot().await.unwrap();
+        let build = sm.begin_snapshot().await.unwrap();
+        // Applied after the build began, before it ran: not in it.
+        let late = entry(1, 3, EntryPayload::Command(KvCommand::put("z", "late")));
+        sm.apply(&[late]).await.unwrap();
+        assert_eq!(
+            build.await.unwrap(),
+            bytes,
+            "the same bytes as snapshot() gave then"
+        );
+        assert_ne!(sm.snapshot().await.unwrap(), bytes);
     }
 
     #[tokio::test]

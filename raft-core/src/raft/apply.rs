@@ -2,6 +2,7 @@
 //! who proposed them, restores snapshots from the leader and builds the node's own snapshots.
 
 use tokio::sync::mpsc;
+use tracing::Instrument;
 
 use super::{ClientWriteResponse, WriteReply};
 use crate::error::StateMachineError;
@@ -66,8 +67,22 @@ pub(crate) async fn run<SM: StateMachine>(
             }
             ApplyMsg::BuildSnapshot => match last_applied {
                 None => ApplyEvent::SnapshotBuilt(None),
-                Some(id) => match state_machine.snapshot().await {
-                    Ok(data) => ApplyEvent::SnapshotBuilt(Some((id, data))),
+                Some(id) => match state_machine.begin_snapshot().await {
+                    Ok(build) => {
+                        // Serialized on its own task: applying goes on meanwhile.
+                        let events = events.clone();
+                        tokio::spawn(
+                            async move {
+                                let event = match build.await {
+                                    Ok(data) => ApplyEvent::SnapshotBuilt(Some((id, data))),
+                                    Err(e) => ApplyEvent::Failed(e),
+                                };
+                                let _ = events.send(event);
+                            }
+                            .in_current_span(),
+                        );
+                        continue;
+                    }
                     Err(e) => ApplyEvent::Failed(e),
                 },
             },
