@@ -51,16 +51,29 @@ impl StateMachine for NoopSm {
 
 /// The node configuration of every bench: the defaults, with election timeouts long enough that a
 /// loaded 2-core machine does not trigger elections in the middle of a measurement. Snapshots follow
-/// raft-core's default policy (one after every 10,000 applied entries, log compacted to the last
-/// 1,000), so long runs include snapshotting the state machine, as a deployment would.
+/// raft-core's default policy (one after every 100,000 applied entries, log compacted to the last
+/// 10,000), so long runs include snapshotting the state machine, as a deployment would.
+///
+/// `RAFT_BENCH_SNAPSHOT_AFTER=n` replaces the snapshot policy: `0` turns snapshots off, any other
+/// number snapshots after that many applied entries (to measure what snapshots cost).
 pub fn bench_config() -> Config {
-    Config {
+    let mut config = Config {
         election_timeout_min: Duration::from_millis(1000),
         election_timeout_max: Duration::from_millis(2000),
         heartbeat_interval: Duration::from_millis(100),
         rpc_timeout: Duration::from_millis(1000),
         ..Config::default()
+    };
+    if let Some(n) = std::env::var("RAFT_BENCH_SNAPSHOT_AFTER")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        config.snapshot_policy = match n {
+            0 => raft_core::SnapshotPolicy::Never,
+            n => raft_core::SnapshotPolicy::AfterAppliedEntries(n),
+        };
     }
+    config
 }
 
 /// The tokio runtime of the benches; see the [crate docs](crate) for the environment variables.

@@ -28,10 +28,16 @@ pub struct Config {
     /// AppendEntries per follower). Default 4096.
     pub max_batch_proposals: usize,
     /// When the node snapshots its state machine on its own (a manual trigger is
-    /// [`Raft::trigger_snapshot`](crate::Raft::trigger_snapshot)). Default: after 10,000 applied entries.
+    /// [`Raft::trigger_snapshot`](crate::Raft::trigger_snapshot)). Default: after 100,000 applied
+    /// entries. A snapshot costs time proportional to the state machine's size, so the threshold
+    /// amortizes it over that many writes (etcd's default is the same); lower it for small states or
+    /// to bound the log's memory more tightly.
     pub snapshot_policy: SnapshotPolicy,
     /// How many entries before the snapshot point stay in the log after a snapshot, so that a follower
-    /// just behind still catches up by AppendEntries rather than a whole snapshot. Default 1,000.
+    /// just behind still catches up by AppendEntries rather than a whole snapshot. Default 10,000,
+    /// above what the default pipeline keeps in flight to one follower (`max_in_flight` *
+    /// `max_entries_per_append` = 8,192), so a follower whose in-flight requests were lost catches up
+    /// from the log.
     pub snapshot_keep_entries: u64,
     /// The most bytes of snapshot data one InstallSnapshot request carries. Keep it well under the
     /// transport's frame limit and small enough to cross the network within `rpc_timeout`.
@@ -54,7 +60,7 @@ pub enum SnapshotPolicy {
 
 impl Default for SnapshotPolicy {
     fn default() -> Self {
-        SnapshotPolicy::AfterAppliedEntries(10_000)
+        SnapshotPolicy::AfterAppliedEntries(100_000)
     }
 }
 
@@ -69,7 +75,7 @@ impl Default for Config {
             max_in_flight: 16,
             max_batch_proposals: 4096,
             snapshot_policy: SnapshotPolicy::default(),
-            snapshot_keep_entries: 1_000,
+            snapshot_keep_entries: 10_000,
             snapshot_chunk_size: 1024 * 1024,
             seed: 0,
         }
