@@ -517,19 +517,13 @@ impl<C: Clone> Engine<C> {
 
     /// Handles the answer to an AppendEntries this node sent.
     pub fn handle_append_entries_response(&mut self, from: NodeId, resp: AppendEntriesResponse) {
-        if resp.term > self.hard_state.term {
-            self.become_follower(resp.term, None);
+        if !self.take_answer(from, resp.term) {
             return;
         }
-        if self.role != Role::Leader || resp.term < self.hard_state.term {
-            return;
-        }
-        let now = self.now;
         let last_index = self.log.last_index();
         let Some(pr) = self.progress.get_mut(&from) else {
             return;
         };
-        pr.last_ack_ms = now;
         if pr.state == ReplicationState::Snapshot {
             // Only the heartbeats of a transfer are answered here; the transfer decides.
             return;
@@ -589,6 +583,27 @@ impl<C: Clone> Engine<C> {
                 pr.next_index = hinted.min(rejected_index).max(match_index + 1);
                 self.replicate_pending.insert(from);
             }
+        }
+    }
+
+    /// The common start of handling a follower's answer of `term` to a replication request: a higher
+    /// term makes this node step down; an answer this node's current leadership asked for is recorded
+    /// as contact with `from` (for check-quorum). Returns whether to go on handling it.
+    fn take_answer(&mut self, from: NodeId, term: Term) -> bool {
+        if term > self.hard_state.term {
+            self.become_follower(term, None);
+            return false;
+        }
+        if self.role != Role::Leader || term < self.hard_state.term {
+            return false;
+        }
+        let now = self.now;
+        match self.progress.get_mut(&from) {
+            Some(pr) => {
+                pr.last_ack_ms = now;
+                true
+            }
+            None => false,
         }
     }
 
@@ -702,18 +717,12 @@ impl<C: Clone> Engine<C> {
         from: NodeId,
         resp: InstallSnapshotResponse,
     ) {
-        if resp.term > self.hard_state.term {
-            self.become_follower(resp.term, None);
+        if !self.take_answer(from, resp.term) {
             return;
         }
-        if self.role != Role::Leader || resp.term < self.hard_state.term {
-            return;
-        }
-        let now = self.now;
         let Some(pr) = self.progress.get_mut(&from) else {
             return;
         };
-        pr.last_ack_ms = now;
         match resp.result {
             SnapshotResult::Accepted {
                 snapshot,
