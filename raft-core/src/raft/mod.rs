@@ -220,8 +220,9 @@ impl<SM: StateMachine> Raft<SM> {
     /// [`Config::snapshot_keep_entries`]). Returns the snapshot's last log id: it covers at least every
     /// entry applied when this was called. `None` if nothing was ever applied.
     ///
-    /// The state machine serializes on the apply task: the node keeps replicating, voting and
-    /// committing meanwhile; applying resumes once the state machine has been read.
+    /// The node keeps replicating, voting and committing meanwhile; it keeps applying too if the
+    /// state machine overrides [`StateMachine::begin_snapshot`] (the default serializes on the
+    /// apply task).
     ///
     /// # Errors
     /// If the node stops first.
