@@ -103,7 +103,11 @@ async fn no_acknowledged_write_is_lost_when_nodes_restart_from_their_directories
     eprintln!("{acked} writes acknowledged; {} crashes", c.stats().crashes);
     assert!(acked > 50, "only {acked} writes acknowledged");
     assert_eq!(c.stats().crashes, 18);
-    let installed: u64 = c.ids().iter().map(|&id| c.snapshot_traffic(id).installed).sum();
+    let installed: u64 = c
+        .ids()
+        .iter()
+        .map(|&id| c.snapshot_traffic(id).installed)
+        .sum();
     eprintln!("{installed} snapshots installed from a leader");
     for id in c.ids() {
         let snapshot = c.metrics(id).map_or(0, |m| m.snapshot.index);
