@@ -5,7 +5,8 @@ use std::hash::{Hash, Hasher};
 
 use async_trait::async_trait;
 use raft_core::{
-    Entry, EntryPayload, LogId, LogIndex, NodeId, SnapshotMeta, StateMachine, StateMachineError,
+    Entry, EntryPayload, LogId, LogIndex, NodeId, SnapshotBuild, SnapshotMeta, StateMachine,
+    StateMachineError,
 };
 
 use super::world::{lock, Shared};
@@ -216,6 +217,21 @@ impl StateMachine for LogStateMachine {
 
     async fn snapshot(&mut self) -> Result<Vec<u8>, StateMachineError> {
         Ok(self.state.encode())
+    }
+
+    /// Captures the state now and hands it over after yielding to the scheduler a few times (0-6,
+    /// from the snapshot's index, so runs replay), so that in every simulation the build finishes in
+    /// the background while entries keep being applied. (Yields, not a timer: under load on the
+    /// paused clock, virtual time does not advance, and a sleeping build would never finish.)
+    async fn begin_snapshot(&mut self) -> Result<SnapshotBuild, StateMachineError> {
+        let data = self.state.encode();
+        let yields = self.state.last.index % 7;
+        Ok(Box::pin(async move {
+            for _ in 0..yields {
+                tokio::task::yield_now().await;
+            }
+            Ok(data)
+        }))
     }
 
     async fn restore(&mut self, meta: &SnapshotMeta, data: &[u8]) -> Result<(), StateMachineError> {
