@@ -72,5 +72,11 @@ pub trait StateMachine: Send + 'static {
     }
 
     /// Replaces the whole state with a snapshot's, atomically: on error the state is unchanged.
+    ///
+    /// Called on start (with the stored snapshot, if the state machine holds less) and when a snapshot
+    /// from the leader has been stored. An error stops the node, and the snapshot stays stored, so
+    /// the node then refuses to start until `restore` accepts it: keep every snapshot format a
+    /// running cluster may hold readable by the next version (mixed versions during an upgrade send
+    /// each other snapshots).
     async fn restore(&mut self, meta: &SnapshotMeta, data: &[u8]) -> Result<(), StateMachineError>;
 }
