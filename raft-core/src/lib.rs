@@ -98,7 +98,7 @@ pub mod testing;
 pub mod types;
 
 pub use config::{Config, SnapshotPolicy};
-pub use engine::{Engine, Output, RecoveredState};
+pub use engine::{Engine, Output, RecoveredState, SnapshotCheck};
 pub use error::{
     ClientWriteError, ConfigError, InitializeError, NetworkError, StartError, StateMachineError,
     StoppedError, StorageError,

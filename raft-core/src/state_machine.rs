@@ -77,6 +77,22 @@ pub trait StateMachine: Send + 'static {
     /// from the leader has been stored. An error stops the node, and the snapshot stays stored, so
     /// the node then refuses to start until `restore` accepts it: keep every snapshot format a
     /// running cluster may hold readable by the next version (mixed versions during an upgrade send
-    /// each other snapshots).
+    /// each other snapshots), and refuse what `restore` cannot read in
+    /// [`check_snapshot`](Self::check_snapshot) first.
     async fn restore(&mut self, meta: &SnapshotMeta, data: &[u8]) -> Result<(), StateMachineError>;
+
+    /// Checks a snapshot received from the leader before it is stored: an error refuses it (the
+    /// follower answers `Invalid`, keeps its log and state and keeps running; the leader logs it and
+    /// tries again later), where an error of [`restore`](Self::restore) would stop the node.
+    ///
+    /// It runs on the driver's task for every received snapshot, so it must be cheap: check a
+    /// header (format version, the last log id the data claims), not the whole data. The default
+    /// accepts everything.
+    fn check_snapshot(meta: &SnapshotMeta, data: &[u8]) -> Result<(), StateMachineError>
+    where
+        Self: Sized,
+    {
+        let _ = (meta, data);
+        Ok(())
+    }
 }

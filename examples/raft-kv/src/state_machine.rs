@@ -45,6 +45,20 @@ impl SnapshotRef<'_> {
     }
 }
 
+/// The start of a snapshot's JSON for the state as of `last_applied`, up to the table: what
+/// [`KvStateMachine::check_snapshot`] compares, without reading the table.
+fn snapshot_prefix(last_applied: LogId) -> Result<Vec<u8>, StateMachineError> {
+    let mut prefix = SnapshotRef {
+        format: SNAPSHOT_FORMAT,
+        last_applied: Some(last_applied),
+        data: &BTreeMap::new(),
+    }
+    .to_json()?;
+    // `...,"data":{}}` -> `...,"data":`
+    prefix.truncate(prefix.len().saturating_sub(3));
+    Ok(prefix)
+}
+
 /// A replicated hash table from `String` to `String`: the [`StateMachine`] of `raft-kv`.
 ///
 /// * **Ordering:** the table is a `BTreeMap`, so snapshots are deterministic: two nodes that applied
@@ -194,6 +208,21 @@ impl StateMachine for KvStateMachine {
             .await
             .map_err(|e| StateMachineError::new(format!("snapshot serialization task: {e}")))?
         }))
+    }
+
+    /// Refuses a received snapshot whose JSON does not start as this version writes it for
+    /// `meta.last_log_id` (another format version, another position in the log): a check of the first
+    /// few dozen bytes, so that a snapshot `restore` would refuse is refused before it is stored.
+    fn check_snapshot(meta: &SnapshotMeta, data: &[u8]) -> Result<(), StateMachineError> {
+        let prefix = snapshot_prefix(meta.last_log_id)?;
+        if data.starts_with(&prefix) {
+            return Ok(());
+        }
+        let head = String::from_utf8_lossy(&data[..data.len().min(prefix.len())]).into_owned();
+        Err(StateMachineError::new(format!(
+            "not a key-value snapshot of format {SNAPSHOT_FORMAT} up to {}: it starts {head:?}",
+            meta.last_log_id
+        )))
     }
 
     /// Replaces the table with the snapshot's. Refuses (leaving the state unchanged) bytes that do not
@@ -466,6 +495,36 @@ mod tests {
             assert_eq!(sm.reader().get("a").as_deref(), Some("1"));
             assert_eq!(sm.reader().last_applied(), Some(LogId::new(1, 1)));
         }
+    }
+
+    #[tokio::test]
+    async fn check_snapshot_accepts_its_own_snapshots_and_refuses_other_formats_or_positions() {
+        let mut sm = KvStateMachine::new();
+        apply_all(
+            &mut sm,
+            vec![KvCommand::put("a", "1"), KvCommand::put("b", "2")],
+        )
+        .await;
+        let bytes = sm.snapshot().await.unwrap();
+        assert!(KvStateMachine::check_snapshot(&meta(1, 2), &bytes).is_ok());
+        let empty = KvStateMachine::new().snapshot().await.unwrap();
+        assert!(
+            KvStateMachine::check_snapshot(&meta(0, 0), &empty).is_err(),
+            "no position"
+        );
+        assert!(
+            KvStateMachine::check_snapshot(&meta(1, 3), &bytes).is_err(),
+            "another position"
+        );
+        let other_format =
+            String::from_utf8(bytes.clone())
+                .unwrap()
+                .replacen("\"format\":1", "\"format\":2", 1);
+        let err = KvStateMachine::check_snapshot(&meta(1, 2), other_format.as_bytes())
+            .expect_err("another format version");
+        assert!(err.to_string().contains("format 1"), "{err}");
+        assert!(KvStateMachine::check_snapshot(&meta(1, 2), b"").is_err());
+        assert!(KvStateMachine::check_snapshot(&meta(1, 2), b"garbage").is_err());
     }
 
     #[tokio::test]

@@ -142,6 +142,10 @@ impl<C> Output<C> {
     }
 }
 
+/// Checks a snapshot received from the leader before it is installed: `Err` (with the reason) refuses
+/// it. The driver passes the state machine's [`check_snapshot`](crate::StateMachine::check_snapshot).
+pub type SnapshotCheck = fn(&SnapshotMeta, &[u8]) -> Result<(), String>;
+
 /// A snapshot being received from the leader, chunk by chunk.
 #[derive(Debug)]
 struct IncomingSnapshot {
@@ -189,6 +193,8 @@ pub struct Engine<C> {
     snapshot: SnapshotMeta,
     /// A snapshot being received from the leader.
     incoming: Option<IncomingSnapshot>,
+    /// Checks a received snapshot before it is installed.
+    snapshot_check: SnapshotCheck,
     commit_index: LogIndex,
     /// The last index handed out in `Output::apply`.
     apply_dispatched: LogIndex,
@@ -239,6 +245,7 @@ impl<C: Clone> Engine<C> {
             base_membership,
             snapshot,
             incoming: None,
+            snapshot_check: |_, _| Ok(()),
             commit_index: applied,
             apply_dispatched: applied,
             durable_index: last,
@@ -251,6 +258,12 @@ impl<C: Clone> Engine<C> {
         engine.refresh_membership();
         engine.reset_election_timer();
         engine
+    }
+
+    /// Sets the check a snapshot received from the leader must pass before it is installed (by
+    /// default every snapshot passes).
+    pub fn set_snapshot_check(&mut self, check: SnapshotCheck) {
+        self.snapshot_check = check;
     }
 
     // ----- accessors -----
@@ -702,12 +715,17 @@ impl<C: Clone> Engine<C> {
             let next_offset = incoming.data.len() as u64;
             return self.snapshot_reply(wants(next_offset));
         }
-        if let Some(incoming) = self.incoming.take() {
-            self.install_from_leader(Snapshot {
-                meta: incoming.meta,
-                data: incoming.data,
-            });
+        let Some(incoming) = self.incoming.take() else {
+            return self.snapshot_reply(wants(0));
+        };
+        if let Err(reason) = (self.snapshot_check)(&incoming.meta, &incoming.data) {
+            tracing::error!(leader = req.leader_id, snapshot = %id, %reason, "received snapshot refused by the state machine's check");
+            return self.snapshot_reply(SnapshotResult::Invalid);
         }
+        self.install_from_leader(Snapshot {
+            meta: incoming.meta,
+            data: incoming.data,
+        });
         self.snapshot_reply(SnapshotResult::Installed { snapshot: id })
     }
 

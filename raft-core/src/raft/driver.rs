@@ -162,7 +162,8 @@ where
             applied_index: applied,
         };
         let epoch = Instant::now();
-        let engine = Engine::new(id, &config, recovered, 0);
+        let mut engine = Engine::new(id, &config, recovered, 0);
+        engine.set_snapshot_check(check_snapshot::<SM>);
         let (rpc_tx, rpc_rx) = mpsc::unbounded_channel();
         let (apply_tx, apply_rx) = mpsc::unbounded_channel();
         let (apply_events_tx, apply_events) = mpsc::unbounded_channel();
@@ -574,6 +575,14 @@ where
             changed
         });
     }
+}
+
+/// The state machine's check of a received snapshot, as the engine takes it.
+fn check_snapshot<SM: StateMachine>(
+    meta: &crate::types::SnapshotMeta,
+    data: &[u8],
+) -> Result<(), String> {
+    SM::check_snapshot(meta, data).map_err(|e| e.to_string())
 }
 
 /// Sets `*slot` to `value`; returns whether it changed.

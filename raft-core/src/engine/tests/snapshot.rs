@@ -392,3 +392,41 @@ fn a_follower_that_restarts_recovers_from_its_snapshot_and_log_tail() {
         "only the tail after the snapshot"
     );
 }
+
+#[test]
+fn a_snapshot_the_state_machine_check_refuses_is_answered_invalid_and_changes_nothing() {
+    let mut f = follower(3, &[1, 1], 2);
+    f.set_snapshot_check(|meta, data| {
+        if data.starts_with(b"v2") {
+            Ok(())
+        } else {
+            Err(format!("unknown format for {}", meta.last_log_id))
+        }
+    });
+    let r = f.handle_install_snapshot(snapshot_request(2, (2, 20), 0, b"v1...", false));
+    assert_eq!(
+        r.result,
+        accepted((2, 20), 0, 5),
+        "chunks are taken as they come"
+    );
+    let r = f.handle_install_snapshot(snapshot_request(2, (2, 20), 5, b"data", true));
+    assert_eq!(r.result, SnapshotResult::Invalid);
+    assert_eq!(f.last_log_id(), LogId::new(1, 3), "the log is untouched");
+    assert_eq!(f.snapshot_meta().last_log_id, LogId::default());
+    assert!(f.take_output().snapshot.is_none());
+    // The leader tries again (a newer build, say): a transfer from 0 that passes installs.
+    let r = f.handle_install_snapshot(snapshot_request(2, (2, 20), 5, b"data", true));
+    assert_eq!(
+        r.result,
+        accepted((2, 20), 5, 0),
+        "the refused transfer was dropped"
+    );
+    let r = f.handle_install_snapshot(snapshot_request(2, (2, 20), 0, b"v2 data", true));
+    assert_eq!(
+        r.result,
+        SnapshotResult::Installed {
+            snapshot: LogId::new(2, 20)
+        }
+    );
+    assert_eq!(f.last_log_id(), LogId::new(2, 20));
+}
