@@ -811,12 +811,14 @@ impl<C: Clone> Engine<C> {
             self.log.compact(upto);
             self.out.purge_upto = Some(upto);
         }
-        for (&id, pr) in self.progress.iter_mut() {
-            if pr.state == ReplicationState::Snapshot {
-                pr.become_snapshot(last_log_id);
-                self.replicate_pending.insert(id);
-            }
-        }
+        // Transfers in progress restart with the new snapshot (`send_snapshot_chunk` sees the
+        // changed id), at once rather than at the next heartbeat.
+        let sending = self
+            .progress
+            .iter()
+            .filter(|(_, pr)| pr.state == ReplicationState::Snapshot)
+            .map(|(&id, _)| id);
+        self.replicate_pending.extend(sending);
         true
     }
 
@@ -1067,12 +1069,9 @@ impl<C: Clone> Engine<C> {
             return;
         };
         if t.snapshot != self.snapshot.last_log_id {
-            // Our snapshot changed since the transfer began: send the new one from the start.
-            *t = SnapshotTransfer {
-                snapshot: self.snapshot.last_log_id,
-                offset: 0,
-                in_flight: None,
-            };
+            // Our snapshot changed since the transfer began (a newer one was built): send the new
+            // one from the start; answers about the old one no longer match the transfer.
+            *t = SnapshotTransfer::start(self.snapshot.last_log_id);
         }
         match t.in_flight {
             None => {

@@ -28,6 +28,17 @@ pub struct SnapshotTransfer {
     pub in_flight: Option<u64>,
 }
 
+impl SnapshotTransfer {
+    /// A transfer of `snapshot` from its first byte, nothing sent yet.
+    pub(crate) fn start(snapshot: LogId) -> Self {
+        SnapshotTransfer {
+            snapshot,
+            offset: 0,
+            in_flight: None,
+        }
+    }
+}
+
 /// What the leader knows of one follower.
 #[derive(Clone, Debug)]
 pub struct Progress {
@@ -83,11 +94,7 @@ impl Progress {
         self.next_index = snapshot.index + 1;
         self.probe_sent = false;
         self.in_flight.clear();
-        self.transfer = Some(SnapshotTransfer {
-            snapshot,
-            offset: 0,
-            in_flight: None,
-        });
+        self.transfer = Some(SnapshotTransfer::start(snapshot));
     }
 
     /// Records a success that covers `match_index`. Returns whether the match advanced.
