@@ -434,13 +434,11 @@ where
                 self.peer(to).send(request);
             }
             let restore = match out.snapshot {
-                Some(snapshot) if out.restore_snapshot => {
-                    self.storage.install_snapshot(snapshot.clone()).await?;
-                    Some(snapshot)
-                }
                 Some(snapshot) => {
+                    // A snapshot from the leader is also restored (step 7): keep a copy for that.
+                    let restore = out.restore_snapshot.then(|| snapshot.clone());
                     self.storage.install_snapshot(snapshot).await?;
-                    None
+                    restore
                 }
                 None => None,
             };
@@ -480,10 +478,12 @@ where
                 self.dispatch_apply(out.apply);
             }
         }
-        let current = self.engine.snapshot_meta().last_log_id;
-        let current = (current.index > 0).then_some(current);
-        for waiter in self.snapshot_answers.drain(..) {
-            let _ = waiter.send(current);
+        if !self.snapshot_answers.is_empty() {
+            let current = self.engine.snapshot_meta().last_log_id;
+            let current = (current.index > 0).then_some(current);
+            for waiter in self.snapshot_answers.drain(..) {
+                let _ = waiter.send(current);
+            }
         }
         if !self.pending.is_empty()
             && (self.engine.role() != Role::Leader || self.engine.term() != self.pending_term)
