@@ -97,6 +97,10 @@ impl RaftNetwork<u64> for NoPeers {
 #[derive(Default)]
 struct Echo {
     release: Option<std::sync::Arc<tokio::sync::Notify>>,
+    /// What `last_applied` reports (a state machine that keeps its state across restarts).
+    holds: Option<LogId>,
+    /// The snapshots restored, by last log id.
+    restored: std::sync::Arc<std::sync::Mutex<Vec<LogId>>>,
 }
 
 #[async_trait]
@@ -104,7 +108,7 @@ impl StateMachine for Echo {
     type Command = u64;
     type Response = u64;
     async fn last_applied(&mut self) -> Result<Option<LogId>, StateMachineError> {
-        Ok(None)
+        Ok(self.holds)
     }
     async fn apply(&mut self, entries: &[Entry<u64>]) -> Result<Vec<u64>, StateMachineError> {
         Ok(entries
@@ -118,7 +122,8 @@ impl StateMachine for Echo {
     async fn snapshot(&mut self) -> Result<Vec<u8>, StateMachineError> {
         Ok(Vec::new())
     }
-    async fn restore(&mut self, _: &SnapshotMeta, _: &[u8]) -> Result<(), StateMachineError> {
+    async fn restore(&mut self, meta: &SnapshotMeta, _: &[u8]) -> Result<(), StateMachineError> {
+        self.restored.lock().unwrap().push(meta.last_log_id);
         Ok(())
     }
     async fn begin_snapshot(&mut self) -> Result<SnapshotBuild, StateMachineError> {
@@ -208,6 +213,7 @@ async fn writes_are_applied_and_answered_while_a_snapshot_is_being_built() {
     let release = std::sync::Arc::new(tokio::sync::Notify::new());
     let raft = leader_with(Echo {
         release: Some(release.clone()),
+        ..Echo::default()
     })
     .await;
     let trigger = tokio::spawn({
@@ -243,4 +249,96 @@ async fn writes_are_applied_and_answered_while_a_snapshot_is_being_built() {
         "compacted to 2 entries before the snapshot"
     );
     raft.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn trigger_snapshot_before_anything_is_applied_returns_none() {
+    let raft = Raft::start(
+        1,
+        Config::default(),
+        VecStore::default(),
+        NoPeers,
+        Echo::default(),
+    )
+    .await
+    .expect("start");
+    assert_eq!(raft.trigger_snapshot().await.expect("the node runs"), None);
+    assert_eq!(raft.metrics().borrow().snapshot, LogId::default());
+    raft.shutdown().await;
+}
+
+/// A storage holding a snapshot up to (1, 5) of the single-node cluster {1}, with the log purged up
+/// to `purged` and entries after it up to 7.
+fn store_with_snapshot(purged: LogIndex) -> VecStore {
+    let membership = Membership::new([1]);
+    let log = (purged + 1..=7)
+        .map(|i| Entry {
+            log_id: LogId::new(1, i),
+            payload: EntryPayload::Command(i),
+        })
+        .collect();
+    VecStore {
+        hard_state: HardState {
+            term: 1,
+            voted_for: Some(1),
+        },
+        base: LogId::new(1, purged),
+        log,
+        snapshot: Some(Snapshot {
+            meta: SnapshotMeta {
+                last_log_id: LogId::new(1, 5),
+                membership,
+            },
+            data: Vec::new(),
+        }),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn restart_restores_the_snapshot_unless_the_state_machine_holds_more() {
+    for (holds, restored) in [
+        (None, vec![LogId::new(1, 5)]),
+        (Some(LogId::new(1, 3)), vec![LogId::new(1, 5)]),
+        (Some(LogId::new(1, 6)), vec![]),
+    ] {
+        let sm = Echo {
+            holds,
+            ..Echo::default()
+        };
+        let log = sm.restored.clone();
+        let raft = Raft::start(1, Config::default(), store_with_snapshot(4), NoPeers, sm)
+            .await
+            .expect("start");
+        assert_eq!(
+            *log.lock().unwrap(),
+            restored,
+            "state machine holding {holds:?}"
+        );
+        let m = raft.metrics().borrow().clone();
+        assert_eq!(m.snapshot, LogId::new(1, 5));
+        assert_eq!(m.membership, Membership::new([1]), "from the snapshot");
+        assert_eq!(m.log_entries, 3, "the tail after the purge point");
+        raft.shutdown().await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_log_purged_past_its_snapshot_is_refused_at_start() {
+    let mut past = store_with_snapshot(6);
+    let err = Raft::start(1, Config::default(), past, NoPeers, Echo::default())
+        .await
+        .expect_err("entries 6 are lost: neither in the snapshot nor in the log");
+    assert!(
+        matches!(err, StartError::Storage(StorageError::Corrupted(_))),
+        "{err}"
+    );
+    past = store_with_snapshot(4);
+    past.snapshot = None;
+    let err = Raft::start(1, Config::default(), past, NoPeers, Echo::default())
+        .await
+        .expect_err("purged with no snapshot");
+    assert!(
+        matches!(err, StartError::Storage(StorageError::Corrupted(_))),
+        "{err}"
+    );
 }
