@@ -65,6 +65,35 @@ async fn write(nodes: &[Node], command: u64) -> bool {
     }
 }
 
+/// Waits until every node in `nodes` has applied everything any of them knows committed.
+async fn wait_for_all_applied(nodes: &[Node]) {
+    let target = nodes
+        .iter()
+        .map(|n| n.raft.metrics().borrow().commit_index)
+        .max()
+        .unwrap();
+    wait_until("every node has applied every write", || {
+        nodes
+            .iter()
+            .all(|n| n.raft.metrics().borrow().last_applied >= target)
+    })
+    .await;
+}
+
+/// Asserts that every node applied the same commands in the same order, and that they are the
+/// writes `1..=writes` (each at least once). Returns that sequence.
+fn assert_all_applied_the_same(nodes: &[Node], writes: u64) -> Vec<u64> {
+    let reference = nodes[0].sm.applied();
+    for node in &nodes[1..] {
+        assert_eq!(node.sm.applied(), reference, "node {} diverged", node.id);
+    }
+    let mut written = reference.clone();
+    written.sort_unstable();
+    written.dedup();
+    assert_eq!(written, (1..=writes).collect::<Vec<_>>());
+    reference
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_elect_a_leader_and_commit_100_writes() {
     init_tracing();
@@ -87,25 +116,8 @@ async fn three_nodes_elect_a_leader_and_commit_100_writes() {
     }
 
     // Every node applies the same commands in the same order, and holds all 100.
-    let target = nodes
-        .iter()
-        .map(|n| n.raft.metrics().borrow().commit_index)
-        .max()
-        .unwrap();
-    wait_until("every node has applied every write", || {
-        nodes
-            .iter()
-            .all(|n| n.raft.metrics().borrow().last_applied >= target)
-    })
-    .await;
-    let reference = nodes[0].sm.applied();
-    for node in &nodes[1..] {
-        assert_eq!(node.sm.applied(), reference, "node {} diverged", node.id);
-    }
-    let mut written: Vec<u64> = reference.clone();
-    written.sort_unstable();
-    written.dedup();
-    assert_eq!(written, (1..=100).collect::<Vec<_>>());
+    wait_for_all_applied(&nodes).await;
+    let reference = assert_all_applied_the_same(&nodes, 100);
     if all_certain {
         assert_eq!(reference.len(), 100, "no write applied twice");
     }
@@ -113,21 +125,6 @@ async fn three_nodes_elect_a_leader_and_commit_100_writes() {
     for node in nodes {
         node.stop().await;
     }
-}
-
-/// Waits until every node in `nodes` has applied everything any of them knows committed.
-async fn wait_for_all_applied(nodes: &[Node]) {
-    let target = nodes
-        .iter()
-        .map(|n| n.raft.metrics().borrow().commit_index)
-        .max()
-        .unwrap();
-    wait_until("every node has applied every write", || {
-        nodes
-            .iter()
-            .all(|n| n.raft.metrics().borrow().last_applied >= target)
-    })
-    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -200,14 +197,7 @@ async fn a_node_behind_the_compacted_log_catches_up_by_snapshot_in_many_chunks()
         "its snapshot ({:?}) covers entries it never had in its log (up to {behind})",
         installed.meta.last_log_id
     );
-    let reference = nodes[0].sm.applied();
-    for node in &nodes[1..] {
-        assert_eq!(node.sm.applied(), reference, "node {} diverged", node.id);
-    }
-    let mut written = reference.clone();
-    written.sort_unstable();
-    written.dedup();
-    assert_eq!(written, (1..=301).collect::<Vec<_>>());
+    assert_all_applied_the_same(&nodes, 301);
 
     for node in nodes {
         node.stop().await;
