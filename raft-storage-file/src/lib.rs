@@ -127,7 +127,7 @@
 //! `snapshot_chunk` (the leader reading a snapshot to send it to a follower, one chunk per request)
 //! does one positioned read of just the requested range, on the blocking pool like the other I/O:
 //! never the whole file per chunk, and memory bounded by the chunk size. `snapshot` reads the whole
-//! file in one read.
+//! file once, its data straight into the returned buffer.
 //!
 //! **Integrity of chunk reads.** The snapshot file has one CRC over all of it. The storage checks it
 //! whole when it opens the directory (streamed in 64 KiB blocks, so a snapshot of any size opens in

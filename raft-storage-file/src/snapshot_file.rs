@@ -97,39 +97,38 @@ impl SnapshotFile {
             .unwrap_or(u64::MAX)
             .min(data_len - start);
         let mut data = vec![0u8; len as usize];
-        self.read_at(self.layout.data_start + start, &mut data)?;
+        self.read_at(self.layout.data_start + start, &mut [&mut data])?;
         Ok(SnapshotChunk {
             data,
             done: start + len == data_len,
         })
     }
 
-    /// The whole snapshot, its checksum checked again (one read of the file).
+    /// The whole snapshot, its checksum checked again: the file read once, front to back, its data
+    /// straight into the returned buffer (not read whole and then moved out of it).
     pub(crate) fn read(&self) -> Result<Snapshot, StorageError> {
-        let len = self.layout.file_len();
-        let mut bytes = vec![0u8; len as usize];
-        self.read_at(0, &mut bytes)?;
-        let crc_at = bytes.len() - 4;
-        let stored = u32::from_le_bytes(bytes[crc_at..].try_into().expect("4 bytes"));
-        if format::crc(&[&bytes[..crc_at]]) != stored {
+        let mut head = vec![0u8; self.layout.data_start as usize];
+        let mut data = vec![0u8; self.layout.data_len as usize];
+        let mut stored = [0u8; 4];
+        self.read_at(0, &mut [&mut head, &mut data, &mut stored])?;
+        if format::crc(&[&head, &data]) != u32::from_le_bytes(stored) {
             return Err(corrupted(
                 &self.path,
-                crc_at as u64,
+                self.layout.data_start + self.layout.data_len,
                 "checksum mismatch (the file was damaged since the storage checked it)",
             ));
         }
-        bytes.truncate(crc_at);
-        bytes.drain(..self.layout.data_start as usize);
         Ok(Snapshot {
             meta: self.layout.meta.clone(),
-            data: bytes,
+            data,
         })
     }
 
-    fn read_at(&self, at: u64, buf: &mut [u8]) -> Result<(), StorageError> {
+    /// Fills `parts`, one after the other, from the bytes of the file at `at` on.
+    fn read_at(&self, at: u64, parts: &mut [&mut [u8]]) -> Result<(), StorageError> {
         let mut f = &self.file;
         f.seek(SeekFrom::Start(at))
-            .and_then(|_| f.read_exact(buf))
+            .and_then(|_| parts.iter_mut().try_for_each(|p| f.read_exact(p)))
             .map_err(read_error(&self.path))
     }
 }
