@@ -154,6 +154,29 @@ async fn statuses(procs: &Procs) -> BTreeMap<u64, StatusBody> {
     out
 }
 
+/// Waits (up to 20 s) until every running node answers `/status` and its status satisfies `done`;
+/// fails the test with the statuses and the node logs if they do not. `what` completes "the running
+/// nodes did not ...".
+async fn wait_for_every_running_node(
+    procs: &Procs,
+    what: &str,
+    done: impl Fn(&StatusBody) -> bool,
+) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let all = statuses(procs).await;
+        if all.len() == procs.running().len() && all.values().all(&done) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the running nodes did not {what}: {all:?}\n{}",
+            procs.dump_logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Waits until a running node is leader of a term above `newer_than`; returns (id, term).
 async fn wait_for_leader(procs: &Procs, newer_than: u64) -> (u64, u64) {
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -238,19 +261,10 @@ async fn check_everywhere(procs: &Procs, acked: &BTreeMap<String, String>) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let target = barrier.status().await.unwrap().commit_index;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let all = statuses(procs).await;
-        if all.len() == procs.running().len() && all.values().all(|s| s.last_applied >= target) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "nodes did not catch up to {target}: {all:?}\n{}",
-            procs.dump_logs()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_every_running_node(procs, &format!("catch up to {target}"), |s| {
+        s.last_applied >= target
+    })
+    .await;
     for id in procs.running() {
         let client = procs.client(id);
         let keys: Vec<(String, String)> =
@@ -362,19 +376,10 @@ async fn a_node_killed_while_the_others_compact_catches_up_by_snapshot() {
         let rest = procs.running();
         acked.extend(write_keys(&procs, &rest, 100..400).await);
         assert_eq!(acked.len(), 400);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let all = statuses(&procs).await;
-            if all.len() == rest.len() && all.values().all(|s| purged(s) > behind) {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the running nodes did not compact past {behind}: {all:?}\n{}",
-                procs.dump_logs()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        wait_for_every_running_node(&procs, &format!("compact past {behind}"), |s| {
+            purged(s) > behind
+        })
+        .await;
 
         // The killed node restarts: the entries it lacks exist only in the others' snapshots, so it
         // can only catch up through InstallSnapshot.
