@@ -59,8 +59,9 @@ pub enum HelloReply {
 ///
 /// The request is encoded as [`raft_core::Request`]'s derived serde form, except that the data of an
 /// `InstallSnapshot` chunk is a MessagePack `bin` (its length, then the bytes) instead of an array
-/// of integers, which would take up to twice the space and a decode step per byte. The decoder
-/// accepts both forms.
+/// of integers, which would take up to twice the space and a MessagePack integer to parse per byte.
+/// The decoder accepts both forms. (Decoding still fills the chunk's `Vec<u8>` one byte at a time:
+/// serde's `Vec<u8>` asks for a sequence, and rmp-serde hands a `bin` over as one.)
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(bound(serialize = "C: Serialize", deserialize = "C: DeserializeOwned"))]
 pub struct RequestFrame<C> {
