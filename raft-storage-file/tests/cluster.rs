@@ -123,17 +123,19 @@ async fn no_acknowledged_write_is_lost_when_nodes_restart_from_their_directories
     c.shutdown().await;
 }
 
-/// The bytes of every file under `dir`, recursively.
+/// The bytes of every file under `dir`, recursively. The nodes keep running meanwhile (their storage
+/// works on the blocking pool, in real time), so a file listed can be gone (a temporary file renamed,
+/// a purged segment unlinked) when it is measured: it counts as nothing.
 fn disk_usage(dir: &Path) -> u64 {
     std::fs::read_dir(dir)
         .unwrap()
         .map(|e| {
             let e = e.unwrap();
-            let meta = e.metadata().unwrap();
-            if meta.is_dir() {
-                disk_usage(&e.path())
-            } else {
-                meta.len()
+            match e.metadata() {
+                Ok(meta) if meta.is_dir() => disk_usage(&e.path()),
+                Ok(meta) => meta.len(),
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => 0,
+                Err(err) => panic!("measuring {}: {err}", e.path().display()),
             }
         })
         .sum()
