@@ -16,7 +16,9 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use raft_core::{Config, Entry, LogId, Raft, SnapshotMeta, StateMachine, StateMachineError};
+use raft_core::{
+    Config, Entry, LogId, Raft, SnapshotMeta, SnapshotPolicy, StateMachine, StateMachineError,
+};
 use raft_kv::{KvCommand, KvStateMachine};
 use raft_net_mock::Router;
 use raft_net_tcp::{TcpConfig, TcpNetwork, TcpServer};
@@ -56,6 +58,10 @@ impl StateMachine for NoopSm {
 ///
 /// `RAFT_BENCH_SNAPSHOT_AFTER=n` replaces the snapshot policy: `0` turns snapshots off, any other
 /// number snapshots after that many applied entries (to measure what snapshots cost).
+///
+/// # Panics
+/// If `RAFT_BENCH_SNAPSHOT_AFTER` is set to something other than a number: a mistyped value must not
+/// silently measure the default policy under another name.
 pub fn bench_config() -> Config {
     let mut config = Config {
         election_timeout_min: Duration::from_millis(1000),
@@ -64,16 +70,27 @@ pub fn bench_config() -> Config {
         rpc_timeout: Duration::from_millis(1000),
         ..Config::default()
     };
-    if let Some(n) = std::env::var("RAFT_BENCH_SNAPSHOT_AFTER")
-        .ok()
-        .and_then(|v| v.parse::<u64>().ok())
-    {
-        config.snapshot_policy = match n {
-            0 => raft_core::SnapshotPolicy::Never,
-            n => raft_core::SnapshotPolicy::AfterAppliedEntries(n),
-        };
+    let requested = std::env::var(SNAPSHOT_AFTER_VAR).ok();
+    if let Some(policy) = snapshot_policy_from(requested.as_deref()) {
+        config.snapshot_policy = policy;
     }
     config
+}
+
+/// The environment variable read by [`bench_config`].
+const SNAPSHOT_AFTER_VAR: &str = "RAFT_BENCH_SNAPSHOT_AFTER";
+
+/// The snapshot policy a value of [`SNAPSHOT_AFTER_VAR`] asks for (`None`: unset, keep the default);
+/// panics on a value that is not a `u64`.
+fn snapshot_policy_from(value: Option<&str>) -> Option<SnapshotPolicy> {
+    let value = value?;
+    let n: u64 = value.parse().unwrap_or_else(|e| {
+        panic!("{SNAPSHOT_AFTER_VAR}={value:?} is not a number of entries (0 = never): {e}")
+    });
+    Some(match n {
+        0 => SnapshotPolicy::Never,
+        n => SnapshotPolicy::AfterAppliedEntries(n),
+    })
 }
 
 /// The tokio runtime of the benches; see the [crate docs](crate) for the environment variables.
@@ -302,4 +319,23 @@ pub fn percentiles(samples: &mut [Duration]) -> (Duration, Duration, Duration) {
     let at = |q: f64| samples[((samples.len() as f64 * q) as usize).min(samples.len() - 1)];
     let mean = samples.iter().sum::<Duration>() / samples.len() as u32;
     (at(0.50), at(0.99), mean)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshot_after_sets_the_policy_and_refuses_what_is_not_a_number() {
+        assert_eq!(snapshot_policy_from(None), None);
+        assert_eq!(snapshot_policy_from(Some("0")), Some(SnapshotPolicy::Never));
+        assert_eq!(
+            snapshot_policy_from(Some("10000")),
+            Some(SnapshotPolicy::AfterAppliedEntries(10_000))
+        );
+        for bad in ["", "1e5", "10k", "-1", "never"] {
+            let refused = std::panic::catch_unwind(|| snapshot_policy_from(Some(bad)));
+            assert!(refused.is_err(), "{bad:?} was accepted");
+        }
+    }
 }
