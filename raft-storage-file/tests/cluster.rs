@@ -32,6 +32,25 @@ fn torn_write(log_dir: &Path, salt: u8) {
     }
 }
 
+/// Starts a cluster whose node `id` opens, and at every restart reopens, `FileStorage` with `storage`
+/// in `paths[id - 1]`; initializes it and waits for a leader.
+async fn start_on(
+    paths: &[PathBuf],
+    opts: ClusterOptions,
+    storage: Options,
+) -> Cluster<FileStorage<u64>> {
+    let paths = paths.to_vec();
+    let c = Cluster::start_with(opts, move |id| {
+        let dir = &paths[(id - 1) as usize];
+        FileStorage::<u64>::open_with(dir, storage.clone())
+            .unwrap_or_else(|e| panic!("node {id} could not reopen {}: {e}", dir.display()))
+    })
+    .await;
+    c.initialize().await;
+    c.wait_for_leader(SEC).await;
+    c
+}
+
 #[tokio::test(start_paused = true)]
 async fn no_acknowledged_write_is_lost_when_nodes_restart_from_their_directories() {
     let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
@@ -50,14 +69,7 @@ async fn no_acknowledged_write_is_lost_when_nodes_restart_from_their_directories
     );
     // Small segments, so the logs span many files.
     let storage = Options::default().segment_size(2048);
-    let c = Cluster::start_with(opts, move |id| {
-        let dir = &paths[(id - 1) as usize];
-        FileStorage::<u64>::open_with(dir, storage.clone())
-            .unwrap_or_else(|e| panic!("node {id} could not reopen {}: {e}", dir.display()))
-    })
-    .await;
-    c.initialize().await;
-    c.wait_for_leader(SEC).await;
+    let c = start_on(&paths, opts, storage).await;
 
     let client = c.client();
     let stop = Arc::new(AtomicBool::new(false));
@@ -164,15 +176,7 @@ async fn long_run_of_100000_writes_keeps_the_directory_bounded() {
         "cargo test -p raft-storage-file --test cluster long_run -- --nocapture   (seed {seed} is fixed in the test)",
     );
     let storage = Options::default().segment_size(SEGMENT);
-    let dir_of = paths.clone();
-    let c = Cluster::start_with(opts, move |id| {
-        let dir = &dir_of[(id - 1) as usize];
-        FileStorage::<u64>::open_with(dir, storage.clone())
-            .unwrap_or_else(|e| panic!("node {id} could not reopen {}: {e}", dir.display()))
-    })
-    .await;
-    c.initialize().await;
-    c.wait_for_leader(SEC).await;
+    let c = start_on(&paths, opts, storage).await;
     let (mut max_bytes, mut max_resident) = (0u64, 0u64);
     for _ in 0..100 {
         if let Err(v) = c.write_concurrently(1_000, 64).await {
