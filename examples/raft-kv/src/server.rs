@@ -398,4 +398,38 @@ mod tests {
             assert!(parse_peers(bad).is_err(), "{bad:?}");
         }
     }
+
+    #[tokio::test]
+    async fn a_snapshot_chunk_too_large_for_a_tcp_frame_is_refused_at_start() {
+        let root = tempfile::tempdir().unwrap();
+        let data_dir = root.path().join("node");
+        let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let cfg = NodeConfig {
+            id: 1,
+            raft_addr: addr,
+            http_addr: addr,
+            data_dir: data_dir.clone(),
+            peers: vec![PeerSpec {
+                id: 1,
+                raft_addr: addr,
+                http_addr: "127.0.0.1:1".into(),
+            }],
+            cluster_id: "raft-kv".into(),
+            raft: Config {
+                snapshot_chunk_size: TcpConfig::default().max_frame_length,
+                ..Config::default()
+            },
+        };
+        match start_node(cfg).await {
+            Err(ServeError::Tcp(TcpError::Config(reason))) => {
+                assert!(reason.contains("snapshot_chunk_size"), "{reason}")
+            }
+            Err(other) => panic!("expected the TCP configuration error, got {other}"),
+            Ok(_) => panic!("a node started with chunks that can never be sent"),
+        }
+        assert!(
+            !data_dir.exists(),
+            "refused before touching the data directory"
+        );
+    }
 }
