@@ -435,3 +435,25 @@ fn every_step_of_an_install_that_discards_the_log_is_counted() {
     );
     assert_eq!(steps, want);
 }
+
+/// The crate docs' table: an install of a snapshot at or below the stored one's index (even one that
+/// conflicts with the log), `snapshot` and `snapshot_chunk` write nothing: no file system step.
+#[test]
+fn an_ignored_install_and_snapshot_reads_take_no_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Store::open(dir.path(), opts()).unwrap();
+    base_log(&mut s);
+    let stored = snapshot(2, 14, 100);
+    s.install_snapshot(stored.clone()).unwrap();
+    let base = s.faults().taken();
+    for ignored in [snapshot(2, 14, 50), snapshot(1, 3, 50), snapshot(3, 12, 50)] {
+        s.install_snapshot(ignored).unwrap();
+    }
+    assert_eq!(s.snapshot().unwrap(), Some(stored));
+    assert!(s
+        .snapshot_chunk(LogId::new(2, 14), 10, 20)
+        .unwrap()
+        .is_some());
+    assert_eq!(s.faults().trace_since(base), Vec::<String>::new());
+    assert_eq!(read_state(&mut s).log.len(), 20, "the log is kept");
+}
