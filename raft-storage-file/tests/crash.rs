@@ -514,3 +514,39 @@ async fn a_snapshot_file_damaged_while_open_is_refused() {
         assert!(is_corrupted(&r), "reopening a damaged snapshot file");
     }
 }
+
+/// The crate docs on snapshots: reads go through the file the storage checked and keeps open, never
+/// by name, so a valid snapshot file put in its place from outside (even one with the same id, which
+/// the id check cannot tell apart) is not read; the next open checks and serves the new file.
+#[cfg(unix)] // renaming over an open file
+#[tokio::test]
+async fn a_snapshot_file_replaced_from_outside_is_not_read() {
+    let id = LogId::new(1, 4);
+    let (ours, theirs) = (snapshot(id, 1), snapshot(id, 2));
+    let mut stores = Vec::new();
+    for snap in [&ours, &theirs] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = FileStorage::<Cmd>::open_with(dir.path(), options()).unwrap();
+        s.append(&entries(1, 1, 5)).await.unwrap();
+        s.install_snapshot(snap.clone()).await.unwrap();
+        stores.push((dir, s));
+    }
+    let (other_dir, other) = stores.pop().unwrap();
+    drop(other);
+    let (dir, mut s) = stores.pop().unwrap();
+    fs::rename(
+        other_dir.path().join("snapshot"),
+        dir.path().join("snapshot"),
+    )
+    .unwrap();
+
+    let chunk = s.snapshot_chunk(id, 0, 1 << 20).await.unwrap().unwrap();
+    assert_eq!(
+        chunk.data, ours.data,
+        "a chunk of the file the storage opened"
+    );
+    assert_eq!(s.snapshot().await.unwrap(), Some(ours));
+    drop(s);
+    let mut s = FileStorage::<Cmd>::open_with(dir.path(), options()).unwrap();
+    assert_eq!(s.snapshot().await.unwrap(), Some(theirs));
+}
