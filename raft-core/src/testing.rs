@@ -350,6 +350,30 @@ impl Check {
         }
     }
 
+    /// Installs each of `ignored` (a snapshot and what it is) over the stored snapshot `stored`, and
+    /// checks after each that it changed nothing: the snapshot is still `stored`, the log still `log`
+    /// after `last_purged`.
+    async fn installs_ignored<S: RaftStorage<u64>>(
+        &self,
+        s: &mut S,
+        ignored: &[(Snapshot, &str)],
+        stored: &Snapshot,
+        (last_purged, log): (LogId, &[Entry<u64>]),
+    ) {
+        for (snap, what) in ignored {
+            self.ok(
+                s.install_snapshot(snap.clone()).await,
+                &format!(
+                    "install_snapshot of {what} over a snapshot at {}",
+                    stored.meta.last_log_id
+                ),
+            );
+            let after = format!("after installing {what} (ignored)");
+            self.snapshot(s, Some(stored), &after).await;
+            self.log(s, last_purged, log, &after).await;
+        }
+    }
+
     /// Checks that `snapshot_chunk(id, offset, max_len)` gives `want`.
     async fn chunk<S: RaftStorage<u64>>(
         &self,
@@ -1164,24 +1188,16 @@ pub async fn install_older_or_equal_snapshot_is_ignored<S: RaftStorage<u64>>(mut
             "an older snapshot at 9-4 (it conflicts with entry 2-4)",
         ),
     ];
-    for (snap, what) in &ignored {
-        c.ok(
-            s.install_snapshot(snap.clone()).await,
-            &format!("install_snapshot of {what} over a snapshot at 2-5"),
-        );
-        let after = format!("after installing {what} (ignored)");
-        c.snapshot(&mut s, Some(&stored), &after).await;
-        c.log(&mut s, LogId::default(), &log, &after).await;
-    }
+    c.installs_ignored(&mut s, &ignored, &stored, (LogId::default(), &log))
+        .await;
 
     c.ok(s.purge(5).await, "purge(5)");
-    c.ok(
-        s.install_snapshot(snapshot(1, 3, 6)).await,
-        "install_snapshot at 1-3 (below the purge point 5)",
-    );
-    let after = "after installing an older snapshot at 1-3 below the purge point (ignored)";
-    c.snapshot(&mut s, Some(&stored), after).await;
-    c.log(&mut s, LogId::new(2, 5), &log[5..], after).await;
+    let ignored = [(
+        snapshot(1, 3, 6),
+        "an older snapshot at 1-3 (below the purge point 5)",
+    )];
+    c.installs_ignored(&mut s, &ignored, &stored, (LogId::new(2, 5), &log[5..]))
+        .await;
 
     // After a snapshot that discarded the log, older ones are ignored too.
     let ahead = snapshot(4, 20, 7);
@@ -1208,15 +1224,8 @@ pub async fn install_older_or_equal_snapshot_is_ignored<S: RaftStorage<u64>>(mut
             "an older snapshot at 3-7 (inside the discarded log)",
         ),
     ];
-    for (snap, what) in &ignored {
-        c.ok(
-            s.install_snapshot(snap.clone()).await,
-            &format!("install_snapshot of {what} over a snapshot at 4-20"),
-        );
-        let after = format!("after installing {what} (ignored)");
-        c.snapshot(&mut s, Some(&ahead), &after).await;
-        c.log(&mut s, LogId::new(4, 20), &more, &after).await;
-    }
+    c.installs_ignored(&mut s, &ignored, &ahead, (LogId::new(4, 20), &more))
+        .await;
     c.hard_state(&mut s, HardState::default(), "after ignored snapshots")
         .await;
 }
