@@ -127,6 +127,25 @@ use world::{lock, Shared, World};
 /// How often the harness polls while it waits for a condition (virtual time).
 const POLL: Duration = Duration::from_millis(10);
 
+/// Checks `check` every `every` until it gives a value, or gives up (`None`) once `timeout` has
+/// passed: the one polling loop behind the harness's waits.
+async fn poll_until<T>(
+    timeout: Duration,
+    every: Duration,
+    mut check: impl FnMut() -> Option<T>,
+) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(found) = check() {
+            return Some(found);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
 /// Options of a harness [`Cluster`].
 #[derive(Clone, Debug)]
 pub struct ClusterOptions {
@@ -468,16 +487,7 @@ impl<S: RaftStorage<u64>> Cluster<S> {
 
     /// Waits until some running node is leader, and returns it; `None` after `timeout`.
     pub async fn try_wait_for_leader(&self, timeout: Duration) -> Option<NodeId> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(l) = self.leader() {
-                return Some(l);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            tokio::time::sleep(POLL).await;
-        }
+        poll_until(timeout, POLL, || self.leader()).await
     }
 
     /// The log node `id`'s storage holds durably (as of its last acknowledged write; kept while the
@@ -676,19 +686,14 @@ impl<S: RaftStorage<u64>> Cluster<S> {
     /// # Errors
     /// A description of every node's state if `timeout` passes first.
     pub async fn wait_converged(&self, timeout: Duration) -> Result<NodeId, Violation> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(leader) = self.converged() {
-                return Ok(leader);
-            }
-            if Instant::now() >= deadline {
-                return Err(Violation(format!(
+        poll_until(timeout, POLL, || self.converged())
+            .await
+            .ok_or_else(|| {
+                Violation(format!(
                     "the cluster did not converge within {timeout:?}: {}",
                     self.describe()
-                )));
-            }
-            tokio::time::sleep(POLL).await;
-        }
+                ))
+            })
     }
 
     /// Waits until node `id` runs and its state machine has applied `index`.
@@ -701,19 +706,17 @@ impl<S: RaftStorage<u64>> Cluster<S> {
         index: LogIndex,
         timeout: Duration,
     ) -> Result<(), Violation> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if self.metrics(id).is_some_and(|m| m.last_applied >= index) {
-                return Ok(());
-            }
-            if Instant::now() >= deadline {
-                return Err(Violation(format!(
-                    "node {id} did not apply index {index} within {timeout:?}: {}",
-                    self.describe()
-                )));
-            }
-            tokio::time::sleep(POLL).await;
-        }
+        let applied = || {
+            self.metrics(id)
+                .is_some_and(|m| m.last_applied >= index)
+                .then_some(())
+        };
+        poll_until(timeout, POLL, applied).await.ok_or_else(|| {
+            Violation(format!(
+                "node {id} did not apply index {index} within {timeout:?}: {}",
+                self.describe()
+            ))
+        })
     }
 
     /// Waits until the router has handed `chunks` more InstallSnapshot requests to node `target` than
@@ -728,21 +731,19 @@ impl<S: RaftStorage<u64>> Cluster<S> {
         chunks: u64,
         timeout: Duration,
     ) -> Result<(), Violation> {
-        let deadline = Instant::now() + timeout;
         let goal = self.router.snapshot_chunks_delivered(target) + chunks;
-        loop {
-            if self.router.snapshot_chunks_delivered(target) >= goal {
-                return Ok(());
-            }
-            if Instant::now() >= deadline {
-                return Err(Violation(format!(
+        let reached = || (self.router.snapshot_chunks_delivered(target) >= goal).then_some(());
+        // Polled every millisecond (not `POLL`): chunks can come that fast, and a test waits for a
+        // transfer to be under way, not over.
+        poll_until(timeout, Duration::from_millis(1), reached)
+            .await
+            .ok_or_else(|| {
+                Violation(format!(
                     "node {target} did not receive {chunks} snapshot chunks within {timeout:?} (traffic {:?}): {}",
                     self.snapshot_traffic(target),
                     self.describe()
-                )));
-            }
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
+                ))
+            })
     }
 
     fn converged(&self) -> Option<NodeId> {
