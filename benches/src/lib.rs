@@ -87,10 +87,7 @@ fn snapshot_policy_from(value: Option<&str>) -> Option<SnapshotPolicy> {
     let n: u64 = value.parse().unwrap_or_else(|e| {
         panic!("{SNAPSHOT_AFTER_VAR}={value:?} is not a number of entries (0 = never): {e}")
     });
-    Some(match n {
-        0 => SnapshotPolicy::Never,
-        n => SnapshotPolicy::AfterAppliedEntries(n),
-    })
+    Some(SnapshotPolicy::from_threshold(n))
 }
 
 /// The tokio runtime of the benches; see the [crate docs](crate) for the environment variables.

@@ -58,6 +58,26 @@ pub enum SnapshotPolicy {
     AfterAppliedEntries(u64),
 }
 
+impl SnapshotPolicy {
+    /// The policy written as one number of entries, `0` meaning never (as a command-line flag or an
+    /// environment variable spells it).
+    pub fn from_threshold(entries: u64) -> Self {
+        match entries {
+            0 => SnapshotPolicy::Never,
+            n => SnapshotPolicy::AfterAppliedEntries(n),
+        }
+    }
+
+    /// The policy as one number of entries, `0` for never: the inverse of
+    /// [`from_threshold`](Self::from_threshold).
+    pub fn threshold(self) -> u64 {
+        match self {
+            SnapshotPolicy::Never => 0,
+            SnapshotPolicy::AfterAppliedEntries(n) => n,
+        }
+    }
+}
+
 impl Default for SnapshotPolicy {
     fn default() -> Self {
         SnapshotPolicy::AfterAppliedEntries(100_000)
@@ -147,6 +167,18 @@ mod tests {
     #[test]
     fn default_is_valid() {
         assert_eq!(Config::default().validate(), Ok(()));
+    }
+
+    #[test]
+    fn snapshot_policy_as_one_number() {
+        assert_eq!(SnapshotPolicy::from_threshold(0), SnapshotPolicy::Never);
+        assert_eq!(
+            SnapshotPolicy::from_threshold(7),
+            SnapshotPolicy::AfterAppliedEntries(7)
+        );
+        for p in [SnapshotPolicy::Never, SnapshotPolicy::default()] {
+            assert_eq!(SnapshotPolicy::from_threshold(p.threshold()), p);
+        }
     }
 
     #[test]

@@ -136,19 +136,13 @@ impl Default for SnapshotArgs {
 
 /// raft-core's default snapshot threshold, as `--snapshot-after` spells it (0 = never).
 fn default_snapshot_after() -> u64 {
-    match Config::default().snapshot_policy {
-        SnapshotPolicy::Never => 0,
-        SnapshotPolicy::AfterAppliedEntries(n) => n,
-    }
+    Config::default().snapshot_policy.threshold()
 }
 
 impl SnapshotArgs {
     /// The snapshot policy `--snapshot-after` asks for.
     pub fn policy(&self) -> SnapshotPolicy {
-        match self.snapshot_after {
-            0 => SnapshotPolicy::Never,
-            n => SnapshotPolicy::AfterAppliedEntries(n),
-        }
+        SnapshotPolicy::from_threshold(self.snapshot_after)
     }
 
     /// `base` with these snapshot settings.
