@@ -119,6 +119,14 @@ async fn duplicated_snapshot_chunks_reach_the_follower_twice() {
     }
     assert!(traffic.delivered >= 2 * traffic.answered, "{traffic:?}");
     assert_eq!(traffic.delivered, arrivals.len() as u64);
+    // `traffic.delivered` is read from the arrivals themselves; the router's own count, kept where
+    // it hands a request over, must agree with them (both copies of each duplicated chunk counted).
+    let all_arrivals: u64 = c
+        .ids()
+        .into_iter()
+        .map(|id| c.router().snapshot_arrivals(id).len() as u64)
+        .sum();
+    assert_eq!(c.router().stats().snapshot_chunks_delivered, all_arrivals);
 }
 
 /// Whether some chunk of a snapshot (not a restart at 0) reached the follower after a later chunk of
