@@ -94,7 +94,9 @@ pub struct InstallSnapshotRequest {
     pub meta: SnapshotMeta,
     /// The byte offset of `data` within the snapshot's data.
     pub offset: u64,
-    /// The chunk.
+    /// The chunk. Serialized as bytes (`serialize_bytes`: a MessagePack `bin`, not an array of
+    /// integers); read from bytes or from a sequence of integers.
+    #[serde(with = "snapshot_data")]
     pub data: Vec<u8>,
     /// Whether this chunk ends the snapshot.
     pub done: bool,
@@ -156,4 +158,85 @@ pub enum Response {
     AppendEntries(AppendEntriesResponse),
     /// The answer to an InstallSnapshot.
     InstallSnapshot(InstallSnapshotResponse),
+}
+
+/// Serde for snapshot data: written as bytes, so that binary formats carry it as one block (a
+/// MessagePack `bin`) rather than one integer per byte, and read back as one block too; a sequence of
+/// integers (what formats without a bytes type write, like JSON) is accepted as well.
+mod snapshot_data {
+    use std::fmt;
+
+    use serde::de::{Deserializer, SeqAccess, Visitor};
+    use serde::Serializer;
+
+    pub(super) fn serialize<S: Serializer>(data: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bytes(data)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Vec<u8>, D::Error> {
+        deserializer.deserialize_byte_buf(BytesVisitor)
+    }
+
+    struct BytesVisitor;
+
+    impl<'de> Visitor<'de> for BytesVisitor {
+        type Value = Vec<u8>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("snapshot data as bytes or a sequence of bytes")
+        }
+
+        fn visit_bytes<E>(self, v: &[u8]) -> Result<Vec<u8>, E> {
+            Ok(v.to_vec())
+        }
+
+        fn visit_byte_buf<E>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
+            Ok(v)
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<u8>, A::Error> {
+            // The hint comes from the peer: cap what it makes us reserve up front.
+            let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64 * 1024));
+            while let Some(b) = seq.next_element::<u8>()? {
+                out.push(b);
+            }
+            Ok(out)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::{LogId, Membership};
+
+    fn request(data: Vec<u8>) -> InstallSnapshotRequest {
+        InstallSnapshotRequest {
+            term: 2,
+            leader_id: 1,
+            meta: SnapshotMeta {
+                last_log_id: LogId::new(2, 9),
+                membership: Membership::new([1, 2, 3]),
+            },
+            offset: 0,
+            data,
+            done: true,
+        }
+    }
+
+    #[test]
+    fn snapshot_data_round_trips_through_json_as_integers() {
+        let req = request(vec![0, 1, 200, 255]);
+        let json = serde_json::to_string(&req).unwrap();
+        assert!(json.contains("\"data\":[0,1,200,255]"), "{json}");
+        let back: InstallSnapshotRequest = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, req);
+        let bad = json.replace("[0,1,200,255]", "[0,1,300]");
+        assert!(
+            serde_json::from_str::<InstallSnapshotRequest>(&bad).is_err(),
+            "300 is no byte"
+        );
+    }
 }

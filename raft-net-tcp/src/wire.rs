@@ -8,12 +8,9 @@
 //! and checked by the codec ([`codec`]).
 
 use bytes::Bytes;
-use raft_core::{
-    AppendEntriesRequest, InstallSnapshotRequest, NodeId, Request, Response, SnapshotMeta, Term,
-    VoteRequest,
-};
+use raft_core::{NodeId, Request, Response};
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 use tokio_util::codec::LengthDelimitedCodec;
 
 /// The first four bytes of both handshake payloads.
@@ -55,77 +52,18 @@ pub enum HelloReply {
     },
 }
 
-/// A request as carried by one frame: the id the response will carry back, and the RPC.
-///
-/// The request is encoded as [`raft_core::Request`]'s derived serde form, except that the data of an
-/// `InstallSnapshot` chunk is a MessagePack `bin` (its length, then the bytes) instead of an array
-/// of integers, which would take up to twice the space and a MessagePack integer to parse per byte.
-/// The decoder accepts both forms. (Decoding still fills the chunk's `Vec<u8>` one byte at a time:
-/// serde's `Vec<u8>` asks for a sequence, and rmp-serde hands a `bin` over as one.)
+/// A request as carried by one frame: the id the response will carry back, and the RPC, in
+/// [`raft_core::Request`]'s derived serde form. (The data of an `InstallSnapshot` chunk travels as a
+/// MessagePack `bin`, its length then the bytes, and is read back as one block: raft-core's
+/// [`InstallSnapshotRequest`](raft_core::InstallSnapshotRequest) declares it as bytes. The older
+/// form, an array of integers, is still read.)
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(bound(serialize = "C: Serialize", deserialize = "C: DeserializeOwned"))]
 pub struct RequestFrame<C> {
     /// Chosen by the client, unique among the requests in flight on the connection.
     pub id: u64,
     /// The RPC.
-    #[serde(serialize_with = "serialize_request")]
     pub request: Request<C>,
-}
-
-/// [`Request`] as serde derives it, with snapshot data serialized as bytes. Variant and field names
-/// match `Request`'s, so the derived `Deserialize` of `Request` reads what this writes.
-#[derive(Serialize)]
-enum RequestRef<'a, C> {
-    Vote(&'a VoteRequest),
-    AppendEntries(&'a AppendEntriesRequest<C>),
-    InstallSnapshot(InstallSnapshotRef<'a>),
-}
-
-/// [`InstallSnapshotRequest`] with its fields in the same order and names.
-#[derive(Serialize)]
-struct InstallSnapshotRef<'a> {
-    term: Term,
-    leader_id: NodeId,
-    meta: &'a SnapshotMeta,
-    offset: u64,
-    #[serde(serialize_with = "serialize_bytes")]
-    data: &'a [u8],
-    done: bool,
-}
-
-fn serialize_request<C: Serialize, S: Serializer>(
-    request: &Request<C>,
-    serializer: S,
-) -> Result<S::Ok, S::Error> {
-    let view = match request {
-        Request::Vote(r) => RequestRef::Vote(r),
-        Request::AppendEntries(r) => RequestRef::AppendEntries(r),
-        Request::InstallSnapshot(r) => RequestRef::InstallSnapshot(install_snapshot_ref(r)),
-    };
-    view.serialize(serializer)
-}
-
-fn install_snapshot_ref(r: &InstallSnapshotRequest) -> InstallSnapshotRef<'_> {
-    let InstallSnapshotRequest {
-        term,
-        leader_id,
-        meta,
-        offset,
-        data,
-        done,
-    } = r;
-    InstallSnapshotRef {
-        term: *term,
-        leader_id: *leader_id,
-        meta,
-        offset: *offset,
-        data,
-        done: *done,
-    }
-}
-
-fn serialize_bytes<S: Serializer>(data: &&[u8], serializer: S) -> Result<S::Ok, S::Error> {
-    serializer.serialize_bytes(data)
 }
 
 /// A response as carried by one frame.
@@ -268,7 +206,10 @@ pub fn decode_hello_reply(payload: &[u8]) -> Result<HelloReply, WireError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use raft_core::{Entry, EntryPayload, LogId, Membership};
+    use raft_core::{
+        AppendEntriesRequest, Entry, EntryPayload, InstallSnapshotRequest, LogId, Membership,
+        SnapshotMeta, VoteRequest,
+    };
 
     /// Commands tagged like raft-kv's, which non-self-describing formats cannot decode.
     #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -355,11 +296,27 @@ mod tests {
         }
     }
 
-    /// What `RequestFrame` would be with plain derived serde (snapshot data as an array of integers).
+    /// An InstallSnapshot frame as a peer writes it whose serde treats the data as a plain
+    /// `Vec<u8>` (an array of integers): variant and field names as `Request`'s.
     #[derive(Serialize)]
     struct PlainFrame<'a> {
         id: u64,
-        request: &'a Request<u64>,
+        request: PlainRequest<'a>,
+    }
+
+    #[derive(Serialize)]
+    enum PlainRequest<'a> {
+        InstallSnapshot(PlainInstall<'a>),
+    }
+
+    #[derive(Serialize)]
+    struct PlainInstall<'a> {
+        term: u64,
+        leader_id: NodeId,
+        meta: &'a SnapshotMeta,
+        offset: u64,
+        data: &'a [u8],
+        done: bool,
     }
 
     #[test]
@@ -376,9 +333,19 @@ mod tests {
         );
         assert_eq!(decode::<RequestFrame<u64>>(&bytes), Ok(frame.clone()));
         // A peer that encodes the data as an array (plain serde) is understood too.
+        let Request::InstallSnapshot(r) = &frame.request else {
+            unreachable!("built as an InstallSnapshot");
+        };
         let plain = rmp_serde::to_vec_named(&PlainFrame {
             id: frame.id,
-            request: &frame.request,
+            request: PlainRequest::InstallSnapshot(PlainInstall {
+                term: r.term,
+                leader_id: r.leader_id,
+                meta: &r.meta,
+                offset: r.offset,
+                data: &r.data,
+                done: r.done,
+            }),
         })
         .expect("encode plain");
         assert!(plain.len() > bytes.len() + data.len() / 2);
@@ -409,8 +376,15 @@ mod tests {
                 leader_commit: 5,
             }),
         ];
+        /// The frame as serde derives it for any struct of an id and a `Request`: a custom encoding
+        /// of `RequestFrame` must not change how votes and AppendEntries travel.
+        #[derive(Serialize)]
+        struct DerivedFrame<'a> {
+            id: u64,
+            request: &'a Request<u64>,
+        }
         for request in requests {
-            let plain = rmp_serde::to_vec_named(&PlainFrame {
+            let plain = rmp_serde::to_vec_named(&DerivedFrame {
                 id: 1,
                 request: &request,
             })
