@@ -22,14 +22,12 @@
 //! so delayed chunks really arrive after later ones (see [`MockNetwork`]); the router records the order
 //! chunks reached each node ([`Router::snapshot_arrivals`]).
 //!
-//! The [`harness`] module builds whole simulated clusters on it: crashes and restarts, and checks of
-//! Raft's five safety properties, of durability and of the linearizability of client histories.
+//! Whole simulated clusters on it (crashes and restarts, checks of Raft's five safety properties, of
+//! durability and of the linearizability of client histories) are the `raft-sim` crate's.
 #![warn(missing_docs)]
 
-pub mod harness;
 mod network;
 mod router;
-pub mod timeline;
 
 pub use network::MockNetwork;
 pub use router::{Faults, Router, RouterStats};

@@ -1,5 +1,5 @@
 //! A whole cluster on `FileStorage` (fsync on) and the mock network, with the simulation harness of
-//! `raft-net-mock`: every node is killed and reopened from its directory several times while a client
+//! `raft-sim`: every node is killed and reopened from its directory several times while a client
 //! writes, and all of them at once too. The harness checks, at every restart, that the reopened
 //! storage holds exactly what it had acknowledged, and at the end that no acknowledged write is lost,
 //! the five Raft properties, and linearizability.
@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use raft_net_mock::harness::{Cluster, ClusterOptions, Outcome};
+use raft_sim::{Cluster, ClusterOptions, Outcome};
 use raft_storage_file::{FileStorage, Options};
 use tokio::time::sleep;
 
@@ -160,7 +160,7 @@ async fn long_run_of_100000_writes_keeps_the_directory_bounded() {
     const KEEP: u64 = 100;
     const SEGMENT: u64 = 64 * 1024;
     // Stated bound per node directory: the entries since the last snapshot point and the ones kept
-    // before it (at most 2 * THRESHOLD + KEEP, as in raft-net-mock's long run) take under 100 bytes
+    // before it (at most 2 * THRESHOLD + KEEP, as in raft-sim's long run) take under 100 bytes
     // each on disk, in at most that many bytes of segments plus the two partly purged or partly
     // filled segments at the ends; the snapshot and small files are a few hundred bytes. 512 KiB
     // holds all of that with room; without compaction 100,000 entries take megabytes.

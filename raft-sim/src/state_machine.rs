@@ -9,7 +9,7 @@ use raft_core::{
     StateMachineError,
 };
 
-use super::world::{lock, Shared};
+use crate::world::{lock, Shared};
 
 /// How many of the latest commands an [`AppliedState`] keeps.
 pub const RECENT_COMMANDS: usize = 8;

@@ -6,8 +6,8 @@
 use std::time::Duration;
 
 use raft_core::{ClientWriteError, EntryPayload, NodeId, Role};
-use raft_net_mock::harness::{Cluster, ClusterOptions, Outcome, WriteError};
 use raft_net_mock::Faults;
+use raft_sim::{Cluster, ClusterOptions, Outcome, WriteError};
 use raft_storage_mem::MemStorage;
 use tokio::time::{sleep, Instant};
 
@@ -18,7 +18,7 @@ const SEC: Duration = Duration::from_secs(1);
 /// A cluster of `n` nodes with `seed`, whose failures print the command that reruns `test`.
 async fn cluster(n: u64, seed: u64, test: &str) -> MemCluster {
     let opts = ClusterOptions::new(n, seed).replay(format!(
-        "cargo test -p raft-net-mock --test cluster {test} -- --exact --nocapture   (seed {{seed}} is fixed in the test)"
+        "cargo test -p raft-sim --test cluster {test} -- --exact --nocapture   (seed {{seed}} is fixed in the test)"
     ));
     let c = Cluster::with_options(opts).await;
     c.initialize().await;

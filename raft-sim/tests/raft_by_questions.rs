@@ -1,5 +1,5 @@
 //! Whole-cluster claims of `docs/raft-by-questions.md`, checked on the engine-level simulation of
-//! `raft_net_mock::timeline` (the real `Engine` on every node, seeded message delays, instant storage):
+//! `raft_sim::timeline` (the real `Engine` on every node, seeded message delays, instant storage):
 //!
 //! * question 4: how many election rounds it takes to elect a leader, measured over many seeds, on the
 //!   engine-level simulation and, as a cross-check, on the mock network with the real async driver
@@ -9,7 +9,7 @@
 //!   and the split-vote trace the doc shows is exactly what the example prints.
 //!
 //! ```sh
-//! cargo test -p raft-net-mock --test raft_by_questions -- --nocapture   # prints the figures
+//! cargo test -p raft-sim --test raft_by_questions -- --nocapture   # prints the figures
 //! ```
 
 use std::fmt::Write as _;
@@ -19,10 +19,10 @@ use async_trait::async_trait;
 use raft_core::{
     Config, Entry, LogId, NodeId, Raft, Role, SnapshotMeta, StateMachine, StateMachineError, Term,
 };
-use raft_net_mock::timeline::{
+use raft_net_mock::{Faults, Router};
+use raft_sim::timeline::{
     self, AppendRefusal, Event, RefuseReason, Scenario, Sim, SimOptions, StepDownReason, Timeline,
 };
-use raft_net_mock::{Faults, Router};
 use raft_storage_mem::MemStorage;
 
 // ===== question 4: split votes, measured =====

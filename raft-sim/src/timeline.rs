@@ -23,7 +23,7 @@
 //! [`Timeline`]. The split-vote measurement of `docs/raft-by-questions.md` (question 4) runs on
 //! [`Sim`] too.
 //!
-//! This is an engine-level simulation, not the tokio driver on [`Router`](crate::Router): it is pure,
+//! This is an engine-level simulation, not the tokio driver on [`Router`](raft_net_mock::Router): it is pure,
 //! single-threaded and needs no runtime, so the same seed always prints the same trace. Client writes
 //! are answered the way the driver answers them (success once applied on the leader; `OutcomeUnknown`
 //! when the leader loses office first; `NotLeader` when nothing was proposed).
@@ -35,7 +35,7 @@
 //! are the rules the engine applies.
 //!
 //! ```
-//! use raft_net_mock::timeline::{self, Scenario};
+//! use raft_sim::timeline::{self, Scenario};
 //! let trace = timeline::run(Scenario::Election);
 //! assert_eq!(trace.leaders().len(), 1);
 //! println!("{trace}");

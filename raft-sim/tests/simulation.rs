@@ -8,9 +8,9 @@
 //! compaction and InstallSnapshot race with partitions, crashes and restarts in every seed.
 //!
 //! ```sh
-//! cargo test -p raft-net-mock --test simulation                                  # a few seeds
-//! SEEDS=2000 cargo test --release -p raft-net-mock --test simulation -- --nocapture  # many seeds
-//! SEED=1234 cargo test -p raft-net-mock --test simulation -- --nocapture         # replay one
+//! cargo test -p raft-sim --test simulation                                  # a few seeds
+//! SEEDS=2000 cargo test --release -p raft-sim --test simulation -- --nocapture  # many seeds
+//! SEED=1234 cargo test -p raft-sim --test simulation -- --nocapture         # replay one
 //! ```
 //! `SEED_START` shifts the range `SEEDS` covers; `SEED_TIMEOUT_SECS` (default 120) is the real-time
 //! limit of one seed, past which it is reported as hung (a livelock stops virtual time); and
@@ -27,14 +27,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use raft_core::{Entry, LogId, NodeId, SnapshotPolicy, Term};
-use raft_net_mock::harness::{AppliedState, Cluster, ClusterOptions, HarnessStats, Op, Outcome};
 use raft_net_mock::{Faults, RouterStats};
+use raft_sim::{AppliedState, Cluster, ClusterOptions, HarnessStats, Op, Outcome};
 use tokio::time::sleep;
 
 /// Seeds run by a plain `cargo test`.
 const DEFAULT_SEEDS: u64 = 100;
 
-const REPLAY: &str = "SEED={seed} cargo test -p raft-net-mock --test simulation -- --nocapture";
+const REPLAY: &str = "SEED={seed} cargo test -p raft-sim --test simulation -- --nocapture";
 
 /// What a run produced: equal summaries for equal seeds prove the run replays exactly.
 #[derive(Debug, PartialEq)]

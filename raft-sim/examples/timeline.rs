@@ -10,13 +10,13 @@
 //! cargo run --example timeline -- split-vote --nodes 5 --seed 39   # three candidates split 5 nodes
 //! ```
 //!
-//! The same seed prints the same trace. See `raft_net_mock::timeline` for what is simulated, and
+//! The same seed prints the same trace. See `raft_sim::timeline` for what is simulated, and
 //! `docs/raft-by-questions.md` for the questions each scenario answers.
 
 use std::io::Write;
 use std::process::ExitCode;
 
-use raft_net_mock::timeline::{self, Scenario};
+use raft_sim::timeline::{self, Scenario};
 
 fn usage() -> ExitCode {
     eprintln!("usage: timeline <scenario> [--seed N] [--nodes N]");

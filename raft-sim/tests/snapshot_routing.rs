@@ -11,8 +11,8 @@ use raft_core::{
     Config, Entry, HardState, LogId, LogIndex, LogState, NodeId, NodeStatus, RaftStorage, Snapshot,
     SnapshotChunk, SnapshotPolicy, StorageError,
 };
-use raft_net_mock::harness::{Cluster, ClusterOptions, SnapshotTraffic};
 use raft_net_mock::Faults;
+use raft_sim::{Cluster, ClusterOptions, SnapshotTraffic};
 use raft_storage_mem::MemStorage;
 
 const SEC: Duration = Duration::from_secs(1);
@@ -32,7 +32,7 @@ fn options(seed: u64, test: &str) -> ClusterOptions {
     ClusterOptions::new(3, seed)
         .config(snapshot_config())
         .replay(format!(
-            "cargo test -p raft-net-mock --test snapshot_routing {test} -- --exact --nocapture   \
+            "cargo test -p raft-sim --test snapshot_routing {test} -- --exact --nocapture   \
              (seed {{seed}} is fixed in the test)"
         ))
 }

@@ -1,16 +1,16 @@
 //! The shared record of everything the harness observes, and the checks that run on it.
 //!
 //! Observations arrive from four places, all on the test's single thread:
-//! * the storage wrapper ([`ObservedStorage`](super::ObservedStorage)): every hard state, append,
+//! * the storage wrapper ([`ObservedStorage`](crate::ObservedStorage)): every hard state, append,
 //!   truncation, purge and snapshot a node's storage acknowledged (the *durable* state), and every
 //!   snapshot chunk it read;
-//! * the network wrapper ([`ObservedNetwork`](super::ObservedNetwork)): RPC answers as the sender sees
+//! * the network wrapper ([`ObservedNetwork`](crate::ObservedNetwork)): RPC answers as the sender sees
 //!   them;
-//! * the test state machine ([`LogStateMachine`](super::LogStateMachine)): every applied entry and
+//! * the test state machine ([`LogStateMachine`](crate::LogStateMachine)): every applied entry and
 //!   every restored snapshot;
 //! * the metrics watchers: who says it is leader in which term;
 //!
-//! plus the client history recorded by [`Client`](super::Client). Checks that can run at the moment of
+//! plus the client history recorded by [`Client`](crate::Client). Checks that can run at the moment of
 //! an observation do so and record a violation; the rest run on demand.
 //!
 //! ## Compaction
@@ -35,8 +35,8 @@ use raft_core::{
     SnapshotMeta, Term,
 };
 
-use super::history::History;
-use super::state_machine::{chain_hash, AppliedState};
+use crate::history::History;
+use crate::state_machine::{chain_hash, AppliedState};
 
 /// The world, shared by every observer of one cluster.
 pub(crate) type Shared = Arc<Mutex<World>>;

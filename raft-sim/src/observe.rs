@@ -11,9 +11,9 @@ use raft_core::{
     VoteRequest, VoteResponse,
 };
 
-use super::world::{lock, Shared};
-use super::LogStateMachine;
-use crate::MockNetwork;
+use crate::world::{lock, Shared};
+use crate::LogStateMachine;
+use raft_net_mock::MockNetwork;
 
 /// A node's "power switch": once crashed, its storage refuses every call (nothing more becomes
 /// durable) and its network sends nothing more.
@@ -195,7 +195,7 @@ impl<S: RaftStorage<u64>> ObservedStorage<S> {
 /// rules 1 and 2: a granted vote, the entries a follower acknowledges, and a snapshot it says it
 /// installed, are durable on it by the time the answer arrives), and which goes silent when the node
 /// crashes. It counts InstallSnapshot requests and answers per `(leader, follower)` in
-/// [`HarnessStats`](super::HarnessStats).
+/// [`HarnessStats`](crate::HarnessStats).
 pub struct ObservedNetwork {
     inner: MockNetwork<LogStateMachine>,
     node: NodeId,

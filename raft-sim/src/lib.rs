@@ -1,0 +1,120 @@
+//! # raft-sim
+//!
+//! Seeded whole-cluster simulation of `raft-core` nodes: clusters of real [`Raft`](raft_core::Raft)
+//! nodes on the in-process [`Router`](raft_net_mock::Router) of `raft-net-mock`, crashes and
+//! restarts, and checks of Raft's five safety properties, of durability and of the linearizability of
+//! client histories. Time is tokio's paused clock and every random choice comes from the seed, so a
+//! failing run replays exactly.
+//!
+//! The [`timeline`] module is the teaching companion: the pure engines on a simulated network, printed
+//! as a readable trace (`cargo run --example timeline -- election`).
+//!
+//! ## Quick start
+//!
+//! ```
+//! use std::time::Duration;
+//! use raft_sim::Cluster;
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)] // virtual time
+//! # async fn main() {
+//! let cluster = Cluster::new(3, 42, raft_core::Config::default()).await;
+//! cluster.initialize().await;
+//! let leader = cluster.wait_for_leader(Duration::from_secs(1)).await;
+//!
+//! let client = cluster.client();
+//! let acked = client.write(client.next_value()).await.unwrap();
+//!
+//! cluster.crash(leader).await; // its storage survives; its state machine does not
+//! cluster.wait_for_leader(Duration::from_secs(2)).await;
+//! client.write(client.next_value()).await.unwrap();
+//! cluster.restart(leader).await;
+//!
+//! // Waits until every node holds and applied the same log, then checks everything.
+//! cluster.assert_final(Duration::from_secs(10)).await;
+//! assert!(cluster.durable_log(leader).iter().any(|e| e.log_id == acked.log_id));
+//! # }
+//! ```
+//!
+//! ## What is checked, and how it is observed
+//!
+//! Every node runs with its storage wrapped in an [`ObservedStorage`], its network in an
+//! [`ObservedNetwork`], and a [`LogStateMachine`]. The harness thus sees each node's *durable* state as
+//! the storage acknowledges it, every answer to an RPC, and every entry applied. The five properties of
+//! the Raft paper (figure 3):
+//!
+//! 1. **Election Safety** (at most one leader per term). Observed three ways: a task per node watches
+//!    its [`Metrics`] (`changed().await`) and records `(term, node)` whenever the role is `Leader`;
+//!    metrics are a `watch`, so a leadership shorter than one batch of the driver can be missed
+//!    (the harness also samples all nodes' metrics at every check). Exactly, from durable state: no
+//!    node makes two different votes in one term, no two candidates hold a majority of durable votes in
+//!    one term, and no term has two leader no-op entries at different indexes.
+//! 2. **Leader Append-Only**. Exactly: a node never truncates its durable log while it is the
+//!    (observed) leader of its current term, and never removes an entry of its own current term. Sampled:
+//!    each time a node is seen leading term `T`, its durable log must still hold, unchanged (compared by
+//!    a hash chain over the whole prefix), what it held at the previous sample in `T`.
+//! 3. **Log Matching**. Exactly, at every append on every node: an entry with the same index and term as
+//!    one any node held before sits on an identical prefix (hash chains). And pairwise over the durable
+//!    logs at every check.
+//! 4. **Leader Completeness**. Each committed entry is recorded when first applied, with the highest
+//!    durable term of any node at that moment (the entry was committed by a leader of at most that
+//!    term). Each time a node is seen leading a higher term, its durable log must hold the entry. At the
+//!    end, every node's log holds every committed entry.
+//! 5. **State Machine Safety**. Exactly, at every apply: no two nodes or incarnations apply different
+//!    entries at one index; each incarnation applies in order, once, without gaps (continuing after the
+//!    snapshot it restored last); the entry applied is the one in the node's own durable log, and is
+//!    durable on a majority when first applied; the state reached is the committed prefix's.
+//!
+//! ## Snapshots and compaction
+//!
+//! A node's log may be compacted (purged up to a point its durable snapshot covers) or replaced by a
+//! snapshot from the leader. The harness keeps, for every node, the hash of its log prefix up to the
+//! compaction point (its own hash chain when it purges; the digest the snapshot carries when a
+//! snapshot replaces the log, see [`AppliedState`]), so checks that compare logs stay exact for the
+//! entries still there and use that hash, compared with the committed prefix's, as the evidence for
+//! compacted ones: a committed entry compacted into a snapshot is still held. On top:
+//! * every snapshot stored or restored carries the committed state up to its last entry (digest,
+//!   recent commands) and the membership in force there; a snapshot that does not decode (chunks lost,
+//!   duplicated or reordered into the wrong bytes) is a violation;
+//! * a purge never goes past the durable snapshot, and a compacted prefix is always the committed one;
+//! * a state machine never goes back (no restore of an older snapshot than what it applied);
+//! * storage contract: a stored snapshot is ignored when not newer than the stored one, replaces the
+//!   log unless the log holds its last entry; after each purge and snapshot the storage's log state and
+//!   snapshot id are read back and compared; each snapshot chunk read is the right slice of the
+//!   acknowledged snapshot; a reopened storage holds the acknowledged snapshot too;
+//! * a follower that answers `Installed` holds the snapshot's last entry durably (like rule 2).
+//!
+//! On top: ordering rules 1 and 2 of the driver (a granted vote, and entries a follower acknowledges,
+//! are durable by the time the answer arrives), no committed entry is ever truncated, a reopened
+//! storage holds exactly what it had acknowledged, every acknowledged write is in every node's final
+//! log at its acknowledged index, and the client history is linearizable (see [`Op`]; the model and
+//! the check are described in the `history` module: unique values, acknowledged indexes, real-time
+//! order, at most once for unknown outcomes, never for writes refused with `NotLeader`).
+//!
+//! Violations are recorded as they are seen (observers run inside the nodes' tasks, where a panic would
+//! be lost) and reported by [`Cluster::check_safety`] / [`Cluster::assert_safe`] and the final checks.
+//! A failure message carries the seed and the command that replays it. To follow a failing run, set
+//! `HARNESS_TRACE=1`: every observation (hard states, appends, truncations, applies, leaders, vote
+//! answers, rejected AppendEntries, crashes) is printed with its virtual time.
+//!
+//! ## Crashes
+//! [`Cluster::crash`] cuts the node's "power": from that moment its storage refuses every call (nothing
+//! more becomes durable), its network sends nothing, it is unregistered from the router (nothing
+//! reaches it), and it is shut down. Its durable storage stays with the storage factory.
+//! [`Cluster::restart`] reopens the storage through the factory (checking that it holds exactly what it
+//! had acknowledged), gives the node a new, empty [`LogStateMachine`] (a new incarnation; the node
+//! restores it from its snapshot, if any, and replays the log after it), starts it and registers it
+//! again.
+#![warn(missing_docs)]
+
+mod cluster;
+mod history;
+mod observe;
+mod state_machine;
+pub mod timeline;
+mod world;
+
+pub use cluster::{Client, Cluster, ClusterOptions, SnapshotTraffic, Violation, WriteError};
+pub use history::{Op, Outcome};
+pub use observe::{ObservedNetwork, ObservedStorage};
+pub use state_machine::{AppliedState, LogStateMachine, RECENT_COMMANDS};
+pub use world::HarnessStats;
