@@ -1,7 +1,5 @@
 //! Error types. Variants a caller must branch on are separate; each says whether retrying may help.
 
-use std::fmt;
-
 use crate::types::{LogIndex, NodeId};
 
 /// A [`Config`](crate::Config) setting is out of range.
@@ -102,16 +100,6 @@ impl StateMachineError {
     }
 }
 
-/// Why the node stopped on its own; carried by errors of calls made after that.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FatalError(pub String);
-
-impl fmt::Display for FatalError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
 /// Why a client write did not return a response.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ClientWriteError {
@@ -130,8 +118,8 @@ pub enum ClientWriteError {
         leader_hint: Option<NodeId>,
     },
     /// The node is shutting down or has stopped; the outcome of a proposed command is unknown.
-    #[error("the node has stopped: {0}")]
-    Stopped(String),
+    #[error(transparent)]
+    Stopped(#[from] StoppedError),
 }
 
 impl ClientWriteError {
@@ -151,11 +139,13 @@ pub enum InitializeError {
     #[error("invalid initial membership: {0}")]
     InvalidMembership(String),
     /// The node has stopped.
-    #[error("the node has stopped: {0}")]
-    Stopped(String),
+    #[error(transparent)]
+    Stopped(#[from] StoppedError),
 }
 
-/// A call into a node that is not running.
+/// A call into a node that is not running (shut down, or stopped on a fatal storage or state
+/// machine error). Every API error that can meet a stopped node carries this one type, with the reason
+/// the node stopped.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("the node has stopped: {0}")]
 pub struct StoppedError(pub String);

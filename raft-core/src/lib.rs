@@ -83,19 +83,19 @@
 //! * `testing` (feature `testing`): the storage conformance suite.
 #![warn(missing_docs)]
 
-pub mod config;
+mod config;
 pub mod engine;
-pub mod error;
-pub mod message;
-pub mod network;
+mod error;
+mod message;
+mod network;
 mod raft;
 #[doc = include_str!("../../docs/raft-by-questions.md")]
 pub mod raft_by_questions {}
-pub mod state_machine;
-pub mod storage;
+mod state_machine;
+mod storage;
 #[cfg(feature = "testing")]
 pub mod testing;
-pub mod types;
+mod types;
 
 pub use config::{Config, SnapshotPolicy};
 pub use engine::{Engine, Output, RecoveredState, SnapshotCheck};
@@ -108,9 +108,9 @@ pub use message::{
     InstallSnapshotResponse, Request, Response, SnapshotResult, VoteRequest, VoteResponse,
 };
 pub use network::RaftNetwork;
-pub use raft::{ClientWriteResponse, Metrics, NodeStatus, Raft};
+pub use raft::{ClientWriteResponse, Metrics, NodeStatus, Proposal, ProposalResult, Raft};
 pub use state_machine::{AppCommand, SnapshotBuild, StateMachine};
-pub use storage::{LogState, RaftStorage, SnapshotChunk};
+pub use storage::{slice_chunk, LogState, RaftStorage, SnapshotChunk};
 pub use types::{
     Entry, EntryPayload, HardState, LogId, LogIndex, Membership, NodeId, Role, Snapshot,
     SnapshotMeta, Term,

@@ -1,6 +1,7 @@
 //! The `Raft` handle's contract on one node (raft-core/src/raft/mod.rs): `shutdown` is idempotent and
 //! stops the node, dropping every handle stops it too, and building a snapshot does not stop the node
-//! from applying and answering writes.
+//! from applying and answering writes; `propose` gives the log position at once and resolves like
+//! `client_write`.
 
 use std::time::Duration;
 
@@ -340,5 +341,60 @@ async fn a_log_purged_past_its_snapshot_is_refused_at_start() {
     assert!(
         matches!(err, StartError::Storage(StorageError::Corrupted(_))),
         "{err}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn propose_returns_the_position_at_once_and_resolves_to_the_response() {
+    let raft = single_node_leader().await;
+    let last = raft.metrics().borrow().last_log_id;
+    // Three proposals in a row, none awaited yet: each is appended at the next index of this term.
+    let mut proposals = Vec::new();
+    for command in [10, 11, 12] {
+        proposals.push(raft.propose(command).await.expect("the leader appends"));
+    }
+    let ids: Vec<LogId> = proposals.iter().map(Proposal::log_id).collect();
+    let expected: Vec<LogId> = (1..=3)
+        .map(|k| LogId::new(last.term, last.index + k))
+        .collect();
+    assert_eq!(ids, expected);
+    for (proposal, command) in proposals.into_iter().zip([10, 11, 12]) {
+        let at = proposal.log_id();
+        let response = proposal.await.expect("committed and applied");
+        assert_eq!(response.log_id, at);
+        assert_eq!(response.data, command);
+    }
+    raft.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn propose_on_a_node_that_does_not_lead_proposes_nothing() {
+    let raft = Raft::start(
+        1,
+        Config::default(),
+        VecStore::default(),
+        NoPeers,
+        Echo::default(),
+    )
+    .await
+    .expect("start");
+    let err = raft
+        .propose(5)
+        .await
+        .expect_err("not initialized: no leader");
+    assert_eq!(err, ClientWriteError::NotLeader { leader_hint: None });
+    assert!(err.is_safe_to_retry());
+    assert_eq!(raft.metrics().borrow().last_log_id, LogId::default());
+    raft.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn propose_on_a_stopped_node_fails_with_the_reason_it_stopped() {
+    let raft = single_node_leader().await;
+    raft.shutdown().await;
+    let err = raft.propose(5).await.expect_err("stopped");
+    assert_eq!(
+        err,
+        ClientWriteError::Stopped(StoppedError("node was shut down".into()))
     );
 }

@@ -1055,10 +1055,16 @@ async fn watch_metrics(id: NodeId, mut rx: watch::Receiver<Metrics>, world: Shar
     }
 }
 
+/// SplitMix64's increment (the 64-bit golden ratio) and its two finalizer multipliers (Steele, Lea
+/// and Flood, "Fast splittable pseudorandom number generators", 2014).
+const SPLITMIX_GAMMA: u64 = 0x9E37_79B9_7F4A_7C15;
+const SPLITMIX_MUL_1: u64 = 0xBF58_476D_1CE4_E5B9;
+const SPLITMIX_MUL_2: u64 = 0x94D0_49BB_1331_11EB;
+
 /// SplitMix64 of `seed + n`: independent-looking seeds for each incarnation of the nodes.
 fn mix(seed: u64, n: u64) -> u64 {
-    let mut z = seed.wrapping_add(n.wrapping_mul(0x9E37_79B9_7F4A_7C15));
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    let mut z = seed.wrapping_add(n.wrapping_mul(SPLITMIX_GAMMA));
+    z = (z ^ (z >> 30)).wrapping_mul(SPLITMIX_MUL_1);
+    z = (z ^ (z >> 27)).wrapping_mul(SPLITMIX_MUL_2);
     z ^ (z >> 31)
 }

@@ -725,6 +725,10 @@ struct Snap {
     deadline: u64,
 }
 
+/// Keeps the network's delay generator apart from the engines' election generators, which are seeded
+/// with the same seed.
+const NETWORK_STREAM: u64 = 0x7E1E_11E0_5EED_0001;
+
 /// A cluster of [`Engine`]s on a simulated network, run by a deterministic event loop. See the
 /// [module docs](self).
 pub struct Sim {
@@ -768,7 +772,7 @@ impl Sim {
         Sim {
             config,
             delay_ms: opts.delay_ms,
-            rng: fastrand::Rng::with_seed(opts.seed ^ 0x7E1E_11E0_5EED_0001),
+            rng: fastrand::Rng::with_seed(opts.seed ^ NETWORK_STREAM),
             now: 0,
             voters,
             nodes,
@@ -1371,7 +1375,7 @@ impl Sim {
             let mut h: Vec<NodeId> = engine
                 .progress()
                 .iter()
-                .filter(|(_, p)| p.match_index >= last.index)
+                .filter(|(_, p)| p.match_index() >= last.index)
                 .map(|(&p, _)| p)
                 .collect();
             h.push(id);

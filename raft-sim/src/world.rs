@@ -29,7 +29,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use raft_core::storage::{slice_chunk, SnapshotChunk};
+use raft_core::{slice_chunk, SnapshotChunk};
 use raft_core::{
     Entry, EntryPayload, HardState, LogId, LogIndex, LogState, Membership, NodeId, Snapshot,
     SnapshotMeta, Term,

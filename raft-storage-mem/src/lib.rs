@@ -35,7 +35,7 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
-use raft_core::storage::{slice_chunk, SnapshotChunk};
+use raft_core::{slice_chunk, SnapshotChunk};
 use raft_core::{Entry, HardState, LogId, LogIndex, LogState, RaftStorage, Snapshot, StorageError};
 
 /// Everything a [`MemStorage`] holds.

@@ -42,7 +42,7 @@ use axum::http::{header, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use raft_core::{ClientWriteError, NodeId, NodeStatus, Role};
+use raft_core::{ClientWriteError, NodeId, NodeStatus, Role, StoppedError};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -189,7 +189,7 @@ async fn propose(state: &ApiState, uri: &Uri, command: KvCommand) -> Result<KvRe
             })),
         )
             .into_response()),
-        Ok(Err(ClientWriteError::Stopped(reason))) => Err(error(
+        Ok(Err(ClientWriteError::Stopped(StoppedError(reason)))) => Err(error(
             StatusCode::INTERNAL_SERVER_ERROR,
             "outcome_unknown",
             format!("the node stopped ({reason}): the request may or may not take effect"),

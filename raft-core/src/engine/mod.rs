@@ -217,7 +217,7 @@ impl<C: Clone> Engine<C> {
     ///
     /// `config` should have passed [`Config::validate`]; the engine does not re-check it.
     pub fn new(id: NodeId, config: &Config, state: RecoveredState<C>, now_ms: u64) -> Self {
-        let seed = config.seed ^ id.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0x5DEE_CE66_D1CE_4E5B;
+        let seed = election_seed(config.seed, id);
         let snapshot = state.snapshot.unwrap_or_default();
         let base_membership = snapshot.membership.clone();
         let log = MemLog::new(state.log_base, state.entries);
@@ -1210,6 +1210,18 @@ impl<C: Clone> Engine<C> {
         let (min, max) = self.election_timeout_ms;
         self.election_deadline = self.now + self.rng.u64(min..max);
     }
+}
+
+/// Multiplies the node id into the seed (the 64-bit golden ratio, as in Fibonacci hashing) so nodes
+/// sharing `Config::seed` draw different election timeouts.
+const NODE_ID_SPREAD: u64 = 0x9E37_79B9_7F4A_7C15;
+/// Keeps the election RNG's stream apart from other generators seeded with the same `Config::seed`.
+const ELECTION_STREAM: u64 = 0x5DEE_CE66_D1CE_4E5B;
+
+/// The seed of node `id`'s election-timeout generator: deterministic in (`seed`, `id`), different
+/// for every node.
+fn election_seed(seed: u64, id: NodeId) -> u64 {
+    seed ^ id.wrapping_mul(NODE_ID_SPREAD) ^ ELECTION_STREAM
 }
 
 /// Checks what a well-behaved leader always guarantees: entries are consecutive after `prev_log_id`,

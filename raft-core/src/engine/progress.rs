@@ -20,15 +20,27 @@ pub enum ReplicationState {
 /// A snapshot being sent to a follower.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SnapshotTransfer {
-    /// The snapshot being sent (its last log id).
-    pub snapshot: LogId,
-    /// The byte offset of the next chunk to send: what the follower has confirmed holding.
-    pub offset: u64,
-    /// The offset of the chunk sent and not yet answered, if any.
-    pub in_flight: Option<u64>,
+    pub(crate) snapshot: LogId,
+    pub(crate) offset: u64,
+    pub(crate) in_flight: Option<u64>,
 }
 
 impl SnapshotTransfer {
+    /// The snapshot being sent (its last log id).
+    pub fn snapshot(&self) -> LogId {
+        self.snapshot
+    }
+
+    /// The byte offset of the next chunk to send: what the follower has confirmed holding.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// The offset of the chunk sent and not yet answered, if any.
+    pub fn in_flight(&self) -> Option<u64> {
+        self.in_flight
+    }
+
     /// A transfer of `snapshot` from its first byte, nothing sent yet.
     pub(crate) fn start(snapshot: LogId) -> Self {
         SnapshotTransfer {
@@ -42,12 +54,9 @@ impl SnapshotTransfer {
 /// What the leader knows of one follower.
 #[derive(Clone, Debug)]
 pub struct Progress {
-    /// The highest index known to match the leader's log (and to be durable on the follower).
-    pub match_index: LogIndex,
-    /// The next index to send.
-    pub next_index: LogIndex,
-    /// Probing or pipelining.
-    pub state: ReplicationState,
+    pub(crate) match_index: LogIndex,
+    pub(crate) next_index: LogIndex,
+    pub(crate) state: ReplicationState,
     /// In probe state: whether a probe is outstanding (no more are sent until it is answered or the
     /// next heartbeat).
     pub(crate) probe_sent: bool,
@@ -55,11 +64,30 @@ pub struct Progress {
     pub(crate) in_flight: VecDeque<LogIndex>,
     /// When (engine time, ms) the follower last answered in the current term.
     pub(crate) last_ack_ms: u64,
-    /// In snapshot state: the transfer in progress.
-    pub transfer: Option<SnapshotTransfer>,
+    pub(crate) transfer: Option<SnapshotTransfer>,
 }
 
 impl Progress {
+    /// The highest index known to match the leader's log (and to be durable on the follower).
+    pub fn match_index(&self) -> LogIndex {
+        self.match_index
+    }
+
+    /// The next index to send.
+    pub fn next_index(&self) -> LogIndex {
+        self.next_index
+    }
+
+    /// Probing, pipelining, or sending a snapshot.
+    pub fn state(&self) -> ReplicationState {
+        self.state
+    }
+
+    /// In snapshot state: the transfer in progress.
+    pub fn transfer(&self) -> Option<&SnapshotTransfer> {
+        self.transfer.as_ref()
+    }
+
     pub(crate) fn new(next_index: LogIndex, now: u64) -> Self {
         Progress {
             match_index: 0,

@@ -15,7 +15,7 @@ use super::peers::{PeerSender, RpcOutcome};
 use super::{ApiMsg, WriteReply};
 use crate::config::{Config, SnapshotPolicy};
 use crate::engine::{Engine, Output, RecoveredState};
-use crate::error::{ClientWriteError, InitializeError, StartError, StorageError};
+use crate::error::{ClientWriteError, InitializeError, StartError, StoppedError, StorageError};
 use crate::message::{
     AppendEntriesResponse, InstallSnapshotResponse, Request, Response, VoteResponse,
 };
@@ -23,6 +23,10 @@ use crate::network::RaftNetwork;
 use crate::state_machine::StateMachine;
 use crate::storage::RaftStorage;
 use crate::types::{LogId, LogIndex, NodeId, Role, Term};
+
+/// How long the loop sleeps when the engine has no deadline the clock can represent (its "never",
+/// `u64::MAX` ms): any event wakes the loop earlier, so this only bounds an idle wait.
+const NO_DEADLINE_RECHECK: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// A reply to an incoming RPC, held until the output it depends on is durable.
 enum HeldReply {
@@ -217,13 +221,20 @@ where
                 reason
             }
         };
+        let stopped = || ClientWriteError::Stopped(StoppedError(reason.clone()));
         for (_, reply) in self.pending.drain(..) {
-            let _ = reply.send(Err(ClientWriteError::Stopped(reason.clone())));
+            let _ = reply.send(Err(stopped()));
         }
         self.api_rx.close();
         while let Ok(msg) = self.api_rx.try_recv() {
-            if let ApiMsg::ClientWrite { reply, .. } = msg {
-                let _ = reply.send(Err(ClientWriteError::Stopped(reason.clone())));
+            if let ApiMsg::ClientWrite {
+                appended, reply, ..
+            } = msg
+            {
+                match appended {
+                    Some(appended) => drop(appended.send(Err(stopped()))),
+                    None => drop(reply.send(Err(stopped()))),
+                }
             }
         }
         // Stop the peers and let the apply task finish what it was given, so the state machine is
@@ -247,7 +258,7 @@ where
             let deadline = self
                 .epoch
                 .checked_add(wait)
-                .unwrap_or_else(|| Instant::now() + std::time::Duration::from_secs(3600));
+                .unwrap_or_else(|| Instant::now() + NO_DEADLINE_RECHECK);
             if timer.deadline() != deadline {
                 timer.as_mut().reset(deadline);
             }
@@ -314,18 +325,29 @@ where
 
     fn on_api(&mut self, msg: ApiMsg<SM>) -> Result<(), Stop> {
         match msg {
-            ApiMsg::ClientWrite { command, reply } => match self.engine.propose(command) {
+            ApiMsg::ClientWrite {
+                command,
+                appended,
+                reply,
+            } => match self.engine.propose(command) {
                 Ok(log_id) => {
                     if self.pending_term != log_id.term {
                         self.fail_pending();
                         self.pending_term = log_id.term;
                     }
+                    if let Some(appended) = appended {
+                        let _ = appended.send(Ok(log_id));
+                    }
                     self.pending.push_back((log_id, reply));
                 }
                 Err(e) => {
-                    let _ = reply.send(Err(ClientWriteError::NotLeader {
+                    let refused = ClientWriteError::NotLeader {
                         leader_hint: e.leader_hint,
-                    }));
+                    };
+                    match appended {
+                        Some(appended) => drop(appended.send(Err(refused))),
+                        None => drop(reply.send(Err(refused))),
+                    }
                 }
             },
             ApiMsg::AppendEntries { request, reply } => {

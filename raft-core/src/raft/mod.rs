@@ -14,6 +14,7 @@ mod apply;
 mod driver;
 mod metrics;
 mod peers;
+mod proposal;
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
@@ -23,6 +24,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 pub use metrics::{Metrics, NodeStatus};
+pub use proposal::{Proposal, ProposalResult};
 
 use crate::config::Config;
 use crate::error::{ClientWriteError, InitializeError, StartError, StoppedError};
@@ -44,13 +46,15 @@ pub struct ClientWriteResponse<R> {
     pub data: R,
 }
 
-type WriteReply<SM> =
-    oneshot::Sender<Result<ClientWriteResponse<<SM as StateMachine>::Response>, ClientWriteError>>;
+type WriteReply<SM> = oneshot::Sender<ProposalResult<<SM as StateMachine>::Response>>;
 
 /// Requests from handles to the driver.
 pub(crate) enum ApiMsg<SM: StateMachine> {
     ClientWrite {
         command: SM::Command,
+        /// For [`Raft::propose`]: told the entry's log id once the leader has appended it, or why it
+        /// was not proposed (then `reply` is dropped unanswered).
+        appended: Option<oneshot::Sender<Result<LogId, ClientWriteError>>>,
         reply: WriteReply<SM>,
     },
     AppendEntries {
@@ -154,10 +158,9 @@ impl<SM: StateMachine> Raft<SM> {
     ) -> Result<(), InitializeError> {
         let (reply, rx) = oneshot::channel();
         let membership = Membership::new(voters);
-        self.send(ApiMsg::Initialize { membership, reply })
-            .map_err(|e| InitializeError::Stopped(e.0))?;
+        self.send(ApiMsg::Initialize { membership, reply })?;
         rx.await
-            .map_err(|_| InitializeError::Stopped(self.stop_reason()))?
+            .map_err(|_| InitializeError::Stopped(self.stopped()))?
     }
 
     /// Proposes `command` and waits until it is committed and applied, returning the state machine's
@@ -172,10 +175,37 @@ impl<SM: StateMachine> Raft<SM> {
         command: SM::Command,
     ) -> Result<ClientWriteResponse<SM::Response>, ClientWriteError> {
         let (reply, rx) = oneshot::channel();
-        self.send(ApiMsg::ClientWrite { command, reply })
-            .map_err(|e| ClientWriteError::Stopped(e.0))?;
+        self.send(ApiMsg::ClientWrite {
+            command,
+            appended: None,
+            reply,
+        })?;
         rx.await
-            .map_err(|_| ClientWriteError::Stopped(self.stop_reason()))?
+            .map_err(|_| ClientWriteError::Stopped(self.stopped()))?
+    }
+
+    /// Proposes `command` and returns as soon as the leader has appended it to its log (before it is
+    /// durable or committed), with its log id. The returned [`Proposal`] resolves, like
+    /// [`client_write`](Self::client_write), once the entry is applied. For callers that pipeline
+    /// writes or must know a write's position at once (test harnesses, linearizability checkers).
+    ///
+    /// # Errors
+    /// [`ClientWriteError::NotLeader`] if this node is not the leader (nothing was proposed);
+    /// [`ClientWriteError::Stopped`] if the node stopped. Errors after the append come from awaiting
+    /// the proposal.
+    pub async fn propose(&self, command: SM::Command) -> Result<Proposal<SM>, ClientWriteError> {
+        let (reply, response) = oneshot::channel();
+        let (appended, appended_rx) = oneshot::channel();
+        self.send(ApiMsg::ClientWrite {
+            command,
+            appended: Some(appended),
+            reply,
+        })?;
+        match appended_rx.await {
+            Ok(Ok(log_id)) => Ok(Proposal::new(log_id, response, self.clone())),
+            Ok(Err(refused)) => Err(refused),
+            Err(_) => Err(ClientWriteError::Stopped(self.stopped())),
+        }
     }
 
     /// Handles an AppendEntries from a peer; transports call this with decoded requests.
@@ -188,7 +218,7 @@ impl<SM: StateMachine> Raft<SM> {
     ) -> Result<AppendEntriesResponse, StoppedError> {
         let (reply, rx) = oneshot::channel();
         self.send(ApiMsg::AppendEntries { request, reply })?;
-        rx.await.map_err(|_| StoppedError(self.stop_reason()))
+        rx.await.map_err(|_| self.stopped())
     }
 
     /// Handles a RequestVote from a peer; transports call this with decoded requests.
@@ -198,7 +228,7 @@ impl<SM: StateMachine> Raft<SM> {
     pub async fn vote(&self, request: VoteRequest) -> Result<VoteResponse, StoppedError> {
         let (reply, rx) = oneshot::channel();
         self.send(ApiMsg::Vote { request, reply })?;
-        rx.await.map_err(|_| StoppedError(self.stop_reason()))
+        rx.await.map_err(|_| self.stopped())
     }
 
     /// Handles one chunk of an InstallSnapshot from the leader; transports call this with decoded
@@ -212,7 +242,7 @@ impl<SM: StateMachine> Raft<SM> {
     ) -> Result<InstallSnapshotResponse, StoppedError> {
         let (reply, rx) = oneshot::channel();
         self.send(ApiMsg::InstallSnapshot { request, reply })?;
-        rx.await.map_err(|_| StoppedError(self.stop_reason()))
+        rx.await.map_err(|_| self.stopped())
     }
 
     /// Builds a snapshot of the state machine now (besides the [`SnapshotPolicy`](crate::SnapshotPolicy))
@@ -229,7 +259,7 @@ impl<SM: StateMachine> Raft<SM> {
     pub async fn trigger_snapshot(&self) -> Result<Option<LogId>, StoppedError> {
         let (reply, rx) = oneshot::channel();
         self.send(ApiMsg::TriggerSnapshot { reply })?;
-        rx.await.map_err(|_| StoppedError(self.stop_reason()))
+        rx.await.map_err(|_| self.stopped())
     }
 
     /// A watch of the node's metrics, updated after every batch of work.
@@ -293,10 +323,12 @@ impl<SM: StateMachine> Raft<SM> {
     }
 
     fn send(&self, msg: ApiMsg<SM>) -> Result<(), StoppedError> {
-        self.inner
-            .api
-            .send(msg)
-            .map_err(|_| StoppedError(self.stop_reason()))
+        self.inner.api.send(msg).map_err(|_| self.stopped())
+    }
+
+    /// The error of a call that met a stopped node.
+    fn stopped(&self) -> StoppedError {
+        StoppedError(self.stop_reason())
     }
 
     fn stop_reason(&self) -> String {
