@@ -13,7 +13,7 @@ use tokio::time::{sleep, Instant};
 type MemCluster = Cluster<MemStorage<u64>>;
 
 const SEC: Duration = Duration::from_secs(1);
-/// The snapshot threshold of these scenarios (issue 5: 1,000).
+/// The snapshot threshold of these scenarios: small, so a run builds and sends many snapshots.
 const THRESHOLD: u64 = 1_000;
 /// Entries kept before a snapshot point.
 const KEEP: u64 = 100;
