@@ -26,6 +26,7 @@
 
 mod log;
 mod progress;
+pub mod validate;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -397,6 +398,13 @@ impl<C: Clone> Engine<C> {
     /// Handles a RequestVote and returns the reply. The reply may be sent only after the output taken
     /// next is persisted (it may record the vote).
     pub fn handle_vote_request(&mut self, req: VoteRequest) -> VoteResponse {
+        if let Err(reason) = validate::vote_request(&req) {
+            tracing::error!(candidate = req.candidate_id, %reason, "malformed vote request refused");
+            return VoteResponse {
+                term: self.hard_state.term,
+                vote_granted: false,
+            };
+        }
         if req.term > self.hard_state.term {
             self.become_follower(req.term, None);
         }
@@ -431,6 +439,10 @@ impl<C: Clone> Engine<C> {
 
     /// Handles the answer to a RequestVote this node sent.
     pub fn handle_vote_response(&mut self, from: NodeId, resp: VoteResponse) {
+        if let Err(reason) = validate::vote_response(&resp) {
+            tracing::error!(from, %reason, "malformed vote answer ignored");
+            return;
+        }
         if resp.term > self.hard_state.term {
             self.become_follower(resp.term, None);
             return;
@@ -450,7 +462,7 @@ impl<C: Clone> Engine<C> {
         if req.term < self.hard_state.term {
             return self.append_reply(AppendResult::StaleTerm);
         }
-        if let Err(reason) = validate_append(&req) {
+        if let Err(reason) = validate::append_request(&req) {
             tracing::error!(leader = req.leader_id, %reason, "malformed AppendEntries refused");
             return self.append_reply(AppendResult::Invalid);
         }
@@ -530,6 +542,10 @@ impl<C: Clone> Engine<C> {
 
     /// Handles the answer to an AppendEntries this node sent.
     pub fn handle_append_entries_response(&mut self, from: NodeId, resp: AppendEntriesResponse) {
+        if let Err(reason) = validate::append_response(&resp) {
+            tracing::error!(from, %reason, "malformed AppendEntries answer ignored");
+            return;
+        }
         if !self.take_answer(from, resp.term) {
             return;
         }
@@ -670,8 +686,8 @@ impl<C: Clone> Engine<C> {
             return self.snapshot_reply(SnapshotResult::StaleTerm);
         }
         let id = req.meta.last_log_id;
-        if id.term > req.term || id.index == 0 || req.meta.membership.voters.is_empty() {
-            tracing::error!(leader = req.leader_id, snapshot = %id, "malformed InstallSnapshot refused");
+        if let Err(reason) = validate::snapshot_request(&req) {
+            tracing::error!(leader = req.leader_id, snapshot = %id, %reason, "malformed InstallSnapshot refused");
             return self.snapshot_reply(SnapshotResult::Invalid);
         }
         if req.term > self.hard_state.term || self.role != Role::Follower {
@@ -735,6 +751,10 @@ impl<C: Clone> Engine<C> {
         from: NodeId,
         resp: InstallSnapshotResponse,
     ) {
+        if let Err(reason) = validate::snapshot_response(&resp) {
+            tracing::error!(from, %reason, "malformed InstallSnapshot answer ignored");
+            return;
+        }
         if !self.take_answer(from, resp.term) {
             return;
         }
@@ -911,8 +931,21 @@ impl<C: Clone> Engine<C> {
     }
 
     fn start_election(&mut self) {
+        let Some(term) = self
+            .hard_state
+            .term
+            .checked_add(1)
+            .filter(|&t| t <= validate::MAX_TERM)
+        else {
+            tracing::error!(
+                term = self.hard_state.term,
+                "the term cannot grow any further: not campaigning"
+            );
+            self.reset_election_timer();
+            return;
+        };
         self.hard_state = HardState {
-            term: self.hard_state.term + 1,
+            term,
             voted_for: Some(self.id),
         };
         self.hard_state_dirty = true;
@@ -1222,31 +1255,6 @@ const ELECTION_STREAM: u64 = 0x5DEE_CE66_D1CE_4E5B;
 /// for every node.
 fn election_seed(seed: u64, id: NodeId) -> u64 {
     seed ^ id.wrapping_mul(NODE_ID_SPREAD) ^ ELECTION_STREAM
-}
-
-/// Checks what a well-behaved leader always guarantees: entries are consecutive after `prev_log_id`,
-/// their terms never decrease, and none is newer than the request's term.
-fn validate_append<C>(req: &AppendEntriesRequest<C>) -> Result<(), String> {
-    if req.prev_log_id.term > req.term {
-        return Err(format!(
-            "prev_log_id {} is newer than the request's term {}",
-            req.prev_log_id, req.term
-        ));
-    }
-    let mut expected = req.prev_log_id;
-    for e in &req.entries {
-        if e.log_id.index != expected.index + 1
-            || e.log_id.term < expected.term
-            || e.log_id.term > req.term
-        {
-            return Err(format!(
-                "entry {} does not follow {} in a request of term {}",
-                e.log_id, expected, req.term
-            ));
-        }
-        expected = e.log_id;
-    }
-    Ok(())
 }
 
 fn append_request<C>(

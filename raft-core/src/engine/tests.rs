@@ -1578,4 +1578,5 @@ fn cluster_replaces_an_isolated_leader_and_its_uncommitted_entries() {
     c.assert_applied_consistent();
 }
 
+mod hostile;
 mod snapshot;
