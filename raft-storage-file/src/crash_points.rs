@@ -23,8 +23,9 @@ use raft_core::{
 use tempfile::TempDir;
 
 use crate::faults::Faults;
+use crate::format::encode_batch;
 use crate::store::{Store, LOCK_FILE};
-use crate::{encode_batch, FsyncPolicy, Options};
+use crate::{FsyncPolicy, Options};
 
 /// Everything a store holds, read back.
 #[derive(PartialEq)]

@@ -1,29 +1,47 @@
-//! The bytes on disk: segment headers, record frames, and the small checksummed files (hard state, log
-//! metadata, snapshot). The layout is described in the [crate docs](crate#on-disk-format).
+//! The bytes on disk, written and read here and nowhere else: segment headers, record frames (a
+//! batch of entries encoded by [`encode_batch`], read back one frame at a time by [`parse_frame`] and
+//! [`decode_record`]), and the small checksummed files (hard state, log metadata, snapshot). The
+//! layout is described in the [crate docs](crate#on-disk-format).
 
 use std::io::{self, Read, Seek, SeekFrom};
 use std::path::Path;
 
-use raft_core::{EntryPayload, HardState, LogId, LogIndex, SnapshotMeta, StorageError};
+use raft_core::{
+    Entry, EntryPayload, HardState, LogId, LogIndex, SnapshotMeta, StorageError, Term,
+};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 /// The version of every file format below. A file with another version is refused.
 pub(crate) const FORMAT_VERSION: u32 = 1;
 
+/// Length of the magic that starts every file (segments and small files).
+const MAGIC_LEN: usize = 8;
+/// Offset of the format version (u32) in every file: right after the magic.
+const VERSION_AT: usize = MAGIC_LEN;
+/// Length of every checksum (a CRC-32).
+pub(crate) const CRC_LEN: usize = 4;
+
 /// Magic of a segment file.
-pub(crate) const SEGMENT_MAGIC: [u8; 8] = *b"raftLOG\0";
+pub(crate) const SEGMENT_MAGIC: [u8; MAGIC_LEN] = *b"raftLOG\0";
+/// Offset of the first index (u64) in a segment header: after the magic and the version.
+pub(crate) const SEGMENT_FIRST_INDEX_AT: usize = VERSION_AT + 4;
+/// Offset of the CRC in a segment header, which covers the bytes before it.
+const SEGMENT_CRC_AT: usize = SEGMENT_FIRST_INDEX_AT + 8;
 /// Size of a segment header: magic, version, first index, CRC.
-pub(crate) const SEGMENT_HEADER_LEN: usize = 8 + 4 + 8 + 4;
+pub(crate) const SEGMENT_HEADER_LEN: usize = SEGMENT_CRC_AT + CRC_LEN;
+
+/// Offset of the CRC in a record frame's header: after the payload length (u32).
+const FRAME_CRC_AT: usize = 4;
 /// Size of a record frame's header: payload length, CRC.
-pub(crate) const FRAME_HEADER_LEN: usize = 8;
+pub(crate) const FRAME_HEADER_LEN: usize = FRAME_CRC_AT + CRC_LEN;
 
 /// Magic of the hard state file.
-pub(crate) const HARD_STATE_MAGIC: [u8; 8] = *b"raftHS\0\0";
+pub(crate) const HARD_STATE_MAGIC: [u8; MAGIC_LEN] = *b"raftHS\0\0";
 /// Magic of the log metadata file.
-pub(crate) const LOG_META_MAGIC: [u8; 8] = *b"raftMETA";
+pub(crate) const LOG_META_MAGIC: [u8; MAGIC_LEN] = *b"raftMETA";
 /// Magic of the snapshot file.
-pub(crate) const SNAPSHOT_MAGIC: [u8; 8] = *b"raftSNAP";
+pub(crate) const SNAPSHOT_MAGIC: [u8; MAGIC_LEN] = *b"raftSNAP";
 
 /// A CRC32 (IEEE) of several slices, as if they were one.
 pub(crate) fn crc(parts: &[&[u8]]) -> u32 {
@@ -80,24 +98,24 @@ pub(crate) fn parse_segment_header(path: &Path, data: &[u8]) -> Result<LogIndex,
         ));
     }
     let h = &data[..SEGMENT_HEADER_LEN];
-    if h[..8] != SEGMENT_MAGIC {
+    if h[..MAGIC_LEN] != SEGMENT_MAGIC {
         return Err(corrupted(path, 0, "not a segment file (bad magic)"));
     }
-    let stored = u32_at(h, 20);
-    if crc(&[&h[..20]]) != stored {
+    let stored = u32_at(h, SEGMENT_CRC_AT);
+    if crc(&[&h[..SEGMENT_CRC_AT]]) != stored {
         return Err(corrupted(path, 0, "segment header checksum mismatch"));
     }
-    let version = u32_at(h, 8);
+    let version = u32_at(h, VERSION_AT);
     if version != FORMAT_VERSION {
         return Err(corrupted(
             path,
-            8,
+            VERSION_AT as u64,
             format_args!(
                 "unsupported segment format version {version} (this build reads {FORMAT_VERSION})"
             ),
         ));
     }
-    Ok(u64_at(h, 12))
+    Ok(u64_at(h, SEGMENT_FIRST_INDEX_AT))
 }
 
 // ----- encoding -----
@@ -134,12 +152,15 @@ pub(crate) fn push_varint(buf: &mut Vec<u8>, mut v: u64) {
     buf.push(v as u8);
 }
 
+/// The most bytes a u64 takes as a LEB128 varint: 7 bits per byte, so 10 (the last holding 1 bit).
+const MAX_VARINT_LEN: usize = 10;
+
 /// Reads an unsigned LEB128 varint from the front of `b`: the value and the bytes it took.
 pub(crate) fn read_varint(b: &[u8]) -> Option<(u64, usize)> {
     let mut v = 0u64;
-    for (i, &byte) in b.iter().enumerate().take(10) {
+    for (i, &byte) in b.iter().enumerate().take(MAX_VARINT_LEN) {
         let bits = u64::from(byte & 0x7f);
-        if i == 9 && bits > 1 {
+        if i == MAX_VARINT_LEN - 1 && bits > 1 {
             return None; // over 64 bits
         }
         v |= bits << (7 * i);
@@ -152,7 +173,7 @@ pub(crate) fn read_varint(b: &[u8]) -> Option<(u64, usize)> {
 
 /// Appends the payload of a record: term and index as varints, then the entry's payload encoded by
 /// [`encode_value`].
-pub(crate) fn push_record<C: Serialize>(
+fn push_record<C: Serialize>(
     buf: &mut Vec<u8>,
     id: LogId,
     payload: &EntryPayload<C>,
@@ -183,15 +204,83 @@ pub(crate) fn decode_record<C: DeserializeOwned>(
     Ok((id, decode_value(&record[at..])?))
 }
 
-/// Appends the frame of one record (`payload` already encoded) to `buf`.
-#[cfg(test)]
-pub(crate) fn push_frame(buf: &mut Vec<u8>, payload: &[u8]) {
-    let len = (payload.len() as u32).to_le_bytes();
-    let c = crc(&[&len, payload]);
-    buf.extend_from_slice(&len);
-    buf.extend_from_slice(&c.to_le_bytes());
-    buf.extend_from_slice(payload);
+// ----- record frames: writing -----
+
+/// An encoded batch of entries, ready to be written with one `write`: their frames back to back,
+/// and what the store keeps in memory for each record.
+#[derive(Debug, Default)]
+pub(crate) struct Batch {
+    /// The index of the first entry.
+    pub first: LogIndex,
+    /// The frames, back to back, in index order.
+    pub bytes: Vec<u8>,
+    /// For each frame, in order: its payload length and its entry's term.
+    pub records: Vec<(u32, Term)>,
 }
+
+/// The header of the frame of `payload`, `len` bytes long: the length, then the CRC of the length
+/// bytes and the payload (what [`parse_frame`] checks).
+fn frame_header(len: u32, payload: &[u8]) -> [u8; FRAME_HEADER_LEN] {
+    let len = len.to_le_bytes();
+    let c = crc(&[&len, payload]).to_le_bytes();
+    let mut header = [0u8; FRAME_HEADER_LEN];
+    header[..FRAME_CRC_AT].copy_from_slice(&len);
+    header[FRAME_CRC_AT..].copy_from_slice(&c);
+    header
+}
+
+/// Encodes `entries` into one batch of frames, each record as [`push_record`] writes it.
+///
+/// # Errors
+/// [`StorageError::InvalidRequest`], and nothing encoded, if the entries are not consecutive from
+/// `first`, or an entry cannot be encoded, does not decode back with [`decode_record`] (its command
+/// type's `Serialize` and `Deserialize` disagree: refused before it reaches the disk, where it would
+/// fail the next open), or is over the 4 GiB a frame's length can state.
+pub(crate) fn encode_batch<C>(first: LogIndex, entries: &[Entry<C>]) -> Result<Batch, StorageError>
+where
+    C: Serialize + DeserializeOwned,
+{
+    let mut batch = Batch {
+        first,
+        bytes: Vec::new(),
+        records: Vec::with_capacity(entries.len()),
+    };
+    for (expected, e) in (first..).zip(entries) {
+        if e.log_id.index != expected {
+            return Err(StorageError::InvalidRequest(format!(
+                "append expected index {expected}, got {}",
+                e.log_id.index
+            )));
+        }
+        let start = batch.bytes.len();
+        let bytes = &mut batch.bytes;
+        bytes.extend_from_slice(&[0u8; FRAME_HEADER_LEN]);
+        push_record(bytes, e.log_id, &e.payload).map_err(|err| {
+            StorageError::InvalidRequest(format!("entry {} cannot be encoded: {err}", e.log_id))
+        })?;
+        let record = &bytes[start + FRAME_HEADER_LEN..];
+        if let Err(err) = decode_record::<C>(record) {
+            return Err(StorageError::InvalidRequest(format!(
+                "entry {} encodes but does not decode back ({err}); its command type's Serialize \
+                 and Deserialize disagree",
+                e.log_id
+            )));
+        }
+        let len = u32::try_from(record.len()).map_err(|_| {
+            StorageError::InvalidRequest(format!(
+                "entry {} is {} bytes encoded, over the 4 GiB record limit",
+                e.log_id,
+                record.len()
+            ))
+        })?;
+        let header = frame_header(len, record);
+        bytes[start..start + FRAME_HEADER_LEN].copy_from_slice(&header);
+        batch.records.push((len, e.log_id.term));
+    }
+    Ok(batch)
+}
+
+// ----- record frames: reading -----
 
 /// Why a frame could not be read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -214,18 +303,18 @@ impl std::fmt::Display for FrameDamage {
     }
 }
 
-/// Reads the frame at the start of `data`: returns its payload (the frame is `8 + payload.len()`
-/// bytes long).
+/// Reads the frame at the start of `data`: returns its payload (the frame is [`FRAME_HEADER_LEN`]
+/// `+ payload.len()` bytes long).
 pub(crate) fn parse_frame(data: &[u8]) -> Result<&[u8], FrameDamage> {
     if data.len() < FRAME_HEADER_LEN {
         return Err(FrameDamage::ShortHeader);
     }
     let len = u32_at(data, 0) as usize;
-    let stored = u32_at(data, 4);
+    let stored = u32_at(data, FRAME_CRC_AT);
     let Some(payload) = data[FRAME_HEADER_LEN..].get(..len) else {
         return Err(FrameDamage::ShortPayload);
     };
-    if crc(&[&data[..4], payload]) != stored {
+    if crc(&[&data[..FRAME_CRC_AT], payload]) != stored {
         return Err(FrameDamage::BadChecksum);
     }
     Ok(payload)
@@ -250,14 +339,14 @@ pub(crate) fn find_intact_record(data: &[u8], from: usize, min_index: LogIndex) 
 
 // ----- small checksummed files -----
 
-/// Length of the fixed start of a small file: magic, version, body length.
-const SMALL_HEAD_LEN: usize = 8 + 4 + 8;
-/// Length of the checksum that ends a small file.
-const SMALL_CRC_LEN: usize = 4;
+/// Offset of the body length (u64) in a small file: after the magic and the version.
+const SMALL_BODY_LEN_AT: usize = VERSION_AT + 4;
+/// Length of the fixed start of a small file: magic, version, body length. The body starts here.
+const SMALL_HEAD_LEN: usize = SMALL_BODY_LEN_AT + 8;
 
 /// Frames the body of a small file: magic, version, body length, body, CRC of all before it.
-pub(crate) fn small_file(magic: [u8; 8], body: &[u8]) -> Vec<u8> {
-    let mut b = Vec::with_capacity(body.len() + 28);
+pub(crate) fn small_file(magic: [u8; MAGIC_LEN], body: &[u8]) -> Vec<u8> {
+    let mut b = Vec::with_capacity(SMALL_HEAD_LEN + body.len() + CRC_LEN);
     b.extend_from_slice(&magic);
     b.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
     b.extend_from_slice(&(body.len() as u64).to_le_bytes());
@@ -272,28 +361,28 @@ pub(crate) fn small_file(magic: [u8; 8], body: &[u8]) -> Vec<u8> {
 /// Returns the body length.
 fn check_small_file_head(
     path: &Path,
-    magic: [u8; 8],
+    magic: [u8; MAGIC_LEN],
     head: &[u8],
     file_len: u64,
 ) -> Result<u64, StorageError> {
-    if file_len < (SMALL_HEAD_LEN + SMALL_CRC_LEN) as u64 || head.len() < SMALL_HEAD_LEN {
+    if file_len < (SMALL_HEAD_LEN + CRC_LEN) as u64 || head.len() < SMALL_HEAD_LEN {
         return Err(corrupted(
             path,
             0,
             format_args!("file is {file_len} bytes long, too short to be valid"),
         ));
     }
-    if head[..8] != magic {
+    if head[..MAGIC_LEN] != magic {
         return Err(corrupted(path, 0, "bad magic (not the file expected here)"));
     }
-    let len = u64_at(head, 12);
+    let len = u64_at(head, SMALL_BODY_LEN_AT);
     let expected = (SMALL_HEAD_LEN as u64)
         .checked_add(len)
-        .and_then(|n| n.checked_add(SMALL_CRC_LEN as u64));
+        .and_then(|n| n.checked_add(CRC_LEN as u64));
     if expected != Some(file_len) {
         return Err(corrupted(
             path,
-            12,
+            SMALL_BODY_LEN_AT as u64,
             format_args!("declared body length {len} does not match the file length {file_len}"),
         ));
     }
@@ -302,11 +391,11 @@ fn check_small_file_head(
 
 /// Checks the format version in a small file's fixed start (after its checksum matched).
 fn check_small_file_version(path: &Path, head: &[u8]) -> Result<(), StorageError> {
-    let version = u32_at(head, 8);
+    let version = u32_at(head, VERSION_AT);
     if version != FORMAT_VERSION {
         return Err(corrupted(
             path,
-            8,
+            VERSION_AT as u64,
             format_args!(
                 "unsupported format version {version} (this build reads {FORMAT_VERSION})"
             ),
@@ -318,11 +407,11 @@ fn check_small_file_version(path: &Path, head: &[u8]) -> Result<(), StorageError
 /// Checks a small file and returns its body.
 pub(crate) fn parse_small_file<'a>(
     path: &Path,
-    magic: [u8; 8],
+    magic: [u8; MAGIC_LEN],
     data: &'a [u8],
 ) -> Result<&'a [u8], StorageError> {
     check_small_file_head(path, magic, data, data.len() as u64)?;
-    let body_end = data.len() - SMALL_CRC_LEN;
+    let body_end = data.len() - CRC_LEN;
     if crc(&[&data[..body_end]]) != u32_at(data, body_end) {
         return Err(corrupted(path, body_end as u64, "checksum mismatch"));
     }
@@ -338,8 +427,13 @@ pub(crate) fn encode_hard_state(hs: &HardState) -> Vec<u8> {
 
 pub(crate) fn decode_hard_state(path: &Path, data: &[u8]) -> Result<HardState, StorageError> {
     let body = parse_small_file(path, HARD_STATE_MAGIC, data)?;
-    decode_value(body)
-        .map_err(|e| corrupted(path, 20, format_args!("cannot decode the hard state: {e}")))
+    decode_value(body).map_err(|e| {
+        corrupted(
+            path,
+            SMALL_HEAD_LEN as u64,
+            format_args!("cannot decode the hard state: {e}"),
+        )
+    })
 }
 
 /// What the log metadata file holds.
@@ -375,11 +469,17 @@ pub(crate) fn decode_log_meta(path: &Path, data: &[u8]) -> Result<LogMeta, Stora
     decode_value(body).map_err(|e| {
         corrupted(
             path,
-            20,
+            SMALL_HEAD_LEN as u64,
             format_args!("cannot decode the log metadata: {e}"),
         )
     })
 }
+
+/// Size of the field that starts a snapshot file's body: the length of the header after it (u64).
+const SNAPSHOT_HEADER_LEN_FIELD: usize = 8;
+/// Offset of the header in a snapshot file: after the small file's fixed start and the header's
+/// length.
+const SNAPSHOT_HEADER_AT: usize = SMALL_HEAD_LEN + SNAPSHOT_HEADER_LEN_FIELD;
 
 /// The metadata at the front of the snapshot file's body.
 #[derive(Serialize, Deserialize)]
@@ -403,7 +503,7 @@ pub(crate) struct SnapshotLayout {
 impl SnapshotLayout {
     /// The length of the whole file.
     pub(crate) fn file_len(&self) -> u64 {
-        self.data_start + self.data_len + SMALL_CRC_LEN as u64
+        self.data_start + self.data_len + CRC_LEN as u64
     }
 }
 
@@ -416,7 +516,7 @@ pub(crate) fn snapshot_file_parts(
     meta: &SnapshotMeta,
     discards_log: bool,
     data: &[u8],
-) -> (Vec<u8>, [u8; SMALL_CRC_LEN], SnapshotLayout) {
+) -> (Vec<u8>, [u8; CRC_LEN], SnapshotLayout) {
     let mut header = Vec::new();
     encode_value(
         &mut header,
@@ -426,8 +526,8 @@ pub(crate) fn snapshot_file_parts(
         },
     )
     .expect("encoding integers cannot fail");
-    let body_len = 8 + header.len() as u64 + data.len() as u64;
-    let mut head = Vec::with_capacity(SMALL_HEAD_LEN + 8 + header.len());
+    let body_len = SNAPSHOT_HEADER_LEN_FIELD as u64 + header.len() as u64 + data.len() as u64;
+    let mut head = Vec::with_capacity(SNAPSHOT_HEADER_AT + header.len());
     head.extend_from_slice(&SNAPSHOT_MAGIC);
     head.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
     head.extend_from_slice(&body_len.to_le_bytes());
@@ -443,11 +543,15 @@ pub(crate) fn snapshot_file_parts(
     (head, tail, layout)
 }
 
-/// The CRC of the first `len` bytes of `r` (from its current position), read in blocks: a file of
-/// any size is checked in bounded memory.
+/// The size of the blocks in which [`crc_of_stream`] reads: the memory a check of a snapshot of any
+/// size takes, and large enough that the reads cost little next to the checksum.
+const CRC_STREAM_BLOCK: usize = 64 * 1024;
+
+/// The CRC of the first `len` bytes of `r` (from its current position), read in blocks of
+/// [`CRC_STREAM_BLOCK`] bytes: a file of any size is checked in bounded memory.
 fn crc_of_stream<R: Read>(r: &mut R, len: u64) -> io::Result<u32> {
     let mut h = crc32fast::Hasher::new();
-    let mut buf = vec![0u8; 64 * 1024];
+    let mut buf = vec![0u8; CRC_STREAM_BLOCK];
     let mut left = len;
     while left > 0 {
         let n = usize::try_from(left).map_or(buf.len(), |l| l.min(buf.len()));
@@ -470,34 +574,40 @@ pub(crate) fn read_snapshot_layout<R: Read + Seek>(
         context: format!("reading {}", path.display()),
         source,
     };
-    let mut head = [0u8; SMALL_HEAD_LEN + 8];
+    let mut head = [0u8; SNAPSHOT_HEADER_AT];
     let have = usize::try_from(file_len).map_or(head.len(), |l| l.min(head.len()));
     r.seek(SeekFrom::Start(0)).map_err(io)?;
     r.read_exact(&mut head[..have]).map_err(io)?;
     let body_len = check_small_file_head(path, SNAPSHOT_MAGIC, &head[..have], file_len)?;
-    let crc_at = file_len - SMALL_CRC_LEN as u64;
+    let crc_at = file_len - CRC_LEN as u64;
     r.seek(SeekFrom::Start(0)).map_err(io)?;
     let computed = crc_of_stream(r, crc_at).map_err(io)?;
-    let mut stored = [0u8; SMALL_CRC_LEN];
+    let mut stored = [0u8; CRC_LEN];
     r.read_exact(&mut stored).map_err(io)?;
     if computed != u32::from_le_bytes(stored) {
         return Err(corrupted(path, crc_at, "checksum mismatch"));
     }
     check_small_file_version(path, &head)?;
-    let bad = |what: &str| corrupted(path, 20, format_args!("cannot decode the snapshot: {what}"));
-    if body_len < 8 {
+    let bad = |what: &str| {
+        corrupted(
+            path,
+            SMALL_HEAD_LEN as u64,
+            format_args!("cannot decode the snapshot: {what}"),
+        )
+    };
+    if body_len < SNAPSHOT_HEADER_LEN_FIELD as u64 {
         return Err(bad("no header length"));
     }
     let header_len = u64_at(&head, SMALL_HEAD_LEN);
-    if header_len > body_len - 8 {
+    if header_len > body_len - SNAPSHOT_HEADER_LEN_FIELD as u64 {
         return Err(bad("header length past the end"));
     }
     let mut header = vec![0u8; header_len as usize];
-    r.seek(SeekFrom::Start((SMALL_HEAD_LEN + 8) as u64))
+    r.seek(SeekFrom::Start(SNAPSHOT_HEADER_AT as u64))
         .map_err(io)?;
     r.read_exact(&mut header).map_err(io)?;
     let h: SnapshotHeader = decode_value(&header).map_err(|e| bad(&e))?;
-    let data_start = (SMALL_HEAD_LEN + 8) as u64 + header_len;
+    let data_start = SNAPSHOT_HEADER_AT as u64 + header_len;
     Ok(SnapshotLayout {
         meta: h.meta,
         discards_log: h.discards_log,
@@ -517,17 +627,18 @@ pub(crate) fn encode_snapshot(meta: &SnapshotMeta, discards_log: bool, data: &[u
 mod tests {
     use super::*;
 
+    /// The frame of one entry, as the store writes it.
+    fn frame<C: Serialize + DeserializeOwned>(log_id: LogId, payload: EntryPayload<C>) -> Vec<u8> {
+        let batch = encode_batch(log_id.index, &[Entry { log_id, payload }]).unwrap();
+        let payload_len = batch.bytes.len() - FRAME_HEADER_LEN;
+        assert_eq!(batch.records, vec![(payload_len as u32, log_id.term)]);
+        batch.bytes
+    }
+
     #[test]
     fn frame_round_trip_and_damage() {
-        let mut buf = Vec::new();
-        let mut payload = Vec::new();
-        push_record(
-            &mut payload,
-            LogId::new(3, 7),
-            &EntryPayload::Command(42u64),
-        )
-        .unwrap();
-        push_frame(&mut buf, &payload);
+        let buf = frame(LogId::new(3, 7), EntryPayload::Command(42u64));
+        let payload = buf[FRAME_HEADER_LEN..].to_vec();
         assert_eq!(parse_frame(&buf), Ok(&payload[..]));
         assert_eq!(record_log_id(&payload), Some(LogId::new(3, 7)));
         assert_eq!(parse_frame(&buf[..5]), Err(FrameDamage::ShortHeader));
@@ -545,11 +656,41 @@ mod tests {
     }
 
     #[test]
+    fn a_batch_is_its_frames_back_to_back() {
+        let entries: Vec<Entry<String>> = (5..8)
+            .map(|i| Entry {
+                log_id: LogId::new(2, i),
+                payload: EntryPayload::Command("x".repeat(i as usize)),
+            })
+            .collect();
+        let batch = encode_batch(5, &entries).unwrap();
+        assert_eq!(batch.first, 5);
+        let mut at = 0;
+        for (e, &(len, term)) in entries.iter().zip(&batch.records) {
+            let payload = parse_frame(&batch.bytes[at..]).unwrap();
+            assert_eq!(payload.len(), len as usize);
+            assert_eq!(term, e.log_id.term);
+            assert_eq!(
+                decode_record::<String>(payload).unwrap(),
+                (e.log_id, e.payload.clone())
+            );
+            at += FRAME_HEADER_LEN + payload.len();
+        }
+        assert_eq!(batch.records.len(), entries.len());
+        assert_eq!(at, batch.bytes.len());
+
+        // Not consecutive from `first`: refused.
+        let e = encode_batch(4, &entries).unwrap_err();
+        assert!(matches!(e, StorageError::InvalidRequest(_)), "{e}");
+        let gap = [entries[0].clone(), entries[2].clone()];
+        let e = encode_batch(5, &gap).unwrap_err();
+        assert!(matches!(e, StorageError::InvalidRequest(_)), "{e}");
+    }
+
+    #[test]
     fn finds_intact_record_after_damage() {
         let mut buf = vec![0xAB; 13];
-        let mut payload = Vec::new();
-        push_record(&mut payload, LogId::new(1, 9), &EntryPayload::<u64>::Blank).unwrap();
-        push_frame(&mut buf, &payload);
+        buf.extend(frame(LogId::new(1, 9), EntryPayload::<u64>::Blank));
         assert_eq!(find_intact_record(&buf, 0, 9), Some(13));
         assert_eq!(find_intact_record(&buf, 0, 10), None);
         assert_eq!(find_intact_record(&buf, 14, 0), None);
@@ -637,6 +778,7 @@ mod tests {
     fn segment_header_round_trip() {
         let p = Path::new("seg");
         let h = segment_header(12345);
+        assert_eq!(h.len(), 24, "the crate docs' segment header size");
         assert_eq!(parse_segment_header(p, &h).unwrap(), 12345);
         let mut bad = h.clone();
         bad[13] ^= 1;

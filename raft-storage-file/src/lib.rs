@@ -113,7 +113,7 @@
 //! postcard and bincode cannot decode internally tagged enums at all (bincode is also no longer
 //! developed). The cost is field and variant names in every entry (an `EntryPayload::Command`
 //! spends 8 bytes on its variant name; a `{key, value}` struct command 10 bytes on field names).
-//! `append` still decodes every entry back before writing anything and refuses one that does not
+//! `append` also decodes every entry back before writing anything and refuses one that does not
 //! with [`StorageError::InvalidRequest`] (a type whose `Serialize` and `Deserialize` disagree), so a
 //! bad type fails on its first write rather than at the next restart.
 //!
@@ -274,7 +274,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 pub use format::FrameDamage;
-use store::{Batch, Store};
+use store::Store;
 
 /// When the storage calls `fsync`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -296,11 +296,15 @@ pub struct Options {
     segment_size: u64,
 }
 
+/// The default [`Options::segment_size`]: 64 MiB. A purge frees space in steps of about this size,
+/// and a log of a few GiB is a few dozen files.
+const DEFAULT_SEGMENT_SIZE: u64 = 64 * 1024 * 1024;
+
 impl Default for Options {
     fn default() -> Self {
         Options {
             fsync: FsyncPolicy::Always,
-            segment_size: 64 * 1024 * 1024,
+            segment_size: DEFAULT_SEGMENT_SIZE,
         }
     }
 }
@@ -486,53 +490,6 @@ impl<C> Drop for FileStorage<C> {
     }
 }
 
-/// Encodes `entries` (which must start at `first` and be consecutive) into one batch of frames,
-/// checking that each decodes back.
-fn encode_batch<C>(first: LogIndex, entries: &[Entry<C>]) -> Result<Batch, StorageError>
-where
-    C: Serialize + DeserializeOwned,
-{
-    let mut batch = Batch {
-        first,
-        bytes: Vec::new(),
-        records: Vec::with_capacity(entries.len()),
-    };
-    for (expected, e) in (first..).zip(entries) {
-        if e.log_id.index != expected {
-            return Err(StorageError::InvalidRequest(format!(
-                "append expected index {expected}, got {}",
-                e.log_id.index
-            )));
-        }
-        let start = batch.bytes.len();
-        let bytes = &mut batch.bytes;
-        bytes.extend_from_slice(&[0u8; format::FRAME_HEADER_LEN]);
-        format::push_record(bytes, e.log_id, &e.payload).map_err(|err| {
-            StorageError::InvalidRequest(format!("entry {} cannot be encoded: {err}", e.log_id))
-        })?;
-        let record = &bytes[start + format::FRAME_HEADER_LEN..];
-        if let Err(err) = format::decode_record::<C>(record) {
-            return Err(StorageError::InvalidRequest(format!(
-                "entry {} encodes but does not decode back ({err}); its command type's Serialize \
-                 and Deserialize disagree",
-                e.log_id
-            )));
-        }
-        let len = u32::try_from(record.len()).map_err(|_| {
-            StorageError::InvalidRequest(format!(
-                "entry {} is {} bytes encoded, over the 4 GiB record limit",
-                e.log_id,
-                record.len()
-            ))
-        })?;
-        let crc = format::crc(&[&len.to_le_bytes(), record]);
-        bytes[start..start + 4].copy_from_slice(&len.to_le_bytes());
-        bytes[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
-        batch.records.push((len, e.log_id.term));
-    }
-    Ok(batch)
-}
-
 #[async_trait]
 impl<C> RaftStorage<C> for FileStorage<C>
 where
@@ -571,7 +528,7 @@ where
         if entries.is_empty() {
             return Ok(());
         }
-        let batch = encode_batch(first, entries)?;
+        let batch = format::encode_batch(first, entries)?;
         self.blocking(move |s| s.append(&batch)).await
     }
 

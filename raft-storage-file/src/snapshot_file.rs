@@ -109,7 +109,7 @@ impl SnapshotFile {
     pub(crate) fn read(&self) -> Result<Snapshot, StorageError> {
         let mut head = vec![0u8; self.layout.data_start as usize];
         let mut data = vec![0u8; self.layout.data_len as usize];
-        let mut stored = [0u8; 4];
+        let mut stored = [0u8; format::CRC_LEN];
         self.read_at(0, &mut [&mut head, &mut data, &mut stored])?;
         if format::crc(&[&head, &data]) != u32::from_le_bytes(stored) {
             return Err(corrupted(

@@ -4,6 +4,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use raft_core::{
     Entry, HardState, LogId, LogIndex, LogState, Snapshot, SnapshotChunk, StorageError, Term,
@@ -11,7 +12,7 @@ use raft_core::{
 use serde::de::DeserializeOwned;
 
 use crate::faults::Faults;
-use crate::format::{self, corrupted, LogMeta};
+use crate::format::{self, corrupted, Batch, LogMeta};
 use crate::snapshot_file::SnapshotFile;
 use crate::{FsyncPolicy, Options, RecoveryReport, TornTail};
 
@@ -29,10 +30,29 @@ pub(crate) const LOG_DIR: &str = "log";
 const TMP_SUFFIX: &str = ".tmp";
 /// Suffix of segment files.
 const SEGMENT_SUFFIX: &str = ".log";
+/// Digits of the index in a segment file's name, zero-padded: as many as `u64::MAX` has, so that the
+/// names sort in index order.
+const SEGMENT_NAME_DIGITS: usize = 20;
+
+/// How many times [`acquire_lock`] retries a directory lock that another descriptor holds, before it
+/// reports the directory as locked.
+const LOCK_RETRIES: u32 = 8;
+/// The wait before the first retry of a held lock; each later wait doubles, up to
+/// [`LOCK_RETRY_MAX_WAIT`].
+const LOCK_RETRY_FIRST_WAIT: Duration = Duration::from_millis(1);
+/// The longest wait between two retries of a held lock.
+///
+/// The retries exist because a child process that another thread of this process is starting holds
+/// a copy of the lock's descriptor from its fork until it execs, so a lock just released can look
+/// held for that long. With these values the waits are 1, 2, 4, 8, 16, 32, 64 and 64 ms: about
+/// 200 ms in all, enough to outlast a fork-to-exec window even on a loaded machine, while an open of
+/// a directory that really is in use still fails within a fraction of a second. Starting at 1 ms
+/// keeps the usual case, a lock free at the first or second try, fast.
+const LOCK_RETRY_MAX_WAIT: Duration = Duration::from_millis(64);
 
 /// The file name of the segment whose first entry is `first`.
 pub(crate) fn segment_file_name(first: LogIndex) -> String {
-    format!("{first:020}{SEGMENT_SUFFIX}")
+    format!("{first:0SEGMENT_NAME_DIGITS$}{SEGMENT_SUFFIX}")
 }
 
 /// The last component of `path`, to name a file system step.
@@ -92,13 +112,55 @@ impl Segment {
     }
 }
 
-/// An encoded batch of entries, ready to be written: the frames, and each frame's payload length and
-/// entry term.
-#[derive(Debug, Default)]
-pub(crate) struct Batch {
-    pub first: LogIndex,
-    pub bytes: Vec<u8>,
-    pub records: Vec<(u32, Term)>,
+/// The storage files of a directory, read but not yet checked (only the snapshot file is).
+struct StoredFiles {
+    /// The bytes of `hard_state`, if it exists.
+    hard_state: Option<Vec<u8>>,
+    /// The bytes of `log_meta`, if it exists.
+    log_meta: Option<Vec<u8>>,
+    /// The snapshot file: checked whole (read in blocks) by [`SnapshotFile::open`], then kept open.
+    snapshot: Option<SnapshotFile>,
+    /// The segment files, by first index (their names checked, their contents not read yet).
+    segments: Vec<(LogIndex, PathBuf)>,
+}
+
+impl StoredFiles {
+    /// Reads the storage files of `dir` (segments in `log_dir`). Changes nothing.
+    ///
+    /// # Errors
+    /// [`StorageError::Corrupted`] if the snapshot file is damaged or a file in `log_dir` has the
+    /// segment suffix but not a valid name; [`StorageError::Io`] if a file cannot be read.
+    fn read(dir: &Path, log_dir: &Path) -> Result<StoredFiles, StorageError> {
+        Ok(StoredFiles {
+            hard_state: read_optional(&dir.join(HARD_STATE_FILE))?,
+            log_meta: read_optional(&dir.join(LOG_META_FILE))?,
+            snapshot: SnapshotFile::open(dir.join(SNAPSHOT_FILE))?,
+            segments: list_segments(log_dir)?,
+        })
+    }
+
+    /// Whether the directory holds no storage file at all: a new storage.
+    fn is_empty(&self) -> bool {
+        self.hard_state.is_none()
+            && self.log_meta.is_none()
+            && self.snapshot.is_none()
+            && self.segments.is_empty()
+    }
+}
+
+/// What a crash left unfinished, found by [`Store::read_and_check`] and completed by
+/// [`Store::complete_interrupted`]. (A truncation in progress is recorded in the log metadata, which
+/// the store holds.)
+#[derive(Debug)]
+struct Interrupted {
+    /// A torn write at the end of the last segment, to cut off.
+    torn_tail: Option<TornTail>,
+    /// An `install_snapshot` that discards the log, committed (its snapshot file is in place) but
+    /// not finished: the log is to be discarded up to this id.
+    pending_discard: Option<LogId>,
+    /// The log metadata file is missing (creation stopped after the hard state): it is to be
+    /// written.
+    meta_missing: bool,
 }
 
 /// The state of an open storage directory.
@@ -131,6 +193,11 @@ impl Store {
     }
 
     /// [`Store::open`] that asks `faults` before every file system step (tests crash it there).
+    ///
+    /// The steps, in order: create the directory if there is none, take its lock, delete temporary
+    /// files ([`remove_temp_files`]), read the storage files ([`StoredFiles::read`]); then either
+    /// create an empty storage ([`Store::initialize`]) if there were none, or check them
+    /// ([`Store::read_and_check`]) and only then change anything ([`Store::complete_interrupted`]).
     pub(crate) fn open_with_faults(
         dir: &Path,
         opts: Options,
@@ -142,25 +209,9 @@ impl Store {
                 .map_err(io_error(format_args!("creating {}", dir.display())))?;
         }
         let lock = acquire_lock(dir)?;
-        let log_dir = dir.join(LOG_DIR);
-        let mut report = RecoveryReport::default();
-
-        remove_temp_files(&faults, dir, &mut report.removed_temp_files)?;
-        if log_dir.is_dir() {
-            remove_temp_files(&faults, &log_dir, &mut report.removed_temp_files)?;
-        }
-
-        let hs_path = dir.join(HARD_STATE_FILE);
-        let meta_path = dir.join(LOG_META_FILE);
-        let hs_bytes = read_optional(&hs_path)?;
-        let meta_bytes = read_optional(&meta_path)?;
-        // Checked whole here (read in blocks), then kept open.
-        let snapshot = SnapshotFile::open(dir.join(SNAPSHOT_FILE))?;
-        let names = list_segments(&log_dir)?;
-
         let mut store = Store {
             dir: dir.to_path_buf(),
-            log_dir,
+            log_dir: dir.join(LOG_DIR),
             opts,
             lock: Some(lock),
             hard_state: HardState::default(),
@@ -168,31 +219,61 @@ impl Store {
             snapshot: None,
             segments: Vec::new(),
             failed: None,
-            report,
+            report: RecoveryReport::default(),
             faults,
         };
 
-        if hs_bytes.is_none() && meta_bytes.is_none() && snapshot.is_none() && names.is_empty() {
-            // A new storage. The hard state is written first: a crash before the log metadata is
-            // written leaves a directory the next open completes (see below).
-            if !store.log_dir.is_dir() {
-                store
-                    .faults
-                    .step(|| format!("create directory {LOG_DIR}"))?;
-                fs::create_dir_all(&store.log_dir).map_err(io_error(format_args!(
-                    "creating {}",
-                    store.log_dir.display()
-                )))?;
-            }
-            store.sync_dir(&store.dir)?;
-            store.write_hard_state(HardState::default())?;
-            store.write_meta(LogMeta::default())?;
-            store.report.initialized = true;
-            return Ok(store);
+        let removed = &mut store.report.removed_temp_files;
+        remove_temp_files(&store.faults, &store.dir, removed)?;
+        if store.log_dir.is_dir() {
+            remove_temp_files(&store.faults, &store.log_dir, removed)?;
         }
 
-        // ----- read and check everything; nothing is changed until all checks pass -----
-        store.hard_state = match hs_bytes {
+        let files = StoredFiles::read(&store.dir, &store.log_dir)?;
+        if files.is_empty() {
+            store.initialize()?;
+            return Ok(store);
+        }
+        let interrupted = store.read_and_check(files)?;
+        store.complete_interrupted(interrupted)?;
+        Ok(store)
+    }
+
+    /// Creates an empty storage in a directory that holds no storage file: the log directory, then
+    /// the hard state, then the log metadata, each durable before the next (with fsync on). The hard
+    /// state goes first: a crash before the log metadata is written leaves a directory that
+    /// [`Store::read_and_check`] accepts and [`Store::complete_interrupted`] finishes.
+    fn initialize(&mut self) -> Result<(), StorageError> {
+        if !self.log_dir.is_dir() {
+            self.faults.step(|| format!("create directory {LOG_DIR}"))?;
+            fs::create_dir_all(&self.log_dir).map_err(io_error(format_args!(
+                "creating {}",
+                self.log_dir.display()
+            )))?;
+        }
+        self.sync_dir(&self.dir)?;
+        self.write_hard_state(HardState::default())?;
+        self.write_meta(LogMeta::default())?;
+        self.report.initialized = true;
+        Ok(())
+    }
+
+    /// Checks `files` and everything they refer to, and loads them: the hard state, the log
+    /// metadata, the snapshot and every segment (see the crate docs on recovery, steps 2 to 4).
+    /// Changes nothing on disk: segments are opened for writing but not written. Returns what a
+    /// crash left unfinished, for [`Store::complete_interrupted`].
+    ///
+    /// # Errors
+    /// [`StorageError::Corrupted`], naming the file (and byte offset where there is one), if the
+    /// hard state is missing, if the log metadata is missing while segments or a snapshot exist, if
+    /// a file is damaged in a way a crash cannot explain (anything but a torn tail at the end of the
+    /// last segment), or if the segments that matter are not one contiguous run from the purge point
+    /// to the newest segment the metadata names (not checked while a discard of the whole log is
+    /// pending: it deletes every segment); [`StorageError::Io`] if a file cannot be read.
+    fn read_and_check(&mut self, files: StoredFiles) -> Result<Interrupted, StorageError> {
+        let hs_path = self.dir.join(HARD_STATE_FILE);
+        let meta_path = self.dir.join(LOG_META_FILE);
+        self.hard_state = match files.hard_state {
             Some(b) => format::decode_hard_state(&hs_path, &b)?,
             None => {
                 return Err(StorageError::Corrupted(format!(
@@ -202,12 +283,12 @@ impl Store {
                 )))
             }
         };
-        let meta_missing = meta_bytes.is_none();
-        store.meta = match meta_bytes {
+        let meta_missing = files.log_meta.is_none();
+        self.meta = match files.log_meta {
             Some(b) => format::decode_log_meta(&meta_path, &b)?,
             // Creation stopped between the hard state and the log metadata: nothing else was ever
             // written.
-            None if names.is_empty() && snapshot.is_none() => LogMeta::default(),
+            None if files.segments.is_empty() && files.snapshot.is_none() => LogMeta::default(),
             None => {
                 return Err(StorageError::Corrupted(format!(
                 "{} is missing, but the directory holds log segments or a snapshot: refusing to \
@@ -216,63 +297,90 @@ impl Store {
             )))
             }
         };
-        let mut torn = None;
-        let count = names.len();
-        for (i, (first, path)) in names.into_iter().enumerate() {
+        let mut torn_tail = None;
+        let count = files.segments.len();
+        for (i, (first, path)) in files.segments.into_iter().enumerate() {
             let (segment, tail) = scan_segment(first, path, i + 1 == count)?;
-            torn = tail;
-            store.segments.push(segment);
+            torn_tail = tail;
+            self.segments.push(segment);
         }
-        let last_purged = store.meta.last_purged();
+        let last_purged = self.meta.last_purged();
         // An install_snapshot that discards the log and was interrupted after its snapshot file was
-        // written: the snapshot file is the commit point, the discard is completed below.
-        let pending_discard = snapshot
+        // written: the snapshot file is the commit point, the discard is completed afterwards.
+        let pending_discard = files
+            .snapshot
             .as_ref()
             .filter(|s| s.discards_log())
             .map(|s| s.meta().last_log_id)
             .filter(|id| *id != last_purged && last_purged.index <= id.index);
-        store.snapshot = snapshot;
+        self.snapshot = files.snapshot;
         if pending_discard.is_none() {
-            store.check_segments_contiguous(&meta_path)?;
+            self.check_segments_contiguous(&meta_path)?;
         }
+        Ok(Interrupted {
+            torn_tail,
+            pending_discard,
+            meta_missing,
+        })
+    }
 
-        // ----- every check passed: complete what a crash interrupted -----
-        if let Some(tail) = torn {
-            store.cut_torn_tail(tail)?;
+    /// Completes what a crash interrupted, as found by [`Store::read_and_check`] (which must have
+    /// passed), and records each completion in the recovery report (see the crate docs on recovery,
+    /// step 5). In order: cuts the torn tail; discards the log for a pending snapshot install;
+    /// completes a truncation recorded in the log metadata, then clears the record; deletes the
+    /// segments past the newest one the metadata names (unless the log was just discarded) and the
+    /// segments all of whose entries are purged; and rewrites the log metadata if it is missing or
+    /// names another newest segment than the one left.
+    ///
+    /// What it may change on disk: the end of the last segment (cut at the torn tail, or at a
+    /// recorded truncation), the set of segment files (only those deletions), and the log metadata.
+    /// It never deletes a record that an append acknowledged, and a crash part-way through leaves a
+    /// directory from which the next open reaches the same state.
+    ///
+    /// # Errors
+    /// [`StorageError::Io`] if a file system step fails.
+    fn complete_interrupted(&mut self, interrupted: Interrupted) -> Result<(), StorageError> {
+        let Interrupted {
+            torn_tail,
+            pending_discard,
+            meta_missing,
+        } = interrupted;
+        if let Some(tail) = torn_tail {
+            self.cut_torn_tail(tail)?;
         }
         if let Some(id) = pending_discard {
-            tracing::info!(dir = %store.dir.display(), snapshot = %id,
+            tracing::info!(dir = %self.dir.display(), snapshot = %id,
                 "completing an interrupted snapshot install: discarding the log");
-            store.discard_log(id)?;
-            store.report.completed_snapshot_install = Some(id);
+            self.discard_log(id)?;
+            self.report.completed_snapshot_install = Some(id);
         }
-        if let Some(from) = store.meta.truncate_from {
-            tracing::info!(dir = %store.dir.display(), from,
+        if let Some(from) = self.meta.truncate_from {
+            tracing::info!(dir = %self.dir.display(), from,
                 "completing an interrupted truncation");
-            store.truncate_files(from)?;
-            store.write_meta(LogMeta {
+            self.truncate_files(from)?;
+            self.write_meta(LogMeta {
                 truncate_from: None,
-                ..store.meta
+                ..self.meta
             })?;
-            store.report.completed_truncation = Some(from);
+            self.report.completed_truncation = Some(from);
         }
         if pending_discard.is_none() {
-            let newest = store.meta.last_segment.unwrap_or(0);
-            let keep = store.segments.partition_point(|s| s.first <= newest);
-            store.report.removed_unreferenced_segments = store.delete_segments_from(keep)?;
+            let newest = self.meta.last_segment.unwrap_or(0);
+            let keep = self.segments.partition_point(|s| s.first <= newest);
+            self.report.removed_unreferenced_segments = self.delete_segments_from(keep)?;
         }
-        let removed = store.remove_purged_segments()?;
-        store.report.removed_purged_segments = removed;
-        let newest = store.segments.last().map(|s| s.first);
-        if meta_missing || store.meta.last_segment != newest {
-            // Only after deletions above (an empty newest segment left by a torn first append is
-            // one): the record follows the segments that remain.
-            store.write_meta(LogMeta {
+        let removed = self.remove_purged_segments()?;
+        self.report.removed_purged_segments = removed;
+        let newest = self.segments.last().map(|s| s.first);
+        if meta_missing || self.meta.last_segment != newest {
+            // Only after the deletions above (an empty newest segment left by a torn first append
+            // is one): the record follows the segments that remain.
+            self.write_meta(LogMeta {
                 last_segment: newest,
-                ..store.meta
+                ..self.meta
             })?;
         }
-        Ok(store)
+        Ok(())
     }
 
     /// Truncates the torn tail found by recovery.
@@ -957,6 +1065,29 @@ fn sync_dir(_dir: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// Tries to lock `file`, retrying a lock held elsewhere [`LOCK_RETRIES`] times with waits doubling
+/// from [`LOCK_RETRY_FIRST_WAIT`] to [`LOCK_RETRY_MAX_WAIT`] (see there for why). Blocks for at most
+/// the sum of those waits; returns the last attempt's outcome.
+fn try_lock_retrying(file: &File) -> Result<(), fs4::TryLockError> {
+    let mut attempt = 0;
+    loop {
+        match <File as fs4::FileExt>::try_lock(file) {
+            Err(fs4::TryLockError::WouldBlock) if attempt < LOCK_RETRIES => {
+                let wait = LOCK_RETRY_FIRST_WAIT.saturating_mul(1 << attempt);
+                std::thread::sleep(wait.min(LOCK_RETRY_MAX_WAIT));
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Opens (creating it if needed) the lock file of `dir`, locks it (see [`try_lock_retrying`]) and
+/// writes this process's pid into it, for the error a second open reports.
+///
+/// # Errors
+/// [`StorageError::Io`] of kind [`io::ErrorKind::WouldBlock`], naming the directory and the holder,
+/// if the lock is held; [`StorageError::Io`] if the file cannot be opened, locked or written.
 fn acquire_lock(dir: &Path) -> Result<File, StorageError> {
     let path = dir.join(LOCK_FILE);
     let mut file = OpenOptions::new()
@@ -966,20 +1097,7 @@ fn acquire_lock(dir: &Path) -> Result<File, StorageError> {
         .truncate(false)
         .open(&path)
         .map_err(io_error(format_args!("opening {}", path.display())))?;
-    // A child process another thread of this process is starting shares the lock's descriptor
-    // until it execs (a fork copies the descriptor table), so a lock just released can look held
-    // for a moment: a held lock is retried for about 200 ms before it counts as held.
-    let mut attempt = 0;
-    let locked = loop {
-        match <File as fs4::FileExt>::try_lock(&file) {
-            Err(fs4::TryLockError::WouldBlock) if attempt < 8 => {
-                std::thread::sleep(std::time::Duration::from_millis(1 << attempt.min(6)));
-                attempt += 1;
-            }
-            other => break other,
-        }
-    };
-    match locked {
+    match try_lock_retrying(&file) {
         Ok(()) => {}
         Err(fs4::TryLockError::WouldBlock) => {
             let mut holder = String::new();
@@ -1068,10 +1186,11 @@ fn list_segments(log_dir: &Path) -> Result<Vec<(LogIndex, PathBuf)>, StorageErro
             continue;
         };
         match stem.parse::<LogIndex>() {
-            Ok(first) if stem.len() == 20 && first > 0 => out.push((first, path)),
+            Ok(first) if stem.len() == SEGMENT_NAME_DIGITS && first > 0 => out.push((first, path)),
             _ => {
                 return Err(StorageError::Corrupted(format!(
-                    "{}: not a valid segment file name (expected 20 digits and {SEGMENT_SUFFIX})",
+                    "{}: not a valid segment file name (expected {SEGMENT_NAME_DIGITS} digits and \
+                     {SEGMENT_SUFFIX})",
                     path.display()
                 )))
             }
@@ -1100,7 +1219,7 @@ fn scan_segment(
     if declared != first {
         return Err(corrupted(
             &path,
-            12,
+            format::SEGMENT_FIRST_INDEX_AT as u64,
             format_args!(
                 "the header says the segment starts at index {declared}, its name says {first}"
             ),
@@ -1185,7 +1304,7 @@ mod tests {
     use raft_core::{EntryPayload, Membership, SnapshotMeta};
 
     use super::*;
-    use crate::encode_batch;
+    use crate::format::encode_batch;
 
     fn opts() -> Options {
         // Two or three entries per segment.
