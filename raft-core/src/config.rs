@@ -22,6 +22,17 @@ pub struct Config {
     pub rpc_timeout: Duration,
     /// The most entries one AppendEntries carries. Default 512.
     pub max_entries_per_append: usize,
+    /// The most bytes of entries one AppendEntries carries, by the state machine's
+    /// [`command_size`](crate::StateMachine::command_size) estimate: a request is filled until the
+    /// next entry would pass this budget, and an entry bigger than the budget travels alone. Keeps
+    /// every AppendEntries (heartbeat probes included) under the transport's frame limit and within
+    /// `rpc_timeout` on the network. Default 4 MiB.
+    pub max_append_bytes: usize,
+    /// The largest command a client may propose, by the same estimate. A bigger one is refused with
+    /// [`ClientWriteError::TooLarge`](crate::ClientWriteError::TooLarge) before it enters the log: a
+    /// log entry that could never cross the transport would stop replication to every follower behind
+    /// it. Keep it, like `max_append_bytes`, below the transport's frame limit. Default 16 MiB.
+    pub max_entry_bytes: usize,
     /// The most AppendEntries with entries in flight to one follower at once (pipelining). Default 16.
     pub max_in_flight: usize,
     /// The most client proposals the driver folds into one batch (one storage append, one
@@ -92,6 +103,8 @@ impl Default for Config {
             heartbeat_interval: Duration::from_millis(50),
             rpc_timeout: Duration::from_millis(250),
             max_entries_per_append: 512,
+            max_append_bytes: 4 * 1024 * 1024,
+            max_entry_bytes: 16 * 1024 * 1024,
             max_in_flight: 16,
             max_batch_proposals: 4096,
             snapshot_policy: SnapshotPolicy::default(),
@@ -128,6 +141,12 @@ impl Config {
         }
         if self.max_entries_per_append == 0 {
             return Err(ConfigError::ZeroSetting("max_entries_per_append"));
+        }
+        if self.max_append_bytes == 0 {
+            return Err(ConfigError::ZeroSetting("max_append_bytes"));
+        }
+        if self.max_entry_bytes == 0 {
+            return Err(ConfigError::ZeroSetting("max_entry_bytes"));
         }
         if self.max_in_flight == 0 {
             return Err(ConfigError::ZeroSetting("max_in_flight"));

@@ -117,13 +117,23 @@ pub enum ClientWriteError {
         /// The node this one believes is leader now.
         leader_hint: Option<NodeId>,
     },
+    /// The command is larger than [`Config::max_entry_bytes`](crate::Config) (by the state machine's
+    /// [`command_size`](crate::StateMachine::command_size)); nothing was proposed.
+    #[error("the command is {size} bytes, over the limit of {max} bytes")]
+    TooLarge {
+        /// The command's size, as estimated.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
     /// The node is shutting down or has stopped; the outcome of a proposed command is unknown.
     #[error(transparent)]
     Stopped(#[from] StoppedError),
 }
 
 impl ClientWriteError {
-    /// Whether nothing was proposed, so retrying elsewhere cannot apply the command twice.
+    /// Whether nothing was proposed, so retrying elsewhere cannot apply the command twice. (A
+    /// [`TooLarge`](Self::TooLarge) command was not proposed either, but will be refused anywhere.)
     pub fn is_safe_to_retry(&self) -> bool {
         matches!(self, ClientWriteError::NotLeader { .. })
     }

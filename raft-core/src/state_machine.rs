@@ -95,4 +95,20 @@ pub trait StateMachine: Send + 'static {
         let _ = (meta, data);
         Ok(())
     }
+
+    /// An estimate, in bytes, of `command` as the transport encodes it (an upper estimate is best).
+    /// The leader fills each AppendEntries up to [`Config::max_append_bytes`](crate::Config) by it, and
+    /// refuses a proposal over [`Config::max_entry_bytes`](crate::Config) with
+    /// [`ClientWriteError::TooLarge`](crate::ClientWriteError::TooLarge). It runs for every entry
+    /// sent, so it must be cheap: add up the lengths of the command's strings and byte buffers, do not
+    /// serialize it.
+    ///
+    /// The default is the command's in-memory size (`size_of::<Command>()`), right for commands of a
+    /// fixed size and an underestimate for commands that own heap data: override it for those.
+    fn command_size(command: &Self::Command) -> usize
+    where
+        Self: Sized,
+    {
+        std::mem::size_of_val(command)
+    }
 }

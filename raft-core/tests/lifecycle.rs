@@ -398,3 +398,26 @@ async fn propose_on_a_stopped_node_fails_with_the_reason_it_stopped() {
         ClientWriteError::Stopped(StoppedError("node was shut down".into()))
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_command_over_max_entry_bytes_is_refused_before_it_enters_the_log() {
+    let config = Config {
+        max_entry_bytes: 4,
+        ..Config::default()
+    };
+    let raft = Raft::start(1, config, VecStore::default(), NoPeers, Echo::default())
+        .await
+        .expect("start");
+    raft.initialize([1]).await.expect("initialize");
+    raft.wait_for_leader(Duration::from_secs(2))
+        .await
+        .expect("leader");
+    let before = raft.metrics().borrow().last_log_id;
+    // `u64` commands are 8 bytes by the default `command_size`.
+    let err = raft.client_write(1).await.expect_err("too large");
+    assert_eq!(err, ClientWriteError::TooLarge { size: 8, max: 4 });
+    let err = raft.propose(1).await.expect_err("too large");
+    assert_eq!(err, ClientWriteError::TooLarge { size: 8, max: 4 });
+    assert_eq!(raft.metrics().borrow().last_log_id, before);
+    raft.shutdown().await;
+}

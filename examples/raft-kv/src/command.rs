@@ -47,7 +47,25 @@ pub enum KvCommand {
     },
 }
 
+/// What MessagePack adds to a command's strings, at most: the `op` tag and its value, the field names,
+/// and a length header per string.
+const ENCODING_OVERHEAD_BYTES: usize = 64;
+
 impl KvCommand {
+    /// An upper estimate of the command's encoded size in bytes (MessagePack with named fields, as
+    /// on the wire and on disk): its strings plus a fixed overhead. Cheap: no encoding.
+    pub fn encoded_size(&self) -> usize {
+        let strings = match self {
+            KvCommand::Put { key, value } => key.len().saturating_add(value.len()),
+            KvCommand::Get { key } | KvCommand::Delete { key } => key.len(),
+            KvCommand::CompareAndSwap { key, expected, new } => key
+                .len()
+                .saturating_add(expected.as_ref().map_or(0, String::len))
+                .saturating_add(new.len()),
+        };
+        strings.saturating_add(ENCODING_OVERHEAD_BYTES)
+    }
+
     /// A [`KvCommand::Put`].
     pub fn put(key: impl Into<String>, value: impl Into<String>) -> Self {
         KvCommand::Put {
@@ -132,4 +150,32 @@ pub enum KvResponse {
     /// The response to an entry that carries no client command (a new leader's blank entry, a
     /// membership change). The driver drops it; clients never see it.
     NoOp,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encoded_size_is_an_upper_estimate_of_the_messagepack_encoding() {
+        let long = "x".repeat(10_000);
+        let commands = [
+            KvCommand::put("k", "v"),
+            KvCommand::put(long.clone(), long.clone()),
+            KvCommand::get(long.clone()),
+            KvCommand::delete(""),
+            KvCommand::compare_and_swap(long.clone(), Some(&long), long.clone()),
+            KvCommand::compare_and_swap("k", None, "v"),
+        ];
+        for command in commands {
+            let encoded = rmp_serde::to_vec_named(&command).expect("encodes");
+            assert!(
+                command.encoded_size() >= encoded.len(),
+                "{} < {} for {command:?}",
+                command.encoded_size(),
+                encoded.len()
+            );
+            assert!(command.encoded_size() <= encoded.len() + ENCODING_OVERHEAD_BYTES);
+        }
+    }
 }

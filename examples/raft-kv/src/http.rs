@@ -22,7 +22,7 @@
 //! | `500` | `outcome_unknown` | the entry was proposed but this node lost leadership (or stopped) before it applied: it **may or may not** take effect; only an idempotent request is safe to retry |
 //! | `504` | `timeout` | no answer within the server's write timeout; the outcome is unknown as well |
 //! | `400`, `415`, `422` | `bad_request` | invalid JSON or a non-UTF-8 value or key (`400`), a CAS body without `Content-Type: application/json` (`415`), JSON of the wrong shape, e.g. a missing field (`422`) |
-//! | `413` | `payload_too_large` | a body over [`MAX_BODY_BYTES`] |
+//! | `413` | `payload_too_large` | a body over [`MAX_BODY_BYTES`], or a command whose encoded size is over the node's `max_entry_bytes` (nothing was proposed) |
 //! | `404` | `not_found` | no such key, or no such route |
 //!
 //! `not_leader`/`no_leader` (nothing proposed, retry anywhere) and `outcome_unknown`/`timeout`
@@ -53,6 +53,12 @@ use crate::state_machine::KvReader;
 /// The largest request body accepted (a value, or a compare-and-swap request): 1 MiB. Larger
 /// bodies get `413`.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// The largest command the API can produce, by [`KvCommand::encoded_size`]: a body at
+/// [`MAX_BODY_BYTES`] plus a key as long as a request line can carry (the `http` crate refuses URIs
+/// longer than `u16::MAX` bytes) plus the encoding overhead. The node's `max_entry_bytes` must be at
+/// least this, or valid requests would be refused with `413` (checked at start).
+pub const MAX_COMMAND_BYTES: usize = MAX_BODY_BYTES + u16::MAX as usize + 1024;
 
 /// How long a request waits for its log entry to be applied before answering `504` (default).
 pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -189,6 +195,11 @@ async fn propose(state: &ApiState, uri: &Uri, command: KvCommand) -> Result<KvRe
             })),
         )
             .into_response()),
+        Ok(Err(ClientWriteError::TooLarge { size, max })) => Err(error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("the command is about {size} bytes encoded, over the limit of {max} bytes"),
+        )),
         Ok(Err(ClientWriteError::Stopped(StoppedError(reason)))) => Err(error(
             StatusCode::INTERNAL_SERVER_ERROR,
             "outcome_unknown",

@@ -201,6 +201,13 @@ pub async fn start_node(cfg: NodeConfig) -> Result<RunningNode, ServeError> {
             cfg.id
         )));
     }
+    if cfg.raft.max_entry_bytes < crate::http::MAX_COMMAND_BYTES {
+        return Err(ServeError::Config(format!(
+            "max_entry_bytes ({}) must hold the largest command the HTTP API accepts ({} bytes)",
+            cfg.raft.max_entry_bytes,
+            crate::http::MAX_COMMAND_BYTES
+        )));
+    }
     let tcp_config = TcpConfig::default();
     tcp_config.check_raft_config(&cfg.raft)?;
     let raft_listener =
@@ -397,6 +404,41 @@ mod tests {
         ] {
             assert!(parse_peers(bad).is_err(), "{bad:?}");
         }
+    }
+
+    /// A one-node configuration on ephemeral ports, with `raft` and a data directory under `root`.
+    fn one_node(root: &std::path::Path, raft: Config) -> NodeConfig {
+        let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        NodeConfig {
+            id: 1,
+            raft_addr: addr,
+            http_addr: addr,
+            data_dir: root.join("node"),
+            peers: vec![PeerSpec {
+                id: 1,
+                raft_addr: addr,
+                http_addr: "127.0.0.1:1".into(),
+            }],
+            cluster_id: "raft-kv".into(),
+            raft,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_max_entry_size_below_what_the_api_accepts_is_refused_at_start() {
+        let root = tempfile::tempdir().unwrap();
+        let raft = Config {
+            max_entry_bytes: crate::http::MAX_BODY_BYTES,
+            ..Config::default()
+        };
+        match start_node(one_node(root.path(), raft)).await {
+            Err(ServeError::Config(reason)) => {
+                assert!(reason.contains("max_entry_bytes"), "{reason}")
+            }
+            Err(other) => panic!("expected a configuration error, got {other}"),
+            Ok(_) => panic!("a node started that would refuse valid requests"),
+        }
+        assert!(!root.path().join("node").exists());
     }
 
     #[tokio::test]

@@ -213,6 +213,10 @@ impl StateMachine for KvStateMachine {
     /// Refuses a received snapshot whose JSON does not start as this version writes it for
     /// `meta.last_log_id` (another format version, another position in the log): a check of the first
     /// few dozen bytes, so that a snapshot `restore` would refuse is refused before it is stored.
+    fn command_size(command: &KvCommand) -> usize {
+        command.encoded_size()
+    }
+
     fn check_snapshot(meta: &SnapshotMeta, data: &[u8]) -> Result<(), StateMachineError> {
         let prefix = snapshot_prefix(meta.last_log_id)?;
         if data.starts_with(&prefix) {

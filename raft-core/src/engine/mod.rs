@@ -147,6 +147,30 @@ impl<C> Output<C> {
 /// it. The driver passes the state machine's [`check_snapshot`](crate::StateMachine::check_snapshot).
 pub type SnapshotCheck = fn(&SnapshotMeta, &[u8]) -> Result<(), String>;
 
+/// Estimates the encoded size in bytes of a command (see [`Engine::set_entry_size`]).
+pub type EntrySize<C> = fn(&C) -> usize;
+
+/// What an entry adds to an AppendEntries besides its command: its log id and encoding overhead.
+const ENTRY_OVERHEAD_BYTES: usize = 32;
+
+/// The longest prefix of `entries` whose estimated size stays within `budget` bytes; never empty
+/// when `entries` is not (an entry larger than the budget travels alone).
+fn within_budget<C>(entries: &[Entry<C>], size: EntrySize<C>, budget: usize) -> &[Entry<C>] {
+    let mut total: usize = 0;
+    for (i, entry) in entries.iter().enumerate() {
+        let bytes = ENTRY_OVERHEAD_BYTES.saturating_add(match &entry.payload {
+            EntryPayload::Command(c) => size(c),
+            EntryPayload::Membership(m) => m.voters.len().saturating_mul(8),
+            EntryPayload::Blank => 0,
+        });
+        total = total.saturating_add(bytes);
+        if total > budget && i > 0 {
+            return &entries[..i];
+        }
+    }
+    entries
+}
+
 /// A snapshot being received from the leader, chunk by chunk.
 #[derive(Debug)]
 struct IncomingSnapshot {
@@ -170,6 +194,9 @@ pub struct Engine<C> {
     election_timeout_ms: (u64, u64),
     heartbeat_ms: u64,
     max_entries_per_append: usize,
+    max_append_bytes: usize,
+    /// Estimates a command's encoded size, for `max_append_bytes`.
+    entry_size: EntrySize<C>,
     max_in_flight: usize,
     snapshot_keep_entries: u64,
     rng: fastrand::Rng,
@@ -229,6 +256,8 @@ impl<C: Clone> Engine<C> {
             election_timeout_ms: config.election_timeout_range_ms(),
             heartbeat_ms: config.heartbeat_ms(),
             max_entries_per_append: config.max_entries_per_append,
+            max_append_bytes: config.max_append_bytes,
+            entry_size: |command| std::mem::size_of_val(command),
             max_in_flight: config.max_in_flight,
             snapshot_keep_entries: config.snapshot_keep_entries,
             rng: fastrand::Rng::with_seed(seed),
@@ -259,6 +288,13 @@ impl<C: Clone> Engine<C> {
         engine.refresh_membership();
         engine.reset_election_timer();
         engine
+    }
+
+    /// Sets how a command's encoded size is estimated, to fill each AppendEntries up to
+    /// `Config::max_append_bytes` (by default: its in-memory size). The driver passes the state
+    /// machine's [`command_size`](crate::StateMachine::command_size).
+    pub fn set_entry_size(&mut self, size: EntrySize<C>) {
+        self.entry_size = size;
     }
 
     /// Sets the check a snapshot received from the leader must pass before it is installed (by
@@ -1076,7 +1112,13 @@ impl<C: Clone> Engine<C> {
                 return;
             };
             let end = last_index.min(prev_index + self.max_entries_per_append as u64);
-            let entries = self.log.slice(prev_index + 1, end).to_vec();
+            let entries = within_budget(
+                self.log.slice(prev_index + 1, end),
+                self.entry_size,
+                self.max_append_bytes,
+            );
+            let end = prev_index + entries.len() as u64;
+            let entries = entries.to_vec();
             let prev = LogId::new(prev_term, prev_index);
             self.out
                 .messages

@@ -1578,5 +1578,6 @@ fn cluster_replaces_an_isolated_leader_and_its_uncommitted_entries() {
     c.assert_applied_consistent();
 }
 
+mod budget;
 mod hostile;
 mod snapshot;

@@ -168,6 +168,7 @@ where
         let epoch = Instant::now();
         let mut engine = Engine::new(id, &config, recovered, 0);
         engine.set_snapshot_check(check_snapshot::<SM>);
+        engine.set_entry_size(SM::command_size);
         let (rpc_tx, rpc_rx) = mpsc::unbounded_channel();
         let (apply_tx, apply_rx) = mpsc::unbounded_channel();
         let (apply_events_tx, apply_events) = mpsc::unbounded_channel();
@@ -329,7 +330,7 @@ where
                 command,
                 appended,
                 reply,
-            } => match self.engine.propose(command) {
+            } => match self.propose(command) {
                 Ok(log_id) => {
                     if self.pending_term != log_id.term {
                         self.fail_pending();
@@ -340,15 +341,10 @@ where
                     }
                     self.pending.push_back((log_id, reply));
                 }
-                Err(e) => {
-                    let refused = ClientWriteError::NotLeader {
-                        leader_hint: e.leader_hint,
-                    };
-                    match appended {
-                        Some(appended) => drop(appended.send(Err(refused))),
-                        None => drop(reply.send(Err(refused))),
-                    }
-                }
+                Err(refused) => match appended {
+                    Some(appended) => drop(appended.send(Err(refused))),
+                    None => drop(reply.send(Err(refused))),
+                },
             },
             ApiMsg::AppendEntries { request, reply } => {
                 let now = self.now_ms();
@@ -384,6 +380,20 @@ where
             ApiMsg::Shutdown => return Err(Stop::Requested),
         }
         Ok(())
+    }
+
+    /// Proposes a client's command, unless it is too large to ever cross the network.
+    fn propose(&mut self, command: SM::Command) -> Result<LogId, ClientWriteError> {
+        let size = SM::command_size(&command);
+        let max = self.config.max_entry_bytes;
+        if size > max {
+            return Err(ClientWriteError::TooLarge { size, max });
+        }
+        self.engine
+            .propose(command)
+            .map_err(|e| ClientWriteError::NotLeader {
+                leader_hint: e.leader_hint,
+            })
     }
 
     fn on_rpc_outcome(&mut self, o: RpcOutcome) {
