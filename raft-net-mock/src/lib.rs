@@ -33,3 +33,13 @@ pub mod timeline;
 
 pub use network::MockNetwork;
 pub use router::{Faults, Router, RouterStats};
+
+mod envelope;
+mod faults;
+mod links;
+mod state;
+mod stats;
+mod trip;
+
+pub use faults::UnreachableMode;
+pub use stats::{RpcCounts, TargetStats};
