@@ -16,18 +16,32 @@
 //! # }
 //! ```
 //!
-//! All three RPCs (votes, AppendEntries, InstallSnapshot) go through the same faults: a partitioned,
-//! isolated or crashed target refuses at once; a lost message leaves the sender waiting until its own
-//! `rpc_timeout`. An InstallSnapshot request, once sent, arrives even if its sender has given up on it,
+//! All three RPCs (votes, AppendEntries, InstallSnapshot) go through the same faults. A partitioned,
+//! isolated, disconnected or crashed target refuses at once by default, like a refused connection;
+//! with [`UnreachableMode::Hang`] the request instead gets no answer for a random while, like a packet
+//! into a dead network. A lost message leaves the sender waiting until its own `rpc_timeout`. An InstallSnapshot request, once sent, arrives even if its sender has given up on it,
 //! so delayed chunks really arrive after later ones (see [`MockNetwork`]); the router records the order
 //! chunks reached each node ([`Router::snapshot_arrivals`]).
+//!
+//! For suites ported from classic Raft labs: [`Router::disconnect`] / [`Router::connect`] cut one
+//! node off and back (independently of partitions), [`Router::set_reply_delay`] holds back only the
+//! answers (long reordering), and [`Router::stats_for`] counts RPCs per target and kind, with the
+//! entries and snapshot bytes sent.
 //!
 //! Whole simulated clusters on it (crashes and restarts, checks of Raft's five safety properties, of
 //! durability and of the linearizability of client histories) are the `raft-sim` crate's.
 #![warn(missing_docs)]
 
+mod envelope;
+mod faults;
+mod links;
 mod network;
 mod router;
+mod state;
+mod stats;
+mod trip;
 
+pub use faults::{Faults, UnreachableMode};
 pub use network::MockNetwork;
-pub use router::{Faults, Router, RouterStats};
+pub use router::Router;
+pub use stats::{RouterStats, RpcCounts, TargetStats};

@@ -1,163 +1,55 @@
-//! The router: who is registered, who can talk to whom, and which faults apply.
+//! The router: who is registered, who can talk to whom, which faults apply, and what went through.
+//!
+//! * **Links** (see [`Router::can_talk`]): [`partition`](Router::partition) and
+//!   [`isolate`](Router::isolate), undone together by [`heal`](Router::heal); and, independent of
+//!   them, [`disconnect`](Router::disconnect) / [`connect`](Router::connect) of one node, as MIT
+//!   6.824's `labrpc` offers. A node that is not registered (crashed) cannot be reached either.
+//! * **Unreachable targets** fail at once, or after a random wait
+//!   ([`set_unreachable_mode`](Router::set_unreachable_mode)).
+//! * **Faults** ([`set_faults`](Router::set_faults), [`set_snapshot_faults`](Router::set_snapshot_faults)):
+//!   lost, delayed, duplicated and reordered messages; and a **reply delay**
+//!   ([`set_reply_delay`](Router::set_reply_delay)) that holds back only answers, so that answers
+//!   come back long after the answers to later requests.
+//! * **Statistics**: totals ([`stats`](Router::stats)), counts per target ([`stats_for`](Router::stats_for)),
+//!   and the order snapshot chunks arrived in ([`snapshot_arrivals`](Router::snapshot_arrivals)).
+//!
+//! Every random choice comes from one generator seeded by [`Router::new`]; settings that are off draw
+//! nothing from it, so turning on a new setting never changes the runs of seeds that do not use it.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::collections::BTreeMap;
+use std::sync::MutexGuard;
 
 use raft_core::{LogId, NodeId, Raft, StateMachine};
 
+use crate::faults::{Faults, UnreachableMode};
 use crate::network::MockNetwork;
-
-/// Message faults, applied independently to each request and each response.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Faults {
-    /// Probability that a message is lost (the sender then sees no answer and times out).
-    pub drop_prob: f64,
-    /// Each message is delayed by a uniform random number of milliseconds in this inclusive range.
-    pub delay_ms: (u64, u64),
-    /// Probability that a request is delivered twice (the second copy's answer is discarded).
-    pub duplicate_prob: f64,
-    /// Probability that a message gets an extra delay of up to three times the maximum delay, so that
-    /// later messages overtake it.
-    pub reorder_prob: f64,
-}
-
-impl Default for Faults {
-    /// No faults: instant, reliable delivery.
-    fn default() -> Self {
-        Faults {
-            drop_prob: 0.0,
-            delay_ms: (0, 0),
-            duplicate_prob: 0.0,
-            reorder_prob: 0.0,
-        }
-    }
-}
-
-/// The kinds of RPC the router carries; InstallSnapshot can have faults of its own
-/// ([`Router::set_snapshot_faults`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum RpcKind {
-    Vote,
-    AppendEntries,
-    InstallSnapshot,
-}
-
-/// Counts of what the router did, for tests and reports.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct RouterStats {
-    /// Requests handed to a target node (first copies; see `duplicated`).
-    pub delivered: u64,
-    /// Messages (requests or responses) lost to `drop_prob`.
-    pub dropped: u64,
-    /// Requests refused because sender and target cannot talk (partition, isolation, crashed target).
-    pub refused: u64,
-    /// Requests delivered twice.
-    pub duplicated: u64,
-    /// InstallSnapshot requests (chunks) handed to a target node, second copies of duplicated ones
-    /// included. Per target: [`Router::snapshot_chunks_delivered`].
-    pub snapshot_chunks_delivered: u64,
-}
-
-pub(crate) struct RouterState<SM: StateMachine> {
-    pub(crate) nodes: BTreeMap<NodeId, Raft<SM>>,
-    pub(crate) rng: fastrand::Rng,
-    faults: Faults,
-    /// Faults of InstallSnapshot messages, if they differ from `faults`.
-    snapshot_faults: Option<Faults>,
-    /// Partition group of each node; nodes absent from the map are in group 0.
-    groups: BTreeMap<NodeId, usize>,
-    isolated: BTreeSet<NodeId>,
-    pub(crate) stats: RouterStats,
-    /// `(snapshot, offset)` of every InstallSnapshot request handed to each target, in order of
-    /// arrival, second copies of duplicated ones included.
-    snapshot_arrivals: BTreeMap<NodeId, Vec<(LogId, u64)>>,
-}
-
-impl<SM: StateMachine> RouterState<SM> {
-    pub(crate) fn can_talk(&self, a: NodeId, b: NodeId) -> bool {
-        if self.isolated.contains(&a) || self.isolated.contains(&b) {
-            return false;
-        }
-        self.groups.get(&a).copied().unwrap_or(0) == self.groups.get(&b).copied().unwrap_or(0)
-    }
-
-    /// The faults that apply to messages of `kind`.
-    pub(crate) fn faults(&self, kind: RpcKind) -> Faults {
-        match (kind, self.snapshot_faults) {
-            (RpcKind::InstallSnapshot, Some(f)) => f,
-            _ => self.faults,
-        }
-    }
-
-    pub(crate) fn chance(&mut self, p: f64) -> bool {
-        p > 0.0 && self.rng.f64() < p
-    }
-
-    /// A delay for one message under `faults`: uniform in `delay_ms`, plus, with `reorder_prob`, an
-    /// extra delay of up to three times the maximum.
-    pub(crate) fn delay_ms(&mut self, faults: &Faults) -> u64 {
-        let (lo, hi) = faults.delay_ms;
-        let mut d = if hi > lo { self.rng.u64(lo..=hi) } else { lo };
-        if self.chance(faults.reorder_prob) {
-            d += self.rng.u64(0..=hi.max(1) * 3);
-        }
-        d
-    }
-
-    /// Counts one request of `kind` handed to its target (`copy`: the second copy of a duplicated one).
-    pub(crate) fn count_delivery(&mut self, kind: RpcKind, copy: bool) {
-        if copy {
-            self.stats.duplicated += 1;
-        } else {
-            self.stats.delivered += 1;
-        }
-        if kind == RpcKind::InstallSnapshot {
-            self.stats.snapshot_chunks_delivered += 1;
-        }
-    }
-
-    /// Records that the chunk at `offset` of `snapshot` reached `target`.
-    pub(crate) fn record_snapshot_arrival(&mut self, target: NodeId, snapshot: LogId, offset: u64) {
-        self.snapshot_arrivals
-            .entry(target)
-            .or_default()
-            .push((snapshot, offset));
-    }
-}
+use crate::state::{RouterState, SharedState};
+use crate::stats::{RouterStats, TargetStats};
 
 /// Connects the nodes of one simulated cluster. Cheap to clone; all clones share one state.
 pub struct Router<SM: StateMachine> {
-    pub(crate) state: Arc<Mutex<RouterState<SM>>>,
+    state: SharedState<SM>,
 }
 
 impl<SM: StateMachine> Clone for Router<SM> {
     fn clone(&self) -> Self {
         Router {
-            state: Arc::clone(&self.state),
+            state: self.state.clone(),
         }
     }
 }
 
 impl<SM: StateMachine> Router<SM> {
-    /// A router with no nodes and no faults, whose random choices all derive from `seed`.
+    /// A router with no nodes, no faults and no cuts, whose random choices all derive from `seed`.
     pub fn new(seed: u64) -> Self {
         Router {
-            state: Arc::new(Mutex::new(RouterState {
-                nodes: BTreeMap::new(),
-                rng: fastrand::Rng::with_seed(seed),
-                faults: Faults::default(),
-                snapshot_faults: None,
-                groups: BTreeMap::new(),
-                isolated: BTreeSet::new(),
-                stats: RouterStats::default(),
-                snapshot_arrivals: BTreeMap::new(),
-            })),
+            state: SharedState::new(seed),
         }
     }
 
     /// The network node `id` sends through.
     pub fn network(&self, id: NodeId) -> MockNetwork<SM> {
-        MockNetwork::new(id, self.clone())
+        MockNetwork::new(id, self.state.clone())
     }
 
     /// Makes node `id` reachable at `raft` (a restarted node registers its new handle).
@@ -168,7 +60,8 @@ impl<SM: StateMachine> Router<SM> {
         self.lock().nodes.insert(id, raft);
     }
 
-    /// Makes node `id` unreachable (it crashed); returns its handle if it was registered.
+    /// Makes node `id` unreachable (it crashed); returns its handle if it was registered. Its links
+    /// (partition group, isolation, disconnection) stay as they are for when it registers again.
     pub fn unregister(&self, id: NodeId) -> Option<Raft<SM>> {
         self.lock().nodes.remove(&id)
     }
@@ -196,67 +89,121 @@ impl<SM: StateMachine> Router<SM> {
         self.lock().snapshot_faults = faults;
     }
 
+    /// Chooses how requests to a node the sender cannot reach fail: at once
+    /// ([`UnreachableMode::Refuse`], the default) or after a random wait drawn from the router's
+    /// generator ([`UnreachableMode::Hang`]). Applies to requests refused when sent, and to requests
+    /// and answers whose route is cut while they are in flight.
+    pub fn set_unreachable_mode(&self, mode: UnreachableMode) {
+        self.lock().unreachable_mode = mode;
+    }
+
+    /// The current [`UnreachableMode`].
+    pub fn unreachable_mode(&self) -> UnreachableMode {
+        self.lock().unreachable_mode
+    }
+
+    /// Holds back every answer (not the request: the target handles it on arrival) for a further
+    /// uniform random number of milliseconds in the inclusive range `(min, max)`, on top of the
+    /// faults' delay; `None` (the default) turns it off. Answers to requests sent close together then
+    /// come back in random order, long after one another, as with `labrpc`'s long reordering.
+    ///
+    /// The sender waits for a held answer only as long as its own timeout; answers of the second
+    /// copies of duplicated requests are never heard, and so are not held.
+    pub fn set_reply_delay(&self, range_ms: Option<(u64, u64)>) {
+        self.lock().reply_delay = range_ms;
+    }
+
+    /// The current reply delay range, if any ([`set_reply_delay`](Self::set_reply_delay)).
+    pub fn reply_delay(&self) -> Option<(u64, u64)> {
+        self.lock().reply_delay
+    }
+
     /// Splits the cluster: nodes talk only within their group. Nodes not listed form one more group.
     pub fn partition(&self, groups: &[&[NodeId]]) {
-        let mut s = self.lock();
-        s.groups.clear();
-        for (i, group) in groups.iter().enumerate() {
-            for &id in group.iter() {
-                s.groups.insert(id, i + 1);
-            }
-        }
+        self.lock().links.partition(groups);
     }
 
-    /// Cuts node `id` off from every other node (on top of any partition).
+    /// Cuts node `id` off from every other node (on top of any partition), until [`heal`](Self::heal).
     pub fn isolate(&self, id: NodeId) {
-        self.lock().isolated.insert(id);
+        self.lock().links.isolate(id);
     }
 
-    /// Removes every partition and isolation. Message faults stay.
+    /// Removes every partition and isolation. Message faults stay, and so do disconnections
+    /// ([`disconnect`](Self::disconnect) is undone only by [`connect`](Self::connect)).
     pub fn heal(&self) {
-        let mut s = self.lock();
-        s.groups.clear();
-        s.isolated.clear();
+        self.lock().links.heal();
     }
 
-    /// Whether `a` and `b` can currently talk (ignoring random faults and crashes).
+    /// Disconnects node `id` from the network: it can neither send nor receive, while the others keep
+    /// talking. Independent of partitions and isolation, and of registration: it lasts until
+    /// [`connect`](Self::connect)`(id)`, through [`heal`](Self::heal), crashes and restarts.
+    pub fn disconnect(&self, id: NodeId) {
+        self.lock().links.disconnect(id);
+    }
+
+    /// Undoes [`disconnect`](Self::disconnect)`(id)`. A partition or isolation that cuts `id` off
+    /// stays in force; a node that was never disconnected is unaffected.
+    pub fn connect(&self, id: NodeId) {
+        self.lock().links.connect(id);
+    }
+
+    /// Whether node `id` is connected, i.e. not [disconnected](Self::disconnect). Partitions,
+    /// isolation and registration do not enter into it: [`can_talk`](Self::can_talk) gives the sum
+    /// of all links.
+    pub fn is_connected(&self, id: NodeId) -> bool {
+        self.lock().links.is_connected(id)
+    }
+
+    /// Whether `a` and `b` can currently talk: neither is disconnected or isolated, and both are in
+    /// the same partition group (random faults and crashes are not considered).
     pub fn can_talk(&self, a: NodeId, b: NodeId) -> bool {
-        self.lock().can_talk(a, b)
+        self.lock().links.can_talk(a, b)
     }
 
     /// Draws a number from the router's seeded generator in `range` (for test schedules that must
     /// replay with the seed).
     pub fn random(&self, range: std::ops::Range<u64>) -> u64 {
-        self.lock().rng.u64(range)
+        self.lock().dice.u64(range)
     }
 
-    /// Counts of what the router did so far.
+    /// Counts of what the router did since it was created or [reset](Self::reset_stats).
     pub fn stats(&self) -> RouterStats {
-        self.lock().stats
+        self.lock().book.totals()
+    }
+
+    /// What the router carried towards node `target` since it was created or
+    /// [reset](Self::reset_stats): requests sent and delivered by kind, log entries and snapshot
+    /// bytes sent. All zero for a node nothing was sent to.
+    pub fn stats_for(&self, target: NodeId) -> TargetStats {
+        self.lock().book.target(target)
+    }
+
+    /// [`stats_for`](Self::stats_for) of every node something was sent to.
+    pub fn target_stats(&self) -> BTreeMap<NodeId, TargetStats> {
+        self.lock().book.targets()
+    }
+
+    /// Starts counting afresh: zeroes [`stats`](Self::stats) and every [`stats_for`](Self::stats_for),
+    /// and forgets the [`snapshot_arrivals`](Self::snapshot_arrivals) (so that they keep agreeing
+    /// with the counts). Nodes, links, faults and the generator are untouched.
+    pub fn reset_stats(&self) {
+        self.lock().book.reset();
     }
 
     /// How many InstallSnapshot requests (chunks) the router handed to `target` so far, counting
     /// both copies of a duplicated one.
     pub fn snapshot_chunks_delivered(&self, target: NodeId) -> u64 {
-        self.lock()
-            .snapshot_arrivals
-            .get(&target)
-            .map_or(0, |a| a.len() as u64)
+        self.lock().book.snapshot_arrivals(target).len() as u64
     }
 
     /// The `(snapshot last log id, offset)` of every InstallSnapshot request the router handed to
     /// `target`, in the order they arrived (both copies of a duplicated one): shows chunks arriving
     /// twice or out of order.
     pub fn snapshot_arrivals(&self, target: NodeId) -> Vec<(LogId, u64)> {
-        self.lock()
-            .snapshot_arrivals
-            .get(&target)
-            .cloned()
-            .unwrap_or_default()
+        self.lock().book.snapshot_arrivals(target).to_vec()
     }
 
-    pub(crate) fn lock(&self) -> MutexGuard<'_, RouterState<SM>> {
-        // The state stays consistent under panics (each update is a single assignment).
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> MutexGuard<'_, RouterState<SM>> {
+        self.state.lock()
     }
 }
