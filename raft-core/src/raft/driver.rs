@@ -103,7 +103,13 @@ pub(crate) struct Driver<SM: StateMachine, S, N> {
     /// Callers answered once the current flush has stored the snapshot they asked for.
     snapshot_answers: Vec<SnapshotWaiter>,
     metrics_tx: watch::Sender<Metrics>,
+    /// The node's span (`raft{node=..}`): the apply task's, and the parent of each term's.
     span: tracing::Span,
+    /// `term{term=..}` under `span`, made anew when the term changes (a field recorded again on
+    /// one span would be appended to it, and log lines would grow with every term).
+    term_span: tracing::Span,
+    /// The term `term_span` names.
+    span_term: Term,
 }
 
 impl<SM, S, N> Driver<SM, S, N>
@@ -176,7 +182,8 @@ where
             id,
             ..Metrics::default()
         });
-        let span = tracing::info_span!("raft", node = id, term = tracing::field::Empty);
+        let span = tracing::info_span!("raft", node = id);
+        let term_span = term_span(&span, hard_state.term);
         let apply_task = tokio::spawn(
             apply::run(state_machine, applied_id, apply_rx, apply_events_tx)
                 .instrument(span.clone()),
@@ -205,19 +212,19 @@ where
             snapshot_answers: Vec::new(),
             metrics_tx,
             span,
+            term_span,
+            span_term: hard_state.term,
         };
         driver.publish_metrics();
         Ok((driver, metrics_rx))
     }
 
     pub(crate) async fn run(mut self) {
-        let span = self.span.clone();
-        span.record("term", self.engine.term());
-        let stop = self.main_loop().instrument(span.clone()).await;
+        let stop = self.main_loop().await;
         let reason = match stop {
             Stop::Requested => "node was shut down".to_string(),
             Stop::Fatal(reason) => {
-                let _enter = span.enter();
+                let _enter = self.term_span.enter();
                 tracing::error!(%reason, "node stopped on a fatal error");
                 reason
             }
@@ -255,39 +262,49 @@ where
         let timer = tokio::time::sleep_until(self.epoch);
         tokio::pin!(timer);
         loop {
-            let wait = std::time::Duration::from_millis(self.engine.next_deadline());
-            let deadline = self
-                .epoch
-                .checked_add(wait)
-                .unwrap_or_else(|| Instant::now() + NO_DEADLINE_RECHECK);
-            if timer.deadline() != deadline {
-                timer.as_mut().reset(deadline);
-            }
-            tokio::select! {
-                biased;
-                ev = self.apply_events.recv() => match ev {
-                    Some(ev) => if let Err(stop) = self.on_apply_event(ev) { return stop },
-                    None => return Stop::Fatal("apply task ended".into()),
-                },
-                outcome = self.rpc_rx.recv() => {
-                    if let Some(o) = outcome { self.on_rpc_outcome(o); }
-                }
-                msg = self.api_rx.recv() => match msg {
-                    Some(msg) => if let Err(stop) = self.on_api(msg) { return stop },
-                    None => return Stop::Requested,
-                },
-                _ = &mut timer => {}
-            }
-            // Fold whatever else is already queued into the same batch.
-            if let Err(stop) = self.drain_queued() {
+            let span = self.term_span.clone();
+            if let Err(stop) = self.run_once(timer.as_mut()).instrument(span).await {
                 return stop;
             }
-            let now = self.now_ms();
-            self.engine.tick(now);
-            if let Err(e) = self.flush().await {
-                return Stop::Fatal(format!("storage failed: {e}"));
-            }
         }
+    }
+
+    /// One turn of the loop: waits for the first event, folds in what else is queued, ticks the
+    /// engine and executes its outputs.
+    async fn run_once(
+        &mut self,
+        mut timer: std::pin::Pin<&mut tokio::time::Sleep>,
+    ) -> Result<(), Stop> {
+        let wait = std::time::Duration::from_millis(self.engine.next_deadline());
+        let deadline = self
+            .epoch
+            .checked_add(wait)
+            .unwrap_or_else(|| Instant::now() + NO_DEADLINE_RECHECK);
+        if timer.deadline() != deadline {
+            timer.as_mut().reset(deadline);
+        }
+        tokio::select! {
+            biased;
+            ev = self.apply_events.recv() => match ev {
+                Some(ev) => self.on_apply_event(ev)?,
+                None => return Err(Stop::Fatal("apply task ended".into())),
+            },
+            outcome = self.rpc_rx.recv() => {
+                if let Some(o) = outcome { self.on_rpc_outcome(o); }
+            }
+            msg = self.api_rx.recv() => match msg {
+                Some(msg) => self.on_api(msg)?,
+                None => return Err(Stop::Requested),
+            },
+            _ = &mut timer => {}
+        }
+        // Fold whatever else is already queued into the same batch.
+        self.drain_queued()?;
+        let now = self.now_ms();
+        self.engine.tick(now);
+        self.flush()
+            .await
+            .map_err(|e| Stop::Fatal(format!("storage failed: {e}")))
     }
 
     fn drain_queued(&mut self) -> Result<(), Stop> {
@@ -459,7 +476,10 @@ where
             // Rule 1: the term and vote are durable before anything that depends on them leaves.
             if let Some(hs) = &out.hard_state {
                 self.storage.save_hard_state(hs).await?;
-                self.span.record("term", hs.term);
+                if hs.term != self.span_term {
+                    self.span_term = hs.term;
+                    self.term_span = term_span(&self.span, hs.term);
+                }
             }
             // Rule 3: a leader's AppendEntries may leave before its own append is durable.
             for (to, request) in out.messages {
@@ -562,9 +582,10 @@ where
         let network = &self.network;
         let rpc_tx = &self.rpc_tx;
         let timeout = self.config.rpc_timeout;
-        self.peers
-            .entry(to)
-            .or_insert_with(|| PeerSender::spawn(to, Arc::clone(network), timeout, rpc_tx.clone()))
+        let span = &self.span;
+        self.peers.entry(to).or_insert_with(|| {
+            PeerSender::spawn(to, Arc::clone(network), timeout, rpc_tx.clone(), span)
+        })
     }
 
     /// Publishes the metrics if anything changed. Runs after every batch, so it updates the published
@@ -615,6 +636,11 @@ fn check_snapshot<SM: StateMachine>(
     data: &[u8],
 ) -> Result<(), String> {
     SM::check_snapshot(meta, data).map_err(|e| e.to_string())
+}
+
+/// The span of `term` on node span `node`.
+fn term_span(node: &tracing::Span, term: Term) -> tracing::Span {
+    tracing::info_span!(parent: node, "term", term)
 }
 
 /// Sets `*slot` to `value`; returns whether it changed.

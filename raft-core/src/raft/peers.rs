@@ -35,9 +35,11 @@ impl<C: AppCommand> PeerSender<C> {
         network: Arc<N>,
         rpc_timeout: Duration,
         outcomes: mpsc::UnboundedSender<RpcOutcome>,
+        node_span: &tracing::Span,
     ) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        let span = tracing::debug_span!("peer", target);
+        // Under the node's span, not the term's in force when the peer was first needed.
+        let span = tracing::debug_span!(parent: node_span, "peer", target);
         tokio::spawn(run(target, network, rpc_timeout, rx, outcomes).instrument(span));
         PeerSender { tx }
     }
