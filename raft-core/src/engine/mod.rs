@@ -404,10 +404,20 @@ impl<C: Clone> Engine<C> {
         Ok(())
     }
 
+    /// Advances engine time to `now_ms` (never backwards) without firing anything. An executor calls
+    /// it before every input, so that what the input does is timed from now: a leader's AppendEntries
+    /// resets the election timer from now, and a step-down on a higher term starts the new election
+    /// timeout from now rather than from the last tick. Deadlines that passed fire at the next
+    /// [`tick`](Self::tick), after the input: a message already received is handled before a timer
+    /// that expired while it waited.
+    pub fn advance_clock(&mut self, now_ms: u64) {
+        self.now = self.now.max(now_ms);
+    }
+
     /// Advances engine time to `now_ms` (never backwards) and fires what is due: an election, a
     /// heartbeat, the leader's check that a majority still answers.
     pub fn tick(&mut self, now_ms: u64) {
-        self.now = self.now.max(now_ms);
+        self.advance_clock(now_ms);
         match self.role {
             Role::Leader => {
                 if self.now >= self.quorum_check_deadline {

@@ -342,6 +342,10 @@ where
     }
 
     fn on_api(&mut self, msg: ApiMsg<SM>) -> Result<(), Stop> {
+        // Time moves, but no timer fires before the message is handled (that is the tick after the
+        // batch): a follower briefly stalled, say on a slow fsync, must not campaign with its
+        // leader's AppendEntries already in hand.
+        self.engine.advance_clock(self.now_ms());
         match msg {
             ApiMsg::ClientWrite {
                 command,
@@ -364,20 +368,14 @@ where
                 },
             },
             ApiMsg::AppendEntries { request, reply } => {
-                let now = self.now_ms();
-                self.engine.tick(now);
                 let resp = self.engine.handle_append_entries(request);
                 self.held_replies.push(HeldReply::Append(reply, resp));
             }
             ApiMsg::Vote { request, reply } => {
-                let now = self.now_ms();
-                self.engine.tick(now);
                 let resp = self.engine.handle_vote_request(request);
                 self.held_replies.push(HeldReply::Vote(reply, resp));
             }
             ApiMsg::InstallSnapshot { request, reply } => {
-                let now = self.now_ms();
-                self.engine.tick(now);
                 let resp = self.engine.handle_install_snapshot(request);
                 self.held_replies.push(HeldReply::Snapshot(reply, resp));
             }
@@ -414,6 +412,9 @@ where
     }
 
     fn on_rpc_outcome(&mut self, o: RpcOutcome) {
+        // A step-down on a higher term restarts the election timeout: from now, not from the last
+        // tick, or the node would campaign at once.
+        self.engine.advance_clock(self.now_ms());
         match o.result {
             Ok(Response::AppendEntries(r)) => self.engine.handle_append_entries_response(o.from, r),
             Ok(Response::Vote(r)) => self.engine.handle_vote_response(o.from, r),
