@@ -121,8 +121,11 @@ impl StateMachine for LogStateMachine {
             }
             Err(e) => {
                 w.on_restore_refused(self.node, meta, data.len(), &e);
+                // The node stops with this reason, worded as the violation reported for it.
                 Err(StateMachineError::new(format!(
-                    "the snapshot of {} ({} bytes) is not a state machine state: {e}",
+                    "snapshot transfer: node {} was asked to restore a snapshot of {} ({} bytes) that is not \
+                     a state machine state: {e}",
+                    self.node,
                     meta.last_log_id,
                     data.len()
                 )))
