@@ -13,10 +13,11 @@ use raft_storage_mem::MemStorage;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use crate::applied_state::AppliedState;
 use crate::history::{Op, Outcome};
 use crate::observe::{ObservedNetwork, ObservedStorage};
-use crate::state_machine::{AppliedState, LogStateMachine};
-use crate::world::HarnessStats;
+use crate::state_machine::LogStateMachine;
+use crate::stats::HarnessStats;
 
 use crate::observe::PowerSwitch;
 use crate::world::{lock, Shared, World};
@@ -269,7 +270,7 @@ impl<S: RaftStorage<u64>> Cluster<S> {
         let incarnation = {
             let mut w = lock(&self.world);
             w.on_open(id, hard_state, base, entries, snapshot);
-            w.nodes[&id].incarnation
+            w.record.nodes[&id].incarnation
         };
         let power = PowerSwitch::default();
         let storage = ObservedStorage::new(
@@ -392,6 +393,7 @@ impl<S: RaftStorage<u64>> Cluster<S> {
     /// node is down): the entries after its compaction point ([`durable_base`](Self::durable_base)).
     pub fn durable_log(&self, id: NodeId) -> Vec<Entry<u64>> {
         lock(&self.world)
+            .record
             .nodes
             .get(&id)
             .map(|o| o.log.clone())
@@ -402,6 +404,7 @@ impl<S: RaftStorage<u64>> Cluster<S> {
     /// the snapshot that replaced its log (the default id if none).
     pub fn durable_base(&self, id: NodeId) -> LogId {
         lock(&self.world)
+            .record
             .nodes
             .get(&id)
             .map(|o| o.base)
@@ -411,6 +414,7 @@ impl<S: RaftStorage<u64>> Cluster<S> {
     /// What node `id`'s durable snapshot covers, if it has one.
     pub fn durable_snapshot(&self, id: NodeId) -> Option<SnapshotMeta> {
         lock(&self.world)
+            .record
             .nodes
             .get(&id)
             .and_then(|o| o.snapshot.as_ref().map(|s| s.meta.clone()))
@@ -420,6 +424,7 @@ impl<S: RaftStorage<u64>> Cluster<S> {
     /// snapshot brought are not in it; see [`restores`](Self::restores)).
     pub fn applied(&self, id: NodeId) -> Vec<Vec<(LogId, EntryPayload<u64>)>> {
         lock(&self.world)
+            .record
             .nodes
             .get(&id)
             .map(|o| o.sms.iter().map(|sm| sm.applied.clone()).collect())
@@ -430,6 +435,7 @@ impl<S: RaftStorage<u64>> Cluster<S> {
     /// and how many entries that incarnation had applied before.
     pub fn restores(&self, id: NodeId) -> Vec<Vec<(usize, LogId)>> {
         lock(&self.world)
+            .record
             .nodes
             .get(&id)
             .map(|o| o.sms.iter().map(|sm| sm.restores.clone()).collect())
@@ -443,6 +449,7 @@ impl<S: RaftStorage<u64>> Cluster<S> {
             return None;
         }
         lock(&self.world)
+            .record
             .nodes
             .get(&id)
             .and_then(|o| o.current_sm().map(|sm| sm.state.clone()))
@@ -467,12 +474,18 @@ impl<S: RaftStorage<u64>> Cluster<S> {
 
     /// The client history so far, ordered by value.
     pub fn history(&self) -> Vec<Op> {
-        lock(&self.world).history.ops.values().cloned().collect()
+        lock(&self.world)
+            .record
+            .history
+            .ops
+            .values()
+            .cloned()
+            .collect()
     }
 
     /// The terms in which some node was seen leader, with the leaders seen.
     pub fn observed_leaders(&self) -> BTreeMap<Term, BTreeSet<NodeId>> {
-        lock(&self.world).leaders.clone()
+        lock(&self.world).record.leaders.clone()
     }
 
     /// Counters of what the harness saw.
@@ -544,12 +557,7 @@ impl<S: RaftStorage<u64>> Cluster<S> {
         slot.power.cut();
         self.router.unregister(id);
         slot.raft.shutdown().await;
-        let mut w = lock(&self.world);
-        w.trace(|| format!("node {id}: crashed"));
-        if let Some(obs) = w.nodes.get_mut(&id) {
-            obs.live = false;
-        }
-        w.stats.crashes += 1;
+        lock(&self.world).on_crash(id);
     }
 
     /// Restarts node `id` from its durable storage, with a new state machine. A no-op if it runs.
@@ -661,9 +669,12 @@ impl<S: RaftStorage<u64>> Cluster<S> {
             return None;
         }
         let w = lock(&self.world);
-        let durable_agree = metrics
-            .keys()
-            .all(|id| w.nodes.get(id).is_some_and(|o| o.last_log_id() == target));
+        let durable_agree = metrics.keys().all(|id| {
+            w.record
+                .nodes
+                .get(id)
+                .is_some_and(|o| o.last_log_id() == target)
+        });
         durable_agree.then_some(leader)
     }
 
@@ -674,6 +685,7 @@ impl<S: RaftStorage<u64>> Cluster<S> {
         let mut out = String::new();
         for id in &self.ids {
             let durable = w
+                .record
                 .nodes
                 .get(id)
                 .map(|o| {
@@ -726,26 +738,7 @@ impl<S: RaftStorage<u64>> Cluster<S> {
                 v.clone()
             }));
         }
-        w.check_election_safety().map_err(Violation)?;
-        w.check_log_matching().map_err(Violation)?;
-        w.check_state_machine_safety().map_err(Violation)?;
-        let in_logs: BTreeSet<u64> = w
-            .nodes
-            .values()
-            .flat_map(|o| o.log.iter())
-            .filter_map(|e| match e.payload {
-                EntryPayload::Command(v) => Some(v),
-                _ => None,
-            })
-            .collect();
-        w.history
-            .check(
-                &w.positions,
-                |i| w.committed.get(&i).map(|c| c.log_id),
-                |v| in_logs.contains(&v),
-            )
-            .map_err(Violation)?;
-        Ok(())
+        w.check().map_err(Violation)
     }
 
     /// [`check_safety`](Self::check_safety), failing the test (with the seed and the replay command)
@@ -780,70 +773,7 @@ impl<S: RaftStorage<u64>> Cluster<S> {
         self.check_safety()?;
         self.wait_converged(timeout).await?;
         self.check_safety()?;
-        let w = lock(&self.world);
-        let first = self.ids[0];
-        let reference = &w.nodes[&first];
-        let ref_last = reference.last_log_id();
-        let ref_hash = w.prefix_hash(reference, ref_last.index);
-        for id in &self.ids[1..] {
-            let obs = &w.nodes[id];
-            let last = obs.last_log_id();
-            let hash = w.prefix_hash(obs, last.index);
-            let from = obs.base.index.max(reference.base.index) + 1;
-            let diverge = (from..=last.index.min(ref_last.index))
-                .find(|&ix| obs.entry(ix) != reference.entry(ix));
-            if last != ref_last || diverge.is_some() || hash.is_none() || hash != ref_hash {
-                return Err(Violation(format!(
-                    "final logs differ: node {id} ends at {last} (compacted up to {}, prefix hash {hash:?}), node \
-                     {first} at {ref_last} (compacted up to {}, prefix hash {ref_hash:?}); first difference among \
-                     the entries both hold: {diverge:?}",
-                    obs.base, reference.base
-                )));
-            }
-        }
-        for (id, obs) in &w.nodes {
-            for (&index, c) in &w.committed {
-                if !w.holds_committed(obs, index) {
-                    return Err(Violation(format!(
-                        "leader completeness: committed entry {} is not in node {id}'s final log (holds {:?}; \
-                         compacted up to {})",
-                        c.log_id,
-                        obs.entry(index).map(|e| e.log_id),
-                        obs.base
-                    )));
-                }
-            }
-            // The state machine reflects exactly the log: same last entry, same prefix hash.
-            let last = obs.last_log_id();
-            let log_hash = w.prefix_hash(obs, last.index);
-            let state = obs.current_sm().map(|sm| &sm.state);
-            if state.map(|s| (s.last, Some(s.digest))) != Some((last, log_hash)) {
-                return Err(Violation(format!(
-                    "state machine safety: node {id}'s state machine (incarnation {}) is at {:?} with digest \
-                     {:?}; its log ends at {last} with prefix hash {log_hash:?}",
-                    obs.incarnation,
-                    state.map(|s| s.last),
-                    state.map(|s| s.digest)
-                )));
-            }
-            for op in w.history.ops.values() {
-                if let Outcome::Acked(log_id) = &op.outcome {
-                    let is_committed = w.committed.get(&log_id.index).is_some_and(|c| {
-                        c.log_id == *log_id && c.payload == EntryPayload::Command(op.value)
-                    });
-                    if !is_committed || !w.holds_committed(obs, log_id.index) {
-                        return Err(Violation(format!(
-                            "acknowledged write lost: value {} acknowledged at {log_id} is not in node {id}'s \
-                             final log (holds {:?}; compacted up to {})",
-                            op.value,
-                            obs.entry(log_id.index).map(|e| (e.log_id, &e.payload)),
-                            obs.base
-                        )));
-                    }
-                }
-            }
-        }
-        Ok(())
+        lock(&self.world).check_final().map_err(Violation)
     }
 
     /// [`check_final`](Self::check_final), failing the test (with the seed and the replay command) on a
@@ -899,9 +829,7 @@ impl fmt::Debug for Client {
 impl Client {
     /// A value no client of this cluster has written (values count up from 1).
     pub fn next_value(&self) -> u64 {
-        let mut w = lock(&self.world);
-        w.next_value += 1;
-        w.next_value
+        lock(&self.world).client_values.next()
     }
 
     /// Writes `value` through the leader: finds the running node that says it leads the highest
@@ -927,9 +855,7 @@ impl Client {
                 }
             }
             if Instant::now() >= deadline {
-                lock(&self.world)
-                    .history
-                    .complete(value, Outcome::NotProposed);
+                lock(&self.world).on_write_completed(value, Outcome::NotProposed);
                 return Err(WriteError::NotProposed { leader_hint: hint });
             }
             tokio::time::sleep(POLL).await;
@@ -953,22 +879,13 @@ impl Client {
             None => Err(WriteError::NotProposed { leader_hint: None }),
         };
         if let Err(WriteError::NotProposed { .. }) = &result {
-            lock(&self.world)
-                .history
-                .complete(value, Outcome::NotProposed);
+            lock(&self.world).on_write_completed(value, Outcome::NotProposed);
         }
         result
     }
 
     fn invoke(&self, value: u64) -> bool {
-        let mut w = lock(&self.world);
-        match w.history.invoke(value) {
-            Ok(()) => true,
-            Err(e) => {
-                w.violation(e);
-                false
-            }
-        }
+        lock(&self.world).on_write_invoked(value)
     }
 
     fn find_leader(&self) -> Option<Raft<LogStateMachine>> {
@@ -991,42 +908,23 @@ impl Client {
         raft: &Raft<LogStateMachine>,
         value: u64,
     ) -> Result<ClientWriteResponse<LogIndex>, WriteError> {
-        lock(&self.world).history.attempt(value, raft.id());
+        lock(&self.world).on_write_attempt(value, raft.id());
         let answer = tokio::time::timeout(self.attempt_timeout, raft.client_write(value)).await;
         let mut w = lock(&self.world);
         match answer {
             Ok(Ok(resp)) => {
-                w.history.complete(value, Outcome::Acked(resp.log_id));
-                if resp.data != resp.log_id.index {
-                    w.violation(format!(
-                        "client: value {value} acknowledged at {} with response {} (the index it was applied at)",
-                        resp.log_id, resp.data
-                    ));
-                }
-                let committed = w.committed.get(&resp.log_id.index).cloned();
-                let ok = committed.as_ref().is_some_and(|c| {
-                    c.log_id == resp.log_id && c.payload == EntryPayload::Command(value)
-                });
-                if !ok {
-                    w.violation(format!(
-                        "client: value {value} acknowledged at {} by node {}, but the entry committed there is {:?}",
-                        resp.log_id,
-                        raft.id(),
-                        committed.map(|c| (c.log_id, c.payload))
-                    ));
-                }
+                w.on_write_acknowledged(raft.id(), value, resp.log_id, resp.data);
                 Ok(resp)
             }
             Ok(Err(ClientWriteError::NotLeader { leader_hint })) => {
                 Err(WriteError::NotProposed { leader_hint })
             }
             Ok(Err(e)) => {
-                w.history.complete(value, Outcome::Unknown(e.to_string()));
+                w.on_write_completed(value, Outcome::Unknown(e.to_string()));
                 Err(WriteError::Unknown(e))
             }
             Err(_) => {
-                w.history
-                    .complete(value, Outcome::Unknown("no answer in time".into()));
+                w.on_write_completed(value, Outcome::Unknown("no answer in time".into()));
                 Err(WriteError::Timeout)
             }
         }

@@ -39,62 +39,75 @@
 //!
 //! Every node runs with its storage wrapped in an [`ObservedStorage`], its network in an
 //! [`ObservedNetwork`], and a [`LogStateMachine`]. The harness thus sees each node's *durable* state as
-//! the storage acknowledges it, every answer to an RPC, and every entry applied. The five properties of
-//! the Raft paper (figure 3):
+//! the storage acknowledges it, every answer to an RPC, and every entry applied; a task per node
+//! watches its [`Metrics`](raft_core::Metrics) (`changed().await`) and reports whenever the role is `Leader`, and the
+//! clients report every write. All of it goes to one recorder (module `world`), which keeps the shared
+//! record (module `record`: each node's durable state as observed, the prefix hash of every entry, the
+//! committed entries, the client history) and hands each observation to one checker per property,
+//! under `invariants/` (a new property is one more module there, listed in `invariants::all`). The
+//! five properties of the Raft paper (figure 3):
 //!
-//! 1. **Election Safety** (at most one leader per term). Observed three ways: a task per node watches
-//!    its [`Metrics`] (`changed().await`) and records `(term, node)` whenever the role is `Leader`;
-//!    metrics are a `watch`, so a leadership shorter than one batch of the driver can be missed
-//!    (the harness also samples all nodes' metrics at every check). Exactly, from durable state: no
-//!    node makes two different votes in one term, no two candidates hold a majority of durable votes in
-//!    one term, and no term has two leader no-op entries at different indexes.
-//! 2. **Leader Append-Only**. Exactly: a node never truncates its durable log while it is the
-//!    (observed) leader of its current term, and never removes an entry of its own current term. Sampled:
-//!    each time a node is seen leading term `T`, its durable log must still hold, unchanged (compared by
-//!    a hash chain over the whole prefix), what it held at the previous sample in `T`.
-//! 3. **Log Matching**. Exactly, at every append on every node: an entry with the same index and term as
-//!    one any node held before sits on an identical prefix (hash chains). And pairwise over the durable
-//!    logs at every check.
-//! 4. **Leader Completeness**. Each committed entry is recorded when first applied, with the highest
-//!    durable term of any node at that moment (the entry was committed by a leader of at most that
-//!    term). Each time a node is seen leading a higher term, its durable log must hold the entry. At the
-//!    end, every node's log holds every committed entry.
-//! 5. **State Machine Safety**. Exactly, at every apply: no two nodes or incarnations apply different
-//!    entries at one index; each incarnation applies in order, once, without gaps (continuing after the
-//!    snapshot it restored last); the entry applied is the one in the node's own durable log, and is
-//!    durable on a majority when first applied; the state reached is the committed prefix's.
+//! 1. **Election Safety** (at most one leader per term), `invariants::election_safety`. Sampled, from
+//!    metrics: two nodes seen leading one term; metrics are a `watch`, so a leadership shorter than one
+//!    batch of the driver can be missed (the harness also samples all nodes' metrics at every check).
+//!    Exactly, from durable state: no node makes two different votes in one term, no two candidates
+//!    hold a majority of durable votes in one term, and no term has two leader no-op entries at
+//!    different indexes.
+//! 2. **Leader Append-Only**, `invariants::leader_append_only`. Exactly: a node never truncates its
+//!    durable log while it is the (observed) leader of its current term, and never removes an entry of
+//!    its own current term. Sampled: each time a node is seen leading term `T`, its durable log must
+//!    still hold, unchanged (compared by a hash chain over the whole prefix), what it held at the
+//!    previous sample in `T`.
+//! 3. **Log Matching**, `invariants::log_matching`. Exactly, at every append on every node: an entry
+//!    with the same index and term as one any node held before sits on an identical prefix (hash
+//!    chains). And pairwise over the durable logs at every check; at the end, all logs are the same.
+//! 4. **Leader Completeness**, `invariants::leader_completeness`. Each committed entry is recorded when
+//!    first applied, with the highest durable term of any node at that moment (the entry was committed
+//!    by a leader of at most that term). Each time a node is seen leading a higher term, its durable
+//!    log must hold the entry. At the end, every node's log holds every committed entry.
+//! 5. **State Machine Safety**, `invariants::state_machine_safety`. Exactly, at every apply: no two
+//!    nodes or incarnations apply different entries at one index; each incarnation applies in order,
+//!    once, without gaps (continuing after the snapshot it restored last) and never goes back (no
+//!    restore of an older snapshot than what it applied); the entry applied is the one in the node's
+//!    own durable log, and is durable on a majority when first applied; the state reached is the
+//!    committed prefix's. At the end, every state machine reflects exactly its node's log.
 //!
 //! ## Snapshots and compaction
 //!
 //! A node's log may be compacted (purged up to a point its durable snapshot covers) or replaced by a
-//! snapshot from the leader. The harness keeps, for every node, the hash of its log prefix up to the
+//! snapshot from the leader. The record keeps, for every node, the hash of its log prefix up to the
 //! compaction point (its own hash chain when it purges; the digest the snapshot carries when a
 //! snapshot replaces the log, see [`AppliedState`]), so checks that compare logs stay exact for the
 //! entries still there and use that hash, compared with the committed prefix's, as the evidence for
-//! compacted ones: a committed entry compacted into a snapshot is still held. On top:
+//! compacted ones: a committed entry compacted into a snapshot is still held. On top
+//! (`invariants::snapshots`):
 //! * every snapshot stored or restored carries the committed state up to its last entry (digest,
 //!   recent commands) and the membership in force there; a snapshot that does not decode (chunks lost,
 //!   duplicated or reordered into the wrong bytes) is a violation;
 //! * a purge never goes past the durable snapshot, and a compacted prefix is always the committed one;
-//! * a state machine never goes back (no restore of an older snapshot than what it applied);
 //! * storage contract: a stored snapshot is ignored when not newer than the stored one, replaces the
 //!   log unless the log holds its last entry; after each purge and snapshot the storage's log state and
 //!   snapshot id are read back and compared; each snapshot chunk read is the right slice of the
-//!   acknowledged snapshot; a reopened storage holds the acknowledged snapshot too;
-//! * a follower that answers `Installed` holds the snapshot's last entry durably (like rule 2).
+//!   acknowledged snapshot.
 //!
-//! On top: ordering rules 1 and 2 of the driver (a granted vote, and entries a follower acknowledges,
-//! are durable by the time the answer arrives), no committed entry is ever truncated, a reopened
-//! storage holds exactly what it had acknowledged, every acknowledged write is in every node's final
-//! log at its acknowledged index, and the client history is linearizable (see [`Op`]; the model and
-//! the check are described in the `history` module: unique values, acknowledged indexes, real-time
-//! order, at most once for unknown outcomes, never for writes refused with `NotLeader`).
+//! ## Durability and linearizability
+//!
+//! `invariants::durability`: ordering rules 1 and 2 of the driver (a granted vote, the entries a
+//! follower acknowledges, and the last entry of a snapshot it answers `Installed` for, are durable by
+//! the time the answer arrives), no committed entry is ever truncated, a reopened storage holds
+//! exactly what it had acknowledged (snapshot included), and every acknowledged write is in every
+//! node's final log at its acknowledged index.
+//!
+//! `invariants::linearizability`: the client history (see [`Op`]; recorded in the `history` module)
+//! is linearizable for the harness's append-only model, described in the checker's module: unique
+//! values, acknowledged indexes, real-time order, at most once for unknown outcomes, never for writes
+//! refused with `NotLeader`.
 //!
 //! Violations are recorded as they are seen (observers run inside the nodes' tasks, where a panic would
 //! be lost) and reported by [`Cluster::check_safety`] / [`Cluster::assert_safe`] and the final checks.
 //! A failure message carries the seed and the command that replays it. To follow a failing run, set
-//! `HARNESS_TRACE=1`: every observation (hard states, appends, truncations, applies, leaders, vote
-//! answers, rejected AppendEntries, crashes) is printed with its virtual time.
+//! `HARNESS_TRACE=1` (module `trace`): every observation (hard states, appends, truncations, applies,
+//! leaders, vote answers, rejected AppendEntries, crashes) is printed with its virtual time.
 //!
 //! ## Crashes
 //! [`Cluster::crash`] cuts the node's "power": from that moment its storage refuses every call (nothing
@@ -106,15 +119,27 @@
 //! again.
 #![warn(missing_docs)]
 
+mod applied_state;
+mod chain;
 mod cluster;
 mod history;
+mod invariant;
+mod invariants;
+mod node_model;
 mod observe;
+mod record;
 mod state_machine;
+mod stats;
+#[cfg(test)]
+mod testing;
 pub mod timeline;
+mod trace;
+mod values;
 mod world;
 
+pub use applied_state::{AppliedState, RECENT_COMMANDS};
 pub use cluster::{Client, Cluster, ClusterOptions, SnapshotTraffic, Violation, WriteError};
 pub use history::{Op, Outcome};
 pub use observe::{ObservedNetwork, ObservedStorage};
-pub use state_machine::{AppliedState, LogStateMachine, RECENT_COMMANDS};
-pub use world::HarnessStats;
+pub use state_machine::LogStateMachine;
+pub use stats::HarnessStats;

@@ -274,25 +274,7 @@ impl RaftNetwork<u64> for ObservedNetwork {
                     .or_default() += 1;
             }
             AppendResult::Success { match_index } if response.term == term => {
-                // Rule 2: a follower acknowledges only entries it holds durably. Within one term nothing
-                // can remove them again, so they must still be there if the follower is still in it.
-                // Entries it compacted since count if its compacted prefix is the committed one.
-                let problem = w.nodes.get(&target).and_then(|obs| {
-                    if obs.hard_state.term != term {
-                        return None;
-                    }
-                    sent.iter()
-                        .filter(|id| id.index <= match_index)
-                        .find(|id| w.id_at(obs, id.index) != Some(**id))
-                        .map(|id| (*id, w.id_at(obs, id.index)))
-                });
-                if let Some((id, held)) = problem {
-                    w.violation(format!(
-                        "ordering rule 2: node {target} acknowledged entries up to {match_index} in term {term} \
-                         to node {}, but does not hold {id} durably (holds {held:?})",
-                        self.node
-                    ));
-                }
+                w.on_entries_acknowledged(self.node, target, term, &sent, match_index);
             }
             _ => {}
         }
@@ -318,20 +300,7 @@ impl RaftNetwork<u64> for ObservedNetwork {
             )
         });
         if response.vote_granted {
-            // Rule 1: a vote is durable before the answer granting it leaves the voter. The driver
-            // persists the last hard state of a batch, so a vote in term T may be superseded, in the
-            // same batch, by a later term T' that is persisted instead: that is as good (the voter can
-            // never vote in T again), provided it never durably voted for anyone else in T.
-            let votes = w.durable_votes(term, target);
-            let durable = w.nodes.get(&target).map(|obs| obs.hard_state);
-            let superseded = votes.is_empty() && durable.is_some_and(|hs| hs.term > term);
-            if response.term != term || (!votes.contains(&candidate) && !superseded) {
-                w.violation(format!(
-                    "ordering rule 1: node {target} granted its vote in term {term} (answer term {}) to {candidate}, \
-                     but its durable votes in that term are {votes:?} (hard state now {durable:?})",
-                    response.term
-                ));
-            }
+            w.on_vote_granted(target, term, candidate, response.term);
         }
         Ok(response)
     }
@@ -379,22 +348,8 @@ impl RaftNetwork<u64> for ObservedNetwork {
                 .snapshots_installed
                 .entry((self.node, target))
                 .or_default() += 1;
-            // Like rule 2: the follower answers `Installed` only once its log holds the snapshot's last
-            // entry durably (installed, or held already); within one term nothing removes it again.
             if response.term == term {
-                let problem = w.nodes.get(&target).and_then(|obs| {
-                    let held = w.id_at(obs, installed.index);
-                    (obs.hard_state.term == term && held != Some(installed)).then_some(held)
-                });
-                if let Some(held) = problem {
-                    let stored = w.nodes.get(&target).and_then(|o| o.snapshot_id());
-                    w.violation(format!(
-                        "ordering rule 2: node {target} answered node {} in term {term} that it installed the \
-                         snapshot of {installed}, but does not hold {installed} durably (holds {held:?}; \
-                         snapshot {stored:?})",
-                        self.node
-                    ));
-                }
+                w.on_snapshot_installed(self.node, target, term, installed);
             }
         }
         Ok(response)

@@ -1,0 +1,46 @@
+//! [`HarnessStats`]: counters of the traffic and the events the harness saw, for reports and for
+//! tests that make sure a scenario exercised what it meant to.
+
+use std::collections::BTreeMap;
+
+use raft_core::NodeId;
+
+/// Counters the harness keeps about the traffic it saw.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HarnessStats {
+    /// AppendEntries answered (as the sender saw the answer).
+    pub append_responses: u64,
+    /// AppendEntries answered with `Conflict` (the follower's log did not match), by `(leader, follower)`.
+    pub append_conflicts: BTreeMap<(NodeId, NodeId), u64>,
+    /// Log entries carried by AppendEntries requests, by `(leader, follower)` (counted when sent).
+    pub entries_sent: BTreeMap<(NodeId, NodeId), u64>,
+    /// Vote requests answered.
+    pub vote_responses: u64,
+    /// Truncations of a durable log (each removes a conflicting suffix).
+    pub truncations: u64,
+    /// Node crashes.
+    pub crashes: u64,
+    /// Node restarts.
+    pub restarts: u64,
+    /// InstallSnapshot requests (chunks) sent, by `(leader, follower)`.
+    pub snapshot_chunks_sent: BTreeMap<(NodeId, NodeId), u64>,
+    /// InstallSnapshot requests answered (any answer), by `(leader, follower)`.
+    pub snapshot_chunks_answered: BTreeMap<(NodeId, NodeId), u64>,
+    /// InstallSnapshot requests answered `Installed`, by `(leader, follower)`.
+    pub snapshots_installed: BTreeMap<(NodeId, NodeId), u64>,
+    /// Snapshots storages acknowledged storing (`install_snapshot` calls; built locally or received).
+    pub snapshot_stores: u64,
+    /// Purges (log compactions) storages acknowledged that removed entries.
+    pub purges: u64,
+    /// Snapshot chunks read from storage (to be sent).
+    pub snapshot_chunk_reads: u64,
+    /// State machine restores from a snapshot (at a restart, or a snapshot from the leader).
+    pub restores: u64,
+}
+
+impl HarnessStats {
+    /// The total number of `Conflict` answers.
+    pub fn total_conflicts(&self) -> u64 {
+        self.append_conflicts.values().sum()
+    }
+}
