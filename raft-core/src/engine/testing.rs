@@ -53,10 +53,13 @@
 //! only if that is ahead of what it holds, and nothing it holds is applied again.
 //!
 //! # Where it differs from the driver
-//! Only in what is not the contract: the store is written synchronously (a flush is atomic with
-//! respect to crashes), the chunk size is [`Config::snapshot_chunk_size`], snapshot chunks and
-//! messages come out in one ordered list instead of one queue per peer, and replies are returned
-//! instead of sent.
+//! Only outside the contract. A flush is synchronous, so a crash falls between two flushes, never
+//! inside one. Requests, replies and the state machine's work come out in one ordered list, where
+//! the driver hands them to one task per peer, the caller and the apply task. Snapshot chunks are
+//! [`Config::snapshot_chunk_size`] long, as the driver reads them. What the driver adds around the
+//! engine is the caller's to do: ticking the engine before a request and when a deadline passes,
+//! building snapshots (`Engine::snapshot_built`, with data the caller chooses), and answering
+//! client writes.
 
 mod applied;
 mod effect;
@@ -183,8 +186,12 @@ impl<C: Clone + PartialEq> Executor<C> {
     }
 
     /// Hands a peer's request to the engine and holds the reply: the next [`flush`](Self::flush)
-    /// releases it (as [`Effect::Reply`]) once what it acknowledges is durable.
-    pub fn receive(&mut self, request: Request<C>) {
+    /// releases it (as [`Effect::Reply`], in the order the requests were received) once what it
+    /// acknowledges is durable.
+    ///
+    /// Returns a copy of the reply, to look at (say, to narrate why a vote was refused) — not to
+    /// send: until the flush, what it acknowledges may not be durable.
+    pub fn receive(&mut self, request: Request<C>) -> Response {
         let reply = match request {
             Request::Vote(r) => Response::Vote(self.engine.handle_vote_request(r)),
             Request::AppendEntries(r) => {
@@ -194,7 +201,8 @@ impl<C: Clone + PartialEq> Executor<C> {
                 Response::InstallSnapshot(self.engine.handle_install_snapshot(r))
             }
         };
-        self.held.push(reply);
+        self.held.push(reply.clone());
+        reply
     }
 
     /// [`receive`](Self::receive), then [`flush`](Self::flush): the reply is among the effects.

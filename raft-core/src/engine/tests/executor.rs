@@ -203,12 +203,13 @@ fn a_restarted_node_that_kept_its_state_machine_applies_nothing_twice() {
 #[test]
 fn a_crash_loses_the_replies_still_held_and_what_was_not_flushed() {
     let mut node = executor_with(1, &config(), &[1, 2, 3], &[1], hs(1, None));
-    node.receive(Request::Vote(vote(2, 3, (1, 2))));
+    let held = node.receive(Request::Vote(vote(2, 3, (1, 2))));
+    assert_eq!(held, Response::Vote(granted(2)));
     let crashed = node.crash();
     assert_eq!(
         crashed.durable().hard_state(),
         hs(1, None),
-        "the vote was never stored"
+        "the vote was never stored (nor its reply sent)"
     );
     let mut node = crashed.restart(0);
     assert!(flush(&mut node).is_empty(), "no reply left over");
