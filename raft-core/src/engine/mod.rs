@@ -23,9 +23,15 @@
 //!    snapshot they name), reporting a chunk storage cannot give with [`Engine::snapshot_send_failed`];
 //! 7. if `restore_snapshot`, replace the state machine's state with `snapshot`'s; then apply `apply`,
 //!    in order.
+//!
+//! `engine::testing::Executor` (compiled with the `testing` feature) carries out these steps
+//! synchronously on an in-memory store: the reference the engine's tests run on, and the one a
+//! simulation builds on.
 
 mod log;
 mod progress;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub mod validate;
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -2,11 +2,14 @@
 //! proposals, and asserts on what they output (`take_output`, returned replies). No async, no clock.
 //!
 //! Single-engine tests answer for the peers by hand; multi-node scenarios use [`Cluster`], which shuttles
-//! messages between engines synchronously and executes their outputs like a driver would.
+//! messages between engines synchronously, each node's outputs executed by the reference
+//! [`Executor`] (as the driver executes them, with the same order of steps).
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
+use super::testing::{DurableStore, Effect, Executed, Executor};
 use super::*;
+use crate::message::Response;
 
 const MIN: u64 = 150;
 const MAX: u64 = 300;
@@ -22,6 +25,17 @@ fn config() -> Config {
     assert_eq!(c.election_timeout_range_ms(), (MIN, MAX));
     assert_eq!(c.heartbeat_ms(), HB);
     c
+}
+
+/// Snapshot data.
+const DATA: &[u8] = b"0123456789";
+
+/// [`config`], keeping `keep` entries before a snapshot point when compacting.
+fn snap_config(keep: u64) -> Config {
+    Config {
+        snapshot_keep_entries: keep,
+        ..config()
+    }
 }
 
 fn cmd(term: Term, index: LogIndex) -> Entry<u64> {
@@ -238,24 +252,30 @@ fn progress_of(e: &Engine<u64>, id: NodeId) -> (LogIndex, LogIndex, ReplicationS
 #[derive(Clone, Debug, PartialEq)]
 enum Event {
     Tick(NodeId, u64),
-    Output(NodeId, Output<u64>),
-    VoteReply(NodeId, NodeId, VoteResponse),
-    AppendReply(NodeId, NodeId, AppendEntriesResponse),
+    /// What a node's executor did after an input: storage writes, sends, replies, applies.
+    Executed(NodeId, Executed<u64>),
 }
 
-struct SimNode {
-    engine: Engine<u64>,
-    /// The simulated durable log (no compaction: position i holds index i + 1).
-    stored: Vec<Entry<u64>>,
+/// Node `id` on a store holding `log_with(voters, terms)` and `hard_state`, at time 0: the engine
+/// [`engine_with`] builds, with its log durable.
+fn executor_with(
+    id: NodeId,
+    config: &Config,
+    voters: &[NodeId],
+    terms: &[Term],
     hard_state: HardState,
-    applied: Vec<Entry<u64>>,
+) -> Executor<u64> {
+    let store = DurableStore::from_log(hard_state, log_with(voters, terms))
+        .expect("log_with builds a log from index 1");
+    Executor::new(id, config, store, 0)
 }
 
-/// Several engines wired together. Executes outputs as the driver does (persist the hard state,
-/// truncate and append, report `log_persisted`, then send replies, then apply) and delivers messages
-/// one at a time, in order. Messages from or to an isolated node are dropped.
+/// Several nodes wired together, each an [`Executor`] (the reference executor of the engine's
+/// output, which also checks that entries are applied in order, exactly once). Delivers messages
+/// one at a time, in order; a request's reply goes back to its sender at once. Messages from or to
+/// an isolated node are dropped.
 struct Cluster {
-    nodes: BTreeMap<NodeId, SimNode>,
+    nodes: BTreeMap<NodeId, Executor<u64>>,
     now: u64,
     queue: VecDeque<(NodeId, NodeId, Request<u64>)>,
     isolated: BTreeSet<NodeId>,
@@ -266,37 +286,23 @@ struct Cluster {
 
 impl Cluster {
     fn new(voters: &[NodeId], config: &Config) -> Self {
-        let engines = voters
+        let nodes = voters
             .iter()
             .map(|&id| {
-                let mut e = Engine::new(id, config, RecoveredState::default(), 0);
-                e.initialize(Membership::new(voters.iter().copied()))
+                let mut node = Executor::new(id, config, DurableStore::new(), 0);
+                node.engine_mut()
+                    .initialize(Membership::new(voters.iter().copied()))
                     .unwrap();
-                e
+                node
             })
             .collect();
-        Self::from_engines(engines)
+        Self::from_executors(nodes)
     }
 
-    /// Wraps engines (recovered or fresh); their logs so far count as stored.
-    fn from_engines(engines: Vec<Engine<u64>>) -> Self {
-        let nodes = engines
-            .into_iter()
-            .map(|engine| {
-                // What the engine appended but has not handed out yet (initialize) is not stored.
-                let all = engine.entries();
-                let stored = all[..all.len() - engine.out.append.len()].to_vec();
-                let node = SimNode {
-                    stored,
-                    hard_state: engine.hard_state(),
-                    applied: Vec::new(),
-                    engine,
-                };
-                (node.engine.id(), node)
-            })
-            .collect();
+    /// Wraps nodes (fresh or recovered), executing what their engines already asked for.
+    fn from_executors(nodes: Vec<Executor<u64>>) -> Self {
         let mut c = Cluster {
-            nodes,
+            nodes: nodes.into_iter().map(|n| (n.id(), n)).collect(),
             now: 0,
             queue: VecDeque::new(),
             isolated: BTreeSet::new(),
@@ -307,12 +313,25 @@ impl Cluster {
         c
     }
 
+    fn node(&self, id: NodeId) -> &Executor<u64> {
+        &self.nodes[&id]
+    }
+
+    fn node_mut(&mut self, id: NodeId) -> &mut Executor<u64> {
+        self.nodes.get_mut(&id).unwrap()
+    }
+
     fn engine(&self, id: NodeId) -> &Engine<u64> {
-        &self.nodes[&id].engine
+        self.node(id).engine()
     }
 
     fn engine_mut(&mut self, id: NodeId) -> &mut Engine<u64> {
-        &mut self.nodes.get_mut(&id).unwrap().engine
+        self.node_mut(id).engine_mut()
+    }
+
+    /// The entries node `id`'s state machine applied (since its last restore from a snapshot).
+    fn applied(&self, id: NodeId) -> &[Entry<u64>] {
+        self.node(id).state_machine().entries()
     }
 
     fn ids(&self) -> Vec<NodeId> {
@@ -323,46 +342,31 @@ impl Cluster {
     fn leader(&self) -> Option<NodeId> {
         self.nodes
             .values()
-            .filter(|n| n.engine.role() == Role::Leader)
-            .max_by_key(|n| n.engine.term())
-            .map(|n| n.engine.id())
+            .filter(|n| n.engine().role() == Role::Leader)
+            .max_by_key(|n| n.engine().term())
+            .map(|n| n.id())
     }
 
-    /// Takes and executes node `id`'s output, queueing its messages.
+    /// Executes node `id`'s outputs, queueing the requests it sends.
     fn flush(&mut self, id: NodeId) {
-        let node = self.nodes.get_mut(&id).unwrap();
-        let out = node.engine.take_output();
-        if out.is_empty() {
-            return;
+        let done = self
+            .node_mut(id)
+            .flush()
+            .unwrap_or_else(|e| panic!("node {id}: {e}"));
+        self.record(id, done);
+    }
+
+    /// Traces what node `id` did and queues the requests it sent; returns its replies.
+    fn record(&mut self, id: NodeId, done: Executed<u64>) -> Vec<Response> {
+        if done.is_empty() {
+            return Vec::new();
         }
-        self.trace.push(Event::Output(id, out.clone()));
-        if let Some(h) = out.hard_state {
-            node.hard_state = h;
+        for (to, req) in done.sends() {
+            self.queue.push_back((id, to, req.clone()));
         }
-        if let Some(from) = out.truncate_from {
-            assert!(from >= 1);
-            node.stored.truncate((from - 1) as usize);
-        }
-        node.stored.extend(out.append.iter().cloned());
-        if let Some(last) = out.append.last() {
-            node.engine.log_persisted(last.log_id);
-        }
-        assert_eq!(
-            node.stored.as_slice(),
-            node.engine.entries(),
-            "node {id}: stored log and engine log diverged"
-        );
-        for e in out.apply {
-            assert_eq!(
-                e.index(),
-                node.applied.len() as u64 + 1,
-                "node {id}: applied out of order or twice"
-            );
-            node.applied.push(e);
-        }
-        for (to, req) in out.messages {
-            self.queue.push_back((id, to, req));
-        }
+        let replies = done.replies().cloned().collect();
+        self.trace.push(Event::Executed(id, done));
+        replies
     }
 
     fn flush_all(&mut self) {
@@ -379,27 +383,16 @@ impl Cluster {
         if self.isolated.contains(&from) || self.isolated.contains(&to) {
             return true;
         }
-        match req {
-            Request::Vote(v) => {
-                let resp = self.engine_mut(to).handle_vote_request(v);
-                self.flush(to); // persisted before the reply leaves
-                self.trace.push(Event::VoteReply(to, from, resp.clone()));
-                self.engine_mut(from).handle_vote_response(to, resp);
-            }
-            Request::AppendEntries(a) => {
-                *self.append_requests.entry((from, to)).or_default() += 1;
-                let resp = self.engine_mut(to).handle_append_entries(a);
-                self.flush(to);
-                self.trace.push(Event::AppendReply(to, from, resp.clone()));
-                self.engine_mut(from)
-                    .handle_append_entries_response(to, resp);
-            }
-            Request::InstallSnapshot(r) => {
-                let resp = self.engine_mut(to).handle_install_snapshot(r);
-                self.flush(to);
-                self.engine_mut(from)
-                    .handle_install_snapshot_response(to, resp);
-            }
+        if matches!(req, Request::AppendEntries(_)) {
+            *self.append_requests.entry((from, to)).or_default() += 1;
+        }
+        // The reply is released only once what it acknowledges is durable.
+        let done = self
+            .node_mut(to)
+            .handle_request(req)
+            .unwrap_or_else(|e| panic!("node {to}: {e}"));
+        for reply in self.record(to, done) {
+            self.node_mut(from).handle_response(to, reply);
         }
         self.flush(from);
         true
@@ -450,11 +443,19 @@ impl Cluster {
 
     /// State machine safety: no two nodes applied different entries at the same index.
     fn assert_applied_consistent(&self) {
-        let logs: Vec<&Vec<Entry<u64>>> = self.nodes.values().map(|n| &n.applied).collect();
-        for a in &logs {
-            for b in &logs {
-                let n = a.len().min(b.len());
-                assert_eq!(a[..n], b[..n], "applied logs diverge");
+        for a in self.nodes.values() {
+            for b in self.nodes.values() {
+                for e in a.state_machine().entries() {
+                    if let Some(other) = b.state_machine().entry(e.index()) {
+                        assert_eq!(
+                            e,
+                            other,
+                            "nodes {} and {} applied different entries",
+                            a.id(),
+                            b.id()
+                        );
+                    }
+                }
             }
         }
     }
@@ -857,7 +858,9 @@ fn scripted_run(seed: u64) -> Vec<Event> {
     }
     assert!(isolated.is_some(), "no leader was elected by step 60");
     assert!(
-        c.nodes.values().all(|n| n.applied.len() > 20),
+        c.nodes
+            .values()
+            .all(|n| n.state_machine().entries().len() > 20),
         "too little happened for a meaningful determinism check"
     );
     c.assert_applied_consistent();
@@ -1092,10 +1095,10 @@ fn leader_never_commits_an_old_term_entry_by_counting_replicas() {
         ..config()
     };
     let voters = [1, 2, 3];
-    let mut c = Cluster::from_engines(vec![
-        engine_with(1, &config, &voters, &[2], hs(3, None)),
-        engine_with(2, &config, &voters, &[], hs(3, None)),
-        engine_with(3, &config, &voters, &[], hs(3, None)),
+    let mut c = Cluster::from_executors(vec![
+        executor_with(1, &config, &voters, &[2], hs(3, None)),
+        executor_with(2, &config, &voters, &[], hs(3, None)),
+        executor_with(3, &config, &voters, &[], hs(3, None)),
     ]);
     c.isolated.insert(3);
     c.now = c.engine(1).next_deadline();
@@ -1120,7 +1123,7 @@ fn leader_never_commits_an_old_term_entry_by_counting_replicas() {
                     0,
                     "(2, 2) committed by counting replicas"
                 );
-                assert!(c.nodes[&1].applied.is_empty());
+                assert!(c.applied(1).is_empty());
             }
         }
         budget -= 1;
@@ -1131,8 +1134,8 @@ fn leader_never_commits_an_old_term_entry_by_counting_replicas() {
     assert_eq!(c.engine(1).progress()[&2].match_index, 3);
     assert_eq!(c.engine(1).commit_index(), 3);
     assert_eq!(
-        c.nodes[&1].applied,
-        vec![membership_entry(&voters), cmd(2, 2), blank(4, 3)]
+        c.applied(1),
+        [membership_entry(&voters), cmd(2, 2), blank(4, 3)]
     );
 }
 
@@ -1204,10 +1207,10 @@ fn fast_backtracking_syncs_a_long_divergent_follower_in_few_round_trips() {
     ];
     for (name, leader_terms) in cases {
         let voters = [1, 2, 3];
-        let mut c = Cluster::from_engines(vec![
-            engine_with(1, &config(), &voters, &leader_terms, hs(3, None)),
-            engine_with(2, &config(), &voters, &follower_terms, hs(3, None)),
-            engine_with(3, &config(), &voters, &leader_terms, hs(3, None)),
+        let mut c = Cluster::from_executors(vec![
+            executor_with(1, &config(), &voters, &leader_terms, hs(3, None)),
+            executor_with(2, &config(), &voters, &follower_terms, hs(3, None)),
+            executor_with(3, &config(), &voters, &leader_terms, hs(3, None)),
         ]);
         assert_eq!(c.engine(2).last_log_id(), LogId::new(2, 63));
         c.elect(1);
@@ -1533,11 +1536,11 @@ fn cluster_elects_replicates_and_applies_everywhere_exactly_once() {
     // Followers learn the commit index with the next heartbeat.
     let t = c.now + HB;
     c.advance(t);
-    let leader_applied = &c.nodes[&2].applied;
+    let leader_applied = c.applied(2);
     assert_eq!(leader_applied.len(), 22);
     for id in c.ids() {
-        assert_eq!(&c.nodes[&id].applied, leader_applied, "node {id}");
-        assert_eq!(c.nodes[&id].hard_state.term, 1);
+        assert_eq!(c.applied(id), leader_applied, "node {id}");
+        assert_eq!(c.node(id).durable().hard_state().term, 1);
     }
     c.assert_applied_consistent();
 }
@@ -1566,8 +1569,8 @@ fn cluster_replaces_an_isolated_leader_and_its_uncommitted_entries() {
     }
     assert_eq!(c.engine(1).role(), Role::Follower);
     assert_eq!(c.engine(1).entries(), c.engine(2).entries());
-    let commands: Vec<u64> = c.nodes[&1]
-        .applied
+    let commands: Vec<u64> = c
+        .applied(1)
         .iter()
         .filter_map(|e| match e.payload {
             EntryPayload::Command(x) => Some(x),
@@ -1579,5 +1582,6 @@ fn cluster_replaces_an_isolated_leader_and_its_uncommitted_entries() {
 }
 
 mod budget;
+mod executor;
 mod hostile;
 mod snapshot;

@@ -1,16 +1,10 @@
 //! Snapshots: compaction after a locally built snapshot, the leader's chunked InstallSnapshot, and the
 //! follower's assembling and installing it.
+//!
+//! Tests of a transfer run the leader (and the follower) on the reference [`Executor`], which stores
+//! the snapshot and reads the chunks the engine asks for from its store.
 
 use super::*;
-
-const DATA: &[u8] = b"0123456789";
-
-fn snap_config(keep: u64) -> Config {
-    Config {
-        snapshot_keep_entries: keep,
-        ..config()
-    }
-}
 
 /// Node 1 leading {1, 2, 3} in term 2 with commands at 2..=11 (term 1) and its blank at 12: node 2
 /// acknowledged everything (so 12 is committed), node 3 never answered.
@@ -24,23 +18,79 @@ fn leader_with_silent_follower(config: &Config) -> Engine<u64> {
     e
 }
 
-/// The leader, after compacting everything with a snapshot at 12, learns that node 3 holds nothing:
-/// returns the first chunk it asks for.
-fn leader_sending_snapshot(config: &Config) -> (Engine<u64>, SnapshotSend) {
-    let mut e = leader_with_silent_follower(config);
-    assert!(e.snapshot_built(LogId::new(2, 12), DATA.to_vec()));
-    e.take_output();
-    e.handle_append_entries_response(3, conflict(e.term(), 11, None, 1));
-    let out = e.take_output();
-    assert_eq!(out.snapshot_sends.len(), 1, "{out:?}");
-    assert_eq!(progress_of(&e, 3).2, ReplicationState::Snapshot);
-    (e, out.snapshot_sends[0].clone())
+/// Executes `node`'s outputs; a broken contract fails the test.
+fn flush(node: &mut Executor<u64>) -> Executed<u64> {
+    node.flush()
+        .unwrap_or_else(|e| panic!("node {}: {e}", node.id()))
 }
 
-/// The chunk of `DATA` at `send.offset`, `len` bytes long at most, as the driver would read it.
-fn chunk(send: &SnapshotSend, len: usize) -> InstallSnapshotRequest {
-    let c = crate::storage::slice_chunk(DATA, send.offset, len);
-    send.request(c.data, c.done)
+/// `node` handles `req`; returns its reply (released once what it acknowledges is stored) and what
+/// it did.
+fn handle(node: &mut Executor<u64>, req: InstallSnapshotRequest) -> (Response, Executed<u64>) {
+    let done = node
+        .handle_request(Request::InstallSnapshot(req))
+        .unwrap_or_else(|e| panic!("node {}: {e}", node.id()));
+    let replies: Vec<Response> = done.replies().cloned().collect();
+    assert_eq!(replies.len(), 1, "{done:?}");
+    (replies[0].clone(), done)
+}
+
+/// The snapshot chunks sent to `to`, in order.
+fn chunks_to(done: &Executed<u64>, to: NodeId) -> Vec<InstallSnapshotRequest> {
+    done.sends()
+        .filter_map(|(t, r)| match r {
+            Request::InstallSnapshot(c) if t == to => Some(c.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The AppendEntries sent to `to`, in order.
+fn appends_sent_to(done: &Executed<u64>, to: NodeId) -> Vec<AppendEntriesRequest<u64>> {
+    done.sends()
+        .filter_map(|(t, r)| match r {
+            Request::AppendEntries(a) if t == to => Some(a.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Node 1 as [`leader_with_silent_follower`] builds it (snapshots kept with no trailing entries,
+/// sent in chunks of 4 bytes), on the executor, after compacting everything with a snapshot of
+/// `DATA` at 12; it learns that node 3 holds nothing. Returns it and the first chunk it sends.
+fn leader_sending_snapshot() -> (Executor<u64>, InstallSnapshotRequest) {
+    let config = Config {
+        snapshot_chunk_size: 4,
+        ..snap_config(0)
+    };
+    let mut leader = executor_with(1, &config, &[1, 2, 3], &[1; 10], hs(1, None));
+    let deadline = leader.engine().next_deadline();
+    leader.engine_mut().tick(deadline);
+    flush(&mut leader);
+    let term = leader.engine().term();
+    leader.handle_response(2, Response::Vote(granted(term)));
+    flush(&mut leader);
+    leader.handle_response(2, Response::AppendEntries(success(term, 12)));
+    flush(&mut leader);
+    assert_eq!(leader.engine().commit_index(), 12);
+
+    assert!(leader
+        .engine_mut()
+        .snapshot_built(LogId::new(2, 12), DATA.to_vec()));
+    flush(&mut leader);
+    leader.handle_response(3, Response::AppendEntries(conflict(term, 11, None, 1)));
+    let chunks = chunks_to(&flush(&mut leader), 3);
+    assert_eq!(chunks.len(), 1, "{chunks:?}");
+    assert_eq!(
+        progress_of(leader.engine(), 3).2,
+        ReplicationState::Snapshot
+    );
+    (leader, chunks[0].clone())
+}
+
+/// An empty node `id` on the executor.
+fn empty_node(id: NodeId) -> Executor<u64> {
+    Executor::new(id, &config(), DurableStore::new(), 0)
 }
 
 fn snapshot_request(
@@ -123,45 +173,77 @@ fn a_snapshot_that_is_older_uncommitted_or_off_the_log_is_ignored() {
 
 #[test]
 fn leader_sends_a_snapshot_in_chunks_and_then_replicates_after_it() {
-    let (mut leader, mut send) = leader_sending_snapshot(&snap_config(0));
-    let mut follower = empty_follower(3);
-    assert_eq!((send.to, send.offset), (3, 0));
-    assert_eq!(send.meta.last_log_id, LogId::new(2, 12));
+    let (mut leader, mut request) = leader_sending_snapshot();
+    let mut follower = empty_node(3);
+    assert_eq!(request.offset, 0);
+    assert_eq!(request.meta.last_log_id, LogId::new(2, 12));
     let mut chunks = 0;
     let installed = loop {
-        let resp = follower.handle_install_snapshot(chunk(&send, 4));
+        let (reply, done) = handle(&mut follower, request);
         chunks += 1;
-        let out = follower.take_output();
-        leader.handle_install_snapshot_response(3, resp.clone());
+        leader.handle_response(3, reply.clone());
+        let Response::InstallSnapshot(resp) = reply else {
+            panic!("not a snapshot reply: {reply:?}");
+        };
         if let SnapshotResult::Installed { snapshot } = resp.result {
-            break (snapshot, out);
+            break (snapshot, done);
         }
         assert!(
-            out.snapshot.is_none(),
-            "installed before the last chunk: {out:?}"
+            !done
+                .effects
+                .iter()
+                .any(|e| matches!(e, Effect::InstallSnapshot { .. })),
+            "installed before the last chunk: {done:?}"
         );
-        let next = leader.take_output();
-        assert_eq!(next.snapshot_sends.len(), 1, "{next:?}");
-        send = next.snapshot_sends[0].clone();
+        let next = chunks_to(&flush(&mut leader), 3);
+        assert_eq!(next.len(), 1, "{next:?}");
+        request = next[0].clone();
     };
     assert_eq!(chunks, 3, "10 bytes in chunks of 4");
-    let (id, out) = installed;
+    let (id, done) = installed;
     assert_eq!(id, LogId::new(2, 12));
-    let snapshot = out.snapshot.expect("stored on the last chunk");
-    assert!(out.restore_snapshot);
-    assert_eq!(snapshot.data, DATA);
+    let meta = SnapshotMeta {
+        last_log_id: id,
+        membership: Membership::new([1, 2, 3]),
+    };
+    // Stored on the last chunk, before the reply leaves; the state machine restored after it.
+    let kinds: Vec<&Effect<u64>> = done
+        .effects
+        .iter()
+        .filter(|e| !matches!(e, Effect::SaveHardState(_)))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            &Effect::InstallSnapshot {
+                meta: meta.clone(),
+                from_leader: true
+            },
+            &Effect::Reply(Response::InstallSnapshot(InstallSnapshotResponse {
+                term: 2,
+                result: SnapshotResult::Installed { snapshot: id }
+            })),
+            &Effect::Restore(meta.clone()),
+        ]
+    );
+    assert_eq!(
+        follower.durable().snapshot().map(|s| s.data.as_slice()),
+        Some(DATA)
+    );
+    assert_eq!(follower.durable().log_base(), id);
+    assert_eq!(follower.state_machine().restored(), Some(&meta));
+    let follower = follower.engine();
     assert_eq!(follower.last_log_id(), LogId::new(2, 12));
     assert_eq!(follower.commit_index(), 12);
     assert_eq!(follower.membership(), &Membership::new([1, 2, 3]));
     assert_eq!(follower.leader(), Some(1));
 
     assert_eq!(
-        progress_of(&leader, 3),
+        progress_of(leader.engine(), 3),
         (12, 13, ReplicationState::Replicate)
     );
-    leader.propose(77).unwrap();
-    let out = leader.take_output();
-    let to3 = appends_to(&out, 3);
+    leader.engine_mut().propose(77).unwrap();
+    let to3 = appends_sent_to(&flush(&mut leader), 3);
     assert_eq!(to3.len(), 1);
     assert_eq!(to3[0].prev_log_id, LogId::new(2, 12));
     assert_eq!(indexes(&to3[0].entries), vec![13]);
@@ -169,55 +251,60 @@ fn leader_sends_a_snapshot_in_chunks_and_then_replicates_after_it() {
 
 #[test]
 fn a_lost_chunk_is_resent_from_the_last_confirmed_offset() {
-    let (mut leader, first) = leader_sending_snapshot(&snap_config(0));
-    let mut follower = empty_follower(3);
-    let resp = follower.handle_install_snapshot(chunk(&first, 4));
-    leader.handle_install_snapshot_response(3, resp);
-    let second = leader.take_output().snapshot_sends[0].clone();
-    assert_eq!(second.offset, 4);
+    let (mut leader, first) = leader_sending_snapshot();
+    let mut follower = empty_node(3);
+    let (reply, _) = handle(&mut follower, first);
+    leader.handle_response(3, reply);
+    let second = chunks_to(&flush(&mut leader), 3);
+    assert_eq!(second[0].offset, 4);
     // The second chunk is lost: no answer, the RPC times out.
-    leader.handle_unreachable(3);
-    assert!(leader.take_output().snapshot_sends.is_empty());
-    let hb = leader.next_deadline();
-    leader.tick(hb);
-    let resent = leader.take_output().snapshot_sends;
+    leader.engine_mut().handle_unreachable(3);
+    assert!(chunks_to(&flush(&mut leader), 3).is_empty());
+    let hb = leader.engine().next_deadline();
+    leader.engine_mut().tick(hb);
+    let resent = chunks_to(&flush(&mut leader), 3);
     assert_eq!(resent.len(), 1);
     assert_eq!(resent[0].offset, 4, "resumes, does not restart");
+    assert_eq!(resent[0].data, &DATA[4..8]);
 }
 
 #[test]
 fn while_a_chunk_is_in_flight_heartbeats_go_out_and_no_second_chunk() {
-    let (mut leader, _first) = leader_sending_snapshot(&snap_config(0));
-    let hb = leader.next_deadline();
-    leader.tick(hb);
-    let out = leader.take_output();
-    assert!(out.snapshot_sends.is_empty(), "{out:?}");
-    let beats = appends_to(&out, 3);
+    let (mut leader, _first) = leader_sending_snapshot();
+    let hb = leader.engine().next_deadline();
+    leader.engine_mut().tick(hb);
+    let done = flush(&mut leader);
+    assert!(chunks_to(&done, 3).is_empty(), "{done:?}");
+    let beats = appends_sent_to(&done, 3);
     assert_eq!(beats.len(), 1);
     assert!(beats[0].entries.is_empty());
     // The follower's answer to that heartbeat (it has nothing) does not disturb the transfer.
-    leader.handle_append_entries_response(3, conflict(leader.term(), 12, None, 1));
-    assert!(leader.take_output().snapshot_sends.is_empty());
-    assert_eq!(progress_of(&leader, 3).2, ReplicationState::Snapshot);
+    let term = leader.engine().term();
+    leader.handle_response(3, Response::AppendEntries(conflict(term, 12, None, 1)));
+    assert!(chunks_to(&flush(&mut leader), 3).is_empty());
+    assert_eq!(
+        progress_of(leader.engine(), 3).2,
+        ReplicationState::Snapshot
+    );
 }
 
 #[test]
 fn a_late_or_duplicated_answer_does_not_rewind_the_transfer() {
-    let (mut leader, first) = leader_sending_snapshot(&snap_config(0));
-    let mut follower = empty_follower(3);
-    let resp = follower.handle_install_snapshot(chunk(&first, 4));
-    leader.handle_install_snapshot_response(3, resp.clone());
-    assert_eq!(leader.take_output().snapshot_sends[0].offset, 4);
+    let (mut leader, first) = leader_sending_snapshot();
+    let mut follower = empty_node(3);
+    let (reply, _) = handle(&mut follower, first);
+    leader.handle_response(3, reply.clone());
+    assert_eq!(chunks_to(&flush(&mut leader), 3)[0].offset, 4);
     // The same answer again (a duplicated reply): the chunk at 4 is still in flight.
-    leader.handle_install_snapshot_response(3, resp);
-    assert!(leader.take_output().snapshot_sends.is_empty());
+    leader.handle_response(3, reply);
+    assert!(chunks_to(&flush(&mut leader), 3).is_empty());
     // An answer about another snapshot is ignored too.
     let other = InstallSnapshotResponse {
-        term: leader.term(),
+        term: leader.engine().term(),
         result: accepted((2, 11), 4, 0),
     };
-    leader.handle_install_snapshot_response(3, other);
-    assert!(leader.take_output().snapshot_sends.is_empty());
+    leader.handle_response(3, Response::InstallSnapshot(other));
+    assert!(chunks_to(&flush(&mut leader), 3).is_empty());
 }
 
 #[test]
@@ -345,25 +432,32 @@ fn installing_from_the_leader_drops_unexecuted_appends_and_truncations() {
 
 #[test]
 fn a_newer_local_snapshot_restarts_a_transfer_in_progress() {
-    let (mut leader, first) = leader_sending_snapshot(&snap_config(0));
-    let mut follower = empty_follower(3);
-    let resp = follower.handle_install_snapshot(chunk(&first, 4));
-    leader.handle_install_snapshot_response(3, resp);
-    let second = leader.take_output().snapshot_sends[0].clone();
+    let (mut leader, first) = leader_sending_snapshot();
+    let mut follower = empty_node(3);
+    let (reply, _) = handle(&mut follower, first);
+    leader.handle_response(3, reply);
+    let second = chunks_to(&flush(&mut leader), 3)[0].clone();
     // Before the second chunk is answered, the leader commits more and snapshots again.
-    let index = leader.propose(9).unwrap().index;
-    leader.take_output();
-    leader.log_persisted(LogId::new(2, index));
-    leader.handle_append_entries_response(2, success(leader.term(), index));
-    assert!(leader.snapshot_built(LogId::new(2, index), DATA.to_vec()));
-    let out = leader.take_output();
-    assert_eq!(out.snapshot_sends.len(), 1, "{out:?}");
-    assert_eq!(out.snapshot_sends[0].meta.last_log_id, LogId::new(2, index));
-    assert_eq!(out.snapshot_sends[0].offset, 0);
+    let index = leader.engine_mut().propose(9).unwrap().index;
+    flush(&mut leader);
+    let term = leader.engine().term();
+    leader.handle_response(2, Response::AppendEntries(success(term, index)));
+    flush(&mut leader);
+    assert_eq!(leader.state_machine().last_applied(), LogId::new(2, index));
+    let newer = b"the state at 13".to_vec();
+    assert!(leader
+        .engine_mut()
+        .snapshot_built(LogId::new(2, index), newer.clone()));
+    // The chunk is read from the snapshot stored by the same flush.
+    let restarted = chunks_to(&flush(&mut leader), 3);
+    assert_eq!(restarted.len(), 1, "{restarted:?}");
+    assert_eq!(restarted[0].meta.last_log_id, LogId::new(2, index));
+    assert_eq!(restarted[0].offset, 0);
+    assert_eq!(restarted[0].data, &newer[..4]);
     // The answer about the old snapshot's chunk changes nothing.
-    let resp = follower.handle_install_snapshot(chunk(&second, 4));
-    leader.handle_install_snapshot_response(3, resp);
-    assert!(leader.take_output().snapshot_sends.is_empty());
+    let (reply, _) = handle(&mut follower, second);
+    leader.handle_response(3, reply);
+    assert!(chunks_to(&flush(&mut leader), 3).is_empty());
 }
 
 #[test]
@@ -429,4 +523,68 @@ fn a_snapshot_the_state_machine_check_refuses_is_answered_invalid_and_changes_no
         }
     );
     assert_eq!(f.last_log_id(), LogId::new(2, 20));
+}
+
+#[test]
+fn a_follower_cut_off_while_the_leader_compacts_catches_up_from_the_snapshot() {
+    let config = Config {
+        snapshot_chunk_size: 3,
+        ..snap_config(0)
+    };
+    let mut c = Cluster::new(&[1, 2, 3], &config);
+    c.elect(1);
+    // Node 3 misses everything from here; node 2 and the leader commit without it.
+    c.isolated.insert(3);
+    for command in 10..15 {
+        c.propose(1, command);
+    }
+    let applied = c.node(1).state_machine().last_applied();
+    assert_eq!(applied.index, 7);
+    assert!(c.engine_mut(1).snapshot_built(applied, DATA.to_vec()));
+    c.run();
+    assert_eq!(c.node(1).durable().log_base(), applied, "compacted to it");
+    assert!(c.node(1).durable().entries().is_empty());
+
+    // Healed; the requests lost on the way to node 3 time out, as the driver would report.
+    c.isolated.clear();
+    c.engine_mut(1).handle_unreachable(3);
+    let t = c.now + HB;
+    c.advance(t);
+    let node3 = c.node(3);
+    assert_eq!(
+        node3
+            .durable()
+            .snapshot()
+            .map(|s| (s.meta.last_log_id, s.data.as_slice())),
+        Some((applied, DATA))
+    );
+    assert_eq!(node3.durable().log_base(), applied);
+    assert_eq!(
+        node3.state_machine().restored().map(|m| m.last_log_id),
+        Some(applied)
+    );
+    let installs: Vec<&Executed<u64>> = c
+        .trace
+        .iter()
+        .filter_map(|ev| match ev {
+            Event::Executed(3, done) => Some(done),
+            _ => None,
+        })
+        .filter(|done| {
+            done.replies()
+                .any(|r| matches!(r, Response::InstallSnapshot(_)))
+        })
+        .collect();
+    assert_eq!(installs.len(), 4, "10 bytes in chunks of 3");
+
+    // Replication goes on after the snapshot, and node 3 applies on top of it.
+    let at = c.propose(1, 99);
+    let t = c.now + HB;
+    c.advance(t);
+    assert_eq!(
+        c.applied(3).iter().map(Entry::index).collect::<Vec<_>>(),
+        [at.index]
+    );
+    assert_eq!(c.engine(3).entries(), c.engine(1).entries());
+    c.assert_applied_consistent();
 }
