@@ -14,6 +14,7 @@ use clap::{Args, Parser, Subcommand};
 use raft_core::{Config, NodeId, SnapshotPolicy};
 
 use crate::client::{ClientError, KvClient, Reply};
+use crate::http_limits::HttpLimits;
 use crate::server::{parse_peers, serve, shutdown_signal, NodeConfig, PeerSpec};
 
 /// A replicated key-value store on Raft.
@@ -240,6 +241,7 @@ async fn run(cli: Cli) -> ExitCode {
                 peers: args.peers.0,
                 cluster_id: args.cluster_id,
                 raft: args.snapshot.apply_to(Config::default()),
+                http_limits: HttpLimits::default(),
             };
             match serve(cfg, shutdown_signal()).await {
                 Ok(()) => ExitCode::SUCCESS,

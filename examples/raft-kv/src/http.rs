@@ -7,7 +7,7 @@
 //! | `PUT /kv/{key}`, body = the value (UTF-8) | `200 {"key", "value", "previous"}` (`previous`: the replaced value or `null`) |
 //! | `DELETE /kv/{key}` | `200 {"key", "previous"}`; `404 {"error": "not_found", ..}` if the key did not exist |
 //! | `POST /kv/{key}/cas`, body `{"expected": string or null, "new": string}` | `200 {"key", "swapped": true, "current"}`; `409 {"key", "swapped": false, "current"}` with the value that did not match (`null`: absent) |
-//! | `GET /status` | `200 {"id", "pid", "status", "role", "term", "leader", "leader_http", "commit_index", "last_applied", "last_log_index", "snapshot_index", "log_entries", "members"}` |
+//! | `GET /status` | `200 {"id", "status", "role", "term", "leader", "leader_http", "commit_index", "last_applied", "last_log_index", "snapshot_index", "log_entries", "members"}` |
 //!
 //! Every `/kv` request except a `?local=true` read is a log entry (reads too: linearizable by
 //! construction) and is answered once the entry is applied. Keys are path segments: percent-encode
@@ -24,6 +24,14 @@
 //! | `400`, `415`, `422` | `bad_request` | invalid JSON or a non-UTF-8 value or key (`400`), a CAS body without `Content-Type: application/json` (`415`), JSON of the wrong shape, e.g. a missing field (`422`) |
 //! | `413` | `payload_too_large` | a body over [`MAX_BODY_BYTES`], or a command whose encoded size is over the node's `max_entry_bytes` (nothing was proposed) |
 //! | `404` | `not_found` | no such key, or no such route |
+//! | `405` | `method_not_allowed` | the route does not take that method |
+//! | `408` | `request_timeout` | the body did not arrive within the server's body read timeout |
+//! | `503` | `overloaded` | the node is handling its maximum of requests at once; nothing was proposed, retry shortly |
+//!
+//! Connections: at most `HttpLimits::max_connections` are open at once (one over is closed as soon as
+//! it is accepted), and a client that does not send its headers within the header read timeout is
+//! disconnected (see [`crate::http_limits`]). Two refusals come from the HTTP layer before any route
+//! and so carry no JSON body: `414`/`431` for a request line or headers beyond hyper's buffer.
 //!
 //! `not_leader`/`no_leader` (nothing proposed, retry anywhere) and `outcome_unknown`/`timeout`
 //! (maybe applied) are kept apart as the node's `ClientWriteError` keeps them apart.
@@ -41,13 +49,15 @@ use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{header, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{middleware, Json, Router};
 use raft_core::{ClientWriteError, NodeId, NodeStatus, Role, StoppedError};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::cluster::KvRaft;
 use crate::command::{KvCommand, KvResponse};
+use crate::http_error::error;
+use crate::http_limits::{self, HttpLimits, RequestGuard};
 use crate::state_machine::KvReader;
 
 /// The largest request body accepted (a value, or a compare-and-swap request): 1 MiB. Larger
@@ -74,6 +84,8 @@ pub struct ApiState {
     pub http_addrs: BTreeMap<NodeId, String>,
     /// How long a request waits for its entry to apply.
     pub write_timeout: Duration,
+    /// What one client may take of the node (timeouts, concurrency).
+    pub limits: HttpLimits,
 }
 
 impl ApiState {
@@ -84,6 +96,7 @@ impl ApiState {
             reader,
             http_addrs,
             write_timeout: DEFAULT_WRITE_TIMEOUT,
+            limits: HttpLimits::default(),
         }
     }
 }
@@ -95,6 +108,17 @@ pub fn router(state: ApiState) -> Router {
         .route("/kv/{key}/cas", post(cas_key))
         .route("/status", get(status))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such route") })
+        .method_not_allowed_fallback(|| async {
+            error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this route does not take that method",
+            )
+        })
+        .layer(middleware::from_fn_with_state(
+            RequestGuard::new(&state.limits, MAX_BODY_BYTES),
+            http_limits::guard,
+        ))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }
@@ -121,8 +145,6 @@ struct ReadQuery {
 pub struct StatusBody {
     /// This node's id.
     pub id: NodeId,
-    /// The server's process id (handy for `kill -9` in a demo).
-    pub pid: u32,
     /// `running`, or `stopped: reason`.
     pub status: String,
     /// `leader`, `follower` or `candidate`.
@@ -145,14 +167,6 @@ pub struct StatusBody {
     pub log_entries: u64,
     /// The voters of the membership in force.
     pub members: Vec<NodeId>,
-}
-
-fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
-    (
-        status,
-        Json(json!({ "error": code, "message": message.into() })),
-    )
-        .into_response()
 }
 
 fn bad_request(message: impl Into<String>) -> Response {
@@ -388,7 +402,6 @@ pub fn status_of(state: &ApiState) -> StatusBody {
     let m = state.raft.metrics().borrow().clone();
     StatusBody {
         id: m.id,
-        pid: std::process::id(),
         status: match &m.status {
             NodeStatus::Running => "running".to_string(),
             NodeStatus::Stopped(reason) => format!("stopped: {reason}"),

@@ -65,9 +65,13 @@ mod cluster;
 mod command;
 pub mod demo;
 pub mod http;
+mod http_error;
+pub mod http_limits;
+pub mod http_server;
 mod launcher;
 pub mod server;
 mod state_machine;
+mod throttle;
 
 pub use cluster::{Cluster, ClusterError, KvRaft};
 pub use command::{KvCommand, KvResponse};

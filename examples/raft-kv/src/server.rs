@@ -26,6 +26,7 @@ use tokio::task::JoinHandle;
 use crate::cluster::KvRaft;
 use crate::command::KvCommand;
 use crate::http::{router, ApiState};
+use crate::http_limits::HttpLimits;
 use crate::state_machine::KvStateMachine;
 
 /// One voter of the cluster as given to `--peers`: `ID=RAFT_ADDR/HTTP_ADDR`, e.g.
@@ -107,6 +108,8 @@ pub struct NodeConfig {
     /// Raft timing and the snapshot policy. Its `snapshot_chunk_size` must leave room in a TCP frame
     /// (checked at start, see [`TcpConfig::check_raft_config`]).
     pub raft: Config,
+    /// What one HTTP client may take of the node.
+    pub http_limits: HttpLimits,
 }
 
 /// Why a node could not start.
@@ -295,18 +298,19 @@ pub async fn start_node(cfg: NodeConfig) -> Result<RunningNode, ServeError> {
         .iter()
         .map(|p| (p.id, p.http_addr.clone()))
         .collect();
-    let app = router(ApiState::new(raft.clone(), reader, http_addrs));
+    let mut api = ApiState::new(raft.clone(), reader, http_addrs);
+    api.limits = cfg.http_limits;
+    let app = router(api);
     let (http_stop, stop_rx) = oneshot::channel::<()>();
-    let http_task = tokio::spawn(async move {
-        let served = axum::serve(http_listener, app)
-            .with_graceful_shutdown(async {
-                let _ = stop_rx.await;
-            })
-            .await;
-        if let Err(e) = served {
-            tracing::error!(error = %e, "http server failed");
-        }
-    });
+    let limits = cfg.http_limits;
+    let http_task = tokio::spawn(crate::http_server::serve(
+        http_listener,
+        app,
+        limits,
+        async {
+            let _ = stop_rx.await;
+        },
+    ));
     Ok(RunningNode {
         raft,
         tcp,
@@ -327,6 +331,10 @@ pub async fn serve(
 ) -> Result<(), ServeError> {
     let (id, data_dir) = (cfg.id, cfg.data_dir.clone());
     let node = start_node(cfg).await?;
+    let pid_file = data_dir.join(PID_FILE);
+    if let Err(e) = std::fs::write(&pid_file, format!("{}\n", std::process::id())) {
+        tracing::warn!(file = %pid_file.display(), error = %e, "cannot write the pid file");
+    }
     println!(
         "raft-kv node {id}: raft {} http http://{} data {} pid {}",
         node.raft_addr(),
@@ -356,8 +364,13 @@ pub async fn serve(
         }
     };
     node.shutdown().await;
+    let _ = std::fs::remove_file(&pid_file);
     result
 }
+
+/// The file in a node's data directory that holds the serving process's id while it runs (for
+/// operators' scripts: `kill "$(cat DATA_DIR/raft-kv.pid)"`).
+pub const PID_FILE: &str = "raft-kv.pid";
 
 /// Completes on Ctrl-C (SIGINT) or, on Unix, SIGTERM.
 pub async fn shutdown_signal() {
@@ -421,6 +434,7 @@ mod tests {
             }],
             cluster_id: "raft-kv".into(),
             raft,
+            http_limits: HttpLimits::default(),
         }
     }
 
@@ -445,24 +459,11 @@ mod tests {
     async fn a_snapshot_chunk_too_large_for_a_tcp_frame_is_refused_at_start() {
         let root = tempfile::tempdir().unwrap();
         let data_dir = root.path().join("node");
-        let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
-        let cfg = NodeConfig {
-            id: 1,
-            raft_addr: addr,
-            http_addr: addr,
-            data_dir: data_dir.clone(),
-            peers: vec![PeerSpec {
-                id: 1,
-                raft_addr: addr,
-                http_addr: "127.0.0.1:1".into(),
-            }],
-            cluster_id: "raft-kv".into(),
-            raft: Config {
-                snapshot_chunk_size: TcpConfig::default().max_frame_length,
-                ..Config::default()
-            },
+        let raft = Config {
+            snapshot_chunk_size: TcpConfig::default().max_frame_length,
+            ..Config::default()
         };
-        match start_node(cfg).await {
+        match start_node(one_node(root.path(), raft)).await {
             Err(ServeError::Tcp(TcpError::Config(reason))) => {
                 assert!(reason.contains("snapshot_chunk_size"), "{reason}")
             }

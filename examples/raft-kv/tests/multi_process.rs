@@ -303,6 +303,13 @@ async fn kill_the_leader_then_everyone_and_lose_no_acknowledged_write() {
             procs.start(id);
         }
         let (leader, term) = wait_for_leader(&procs, 0).await;
+        // Each running node names its process in its data directory.
+        for node in &procs.nodes {
+            let pid = node.child.as_ref().map(Child::id).expect("running");
+            let file = node.dir.join(raft_kv::server::PID_FILE);
+            let text = std::fs::read_to_string(&file).expect("the pid file");
+            assert_eq!(text.trim(), pid.to_string(), "{}", file.display());
+        }
 
         // Half the keys with everyone up, through every node (followers redirect).
         let all: Vec<u64> = (1..=NODES).collect();

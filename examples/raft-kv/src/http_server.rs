@@ -1,0 +1,86 @@
+//! The HTTP server's accept loop: hyper's HTTP/1 connections with a header read timeout, at most
+//! [`HttpLimits::max_connections`] of them at once, and graceful shutdown.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+
+use crate::http_limits::HttpLimits;
+use crate::throttle::Throttle;
+
+/// How long the loop waits after a failed `accept` (out of descriptors, say) before the next one:
+/// the error would otherwise repeat at once, in a busy loop.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+/// How often a repeated warning (refused connection, failed accept) reaches the log.
+const WARN_INTERVAL: Duration = Duration::from_secs(10);
+/// How long shutdown waits for requests in progress to finish.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Serves `app` on `listener` within `limits` until `stop` completes; then stops accepting, lets the
+/// requests in progress finish (for at most a few seconds) and returns.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    limits: HttpLimits,
+    stop: impl Future<Output = ()>,
+) {
+    let connections = Arc::new(Semaphore::new(limits.max_connections));
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout);
+    let (closing_tx, closing) = watch::channel(false);
+    let mut refused = Throttle::new(WARN_INTERVAL);
+    let mut failed = Throttle::new(WARN_INTERVAL);
+    tokio::pin!(stop);
+    loop {
+        let accepted = tokio::select! {
+            _ = &mut stop => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
+            Ok(connection) => connection,
+            Err(e) => {
+                if let Some(left_out) = failed.allow() {
+                    tracing::warn!(error = %e, left_out, "http accept failed; backing off");
+                }
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+                continue;
+            }
+        };
+        let Ok(permit) = Arc::clone(&connections).try_acquire_owned() else {
+            if let Some(left_out) = refused.allow() {
+                tracing::warn!(%peer, max = limits.max_connections, left_out, "http connection refused: too many open");
+            }
+            drop(stream);
+            continue;
+        };
+        let connection =
+            http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
+        let mut closing = closing.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            tokio::pin!(connection);
+            tokio::select! {
+                served = connection.as_mut() => {
+                    if let Err(e) = served {
+                        tracing::debug!(%peer, error = %e, "http connection ended with an error");
+                    }
+                }
+                _ = closing.changed() => {
+                    connection.as_mut().graceful_shutdown();
+                    let _ = connection.await;
+                }
+            }
+        });
+    }
+    let _ = closing_tx.send(true);
+    // Every connection holds a permit until it ends: having them all back means all ended.
+    let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE, connections.acquire_many(all)).await;
+}
