@@ -484,3 +484,54 @@ async fn log_lines_name_the_node_and_one_term_however_many_terms_pass() {
         );
     }
 }
+
+/// The message of a start refused as corruption.
+async fn refused_start(store: VecStore, sm: Echo) -> String {
+    match Raft::start(1, Config::default(), store, NoPeers, sm).await {
+        Err(StartError::Storage(StorageError::Corrupted(reason))) => reason,
+        Err(other) => panic!("expected a corruption error, got {other}"),
+        Ok(_) => panic!("a node started on inconsistent state"),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_log_ending_below_its_snapshot_is_refused_with_what_is_inconsistent() {
+    // The snapshot covers up to 5; the log (purged up to 2) ends at 4.
+    let mut store = store_with_snapshot(2);
+    store.log.truncate(2);
+    let reason = refused_start(store, Echo::default()).await;
+    assert!(reason.contains("below the snapshot"), "{reason}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_state_machine_ahead_of_the_log_is_refused_rather_than_clamped() {
+    let sm = Echo {
+        holds: Some(LogId::new(1, 9)),
+        ..Echo::default()
+    };
+    let reason = refused_start(store_with_snapshot(4), sm).await;
+    assert!(
+        reason.contains("state machine holds entries up to index 9"),
+        "{reason}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_log_without_its_membership_is_refused() {
+    // Entries 1..=3 but the membership entry that starts every log is gone.
+    let store = VecStore {
+        hard_state: HardState {
+            term: 2,
+            voted_for: Some(1),
+        },
+        log: (1..=3)
+            .map(|i| Entry {
+                log_id: LogId::new(1, i),
+                payload: EntryPayload::Command(i),
+            })
+            .collect(),
+        ..VecStore::default()
+    };
+    let reason = refused_start(store, Echo::default()).await;
+    assert!(reason.contains("no membership"), "{reason}");
+}

@@ -65,6 +65,59 @@ pub struct RecoveredState<C> {
     pub applied_index: LogIndex,
 }
 
+impl<C> RecoveredState<C> {
+    /// Checks that the pieces read from storage and the state machine fit together: the snapshot at
+    /// or after the log's base, the entries consecutive after the base, and the state machine holding
+    /// nothing the log and snapshot do not. An executor refuses to start on an error (it names what
+    /// is inconsistent) rather than let the engine paper over it.
+    ///
+    /// # Errors
+    /// What does not fit, in words.
+    pub fn check(&self) -> Result<(), String> {
+        let base = self.log_base;
+        if let Some(snapshot) = &self.snapshot {
+            if snapshot.last_log_id.index < base.index {
+                return Err(format!(
+                    "the log is purged up to {base} but the snapshot covers only up to {}",
+                    snapshot.last_log_id
+                ));
+            }
+        } else if base.index > 0 {
+            return Err(format!(
+                "the log is purged up to {base} but there is no snapshot"
+            ));
+        }
+        let mut expected = base.index;
+        for entry in &self.entries {
+            expected += 1;
+            if entry.log_id.index != expected {
+                return Err(format!(
+                    "the log has entry {} where index {expected} belongs",
+                    entry.log_id
+                ));
+            }
+        }
+        let last = self.entries.last().map_or(base.index, |e| e.log_id.index);
+        let snapshot_index = self.snapshot.as_ref().map_or(0, |s| s.last_log_id.index);
+        if let Some(snapshot) = &self.snapshot {
+            if last < snapshot_index {
+                return Err(format!(
+                    "the log ends at index {last}, below the snapshot at {}: a storage must discard \
+                     a log its snapshot covers (as when it installs a snapshot from the leader)",
+                    snapshot.last_log_id
+                ));
+            }
+        }
+        if self.applied_index > last.max(snapshot_index) {
+            return Err(format!(
+                "the state machine holds entries up to index {} but the log ends at {last}",
+                self.applied_index
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// What the executor must do after feeding the engine. See the [module docs](self) for the order.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Output<C> {
@@ -242,6 +295,8 @@ pub struct Engine<C> {
     /// Followers with something new to send, replicated on `take_output` (so a batch of proposals
     /// becomes one AppendEntries per follower).
     replicate_pending: BTreeSet<NodeId>,
+    /// How many times, as leader, this node found a follower missing entries it had acknowledged.
+    followers_repaired: u64,
 
     out: Output<C>,
 }
@@ -289,6 +344,7 @@ impl<C: Clone> Engine<C> {
             votes: BTreeSet::new(),
             progress: BTreeMap::new(),
             replicate_pending: BTreeSet::new(),
+            followers_repaired: 0,
             out: Output::default(),
         };
         engine.refresh_membership();
@@ -381,6 +437,12 @@ impl<C: Clone> Engine<C> {
     /// The current engine time (ms).
     pub fn now(&self) -> u64 {
         self.now
+    }
+    /// How many times, as leader, this node found that a follower's log had lost entries the follower
+    /// had acknowledged (its disk lost them, or it was restored from an old copy), and replicated them
+    /// again. Each is logged as an error: acknowledged entries should never disappear.
+    pub fn followers_repaired(&self) -> u64 {
+        self.followers_repaired
     }
 
     // ----- inputs -----
@@ -644,6 +706,34 @@ impl<C: Clone> Engine<C> {
                 conflict_term,
                 conflict_index,
             } => {
+                // The follower's log ends before `conflict_index`, or differs from ours there.
+                let holds_below_match = conflict_index <= pr.match_index;
+                let lost = match pr.state {
+                    // The answer to the current probe, or to a heartbeat anchored at the match
+                    // index sent with nothing else in flight: fresh, so the follower really lacks
+                    // entries it acknowledged.
+                    ReplicationState::Probe => {
+                        rejected_index + 1 == pr.next_index && rejected_index <= pr.match_index
+                    }
+                    ReplicationState::Replicate => {
+                        rejected_index == pr.match_index && pr.in_flight.is_empty()
+                    }
+                    ReplicationState::Snapshot => false,
+                } && holds_below_match;
+                if lost {
+                    tracing::error!(
+                        follower = from,
+                        match_index = pr.match_index,
+                        follower_next = conflict_index,
+                        "follower lost entries it had acknowledged; replicating them again"
+                    );
+                    self.followers_repaired = self.followers_repaired.saturating_add(1);
+                    pr.become_probe();
+                    pr.match_index = 0;
+                    pr.next_index = conflict_index.clamp(1, pr.next_index.max(1));
+                    self.replicate_pending.insert(from);
+                    return;
+                }
                 let stale = match pr.state {
                     ReplicationState::Replicate => rejected_index <= pr.match_index,
                     ReplicationState::Probe => rejected_index + 1 != pr.next_index,

@@ -1584,4 +1584,5 @@ fn cluster_replaces_an_isolated_leader_and_its_uncommitted_entries() {
 mod budget;
 mod executor;
 mod hostile;
+mod repair;
 mod snapshot;

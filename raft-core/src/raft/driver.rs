@@ -171,8 +171,19 @@ where
             entries,
             applied_index: applied,
         };
+        recovered
+            .check()
+            .map_err(|e| StartError::Storage(StorageError::Corrupted(e)))?;
+        let has_history = log_state.last_log_id.index > 0 || recovered.snapshot.is_some();
         let epoch = Instant::now();
         let mut engine = Engine::new(id, &config, recovered, 0);
+        if has_history && engine.membership().voters.is_empty() {
+            return Err(StartError::Storage(StorageError::Corrupted(format!(
+                "the log ends at {} but holds no membership (nor does a snapshot): the entries that \
+                 made this node a member are lost",
+                log_state.last_log_id
+            ))));
+        }
         engine.set_snapshot_check(check_snapshot::<SM>);
         engine.set_entry_size(SM::command_size);
         let (rpc_tx, rpc_rx) = mpsc::unbounded_channel();
@@ -608,6 +619,7 @@ where
             changed |= update(&mut m.last_applied, last_applied);
             changed |= update(&mut m.snapshot, engine.snapshot_meta().last_log_id);
             changed |= update(&mut m.log_entries, engine.entries().len() as u64);
+            changed |= update(&mut m.followers_repaired, engine.followers_repaired());
             if m.membership != *engine.membership() {
                 m.membership = engine.membership().clone();
                 changed = true;

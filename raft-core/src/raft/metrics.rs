@@ -42,4 +42,9 @@ pub struct Metrics {
     pub membership: Membership,
     /// On the leader: each follower's match index. Empty otherwise.
     pub replication: BTreeMap<NodeId, LogIndex>,
+    /// How many times, while leading, this node found a follower missing entries the follower had
+    /// acknowledged, and replicated them again (see
+    /// [`Engine::followers_repaired`](crate::Engine::followers_repaired)). Non-zero means a follower's
+    /// storage lost acknowledged data: worth an alert.
+    pub followers_repaired: u64,
 }
