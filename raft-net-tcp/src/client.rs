@@ -30,6 +30,7 @@ use crate::config::{TcpConfig, TcpError};
 use crate::frame::{FrameError, FrameReader};
 use crate::identity::NodeName;
 use crate::tls::{server_name, Security};
+use crate::warn_limit::{BadInput, WarnLimiter};
 use crate::wire::{
     self, Hello, HelloReply, RequestFrame, ResponseBody, ResponseFrame, HANDSHAKE_MAX_FRAME_LENGTH,
     RESPONSE_MAX_FRAME_LENGTH,
@@ -143,6 +144,7 @@ impl<C> TcpNetwork<C> {
         };
         let shutdown = CancellationToken::new();
         let config = Arc::new(config);
+        let warnings = Arc::new(WarnLimiter::default());
         let mut map = HashMap::new();
         for (id, addr) in peers {
             if id == local_id {
@@ -170,6 +172,7 @@ impl<C> TcpNetwork<C> {
                     hello,
                     next_id: AtomicU64::new(0),
                     config: Arc::clone(&config),
+                    warnings: Arc::clone(&warnings),
                     shutdown: shutdown.clone(),
                     state: Mutex::new(PeerState::default()),
                 }),
@@ -378,6 +381,8 @@ struct Peer {
     /// (and across connections, which is not needed but costs nothing).
     next_id: AtomicU64,
     config: Arc<TcpConfig>,
+    /// Limits warnings about bad responses, shared by every peer of the network.
+    warnings: Arc<WarnLimiter>,
     shutdown: CancellationToken,
     state: Mutex<PeerState>,
 }
@@ -486,6 +491,7 @@ impl Peer {
                 st.link = Link::Idle;
                 st.failures = st.failures.saturating_add(1);
                 let wait = self.config.backoff(st.failures);
+                // `wait` is at most a day (TcpConfig::validate): the sum cannot overflow.
                 st.retry_at = Some(Instant::now() + wait);
                 st.last_error = reason.clone();
                 if st.failures == 1 {
@@ -571,7 +577,10 @@ impl Peer {
         });
         let (tx, rx) = mpsc::channel(WRITE_QUEUE);
         let span = tracing::debug_span!("raft_tcp_conn", peer = self.id, addr = %self.addr);
-        tokio::spawn(read_loop(reader, Arc::clone(&shared)).instrument(span.clone()));
+        tokio::spawn(
+            read_loop(reader, Arc::clone(&shared), Arc::clone(&self.warnings))
+                .instrument(span.clone()),
+        );
         let limits = WriteLimits {
             frame_timeout: self.config.frame_timeout,
             unused_close: self.config.idle_timeout / 2,
@@ -707,7 +716,7 @@ impl ConnShared {
     }
 }
 
-async fn read_loop(mut reader: Reader, shared: Arc<ConnShared>) {
+async fn read_loop(mut reader: Reader, shared: Arc<ConnShared>, warnings: Arc<WarnLimiter>) {
     let reason = loop {
         let frame = tokio::select! {
             _ = shared.token.cancelled() => return,
@@ -717,7 +726,11 @@ async fn read_loop(mut reader: Reader, shared: Arc<ConnShared>) {
             Ok(Some(frame)) => match wire::decode::<ResponseFrame>(&frame.payload) {
                 Ok(frame) => shared.deliver(frame),
                 Err(e) => {
-                    tracing::warn!(error = %e, "closing connection: undecodable response");
+                    warnings.log(
+                        BadInput::Frame,
+                        "closing a connection: undecodable response",
+                        &e,
+                    );
                     break format!("connection closed: undecodable response: {e}");
                 }
             },
@@ -730,7 +743,11 @@ async fn read_loop(mut reader: Reader, shared: Arc<ConnShared>) {
                 break format!("connection closed: {e}");
             }
             Err(e) => {
-                tracing::warn!(error = %e, "closing connection: bad frame from peer");
+                let kind = match e {
+                    FrameError::Stalled(_) => BadInput::Timeout,
+                    _ => BadInput::Frame,
+                };
+                warnings.log(kind, "closing a connection: bad frame from the peer", &e);
                 break format!("connection closed: {e}");
             }
         }

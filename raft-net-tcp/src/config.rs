@@ -128,6 +128,10 @@ pub const SNAPSHOT_CHUNK_HEADROOM: usize = 64 * 1024;
 /// [`TcpConfig::idle_timeout`] must be at least this many heartbeat intervals.
 const IDLE_HEARTBEATS: u32 = 10;
 
+/// The longest duration a setting may have: one day. Beyond it a setting is a mistake, and
+/// deadlines computed from it could overflow.
+const MAX_DURATION: Duration = Duration::from_secs(24 * 60 * 60);
+
 impl TcpConfig {
     /// Checks that raft-core's `raft` configuration fits this transport:
     /// * an InstallSnapshot request of `raft.snapshot_chunk_size` bytes of data, plus
@@ -179,7 +183,9 @@ impl TcpConfig {
         Ok(())
     }
 
-    /// Checks that the settings make sense together.
+    /// Checks that the settings make sense together: sizes and counts above zero, durations above
+    /// zero and at most a day, `max_frame_length` between the handshake's limit and what the
+    /// 4-byte prefix can say, `max_buffered_bytes` at least `max_frame_length`.
     ///
     /// # Errors
     /// [`TcpError::Config`] naming the first setting out of range.
@@ -200,12 +206,19 @@ impl TcpConfig {
             ("connect_timeout", self.connect_timeout),
             ("request_timeout", self.request_timeout),
             ("reconnect_backoff_min", self.reconnect_backoff_min),
+            ("reconnect_backoff_max", self.reconnect_backoff_max),
             ("handshake_timeout", self.handshake_timeout),
             ("idle_timeout", self.idle_timeout),
             ("frame_timeout", self.frame_timeout),
         ] {
             if d.is_zero() {
                 return Err(TcpError::Config(format!("{name} must be above zero")));
+            }
+            if d > MAX_DURATION {
+                return Err(TcpError::Config(format!(
+                    "{name} must be at most {} s (one day)",
+                    MAX_DURATION.as_secs()
+                )));
             }
         }
         if self.reconnect_backoff_max < self.reconnect_backoff_min {
@@ -373,6 +386,14 @@ mod tests {
             },
             TcpConfig {
                 handshake_timeout: Duration::ZERO,
+                ..TcpConfig::default()
+            },
+            TcpConfig {
+                idle_timeout: Duration::MAX,
+                ..TcpConfig::default()
+            },
+            TcpConfig {
+                reconnect_backoff_max: Duration::from_secs(86_401),
                 ..TcpConfig::default()
             },
         ] {

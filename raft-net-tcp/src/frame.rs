@@ -115,8 +115,9 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             if let Some(frame) = self.take_frame()? {
                 return Ok(Some(frame));
             }
+            // A timeout too long to represent is no deadline.
             let deadline = match self.started {
-                Some(started) => Some(started + self.frame_timeout),
+                Some(started) => started.checked_add(self.frame_timeout),
                 None => idle_deadline,
             };
             let (in_frame, frame_timeout) = (self.started.is_some(), self.frame_timeout);
@@ -195,8 +196,8 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// [`READ_CHUNK`] bytes, never the announced length at once.
     fn reserve_ahead(&mut self) {
         let wanted = match self.announced_len() {
-            Some(len) => PREFIX + len - self.buf.len(),
-            None => PREFIX - self.buf.len(),
+            Some(len) => PREFIX.saturating_add(len).saturating_sub(self.buf.len()),
+            None => PREFIX.saturating_sub(self.buf.len()),
         };
         self.buf.reserve(wanted.clamp(PREFIX, READ_CHUNK));
     }

@@ -15,7 +15,7 @@
 //! A three-node cluster on loopback. A server binary does the same for one node: bind its listener,
 //! load its [`TlsConfig`] from PEM files ([`TlsConfig::from_pem_files`]), build a [`TcpNetwork`]
 //! from the peers' addresses, start the node, serve it. Here the certificates come from a throwaway
-//! CA made by the `cert-gen` feature ([`cert_gen::ClusterCa`]).
+//! CA made by the `cert-gen` feature (`cert_gen::ClusterCa`).
 //!
 //! ```
 //! use std::time::Duration;
@@ -104,7 +104,7 @@
 //! host that can reach the port is trusted, and the server logs a warning when it starts that way.
 //!
 //! [`NodeName`] documents the certificate names; [`TlsConfig`] what a node certificate needs; the
-//! `cert-gen` feature ([`cert_gen`]) makes a throwaway CA and node certificates for local clusters
+//! `cert-gen` feature (module `cert_gen`) makes a throwaway CA and node certificates for local clusters
 //! and tests.
 //!
 //! ## Wire format

@@ -10,7 +10,8 @@ use tokio::time::Instant;
 /// counted in the next warning's `suppressed` field.
 pub(crate) const WARN_INTERVAL: Duration = Duration::from_secs(10);
 
-/// The kinds of bad input the server warns about, each limited on its own.
+/// The kinds of bad input the server (and, for bad responses, the client) warns about, each limited
+/// on its own.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum BadInput {
     /// The TLS handshake failed (no certificate, another CA, not TLS at all).

@@ -3,7 +3,8 @@
 //! an announced length), the connections are cut by the frame timeout, and the node goes on serving.
 //!
 //! Alone in its test binary: the node runs in this process, and its resident memory is read from
-//! `/proc/self/status`, which other tests' allocations would disturb.
+//! `/proc/self/status` (Linux only), which other tests' allocations would disturb.
+#![cfg(target_os = "linux")]
 
 mod common;
 
@@ -21,21 +22,24 @@ const ANNOUNCED: usize = 64 * MIB;
 /// How much of its frame each connection tries to send: 160 MiB in all.
 const SENT_PER_CONNECTION: usize = 8 * MIB;
 
-/// The process's resident set size in bytes (Linux), `None` elsewhere.
-fn rss() -> Option<usize> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kib: usize = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
+/// The process's resident set size in bytes.
+fn rss() -> usize {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .expect("a VmRSS line");
+    let kib: usize = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .expect("VmRSS in kB");
+    kib * 1024
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_announced_64_mib_frames_leave_memory_bounded() {
     init_tracing();
-    let Some(baseline) = rss() else {
-        eprintln!("no /proc/self/status: resident memory cannot be measured here");
-        return;
-    };
     let frame_timeout = Duration::from_secs(3);
     let config = TcpConfig {
         max_frame_length: ANNOUNCED,
@@ -46,7 +50,7 @@ async fn twenty_announced_64_mib_frames_leave_memory_bounded() {
     let nodes = start_cluster(1, config, Config::default()).await;
     assert_cluster_serves_writes(&nodes, 1).await;
     let addr = nodes[0].addr();
-    let before = rss().unwrap_or(baseline);
+    let before = rss();
 
     let zeros = vec![0u8; 64 * 1024];
     let attacks = (0..CONNECTIONS).map(|_| {
@@ -73,7 +77,7 @@ async fn twenty_announced_64_mib_frames_leave_memory_bounded() {
 
     let mut peak = before;
     while !attack.is_finished() {
-        peak = peak.max(rss().unwrap_or(0));
+        peak = peak.max(rss());
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let durations = attack.await.expect("attack task");

@@ -138,10 +138,10 @@ async fn handshake(stream: TcpStream, ctx: &ServerCtx) -> Result<(Reader, Writer
             ))
         }
         Err(e) => Err(format!("bad handshake: {e}")),
-        Ok(hello) => {
+        Ok(hello) => check_hello(&hello, ctx, client_cert.as_ref()).inspect(|()| {
+            // Only now is `from` established.
             tracing::Span::current().record("peer", hello.from);
-            check_hello(&hello, ctx, client_cert.as_ref())
-        }
+        }),
     };
     let reply = match &hello {
         Ok(()) => HelloReply::Accepted {
@@ -228,9 +228,11 @@ async fn requests<SM: StateMachine>(
             return End::Closed;
         }
         // Idle only while nothing is being handled: then the client is waiting for answers.
+        // (A timeout too long to represent is no deadline.)
         let idle_deadline = in_flight
             .is_empty()
-            .then(|| last_active + config.idle_timeout);
+            .then(|| last_active.checked_add(config.idle_timeout))
+            .flatten();
         tokio::select! {
             done = in_flight.next(), if !in_flight.is_empty() => {
                 let Some(first) = done else { continue };
