@@ -236,6 +236,13 @@ impl TcpConfig {
                 "max_connections must be above zero".into(),
             ));
         }
+        if self.max_buffered_bytes > tokio::sync::Semaphore::MAX_PERMITS {
+            return Err(TcpError::Config(format!(
+                "max_buffered_bytes ({}) must be at most {}",
+                self.max_buffered_bytes,
+                tokio::sync::Semaphore::MAX_PERMITS
+            )));
+        }
         if self.max_buffered_bytes < self.max_frame_length {
             return Err(TcpError::Config(format!(
                 "max_buffered_bytes ({}) must be at least max_frame_length ({}): a frame that \

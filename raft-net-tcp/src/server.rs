@@ -176,9 +176,8 @@ impl ServerCtx {
             }
             Security::Insecure => None,
         };
-        let frame_budget = Arc::new(Semaphore::new(
-            config.max_buffered_bytes.min(Semaphore::MAX_PERMITS),
-        ));
+        // At most Semaphore::MAX_PERMITS (validate).
+        let frame_budget = Arc::new(Semaphore::new(config.max_buffered_bytes));
         Ok(Arc::new(ServerCtx {
             cluster_id,
             node_id,

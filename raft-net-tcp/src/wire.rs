@@ -5,7 +5,7 @@
 //! the [crate docs](crate#wire-format).
 //!
 //! Every function here takes or returns the *payload* of one frame; the 4-byte length prefix is added
-//! and checked by the codec ([`codec`]).
+//! by the codec ([`codec`]) when writing, and checked by the crate's own frame reader when reading.
 
 use bytes::Bytes;
 use raft_core::{NodeId, Request, Response};
