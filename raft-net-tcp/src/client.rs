@@ -10,38 +10,54 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::future::{BoxFuture, FutureExt, Shared};
-use futures::{SinkExt, StreamExt};
+use futures::SinkExt;
 use raft_core::{
     AppCommand, AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest,
     InstallSnapshotResponse, NetworkError, NodeId, RaftNetwork, Request, Response, VoteRequest,
     VoteResponse,
 };
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
-use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
+use tokio_rustls::TlsConnector;
+use tokio_util::codec::{FramedWrite, LengthDelimitedCodec};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::config::{TcpConfig, TcpError};
-use crate::wire::{self, Hello, HelloReply, RequestFrame, ResponseBody, ResponseFrame};
+use crate::frame::{FrameError, FrameReader};
+use crate::identity::NodeName;
+use crate::tls::{server_name, Security};
+use crate::warn_limit::{BadInput, WarnLimiter};
+use crate::wire::{
+    self, Hello, HelloReply, RequestFrame, ResponseBody, ResponseFrame, HANDSHAKE_MAX_FRAME_LENGTH,
+    RESPONSE_MAX_FRAME_LENGTH,
+};
+
+type Reader = FrameReader<Box<dyn AsyncRead + Send + Unpin>>;
+type Writer = FramedWrite<Box<dyn AsyncWrite + Send + Unpin>, LengthDelimitedCodec>;
 
 /// How many encoded requests may wait for the writer task of one connection.
 const WRITE_QUEUE: usize = 1024;
 
-/// A [`RaftNetwork`] over TCP.
+/// A [`RaftNetwork`] over TCP, with mutual TLS ([`Security::Tls`]) or, explicitly, without
+/// ([`Security::Insecure`]).
 ///
-/// Built from the cluster id, this node's id and the address of every peer. It keeps one connection
-/// per peer, opened on first use, and pipelines requests on it: each carries an id, and responses,
-/// which may come back in any order, are matched by that id. Cheap to clone (the clones share the
-/// connections).
+/// Built from the cluster id, this node's id, the address of every peer and the security settings.
+/// It keeps one connection per peer, opened on first use, and pipelines requests on it: each carries
+/// an id, and responses, which may come back in any order, are matched by that id. Cheap to clone
+/// (the clones share the connections). With TLS, a connection to node `n` is accepted only if the
+/// server's certificate chains to the cluster CA and names `node-<n>.<cluster id>.raft`
+/// ([`NodeName`]).
 ///
 /// # Failures
 /// Every failure is a [`NetworkError`], never a panic:
-/// * no address for the target, a refused or timed-out connection, a refused handshake (wrong cluster
-///   id, wrong node id, other protocol version), a connection that broke with the request in flight,
-///   or a peer node that has stopped: `Unreachable`, with the reason;
+/// * no address for the target, a refused or timed-out connection, a failed TLS handshake (a server
+///   certificate from another CA or naming another node; our certificate refused), a refused
+///   handshake (wrong cluster id, wrong node id, other protocol version), a connection that broke
+///   with the request in flight, or a peer node that has stopped: `Unreachable`, with the reason;
 /// * a request that encodes to more than [`TcpConfig::max_frame_length`]: `Unreachable` at once, with
 ///   a reason starting "request too large", before any connection attempt and without sending
 ///   anything (the peer would close the connection on it, and every retry would do the same);
@@ -51,7 +67,9 @@ const WRITE_QUEUE: usize = 1024;
 /// After a failed connection attempt the next one waits ([`TcpConfig::reconnect_backoff_min`],
 /// doubling up to [`TcpConfig::reconnect_backoff_max`]); calls made meanwhile fail at once with
 /// `Unreachable` rather than wait, since the driver retries on its own. A connection that breaks after
-/// it was up is reopened by the next call without waiting.
+/// it was up is reopened by the next call without waiting. A connection unused for half of
+/// [`TcpConfig::idle_timeout`] is closed (before the server would close it); a call that finds it
+/// so closed opens a new one, as the request was never sent.
 ///
 /// Dropping the last clone closes every connection.
 pub struct TcpNetwork<C> {
@@ -75,6 +93,7 @@ impl<C> fmt::Debug for TcpNetwork<C> {
         f.debug_struct("TcpNetwork")
             .field("cluster_id", &self.inner.cluster_id)
             .field("local_id", &self.inner.local_id)
+            .field("tls", &self.inner.tls)
             .field("peers", &peers)
             .finish()
     }
@@ -83,6 +102,8 @@ impl<C> fmt::Debug for TcpNetwork<C> {
 struct ClientInner {
     cluster_id: String,
     local_id: NodeId,
+    /// Whether connections use TLS.
+    tls: bool,
     peers: HashMap<NodeId, Arc<Peer>>,
     /// Cancelled when the last clone is dropped: stops connection attempts and connection tasks.
     shutdown: CancellationToken,
@@ -95,28 +116,47 @@ impl Drop for ClientInner {
 }
 
 impl<C> TcpNetwork<C> {
-    /// A network for node `local_id` of cluster `cluster_id`, reaching each peer at its address.
+    /// A network for node `local_id` of cluster `cluster_id`, reaching each peer at its address,
+    /// secured by `security` (a [`TlsConfig`](crate::TlsConfig) converts into [`Security::Tls`]).
     ///
     /// `peers` may include `local_id` itself (e.g. the whole cluster's address list); that entry is
     /// ignored. No connection is opened until the first call to a peer; calls need a tokio runtime.
     ///
     /// # Errors
-    /// [`TcpError::Config`] if `config` is invalid.
+    /// [`TcpError::Config`] if `config` is invalid; with TLS, [`TcpError::Tls`] if the cluster id
+    /// cannot be part of a certificate name or this node's certificate does not name node
+    /// `local_id` of the cluster.
     pub fn new(
         cluster_id: impl Into<String>,
         local_id: NodeId,
         peers: impl IntoIterator<Item = (NodeId, SocketAddr)>,
+        security: impl Into<Security>,
         config: TcpConfig,
     ) -> Result<Self, TcpError> {
         config.validate()?;
         let cluster_id = cluster_id.into();
+        let tls = match security.into() {
+            Security::Tls(tls) => {
+                tls.check_identity(&NodeName::new(&cluster_id, local_id)?)?;
+                Some(tls.connector())
+            }
+            Security::Insecure => None,
+        };
         let shutdown = CancellationToken::new();
         let config = Arc::new(config);
+        let warnings = Arc::new(WarnLimiter::default());
         let mut map = HashMap::new();
         for (id, addr) in peers {
             if id == local_id {
                 continue;
             }
+            let tls = match &tls {
+                Some(connector) => Some(PeerTls {
+                    connector: connector.clone(),
+                    server_name: server_name(&NodeName::new(&cluster_id, id)?)?,
+                }),
+                None => None,
+            };
             let hello = wire::encode_hello(&Hello {
                 cluster_id: cluster_id.clone(),
                 from: local_id,
@@ -128,9 +168,11 @@ impl<C> TcpNetwork<C> {
                 Arc::new(Peer {
                     id,
                     addr,
+                    tls,
                     hello,
                     next_id: AtomicU64::new(0),
                     config: Arc::clone(&config),
+                    warnings: Arc::clone(&warnings),
                     shutdown: shutdown.clone(),
                     state: Mutex::new(PeerState::default()),
                 }),
@@ -140,6 +182,7 @@ impl<C> TcpNetwork<C> {
             inner: Arc::new(ClientInner {
                 cluster_id,
                 local_id,
+                tls: tls.is_some(),
                 peers: map,
                 shutdown,
             }),
@@ -197,8 +240,17 @@ impl<C: AppCommand> TcpNetwork<C> {
             })?;
         let id = peer.next_id.fetch_add(1, Ordering::Relaxed);
         let frame = encode_request(target, id, request, peer.config.max_frame_length)?;
-        let conn = peer.connection().await?;
-        let (rx, _guard) = conn.shared.register(id)?;
+        let mut retried = false;
+        let (conn, rx, _guard) = loop {
+            let conn = peer.connection().await?;
+            match conn.shared.register(id) {
+                Ok((rx, guard)) => break (conn, rx, guard),
+                Err(e) if retried => return Err(e),
+                // It closed (e.g. unused for a while) before this request was registered, so
+                // nothing was sent: a new connection may carry it.
+                Err(_) => retried = true,
+            }
+        };
         let exchange = async {
             conn.tx
                 .send(frame)
@@ -311,15 +363,26 @@ fn encode_request<C: AppCommand>(
 
 type ConnectFuture = Shared<BoxFuture<'static, Result<Arc<Connection>, String>>>;
 
+/// What a TLS connection to one peer needs.
+struct PeerTls {
+    connector: TlsConnector,
+    /// The name the peer's certificate must carry: `node-<id>.<cluster id>.raft`.
+    server_name: ServerName<'static>,
+}
+
 struct Peer {
     id: NodeId,
     addr: SocketAddr,
+    /// `None`: plaintext.
+    tls: Option<PeerTls>,
     /// The encoded handshake this node sends to this peer.
     hello: Bytes,
     /// The id of the next request to this peer: unique among the requests of any one connection
     /// (and across connections, which is not needed but costs nothing).
     next_id: AtomicU64,
     config: Arc<TcpConfig>,
+    /// Limits warnings about bad responses, shared by every peer of the network.
+    warnings: Arc<WarnLimiter>,
     shutdown: CancellationToken,
     state: Mutex<PeerState>,
 }
@@ -428,6 +491,7 @@ impl Peer {
                 st.link = Link::Idle;
                 st.failures = st.failures.saturating_add(1);
                 let wait = self.config.backoff(st.failures);
+                // `wait` is at most a day (TcpConfig::validate): the sum cannot overflow.
                 st.retry_at = Some(Instant::now() + wait);
                 st.last_error = reason.clone();
                 if st.failures == 1 {
@@ -450,23 +514,46 @@ impl Peer {
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(error = %e, "could not set TCP_NODELAY");
         }
-        let (read, write) = stream.into_split();
-        let mut reader = FramedRead::new(read, wire::codec(wire::HANDSHAKE_MAX_FRAME_LENGTH));
+        let (read, write): (
+            Box<dyn AsyncRead + Send + Unpin>,
+            Box<dyn AsyncWrite + Send + Unpin>,
+        ) = match &self.tls {
+            Some(tls) => {
+                let stream = tls
+                    .connector
+                    .connect(tls.server_name.clone(), stream)
+                    .await
+                    .map_err(|e| format!("TLS handshake with {} failed: {e}", self.addr))?;
+                let (read, write) = tokio::io::split(stream);
+                (Box::new(read), Box::new(write))
+            }
+            None => {
+                let (read, write) = stream.into_split();
+                (Box::new(read), Box::new(write))
+            }
+        };
+        // The caller bounds the whole attempt by connect_timeout.
+        let mut reader = FrameReader::new(
+            read,
+            HANDSHAKE_MAX_FRAME_LENGTH,
+            self.config.connect_timeout,
+        );
         let mut writer = FramedWrite::new(write, wire::codec(self.config.max_frame_length));
         writer
             .send(self.hello.clone())
             .await
             .map_err(|e| format!("sending the handshake to {} failed: {e}", self.addr))?;
-        let reply = match reader.next().await {
-            Some(Ok(frame)) => wire::decode_hello_reply(&frame)
+        // With TLS 1.3, a server that refuses our certificate says so only now.
+        let reply = match reader.next(None).await {
+            Ok(Some(frame)) => wire::decode_hello_reply(&frame.payload)
                 .map_err(|e| format!("bad handshake answer from {}: {e}", self.addr))?,
-            Some(Err(e)) => return Err(format!("handshake with {} failed: {e}", self.addr)),
-            None => {
+            Ok(None) => {
                 return Err(format!(
                     "{} closed the connection during the handshake",
                     self.addr
                 ))
             }
+            Err(e) => return Err(format!("handshake with {} failed: {e}", self.addr)),
         };
         match reply {
             HelloReply::Accepted { node_id } if node_id == self.id => {}
@@ -480,9 +567,8 @@ impl Peer {
                 return Err(format!("{} refused the connection: {reason}", self.addr))
             }
         }
-        reader
-            .decoder_mut()
-            .set_max_frame_length(self.config.max_frame_length);
+        reader.set_max_len(RESPONSE_MAX_FRAME_LENGTH);
+        reader.set_frame_timeout(self.config.frame_timeout);
 
         let shared = Arc::new(ConnShared {
             target: self.id,
@@ -491,8 +577,15 @@ impl Peer {
         });
         let (tx, rx) = mpsc::channel(WRITE_QUEUE);
         let span = tracing::debug_span!("raft_tcp_conn", peer = self.id, addr = %self.addr);
-        tokio::spawn(read_loop(reader, Arc::clone(&shared)).instrument(span.clone()));
-        tokio::spawn(write_loop(writer, rx, Arc::clone(&shared)).instrument(span));
+        tokio::spawn(
+            read_loop(reader, Arc::clone(&shared), Arc::clone(&self.warnings))
+                .instrument(span.clone()),
+        );
+        let limits = WriteLimits {
+            frame_timeout: self.config.frame_timeout,
+            unused_close: self.config.idle_timeout / 2,
+        };
+        tokio::spawn(write_loop(writer, rx, Arc::clone(&shared), limits).instrument(span));
         Ok(Arc::new(Connection { tx, shared }))
     }
 }
@@ -523,12 +616,12 @@ struct Pending {
 }
 
 /// Removes a request's waiter when the call ends, however it ends (answered, timed out, dropped).
-struct PendingGuard<'a> {
-    shared: &'a ConnShared,
+struct PendingGuard {
+    shared: Arc<ConnShared>,
     id: u64,
 }
 
-impl Drop for PendingGuard<'_> {
+impl Drop for PendingGuard {
     fn drop(&mut self) {
         self.shared.lock_pending().waiters.remove(&self.id);
     }
@@ -542,12 +635,12 @@ impl ConnShared {
     /// Registers request `id` (unique among this connection's requests) as waiting for its answer.
     /// The guard unregisters it.
     fn register(
-        &self,
+        self: &Arc<Self>,
         id: u64,
     ) -> Result<
         (
             oneshot::Receiver<Result<ResponseBody, String>>,
-            PendingGuard<'_>,
+            PendingGuard,
         ),
         NetworkError,
     > {
@@ -560,7 +653,13 @@ impl ConnShared {
         }
         let (tx, rx) = oneshot::channel();
         p.waiters.insert(id, tx);
-        Ok((rx, PendingGuard { shared: self, id }))
+        Ok((
+            rx,
+            PendingGuard {
+                shared: Arc::clone(self),
+                id,
+            },
+        ))
     }
 
     fn closed_error(&self) -> NetworkError {
@@ -573,6 +672,19 @@ impl ConnShared {
             target: self.target,
             reason,
         }
+    }
+
+    /// Closes the connection if no request is registered on it, atomically with respect to
+    /// [`register`](Self::register): a request registered after it fails there, unsent.
+    fn close_if_unused(&self, reason: String) -> bool {
+        let mut p = self.lock_pending();
+        if !p.waiters.is_empty() || p.closed.is_some() {
+            return false;
+        }
+        p.closed = Some(reason);
+        drop(p);
+        self.token.cancel();
+        true
     }
 
     /// Closes the connection: both tasks stop, and every request in flight fails with `reason`.
@@ -604,50 +716,82 @@ impl ConnShared {
     }
 }
 
-async fn read_loop(
-    mut reader: FramedRead<OwnedReadHalf, LengthDelimitedCodec>,
-    shared: Arc<ConnShared>,
-) {
+async fn read_loop(mut reader: Reader, shared: Arc<ConnShared>, warnings: Arc<WarnLimiter>) {
     let reason = loop {
         let frame = tokio::select! {
             _ = shared.token.cancelled() => return,
-            frame = reader.next() => frame,
+            frame = reader.next(None) => frame,
         };
         match frame {
-            Some(Ok(bytes)) => match wire::decode::<ResponseFrame>(&bytes) {
+            Ok(Some(frame)) => match wire::decode::<ResponseFrame>(&frame.payload) {
                 Ok(frame) => shared.deliver(frame),
                 Err(e) => {
-                    tracing::warn!(error = %e, "closing connection: undecodable response");
+                    warnings.log(
+                        BadInput::Frame,
+                        "closing a connection: undecodable response",
+                        &e,
+                    );
                     break format!("connection closed: undecodable response: {e}");
                 }
             },
-            Some(Err(e)) => {
-                tracing::warn!(error = %e, "closing connection: bad frame from peer");
-                break format!("connection closed: {e}");
-            }
-            None => {
+            Ok(None) => {
                 tracing::debug!("connection closed by peer");
                 break "connection closed by peer".to_string();
+            }
+            Err(FrameError::Io(e)) => {
+                tracing::debug!(error = %e, "connection broke");
+                break format!("connection closed: {e}");
+            }
+            Err(e) => {
+                let kind = match e {
+                    FrameError::Stalled(_) => BadInput::Timeout,
+                    _ => BadInput::Frame,
+                };
+                warnings.log(kind, "closing a connection: bad frame from the peer", &e);
+                break format!("connection closed: {e}");
             }
         }
     };
     shared.close(reason);
 }
 
+/// The write side's limits.
+struct WriteLimits {
+    /// A batch of requests must be written within it.
+    frame_timeout: std::time::Duration,
+    /// With nothing to send and no answer awaited for this long, the connection is closed.
+    unused_close: std::time::Duration,
+}
+
 async fn write_loop(
-    mut writer: FramedWrite<OwnedWriteHalf, LengthDelimitedCodec>,
+    mut writer: Writer,
     mut rx: mpsc::Receiver<Bytes>,
     shared: Arc<ConnShared>,
+    limits: WriteLimits,
 ) {
     loop {
         let first = tokio::select! {
             _ = shared.token.cancelled() => return,
-            msg = rx.recv() => msg,
+            msg = tokio::time::timeout(limits.unused_close, rx.recv()) => msg,
         };
-        let Some(first) = first else {
-            // Every handle to the connection is gone.
-            shared.close("connection dropped".into());
-            return;
+        let first = match first {
+            Ok(Some(first)) => first,
+            Ok(None) => {
+                // Every handle to the connection is gone.
+                shared.close("connection dropped".into());
+                return;
+            }
+            Err(_) => {
+                let reason = format!(
+                    "connection closed after {} ms unused",
+                    limits.unused_close.as_millis()
+                );
+                if shared.close_if_unused(reason) {
+                    tracing::debug!("closed an unused connection");
+                    return;
+                }
+                continue;
+            }
         };
         let batch = async {
             writer.feed(first).await?;
@@ -658,12 +802,18 @@ async fn write_loop(
         };
         let result = tokio::select! {
             _ = shared.token.cancelled() => return,
-            r = batch => r,
+            r = tokio::time::timeout(limits.frame_timeout, batch) => r,
         };
-        if let Err(e) = result {
-            tracing::debug!(error = %e, "write failed");
-            shared.close(format!("connection closed: write failed: {e}"));
-            return;
-        }
+        let failure = match result {
+            Ok(Ok(())) => continue,
+            Ok(Err(e)) => format!("connection closed: write failed: {e}"),
+            Err(_) => format!(
+                "connection closed: requests not written within {} ms (the peer does not read)",
+                limits.frame_timeout.as_millis()
+            ),
+        };
+        tracing::debug!(reason = %failure, "write failed");
+        shared.close(failure);
+        return;
     }
 }

@@ -1,36 +1,51 @@
 //! The server side: [`TcpServer`] and [`serve`], which accept peers' connections and hand their
 //! requests to a [`Raft`] handle.
 
-use std::io;
+mod connection;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::stream::FuturesUnordered;
-use futures::{FutureExt, SinkExt, StreamExt};
-use raft_core::{NodeId, Raft, Request, Response, StateMachine};
-use tokio::net::tcp::OwnedWriteHalf;
-use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
+use raft_core::{NodeId, Raft, StateMachine};
+use tokio::net::{TcpListener, ToSocketAddrs};
+use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
-use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::config::{TcpConfig, TcpError};
-use crate::wire::{self, HelloReply, RequestFrame, ResponseBody, ResponseFrame, WireError};
+use crate::identity::NodeName;
+use crate::tls::Security;
+use crate::warn_limit::{BadInput, WarnLimiter};
 
-/// How long the accept loop pauses after a failed `accept` (e.g. out of file descriptors).
+/// How long the accept loop pauses after a failed `accept` (e.g. out of file descriptors), so that
+/// it neither spins nor gives up.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+
+/// File descriptors the process should have beyond [`TcpConfig::max_connections`] (storage, the
+/// node's outgoing connections, the listener); fewer gets a warning at start.
+const SPARE_DESCRIPTORS: u64 = 64;
 
 /// A running server: accepts peers' connections on a listener and hands their requests to a
 /// [`Raft`] handle, until shut down.
 ///
-/// Each connection must open with a handshake naming this server's cluster id and node id (the
-/// handle's [`Raft::id`]); then its requests are handled concurrently (up to
+/// Each connection must complete, within [`TcpConfig::handshake_timeout`], a TLS handshake (with
+/// [`Security::Tls`]: the client's certificate must chain to the cluster CA) and then the protocol
+/// handshake, naming this server's cluster id and node id (the handle's [`Raft::id`]) and, with
+/// TLS, the node id its certificate names. Then its requests are handled concurrently (up to
 /// [`TcpConfig::max_in_flight_per_connection`]) and answered as they complete, possibly out of
-/// order. Bad input (garbage, an over-long or truncated frame, an undecodable message, a refused
-/// handshake) closes that connection with a logged warning; the server and the node go on.
+/// order.
+///
+/// Limits: at most [`TcpConfig::max_connections`] connections (more are closed at once, before
+/// TLS); an established connection silent for [`TcpConfig::idle_timeout`] is closed; a frame must
+/// arrive within [`TcpConfig::frame_timeout`] of its first byte; frames in memory are bounded by
+/// [`TcpConfig::max_buffered_bytes`] together. Bad input (garbage, an over-long or truncated frame,
+/// an undecodable message, a refused or failed handshake, a timeout) closes that connection only;
+/// it is logged at WARN at most once per kind every 10 s (with a count of the rest, which go to
+/// DEBUG). The server and the node go on.
 ///
 /// The server holds a clone of the `Raft` handle, so it keeps the node alive until it stops.
 /// Dropping the `TcpServer` stops it too (without waiting); [`shutdown`](Self::shutdown) stops it and
@@ -46,16 +61,17 @@ impl TcpServer {
     /// Binds `addr` and starts serving `raft` on the current tokio runtime.
     ///
     /// # Errors
-    /// An invalid `config`, or the bind failing.
+    /// As [`start`](Self::start), or the bind failing.
     pub async fn bind<SM: StateMachine>(
         addr: impl ToSocketAddrs,
         raft: Raft<SM>,
         cluster_id: impl Into<String>,
+        security: impl Into<Security>,
         config: TcpConfig,
     ) -> Result<Self, TcpError> {
         config.validate()?;
         let listener = TcpListener::bind(addr).await?;
-        Self::start(listener, raft, cluster_id, config)
+        Self::start(listener, raft, cluster_id, security, config)
     }
 
     /// Starts serving `raft` on an already bound listener, on the current tokio runtime.
@@ -64,23 +80,20 @@ impl TcpServer {
     /// [`TcpNetwork`](crate::TcpNetwork)s.
     ///
     /// # Errors
-    /// An invalid `config`, or the listener's local address being unavailable.
+    /// An invalid `config`; with [`Security::Tls`], a cluster id that cannot be part of a
+    /// certificate name or a certificate that does not name this node
+    /// ([`TcpError::Tls`]); the listener's local address being unavailable.
     pub fn start<SM: StateMachine>(
         listener: TcpListener,
         raft: Raft<SM>,
         cluster_id: impl Into<String>,
+        security: impl Into<Security>,
         config: TcpConfig,
     ) -> Result<Self, TcpError> {
-        config.validate()?;
+        let ctx = ServerCtx::new(cluster_id.into(), raft.id(), security.into(), config)?;
         let local_addr = listener.local_addr()?;
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(run(
-            listener,
-            raft,
-            cluster_id.into(),
-            config,
-            shutdown.clone(),
-        ));
+        let task = tokio::spawn(run(listener, raft, ctx, shutdown.clone()));
         Ok(TcpServer {
             local_addr,
             shutdown,
@@ -121,39 +134,83 @@ impl Drop for TcpServer {
 /// returns. The same as [`TcpServer::start`], run on the caller's task.
 ///
 /// # Errors
-/// An invalid `config`. Failures of single connections or of `accept` are logged, never returned.
+/// As [`TcpServer::start`]. Failures of single connections or of `accept` are logged, never
+/// returned.
 pub async fn serve<SM: StateMachine>(
     listener: TcpListener,
     raft: Raft<SM>,
     cluster_id: impl Into<String>,
+    security: impl Into<Security>,
     config: TcpConfig,
     shutdown: CancellationToken,
 ) -> Result<(), TcpError> {
-    config.validate()?;
-    run(listener, raft, cluster_id.into(), config, shutdown).await;
+    let ctx = ServerCtx::new(cluster_id.into(), raft.id(), security.into(), config)?;
+    run(listener, raft, ctx, shutdown).await;
     Ok(())
 }
 
+/// What every connection of a server shares.
 struct ServerCtx {
     cluster_id: String,
     node_id: NodeId,
     config: TcpConfig,
+    /// `None`: plaintext ([`Security::Insecure`]).
+    tls: Option<TlsAcceptor>,
+    /// [`TcpConfig::max_buffered_bytes`], in permits of one byte.
+    frame_budget: Arc<Semaphore>,
+    warnings: WarnLimiter,
+}
+
+impl ServerCtx {
+    fn new(
+        cluster_id: String,
+        node_id: NodeId,
+        security: Security,
+        config: TcpConfig,
+    ) -> Result<Arc<Self>, TcpError> {
+        config.validate()?;
+        let tls = match security {
+            Security::Tls(tls) => {
+                tls.check_identity(&NodeName::new(&cluster_id, node_id)?)?;
+                Some(tls.acceptor())
+            }
+            Security::Insecure => None,
+        };
+        // At most Semaphore::MAX_PERMITS (validate).
+        let frame_budget = Arc::new(Semaphore::new(config.max_buffered_bytes));
+        Ok(Arc::new(ServerCtx {
+            cluster_id,
+            node_id,
+            config,
+            tls,
+            frame_budget,
+            warnings: WarnLimiter::default(),
+        }))
+    }
 }
 
 async fn run<SM: StateMachine>(
     listener: TcpListener,
     raft: Raft<SM>,
-    cluster_id: String,
-    config: TcpConfig,
+    ctx: Arc<ServerCtx>,
     shutdown: CancellationToken,
 ) {
-    let ctx = Arc::new(ServerCtx {
-        cluster_id,
-        node_id: raft.id(),
-        config,
-    });
     let local = listener.local_addr().ok();
-    tracing::info!(node = ctx.node_id, addr = ?local, "raft TCP server listening");
+    tracing::info!(
+        node = ctx.node_id,
+        addr = ?local,
+        tls = ctx.tls.is_some(),
+        max_connections = ctx.config.max_connections,
+        "raft TCP server listening"
+    );
+    if ctx.tls.is_none() {
+        tracing::warn!(
+            node = ctx.node_id,
+            "raft TCP server without TLS (Security::Insecure): anyone who reaches it can act as a node"
+        );
+    }
+    warn_if_descriptors_are_short(ctx.config.max_connections);
+    let slots = Arc::new(Semaphore::new(ctx.config.max_connections));
     let tracker = TaskTracker::new();
     loop {
         let accepted = tokio::select! {
@@ -162,6 +219,16 @@ async fn run<SM: StateMachine>(
         };
         match accepted {
             Ok((stream, remote)) => {
+                let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+                    // Closed before any TLS work: a flood costs an accept and a close each.
+                    drop(stream);
+                    ctx.warnings.log(
+                        BadInput::ConnectionCap,
+                        "closed a new connection at once: max_connections reached",
+                        &format_args!("{remote}: {} connections open", ctx.config.max_connections),
+                    );
+                    continue;
+                };
                 let span = tracing::info_span!(
                     "raft_tcp_serve",
                     node = ctx.node_id,
@@ -173,18 +240,25 @@ async fn run<SM: StateMachine>(
                 let ctx = Arc::clone(&ctx);
                 tracker.spawn(
                     async move {
+                        let _slot = slot;
                         tokio::select! {
                             _ = token.cancelled() => {
                                 tracing::debug!("connection closed: server shutting down");
                             }
-                            end = connection(stream, raft, ctx) => end.log(),
+                            end = connection::serve(stream, raft, &ctx) => end.log(&ctx.warnings),
                         }
                     }
                     .instrument(span),
                 );
             }
             Err(e) => {
-                tracing::warn!(error = %e, "accepting a connection failed");
+                // Out of descriptors (EMFILE/ENFILE) or a connection reset while queued: nothing
+                // about it reaches the node; pause so as not to spin, then go on.
+                ctx.warnings.log(
+                    BadInput::Accept,
+                    "accepting a connection failed; pausing before the next accept",
+                    &e,
+                );
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
                     _ = tokio::time::sleep(ACCEPT_ERROR_PAUSE) => {}
@@ -198,193 +272,42 @@ async fn run<SM: StateMachine>(
     tracing::info!(node = ctx.node_id, "raft TCP server stopped");
 }
 
-/// How a connection ended.
-enum End {
-    /// The client closed it after its requests were answered.
-    Closed,
-    /// The handshake was refused.
-    Refused(String),
-    /// Bad input or a broken socket.
-    Failed(String),
-}
-
-impl End {
-    fn log(self) {
-        match self {
-            End::Closed => tracing::debug!("connection closed by the client"),
-            End::Refused(reason) => tracing::warn!(%reason, "refused a connection"),
-            End::Failed(reason) => tracing::warn!(%reason, "closed a connection"),
-        }
-    }
-}
-
-type Reader = FramedRead<tokio::net::tcp::OwnedReadHalf, LengthDelimitedCodec>;
-type Writer = FramedWrite<OwnedWriteHalf, LengthDelimitedCodec>;
-
-async fn connection<SM: StateMachine>(
-    stream: TcpStream,
-    raft: Raft<SM>,
-    ctx: Arc<ServerCtx>,
-) -> End {
-    if let Err(e) = stream.set_nodelay(true) {
-        tracing::debug!(error = %e, "could not set TCP_NODELAY");
-    }
-    let (read, write) = stream.into_split();
-    let mut reader = FramedRead::new(read, wire::codec(wire::HANDSHAKE_MAX_FRAME_LENGTH));
-    let mut writer = FramedWrite::new(write, wire::codec(ctx.config.max_frame_length));
-    if let Err(end) = handshake(&mut reader, &mut writer, &ctx).await {
-        return end;
-    }
-    reader
-        .decoder_mut()
-        .set_max_frame_length(ctx.config.max_frame_length);
-    requests(reader, writer, raft, &ctx).await
-}
-
-async fn handshake(reader: &mut Reader, writer: &mut Writer, ctx: &ServerCtx) -> Result<(), End> {
-    let first = tokio::time::timeout(ctx.config.connect_timeout, reader.next())
-        .await
-        .map_err(|_| {
-            End::Failed(format!(
-                "no handshake within {} ms",
-                ctx.config.connect_timeout.as_millis()
-            ))
-        })?;
-    let frame = match first {
-        Some(Ok(frame)) => frame,
-        Some(Err(e)) => return Err(End::Failed(format!("bad frame before the handshake: {e}"))),
-        None => return Err(End::Failed("closed before the handshake".into())),
+/// Warns if the process's file descriptor limit leaves fewer than [`SPARE_DESCRIPTORS`] beyond
+/// `max_connections`: then a connection flood could exhaust descriptors before the cap stops it,
+/// and the node could fail to open its storage files.
+fn warn_if_descriptors_are_short(max_connections: usize) {
+    let Some(limit) = descriptor_limit() else {
+        return;
     };
-    let refusal = match wire::decode_hello(&frame) {
-        Err(WireError::BadMagic) => {
-            // Not our protocol: nothing it could read.
-            return Err(End::Failed(
-                "not a raft-net-tcp client (bad magic bytes)".into(),
-            ));
-        }
-        Err(e) => format!("bad handshake: {e}"),
-        Ok(hello) => {
-            tracing::Span::current().record("peer", hello.from);
-            if hello.cluster_id != ctx.cluster_id {
-                format!(
-                    "cluster id mismatch: node {} belongs to cluster {:?}, the client (node {}) to {:?}",
-                    ctx.node_id, ctx.cluster_id, hello.from, hello.cluster_id
-                )
-            } else if hello.to != ctx.node_id {
-                format!(
-                    "wrong node: this is node {}, the client (node {}) expected node {}",
-                    ctx.node_id, hello.from, hello.to
-                )
-            } else {
-                let reply = wire::encode_hello_reply(&HelloReply::Accepted {
-                    node_id: ctx.node_id,
-                })
-                .map_err(|e| End::Failed(e.to_string()))?;
-                send_handshake_reply(writer, reply, ctx)
-                    .await
-                    .map_err(|e| {
-                        End::Failed(format!("sending the handshake answer failed: {e}"))
-                    })?;
-                tracing::debug!("connection accepted");
-                return Ok(());
-            }
-        }
-    };
-    if let Ok(reply) = wire::encode_hello_reply(&HelloReply::Refused {
-        reason: refusal.clone(),
-    }) {
-        // Best effort: the connection is closed either way.
-        let _ = send_handshake_reply(writer, reply, ctx).await;
-    }
-    Err(End::Refused(refusal))
-}
-
-async fn send_handshake_reply(
-    writer: &mut Writer,
-    reply: bytes::Bytes,
-    ctx: &ServerCtx,
-) -> io::Result<()> {
-    tokio::time::timeout(ctx.config.connect_timeout, writer.send(reply))
-        .await
-        .unwrap_or_else(|_| Err(io::Error::new(io::ErrorKind::TimedOut, "timed out")))
-}
-
-async fn requests<SM: StateMachine>(
-    mut reader: Reader,
-    mut writer: Writer,
-    raft: Raft<SM>,
-    ctx: &ServerCtx,
-) -> End {
-    let max_in_flight = ctx.config.max_in_flight_per_connection;
-    let mut in_flight = FuturesUnordered::new();
-    let mut reading = true;
-    loop {
-        if !reading && in_flight.is_empty() {
-            return End::Closed;
-        }
-        tokio::select! {
-            done = in_flight.next(), if !in_flight.is_empty() => {
-                let Some(first) = done else { continue };
-                if let Err(e) = write_responses(&mut writer, first, &mut in_flight).await {
-                    return End::Failed(e);
-                }
-            }
-            frame = reader.next(), if reading && in_flight.len() < max_in_flight => match frame {
-                // The client is done sending: answer what is in flight, then close.
-                None => reading = false,
-                Some(Err(e)) => return End::Failed(format!("bad frame: {e}")),
-                Some(Ok(bytes)) => match wire::decode::<RequestFrame<SM::Command>>(&bytes) {
-                    Ok(frame) => in_flight.push(handle(raft.clone(), frame)),
-                    Err(e) => return End::Failed(format!("bad request: {e}")),
-                },
-            },
-            else => return End::Closed,
-        }
+    let needed = (max_connections as u64).saturating_add(SPARE_DESCRIPTORS);
+    if limit < needed {
+        tracing::warn!(
+            descriptor_limit = limit,
+            max_connections,
+            "the file descriptor limit leaves fewer than {SPARE_DESCRIPTORS} descriptors beyond \
+             max_connections: lower max_connections or raise the limit (ulimit -n)"
+        );
     }
 }
 
-/// Writes `first` and every other response already done, then flushes once.
-async fn write_responses<F>(
-    writer: &mut Writer,
-    first: ResponseFrame,
-    in_flight: &mut FuturesUnordered<F>,
-) -> Result<(), String>
-where
-    F: std::future::Future<Output = ResponseFrame>,
-{
-    let mut next = Some(first);
-    while let Some(response) = next.take() {
-        let bytes = wire::encode(&response).map_err(|e| e.to_string())?;
-        writer
-            .feed(bytes)
-            .await
-            .map_err(|e| format!("write failed: {e}"))?;
-        if let Some(Some(more)) = in_flight.next().now_or_never() {
-            next = Some(more);
-        }
+/// The process's soft limit on open file descriptors, if known.
+#[cfg(unix)]
+fn descriptor_limit() -> Option<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes the struct it is given, which lives for the call.
+    let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
+    if rc != 0 || limit.rlim_cur == libc::RLIM_INFINITY {
+        return None;
     }
-    SinkExt::<bytes::Bytes>::flush(writer)
-        .await
-        .map_err(|e| format!("write failed: {e}"))
+    // rlim_t is u64 on Linux, but not everywhere.
+    #[allow(clippy::unnecessary_cast)]
+    Some(limit.rlim_cur as u64)
 }
 
-async fn handle<SM: StateMachine>(
-    raft: Raft<SM>,
-    frame: RequestFrame<SM::Command>,
-) -> ResponseFrame {
-    let answer = match frame.request {
-        Request::AppendEntries(r) => raft.append_entries(r).await.map(Response::AppendEntries),
-        Request::Vote(r) => raft.vote(r).await.map(Response::Vote),
-        Request::InstallSnapshot(r) => raft
-            .install_snapshot(r)
-            .await
-            .map(Response::InstallSnapshot),
-    };
-    let body = match answer {
-        Ok(response) => ResponseBody::Ok(response),
-        Err(e) => ResponseBody::Failed {
-            reason: e.to_string(),
-        },
-    };
-    ResponseFrame { id: frame.id, body }
+#[cfg(not(unix))]
+fn descriptor_limit() -> Option<u64> {
+    None
 }

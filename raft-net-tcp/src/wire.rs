@@ -5,7 +5,7 @@
 //! the [crate docs](crate#wire-format).
 //!
 //! Every function here takes or returns the *payload* of one frame; the 4-byte length prefix is added
-//! and checked by the codec ([`codec`]).
+//! by the codec ([`codec`]) when writing, and checked by the crate's own frame reader when reading.
 
 use bytes::Bytes;
 use raft_core::{NodeId, Request, Response};
@@ -25,6 +25,11 @@ pub const PROTOCOL_VERSION: u16 = 2;
 /// The largest frame accepted before the handshake has succeeded (64 KiB), so that a stranger cannot
 /// make the server reserve a large buffer for one announced frame.
 pub const HANDSHAKE_MAX_FRAME_LENGTH: usize = 64 * 1024;
+
+/// The largest response frame (64 KiB): a server never sends more, a client closes a connection
+/// that announces more. Responses carry a few integers, or a short reason when the node could not
+/// answer, so a client never needs to buffer much for one, whatever the server sends.
+pub const RESPONSE_MAX_FRAME_LENGTH: usize = 64 * 1024;
 
 /// The handshake a client sends as its first frame (after [`MAGIC`] and the version).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -104,9 +109,14 @@ pub enum WireError {
     Encode(String),
 }
 
-/// The codec of every frame: a 4-byte big-endian length prefix followed by that many payload bytes;
-/// a frame whose announced length is above `max_frame_length` is an error (and the connection is
-/// closed).
+/// A codec for the frame layout: a 4-byte big-endian length prefix followed by that many payload
+/// bytes; a frame whose length is above `max_frame_length` is an error.
+///
+/// This crate writes frames with it. It does not read with it: when decoding, the codec reserves
+/// the whole announced length as soon as it has read a prefix, which lets every peer make the reader
+/// set aside `max_frame_length` bytes before sending any payload. The crate's own reader grows its
+/// buffer as bytes arrive, bounds each frame's duration, and shares a byte budget between
+/// connections. Decoding with this codec is fine for a peer you trust (tests, tools).
 pub fn codec(max_frame_length: usize) -> LengthDelimitedCodec {
     LengthDelimitedCodec::builder()
         .length_field_type::<u32>()

@@ -1,5 +1,9 @@
 //! Every kind of bad input closes that one connection, and the server goes on serving: both a client
 //! connected before the bad input (its connection untouched) and a new one.
+//!
+//! These tests speak the protocol in plaintext, through `Security::Insecure`, so that they can write
+//! any byte where they like: the framing, the handshake and the decoding they exercise are the same
+//! inside TLS. `hostile.rs` covers what TLS adds (authentication, identities) and the limits.
 
 mod common;
 
@@ -10,7 +14,7 @@ use raft_core::{
     InstallSnapshotRequest, LogId, Membership, NetworkError, RaftNetwork, Request, SnapshotMeta,
 };
 use raft_net_tcp::wire::{self, Hello, HelloReply, RequestFrame, PROTOCOL_VERSION};
-use raft_net_tcp::{TcpConfig, TcpNetwork};
+use raft_net_tcp::{Security, TcpConfig, TcpNetwork};
 use serde::Serialize;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -27,11 +31,11 @@ async fn setup() -> Setup {
     init_tracing();
     let config = TcpConfig {
         max_frame_length: MAX_FRAME,
-        connect_timeout: Duration::from_millis(500),
+        handshake_timeout: Duration::from_millis(500),
         ..test_config()
     };
-    let node = lone_node(config).await;
-    let good = TcpNetwork::new(CLUSTER, 2, [(1, node.addr())], test_config()).unwrap();
+    let node = lone_node_insecure(config).await;
+    let good = network_to(node.addr(), 2, Security::Insecure);
     vote(&good, 1, 1)
         .await
         .expect("served before the bad input");
@@ -56,7 +60,7 @@ impl Setup {
             self.good.is_connected(1),
             "the earlier client's connection was disturbed"
         );
-        assert_serves(self.node.addr()).await;
+        assert_serves_with(self.node.addr(), Security::Insecure).await;
         self.node.stop().await;
     }
 
@@ -296,7 +300,7 @@ async fn deeply_nested_payload() {
 async fn silent_client_is_dropped_after_the_handshake_timeout() {
     let s = setup().await;
     let mut stream = raw_connect(s.node.addr()).await;
-    // Sends nothing; the server's connect_timeout (500 ms) closes it.
+    // Sends nothing; the server's handshake_timeout (500 ms) closes it.
     s.assert_closed_and_serving(&mut stream).await;
 }
 
@@ -328,17 +332,28 @@ async fn wrong_cluster_id_is_refused() {
     let received = s.assert_closed_and_serving(&mut stream).await;
     let reason = refusal_reason(&received);
     assert!(reason.contains("cluster id mismatch"), "{reason}");
+    assert!(
+        !reason.contains(CLUSTER),
+        "the refusal names the server's cluster id: {reason}"
+    );
 }
 
 #[tokio::test]
 async fn wrong_cluster_id_is_unreachable_for_the_client() {
     let s = setup().await;
-    let stranger =
-        TcpNetwork::<u64>::new("another-cluster", 2, [(1, s.node.addr())], test_config()).unwrap();
+    let stranger = TcpNetwork::<u64>::new(
+        "another-cluster",
+        2,
+        [(1, s.node.addr())],
+        Security::Insecure,
+        test_config(),
+    )
+    .unwrap();
     let result = vote(&stranger, 1, 1).await;
     let reason = assert_unreachable(&result);
     assert!(reason.contains("refused"), "{reason}");
     assert!(reason.contains("cluster id mismatch"), "{reason}");
+    assert!(!reason.contains(CLUSTER), "{reason}");
     assert!(!stranger.is_connected(1));
     // While backing off, the next call fails at once with the same reason.
     let again = assert_unreachable(&vote(&stranger, 1, 1).await);
@@ -367,7 +382,14 @@ async fn wrong_target_id_is_refused() {
 async fn wrong_target_id_is_unreachable_for_the_client() {
     let s = setup().await;
     // The client believes node 9 lives at node 1's address.
-    let confused = TcpNetwork::<u64>::new(CLUSTER, 2, [(9, s.node.addr())], test_config()).unwrap();
+    let confused = TcpNetwork::<u64>::new(
+        CLUSTER,
+        2,
+        [(9, s.node.addr())],
+        Security::Insecure,
+        test_config(),
+    )
+    .unwrap();
     let result = confused
         .vote(9, vote_request(1, 2))
         .await

@@ -1,83 +1,13 @@
-//! A three-node cluster over real TCP on loopback elects a leader and commits writes, and a node that
-//! was down while the others compacted their logs past it catches up through InstallSnapshot.
+//! A three-node cluster over mutual TLS on loopback elects a leader and commits writes, and a node
+//! that was down while the others compacted their logs past it catches up through InstallSnapshot.
 
 mod common;
 
-use std::time::Duration;
-
 use common::*;
-use raft_core::{ClientWriteError, Config, NodeId, SnapshotPolicy};
-use raft_storage_mem::MemStorage;
+use raft_core::{Config, SnapshotPolicy};
 
-async fn start_cluster() -> Vec<Node> {
-    start_cluster_with(Config::default()).await
-}
-
-async fn start_cluster_with(raft_config: Config) -> Vec<Node> {
-    let listeners: Vec<_> = (0..3).map(|_| loopback_listener()).collect();
-    let peers: Vec<(NodeId, std::net::SocketAddr)> = listeners
-        .iter()
-        .zip(1..)
-        .map(|(l, id)| (id, l.local_addr().unwrap()))
-        .collect();
-    let mut nodes = Vec::new();
-    for (listener, id) in listeners.into_iter().zip(1..) {
-        nodes.push(
-            start_node_with(
-                id,
-                listener,
-                peers.clone(),
-                MemStorage::new(),
-                test_config(),
-                raft_config.clone(),
-            )
-            .await,
-        );
-    }
-    for node in &nodes {
-        node.raft.initialize([1, 2, 3]).await.expect("initialize");
-    }
-    nodes
-}
-
-/// Writes `command` through whichever node leads, retrying while leadership moves. Returns whether
-/// the outcome is certain (false: an earlier attempt may also have committed).
-async fn write(nodes: &[Node], command: u64) -> bool {
-    let mut certain = true;
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "write {command} never committed"
-        );
-        let leader = nodes.iter().find(|n| n.raft.is_leader());
-        let Some(leader) = leader else {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-            continue;
-        };
-        match leader.raft.client_write(command).await {
-            Ok(_) => return certain,
-            Err(ClientWriteError::NotLeader { .. }) => {}
-            Err(ClientWriteError::OutcomeUnknown { .. }) => certain = false,
-            Err(e) => panic!("write {command}: {e}"),
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-/// Waits until every node in `nodes` has applied everything any of them knows committed.
-async fn wait_for_all_applied(nodes: &[Node]) {
-    let target = nodes
-        .iter()
-        .map(|n| n.raft.metrics().borrow().commit_index)
-        .max()
-        .unwrap();
-    wait_until("every node has applied every write", || {
-        nodes
-            .iter()
-            .all(|n| n.raft.metrics().borrow().last_applied >= target)
-    })
-    .await;
+async fn start_three(raft_config: Config) -> Vec<Node> {
+    start_cluster(3, test_config(), raft_config).await
 }
 
 /// Asserts that every node applied the same commands in the same order, and that they are the
@@ -97,7 +27,7 @@ fn assert_all_applied_the_same(nodes: &[Node], writes: u64) -> Vec<u64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_elect_a_leader_and_commit_100_writes() {
     init_tracing();
-    let nodes = start_cluster().await;
+    let nodes = start_three(Config::default()).await;
     let leader = nodes[0]
         .raft
         .wait_for_leader(PATIENCE)
@@ -137,12 +67,7 @@ async fn a_node_behind_the_compacted_log_catches_up_by_snapshot_in_many_chunks()
         snapshot_chunk_size: 64,
         ..Config::default()
     };
-    let mut nodes = start_cluster_with(raft_config.clone()).await;
-    nodes[0]
-        .raft
-        .wait_for_leader(PATIENCE)
-        .await
-        .expect("a leader is elected");
+    let mut nodes = start_three(raft_config.clone()).await;
     for i in 1..=10 {
         write(&nodes, i).await;
     }

@@ -51,8 +51,14 @@ async fn install(
 async fn a_snapshot_in_many_chunks_is_installed_through_the_server() {
     init_tracing();
     let node = lone_node(test_config()).await;
-    let network = TcpNetwork::<u64>::new(CLUSTER, LEADER, [(1, node.addr())], test_config())
-        .expect("network");
+    let network = TcpNetwork::<u64>::new(
+        CLUSTER,
+        LEADER,
+        [(1, node.addr())],
+        tls(LEADER),
+        test_config(),
+    )
+    .expect("network");
 
     let commands: Vec<u64> = (1..=500).map(|i| i * 7).collect();
     let data = encode_applied(&commands); // 4,000 bytes
@@ -115,8 +121,14 @@ async fn a_snapshot_in_many_chunks_is_installed_through_the_server() {
 async fn an_invalid_chunk_is_answered_invalid_on_a_connection_that_stays_up() {
     init_tracing();
     let node = lone_node(test_config()).await;
-    let network = TcpNetwork::<u64>::new(CLUSTER, LEADER, [(1, node.addr())], test_config())
-        .expect("network");
+    let network = TcpNetwork::<u64>::new(
+        CLUSTER,
+        LEADER,
+        [(1, node.addr())],
+        tls(LEADER),
+        test_config(),
+    )
+    .expect("network");
     // A snapshot ending in a term newer than the leader's own cannot exist.
     let bad = chunk(&meta(LogId::new(TERM + 1, 10)), &[1, 2, 3], 0, 3);
     let answer = install(&network, bad).await.expect("answered");
@@ -139,8 +151,8 @@ async fn an_oversized_chunk_fails_at_once_and_nothing_reaches_the_node() {
         request_timeout: Duration::from_secs(30),
         ..test_config()
     };
-    let network =
-        TcpNetwork::<u64>::new(CLUSTER, LEADER, [(1, node.addr())], config).expect("network");
+    let network = TcpNetwork::<u64>::new(CLUSTER, LEADER, [(1, node.addr())], tls(LEADER), config)
+        .expect("network");
     vote(&network, 1, 1).await.expect("served");
 
     let data = vec![0xa5; HANDSHAKE_MAX_FRAME_LENGTH + 1];

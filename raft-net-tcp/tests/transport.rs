@@ -1,5 +1,6 @@
-//! The client side against real and hand-written servers: pipelining and response matching,
-//! timeouts, broken connections, oversized requests, backoff, and reconnecting after a restart.
+//! The client side against real servers (mutual TLS) and hand-written ones (plaintext, through
+//! `Security::Insecure`): pipelining and response matching, timeouts, broken connections, oversized
+//! requests, backoff, and reconnecting after a restart.
 
 mod common;
 
@@ -15,7 +16,7 @@ use raft_core::{
     SnapshotMeta, SnapshotResult, VoteResponse,
 };
 use raft_net_tcp::wire::{self, HelloReply, RequestFrame, ResponseBody, ResponseFrame};
-use raft_net_tcp::{TcpConfig, TcpNetwork};
+use raft_net_tcp::{Security, TcpConfig, TcpNetwork};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
 
@@ -53,8 +54,14 @@ async fn read_request(reader: &mut Reader) -> RequestFrame<u64> {
     wire::decode(&bytes).unwrap()
 }
 
+/// Node 2's network to the hand-written node 1 at `addr`, which speaks plaintext.
 fn client(addr: SocketAddr, config: TcpConfig) -> TcpNetwork<u64> {
-    TcpNetwork::new(CLUSTER, 2, [(1, addr)], config).unwrap()
+    TcpNetwork::new(CLUSTER, 2, [(1, addr)], Security::Insecure, config).unwrap()
+}
+
+/// Node 2's network, with node 2's certificate, to a real node 1 at `addr`.
+fn tls_client(addr: SocketAddr, config: TcpConfig) -> TcpNetwork<u64> {
+    TcpNetwork::new(CLUSTER, 2, [(1, addr)], tls(2), config).unwrap()
 }
 
 fn heartbeat(term: u64, prev_index: u64) -> AppendEntriesRequest<u64> {
@@ -71,7 +78,7 @@ fn heartbeat(term: u64, prev_index: u64) -> AppendEntriesRequest<u64> {
 async fn concurrent_requests_to_a_real_node_get_their_own_answers() {
     init_tracing();
     let node = lone_node(test_config()).await;
-    let network = client(node.addr(), test_config());
+    let network = tls_client(node.addr(), test_config());
     const TERM: u64 = 5;
 
     let mut calls = Vec::new();
@@ -329,7 +336,7 @@ async fn an_oversized_request_fails_without_breaking_the_connection() {
         max_frame_length: wire::HANDSHAKE_MAX_FRAME_LENGTH,
         ..test_config()
     };
-    let network = client(node.addr(), config);
+    let network = tls_client(node.addr(), config);
     vote(&network, 1, 1).await.expect("served");
     let mut big = heartbeat(1, 0);
     big.entries = (1..=10_000)
@@ -435,7 +442,7 @@ async fn failed_connections_back_off() {
 
 #[tokio::test]
 async fn unknown_target_is_unreachable() {
-    let network = TcpNetwork::<u64>::new(CLUSTER, 2, [], test_config()).unwrap();
+    let network = TcpNetwork::<u64>::new(CLUSTER, 2, [], tls(2), test_config()).unwrap();
     let reason = assert_unreachable(&vote(&network, 7, 1).await);
     assert!(reason.contains("no address"), "{reason}");
 }
@@ -445,7 +452,7 @@ async fn reconnects_after_the_peer_restarts() {
     init_tracing();
     let node = lone_node(test_config()).await;
     let addr = node.addr();
-    let network = client(addr, test_config());
+    let network = tls_client(addr, test_config());
     vote(&network, 1, 1)
         .await
         .expect("served before the restart");
@@ -512,7 +519,7 @@ async fn dropping_the_network_closes_its_connections() {
 async fn a_stopped_node_behind_a_running_server_is_unreachable() {
     init_tracing();
     let node = lone_node(test_config()).await;
-    let network = client(node.addr(), test_config());
+    let network = tls_client(node.addr(), test_config());
     vote(&network, 1, 1).await.expect("served");
     node.raft.shutdown().await;
     let reason = assert_unreachable(&vote(&network, 1, 2).await);
@@ -525,7 +532,7 @@ async fn a_stopped_node_behind_a_running_server_is_unreachable() {
 async fn disconnect_all_closes_and_the_next_call_reconnects() {
     init_tracing();
     let node = lone_node(test_config()).await;
-    let network = client(node.addr(), test_config());
+    let network = tls_client(node.addr(), test_config());
     vote(&network, 1, 1).await.expect("served");
     assert!(network.is_connected(1));
     network.disconnect_all();
