@@ -5,7 +5,8 @@
 //!
 //! * [`NoopSm`]: the no-op state machine of the openraft-style workload (empty commands).
 //! * [`MemCluster`]: `MemStorage` + `raft-net-mock` (no serialization, no faults).
-//! * [`FileTcpCluster`]: `FileStorage` (fsync on, temporary directories) + `raft-net-tcp` on loopback.
+//! * [`FileTcpCluster`]: `FileStorage` (fsync on, temporary directories) + `raft-net-tcp` on loopback,
+//!   with mutual TLS (`RAFT_BENCH_TLS=0`: plaintext).
 //!
 //! The runtime is chosen with the `RAFT_BENCH_RT` environment variable: `current` (the default:
 //! tokio's current-thread runtime, which measured fastest on the 2-core bench machine, see
@@ -21,7 +22,8 @@ use raft_core::{
 };
 use raft_kv::{KvCommand, KvStateMachine};
 use raft_net_mock::Router;
-use raft_net_tcp::{TcpConfig, TcpNetwork, TcpServer};
+use raft_net_tcp::cert_gen::ClusterCa;
+use raft_net_tcp::{Security, TcpConfig, TcpNetwork, TcpServer};
 use raft_storage_file::FileStorage;
 use raft_storage_mem::MemStorage;
 
@@ -79,6 +81,22 @@ pub fn bench_config() -> Config {
 
 /// The environment variable read by [`bench_config`].
 const SNAPSHOT_AFTER_VAR: &str = "RAFT_BENCH_SNAPSHOT_AFTER";
+
+/// `RAFT_BENCH_TLS=0` runs the TCP scenarios in plaintext ([`Security::Insecure`]); by default they
+/// use mutual TLS, as `raft-kv` does.
+const TLS_VAR: &str = "RAFT_BENCH_TLS";
+
+/// Whether the TCP scenarios use mutual TLS (see [`TLS_VAR`]).
+///
+/// # Panics
+/// If `RAFT_BENCH_TLS` is set to something other than `0` or `1`.
+fn tls_enabled() -> bool {
+    match std::env::var(TLS_VAR).as_deref() {
+        Err(_) | Ok("1") => true,
+        Ok("0") => false,
+        Ok(other) => panic!("{TLS_VAR}={other}: expected 0 or 1"),
+    }
+}
 
 /// The snapshot policy a value of [`SNAPSHOT_AFTER_VAR`] asks for (`None`: unset, keep the default);
 /// panics on a value that is not a `u64`.
@@ -205,17 +223,34 @@ impl FileTcpCluster {
             .map(|(l, id)| (id, l.local_addr().expect("local addr")))
             .collect();
         let (mut nodes, mut servers, mut dirs) = (Vec::new(), Vec::new(), Vec::new());
+        let ca = tls_enabled().then(|| ClusterCa::generate("bench").expect("bench CA"));
         for (listener, id) in listeners.into_iter().zip(1..) {
+            let security = match &ca {
+                Some(ca) => Security::Tls(ca.tls_config(id).expect("bench certificate")),
+                None => Security::Insecure,
+            };
             let dir = tempfile::tempdir().expect("temp dir");
             let storage = FileStorage::<KvCommand>::open(dir.path()).expect("open storage");
-            let network = TcpNetwork::new("bench", id, peers.clone(), TcpConfig::default())
-                .expect("tcp network");
+            let network = TcpNetwork::new(
+                "bench",
+                id,
+                peers.clone(),
+                security.clone(),
+                TcpConfig::default(),
+            )
+            .expect("tcp network");
             let raft = Raft::start(id, bench_config(), storage, network, KvStateMachine::new())
                 .await
                 .expect("start node");
             servers.push(
-                TcpServer::start(listener, raft.clone(), "bench", TcpConfig::default())
-                    .expect("tcp server"),
+                TcpServer::start(
+                    listener,
+                    raft.clone(),
+                    "bench",
+                    security,
+                    TcpConfig::default(),
+                )
+                .expect("tcp server"),
             );
             nodes.push(raft);
             dirs.push(dir);

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use raft_core::{Config, NodeId, SnapshotPolicy};
+use raft_net_tcp::{Security, TlsConfig};
 
 use crate::client::{ClientError, KvClient, Reply};
 use crate::http_limits::HttpLimits;
@@ -111,6 +112,50 @@ pub struct ServeArgs {
     /// When to snapshot and compact the log.
     #[command(flatten)]
     pub snapshot: SnapshotArgs,
+    /// How peers authenticate each other.
+    #[command(flatten)]
+    pub tls: TlsArgs,
+}
+
+/// The TLS flags of `serve`. Peers authenticate each other with mutual TLS: every node's certificate
+/// is issued by the cluster CA and names the node (`node-<id>.<cluster id>.raft`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Args)]
+pub struct TlsArgs {
+    /// The cluster CA's certificate (PEM): peers must present certificates it issued.
+    #[arg(long, value_name = "FILE", requires_all = ["tls_cert", "tls_key"])]
+    pub tls_ca: Option<PathBuf>,
+    /// This node's certificate chain (PEM), naming `node-<id>.<cluster id>.raft`.
+    #[arg(long, value_name = "FILE", requires_all = ["tls_ca", "tls_key"])]
+    pub tls_cert: Option<PathBuf>,
+    /// This node's private key (PEM).
+    #[arg(long, value_name = "FILE", requires_all = ["tls_ca", "tls_cert"])]
+    pub tls_key: Option<PathBuf>,
+    /// Raft traffic in plaintext, unauthenticated: anyone who reaches the Raft port can write data.
+    /// For experiments on a machine you trust only.
+    #[arg(long, conflicts_with_all = ["tls_ca", "tls_cert", "tls_key"])]
+    pub insecure: bool,
+}
+
+impl TlsArgs {
+    /// The transport security these flags ask for.
+    ///
+    /// # Errors
+    /// Neither the three TLS files nor `--insecure` were given, or a file cannot be loaded.
+    pub fn security(&self) -> Result<Security, String> {
+        if self.insecure {
+            return Ok(Security::Insecure);
+        }
+        match (&self.tls_ca, &self.tls_cert, &self.tls_key) {
+            (Some(ca), Some(cert), Some(key)) => TlsConfig::from_pem_files(ca, cert, key)
+                .map(Security::Tls)
+                .map_err(|e| format!("cannot load the TLS files: {e}")),
+            _ => Err(
+                "serve needs --tls-ca, --tls-cert and --tls-key (`raft-kv cluster` generates \
+                      them for a local cluster), or --insecure for unauthenticated plaintext"
+                    .to_string(),
+            ),
+        }
+    }
 }
 
 /// The snapshot flags of `serve` and `cluster`. Their defaults are raft-core's ([`Config::default`]).
@@ -198,6 +243,10 @@ pub struct ClusterArgs {
     /// When each node snapshots and compacts its log (passed to every node).
     #[command(flatten)]
     pub snapshot: SnapshotArgs,
+    /// Run the nodes' Raft traffic in plaintext, unauthenticated (by default the launcher generates a
+    /// throwaway cluster CA and node certificates in DATA_DIR/tls/ and the nodes use mutual TLS).
+    #[arg(long)]
+    pub insecure: bool,
 }
 
 /// Runs the command line; returns the process's exit code.
@@ -233,6 +282,16 @@ pub fn main() -> ExitCode {
 async fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Serve(args) => {
+            let security = match args.tls.security() {
+                Ok(security) => security,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            if matches!(security, Security::Insecure) {
+                tracing::warn!("--insecure: Raft traffic is plaintext and unauthenticated");
+            }
             let cfg = NodeConfig {
                 id: args.id,
                 raft_addr: args.raft_addr,
@@ -242,6 +301,7 @@ async fn run(cli: Cli) -> ExitCode {
                 cluster_id: args.cluster_id,
                 raft: args.snapshot.apply_to(Config::default()),
                 http_limits: HttpLimits::default(),
+                security,
             };
             match serve(cfg, shutdown_signal()).await {
                 Ok(()) => ExitCode::SUCCESS,

@@ -49,9 +49,29 @@ pub async fn run_cluster(args: ClusterArgs, log: &str) -> ExitCode {
         .map(|(id, raft, http)| format!("{id}={raft}/{http}"))
         .collect::<Vec<_>>()
         .join(",");
+    let tls = if args.insecure {
+        None
+    } else {
+        let ids = specs.iter().map(|(id, _, _)| *id);
+        match crate::tls_files::generate(&args.data_dir.join("tls"), &args.cluster_id, ids) {
+            Ok(files) => Some(
+                files
+                    .into_iter()
+                    .collect::<std::collections::BTreeMap<_, _>>(),
+            ),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    };
     let mut members = Vec::new();
     for (id, raft, http) in &specs {
         let dir = args.data_dir.join(format!("node-{id}"));
+        let security: Vec<std::ffi::OsString> = match tls.as_ref().and_then(|t| t.get(id)) {
+            Some(files) => files.to_args(),
+            None => vec!["--insecure".into()],
+        };
         let child = Command::new(&exe)
             .arg("--log")
             .arg(log)
@@ -64,6 +84,7 @@ pub async fn run_cluster(args: ClusterArgs, log: &str) -> ExitCode {
             .args(["--peers", &peers])
             .args(["--cluster-id", &args.cluster_id])
             .args(args.snapshot.to_args())
+            .args(security)
             .stdin(Stdio::null())
             .kill_on_drop(true)
             .spawn();

@@ -72,6 +72,7 @@ mod launcher;
 pub mod server;
 mod state_machine;
 mod throttle;
+pub mod tls_files;
 
 pub use cluster::{Cluster, ClusterError, KvRaft};
 pub use command::{KvCommand, KvResponse};

@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 
 use raft_core::{Config, InitializeError, NodeId, Raft, StartError, StorageError};
-use raft_net_tcp::{TcpConfig, TcpError, TcpNetwork, TcpServer};
+use raft_net_tcp::{Security, TcpConfig, TcpError, TcpNetwork, TcpServer};
 use raft_storage_file::FileStorage;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -110,6 +110,8 @@ pub struct NodeConfig {
     pub raft: Config,
     /// What one HTTP client may take of the node.
     pub http_limits: HttpLimits,
+    /// How Raft peers authenticate each other (mutual TLS, or explicitly insecure plaintext).
+    pub security: Security,
 }
 
 /// Why a node could not start.
@@ -262,6 +264,7 @@ pub async fn start_node(cfg: NodeConfig) -> Result<RunningNode, ServeError> {
             .iter()
             .filter(|p| p.id != cfg.id)
             .map(|p| (p.id, p.raft_addr)),
+        cfg.security.clone(),
         tcp_config.clone(),
     )?;
     let state_machine = KvStateMachine::new();
@@ -271,6 +274,7 @@ pub async fn start_node(cfg: NodeConfig) -> Result<RunningNode, ServeError> {
         raft_listener,
         raft.clone(),
         cfg.cluster_id.clone(),
+        cfg.security.clone(),
         tcp_config,
     ) {
         Ok(tcp) => tcp,
@@ -435,6 +439,7 @@ mod tests {
             cluster_id: "raft-kv".into(),
             raft,
             http_limits: HttpLimits::default(),
+            security: Security::Insecure,
         }
     }
 

@@ -24,6 +24,8 @@ struct Node {
     raft: String,
     http: String,
     dir: PathBuf,
+    /// The `serve` flags of its TLS files.
+    tls: Vec<std::ffi::OsString>,
     child: Option<Child>,
 }
 
@@ -64,12 +66,16 @@ impl Procs {
 
     fn with_flags(root: &Path, extra: &[&str]) -> Self {
         let ports = free_ports(2 * NODES as usize);
+        // Mutual TLS, with certificates as `raft-kv cluster` makes them.
+        let tls = raft_kv::tls_files::generate(&root.join("tls"), "raft-kv", 1..=NODES)
+            .expect("test certificates");
         let nodes: Vec<Node> = (0..NODES as usize)
             .map(|i| Node {
                 id: i as u64 + 1,
                 raft: format!("127.0.0.1:{}", ports[2 * i]),
                 http: format!("127.0.0.1:{}", ports[2 * i + 1]),
                 dir: root.join(format!("node-{}", i + 1)),
+                tls: tls[i].1.to_args(),
                 child: None,
             })
             .collect();
@@ -100,6 +106,7 @@ impl Procs {
             .arg("--data-dir")
             .arg(&node.dir)
             .args(["--peers", &self.peers])
+            .args(&node.tls)
             .args(&self.extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
