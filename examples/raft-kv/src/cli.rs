@@ -15,6 +15,7 @@ use raft_core::{Config, NodeId, SnapshotPolicy};
 use raft_net_tcp::{Security, TlsConfig};
 
 use crate::client::{ClientError, KvClient, Reply};
+use crate::http_auth::{check_exposure, ApiToken};
 use crate::http_limits::HttpLimits;
 use crate::server::{parse_peers, serve, shutdown_signal, NodeConfig, PeerSpec};
 
@@ -25,6 +26,10 @@ pub struct Cli {
     /// Log level or filter for tracing on stderr (e.g. `info`, `debug`, `raft_core=debug`).
     #[arg(long, global = true, default_value = "info")]
     pub log: String,
+    /// A file holding the HTTP API's bearer token: `serve` requires it of every request; the client
+    /// commands send it.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub api_token_file: Option<PathBuf>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -130,9 +135,10 @@ pub struct TlsArgs {
     /// This node's private key (PEM).
     #[arg(long, value_name = "FILE", requires_all = ["tls_ca", "tls_cert"])]
     pub tls_key: Option<PathBuf>,
-    /// Raft traffic in plaintext, unauthenticated: anyone who reaches the Raft port can write data.
-    /// For experiments on a machine you trust only.
-    #[arg(long, conflicts_with_all = ["tls_ca", "tls_cert", "tls_key"])]
+    /// Allow what is unsafe on a network: without the TLS files, Raft traffic in plaintext and
+    /// unauthenticated (anyone who reaches the Raft port can write data); an HTTP API reachable from
+    /// other machines without `--api-token-file`. For experiments on a machine you trust only.
+    #[arg(long)]
     pub insecure: bool,
 }
 
@@ -142,13 +148,11 @@ impl TlsArgs {
     /// # Errors
     /// Neither the three TLS files nor `--insecure` were given, or a file cannot be loaded.
     pub fn security(&self) -> Result<Security, String> {
-        if self.insecure {
-            return Ok(Security::Insecure);
-        }
         match (&self.tls_ca, &self.tls_cert, &self.tls_key) {
             (Some(ca), Some(cert), Some(key)) => TlsConfig::from_pem_files(ca, cert, key)
                 .map(Security::Tls)
                 .map_err(|e| format!("cannot load the TLS files: {e}")),
+            _ if self.insecure => Ok(Security::Insecure),
             _ => Err(
                 "serve needs --tls-ca, --tls-cert and --tls-key (`raft-kv cluster` generates \
                       them for a local cluster), or --insecure for unauthenticated plaintext"
@@ -280,6 +284,26 @@ pub fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> ExitCode {
+    let token = cli
+        .api_token_file
+        .as_deref()
+        .map(ApiToken::from_file)
+        .transpose();
+    let client_token = match (&cli.command, &token) {
+        (Command::Serve(_) | Command::Cluster(_), _) => None,
+        (_, Ok(token)) => token.clone(),
+        (_, Err(e)) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let client = |addr: &str| {
+        let client = KvClient::new(addr);
+        match &client_token {
+            Some(token) => client.with_token(token.clone()),
+            None => client,
+        }
+    };
     match cli.command {
         Command::Serve(args) => {
             let security = match args.tls.security() {
@@ -292,6 +316,17 @@ async fn run(cli: Cli) -> ExitCode {
             if matches!(security, Security::Insecure) {
                 tracing::warn!("--insecure: Raft traffic is plaintext and unauthenticated");
             }
+            let api_token = match token {
+                Ok(token) => token,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            if let Err(e) = check_exposure(args.http_addr, api_token.as_ref(), args.tls.insecure) {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
             let cfg = NodeConfig {
                 id: args.id,
                 raft_addr: args.raft_addr,
@@ -302,6 +337,7 @@ async fn run(cli: Cli) -> ExitCode {
                 raft: args.snapshot.apply_to(Config::default()),
                 http_limits: HttpLimits::default(),
                 security,
+                api_token,
             };
             match serve(cfg, shutdown_signal()).await {
                 Ok(()) => ExitCode::SUCCESS,
@@ -313,7 +349,7 @@ async fn run(cli: Cli) -> ExitCode {
         }
         Command::Cluster(args) => crate::launcher::run_cluster(args, &cli.log).await,
         Command::Get { addr, local, key } => {
-            let client = KvClient::new(&addr);
+            let client = client(&addr);
             let read = if local {
                 client.get_local(&key).await
             } else {
@@ -334,7 +370,7 @@ async fn run(cli: Cli) -> ExitCode {
         }
         Command::Put { addr, key, value } => {
             let value = value.join(" ");
-            match KvClient::new(&addr).put(&key, &value).await {
+            match client(&addr).put(&key, &value).await {
                 Ok(reply) if reply.status.is_success() => {
                     println!("{}", reply.body);
                     ExitCode::SUCCESS
@@ -343,7 +379,7 @@ async fn run(cli: Cli) -> ExitCode {
                 Err(e) => transport(e),
             }
         }
-        Command::Delete { addr, key } => match KvClient::new(&addr).delete(&key).await {
+        Command::Delete { addr, key } => match client(&addr).delete(&key).await {
             Ok(reply) if reply.status.is_success() => {
                 println!("{}", reply.body);
                 ExitCode::SUCCESS
@@ -360,10 +396,7 @@ async fn run(cli: Cli) -> ExitCode {
             expected,
             key,
             new,
-        } => match KvClient::new(&addr)
-            .cas(&key, expected.as_deref(), &new)
-            .await
-        {
+        } => match client(&addr).cas(&key, expected.as_deref(), &new).await {
             Ok(reply) if reply.status.is_success() => {
                 println!("{}", reply.body);
                 ExitCode::SUCCESS
@@ -376,7 +409,7 @@ async fn run(cli: Cli) -> ExitCode {
             Ok(reply) => failed(&reply),
             Err(e) => transport(e),
         },
-        Command::Status { addr } => match KvClient::new(&addr).status().await {
+        Command::Status { addr } => match client(&addr).status().await {
             Ok(status) => {
                 println!(
                     "{}",

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use http_body_util::{BodyExt, Full};
+use hyper::header::HeaderValue;
 use hyper::{header, Method, Request, StatusCode};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
@@ -15,6 +16,7 @@ use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 
 use crate::http::{CasRequest, StatusBody};
+use crate::http_auth::ApiToken;
 
 /// How many redirects a request follows before giving up.
 pub const MAX_REDIRECTS: usize = 5;
@@ -76,6 +78,8 @@ pub struct KvClient {
     client: Client<HttpConnector, Full<Bytes>>,
     base: String,
     timeout: Duration,
+    /// `Bearer <token>`, sent with every request when set.
+    authorization: Option<HeaderValue>,
 }
 
 /// Percent-encodes a key for a path segment.
@@ -104,12 +108,19 @@ impl KvClient {
             client: Client::builder(TokioExecutor::new()).build_http(),
             base,
             timeout: Duration::from_secs(15),
+            authorization: None,
         }
     }
 
     /// Sets the timeout of each request (each hop of a redirect chain).
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
+        self
+    }
+
+    /// Sends `token` with every request (`Authorization: Bearer`), for nodes that require it.
+    pub fn with_token(mut self, token: ApiToken) -> Self {
+        self.authorization = token.header_value();
         self
     }
 
@@ -132,6 +143,9 @@ impl KvClient {
         let mut url = format!("{}{}", self.base, path);
         for _ in 0..=MAX_REDIRECTS {
             let mut builder = Request::builder().method(method.clone()).uri(&url);
+            if let Some(authorization) = &self.authorization {
+                builder = builder.header(header::AUTHORIZATION, authorization.clone());
+            }
             let payload = match &body {
                 Some((bytes, content_type)) => {
                     builder = builder.header(header::CONTENT_TYPE, *content_type);

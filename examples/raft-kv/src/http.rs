@@ -23,6 +23,7 @@
 //! | `504` | `timeout` | no answer within the server's write timeout; the outcome is unknown as well |
 //! | `400`, `415`, `422` | `bad_request` | invalid JSON or a non-UTF-8 value or key (`400`), a CAS body without `Content-Type: application/json` (`415`), JSON of the wrong shape, e.g. a missing field (`422`) |
 //! | `413` | `payload_too_large` | a body over [`MAX_BODY_BYTES`], or a command whose encoded size is over the node's `max_entry_bytes` (nothing was proposed) |
+//! | `401` | `unauthorized` | the node has an API token and the request did not carry it as `Authorization: Bearer <token>` |
 //! | `404` | `not_found` | no such key, or no such route |
 //! | `405` | `method_not_allowed` | the route does not take that method |
 //! | `408` | `request_timeout` | the body did not arrive within the server's body read timeout |
@@ -56,6 +57,7 @@ use serde_json::json;
 
 use crate::cluster::KvRaft;
 use crate::command::{KvCommand, KvResponse};
+use crate::http_auth::{self, ApiToken};
 use crate::http_error::error;
 use crate::http_limits::{self, HttpLimits, RequestGuard};
 use crate::state_machine::KvReader;
@@ -86,6 +88,8 @@ pub struct ApiState {
     pub write_timeout: Duration,
     /// What one client may take of the node (timeouts, concurrency).
     pub limits: HttpLimits,
+    /// The bearer token every request must carry, if any.
+    pub token: Option<ApiToken>,
 }
 
 impl ApiState {
@@ -97,6 +101,7 @@ impl ApiState {
             http_addrs,
             write_timeout: DEFAULT_WRITE_TIMEOUT,
             limits: HttpLimits::default(),
+            token: None,
         }
     }
 }
@@ -120,6 +125,10 @@ pub fn router(state: ApiState) -> Router {
             http_limits::guard,
         ))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn_with_state(
+            state.token.clone(),
+            http_auth::require_token,
+        ))
         .with_state(state)
 }
 

@@ -26,6 +26,7 @@ use tokio::task::JoinHandle;
 use crate::cluster::KvRaft;
 use crate::command::KvCommand;
 use crate::http::{router, ApiState};
+use crate::http_auth::ApiToken;
 use crate::http_limits::HttpLimits;
 use crate::state_machine::KvStateMachine;
 
@@ -112,6 +113,8 @@ pub struct NodeConfig {
     pub http_limits: HttpLimits,
     /// How Raft peers authenticate each other (mutual TLS, or explicitly insecure plaintext).
     pub security: Security,
+    /// The bearer token HTTP clients must present, if any.
+    pub api_token: Option<ApiToken>,
 }
 
 /// Why a node could not start.
@@ -304,6 +307,7 @@ pub async fn start_node(cfg: NodeConfig) -> Result<RunningNode, ServeError> {
         .collect();
     let mut api = ApiState::new(raft.clone(), reader, http_addrs);
     api.limits = cfg.http_limits;
+    api.token = cfg.api_token.clone();
     let app = router(api);
     let (http_stop, stop_rx) = oneshot::channel::<()>();
     let limits = cfg.http_limits;
@@ -440,6 +444,7 @@ mod tests {
             raft,
             http_limits: HttpLimits::default(),
             security: Security::Insecure,
+            api_token: None,
         }
     }
 
