@@ -1585,3 +1585,4 @@ mod budget;
 mod executor;
 mod hostile;
 mod snapshot;
+mod vote_refusal;
