@@ -98,7 +98,7 @@ pub mod testing;
 mod types;
 
 pub use config::{Config, SnapshotPolicy};
-pub use engine::{Engine, EntrySize, Output, RecoveredState, SnapshotCheck};
+pub use engine::{Engine, EntrySize, Output, RecoveredState, SnapshotCheck, VoteRefusal};
 pub use error::{
     ClientWriteError, ConfigError, InitializeError, NetworkError, StartError, StateMachineError,
     StoppedError, StorageError,

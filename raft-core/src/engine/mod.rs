@@ -35,6 +35,7 @@ pub mod testing;
 pub mod validate;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
 
 pub use progress::{Progress, ReplicationState, SnapshotTransfer};
 
@@ -244,6 +245,58 @@ struct IncomingSnapshot {
 pub struct NotLeader {
     /// The leader this node knows of, if any.
     pub leader_hint: Option<NodeId>,
+}
+
+/// Why a node refuses its vote: the first rule, in this order, that says no (see
+/// [`Engine::vote_refusal`]). `Display` says it from the voter's side.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum VoteRefusal {
+    /// The request fails [`validate::vote_request`]: no correct candidate sends it. It changes
+    /// nothing, not even the voter's term.
+    Malformed {
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The request's term is older than the voter's current term.
+    StaleTerm {
+        /// The voter's term.
+        voter_term: Term,
+    },
+    /// The voter already voted in the request's term, for another node (possibly itself, as a
+    /// candidate).
+    AlreadyVoted {
+        /// Who it voted for.
+        voted_for: NodeId,
+    },
+    /// The candidate's last log entry is older than the voter's (lower term, or same term and lower
+    /// index): the candidate could lack committed entries.
+    LogNotUpToDate {
+        /// The candidate's last log id.
+        candidate_last: LogId,
+        /// The voter's last log id.
+        voter_last: LogId,
+    },
+}
+
+impl fmt::Display for VoteRefusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            VoteRefusal::Malformed { reason } => write!(f, "malformed request ({reason})"),
+            VoteRefusal::StaleTerm { voter_term } => {
+                write!(f, "stale term (the voter is already in term {voter_term})")
+            }
+            VoteRefusal::AlreadyVoted { voted_for } => {
+                write!(f, "already voted for node {voted_for} in this term")
+            }
+            VoteRefusal::LogNotUpToDate {
+                candidate_last,
+                voter_last,
+            } => write!(
+                f,
+                "log not up to date (candidate's last entry {candidate_last} is older than the voter's {voter_last})"
+            ),
+        }
+    }
 }
 
 /// The protocol of one node. See the [module docs](self).
@@ -511,8 +564,14 @@ impl<C: Clone> Engine<C> {
 
     /// Handles a RequestVote and returns the reply. The reply may be sent only after the output taken
     /// next is persisted (it may record the vote).
+    ///
+    /// The decision is [`vote_refusal`](Self::vote_refusal)'s, taken before anything changes; then a
+    /// well-formed request of a higher term is adopted (the node becomes a follower of that term,
+    /// its vote cleared), granted or not, and a granted vote is recorded and resets the election
+    /// timer.
     pub fn handle_vote_request(&mut self, req: VoteRequest) -> VoteResponse {
-        if let Err(reason) = validate::vote_request(&req) {
+        let refusal = self.vote_refusal(&req);
+        if let Some(VoteRefusal::Malformed { reason }) = &refusal {
             tracing::error!(candidate = req.candidate_id, %reason, "malformed vote request refused");
             return VoteResponse {
                 term: self.hard_state.term,
@@ -522,13 +581,7 @@ impl<C: Clone> Engine<C> {
         if req.term > self.hard_state.term {
             self.become_follower(req.term, None);
         }
-        let term_ok = req.term == self.hard_state.term;
-        let vote_free = match self.hard_state.voted_for {
-            None => true,
-            Some(v) => v == req.candidate_id,
-        };
-        let log_ok = req.last_log_id >= self.log.last_log_id();
-        let granted = term_ok && vote_free && log_ok;
+        let granted = refusal.is_none();
         if granted {
             if self.hard_state.voted_for != Some(req.candidate_id) {
                 self.hard_state.voted_for = Some(req.candidate_id);
@@ -540,15 +593,46 @@ impl<C: Clone> Engine<C> {
             candidate = req.candidate_id,
             req_term = req.term,
             granted,
-            term_ok,
-            vote_free,
-            log_ok,
+            refusal = refusal.as_ref().map(tracing::field::display),
             "vote request"
         );
         VoteResponse {
             term: self.hard_state.term,
             vote_granted: granted,
         }
+    }
+
+    /// Why [`handle_vote_request`](Self::handle_vote_request) would refuse `req` in the current
+    /// state, or `None` if it would grant it; changes nothing. The rules, in order: a malformed
+    /// request is refused; a request of an older term is refused; a higher term is adopted first,
+    /// which clears the vote; then the vote must be free (or already this candidate's, so a
+    /// candidate that asks again gets the same answer) and the candidate's last log id at least
+    /// this node's (`LogId` orders by term, then index).
+    pub fn vote_refusal(&self, req: &VoteRequest) -> Option<VoteRefusal> {
+        if let Err(reason) = validate::vote_request(req) {
+            return Some(VoteRefusal::Malformed { reason });
+        }
+        let term = self.hard_state.term;
+        if req.term < term {
+            return Some(VoteRefusal::StaleTerm { voter_term: term });
+        }
+        // The vote in force once the request's term is adopted: none in a newer term.
+        let voted_for = if req.term > term {
+            None
+        } else {
+            self.hard_state.voted_for
+        };
+        if let Some(voted_for) = voted_for.filter(|&v| v != req.candidate_id) {
+            return Some(VoteRefusal::AlreadyVoted { voted_for });
+        }
+        let voter_last = self.log.last_log_id();
+        if req.last_log_id < voter_last {
+            return Some(VoteRefusal::LogNotUpToDate {
+                candidate_last: req.last_log_id,
+                voter_last,
+            });
+        }
+        None
     }
 
     /// Handles the answer to a RequestVote this node sent.

@@ -1586,3 +1586,4 @@ mod executor;
 mod hostile;
 mod repair;
 mod snapshot;
+mod vote_refusal;
