@@ -179,7 +179,7 @@ struct Slot {
 type Factory<S> = Box<dyn FnMut(NodeId) -> S + Send>;
 
 /// A simulated cluster: nodes `1..=n` on one [`Router`], each with an observed storage from a factory,
-/// an observed network and a [`LogStateMachine`]. See the [module docs](self).
+/// an observed network and a [`LogStateMachine`]. See the [crate docs](crate).
 ///
 /// Run it on tokio's current-thread runtime with paused time (`#[tokio::test(start_paused = true)]`):
 /// every wait is then virtual, and a run replays exactly from its seed.
@@ -548,7 +548,7 @@ impl<S: RaftStorage<u64>> Cluster<S> {
 
     // ----- faults -----
 
-    /// Crashes node `id` (see the [module docs](self#crashes)). A no-op if it is down.
+    /// Crashes node `id` (see the [crate docs](crate#crashes)). A no-op if it is down.
     pub async fn crash(&self, id: NodeId) {
         let slot = self.slots().remove(&id);
         let Some(slot) = slot else {

@@ -27,7 +27,8 @@
 //!
 //! * Time and ordinary inputs go straight to the engine through [`engine_mut`](Executor::engine_mut)
 //!   (`tick`, `propose`, `initialize`, `snapshot_built`, `handle_unreachable`, ...). The executor
-//!   has no clock: like the driver, a caller ticks the engine before handing it a request.
+//!   has no clock: like the driver, a caller moves the engine's clock with `advance_clock` before
+//!   handing it an input, and calls `tick` after the inputs of a batch.
 //! * A request from a peer goes through [`receive`](Executor::receive), which hands it to the
 //!   engine's handler and holds the reply until the next flush has made durable what the reply
 //!   acknowledges (step 5): it comes out as an [`Effect::Reply`].
@@ -57,7 +58,7 @@
 //! inside one. Requests, replies and the state machine's work come out in one ordered list, where
 //! the driver hands them to one task per peer, the caller and the apply task. Snapshot chunks are
 //! [`Config::snapshot_chunk_size`] long, as the driver reads them. What the driver adds around the
-//! engine is the caller's to do: ticking the engine before a request and when a deadline passes,
+//! engine is the caller's to do: moving the clock before an input and ticking after it,
 //! building snapshots (`Engine::snapshot_built`, with data the caller chooses), and answering
 //! client writes.
 

@@ -1,0 +1,159 @@
+//! What several test binaries of raft-core share: a volatile single-node storage, a network to
+//! nobody, and a state machine that echoes its commands.
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use raft_core::*;
+
+/// A volatile single-node storage: just enough for a node to start, commit and compact.
+#[derive(Default)]
+pub struct VecStore {
+    pub hard_state: HardState,
+    /// The last purged entry; `log` starts right after it.
+    pub base: LogId,
+    pub log: Vec<Entry<u64>>,
+    pub snapshot: Option<Snapshot>,
+}
+
+impl VecStore {
+    fn pos(&self, index: LogIndex) -> usize {
+        (index - self.base.index - 1) as usize
+    }
+}
+
+#[async_trait]
+impl RaftStorage<u64> for VecStore {
+    async fn hard_state(&mut self) -> Result<HardState, StorageError> {
+        Ok(self.hard_state)
+    }
+    async fn save_hard_state(&mut self, s: &HardState) -> Result<(), StorageError> {
+        self.hard_state = *s;
+        Ok(())
+    }
+    async fn log_state(&mut self) -> Result<LogState, StorageError> {
+        let last_log_id = self.log.last().map_or(self.base, |e| e.log_id);
+        Ok(LogState {
+            last_purged: self.base,
+            last_log_id,
+        })
+    }
+    async fn entries(&mut self, s: LogIndex, e: LogIndex) -> Result<Vec<Entry<u64>>, StorageError> {
+        Ok(self.log[self.pos(s)..self.pos(e)].to_vec())
+    }
+    async fn append(&mut self, e: &[Entry<u64>]) -> Result<(), StorageError> {
+        self.log.extend_from_slice(e);
+        Ok(())
+    }
+    async fn truncate(&mut self, from: LogIndex) -> Result<(), StorageError> {
+        let keep = self.pos(from);
+        self.log.truncate(keep);
+        Ok(())
+    }
+    async fn purge(&mut self, upto: LogIndex) -> Result<(), StorageError> {
+        if upto > self.base.index {
+            let n = self.pos(upto) + 1;
+            self.base = self.log[n - 1].log_id;
+            self.log.drain(..n);
+        }
+        Ok(())
+    }
+    async fn install_snapshot(&mut self, snapshot: Snapshot) -> Result<(), StorageError> {
+        // Single node: snapshots are always built locally, inside the log.
+        self.snapshot = Some(snapshot);
+        Ok(())
+    }
+    async fn snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
+        Ok(self.snapshot.clone())
+    }
+}
+
+pub struct NoPeers;
+
+#[async_trait]
+impl RaftNetwork<u64> for NoPeers {
+    async fn append_entries(
+        &self,
+        target: NodeId,
+        _: AppendEntriesRequest<u64>,
+    ) -> Result<AppendEntriesResponse, NetworkError> {
+        Err(NetworkError::Timeout { target })
+    }
+    async fn vote(&self, target: NodeId, _: VoteRequest) -> Result<VoteResponse, NetworkError> {
+        Err(NetworkError::Timeout { target })
+    }
+    async fn install_snapshot(
+        &self,
+        target: NodeId,
+        _: InstallSnapshotRequest,
+    ) -> Result<InstallSnapshotResponse, NetworkError> {
+        Err(NetworkError::Timeout { target })
+    }
+}
+
+/// Answers each command with itself. Its snapshot build waits for `release` (if set), so a test can
+/// hold a build in progress.
+#[derive(Default)]
+pub struct Echo {
+    pub release: Option<std::sync::Arc<tokio::sync::Notify>>,
+    /// What `last_applied` reports (a state machine that keeps its state across restarts).
+    pub holds: Option<LogId>,
+    /// The snapshots restored, by last log id.
+    pub restored: std::sync::Arc<std::sync::Mutex<Vec<LogId>>>,
+}
+
+#[async_trait]
+impl StateMachine for Echo {
+    type Command = u64;
+    type Response = u64;
+    async fn last_applied(&mut self) -> Result<Option<LogId>, StateMachineError> {
+        Ok(self.holds)
+    }
+    async fn apply(&mut self, entries: &[Entry<u64>]) -> Result<Vec<u64>, StateMachineError> {
+        Ok(entries
+            .iter()
+            .map(|e| match e.payload {
+                EntryPayload::Command(n) => n,
+                _ => 0,
+            })
+            .collect())
+    }
+    async fn snapshot(&mut self) -> Result<Vec<u8>, StateMachineError> {
+        Ok(Vec::new())
+    }
+    async fn restore(&mut self, meta: &SnapshotMeta, _: &[u8]) -> Result<(), StateMachineError> {
+        self.restored.lock().unwrap().push(meta.last_log_id);
+        Ok(())
+    }
+    async fn begin_snapshot(&mut self) -> Result<SnapshotBuild, StateMachineError> {
+        let release = self.release.clone();
+        Ok(Box::pin(async move {
+            if let Some(r) = release {
+                r.notified().await;
+            }
+            Ok(Vec::new())
+        }))
+    }
+}
+
+pub async fn single_node_leader() -> Raft<Echo> {
+    leader_with(Echo::default()).await
+}
+
+pub async fn leader_with(sm: Echo) -> Raft<Echo> {
+    let config = Config {
+        snapshot_policy: SnapshotPolicy::Never,
+        snapshot_keep_entries: 2,
+        ..Config::default()
+    };
+    let raft = Raft::start(1, config, VecStore::default(), NoPeers, sm)
+        .await
+        .expect("start");
+    raft.initialize([1]).await.expect("initialize");
+    raft.wait_for_leader(Duration::from_secs(2))
+        .await
+        .expect("leader");
+    assert_eq!(raft.client_write(7).await.expect("write").data, 7);
+    raft
+}
