@@ -5,7 +5,7 @@ use std::str::FromStr;
 
 use raft_core::NodeId;
 
-use crate::tls::TlsError;
+use crate::tls_error::TlsError;
 
 /// The top-level label of every node name.
 const SUFFIX: &str = "raft";

@@ -213,6 +213,7 @@ mod frame;
 mod identity;
 mod server;
 mod tls;
+mod tls_error;
 mod warn_limit;
 pub mod wire;
 

@@ -8,16 +8,17 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use raft_core::{Config, NodeId, SnapshotPolicy};
+use raft_core::{Config, NodeId};
 use raft_net_tcp::{Security, TlsConfig};
 
 use crate::client::{ClientError, KvClient, Reply};
 use crate::http_auth::{check_exposure, ApiToken};
 use crate::http_limits::HttpLimits;
+use crate::launcher::ClusterArgs;
 use crate::server::{parse_peers, serve, shutdown_signal, NodeConfig, PeerSpec};
+use crate::snapshot_flags::SnapshotArgs;
 
 /// A replicated key-value store on Raft.
 #[derive(Debug, Parser)]
@@ -162,95 +163,12 @@ impl TlsArgs {
     }
 }
 
-/// The snapshot flags of `serve` and `cluster`. Their defaults are raft-core's ([`Config::default`]).
-#[derive(Clone, Debug, PartialEq, Eq, Args)]
-pub struct SnapshotArgs {
-    /// Snapshot the hash table once this many entries were applied since the last snapshot, then
-    /// compact the log; 0 = never (the log grows without bound).
-    #[arg(long, value_name = "N", default_value_t = default_snapshot_after())]
-    pub snapshot_after: u64,
-    /// Entries kept in the log before the snapshot point when compacting, so that a follower just
-    /// behind catches up from the log instead of receiving the whole snapshot.
-    #[arg(long, value_name = "N", default_value_t = Config::default().snapshot_keep_entries)]
-    pub snapshot_keep_entries: u64,
-}
-
-impl Default for SnapshotArgs {
-    fn default() -> Self {
-        SnapshotArgs {
-            snapshot_after: default_snapshot_after(),
-            snapshot_keep_entries: Config::default().snapshot_keep_entries,
-        }
-    }
-}
-
-/// raft-core's default snapshot threshold, as `--snapshot-after` spells it (0 = never).
-fn default_snapshot_after() -> u64 {
-    Config::default().snapshot_policy.threshold()
-}
-
-impl SnapshotArgs {
-    /// The snapshot policy `--snapshot-after` asks for.
-    pub fn policy(&self) -> SnapshotPolicy {
-        SnapshotPolicy::from_threshold(self.snapshot_after)
-    }
-
-    /// `base` with these snapshot settings.
-    pub fn apply_to(&self, base: Config) -> Config {
-        Config {
-            snapshot_policy: self.policy(),
-            snapshot_keep_entries: self.snapshot_keep_entries,
-            ..base
-        }
-    }
-
-    /// The same flags for a child `serve` process.
-    pub fn to_args(&self) -> Vec<String> {
-        vec![
-            "--snapshot-after".into(),
-            self.snapshot_after.to_string(),
-            "--snapshot-keep-entries".into(),
-            self.snapshot_keep_entries.to_string(),
-        ]
-    }
-}
-
 /// The value of `--peers`.
 #[derive(Clone, Debug)]
 pub struct PeerList(pub Vec<PeerSpec>);
 
 fn parse_peer_list(s: &str) -> Result<PeerList, String> {
     parse_peers(s).map(PeerList)
-}
-
-/// `raft-kv cluster`.
-#[derive(Debug, Args)]
-pub struct ClusterArgs {
-    /// How many nodes.
-    #[arg(long, default_value_t = 3)]
-    pub nodes: u64,
-    /// Parent data directory: node N uses DIR/node-N.
-    #[arg(long)]
-    pub data_dir: PathBuf,
-    /// Raft port of node 1 (node N uses base + N - 1).
-    #[arg(long, default_value_t = 7001)]
-    pub base_raft_port: u16,
-    /// HTTP port of node 1 (node N uses base + N - 1).
-    #[arg(long, default_value_t = 8001)]
-    pub base_http_port: u16,
-    /// Host to bind.
-    #[arg(long, default_value = "127.0.0.1")]
-    pub host: String,
-    /// Cluster id.
-    #[arg(long, default_value = "raft-kv")]
-    pub cluster_id: String,
-    /// When each node snapshots and compacts its log (passed to every node).
-    #[command(flatten)]
-    pub snapshot: SnapshotArgs,
-    /// Run the nodes' Raft traffic in plaintext, unauthenticated (by default the launcher generates a
-    /// throwaway cluster CA and node certificates in DATA_DIR/tls/ and the nodes use mutual TLS).
-    #[arg(long)]
-    pub insecure: bool,
 }
 
 /// Runs the command line; returns the process's exit code.
@@ -432,12 +350,10 @@ fn transport(e: ClientError) -> ExitCode {
     ExitCode::from(2)
 }
 
-/// How long the cluster launcher waits for children to stop after SIGTERM before SIGKILL.
-pub const CHILD_STOP_GRACE: Duration = Duration::from_secs(5);
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use raft_core::SnapshotPolicy;
 
     fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
         Cli::try_parse_from(args)

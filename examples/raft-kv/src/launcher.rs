@@ -4,7 +4,45 @@ use std::process::{ExitCode, Stdio};
 
 use tokio::process::{Child, Command};
 
-use crate::cli::{ClusterArgs, CHILD_STOP_GRACE};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+
+use crate::snapshot_flags::SnapshotArgs;
+
+/// How long the cluster launcher waits for children to stop after SIGTERM before SIGKILL.
+pub const CHILD_STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// `raft-kv cluster`.
+#[derive(Debug, Args)]
+pub struct ClusterArgs {
+    /// How many nodes.
+    #[arg(long, default_value_t = 3)]
+    pub nodes: u64,
+    /// Parent data directory: node N uses DIR/node-N.
+    #[arg(long)]
+    pub data_dir: PathBuf,
+    /// Raft port of node 1 (node N uses base + N - 1).
+    #[arg(long, default_value_t = 7001)]
+    pub base_raft_port: u16,
+    /// HTTP port of node 1 (node N uses base + N - 1).
+    #[arg(long, default_value_t = 8001)]
+    pub base_http_port: u16,
+    /// Host to bind.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// Cluster id.
+    #[arg(long, default_value = "raft-kv")]
+    pub cluster_id: String,
+    /// When each node snapshots and compacts its log (passed to every node).
+    #[command(flatten)]
+    pub snapshot: SnapshotArgs,
+    /// Run the nodes' Raft traffic in plaintext, unauthenticated (by default the launcher generates a
+    /// throwaway cluster CA and node certificates in DATA_DIR/tls/ and the nodes use mutual TLS).
+    #[arg(long)]
+    pub insecure: bool,
+}
 
 struct Member {
     id: u64,

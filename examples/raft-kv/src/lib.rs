@@ -71,6 +71,7 @@ pub mod http_limits;
 pub mod http_server;
 mod launcher;
 pub mod server;
+mod snapshot_flags;
 mod state_machine;
 mod throttle;
 pub mod tls_files;
