@@ -99,6 +99,17 @@ where
     /// The latest stored snapshot, if any.
     async fn snapshot(&mut self) -> Result<Option<Snapshot>, StorageError>;
 
+    /// Whether opening this storage cut entries off its log that it may have acknowledged (a damaged
+    /// end of the log it chose to cut rather than refuse). The driver asks once, at start: the node
+    /// then neither votes nor campaigns until its log holds the commit index its leader reports, so
+    /// its vote cannot help elect a leader that lacks an entry this node had helped commit.
+    ///
+    /// The default is `false`: a storage that never cuts acknowledged entries (it refuses damage
+    /// instead) need not implement it.
+    async fn lost_entries_on_open(&mut self) -> Result<bool, StorageError> {
+        Ok(false)
+    }
+
     /// Reads up to `max_len` bytes of the stored snapshot's data from byte `offset`, for sending to a
     /// follower in chunks; `Ok(None)` if the stored snapshot is not the one whose last log id is
     /// `snapshot` (it was replaced since, or there is none). An `offset` past the end gives an empty

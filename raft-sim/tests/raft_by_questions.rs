@@ -743,6 +743,7 @@ fn timeline_reasons_agree_with_the_engine_over_many_seeds() {
                             VoteRefusal::AlreadyVoted { .. } => 1,
                             VoteRefusal::LogNotUpToDate { .. } => 2,
                             VoteRefusal::Malformed { .. } => 3,
+                            VoteRefusal::CatchingUp => panic!("no timeline node loses entries"),
                         }] += 1;
                     }
                 }

@@ -64,6 +64,10 @@ pub struct RecoveredState<C> {
     pub entries: Vec<Entry<C>>,
     /// The last index the state machine already holds (entries up to it are not applied again).
     pub applied_index: LogIndex,
+    /// Storage cut entries it may have acknowledged when it opened (see
+    /// [`RaftStorage::lost_entries_on_open`](crate::RaftStorage::lost_entries_on_open)): the node
+    /// neither votes nor campaigns until its log holds its leader's commit index.
+    pub lost_entries: bool,
 }
 
 impl<C> RecoveredState<C> {
@@ -262,6 +266,10 @@ pub enum VoteRefusal {
         /// The voter's term.
         voter_term: Term,
     },
+    /// The voter lost log entries it may have acknowledged (its storage cut them when it opened) and
+    /// has not yet caught up to the commit index its leader reports: its vote could help elect a
+    /// leader that lacks a committed entry, so it gives none.
+    CatchingUp,
     /// The voter already voted in the request's term, for another node (possibly itself, as a
     /// candidate).
     AlreadyVoted {
@@ -285,6 +293,10 @@ impl fmt::Display for VoteRefusal {
             VoteRefusal::StaleTerm { voter_term } => {
                 write!(f, "stale term (the voter is already in term {voter_term})")
             }
+            VoteRefusal::CatchingUp => write!(
+                f,
+                "catching up (it lost entries it may have acknowledged; no vote until it holds what is committed)"
+            ),
             VoteRefusal::AlreadyVoted { voted_for } => {
                 write!(f, "already voted for node {voted_for} in this term")
             }
@@ -350,6 +362,9 @@ pub struct Engine<C> {
     replicate_pending: BTreeSet<NodeId>,
     /// How many times, as leader, this node found a follower missing entries it had acknowledged.
     followers_repaired: u64,
+    /// This node lost entries it may have acknowledged and has not yet caught up to its leader's
+    /// commit index: it neither votes nor campaigns.
+    catching_up: bool,
 
     out: Output<C>,
 }
@@ -398,6 +413,7 @@ impl<C: Clone> Engine<C> {
             progress: BTreeMap::new(),
             replicate_pending: BTreeSet::new(),
             followers_repaired: 0,
+            catching_up: state.lost_entries,
             out: Output::default(),
         };
         engine.refresh_membership();
@@ -491,6 +507,11 @@ impl<C: Clone> Engine<C> {
     pub fn now(&self) -> u64 {
         self.now
     }
+    /// Whether this node lost entries it may have acknowledged and has not caught up yet (it neither
+    /// votes nor campaigns meanwhile).
+    pub fn catching_up(&self) -> bool {
+        self.catching_up
+    }
     /// How many times, as leader, this node found that a follower's log had lost entries the follower
     /// had acknowledged (its disk lost them, or it was restored from an old copy), and replicated them
     /// again. Each is logged as an error: acknowledged entries should never disappear.
@@ -551,7 +572,10 @@ impl<C: Clone> Engine<C> {
             }
             Role::Follower | Role::Candidate => {
                 if self.now >= self.election_deadline {
-                    if self.membership.contains(self.id) {
+                    if self.catching_up {
+                        // It could win without holding a committed entry: wait for a leader.
+                        self.reset_election_timer();
+                    } else if self.membership.contains(self.id) {
                         self.start_election();
                     } else {
                         // Not a voter (or no membership yet): wait for a leader.
@@ -615,6 +639,9 @@ impl<C: Clone> Engine<C> {
         let term = self.hard_state.term;
         if req.term < term {
             return Some(VoteRefusal::StaleTerm { voter_term: term });
+        }
+        if self.catching_up {
+            return Some(VoteRefusal::CatchingUp);
         }
         // The vote in force once the request's term is adopted: none in a newer term.
         let voted_for = if req.term > term {
@@ -734,6 +761,13 @@ impl<C: Clone> Engine<C> {
         let new_commit = req.leader_commit.min(match_index);
         if new_commit > self.commit_index {
             self.commit_index = new_commit;
+        }
+        if self.catching_up && self.commit_index >= req.leader_commit {
+            self.catching_up = false;
+            tracing::info!(
+                commit = self.commit_index,
+                "caught up to the leader's commit index: voting again"
+            );
         }
         self.append_reply(AppendResult::Success { match_index })
     }

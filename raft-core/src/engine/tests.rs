@@ -85,6 +85,7 @@ fn engine_with(
         snapshot: None,
         entries: log_with(voters, terms),
         applied_index: 0,
+        lost_entries: false,
     };
     Engine::new(id, config, state, 0)
 }
@@ -1582,6 +1583,7 @@ fn cluster_replaces_an_isolated_leader_and_its_uncommitted_entries() {
 }
 
 mod budget;
+mod catch_up;
 mod executor;
 mod hostile;
 mod repair;

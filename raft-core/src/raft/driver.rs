@@ -164,12 +164,20 @@ where
                 entries.len()
             ))));
         }
+        let lost_entries = storage.lost_entries_on_open().await?;
+        if lost_entries {
+            tracing::warn!(
+                last = %log_state.last_log_id,
+                "storage lost entries it may have acknowledged: not voting until caught up with a leader"
+            );
+        }
         let recovered = RecoveredState {
             hard_state,
             log_base: log_state.last_purged,
             snapshot: snapshot_meta,
             entries,
             applied_index: applied,
+            lost_entries,
         };
         recovered
             .check()

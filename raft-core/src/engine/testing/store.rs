@@ -98,6 +98,7 @@ impl<C: Clone> DurableStore<C> {
             snapshot: self.snapshot.as_ref().map(|s| s.meta.clone()),
             entries: self.entries.clone(),
             applied_index,
+            lost_entries: false,
         }
     }
 

@@ -472,6 +472,7 @@ fn a_follower_that_restarts_recovers_from_its_snapshot_and_log_tail() {
         }),
         entries: vec![cmd(1, 9), cmd(1, 10), cmd(2, 11)],
         applied_index: 10,
+        lost_entries: false,
     };
     let mut e = Engine::new(3, &config, state, 0);
     assert_eq!(e.last_log_id(), LogId::new(2, 11));

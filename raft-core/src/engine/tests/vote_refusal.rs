@@ -174,6 +174,9 @@ fn the_reason_given_is_the_decision_taken_and_asking_changes_nothing() {
                                 VoteRefusal::StaleTerm { .. } => 1,
                                 VoteRefusal::AlreadyVoted { .. } => 2,
                                 VoteRefusal::LogNotUpToDate { .. } => 3,
+                                VoteRefusal::CatchingUp => {
+                                    panic!("{name}: no engine of this grid lost entries")
+                                }
                             }] += 1
                         }
                     }
