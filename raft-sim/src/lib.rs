@@ -106,6 +106,7 @@
 //! again.
 #![warn(missing_docs)]
 
+mod append_faults;
 mod cluster;
 mod history;
 mod observe;
@@ -113,6 +114,7 @@ mod state_machine;
 pub mod timeline;
 mod world;
 
+pub use append_faults::{AppendFaultStats, OldTermMajority};
 pub use cluster::{Client, Cluster, ClusterOptions, SnapshotTraffic, Violation, WriteError};
 pub use history::{Op, Outcome};
 pub use observe::{ObservedNetwork, ObservedStorage};
