@@ -13,6 +13,7 @@ use raft_storage_mem::MemStorage;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use crate::append_faults::{AppendFaultStats, AppendFaults, OldTermMajority};
 use crate::applied_state::AppliedState;
 use crate::history::{Op, Outcome};
 use crate::observe::{ObservedNetwork, ObservedStorage};
@@ -64,6 +65,15 @@ pub struct ClusterOptions {
     /// middle of the driver's work (between persisting and sending, say), which exercises the
     /// driver's ordering rules.
     pub storage_latency: Duration,
+    /// The probability (0 to 1; 0 by default) that an AppendEntries carrying entries leaves with them
+    /// cut to a random shorter prefix, possibly none: a leader's older entries then reach followers
+    /// without its own, as in figure 8 of the Raft paper. The follower's answer names what it matches;
+    /// the next AppendEntries from that leader to that follower then fails as unreachable, so the
+    /// leader probes again from the match and sends the rest (an engine pipelining to the follower
+    /// would otherwise take the cut entries for still in flight). The draws come from an RNG of their
+    /// own, used only while the probability is above zero, so a cluster without truncation replays as
+    /// it always did. Changed while the cluster runs with [`Cluster::set_append_truncation`].
+    pub append_truncation: f64,
     /// The command that replays a failing run, printed with every failure. `{seed}` is replaced by
     /// the seed. Defaults to the simulation test's.
     pub replay: String,
@@ -80,6 +90,7 @@ impl ClusterOptions {
             attempt_timeout: Duration::from_secs(2),
             write_deadline: Duration::from_secs(5),
             storage_latency: Duration::ZERO,
+            append_truncation: 0.0,
             replay: "SEED={seed} cargo test -p raft-sim --test simulation -- --nocapture"
                 .to_string(),
         }
@@ -94,6 +105,13 @@ impl ClusterOptions {
     /// Sets the virtual time every storage write takes.
     pub fn storage_latency(mut self, latency: Duration) -> Self {
         self.storage_latency = latency;
+        self
+    }
+
+    /// Sets the probability that an AppendEntries is truncated (see
+    /// [`append_truncation`](Self::append_truncation)).
+    pub fn append_truncation(mut self, prob: f64) -> Self {
+        self.append_truncation = prob;
         self
     }
 
@@ -188,6 +206,7 @@ pub struct Cluster<S> {
     ids: Vec<NodeId>,
     router: Router<LogStateMachine>,
     world: Shared,
+    append_faults: Arc<AppendFaults>,
     factory: Mutex<Factory<S>>,
     nodes: Mutex<BTreeMap<NodeId, Slot>>,
 }
@@ -237,6 +256,11 @@ impl<S: RaftStorage<u64>> Cluster<S> {
         let cluster = Cluster {
             router: Router::new(opts.seed),
             world: Arc::new(Mutex::new(world)),
+            append_faults: Arc::new(AppendFaults::new(
+                opts.nodes,
+                opts.seed,
+                opts.append_truncation,
+            )),
             factory: Mutex::new(Box::new(open)),
             nodes: Mutex::new(BTreeMap::new()),
             ids,
@@ -285,6 +309,7 @@ impl<S: RaftStorage<u64>> Cluster<S> {
             id,
             Arc::clone(&self.world),
             power.clone(),
+            Arc::clone(&self.append_faults),
         );
         let state_machine = LogStateMachine::new(id, incarnation, Arc::clone(&self.world));
         let mut config = self.opts.config.clone();
@@ -558,6 +583,39 @@ impl<S: RaftStorage<u64>> Cluster<S> {
         self.router.unregister(id);
         slot.raft.shutdown().await;
         lock(&self.world).on_crash(id);
+    }
+
+    /// Sets the probability that an AppendEntries is truncated from now on (see
+    /// [`ClusterOptions::append_truncation`]); 0 stops truncating.
+    pub fn set_append_truncation(&self, prob: f64) {
+        self.append_faults.set_truncation(prob);
+    }
+
+    /// Counters of the AppendEntries faults: truncations, and old-term majorities seen.
+    pub fn append_fault_stats(&self) -> AppendFaultStats {
+        self.append_faults.stats()
+    }
+
+    /// Every moment so far at which a leader learned that a majority holds an entry of an older term
+    /// without any of its own (see [`wait_old_term_majority`](Self::wait_old_term_majority)), in order.
+    pub fn old_term_majorities(&self) -> Vec<OldTermMajority> {
+        self.append_faults.majorities()
+    }
+
+    /// Waits (up to `timeout`) for the next moment a leader learns that a majority, itself included,
+    /// holds an entry of an older term while the followers counted hold nothing of its own term, and
+    /// returns it; `None` if none comes in time. This is the moment of figure 8 of the Raft paper: a
+    /// fault schedule crashes or isolates that leader right after (immediately, or once it had time to
+    /// commit and apply), and the followers may then elect a leader whose log lacks the entry.
+    ///
+    /// The waiter wakes at the virtual instant the answer reaches the leader's network, before the
+    /// leader's engine handles it.
+    pub async fn wait_old_term_majority(&self, timeout: Duration) -> Option<OldTermMajority> {
+        let mut next = self.append_faults.subscribe();
+        match tokio::time::timeout(timeout, next.changed()).await {
+            Ok(Ok(())) => *next.borrow_and_update(),
+            _ => None,
+        }
     }
 
     /// Restarts node `id` from its durable storage, with a new state machine. A no-op if it runs.

@@ -119,6 +119,7 @@
 //! again.
 #![warn(missing_docs)]
 
+mod append_faults;
 mod applied_state;
 mod chain;
 mod cluster;
@@ -137,6 +138,7 @@ mod trace;
 mod values;
 mod world;
 
+pub use append_faults::{AppendFaultStats, OldTermMajority};
 pub use applied_state::{AppliedState, RECENT_COMMANDS};
 pub use cluster::{Client, Cluster, ClusterOptions, SnapshotTraffic, Violation, WriteError};
 pub use history::{Op, Outcome};

@@ -11,6 +11,7 @@ use raft_core::{
     VoteRequest, VoteResponse,
 };
 
+use crate::append_faults::{AppendFaults, SentAppend};
 use crate::world::{lock, Shared};
 use crate::LogStateMachine;
 use raft_net_mock::MockNetwork;
@@ -196,11 +197,17 @@ impl<S: RaftStorage<u64>> ObservedStorage<S> {
 /// installed, are durable on it by the time the answer arrives), and which goes silent when the node
 /// crashes. It counts InstallSnapshot requests and answers per `(leader, follower)` in
 /// [`HarnessStats`](crate::HarnessStats).
+///
+/// It also applies the cluster's AppendEntries faults (a request may leave with its entries cut to a
+/// shorter prefix) and reports every answer to them, for the old-term majority signal (see
+/// [`ClusterOptions::append_truncation`](crate::ClusterOptions::append_truncation) and
+/// [`Cluster::wait_old_term_majority`](crate::Cluster::wait_old_term_majority)).
 pub struct ObservedNetwork {
     inner: MockNetwork<LogStateMachine>,
     node: NodeId,
     world: Shared,
     power: PowerSwitch,
+    append_faults: Arc<AppendFaults>,
 }
 
 impl std::fmt::Debug for ObservedNetwork {
@@ -217,12 +224,14 @@ impl ObservedNetwork {
         node: NodeId,
         world: Shared,
         power: PowerSwitch,
+        append_faults: Arc<AppendFaults>,
     ) -> Self {
         ObservedNetwork {
             inner,
             node,
             world,
             power,
+            append_faults,
         }
     }
 
@@ -243,19 +252,30 @@ impl RaftNetwork<u64> for ObservedNetwork {
     async fn append_entries(
         &self,
         target: NodeId,
-        request: AppendEntriesRequest<u64>,
+        mut request: AppendEntriesRequest<u64>,
     ) -> Result<AppendEntriesResponse, NetworkError> {
         self.check_power(target)?;
+        if self.append_faults.take_broken(self.node, target) {
+            return Err(NetworkError::Unreachable {
+                target,
+                reason: "link broken after a truncated AppendEntries (simulated)".into(),
+            });
+        }
         let term = request.term;
+        let truncated = self.append_faults.maybe_truncate(&mut request.entries);
         // Keep only the ids: the request itself moves into the call.
-        let sent: Vec<raft_core::LogId> = request.entries.iter().map(|e| e.log_id).collect();
+        let sent = SentAppend::of(&request);
         *lock(&self.world)
             .stats
             .entries_sent
             .entry((self.node, target))
-            .or_default() += sent.len() as u64;
+            .or_default() += sent.entries().len() as u64;
         let response = self.inner.append_entries(target, request).await?;
         self.check_power(target)?;
+        if response.term == term {
+            self.append_faults
+                .on_answer(self.node, target, &sent, truncated, &response.result);
+        }
         let mut w = lock(&self.world);
         w.stats.append_responses += 1;
         if !matches!(response.result, AppendResult::Success { .. }) {
@@ -274,7 +294,7 @@ impl RaftNetwork<u64> for ObservedNetwork {
                     .or_default() += 1;
             }
             AppendResult::Success { match_index } if response.term == term => {
-                w.on_entries_acknowledged(self.node, target, term, &sent, match_index);
+                w.on_entries_acknowledged(self.node, target, term, sent.entries(), match_index);
             }
             _ => {}
         }
