@@ -259,6 +259,8 @@
 mod crash_points;
 mod faults;
 mod format;
+mod report;
+mod scan;
 mod snapshot_file;
 mod store;
 
@@ -273,7 +275,9 @@ use raft_core::{
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-pub use format::FrameDamage;
+pub use report::{
+    CutEntries, LogBehindSnapshot, RecoveryReport, TailDamage, TornTail, MIN_RECORD_BYTES,
+};
 use store::Store;
 
 /// When the storage calls `fsync`.
@@ -332,52 +336,6 @@ impl Options {
     /// The configured segment size in bytes.
     pub fn segment_size_bytes(&self) -> u64 {
         self.segment_size
-    }
-}
-
-/// A torn write that [`FileStorage::open`] cut off the end of the log.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TornTail {
-    /// The segment file (always the last one).
-    pub segment: PathBuf,
-    /// The byte offset of the first damaged record: the file's new length.
-    pub offset: u64,
-    /// How many bytes were cut.
-    pub discarded_bytes: u64,
-    /// What was wrong with the first damaged record.
-    pub damage: FrameDamage,
-}
-
-/// What [`FileStorage::open`] found and did to recover; everything empty after a clean shutdown.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct RecoveryReport {
-    /// The directory held no storage: it was created.
-    pub initialized: bool,
-    /// A torn write cut off the end of the log.
-    pub torn_tail: Option<TornTail>,
-    /// Temporary files of interrupted writes, deleted.
-    pub removed_temp_files: Vec<PathBuf>,
-    /// Segments an interrupted purge had left, deleted.
-    pub removed_purged_segments: Vec<PathBuf>,
-    /// Segments past the newest one recorded in `log_meta`, deleted: left by an interrupted
-    /// truncation, or created by an append that a crash stopped before it wrote anything.
-    pub removed_unreferenced_segments: Vec<PathBuf>,
-    /// An interrupted truncation, completed: entries from this index on were deleted.
-    pub completed_truncation: Option<LogIndex>,
-    /// An interrupted `install_snapshot` that discards the log, completed: the log now starts after
-    /// this id.
-    pub completed_snapshot_install: Option<LogId>,
-}
-
-impl RecoveryReport {
-    /// Whether the open found the directory exactly as a clean shutdown leaves it.
-    pub fn is_clean(&self) -> bool {
-        self.torn_tail.is_none()
-            && self.removed_temp_files.is_empty()
-            && self.removed_purged_segments.is_empty()
-            && self.removed_unreferenced_segments.is_empty()
-            && self.completed_truncation.is_none()
-            && self.completed_snapshot_install.is_none()
     }
 }
 
@@ -443,12 +401,48 @@ impl<C> FileStorage<C> {
         &self.dir
     }
 
-    /// What opening the storage found and repaired.
+    /// What opening the storage found and repaired; see [`RecoveryReport`], and
+    /// [`RecoveryReport::cut_entries`] for whether the open cut anything that held an entry.
     pub fn recovery_report(&self) -> RecoveryReport {
         match self.store.lock() {
             Ok(s) => s.report().clone(),
             Err(p) => p.into_inner().report().clone(),
         }
+    }
+
+    /// Closes the storage, recording a clean shutdown (see the
+    /// [crate docs](crate#clean-shutdown)), and releases the directory lock. Dropping the storage
+    /// does the same, but can only log a failure; this reports it, and does the writing on tokio's
+    /// blocking pool rather than in the dropping thread.
+    ///
+    /// # Errors
+    /// If an earlier write failed half-way (the storage had stopped), or if recording the clean
+    /// shutdown fails: then no clean shutdown is recorded, and the next open recovers as after a
+    /// crash (nothing is lost by that). The lock is released either way.
+    pub async fn close(self) -> Result<(), StorageError> {
+        let store = Arc::clone(&self.store);
+        let task = tokio::task::spawn_blocking(move || lock_store(&store)?.close());
+        match task.await {
+            Ok(r) => r,
+            Err(e) => Err(StorageError::Other(
+                format!("closing the storage did not complete: {e}").into(),
+            )),
+        }
+    }
+
+    /// If the log ends before the stored snapshot's last entry (reported by the open as
+    /// [`RecoveryReport::log_behind_snapshot`]), discards the whole log and makes that entry the
+    /// purge point, durably, so the next `append` goes on right after the snapshot; returns that
+    /// entry's id. Otherwise does nothing and returns `None`.
+    ///
+    /// All or nothing: `log_meta` (the new purge point) is the commit point; the segments, which
+    /// then hold only purged entries, are deleted afterwards (by the next open, if a crash comes
+    /// first).
+    ///
+    /// # Errors
+    /// [`StorageError::Io`] if a file system step fails (the storage then stops).
+    pub async fn reset_log_to_snapshot(&mut self) -> Result<Option<LogId>, StorageError> {
+        self.blocking(|s| s.reset_log_to_snapshot()).await
     }
 
     fn store(&self) -> Result<MutexGuard<'_, Store>, StorageError> {
@@ -481,12 +475,19 @@ impl<C> FileStorage<C> {
 impl<C> Drop for FileStorage<C> {
     fn drop(&mut self) {
         // Waits for an operation still running on the blocking pool (its caller's future was
-        // dropped), then releases the directory lock, so the directory can be reopened at once.
-        let mut s = match self.store.lock() {
-            Ok(s) => s,
-            Err(p) => p.into_inner(),
-        };
-        s.close();
+        // dropped), records a clean shutdown if the storage is healthy, then releases the directory
+        // lock, so the directory can be reopened at once. A store poisoned by a panic records
+        // nothing: what it was doing may be half-done.
+        match self.store.lock() {
+            Ok(mut s) => {
+                if let Err(e) = s.close() {
+                    tracing::warn!(dir = %self.dir.display(), error = %e,
+                        "the storage closed without recording a clean shutdown; the next open \
+                         recovers as after a crash");
+                }
+            }
+            Err(p) => p.into_inner().release(),
+        }
     }
 }
 
