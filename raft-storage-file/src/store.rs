@@ -144,7 +144,7 @@ impl StoredFiles {
 /// the store holds.)
 #[derive(Debug)]
 struct Interrupted {
-    /// A torn write at the end of the last segment, to cut off.
+    /// An incomplete batch at the end of the last segment, to cut off.
     torn_tail: Option<TornTail>,
     /// An `install_snapshot` that discards the log, committed (its snapshot file is in place) but
     /// not finished: the log is to be discarded up to this id.
@@ -253,17 +253,20 @@ impl Store {
     }
 
     /// Checks `files` and everything they refer to, and loads them: the hard state, the log
-    /// metadata, the snapshot and every segment (see the crate docs on recovery, steps 2 to 4).
+    /// metadata, the clean shutdown record, the snapshot and every segment (see the crate docs on
+    /// recovery, steps 2 to 4).
     /// Changes nothing on disk: segments are opened for writing but not written. Returns what a
     /// crash left unfinished, for [`Store::complete_interrupted`].
     ///
     /// # Errors
     /// [`StorageError::Corrupted`], naming the file (and byte offset where there is one), if the
     /// hard state is missing, if the log metadata is missing while segments or a snapshot exist, if
-    /// a file is damaged in a way a crash cannot explain (anything but a torn tail at the end of the
-    /// last segment), or if the segments that matter are not one contiguous run from the purge point
-    /// to the newest segment the metadata names (not checked while a discard of the whole log is
-    /// pending: it deletes every segment); [`StorageError::Io`] if a file cannot be read.
+    /// a file is damaged in a way a crash cannot explain (anything but an incomplete last batch at
+    /// the end of the last segment, and that only without a clean shutdown), if the segments that
+    /// matter are not one contiguous run from the purge point to the newest segment the metadata
+    /// names (not checked while a discard of the whole log is pending: it deletes every segment), or
+    /// if the log does not end where a clean shutdown recorded it; [`StorageError::Io`] if a file
+    /// cannot be read.
     fn read_and_check(&mut self, files: StoredFiles) -> Result<Interrupted, StorageError> {
         let hs_path = self.dir.join(HARD_STATE_FILE);
         let meta_path = self.dir.join(LOG_META_FILE);
@@ -384,10 +387,12 @@ impl Store {
     /// completes a truncation recorded in the log metadata, then clears the record; deletes the
     /// segments past the newest one the metadata names (unless the log was just discarded) and the
     /// segments all of whose entries are purged; and rewrites the log metadata if it is missing or
-    /// names another newest segment than the one left.
+    /// names another newest segment than the one left. Then it reports a log that ends before the
+    /// snapshot, and removes the clean shutdown record if there was one (crate docs, step 6).
     ///
     /// What it may change on disk: the end of the last segment (cut at the torn tail, or at a
-    /// recorded truncation), the set of segment files (only those deletions), and the log metadata.
+    /// recorded truncation), the set of segment files (only those deletions), the log metadata, and
+    /// the clean shutdown record (removed).
     /// It never deletes a record that an append acknowledged, and a crash part-way through leaves a
     /// directory from which the next open reaches the same state.
     ///
@@ -457,8 +462,8 @@ impl Store {
                 last_log_id = %last_log_id,
                 snapshot = %snapshot,
                 "the log ends at entry {last_log_id}, before the stored snapshot's last entry \
-                 {snapshot}: entries were lost from the end of the log after they were written \
-                 (the snapshot covers them)"
+                 {snapshot}: entries the snapshot covers are missing from the end of the log (a \
+                 node never truncates them, so they were lost after they were written)"
             );
             self.report.log_behind_snapshot = Some(LogBehindSnapshot {
                 last_log_id,

@@ -517,7 +517,7 @@ async fn a_crash_during_any_append_keeps_every_acknowledged_entry() {
             let mut bytes = full[..keep].to_vec();
             if rng.below(2) == 0 && keep > old_len {
                 // The file size reached the disk but the last bytes did not: they read as zeros.
-                // (Zeros in the middle with a later record intact is the reordered-writeback case,
+                // (Zeros in the middle with the trailer on disk is the reordered-writeback case,
                 // refused by design: see the crate docs.)
                 let from = old_len + rng.below((keep - old_len) as u64) as usize;
                 bytes[from..].iter_mut().for_each(|b| *b = 0);
