@@ -435,6 +435,32 @@ fn append_starting_a_segment() {
     );
 }
 
+#[test]
+fn reset_log_to_snapshot_behind_it() {
+    // A snapshot at 2-14 inside the log, then the log truncated below it (the storage API allows
+    // it; with the driver, entries lost from the end of the log leave the same state).
+    let run = crash_at_every_step(
+        "reset_log_to_snapshot of log 1..=9 behind snapshot 2-14",
+        |s| {
+            base_log(s);
+            s.install_snapshot(snapshot(2, 14, 300)).unwrap();
+            s.truncate(10).unwrap();
+            assert_eq!(s.log_state().last_log_id.index, 9);
+        },
+        &[&|s| s.reset_log_to_snapshot().map(|_| ())],
+    );
+    assert_eq!(run.after().log, vec![]);
+    let at = LogId::new(2, 14);
+    assert_eq!(
+        run.after().log_state,
+        LogState {
+            last_purged: at,
+            last_log_id: at
+        }
+    );
+    assert_eq!(count(&run.steps, "unlink"), 2, "{:?}", run.steps);
+}
+
 /// The steps the seam sees, named: proof that every kind of step of an install that discards the
 /// log is a crash point above.
 #[test]

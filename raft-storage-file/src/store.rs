@@ -1747,5 +1747,27 @@ mod tests {
         assert!(s
             .append(&encode_batch(next, &[entry(1, next)]).unwrap())
             .is_err());
+        // Closing it records no clean shutdown: the next open checks the log as after a crash.
+        let e = s.close().unwrap_err();
+        assert!(e.to_string().contains("no clean shutdown"), "{e}");
+        assert!(!dir.path().join(CLEAN_FILE).exists());
+        let s = reopen(dir.path());
+        assert!(!s.report().clean_shutdown);
+    }
+
+    #[test]
+    fn a_clean_close_is_recorded_and_removed_by_the_next_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = store_with(dir.path(), 5);
+        s.close().unwrap();
+        s.close().unwrap(); // again: nothing more
+        assert!(dir.path().join(CLEAN_FILE).exists());
+        let mut s = reopen(dir.path());
+        assert!(s.report().clean_shutdown);
+        assert!(!dir.path().join(CLEAN_FILE).exists(), "removed at open");
+        assert_eq!(log(&mut s).len(), 5);
+        s.release();
+        let s = reopen(dir.path());
+        assert!(!s.report().clean_shutdown);
     }
 }
