@@ -523,15 +523,16 @@ impl<C> FileStorage<C> {
     }
 
     /// Closes the storage, recording a clean shutdown (see the
-    /// [crate docs](crate#clean-shutdown)), and releases the directory lock. Dropping the storage
-    /// does the same, but can only log a failure; this reports it, and does the writing on tokio's
-    /// blocking pool rather than in the dropping thread.
+    /// [crate docs](crate#clean-shutdown)), and releases the directory lock; every later call fails.
+    /// Waits for an operation still running on the blocking pool first. Dropping the storage does
+    /// the same, but can only log a failure; this reports it, and does the writing on tokio's
+    /// blocking pool rather than in the dropping thread. Closing a closed storage does nothing.
     ///
     /// # Errors
     /// If an earlier write failed half-way (the storage had stopped), or if recording the clean
     /// shutdown fails: then no clean shutdown is recorded, and the next open recovers as after a
     /// crash (nothing is lost by that). The lock is released either way.
-    pub async fn close(self) -> Result<(), StorageError> {
+    pub async fn close(&mut self) -> Result<(), StorageError> {
         let store = Arc::clone(&self.store);
         let task = tokio::task::spawn_blocking(move || lock_store(&store)?.close());
         match task.await {
