@@ -77,7 +77,7 @@ fn read_state(s: &mut Store) -> State {
 /// the fsync steps are taken (and cut) as in production.
 fn opts() -> Options {
     Options::default()
-        .segment_size(60)
+        .segment_size(120)
         .fsync(FsyncPolicy::Always)
 }
 
@@ -123,8 +123,14 @@ fn copy_tree(from: &Path, to: &Path) {
     }
 }
 
+/// Closes a healthy store cleanly (it records a clean shutdown).
 fn close(mut s: Store) {
-    s.close();
+    s.close().expect("a clean close");
+}
+
+/// Releases a store as the death of its process would: no clean shutdown is recorded.
+fn crash(mut s: Store) {
+    s.release();
 }
 
 /// One storage call of an operation under test.
@@ -198,7 +204,7 @@ fn crash_at_every_step(name: &str, setup: impl FnOnce(&mut Store), calls: &[Call
             .try_for_each(|call| call(&mut s))
             .expect_err(&what);
         assert!(e.to_string().contains("injected crash"), "{what}: {e}");
-        close(s);
+        crash(s);
 
         // Recovery, uninterrupted.
         let recovered = {
@@ -222,7 +228,8 @@ fn crash_at_every_step(name: &str, setup: impl FnOnce(&mut Store), calls: &[Call
             let dir = copy_dir(crashed.path());
             match Store::open_with_faults(dir.path(), opts(), Faults::crash_after(j)) {
                 Ok(s) => {
-                    close(s);
+                    // Its faults would crash the close too.
+                    crash(s);
                     break;
                 }
                 Err(e) => {
@@ -357,11 +364,58 @@ fn purge_of_the_whole_log() {
 }
 
 #[test]
-fn truncate_across_segments() {
+fn truncate_across_segments_inside_a_batch() {
+    // Entry 6 is inside the batch of entries 1..=8: cutting the file there would leave that batch
+    // incomplete, so a truncation record is appended after it instead.
     let run = crash_at_every_step("truncate(6) of log 1..=20", base_log, &[&|s| s.truncate(6)]);
     assert_eq!(run.after().log.len(), 5);
     assert!(count(&run.steps, "unlink") >= 3, "{:?}", run.steps);
+    assert_eq!(count(&run.steps, "truncate"), 0, "{:?}", run.steps);
+    assert_eq!(
+        count(&run.steps, "write 00000000000000000001.log"),
+        1,
+        "{:?}",
+        run.steps
+    );
+}
+
+#[test]
+fn truncate_across_segments_at_a_batch_boundary() {
+    // Entries 9..=20 are one batch each: the file is cut where entry 12's batch starts.
+    let run = crash_at_every_step(
+        "truncate(12) of log 1..=20",
+        base_log,
+        &[&|s| s.truncate(12)],
+    );
+    assert_eq!(run.after().log.len(), 11);
+    assert!(count(&run.steps, "unlink") >= 2, "{:?}", run.steps);
     assert_eq!(count(&run.steps, "truncate"), 1, "{:?}", run.steps);
+}
+
+#[test]
+fn truncate_inside_a_batch_of_the_last_segment_then_append() {
+    // A truncation record in the last segment, then the entries that replace the deleted ones,
+    // after it in the same segment: each call all or nothing.
+    let run = crash_at_every_step(
+        "truncate(23) inside the batch 21..=25, then append 23..=24",
+        |s| {
+            base_log(s);
+            append(s, 2, 21, 5);
+        },
+        &[&|s| s.truncate(23), &|s| {
+            s.append(&encode_batch(23, &[entry(3, 23), entry(3, 24)]).unwrap())
+        }],
+    );
+    let log = &run.after().log;
+    assert_eq!(log.len(), 24);
+    assert_eq!(log[21..], [entry(2, 22), entry(3, 23), entry(3, 24)]);
+    assert_eq!(count(&run.steps, "truncate"), 0, "{:?}", run.steps);
+    assert_eq!(
+        count(&run.steps, "write 00000000000000000021.log"),
+        1,
+        "the truncation record: {:?}",
+        run.steps
+    );
 }
 
 #[test]
@@ -379,6 +433,32 @@ fn append_starting_a_segment() {
         "{:?}",
         run.steps
     );
+}
+
+#[test]
+fn reset_log_to_snapshot_behind_it() {
+    // A snapshot at 2-14 inside the log, then the log truncated below it (the storage API allows
+    // it; with the driver, entries lost from the end of the log leave the same state).
+    let run = crash_at_every_step(
+        "reset_log_to_snapshot of log 1..=9 behind snapshot 2-14",
+        |s| {
+            base_log(s);
+            s.install_snapshot(snapshot(2, 14, 300)).unwrap();
+            s.truncate(10).unwrap();
+            assert_eq!(s.log_state().last_log_id.index, 9);
+        },
+        &[&|s| s.reset_log_to_snapshot().map(|_| ())],
+    );
+    assert_eq!(run.after().log, vec![]);
+    let at = LogId::new(2, 14);
+    assert_eq!(
+        run.after().log_state,
+        LogState {
+            last_purged: at,
+            last_log_id: at
+        }
+    );
+    assert_eq!(count(&run.steps, "unlink"), 2, "{:?}", run.steps);
 }
 
 /// The steps the seam sees, named: proof that every kind of step of an install that discards the

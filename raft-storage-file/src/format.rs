@@ -1,7 +1,9 @@
-//! The bytes on disk, written and read here and nowhere else: segment headers, record frames (a
-//! batch of entries encoded by [`encode_batch`], read back one frame at a time by [`parse_frame`] and
-//! [`decode_record`]), and the small checksummed files (hard state, log metadata, snapshot). The
-//! layout is described in the [crate docs](crate#on-disk-format).
+//! The bytes on disk, written and read here and nowhere else: segment headers, batches (a header,
+//! the record frames of the entries of one `append`, a trailer; encoded by [`encode_batch`], a
+//! truncation record by [`encode_truncation`]; read back by [`parse_batch_header`],
+//! [`trailer_state`], [`parse_frame`] and [`decode_record`]), and the small checksummed files (hard
+//! state, log metadata, clean shutdown, snapshot). The layout is described in the
+//! [crate docs](crate#on-disk-format).
 
 use std::io::{self, Read, Seek, SeekFrom};
 use std::path::Path;
@@ -12,8 +14,9 @@ use raft_core::{
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-/// The version of every file format below. A file with another version is refused.
-pub(crate) const FORMAT_VERSION: u32 = 1;
+/// The version of every file format below. A file with another version is refused (see
+/// [`version_error`]).
+pub(crate) const FORMAT_VERSION: u32 = 2;
 
 /// Length of the magic that starts every file (segments and small files).
 const MAGIC_LEN: usize = 8;
@@ -42,6 +45,28 @@ pub(crate) const HARD_STATE_MAGIC: [u8; MAGIC_LEN] = *b"raftHS\0\0";
 pub(crate) const LOG_META_MAGIC: [u8; MAGIC_LEN] = *b"raftMETA";
 /// Magic of the snapshot file.
 pub(crate) const SNAPSHOT_MAGIC: [u8; MAGIC_LEN] = *b"raftSNAP";
+/// Magic of the clean shutdown file.
+pub(crate) const CLEAN_MAGIC: [u8; MAGIC_LEN] = *b"raftCLEN";
+
+/// Magic that starts a batch header.
+const BATCH_MAGIC: [u8; 4] = *b"rBAT";
+/// Offset of the first index (u64) in a batch header.
+const BATCH_FIRST_AT: usize = 4;
+/// Offset of the entry count (u32) in a batch header.
+const BATCH_COUNT_AT: usize = BATCH_FIRST_AT + 8;
+/// Offset of the length of the records (u64) in a batch header.
+const BATCH_RECORDS_LEN_AT: usize = BATCH_COUNT_AT + 4;
+/// Offset of the CRC in a batch header, which covers the bytes before it.
+const BATCH_CRC_AT: usize = BATCH_RECORDS_LEN_AT + 8;
+/// Size of a batch header: magic, first index, entry count, records length, CRC.
+pub(crate) const BATCH_HEADER_LEN: usize = BATCH_CRC_AT + CRC_LEN;
+/// Magic that starts a batch trailer.
+const TRAILER_MAGIC: [u8; 4] = *b"rEND";
+/// Size of a batch trailer: magic, then the CRC of its batch's header (a copy of the header's last
+/// four bytes).
+pub(crate) const BATCH_TRAILER_LEN: usize = TRAILER_MAGIC.len() + CRC_LEN;
+/// The bytes a batch takes besides its records.
+pub(crate) const BATCH_OVERHEAD: usize = BATCH_HEADER_LEN + BATCH_TRAILER_LEN;
 
 /// A CRC32 (IEEE) of several slices, as if they were one.
 pub(crate) fn crc(parts: &[&[u8]]) -> u32 {
@@ -57,6 +82,19 @@ pub(crate) fn corrupted(path: &Path, offset: u64, what: impl std::fmt::Display) 
         "{} at byte offset {offset}: {what}",
         path.display()
     ))
+}
+
+/// The error for a file written in another format version than this build's: names both.
+pub(crate) fn version_error(path: &Path, version: u32) -> StorageError {
+    corrupted(
+        path,
+        VERSION_AT as u64,
+        format_args!(
+            "the file is in format version {version}, but this build reads only format version \
+             {FORMAT_VERSION} (there is no upgrade path between versions: no deployment depends on \
+             an older one)"
+        ),
+    )
 }
 
 fn u32_at(b: &[u8], at: usize) -> u32 {
@@ -107,13 +145,7 @@ pub(crate) fn parse_segment_header(path: &Path, data: &[u8]) -> Result<LogIndex,
     }
     let version = u32_at(h, VERSION_AT);
     if version != FORMAT_VERSION {
-        return Err(corrupted(
-            path,
-            VERSION_AT as u64,
-            format_args!(
-                "unsupported segment format version {version} (this build reads {FORMAT_VERSION})"
-            ),
-        ));
+        return Err(version_error(path, version));
     }
     Ok(u64_at(h, SEGMENT_FIRST_INDEX_AT))
 }
@@ -204,17 +236,18 @@ pub(crate) fn decode_record<C: DeserializeOwned>(
     Ok((id, decode_value(&record[at..])?))
 }
 
-// ----- record frames: writing -----
+// ----- batches: writing -----
 
-/// An encoded batch of entries, ready to be written with one `write`: their frames back to back,
-/// and what the store keeps in memory for each record.
+/// An encoded batch of entries, ready to be written with one `write`: its header, the entries'
+/// frames back to back, its trailer; and what the store keeps in memory for each record.
 #[derive(Debug, Default)]
 pub(crate) struct Batch {
     /// The index of the first entry.
     pub first: LogIndex,
-    /// The frames, back to back, in index order.
+    /// The whole batch: header, frames, trailer.
     pub bytes: Vec<u8>,
-    /// For each frame, in order: its payload length and its entry's term.
+    /// For each frame, in order: its payload length and its entry's term. The first frame starts
+    /// [`BATCH_HEADER_LEN`] bytes into the batch, each next one right after the previous one.
     pub records: Vec<(u32, Term)>,
 }
 
@@ -229,20 +262,52 @@ fn frame_header(len: u32, payload: &[u8]) -> [u8; FRAME_HEADER_LEN] {
     header
 }
 
-/// Encodes `entries` into one batch of frames, each record as [`push_record`] writes it.
+/// The header of a batch of `count` entries from `first` whose frames take `records_len` bytes.
+fn batch_header(first: LogIndex, count: u32, records_len: u64) -> [u8; BATCH_HEADER_LEN] {
+    let mut h = [0u8; BATCH_HEADER_LEN];
+    h[..BATCH_FIRST_AT].copy_from_slice(&BATCH_MAGIC);
+    h[BATCH_FIRST_AT..BATCH_COUNT_AT].copy_from_slice(&first.to_le_bytes());
+    h[BATCH_COUNT_AT..BATCH_RECORDS_LEN_AT].copy_from_slice(&count.to_le_bytes());
+    h[BATCH_RECORDS_LEN_AT..BATCH_CRC_AT].copy_from_slice(&records_len.to_le_bytes());
+    let c = crc(&[&h[..BATCH_CRC_AT]]);
+    h[BATCH_CRC_AT..].copy_from_slice(&c.to_le_bytes());
+    h
+}
+
+/// The trailer that ends the batch whose header's CRC is `header_crc`.
+fn batch_trailer(header_crc: u32) -> [u8; BATCH_TRAILER_LEN] {
+    let mut t = [0u8; BATCH_TRAILER_LEN];
+    t[..TRAILER_MAGIC.len()].copy_from_slice(&TRAILER_MAGIC);
+    t[TRAILER_MAGIC.len()..].copy_from_slice(&header_crc.to_le_bytes());
+    t
+}
+
+/// Encodes `entries` into one batch: a header announcing them, their frames (each record as
+/// [`push_record`] writes it), a trailer.
 ///
 /// # Errors
-/// [`StorageError::InvalidRequest`], and nothing encoded, if the entries are not consecutive from
-/// `first`, or an entry cannot be encoded, does not decode back with [`decode_record`] (its command
-/// type's `Serialize` and `Deserialize` disagree: refused before it reaches the disk, where it would
-/// fail the next open), or is over the 4 GiB a frame's length can state.
+/// [`StorageError::InvalidRequest`], and nothing encoded, if there are no entries or more than a
+/// header can count (`u32::MAX`), if the entries are not consecutive from `first`, or if an entry
+/// cannot be encoded, does not decode back with [`decode_record`] (its command type's `Serialize`
+/// and `Deserialize` disagree: refused before it reaches the disk, where it would fail the next
+/// open), or is over the 4 GiB a frame's length can state.
 pub(crate) fn encode_batch<C>(first: LogIndex, entries: &[Entry<C>]) -> Result<Batch, StorageError>
 where
     C: Serialize + DeserializeOwned,
 {
+    let count = u32::try_from(entries.len())
+        .ok()
+        .filter(|&n| n > 0)
+        .ok_or_else(|| {
+            StorageError::InvalidRequest(format!(
+                "a batch holds 1 to {} entries, not {}",
+                u32::MAX,
+                entries.len()
+            ))
+        })?;
     let mut batch = Batch {
         first,
-        bytes: Vec::new(),
+        bytes: vec![0u8; BATCH_HEADER_LEN],
         records: Vec::with_capacity(entries.len()),
     };
     for (expected, e) in (first..).zip(entries) {
@@ -277,14 +342,97 @@ where
         bytes[start..start + FRAME_HEADER_LEN].copy_from_slice(&header);
         batch.records.push((len, e.log_id.term));
     }
+    let records_len = (batch.bytes.len() - BATCH_HEADER_LEN) as u64;
+    let header = batch_header(first, count, records_len);
+    batch.bytes[..BATCH_HEADER_LEN].copy_from_slice(&header);
+    batch
+        .bytes
+        .extend_from_slice(&batch_trailer(u32_at(&header, BATCH_CRC_AT)));
     Ok(batch)
 }
 
-// ----- record frames: reading -----
+/// A truncation record: a batch of no entries whose first index is `from`, meaning "every entry at
+/// `from` and after, written before this record, is deleted". Written when a truncation falls
+/// inside a batch, where cutting the file would leave that batch incomplete.
+pub(crate) fn encode_truncation(from: LogIndex) -> Vec<u8> {
+    let header = batch_header(from, 0, 0);
+    let mut b = header.to_vec();
+    b.extend_from_slice(&batch_trailer(u32_at(&header, BATCH_CRC_AT)));
+    b
+}
+
+// ----- batches: reading -----
+
+/// A valid batch header (magic and checksum correct).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct BatchHeader {
+    /// The index of the first entry (of a truncation record: the first index deleted).
+    pub first: LogIndex,
+    /// How many entries the batch holds (0: a truncation record).
+    pub count: u32,
+    /// How many bytes its record frames take.
+    pub records_len: u64,
+    /// The header's CRC, which the trailer repeats.
+    crc: u32,
+}
+
+impl BatchHeader {
+    /// The length of the whole batch, header and trailer included; `None` if it does not fit a u64
+    /// (no file holds it).
+    pub(crate) fn batch_len(&self) -> Option<u64> {
+        self.records_len.checked_add(BATCH_OVERHEAD as u64)
+    }
+
+    /// The indexes of the entries it announces; `None` for a truncation record.
+    pub(crate) fn entries(&self) -> Option<std::ops::RangeInclusive<LogIndex>> {
+        (self.count > 0).then(|| self.first..=self.first.saturating_add(u64::from(self.count) - 1))
+    }
+}
+
+/// Reads the batch header at the start of `data` (at least [`BATCH_HEADER_LEN`] bytes); `None` if
+/// its magic or checksum is wrong.
+pub(crate) fn parse_batch_header(data: &[u8]) -> Option<BatchHeader> {
+    let h = data.get(..BATCH_HEADER_LEN)?;
+    if h[..BATCH_FIRST_AT] != BATCH_MAGIC {
+        return None;
+    }
+    let stored = u32_at(h, BATCH_CRC_AT);
+    if crc(&[&h[..BATCH_CRC_AT]]) != stored {
+        return None;
+    }
+    Some(BatchHeader {
+        first: u64_at(h, BATCH_FIRST_AT),
+        count: u32_at(h, BATCH_COUNT_AT),
+        records_len: u64_at(h, BATCH_RECORDS_LEN_AT),
+        crc: stored,
+    })
+}
+
+/// What the trailer of a batch holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum TrailerState {
+    /// The trailer of this batch: the whole batch was written.
+    Valid,
+    /// Zero bytes: the end of the batch never reached the disk.
+    Zero,
+    /// Anything else.
+    Damaged,
+}
+
+/// Checks `trailer` ([`BATCH_TRAILER_LEN`] bytes) against the header of its batch.
+pub(crate) fn trailer_state(trailer: &[u8], header: &BatchHeader) -> TrailerState {
+    if trailer == batch_trailer(header.crc) {
+        TrailerState::Valid
+    } else if trailer.iter().all(|&b| b == 0) {
+        TrailerState::Zero
+    } else {
+        TrailerState::Damaged
+    }
+}
 
 /// Why a frame could not be read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FrameDamage {
+pub(crate) enum FrameDamage {
     /// Fewer bytes than a frame header are left.
     ShortHeader,
     /// The header declares more payload bytes than are left.
@@ -296,8 +444,8 @@ pub enum FrameDamage {
 impl std::fmt::Display for FrameDamage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
-            FrameDamage::ShortHeader => "the file ends inside a record header",
-            FrameDamage::ShortPayload => "the file ends inside a record payload",
+            FrameDamage::ShortHeader => "the record ends inside its header",
+            FrameDamage::ShortPayload => "the record's length runs past its batch",
             FrameDamage::BadChecksum => "record checksum mismatch",
         })
     }
@@ -318,23 +466,6 @@ pub(crate) fn parse_frame(data: &[u8]) -> Result<&[u8], FrameDamage> {
         return Err(FrameDamage::BadChecksum);
     }
     Ok(payload)
-}
-
-/// Looks for an intact record (a frame with a valid checksum whose payload starts with an index at or
-/// above `min_index`) at any byte offset in `data[from..]`. Returns its offset.
-pub(crate) fn find_intact_record(data: &[u8], from: usize, min_index: LogIndex) -> Option<usize> {
-    let end = data.len().checked_sub(FRAME_HEADER_LEN)?;
-    (from..=end).find(|&p| {
-        let len = u32_at(data, p) as usize;
-        // Cheap rejections first: most garbage declares a length past the end of the file.
-        if len > data.len() - p - FRAME_HEADER_LEN {
-            return false;
-        }
-        match parse_frame(&data[p..]) {
-            Ok(payload) => record_log_id(payload).is_some_and(|id| id.index >= min_index),
-            Err(_) => false,
-        }
-    })
 }
 
 // ----- small checksummed files -----
@@ -393,13 +524,7 @@ fn check_small_file_head(
 fn check_small_file_version(path: &Path, head: &[u8]) -> Result<(), StorageError> {
     let version = u32_at(head, VERSION_AT);
     if version != FORMAT_VERSION {
-        return Err(corrupted(
-            path,
-            VERSION_AT as u64,
-            format_args!(
-                "unsupported format version {version} (this build reads {FORMAT_VERSION})"
-            ),
-        ));
+        return Err(version_error(path, version));
     }
     Ok(())
 }
@@ -471,6 +596,46 @@ pub(crate) fn decode_log_meta(path: &Path, data: &[u8]) -> Result<LogMeta, Stora
             path,
             SMALL_HEAD_LEN as u64,
             format_args!("cannot decode the log metadata: {e}"),
+        )
+    })
+}
+
+/// What the clean shutdown file holds: where the log ended when the storage was closed cleanly,
+/// after its last write. Every write the storage made was complete then, so the next open refuses
+/// any damage at the end of the log, and any other end than this one.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct CleanShutdown {
+    /// Term and index of the last entry of the log (the purge point if the log was empty).
+    pub last_log_term: u64,
+    pub last_log_index: u64,
+    /// The first index of the newest segment (`None`: no segment), as `log_meta` names it.
+    pub newest_segment: Option<u64>,
+    /// The length in bytes of the newest segment (0 if there is none).
+    pub newest_segment_len: u64,
+}
+
+impl CleanShutdown {
+    pub(crate) fn last_log_id(&self) -> LogId {
+        LogId::new(self.last_log_term, self.last_log_index)
+    }
+}
+
+pub(crate) fn encode_clean_shutdown(clean: &CleanShutdown) -> Vec<u8> {
+    let mut body = Vec::new();
+    encode_value(&mut body, clean).expect("encoding integers cannot fail");
+    small_file(CLEAN_MAGIC, &body)
+}
+
+pub(crate) fn decode_clean_shutdown(
+    path: &Path,
+    data: &[u8],
+) -> Result<CleanShutdown, StorageError> {
+    let body = parse_small_file(path, CLEAN_MAGIC, data)?;
+    decode_value(body).map_err(|e| {
+        corrupted(
+            path,
+            SMALL_HEAD_LEN as u64,
+            format_args!("cannot decode the clean shutdown record: {e}"),
         )
     })
 }
@@ -627,12 +792,13 @@ pub(crate) fn encode_snapshot(meta: &SnapshotMeta, discards_log: bool, data: &[u
 mod tests {
     use super::*;
 
-    /// The frame of one entry, as the store writes it.
+    /// The frame of one entry, as the store writes it inside a batch.
     fn frame<C: Serialize + DeserializeOwned>(log_id: LogId, payload: EntryPayload<C>) -> Vec<u8> {
         let batch = encode_batch(log_id.index, &[Entry { log_id, payload }]).unwrap();
-        let payload_len = batch.bytes.len() - FRAME_HEADER_LEN;
+        let frame = batch.bytes[BATCH_HEADER_LEN..batch.bytes.len() - BATCH_TRAILER_LEN].to_vec();
+        let payload_len = frame.len() - FRAME_HEADER_LEN;
         assert_eq!(batch.records, vec![(payload_len as u32, log_id.term)]);
-        batch.bytes
+        frame
     }
 
     #[test]
@@ -656,7 +822,13 @@ mod tests {
     }
 
     #[test]
-    fn a_batch_is_its_frames_back_to_back() {
+    fn the_smallest_record_is_as_documented() {
+        let f = frame(LogId::new(0, 1), EntryPayload::<u64>::Blank);
+        assert!(f.len() as u64 >= crate::MIN_RECORD_BYTES, "{}", f.len());
+    }
+
+    #[test]
+    fn a_batch_is_a_header_its_frames_and_a_trailer() {
         let entries: Vec<Entry<String>> = (5..8)
             .map(|i| Entry {
                 log_id: LogId::new(2, i),
@@ -665,7 +837,13 @@ mod tests {
             .collect();
         let batch = encode_batch(5, &entries).unwrap();
         assert_eq!(batch.first, 5);
-        let mut at = 0;
+        let header = parse_batch_header(&batch.bytes).unwrap();
+        assert_eq!((header.first, header.count), (5, 3));
+        assert_eq!(header.entries(), Some(5..=7));
+        assert_eq!(header.batch_len(), Some(batch.bytes.len() as u64));
+        let trailer = &batch.bytes[batch.bytes.len() - BATCH_TRAILER_LEN..];
+        assert_eq!(trailer_state(trailer, &header), TrailerState::Valid);
+        let mut at = BATCH_HEADER_LEN;
         for (e, &(len, term)) in entries.iter().zip(&batch.records) {
             let payload = parse_frame(&batch.bytes[at..]).unwrap();
             assert_eq!(payload.len(), len as usize);
@@ -676,25 +854,77 @@ mod tests {
             );
             at += FRAME_HEADER_LEN + payload.len();
         }
-        assert_eq!(batch.records.len(), entries.len());
-        assert_eq!(at, batch.bytes.len());
+        assert_eq!(at, BATCH_HEADER_LEN + header.records_len as usize);
+        assert_eq!(at + BATCH_TRAILER_LEN, batch.bytes.len());
 
-        // Not consecutive from `first`: refused.
+        // Every flip of a header byte is caught; a trailer is valid for its own header only.
+        for i in 0..BATCH_HEADER_LEN {
+            let mut bad = batch.bytes.clone();
+            bad[i] ^= 0x40;
+            assert_eq!(parse_batch_header(&bad), None, "flip at {i}");
+        }
+        let other = parse_batch_header(&encode_batch(5, &entries[..2]).unwrap().bytes).unwrap();
+        assert_eq!(trailer_state(trailer, &other), TrailerState::Damaged);
+        assert_eq!(
+            trailer_state(&[0; BATCH_TRAILER_LEN], &header),
+            TrailerState::Zero
+        );
+
+        // Not consecutive from `first`, or empty: refused.
         let e = encode_batch(4, &entries).unwrap_err();
         assert!(matches!(e, StorageError::InvalidRequest(_)), "{e}");
         let gap = [entries[0].clone(), entries[2].clone()];
         let e = encode_batch(5, &gap).unwrap_err();
         assert!(matches!(e, StorageError::InvalidRequest(_)), "{e}");
+        let e = encode_batch::<String>(5, &[]).unwrap_err();
+        assert!(matches!(e, StorageError::InvalidRequest(_)), "{e}");
     }
 
     #[test]
-    fn finds_intact_record_after_damage() {
-        let mut buf = vec![0xAB; 13];
-        buf.extend(frame(LogId::new(1, 9), EntryPayload::<u64>::Blank));
-        assert_eq!(find_intact_record(&buf, 0, 9), Some(13));
-        assert_eq!(find_intact_record(&buf, 0, 10), None);
-        assert_eq!(find_intact_record(&buf, 14, 0), None);
-        assert_eq!(find_intact_record(&[0u8; 3], 0, 0), None);
+    fn a_truncation_record_is_a_batch_of_no_entries() {
+        let bytes = encode_truncation(9);
+        assert_eq!(bytes.len(), BATCH_OVERHEAD);
+        let header = parse_batch_header(&bytes).unwrap();
+        assert_eq!((header.first, header.count, header.records_len), (9, 0, 0));
+        assert_eq!(header.entries(), None);
+        assert_eq!(
+            trailer_state(&bytes[BATCH_HEADER_LEN..], &header),
+            TrailerState::Valid
+        );
+    }
+
+    #[test]
+    fn clean_shutdown_round_trip_and_damage() {
+        let p = Path::new("clean");
+        let clean = CleanShutdown {
+            last_log_term: 3,
+            last_log_index: 107,
+            newest_segment: Some(90),
+            newest_segment_len: 2_000_000,
+        };
+        let bytes = encode_clean_shutdown(&clean);
+        assert_eq!(decode_clean_shutdown(p, &bytes).unwrap(), clean);
+        assert_eq!(clean.last_log_id(), LogId::new(3, 107));
+        for i in 0..bytes.len() {
+            let mut bad = bytes.clone();
+            bad[i] ^= 0x02;
+            assert!(decode_clean_shutdown(p, &bad).is_err(), "flip at {i}");
+        }
+    }
+
+    #[test]
+    fn another_format_version_is_refused_naming_both() {
+        let p = Path::new("hard_state");
+        let mut bytes = encode_hard_state(&HardState::default());
+        bytes[VERSION_AT..VERSION_AT + 4].copy_from_slice(&1u32.to_le_bytes());
+        let end = bytes.len() - CRC_LEN;
+        let c = crc(&[&bytes[..end]]);
+        bytes[end..].copy_from_slice(&c.to_le_bytes());
+        let e = decode_hard_state(p, &bytes).unwrap_err().to_string();
+        assert!(
+            e.contains("format version 1") && e.contains("format version 2"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -3,9 +3,10 @@
 //! [`FileStorage`]: a [`RaftStorage`] on a local directory, for production. The hard state is
 //! replaced atomically, the log lives in segment files of checksummed records, snapshots are replaced
 //! atomically, every mutating call returns only once its effect is on disk (one `fsync` per
-//! `append`, however many entries it carries), and opening the directory after a crash truncates a
-//! torn write at the end of the log but refuses, with an error naming the file and byte offset, any
-//! damage a crash cannot explain.
+//! `append`, however many entries it carries), and opening the directory cuts an incomplete last
+//! batch that a crash left at the end of the log (never after a clean shutdown) but refuses, with
+//! an error naming the file and byte offset, any other damage, damage inside a complete batch
+//! included.
 //!
 //! ## Quick start
 //!
@@ -44,11 +45,13 @@
 //! | method | done before it returns `Ok` | durable |
 //! |---|---|---|
 //! | `save_hard_state` | `hard_state.tmp` written and fsynced, renamed over `hard_state`, directory fsynced | the new term and vote; a crash at any point leaves the old or the new one |
-//! | `append` | all entries' records written with one `write` and one `fdatasync` (when a new segment is started first: its header written to a temporary file, fsynced, renamed, directory fsynced, then `log_meta` replaced to name it the newest segment) | every entry; a crash before the return keeps a prefix of them, never a damaged one (see recovery) |
-//! | `truncate` | the segment holding `from` cut with `ftruncate` and fsynced; when later segments go too, `log_meta` first replaced to name the new newest segment (and, if a segment is also cut, to record the truncation, cleared at the end), the segments unlinked and the directory fsynced | the truncation, all or nothing |
+//! | `append` | the entries written as one batch (header, records, trailer) with one `write` and one `fdatasync` (when a new segment is started first: its header written to a temporary file, fsynced, renamed, directory fsynced, then `log_meta` replaced to name it the newest segment) | every entry; a crash before the return keeps all of them or none (see recovery) |
+//! | `truncate` | in the segment holding `from`: if `from` starts a batch, the file cut there with `ftruncate` and fsynced; otherwise a truncation record appended with one `write` and one `fdatasync` (cutting inside a batch would leave it incomplete). When later segments go too, `log_meta` first replaced to name the new newest segment (and, if the segment holding `from` is also changed, to record the truncation, cleared at the end), the segments unlinked and the directory fsynced | the truncation, all or nothing |
 //! | `purge` | `log_meta` (the purge point) replaced atomically; then the segments it makes useless are unlinked | the new purge point; a crash before the unlinks are durable leaves segments that the next open deletes |
 //! | `install_snapshot` | nothing, if the snapshot's last index is at or below the stored snapshot's (a snapshot never moves backwards); otherwise `snapshot` replaced atomically, then, when the snapshot discards the log, every segment unlinked, the log directory fsynced, and `log_meta` replaced | the snapshot and its effect on the log, all or nothing (the snapshot file is the commit point, see recovery) |
 //! | `hard_state`, `log_state`, `entries`, `snapshot`, `snapshot_chunk` | nothing is written | |
+//! | [`FileStorage::reset_log_to_snapshot`] | nothing, unless the log ends before the stored snapshot; then `log_meta` (the snapshot's last entry as the purge point) replaced atomically, every segment unlinked, the log directory fsynced | the new purge point, all or nothing (`log_meta` is the commit point) |
+//! | [`FileStorage::close`], or dropping the storage | if no write failed: `clean` written atomically (see [clean shutdown](#clean-shutdown)); then the lock released | the record of a clean shutdown |
 //!
 //! "Atomically" means: write a temporary file, fsync it, rename it over the old one, fsync the
 //! directory. A rename is atomic, so a reader sees the old or the new file, never a mix; a checksum
@@ -71,6 +74,8 @@
 //! DIR/hard_state                    small file: HardState
 //! DIR/log_meta                      small file: last purged LogId, newest segment, truncation in progress
 //! DIR/snapshot                      small file: SnapshotMeta, "discards the log" flag, data
+//! DIR/clean                         small file: where the log ended at a clean shutdown; present
+//!                                   only from a clean close to the next open
 //! DIR/log/00000000000000000001.log  segments, named by the index of their first record (20 digits)
 //! DIR/log/00000000000000004097.log
 //! *.tmp                             a file being replaced; deleted by the next open
@@ -78,23 +83,39 @@
 //!
 //! All integers are little-endian; every checksum is CRC-32 (IEEE, via `crc32fast`).
 //!
-//! * **Small file**: magic (8 bytes: `raftHS\0\0`, `raftMETA` or `raftSNAP`), format version (u32,
-//!   1), body length (u64), body, CRC of everything before it (u32). The body of `hard_state` and
-//!   `log_meta` is the value in MessagePack (see below); the body of `snapshot` is the length of a
-//!   header (u64), the header (the `SnapshotMeta` and the "discards the log" flag, in MessagePack),
-//!   then the snapshot data as raw bytes.
-//! * **Segment**: a 24-byte header, then records back to back.
+//! * **Small file**: magic (8 bytes: `raftHS\0\0`, `raftMETA`, `raftSNAP` or `raftCLEN`), format
+//!   version (u32, 2), body length (u64), body, CRC of everything before it (u32). The body of
+//!   `hard_state`, `log_meta` and `clean` is the value in MessagePack (see below); the body of
+//!   `snapshot` is the length of a header (u64), the header (the `SnapshotMeta` and the "discards
+//!   the log" flag, in MessagePack), then the snapshot data as raw bytes. `clean` holds the log's
+//!   last entry (term and index), the newest segment's first index and its length in bytes.
+//! * **Segment**: a 24-byte header, then batches back to back.
 //!   * header: magic `raftLOG\0`, format version (u32), first index (u64, equal to the file name),
 //!     CRC of the 20 bytes before (u32). Written whole before the file gets its name.
+//!   * batch: what one `append` wrote, with one `write`: a 28-byte batch header, the records of its
+//!     entries, an 8-byte trailer.
+//!     * batch header: magic `rBAT`, first index (u64), entry count (u32), length of the records
+//!       (u64), CRC of the 24 bytes before (u32).
+//!     * trailer: magic `rEND`, then the batch header's CRC (u32). Written last, in the same
+//!       `write`: a batch whose trailer is on disk was written to its end.
+//!     * a **truncation record** is a batch of no entries (count 0, no records): "the entries from
+//!       its first index on, written before it, are deleted". `truncate` appends one when it cuts
+//!       inside a batch; the deleted records' bytes stay in the file until the segment is purged.
 //!   * record frame: payload length (u32), CRC of the length bytes and the payload (u32), payload.
 //!   * payload: the entry's term and index as unsigned LEB128 varints, then its `EntryPayload<C>`
 //!     in MessagePack. Term and index come first, outside the MessagePack value, so that recovery
 //!     reads them without decoding the command.
 //!
-//!   Records of a segment hold consecutive indexes from its first index; segments are contiguous
-//!   (each starts right after the previous one ends). A new segment is started when an append finds
-//!   the last one at or over [`Options::segment_size`] bytes; a batch is never split between
-//!   segments, so one append is one `write` to one file.
+//!   A segment's batches, truncation records applied in order, hold consecutive indexes from its
+//!   first index; segments are contiguous (each starts right after the previous one ends). A new
+//!   segment is started when an append finds the last one at or over [`Options::segment_size`]
+//!   bytes; a batch is never split between segments, so one append is one `write` to one file.
+//!   Each batch costs 36 bytes besides its records.
+//!
+//! **Versions.** This is format version 2. A file in another version is refused at open with an
+//! error naming both versions. There is no upgrade path: no deployment depends on version 1 (whose
+//! segments held records back to back, without batches, so that recovery could not tell a torn
+//! write from damage at the end of the log).
 //!
 //! In memory, the storage keeps the hard state, the purge point, the snapshot's metadata (and its
 //! file open, see [snapshots](#snapshots)), and for each record its segment, byte offset, length and
@@ -159,33 +180,78 @@
 //!
 //! 1. Temporary files (`*.tmp`) are deleted: they are writes that never reached their rename, so they
 //!    were never part of the durable state.
-//! 2. `hard_state`, `log_meta` and `snapshot` must be whole with a valid checksum (the snapshot is
-//!    checked in blocks, not read into memory, and kept open, see [snapshots](#snapshots)); a missing
-//!    `hard_state` (when anything else exists) or a damaged one is refused. Since they are only ever
-//!    replaced by rename, a crash cannot damage them: damage means the disk or someone else did.
-//! 3. Every segment is read. Its header must be valid; every record's checksum must match and each
-//!    record must hold the index that its position implies. Segments must be contiguous, and the first
-//!    must start at or before the entry after the purge point: a gap is a missing segment, refused.
-//!    The newest segment named in `log_meta` must exist: that catches a lost last segment, which
-//!    contiguity cannot. (Segments that an interrupted purge or truncation was deleting, and segments
-//!    past the newest one, are left out of these checks: unlinks need not reach the disk in the order
-//!    they were made, and step 5 deletes those segments anyway. A segment past the newest one never
-//!    holds an acknowledged record: `log_meta` names a new segment before anything is appended to it,
-//!    and a truncation names the new newest segment before it deletes anything.)
-//! 4. **The torn tail.** A crash during `append` can leave, at the end of the *last* segment, a
-//!    record cut short (the file ends inside its header or payload) or whose bytes did not all reach
-//!    the disk (checksum mismatch), possibly followed by more of the same batch or by junk. That
-//!    append never returned, so none of these records was acknowledged, and cutting the file at the
-//!    first damaged record keeps every record that an append acknowledged (an fsync covered it).
-//!    Damage is accepted as a torn tail only if **no intact record follows it**: if a record with a
-//!    valid checksum and an index at or after the damaged one's comes later, the damaged record was
-//!    written (and possibly acknowledged) before it, so this is corruption, refused. Damage in any
-//!    segment but the last is refused for the same reason: an append only writes to the last segment,
-//!    after the previous appends were fsynced. A record with a valid checksum but a wrong index, a
-//!    segment with a damaged header, or an entry that does not decode is refused too. (One crash
-//!    outcome is refused conservatively: a file system that persisted a *later* page of the final,
-//!    unacknowledged write but not an earlier one. Refusing it cannot lose an acknowledged entry; an
-//!    operator can cut the file at the reported offset.)
+//! 2. `hard_state`, `log_meta`, `snapshot` and `clean` must be whole with a valid checksum (the
+//!    snapshot is checked in blocks, not read into memory, and kept open, see
+//!    [snapshots](#snapshots)); a missing `hard_state` (when anything else exists) or a damaged one
+//!    is refused. Since they are only ever replaced by rename, a crash cannot damage them: damage
+//!    means the disk or someone else did.
+//! 3. Every segment is read, batch by batch. Its header must be valid. A batch is **complete** when
+//!    its header is valid and its trailer, at the end the header announces, is valid: the `write`
+//!    that carried it reached its last byte. Every record of a complete batch must be intact and hold
+//!    the index its position implies; any damage in it is refused. Segments must be contiguous, and
+//!    the first must start at or before the entry after the purge point: a gap is a missing segment,
+//!    refused. The newest segment named in `log_meta` must exist: that catches a lost last segment,
+//!    which contiguity cannot. (Segments that an interrupted purge or truncation was deleting, and
+//!    segments past the newest one, are left out of these checks: unlinks need not reach the disk in
+//!    the order they were made, and step 5 deletes those segments anyway. A segment past the newest
+//!    one never holds an acknowledged record: `log_meta` names a new segment before anything is
+//!    appended to it, and a truncation names the new newest segment before it deletes anything.)
+//! 4. **The end of the log: what is cut, what is refused.** What follows the last complete batch
+//!    of the last segment (the *tail*) is cut if, and only if, no clean shutdown was recorded (see
+//!    [clean shutdown](#clean-shutdown)) and the tail has one of these shapes, each a batch that is
+//!    *incomplete* (its trailer is not on disk) and the last thing in the file
+//!    ([`TailDamage`] names them):
+//!    * only zero bytes (`Zeroed`);
+//!    * fewer bytes than a batch header (`ShortHeader`);
+//!    * a batch header's worth of bytes that is not a valid header, with only zero bytes after the
+//!      header's span (`TornHeader`);
+//!    * a valid batch header, at the right index, announcing an end past the end of the file
+//!      (`ShortBatch`);
+//!    * a valid batch header, the file ending exactly at the end it announces, the trailer there
+//!      zero bytes (`MissingTrailer`).
+//!
+//!    Everything else is refused as [`StorageError::Corrupted`], naming the file and offset: damage
+//!    inside a complete batch (a record, or a trailer that is neither valid nor zero), a damaged
+//!    batch header followed by data, bytes after an incomplete batch, an incomplete batch in a
+//!    segment that is not the last, a batch or record at the wrong index, an entry that does not
+//!    decode (found when it is read), and, after a clean shutdown, any incomplete batch at all.
+//!
+//!    *Why cutting these loses nothing acknowledged.* `append` writes its whole batch with one
+//!    `write`, trailer last, and returns only after `fdatasync`; the next `append` starts after it
+//!    returned. So at most one batch, the last, is ever not yet durable, and every batch before it
+//!    is complete on disk. A crash during that last `append` leaves any part of its bytes on disk,
+//!    and the file's length anywhere up to the batch's end (the length can reach the disk before
+//!    the data, whose pages then read as zeros). Those outcomes without the trailer on disk are the
+//!    shapes above; the `append` that wrote them never returned, so nothing cut was acknowledged.
+//!    The refused shapes are what that crash cannot leave: damage in a batch whose trailer is on disk
+//!    happened after its write reached its end; nothing is written after the last batch; a header
+//!    or trailer byte that is neither what was written nor zero was changed afterwards.
+//!
+//!    *Refused although a crash can leave it* (refusing loses nothing, but an operator must cut the
+//!    file at the reported offset): a file system that wrote the trailer's page of the last,
+//!    unacknowledged batch but not an earlier page of it (pages need not reach the disk in order
+//!    before the fsync), which looks like a complete batch with damage inside; a file system that
+//!    exposes stale non-zero data in a crashed write's blocks (ext4 `data=writeback`).
+//!
+//!    *The zeroed tail is cut* (after a crash only). Zero bytes where the next batch would start
+//!    are what a file system leaves when a file's new length reached the disk and its data did not;
+//!    refusing them would stop a node that crashed on such a file system from restarting without an
+//!    operator, for the most common shape of a torn write there. No complete batch is all zeros (its
+//!    header starts with a magic), so the zeros hold nothing that could be checked. The cost: a disk
+//!    that zeroes a complete last batch (or the whole body of the last segment) after a crash leaves
+//!    the same bytes. It is cut and reported as such ([`CutEntries::AtMost`], from the next index,
+//!    as many entries as fit), so the layer above can treat those entries as possibly acknowledged.
+//!
+//!    *What no segment shows.* Complete batches lost whole from the end of the log (the file cut at
+//!    a batch boundary, or a complete last batch zeroed or its trailer zeroed) leave exactly what a
+//!    crash before, or during, those appends leaves. After a crash nothing else on disk records
+//!    where the log ended: `log_meta` names the newest segment (so a lost last segment is refused)
+//!    but is rewritten only when a segment is started, truncated away or purged, not per append
+//!    (that would cost a second fsync and rename on every append). So after a crash such a loss at a
+//!    batch boundary opens as a shorter log with nothing to report, and a zeroed or trailer-less
+//!    last batch is cut and reported. After a clean shutdown all of these are refused, since `clean`
+//!    records the newest segment's length and the last entry. A loss that takes the log below the
+//!    stored snapshot's index is reported ([`RecoveryReport::log_behind_snapshot`]).
 //! 5. Interrupted operations are completed, each from its commit point:
 //!    * `install_snapshot` that discards the log: the snapshot file records that it does. If it holds
 //!      a snapshot past the purge point (or at it with another term), the discard did not finish:
@@ -197,20 +263,64 @@
 //!      (so is an empty segment an interrupted append had just created);
 //!    * a purge: segments whose records are all at or below the purge point are deleted.
 //!
+//!
+//! 6. If the open found a clean shutdown, it removes `clean` (unlink, directory fsync) before it
+//!    returns, so before anything is written.
+//!
 //! Throughout, segments are only deleted from the end (truncation, discard) or from the start
 //! (purge), so the segments that matter stay contiguous whichever of those unlinks reached the disk
-//! before a crash. What the open did is in [`FileStorage::recovery_report`] and logged with
-//! `tracing`.
+//! before a crash.
 //!
 //! Not detected: losing the `snapshot` file entirely (nothing else refers to it); the storage then
 //! has no snapshot.
 //!
-//! **How this is tested.** Besides damaging files the way a crash or a bad disk would
-//! (`tests/crash.rs`), the crate's unit tests (`src/crash_points.rs`) cut the process at *every*
+//! ### What the report tells the layers above
+//!
+//! What the open did is in [`FileStorage::recovery_report`], and every cut is logged (`tracing`
+//! WARN) with the file, the byte range and the entries cut. A cut is in
+//! [`RecoveryReport::torn_tail`]: the file, the offset and bytes cut, its shape, and the entries it
+//! held ([`CutEntries`]: the range the batch header announced, or, without a valid header, at most
+//! as many as fit, or none). [`RecoveryReport::cut_entries`] is that range, `None` when nothing cut
+//! can have held an entry. On a disk that keeps what was fsynced, a cut entry was never acknowledged
+//! by this storage (the `append` that wrote it did not return); a disk that loses a complete last
+//! batch after a crash can make the same bytes, which is why the range is reported at all: a node
+//! that must not trust its disk that far treats it as entries it may have acknowledged.
+//! [`RecoveryReport::clean_shutdown`] says whether the previous run shut down cleanly (and so
+//! whether all of the above was checked against the recorded end of the log).
+//! [`RecoveryReport::log_behind_snapshot`] reports a log that ends before the stored snapshot's last
+//! entry: a state, not repaired by the open (the snapshot covers the missing entries);
+//! [`FileStorage::reset_log_to_snapshot`] makes the log go on after the snapshot.
+//!
+//! ## Clean shutdown
+//!
+//! Closing the storage ([`FileStorage::close`], or dropping it) records a clean shutdown if no
+//! write failed: it writes `clean` atomically after the last write. Every write before it was
+//! fsynced before it returned, so `clean` on disk says that the log files are complete; it records
+//! where the log ends: the last entry, the newest segment and its length. The next open then
+//! refuses any incomplete batch (step 4 cuts nothing) and any other end of the log than the
+//! recorded one (another newest segment, length or last entry: complete batches lost or bytes
+//! added), and removes `clean` before it returns (step 6).
+//!
+//! `clean` is removed at open rather than at the first write so that no write path needs a check of
+//! its own; an open followed by a crash before any write only means the next open checks the end of
+//! the log as after a crash, which cuts nothing that a complete write left.
+//!
+//! Not recorded: after a failed write (the storage stopped: memory and disk may disagree), or when a
+//! panic poisoned the storage's lock. A process that dies, or exits without dropping the storage,
+//! writes nothing; the next open checks the log as after a crash. With [`FsyncPolicy::Never`],
+//! `clean` is not fsynced either, and after a machine crash may be on disk when data written before
+//! it is not: the next open then refuses (safe, but an operator must act). Dropping the storage
+//! writes `clean` in the dropping thread (with fsync on: a few milliseconds, when the node stops);
+//! [`FileStorage::close`] does it on the blocking pool and returns the error if it fails.
+//!
+//! **How this is tested.** `tests/corruption.rs` is the table of damage and what `open` returns
+//! for each (after a crash and after a clean shutdown); `tests/crash.rs` damages files the way a
+//! crash or a bad disk would at every offset; and the crate's unit tests (`src/crash_points.rs`) cut the process at *every*
 //! file system step (each create, write, fsync, rename, truncate, unlink and directory fsync) of
 //! `install_snapshot` inside the log, ahead of it and conflicting with it, of `install_snapshot`
 //! followed by `purge`, of a `purge` removing several segments or all of them, of a `truncate`
-//! across segments and of an `append` that starts a segment; each cut directory must reopen to
+//! across segments (at a batch boundary and inside a batch), of a `truncate` inside a batch then an
+//! `append`, and of an `append` that starts a segment; each cut directory must reopen to
 //! exactly the state before the operation or after one of its calls (snapshot, purge point, every
 //! entry readable, nothing else lost), later cuts never to an earlier state, and a crash at every
 //! step of that recovery must reach the same state. The steps are counted by a seam compiled only
@@ -220,12 +330,14 @@
 //!
 //! ## Group commit
 //!
-//! One `append` call is one `write` of all its entries' frames and one fsync. The driver owns the
-//! storage and calls it one method at a time; it merges the proposals and entries that arrive while
-//! the previous write is in flight into its next `append`, so under load many entries share one
-//! fsync (the bench `benches/append.rs` measures batches of 1, 16 and 256). The write path is built
-//! around an encoded batch (the frames plus their lengths), so a future commit task
-//! taking several queued batches and writing them with one fsync needs no format change.
+//! One `append` call is one batch: one `write` of its header, all its entries' frames and its
+//! trailer, and one fsync. The driver owns the storage and calls it one method at a time; it merges
+//! the proposals and entries that arrive while the previous write is in flight into its next
+//! `append`, so under load many entries share one fsync (the bench `benches/append.rs` measures
+//! batches of 1, 16 and 256). A future commit task writing several queued batches with one `write`
+//! and one fsync needs no format change: a crash during that write could leave complete batches
+//! followed by an incomplete one; recovery keeps the complete ones and cuts the last (none of them
+//! was acknowledged before the fsync).
 //!
 //! ## Threads: `spawn_blocking`
 //!
@@ -259,6 +371,8 @@
 mod crash_points;
 mod faults;
 mod format;
+mod report;
+mod scan;
 mod snapshot_file;
 mod store;
 
@@ -273,7 +387,9 @@ use raft_core::{
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-pub use format::FrameDamage;
+pub use report::{
+    CutEntries, LogBehindSnapshot, RecoveryReport, TailDamage, TornTail, MIN_RECORD_BYTES,
+};
 use store::Store;
 
 /// When the storage calls `fsync`.
@@ -332,52 +448,6 @@ impl Options {
     /// The configured segment size in bytes.
     pub fn segment_size_bytes(&self) -> u64 {
         self.segment_size
-    }
-}
-
-/// A torn write that [`FileStorage::open`] cut off the end of the log.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TornTail {
-    /// The segment file (always the last one).
-    pub segment: PathBuf,
-    /// The byte offset of the first damaged record: the file's new length.
-    pub offset: u64,
-    /// How many bytes were cut.
-    pub discarded_bytes: u64,
-    /// What was wrong with the first damaged record.
-    pub damage: FrameDamage,
-}
-
-/// What [`FileStorage::open`] found and did to recover; everything empty after a clean shutdown.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct RecoveryReport {
-    /// The directory held no storage: it was created.
-    pub initialized: bool,
-    /// A torn write cut off the end of the log.
-    pub torn_tail: Option<TornTail>,
-    /// Temporary files of interrupted writes, deleted.
-    pub removed_temp_files: Vec<PathBuf>,
-    /// Segments an interrupted purge had left, deleted.
-    pub removed_purged_segments: Vec<PathBuf>,
-    /// Segments past the newest one recorded in `log_meta`, deleted: left by an interrupted
-    /// truncation, or created by an append that a crash stopped before it wrote anything.
-    pub removed_unreferenced_segments: Vec<PathBuf>,
-    /// An interrupted truncation, completed: entries from this index on were deleted.
-    pub completed_truncation: Option<LogIndex>,
-    /// An interrupted `install_snapshot` that discards the log, completed: the log now starts after
-    /// this id.
-    pub completed_snapshot_install: Option<LogId>,
-}
-
-impl RecoveryReport {
-    /// Whether the open found the directory exactly as a clean shutdown leaves it.
-    pub fn is_clean(&self) -> bool {
-        self.torn_tail.is_none()
-            && self.removed_temp_files.is_empty()
-            && self.removed_purged_segments.is_empty()
-            && self.removed_unreferenced_segments.is_empty()
-            && self.completed_truncation.is_none()
-            && self.completed_snapshot_install.is_none()
     }
 }
 
@@ -443,12 +513,49 @@ impl<C> FileStorage<C> {
         &self.dir
     }
 
-    /// What opening the storage found and repaired.
+    /// What opening the storage found and repaired; see [`RecoveryReport`], and
+    /// [`RecoveryReport::cut_entries`] for whether the open cut anything that held an entry.
     pub fn recovery_report(&self) -> RecoveryReport {
         match self.store.lock() {
             Ok(s) => s.report().clone(),
             Err(p) => p.into_inner().report().clone(),
         }
+    }
+
+    /// Closes the storage, recording a clean shutdown (see the
+    /// [crate docs](crate#clean-shutdown)), and releases the directory lock; every later call fails.
+    /// Waits for an operation still running on the blocking pool first. Dropping the storage does
+    /// the same, but can only log a failure; this reports it, and does the writing on tokio's
+    /// blocking pool rather than in the dropping thread. Closing a closed storage does nothing.
+    ///
+    /// # Errors
+    /// If an earlier write failed half-way (the storage had stopped), or if recording the clean
+    /// shutdown fails: then no clean shutdown is recorded, and the next open recovers as after a
+    /// crash (nothing is lost by that). The lock is released either way.
+    pub async fn close(&mut self) -> Result<(), StorageError> {
+        let store = Arc::clone(&self.store);
+        let task = tokio::task::spawn_blocking(move || lock_store(&store)?.close());
+        match task.await {
+            Ok(r) => r,
+            Err(e) => Err(StorageError::Other(
+                format!("closing the storage did not complete: {e}").into(),
+            )),
+        }
+    }
+
+    /// If the log ends before the stored snapshot's last entry (reported by the open as
+    /// [`RecoveryReport::log_behind_snapshot`]), discards the whole log and makes that entry the
+    /// purge point, durably, so the next `append` goes on right after the snapshot; returns that
+    /// entry's id. Otherwise does nothing and returns `None`.
+    ///
+    /// All or nothing: `log_meta` (the new purge point) is the commit point; the segments, which
+    /// then hold only purged entries, are deleted afterwards (by the next open, if a crash comes
+    /// first).
+    ///
+    /// # Errors
+    /// [`StorageError::Io`] if a file system step fails (the storage then stops).
+    pub async fn reset_log_to_snapshot(&mut self) -> Result<Option<LogId>, StorageError> {
+        self.blocking(|s| s.reset_log_to_snapshot()).await
     }
 
     fn store(&self) -> Result<MutexGuard<'_, Store>, StorageError> {
@@ -481,12 +588,19 @@ impl<C> FileStorage<C> {
 impl<C> Drop for FileStorage<C> {
     fn drop(&mut self) {
         // Waits for an operation still running on the blocking pool (its caller's future was
-        // dropped), then releases the directory lock, so the directory can be reopened at once.
-        let mut s = match self.store.lock() {
-            Ok(s) => s,
-            Err(p) => p.into_inner(),
-        };
-        s.close();
+        // dropped), records a clean shutdown if the storage is healthy, then releases the directory
+        // lock, so the directory can be reopened at once. A store poisoned by a panic records
+        // nothing: what it was doing may be half-done.
+        match self.store.lock() {
+            Ok(mut s) => {
+                if let Err(e) = s.close() {
+                    tracing::warn!(dir = %self.dir.display(), error = %e,
+                        "the storage closed without recording a clean shutdown; the next open \
+                         recovers as after a crash");
+                }
+            }
+            Err(p) => p.into_inner().release(),
+        }
     }
 }
 

@@ -12,9 +12,11 @@ use raft_core::{
 use serde::de::DeserializeOwned;
 
 use crate::faults::Faults;
-use crate::format::{self, corrupted, Batch, LogMeta};
+use crate::format::{self, corrupted, Batch, CleanShutdown, LogMeta};
+use crate::report::{LogBehindSnapshot, RecoveryReport, TornTail};
+use crate::scan::{self, Record};
 use crate::snapshot_file::SnapshotFile;
-use crate::{FsyncPolicy, Options, RecoveryReport, TornTail};
+use crate::{FsyncPolicy, Options};
 
 /// Name of the lock file, in the storage directory.
 pub(crate) const LOCK_FILE: &str = "LOCK";
@@ -24,6 +26,8 @@ pub(crate) const HARD_STATE_FILE: &str = "hard_state";
 pub(crate) const LOG_META_FILE: &str = "log_meta";
 /// Name of the snapshot file.
 pub(crate) const SNAPSHOT_FILE: &str = "snapshot";
+/// Name of the clean shutdown file: present only between a clean close and the next open.
+pub(crate) const CLEAN_FILE: &str = "clean";
 /// Name of the directory of log segments.
 pub(crate) const LOG_DIR: &str = "log";
 /// Suffix of files being written, renamed into place once complete.
@@ -70,31 +74,14 @@ fn io_error(context: impl std::fmt::Display) -> impl FnOnce(io::Error) -> Storag
     }
 }
 
-/// Where one record sits in its segment.
-#[derive(Clone, Copy, Debug)]
-struct Record {
-    /// Byte offset of the frame in the segment file.
-    offset: u64,
-    /// Length of the frame's payload.
-    len: u32,
-    /// The entry's term (its index follows from its position).
-    term: Term,
-}
-
-impl Record {
-    fn frame_end(&self) -> u64 {
-        self.offset + format::FRAME_HEADER_LEN as u64 + u64::from(self.len)
-    }
-}
-
-/// One segment file: consecutive records starting at `first`.
+/// One segment file: consecutive records starting at `first` (truncation records applied).
 #[derive(Debug)]
 struct Segment {
     first: LogIndex,
     path: PathBuf,
     file: File,
     records: Vec<Record>,
-    /// Length of the file: where the next record goes.
+    /// Length of the file: where the next batch goes.
     end: u64,
 }
 
@@ -118,6 +105,8 @@ struct StoredFiles {
     hard_state: Option<Vec<u8>>,
     /// The bytes of `log_meta`, if it exists.
     log_meta: Option<Vec<u8>>,
+    /// The bytes of the clean shutdown file, if it exists.
+    clean: Option<Vec<u8>>,
     /// The snapshot file: checked whole (read in blocks) by [`SnapshotFile::open`], then kept open.
     snapshot: Option<SnapshotFile>,
     /// The segment files, by first index (their names checked, their contents not read yet).
@@ -134,6 +123,7 @@ impl StoredFiles {
         Ok(StoredFiles {
             hard_state: read_optional(&dir.join(HARD_STATE_FILE))?,
             log_meta: read_optional(&dir.join(LOG_META_FILE))?,
+            clean: read_optional(&dir.join(CLEAN_FILE))?,
             snapshot: SnapshotFile::open(dir.join(SNAPSHOT_FILE))?,
             segments: list_segments(log_dir)?,
         })
@@ -143,6 +133,7 @@ impl StoredFiles {
     fn is_empty(&self) -> bool {
         self.hard_state.is_none()
             && self.log_meta.is_none()
+            && self.clean.is_none()
             && self.snapshot.is_none()
             && self.segments.is_empty()
     }
@@ -153,7 +144,7 @@ impl StoredFiles {
 /// the store holds.)
 #[derive(Debug)]
 struct Interrupted {
-    /// A torn write at the end of the last segment, to cut off.
+    /// An incomplete batch at the end of the last segment, to cut off.
     torn_tail: Option<TornTail>,
     /// An `install_snapshot` that discards the log, committed (its snapshot file is in place) but
     /// not finished: the log is to be discarded up to this id.
@@ -161,6 +152,9 @@ struct Interrupted {
     /// The log metadata file is missing (creation stopped after the hard state): it is to be
     /// written.
     meta_missing: bool,
+    /// The previous run closed the storage cleanly: its record is to be removed before anything is
+    /// written.
+    clean_shutdown: bool,
 }
 
 /// The state of an open storage directory.
@@ -259,17 +253,20 @@ impl Store {
     }
 
     /// Checks `files` and everything they refer to, and loads them: the hard state, the log
-    /// metadata, the snapshot and every segment (see the crate docs on recovery, steps 2 to 4).
+    /// metadata, the clean shutdown record, the snapshot and every segment (see the crate docs on
+    /// recovery, steps 2 to 4).
     /// Changes nothing on disk: segments are opened for writing but not written. Returns what a
     /// crash left unfinished, for [`Store::complete_interrupted`].
     ///
     /// # Errors
     /// [`StorageError::Corrupted`], naming the file (and byte offset where there is one), if the
     /// hard state is missing, if the log metadata is missing while segments or a snapshot exist, if
-    /// a file is damaged in a way a crash cannot explain (anything but a torn tail at the end of the
-    /// last segment), or if the segments that matter are not one contiguous run from the purge point
-    /// to the newest segment the metadata names (not checked while a discard of the whole log is
-    /// pending: it deletes every segment); [`StorageError::Io`] if a file cannot be read.
+    /// a file is damaged in a way a crash cannot explain (anything but an incomplete last batch at
+    /// the end of the last segment, and that only without a clean shutdown), if the segments that
+    /// matter are not one contiguous run from the purge point to the newest segment the metadata
+    /// names (not checked while a discard of the whole log is pending: it deletes every segment), or
+    /// if the log does not end where a clean shutdown recorded it; [`StorageError::Io`] if a file
+    /// cannot be read.
     fn read_and_check(&mut self, files: StoredFiles) -> Result<Interrupted, StorageError> {
         let hs_path = self.dir.join(HARD_STATE_FILE);
         let meta_path = self.dir.join(LOG_META_FILE);
@@ -297,10 +294,15 @@ impl Store {
             )))
             }
         };
+        let clean_path = self.dir.join(CLEAN_FILE);
+        let clean = match &files.clean {
+            Some(b) => Some(format::decode_clean_shutdown(&clean_path, b)?),
+            None => None,
+        };
         let mut torn_tail = None;
         let count = files.segments.len();
         for (i, (first, path)) in files.segments.into_iter().enumerate() {
-            let (segment, tail) = scan_segment(first, path, i + 1 == count)?;
+            let (segment, tail) = read_segment(first, path, i + 1 == count, clean.is_some())?;
             torn_tail = tail;
             self.segments.push(segment);
         }
@@ -317,11 +319,66 @@ impl Store {
         if pending_discard.is_none() {
             self.check_segments_contiguous(&meta_path)?;
         }
+        if let Some(clean) = &clean {
+            self.check_clean_end(clean, &clean_path)?;
+        }
         Ok(Interrupted {
             torn_tail,
             pending_discard,
             meta_missing,
+            clean_shutdown: clean.is_some(),
         })
+    }
+
+    /// After a clean shutdown, checks that the log ends exactly where it ended then: the same newest
+    /// segment, of the same length, the same last entry. (Damage inside the log, its end included,
+    /// was refused while the segments were read.) This catches what no segment can show by itself:
+    /// complete batches lost from the end of the log, or bytes added after it.
+    fn check_clean_end(
+        &self,
+        clean: &CleanShutdown,
+        clean_path: &Path,
+    ) -> Result<(), StorageError> {
+        let newest = self.meta.last_segment;
+        if newest != clean.newest_segment {
+            return Err(StorageError::Corrupted(format!(
+                "{} names {} as the newest segment, but {} recorded {} at the clean shutdown",
+                self.dir.join(LOG_META_FILE).display(),
+                describe_segment(newest),
+                clean_path.display(),
+                describe_segment(clean.newest_segment),
+            )));
+        }
+        if let Some(seg) = newest.and_then(|n| self.segments.iter().find(|s| s.first == n)) {
+            let was = clean.newest_segment_len;
+            if seg.end != was {
+                let what = if seg.end < was {
+                    "the end of the log was lost after the shutdown"
+                } else {
+                    "bytes were added after the shutdown"
+                };
+                return Err(corrupted(
+                    &seg.path,
+                    seg.end.min(was),
+                    format_args!(
+                        "the segment is {} bytes long, but it was {was} bytes long at the clean \
+                         shutdown recorded in {}: {what}",
+                        seg.end,
+                        clean_path.display()
+                    ),
+                ));
+            }
+        }
+        let end = self.log_end_up_to(newest.unwrap_or(0));
+        if end != clean.last_log_id() {
+            return Err(StorageError::Corrupted(format!(
+                "the log ends at entry {end}, but it ended at entry {} at the clean shutdown \
+                 recorded in {}",
+                clean.last_log_id(),
+                clean_path.display()
+            )));
+        }
+        Ok(())
     }
 
     /// Completes what a crash interrupted, as found by [`Store::read_and_check`] (which must have
@@ -330,10 +387,12 @@ impl Store {
     /// completes a truncation recorded in the log metadata, then clears the record; deletes the
     /// segments past the newest one the metadata names (unless the log was just discarded) and the
     /// segments all of whose entries are purged; and rewrites the log metadata if it is missing or
-    /// names another newest segment than the one left.
+    /// names another newest segment than the one left. Then it reports a log that ends before the
+    /// snapshot, and removes the clean shutdown record if there was one (crate docs, step 6).
     ///
     /// What it may change on disk: the end of the last segment (cut at the torn tail, or at a
-    /// recorded truncation), the set of segment files (only those deletions), and the log metadata.
+    /// recorded truncation), the set of segment files (only those deletions), the log metadata, and
+    /// the clean shutdown record (removed).
     /// It never deletes a record that an append acknowledged, and a crash part-way through leaves a
     /// directory from which the next open reaches the same state.
     ///
@@ -344,6 +403,7 @@ impl Store {
             torn_tail,
             pending_discard,
             meta_missing,
+            clean_shutdown,
         } = interrupted;
         if let Some(tail) = torn_tail {
             self.cut_torn_tail(tail)?;
@@ -380,7 +440,36 @@ impl Store {
                 ..self.meta
             })?;
         }
+        self.report_log_behind_snapshot();
+        if clean_shutdown {
+            // Before anything is written: from now on a crash may tear a write again.
+            remove_file(&self.faults, &self.dir.join(CLEAN_FILE))?;
+            self.sync_dir(&self.dir)?;
+            self.report.clean_shutdown = true;
+        }
         Ok(())
+    }
+
+    /// Records in the report, and logs, a log that ends before the stored snapshot's last entry.
+    fn report_log_behind_snapshot(&mut self) {
+        let Some(snapshot) = self.snapshot.as_ref().map(|s| s.meta().last_log_id) else {
+            return;
+        };
+        let last_log_id = self.last_log_id();
+        if last_log_id.index < snapshot.index {
+            tracing::warn!(
+                dir = %self.dir.display(),
+                last_log_id = %last_log_id,
+                snapshot = %snapshot,
+                "the log ends at entry {last_log_id}, before the stored snapshot's last entry \
+                 {snapshot}: entries the snapshot covers are missing from the end of the log (a \
+                 node never truncates them, so they were lost after they were written)"
+            );
+            self.report.log_behind_snapshot = Some(LogBehindSnapshot {
+                last_log_id,
+                snapshot,
+            });
+        }
     }
 
     /// Truncates the torn tail found by recovery.
@@ -390,8 +479,15 @@ impl Store {
             offset = tail.offset,
             bytes = tail.discarded_bytes,
             damage = %tail.damage,
-            "truncating a torn write at the end of the log (a crash interrupted an append that had \
-             not returned)"
+            entries = %tail.entries,
+            "cutting an incomplete last batch off the log: bytes {}..{} of {} ({}), which held {}; \
+             no clean shutdown was recorded, so it is taken as the remains of an append that a \
+             crash interrupted before it returned",
+            tail.offset,
+            tail.offset + tail.discarded_bytes,
+            tail.segment.display(),
+            tail.damage,
+            tail.entries,
         );
         let sync = self.sync();
         let seg = self
@@ -530,13 +626,62 @@ impl Store {
         }
     }
 
-    /// Releases the directory lock; the storage refuses every call afterwards.
-    pub(crate) fn close(&mut self) {
+    /// Closes the storage: records a clean shutdown if no write failed half-way (see
+    /// [`Store::write_clean_shutdown`]), then releases the directory lock. The storage refuses every
+    /// call afterwards; closing it again does nothing.
+    ///
+    /// # Errors
+    /// If an earlier write failed, or recording the clean shutdown fails: no clean shutdown is then
+    /// recorded, and the next open recovers as after a crash. The lock is released either way.
+    pub(crate) fn close(&mut self) -> Result<(), StorageError> {
+        if self.lock.is_none() {
+            return Ok(());
+        }
+        let recorded = match &self.failed {
+            None => self.write_clean_shutdown(),
+            Some(why) => Err(StorageError::Other(
+                format!(
+                    "no clean shutdown recorded for {}: the storage had stopped ({why})",
+                    self.dir.display()
+                )
+                .into(),
+            )),
+        };
+        self.release();
+        recorded
+    }
+
+    /// Releases the directory lock without recording a clean shutdown, as the death of the process
+    /// would; the storage refuses every call afterwards.
+    pub(crate) fn release(&mut self) {
         self.lock = None;
         self.segments.clear();
         if self.failed.is_none() {
             self.failed = Some("closed".to_string());
         }
+    }
+
+    /// Records that every write this storage made is complete: the clean shutdown file, replaced
+    /// atomically (with fsync on, durable when this returns, and only after every write before it
+    /// was: each was fsynced before it returned). It holds where the log ends, which the next open
+    /// checks. The next open removes it before anything is written.
+    fn write_clean_shutdown(&self) -> Result<(), StorageError> {
+        let newest = self.meta.last_segment;
+        let newest_len = newest
+            .and_then(|n| self.segments.iter().find(|s| s.first == n))
+            .map_or(0, |s| s.end);
+        let last = self.last_log_id();
+        let clean = CleanShutdown {
+            last_log_term: last.term,
+            last_log_index: last.index,
+            newest_segment: newest,
+            newest_segment_len: newest_len,
+        };
+        self.write_atomic(
+            &self.dir,
+            CLEAN_FILE,
+            &[&format::encode_clean_shutdown(&clean)],
+        )
     }
 
     fn sync(&self) -> bool {
@@ -548,12 +693,23 @@ impl Store {
     }
 
     pub(crate) fn last_log_id(&self) -> LogId {
+        self.log_end_up_to(LogIndex::MAX)
+    }
+
+    /// The last entry of the log held by the segments starting at or before `newest` (the purge
+    /// point if they hold none after it).
+    fn log_end_up_to(&self, newest: LogIndex) -> LogId {
         let last_purged = self.meta.last_purged();
-        let physical = self.segments.iter().rev().find_map(|s| {
-            s.records
-                .last()
-                .map(|r| LogId::new(r.term, s.next_index() - 1))
-        });
+        let physical = self
+            .segments
+            .iter()
+            .rev()
+            .filter(|s| s.first <= newest)
+            .find_map(|s| {
+                s.records
+                    .last()
+                    .map(|r| LogId::new(r.term, s.next_index() - 1))
+            });
         match physical {
             Some(id) if id.index > last_purged.index => id,
             _ => last_purged,
@@ -717,25 +873,18 @@ impl Store {
         );
         let sync = self.sync();
         let seg = self.segments.last_mut().expect("a segment to append to");
-        let ctx = || format!("appending to {}", seg.path.display());
-        self.faults
-            .step(|| format!("write {}", file_name(&seg.path)))?;
-        seg.file
-            .seek(SeekFrom::Start(seg.end))
-            .map_err(io_error(ctx()))?;
-        seg.file.write_all(&batch.bytes).map_err(io_error(ctx()))?;
-        if sync {
-            self.faults
-                .step(|| format!("fsync {}", file_name(&seg.path)))?;
-            seg.file
-                .sync_data()
-                .map_err(io_error(format_args!("syncing {}", seg.path.display())))?;
-        }
-        let mut offset = seg.end;
-        for &(len, term) in &batch.records {
-            seg.records.push(Record { offset, len, term });
+        write_and_sync(&self.faults, seg, &batch.bytes, sync)?;
+        let mut offset = seg.end + format::BATCH_HEADER_LEN as u64;
+        for (k, &(len, term)) in batch.records.iter().enumerate() {
+            seg.records.push(Record {
+                offset,
+                len,
+                term,
+                first_in_batch: k == 0,
+            });
             offset += format::FRAME_HEADER_LEN as u64 + u64::from(len);
         }
+        offset += format::BATCH_TRAILER_LEN as u64;
         debug_assert_eq!(offset, seg.end + batch.bytes.len() as u64);
         seg.end = offset;
         Ok(())
@@ -900,7 +1049,11 @@ impl Store {
     }
 
     /// Deletes every record at `from` and after: whole segments from the last one backwards (so the
-    /// segments left are contiguous at every moment), then the tail of the segment holding `from`.
+    /// segments left are contiguous at every moment), then the entries from `from` on in the segment
+    /// holding it. Each of these steps is atomic. The last one cuts the file if `from` starts a
+    /// batch (only complete batches are left); otherwise cutting would leave that batch incomplete,
+    /// so it appends a truncation record instead (one write and one fsync, complete or not at all
+    /// like any batch), leaving the deleted records' bytes in the file until the segment is purged.
     fn truncate_files(&mut self, from: LogIndex) -> Result<(), StorageError> {
         let keep = self.segments.partition_point(|s| s.first < from);
         self.delete_segments_from(keep)?;
@@ -909,21 +1062,31 @@ impl Store {
             let seg = &mut self.segments[keep - 1];
             if seg.next_index() > from {
                 let ri = (from - seg.first) as usize;
-                let offset = seg.records[ri].offset;
-                self.faults
-                    .step(|| format!("truncate {} to {offset} bytes", file_name(&seg.path)))?;
-                seg.file
-                    .set_len(offset)
-                    .map_err(io_error(format_args!("truncating {}", seg.path.display())))?;
-                if sync {
-                    self.faults
-                        .step(|| format!("fsync {}", file_name(&seg.path)))?;
-                    seg.file
-                        .sync_all()
-                        .map_err(io_error(format_args!("syncing {}", seg.path.display())))?;
+                match seg.records[ri].batch_start() {
+                    Some(offset) => {
+                        self.faults.step(|| {
+                            format!("truncate {} to {offset} bytes", file_name(&seg.path))
+                        })?;
+                        seg.file
+                            .set_len(offset)
+                            .map_err(io_error(format_args!("truncating {}", seg.path.display())))?;
+                        if sync {
+                            self.faults
+                                .step(|| format!("fsync {}", file_name(&seg.path)))?;
+                            seg.file.sync_all().map_err(io_error(format_args!(
+                                "syncing {}",
+                                seg.path.display()
+                            )))?;
+                        }
+                        seg.end = offset;
+                    }
+                    None => {
+                        let record = format::encode_truncation(from);
+                        write_and_sync(&self.faults, seg, &record, sync)?;
+                        seg.end += record.len() as u64;
+                    }
                 }
                 seg.records.truncate(ri);
-                seg.end = offset;
             }
         }
         Ok(())
@@ -1021,6 +1184,33 @@ impl Store {
         })
     }
 
+    /// If the log ends before the stored snapshot's last entry (see [`LogBehindSnapshot`]), discards
+    /// the whole log and makes that entry the purge point, so that the log goes on after the
+    /// snapshot, and returns it; otherwise does nothing and returns `None`. The log metadata is the
+    /// commit point: it is replaced first (the new purge point, no newest segment), after which every
+    /// segment holds only entries at or below the purge point and is deleted, by recovery if a crash
+    /// comes first.
+    pub(crate) fn reset_log_to_snapshot(&mut self) -> Result<Option<LogId>, StorageError> {
+        let Some(id) = self.snapshot.as_ref().map(|s| s.meta().last_log_id) else {
+            return Ok(None);
+        };
+        if self.last_log_id().index >= id.index {
+            return Ok(None);
+        }
+        self.guard(|s| {
+            tracing::warn!(dir = %s.dir.display(), snapshot = %id, last_log_id = %s.last_log_id(),
+                "discarding the log, which ends before the stored snapshot: the log goes on after it");
+            s.write_meta(LogMeta {
+                last_purged_term: id.term,
+                last_purged_index: id.index,
+                truncate_from: None,
+                last_segment: None,
+            })?;
+            s.delete_segments_from(0)?;
+            Ok(Some(id))
+        })
+    }
+
     /// Deletes every segment (from the last) and makes `id` the purge point.
     fn discard_log(&mut self, id: LogId) -> Result<(), StorageError> {
         self.delete_segments_from(0)?;
@@ -1053,6 +1243,34 @@ impl Store {
 }
 
 // ----- free helpers -----
+
+/// Writes `bytes` at the end of `seg` with one `write`, then, if `sync`, `fdatasync`s it. Leaves the
+/// segment's length and records to the caller.
+fn write_and_sync(
+    faults: &Faults,
+    seg: &mut Segment,
+    bytes: &[u8],
+    sync: bool,
+) -> Result<(), StorageError> {
+    let ctx = || format!("appending to {}", seg.path.display());
+    faults.step(|| format!("write {}", file_name(&seg.path)))?;
+    seg.file
+        .seek(SeekFrom::Start(seg.end))
+        .map_err(io_error(ctx()))?;
+    seg.file.write_all(bytes).map_err(io_error(ctx()))?;
+    if sync {
+        faults.step(|| format!("fsync {}", file_name(&seg.path)))?;
+        seg.file
+            .sync_data()
+            .map_err(io_error(format_args!("syncing {}", seg.path.display())))?;
+    }
+    Ok(())
+}
+
+/// How an error message names a segment by its first index.
+fn describe_segment(first: Option<LogIndex>) -> String {
+    first.map_or_else(|| "no segment".to_string(), segment_file_name)
+}
 
 #[cfg(unix)]
 fn sync_dir(dir: &Path) -> io::Result<()> {
@@ -1200,12 +1418,14 @@ fn list_segments(log_dir: &Path) -> Result<Vec<(LogIndex, PathBuf)>, StorageErro
     Ok(out)
 }
 
-/// Reads and checks one segment. Damage is a torn tail (returned, to be cut) only at the end of the
-/// last segment and only when no intact record follows it; anything else is refused.
-fn scan_segment(
+/// Opens the segment file `path` (named for index `first`), reads it whole and checks it with
+/// [`scan::scan_segment`]. Returns the segment (its file left open for writing, its length the end
+/// of its complete batches) and the incomplete last batch to cut, if any.
+fn read_segment(
     first: LogIndex,
     path: PathBuf,
     is_last: bool,
+    clean_shutdown: bool,
 ) -> Result<(Segment, Option<TornTail>), StorageError> {
     let mut file = OpenOptions::new()
         .read(true)
@@ -1215,86 +1435,15 @@ fn scan_segment(
     let mut data = Vec::new();
     file.read_to_end(&mut data)
         .map_err(io_error(format_args!("reading {}", path.display())))?;
-    let declared = format::parse_segment_header(&path, &data)?;
-    if declared != first {
-        return Err(corrupted(
-            &path,
-            format::SEGMENT_FIRST_INDEX_AT as u64,
-            format_args!(
-                "the header says the segment starts at index {declared}, its name says {first}"
-            ),
-        ));
-    }
-    let mut records = Vec::new();
-    let mut pos = format::SEGMENT_HEADER_LEN;
-    let mut torn = None;
-    while pos < data.len() {
-        let expected = first + records.len() as u64;
-        match format::parse_frame(&data[pos..]) {
-            Ok(payload) => {
-                let Some(id) = format::record_log_id(payload) else {
-                    return Err(corrupted(
-                        &path,
-                        pos as u64,
-                        "record has a valid checksum but no readable term and index",
-                    ));
-                };
-                if id.index != expected {
-                    return Err(corrupted(
-                        &path,
-                        pos as u64,
-                        format_args!("record holds entry {id} where index {expected} belongs"),
-                    ));
-                }
-                records.push(Record {
-                    offset: pos as u64,
-                    len: payload.len() as u32,
-                    term: id.term,
-                });
-                pos += format::FRAME_HEADER_LEN + payload.len();
-            }
-            Err(damage) => {
-                if !is_last {
-                    return Err(corrupted(
-                        &path,
-                        pos as u64,
-                        format_args!(
-                            "{damage}, in a segment that is not the last one (a crash cannot \
-                             leave a torn write there)"
-                        ),
-                    ));
-                }
-                if let Some(p) = format::find_intact_record(&data, pos + 1, expected) {
-                    return Err(corrupted(
-                        &path,
-                        pos as u64,
-                        format_args!(
-                            "{damage}, but an intact record (index {expected} or later) follows \
-                             at offset {p}: this is not a torn write at the end of the log"
-                        ),
-                    ));
-                }
-                torn = Some(TornTail {
-                    segment: path.clone(),
-                    offset: pos as u64,
-                    discarded_bytes: (data.len() - pos) as u64,
-                    damage,
-                });
-                break;
-            }
-        }
-    }
-    let end = pos as u64;
-    Ok((
-        Segment {
-            first,
-            path,
-            file,
-            records,
-            end,
-        },
-        torn,
-    ))
+    let scanned = scan::scan_segment(&path, first, &data, is_last, clean_shutdown)?;
+    let segment = Segment {
+        first,
+        path,
+        file,
+        records: scanned.records,
+        end: scanned.end,
+    };
+    Ok((segment, scanned.torn_tail))
 }
 
 #[cfg(test)]
@@ -1309,7 +1458,7 @@ mod tests {
     fn opts() -> Options {
         // Two or three entries per segment.
         Options::default()
-            .segment_size(60)
+            .segment_size(120)
             .fsync(FsyncPolicy::Never)
     }
 
@@ -1360,7 +1509,7 @@ mod tests {
             ..s.meta
         })
         .unwrap();
-        s.close();
+        s.release();
         drop(s);
         assert_eq!(count_segment_files(dir.path()), files);
         let mut s = reopen(dir.path());
@@ -1402,7 +1551,7 @@ mod tests {
                 if finished {
                     s.truncate_files(from).unwrap();
                 }
-                s.close();
+                s.release();
                 drop(s);
                 let mut s = reopen(dir.path());
                 let what = format!("truncate({from}) interrupted after {steps} steps");
@@ -1428,7 +1577,7 @@ mod tests {
                 }
                 s.append(&encode_batch(from, &[entry(2, from)]).unwrap())
                     .unwrap();
-                s.close();
+                s.close().unwrap();
                 drop(s);
                 let mut s = reopen(dir.path());
                 assert!(s.report().is_clean(), "{what}: {:?}", s.report());
@@ -1461,7 +1610,7 @@ mod tests {
                     fs::remove_file(&seg.path).unwrap();
                 }
             }
-            s.close();
+            s.release();
             drop(s);
             let mut s = reopen(dir.path());
             assert_eq!(s.report().completed_snapshot_install, Some(id));
@@ -1476,7 +1625,7 @@ mod tests {
             assert_eq!(s.snapshot().unwrap().unwrap().data, vec![1, 2, 3]);
             // Appending after it survives reopening: the discard is not redone.
             s.append(&encode_batch(6, &[entry(3, 6)]).unwrap()).unwrap();
-            s.close();
+            s.close().unwrap();
             drop(s);
             let mut s = reopen(dir.path());
             assert!(s.report().is_clean(), "{:?}", s.report());
@@ -1493,7 +1642,7 @@ mod tests {
         let saved: Vec<Vec<u8>> = paths.iter().map(|p| fs::read(p).unwrap()).collect();
         let upto = s.segments[3].first; // inside the fourth segment
         s.purge(upto).unwrap();
-        s.close();
+        s.release();
         drop(s);
         fs::write(&paths[0], &saved[0]).unwrap();
         fs::write(&paths[2], &saved[2]).unwrap();
@@ -1514,7 +1663,7 @@ mod tests {
         assert_eq!(record.truncate_from, Some(from));
         s.write_meta(record).unwrap();
         fs::remove_file(&s.segments[2].path).unwrap();
-        s.close();
+        s.release();
         drop(s);
         let mut s = reopen(dir.path());
         assert_eq!(s.report().completed_truncation, Some(from));
@@ -1528,7 +1677,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut s = store_with(dir.path(), 12);
         fs::remove_file(&s.segments[2].path).unwrap();
-        s.close();
+        s.release();
         drop(s);
         let e = Store::open(dir.path(), opts()).unwrap_err();
         assert!(e.to_string().contains("missing"), "{e}");
@@ -1547,7 +1696,7 @@ mod tests {
             &[&format::segment_header(next)],
         )
         .unwrap();
-        s.close();
+        s.release();
         drop(s);
         let mut s = reopen(dir.path());
         assert_eq!(s.report().removed_unreferenced_segments.len(), 1);
@@ -1556,7 +1705,7 @@ mod tests {
             (1..=5).map(|i| entry(1, i)).collect::<Vec<_>>()
         );
         s.append(&encode_batch(6, &[entry(1, 6)]).unwrap()).unwrap();
-        s.close();
+        s.close().unwrap();
         drop(s);
         let mut s = reopen(dir.path());
         assert!(s.report().is_clean());
@@ -1569,7 +1718,7 @@ mod tests {
         {
             let mut s = Store::open(dir.path(), opts()).unwrap();
             assert!(s.report().initialized);
-            s.close();
+            s.release();
         }
         // A crash after the hard state was written, before the log metadata.
         fs::remove_file(dir.path().join(LOG_META_FILE)).unwrap();
@@ -1598,5 +1747,27 @@ mod tests {
         assert!(s
             .append(&encode_batch(next, &[entry(1, next)]).unwrap())
             .is_err());
+        // Closing it records no clean shutdown: the next open checks the log as after a crash.
+        let e = s.close().unwrap_err();
+        assert!(e.to_string().contains("no clean shutdown"), "{e}");
+        assert!(!dir.path().join(CLEAN_FILE).exists());
+        let s = reopen(dir.path());
+        assert!(!s.report().clean_shutdown);
+    }
+
+    #[test]
+    fn a_clean_close_is_recorded_and_removed_by_the_next_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = store_with(dir.path(), 5);
+        s.close().unwrap();
+        s.close().unwrap(); // again: nothing more
+        assert!(dir.path().join(CLEAN_FILE).exists());
+        let mut s = reopen(dir.path());
+        assert!(s.report().clean_shutdown);
+        assert!(!dir.path().join(CLEAN_FILE).exists(), "removed at open");
+        assert_eq!(log(&mut s).len(), 5);
+        s.release();
+        let s = reopen(dir.path());
+        assert!(!s.report().clean_shutdown);
     }
 }

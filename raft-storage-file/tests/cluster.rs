@@ -16,18 +16,26 @@ use tokio::time::sleep;
 
 const SEC: Duration = Duration::from_secs(1);
 
-/// Appends a few bytes of a record that never completed to the last segment in `log_dir`.
-fn torn_write(log_dir: &Path, salt: u8) {
-    let mut segments: Vec<PathBuf> = std::fs::read_dir(log_dir)
+/// Makes the storage directory `dir` as a crash during an append leaves it: the first bytes of a
+/// batch that never completed at the end of the last segment, and no record of a clean shutdown
+/// (the harness's simulated crash shuts the node down, which closes its storage cleanly; a real
+/// crash records nothing).
+fn torn_write(dir: &Path, salt: u8) {
+    let clean = dir.join("clean");
+    if clean.exists() {
+        std::fs::remove_file(clean).unwrap();
+    }
+    let mut segments: Vec<PathBuf> = std::fs::read_dir(dir.join("log"))
         .unwrap()
         .map(|e| e.unwrap().path())
         .collect();
     segments.sort();
     if let Some(last) = segments.last() {
         let mut f = std::fs::OpenOptions::new().append(true).open(last).unwrap();
-        // A frame header announcing 200 bytes, then 13 of them.
-        let mut junk = vec![200, 0, 0, 0, 0xde, 0xad, 0xbe, salt];
-        junk.extend_from_slice(&[salt; 13]);
+        // The start of a batch header (its magic and part of its first index), then a page that
+        // never reached the disk (zeros).
+        let mut junk = vec![b'r', b'B', b'A', b'T', 0xde, 0xad, 0xbe, salt];
+        junk.extend_from_slice(&[0; 40]);
         f.write_all(&junk).unwrap();
     }
 }
@@ -55,7 +63,6 @@ async fn start_on(
 async fn no_acknowledged_write_is_lost_when_nodes_restart_from_their_directories() {
     let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let paths: Vec<PathBuf> = dirs.iter().map(|d| d.path().to_path_buf()).collect();
-    let log_dirs: Vec<PathBuf> = paths.iter().map(|p| p.join("log")).collect();
     // Snapshots every 200 applied entries, 50 kept: restarts come back from a snapshot plus the log
     // after it, and followers that fell behind get snapshots, all on FileStorage.
     let config = raft_core::Config {
@@ -95,7 +102,7 @@ async fn no_acknowledged_write_is_lost_when_nodes_restart_from_their_directories
         sleep(Duration::from_millis(200)).await;
         c.crash_all().await;
         // The crash also tore a write no one had acknowledged: junk after each node's last record.
-        for dir in &log_dirs {
+        for dir in &paths {
             torn_write(dir, round as u8);
         }
         sleep(Duration::from_millis(100)).await;

@@ -1,6 +1,8 @@
 //! Crash simulation: damage the files of a storage the way a crash (or a bad disk) would, reopen, and
-//! check that every record written before the damage comes back, that no damaged record ever comes
-//! back, and that damage a crash cannot explain is refused with an error naming the file and offset.
+//! check that every complete batch written before the damage comes back, that no damaged record ever
+//! comes back, and that damage a crash cannot explain is refused with an error naming the file and
+//! offset. A crash leaves no record of a clean shutdown: the cases that model one remove it (see
+//! `as_after_crash`). The table of what each kind of damage gives is `tests/corruption.rs`.
 
 mod common;
 
@@ -10,7 +12,7 @@ use std::path::Path;
 
 use common::*;
 use raft_core::{HardState, LogId, Membership, RaftStorage, Snapshot, SnapshotMeta, StorageError};
-use raft_storage_file::{FileStorage, FrameDamage, FsyncPolicy, Options};
+use raft_storage_file::{CutEntries, FileStorage, FsyncPolicy, Options, TailDamage};
 use tempfile::TempDir;
 
 /// A small deterministic random generator (xorshift64*), so failures replay.
@@ -76,7 +78,7 @@ async fn golden() -> (TempDir, Dump) {
     (dir, d)
 }
 
-/// Opens a copy of `golden` after `damage` was done to it.
+/// Opens a copy of `golden` (cleanly shut down) after `damage` was done to it.
 async fn reopen_damaged(
     golden: &Path,
     damage: impl FnOnce(&Path),
@@ -85,6 +87,19 @@ async fn reopen_damaged(
     damage(copy.path());
     let r = FileStorage::<Cmd>::open_with(copy.path(), reopen_options());
     (copy, r)
+}
+
+/// Opens a copy of `golden` as a crash would have left it (no clean shutdown recorded) after
+/// `damage` was done to it.
+async fn reopen_crashed(
+    golden: &Path,
+    damage: impl FnOnce(&Path),
+) -> (TempDir, Result<FileStorage<Cmd>, StorageError>) {
+    reopen_damaged(golden, |d| {
+        as_after_crash(d);
+        damage(d)
+    })
+    .await
 }
 
 fn cut(path: &Path, len: u64) {
@@ -111,7 +126,7 @@ fn append_bytes(path: &Path, bytes: &[u8]) {
         .unwrap();
 }
 
-/// Number of entries in all segments but the last.
+/// Number of entries in all segments but the last (each holds whole batches).
 fn entries_before_last_segment(golden: &Path, total: usize) -> usize {
     let segs = segments(golden);
     total - frames(segs.last().unwrap()).len()
@@ -140,35 +155,59 @@ async fn check_prefix(mut s: FileStorage<Cmd>, want: &Dump, keep: usize, exercis
 }
 
 #[tokio::test]
-async fn truncating_the_last_segment_anywhere_keeps_every_whole_record() {
+async fn a_cut_anywhere_in_the_last_segment_after_a_crash_keeps_every_complete_batch() {
     let (golden, want) = golden().await;
     let last = segments(golden.path()).pop().unwrap();
     let name = last.file_name().unwrap().to_owned();
-    let frames = frames(&last);
+    let batches = batches(&last);
     let before = entries_before_last_segment(golden.path(), want.log.len());
     let len = fs::metadata(&last).unwrap().len();
+    assert_eq!(batches.last().unwrap().end, len);
     // Every cut point past the header (a header is written whole before the file gets its name).
     for at in SEGMENT_HEADER..=len {
         let (_copy, r) =
-            reopen_damaged(golden.path(), |d| cut(&d.join("log").join(&name), at)).await;
+            reopen_crashed(golden.path(), |d| cut(&d.join("log").join(&name), at)).await;
         let s = r.unwrap_or_else(|e| panic!("cut at {at}: refused: {e}"));
-        let whole = frames.iter().filter(|f| f.1 <= at).count();
+        let whole: Vec<&BatchSpan> = batches.iter().filter(|b| b.end <= at).collect();
+        let kept = whole.iter().map(|b| b.count as usize).sum::<usize>();
         let report = s.recovery_report();
-        let at_boundary = at == SEGMENT_HEADER || frames.iter().any(|f| f.1 == at);
+        assert!(!report.clean_shutdown);
+        let at_boundary = at == SEGMENT_HEADER || batches.iter().any(|b| b.end == at);
         if at_boundary {
+            // A lost suffix of complete batches: nothing in the segment shows it.
             assert!(report.is_clean(), "cut at {at}: {report:?}");
+            assert_eq!(report.cut_entries(), None);
         } else {
             let torn = report.torn_tail.as_ref().expect("a torn tail");
-            assert_eq!(torn.offset, frames[whole].0, "cut at {at}");
-            assert_eq!(torn.discarded_bytes, at - frames[whole].0, "cut at {at}");
-            let expected = if at - frames[whole].0 < 8 {
-                FrameDamage::ShortHeader
+            let batch = &batches[whole.len()];
+            assert_eq!(torn.offset, batch.start, "cut at {at}");
+            assert_eq!(torn.discarded_bytes, at - batch.start, "cut at {at}");
+            let range = batch.first..=batch.first + u64::from(batch.count) - 1;
+            let (damage, entries) = if at - batch.start < BATCH_HEADER {
+                (TailDamage::ShortHeader, CutEntries::None)
             } else {
-                FrameDamage::ShortPayload
+                (TailDamage::ShortBatch, CutEntries::Announced(range.clone()))
             };
-            assert_eq!(torn.damage, expected, "cut at {at}");
+            assert_eq!(torn.damage, damage, "cut at {at}");
+            assert_eq!(torn.entries, entries, "cut at {at}");
+            assert_eq!(report.cut_entries(), entries.range());
         }
-        check_prefix(s, &want, before + whole, at % 5 == 0).await;
+        check_prefix(s, &want, before + kept, at % 5 == 0).await;
+    }
+}
+
+#[tokio::test]
+async fn a_cut_anywhere_in_the_last_segment_after_a_clean_shutdown_is_refused() {
+    let (golden, _want) = golden().await;
+    let last = segments(golden.path()).pop().unwrap();
+    let name = last.file_name().unwrap().to_owned();
+    let len = fs::metadata(&last).unwrap().len();
+    for at in SEGMENT_HEADER..len {
+        let (_copy, r) =
+            reopen_damaged(golden.path(), |d| cut(&d.join("log").join(&name), at)).await;
+        let e = r.expect_err("a shorter log after a clean shutdown");
+        assert!(matches!(e, StorageError::Corrupted(_)), "cut at {at}: {e}");
+        assert!(e.to_string().contains(name.to_str().unwrap()), "{e}");
     }
 }
 
@@ -179,76 +218,109 @@ async fn a_cut_inside_a_segment_header_is_refused() {
     let name = last.file_name().unwrap().to_owned();
     for at in 0..SEGMENT_HEADER {
         let (_copy, r) =
-            reopen_damaged(golden.path(), |d| cut(&d.join("log").join(&name), at)).await;
+            reopen_crashed(golden.path(), |d| cut(&d.join("log").join(&name), at)).await;
         let e = r.expect_err("a damaged header must be refused");
         assert!(matches!(e, StorageError::Corrupted(_)), "{e}");
         assert!(e.to_string().contains(name.to_str().unwrap()), "{e}");
     }
 }
 
+/// After a crash, what follows the last complete batch is cut only if it can be the start of one
+/// batch whose other bytes never reached the disk: zero bytes, fewer bytes than a batch header, a
+/// header's first bytes then zeros. Anything else there (a header's worth of bytes that is no valid
+/// header, followed by more data) is refused. After a clean shutdown, all of it is refused.
 #[tokio::test]
-async fn garbage_after_the_last_record_is_cut() {
+async fn bytes_after_the_last_complete_batch() {
     let (golden, want) = golden().await;
     let last = segments(golden.path()).pop().unwrap();
     let name = last.file_name().unwrap().to_owned();
     let len = fs::metadata(&last).unwrap().len();
-    let frames = frames(&last);
-    let before = entries_before_last_segment(golden.path(), want.log.len());
     let mut rng = Rng(0x5eed_1234);
     for case in 0..150 {
         let n = 1 + rng.below(300) as usize;
-        let garbage: Vec<u8> = match case % 3 {
-            0 => vec![0; n],
-            1 => (0..n).map(|_| rng.next() as u8).collect(),
-            // Small lengths and zeros: frame headers that fit in the file.
-            _ => (0..n)
-                .map(|_| {
-                    if rng.below(4) == 0 {
-                        rng.next() as u8
-                    } else {
-                        0
-                    }
-                })
-                .collect(),
+        let (garbage, damage): (Vec<u8>, Option<TailDamage>) = match case % 4 {
+            0 => (vec![0; n], Some(TailDamage::Zeroed)),
+            1 => {
+                let n = 1 + rng.below(BATCH_HEADER - 1) as usize;
+                let mut g: Vec<u8> = (0..n).map(|_| rng.next() as u8).collect();
+                g[0] |= 1;
+                (g, Some(TailDamage::ShortHeader))
+            }
+            2 => {
+                // A header's first bytes, then zeros: at least a header's worth in all.
+                let k = 1 + rng.below(BATCH_HEADER - 1) as usize;
+                let mut g = vec![0u8; k.max(n).max(BATCH_HEADER as usize)];
+                for b in &mut g[..k] {
+                    *b = rng.next() as u8 | 1;
+                }
+                (g, Some(TailDamage::TornHeader))
+            }
+            _ => {
+                // More non-zero bytes than a header holds: not what a torn write leaves.
+                let n = BATCH_HEADER as usize + 1 + n;
+                let mut g: Vec<u8> = (0..n).map(|_| rng.next() as u8).collect();
+                *g.last_mut().unwrap() |= 1;
+                (g, None)
+            }
         };
-        // Sometimes the garbage follows a cut inside the last record.
-        let at = if case % 4 == 0 {
-            frames.last().unwrap().0
-                + 1
-                + rng.below(frames.last().unwrap().1 - frames.last().unwrap().0 - 1)
-        } else {
-            len
-        };
-        let (_copy, r) = reopen_damaged(golden.path(), |d| {
-            let p = d.join("log").join(&name);
-            cut(&p, at);
-            append_bytes(&p, &garbage);
-        })
-        .await;
-        let s = r.unwrap_or_else(|e| panic!("case {case}: garbage refused: {e}"));
-        let torn = s.recovery_report().torn_tail.expect("a torn tail");
-        let whole = frames.iter().filter(|f| f.1 <= at).count();
-        assert_eq!(torn.offset, if at == len { len } else { frames[whole].0 });
-        check_prefix(s, &want, before + whole, case % 10 == 0).await;
+        let damage_it = |d: &Path| append_bytes(&d.join("log").join(&name), &garbage);
+        let (_copy, r) = reopen_crashed(golden.path(), damage_it).await;
+        match damage {
+            Some(damage) => {
+                let s = r.unwrap_or_else(|e| panic!("case {case}: refused: {e}"));
+                let torn = s.recovery_report().torn_tail.expect("a torn tail");
+                assert_eq!(torn.offset, len, "case {case}");
+                assert_eq!(torn.damage, damage, "case {case}");
+                assert_eq!(torn.discarded_bytes, garbage.len() as u64);
+                check_prefix(s, &want, want.log.len(), case % 10 == 0).await;
+            }
+            None => assert!(
+                is_refusal_at(&r, name.to_str().unwrap(), len),
+                "case {case}: {r:?}"
+            ),
+        }
+        let (_copy, r) = reopen_damaged(golden.path(), damage_it).await;
+        assert!(
+            is_refusal_at(&r, name.to_str().unwrap(), len),
+            "case {case} after a clean shutdown: {r:?}"
+        );
     }
 }
 
+/// Every byte of the last batch, which is complete (its trailer is there): a flip anywhere in it is
+/// damage, refused whether or not the shutdown was clean, naming the part that holds it (the batch
+/// header, the record, or the trailer).
 #[tokio::test]
-async fn a_flipped_byte_in_the_last_record_drops_only_that_record() {
-    let (golden, want) = golden().await;
+async fn a_flipped_byte_in_the_last_batch_is_refused() {
+    let (golden, _want) = golden().await;
     let last = segments(golden.path()).pop().unwrap();
     let name = last.file_name().unwrap().to_owned();
-    let (start, end) = *frames(&last).last().unwrap();
-    for at in start..end {
+    let batch = batches(&last).pop().unwrap();
+    for at in batch.start..batch.end {
+        let part = if at < batch.start + BATCH_HEADER {
+            batch.start
+        } else if at >= batch.trailer() {
+            batch.trailer()
+        } else {
+            batch
+                .records
+                .iter()
+                .find(|r| r.0 <= at && at < r.1)
+                .unwrap()
+                .0
+        };
         for mask in [0x01, 0x80, 0xff] {
-            let (_copy, r) = reopen_damaged(golden.path(), |d| {
-                flip(&d.join("log").join(&name), at, mask)
-            })
-            .await;
-            let s = r.unwrap_or_else(|e| panic!("flip {mask:#x} at {at}: refused: {e}"));
-            let torn = s.recovery_report().torn_tail.expect("a torn tail");
-            assert_eq!(torn.offset, start);
-            check_prefix(s, &want, want.log.len() - 1, at % 9 == 0 && mask == 1).await;
+            let flip_it = |d: &Path| flip(&d.join("log").join(&name), at, mask);
+            let (_copy, r) = reopen_crashed(golden.path(), flip_it).await;
+            assert!(
+                is_refusal_at(&r, name.to_str().unwrap(), part),
+                "flip {mask:#x} at {at} after a crash: {r:?}"
+            );
+            let (_copy, r) = reopen_damaged(golden.path(), flip_it).await;
+            assert!(
+                is_refusal_at(&r, name.to_str().unwrap(), part),
+                "flip {mask:#x} at {at} after a clean shutdown: {r:?}"
+            );
         }
     }
 }
@@ -259,27 +331,20 @@ async fn a_flipped_byte_in_an_earlier_record_is_refused() {
     let segs = segments(golden.path());
     let mut rng = Rng(42);
     let mut cases = 0;
-    for (si, seg) in segs.iter().enumerate() {
+    for seg in &segs {
         let name = seg.file_name().unwrap().to_owned();
         let frames = frames(seg);
-        let is_last = si + 1 == segs.len();
-        // Every record of earlier segments; all but the last record of the last segment.
-        let n = if is_last {
-            frames.len() - 1
-        } else {
-            frames.len()
-        };
-        for &(start, end) in &frames[..n] {
+        for &(start, end) in &frames {
             // The length, the checksum, and a few payload bytes of each record.
             let mut positions: Vec<u64> = (start..start + 8).collect();
             positions.extend((0..4).map(|_| start + 8 + rng.below(end - start - 8)));
             for at in positions {
                 let mask = 1u8 << rng.below(8);
-                let (_copy, r) = reopen_damaged(golden.path(), |d| {
+                let (_copy, r) = reopen_crashed(golden.path(), |d| {
                     flip(&d.join("log").join(&name), at, mask)
                 })
                 .await;
-                let e = r.expect_err("a damaged record before the last must be refused");
+                let e = r.expect_err("a damaged record must be refused");
                 let msg = e.to_string();
                 assert!(matches!(e, StorageError::Corrupted(_)), "{msg}");
                 assert!(
@@ -311,10 +376,13 @@ async fn a_cut_in_an_earlier_segment_is_refused() {
     let segs = segments(golden.path());
     let name = segs[1].file_name().unwrap().to_owned();
     let frames = frames(&segs[1]);
-    // Inside a record, and at a record boundary (the next segment then leaves a gap).
-    for at in [frames[0].0 + 3, frames.last().unwrap().0] {
+    let batches = batches(&segs[1]);
+    // Inside a record, inside a batch at a record boundary, and at a batch boundary (the next
+    // segment then leaves a gap).
+    let last = batches.last().unwrap().start;
+    for at in [frames[0].0 + 3, frames.last().unwrap().0, last] {
         let (_copy, r) =
-            reopen_damaged(golden.path(), |d| cut(&d.join("log").join(&name), at)).await;
+            reopen_crashed(golden.path(), |d| cut(&d.join("log").join(&name), at)).await;
         let e = r.expect_err("refused");
         assert!(matches!(e, StorageError::Corrupted(_)), "{e}");
     }
@@ -449,7 +517,7 @@ async fn a_crash_during_any_append_keeps_every_acknowledged_entry() {
             let mut bytes = full[..keep].to_vec();
             if rng.below(2) == 0 && keep > old_len {
                 // The file size reached the disk but the last bytes did not: they read as zeros.
-                // (Zeros in the middle with a later record intact is the reordered-writeback case,
+                // (Zeros in the middle with the trailer on disk is the reordered-writeback case,
                 // refused by design: see the crate docs.)
                 let from = old_len + rng.below((keep - old_len) as u64) as usize;
                 bytes[from..].iter_mut().for_each(|b| *b = 0);
@@ -463,8 +531,20 @@ async fn a_crash_during_any_append_keeps_every_acknowledged_entry() {
                 got.log.len() >= acked.len() && got.log[..acked.len()] == acked[..],
                 "round {round}: lost an acknowledged entry"
             );
-            // Whatever survived of the unacknowledged batch is an intact prefix of it.
-            assert_eq!(got.log[acked.len()..], batch[..got.log.len() - acked.len()]);
+            // The unacknowledged batch survives whole or not at all.
+            let complete = bytes == full;
+            let survived = if complete { &batch[..] } else { &[] };
+            assert_eq!(got.log[acked.len()..], *survived, "round {round}");
+            // Any of its bytes on disk, unless it is complete, are cut and reported.
+            let report = r.recovery_report();
+            assert_eq!(
+                report.torn_tail.is_some(),
+                !complete && keep > old_len,
+                "round {round}: {report:?}"
+            );
+            if let Some(range) = report.cut_entries() {
+                assert_eq!(*range.start(), acked.len() as u64 + 1, "round {round}");
+            }
         }
         acked.extend(batch);
     }

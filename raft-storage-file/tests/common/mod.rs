@@ -104,22 +104,110 @@ pub fn segments(dir: &Path) -> Vec<PathBuf> {
 
 /// Size of a segment header (see the crate docs' format section).
 pub const SEGMENT_HEADER: u64 = 24;
+/// Size of a batch header: magic `rBAT`, first index (u64), entry count (u32), records length
+/// (u64), CRC (u32).
+pub const BATCH_HEADER: u64 = 28;
+/// Size of a batch trailer: magic `rEND`, the CRC of the batch's header (u32).
+pub const BATCH_TRAILER: u64 = 8;
+/// The name of the file a clean shutdown leaves in the storage directory.
+pub const CLEAN_FILE: &str = "clean";
 
-/// The byte ranges `(start, end)` of the record frames in a segment file, parsed with the documented
-/// format: after the 24-byte header, frames of `len: u32 LE`, `crc: u32 LE`, `len` payload bytes.
-pub fn frames(path: &Path) -> Vec<(u64, u64)> {
+/// One batch of a segment file, parsed with the documented format.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BatchSpan {
+    /// Offset of its header.
+    pub start: u64,
+    /// Offset just past its trailer.
+    pub end: u64,
+    /// The index of its first entry (of a truncation record: the first index deleted).
+    pub first: u64,
+    /// How many entries it holds.
+    pub count: u32,
+    /// The byte ranges `(start, end)` of its record frames.
+    pub records: Vec<(u64, u64)>,
+}
+
+impl BatchSpan {
+    /// The offset of its trailer.
+    pub fn trailer(&self) -> u64 {
+        self.end - BATCH_TRAILER
+    }
+}
+
+fn u32_at(data: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(data[at..at + 4].try_into().unwrap())
+}
+
+fn u64_at(data: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(data[at..at + 8].try_into().unwrap())
+}
+
+/// The batches of a segment file, parsed with the documented format: after the 24-byte header,
+/// batches of a 28-byte header (`rBAT`, first index, count, records length, CRC), `count` frames
+/// (`len: u32 LE`, `crc: u32 LE`, `len` payload bytes) and an 8-byte trailer (`rEND`, the header's
+/// CRC). The file must hold whole batches only.
+pub fn batches(path: &Path) -> Vec<BatchSpan> {
     let data = fs::read(path).unwrap();
     let mut pos = SEGMENT_HEADER as usize;
     let mut out = Vec::new();
-    while pos + 8 <= data.len() {
-        let len = u32::from_le_bytes(data[pos..pos + 4].try_into().unwrap()) as usize;
-        let end = pos + 8 + len;
-        assert!(end <= data.len(), "test helper: a frame runs past the end");
-        out.push((pos as u64, end as u64));
+    while pos < data.len() {
+        assert_eq!(
+            &data[pos..pos + 4],
+            b"rBAT",
+            "test helper: a batch header at {pos}"
+        );
+        let first = u64_at(&data, pos + 4);
+        let count = u32_at(&data, pos + 12);
+        let records_len = u64_at(&data, pos + 16) as usize;
+        let mut at = pos + BATCH_HEADER as usize;
+        let mut records = Vec::new();
+        for _ in 0..count {
+            let end = at + 8 + u32_at(&data, at) as usize;
+            records.push((at as u64, end as u64));
+            at = end;
+        }
+        assert_eq!(at, pos + BATCH_HEADER as usize + records_len);
+        assert_eq!(
+            &data[at..at + 4],
+            b"rEND",
+            "test helper: a batch trailer at {at}"
+        );
+        let end = at + BATCH_TRAILER as usize;
+        out.push(BatchSpan {
+            start: pos as u64,
+            end: end as u64,
+            first,
+            count,
+            records,
+        });
         pos = end;
     }
-    assert_eq!(pos, data.len(), "test helper: trailing bytes in {path:?}");
     out
+}
+
+/// The byte ranges `(start, end)` of the record frames in a segment file, in all its batches.
+pub fn frames(path: &Path) -> Vec<(u64, u64)> {
+    batches(path).into_iter().flat_map(|b| b.records).collect()
+}
+
+/// Removes the record of a clean shutdown from a storage directory: it is then as a crash (the
+/// death of the process, a power cut) leaves it, which writes no such record.
+pub fn as_after_crash(dir: &Path) {
+    fs::remove_file(dir.join(CLEAN_FILE)).expect("a clean shutdown was recorded");
+}
+
+/// Whether `r` is a refusal as corruption whose message names `file` and `offset {offset}`.
+pub fn is_refusal_at<T: std::fmt::Debug>(
+    r: &Result<T, StorageError>,
+    file: &str,
+    offset: u64,
+) -> bool {
+    match r {
+        Err(StorageError::Corrupted(msg)) => {
+            msg.contains(file) && msg.contains(&format!("offset {offset}:"))
+        }
+        _ => false,
+    }
 }
 
 pub fn is_corrupted<T: std::fmt::Debug>(r: &Result<T, StorageError>) -> bool {
