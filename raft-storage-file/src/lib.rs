@@ -662,6 +662,13 @@ where
         self.blocking(|s| s.snapshot()).await
     }
 
+    /// Whether this open cut entries off the log (or may have: a zeroed tail can hide whole batches),
+    /// from [`RecoveryReport::cut_entries`]. Cutting a torn last batch loses nothing this storage
+    /// acknowledged, but a disk that lied about an fsync looks the same, so the node is told.
+    async fn lost_entries_on_open(&mut self) -> Result<bool, StorageError> {
+        Ok(self.recovery_report().cut_entries().is_some())
+    }
+
     async fn snapshot_chunk(
         &mut self,
         snapshot: LogId,

@@ -172,6 +172,8 @@ async fn a_torn_last_batch_is_cut_after_a_crash_only() {
     let range = batch.first..=LAST;
     assert_eq!(torn.entries, CutEntries::Announced(range.clone()));
     assert_eq!(report.cut_entries(), Some(range));
+    // The node above is told: it will not vote until it has caught up with a leader.
+    assert!(s.lost_entries_on_open().await.unwrap());
     check_log(&mut s, batch.first - 1).await;
     assert!(len > at);
 
@@ -200,6 +202,7 @@ async fn a_truncation_at_a_batch_boundary_is_detected_after_a_clean_shutdown_onl
     let report = s.recovery_report();
     assert!(report.is_clean(), "{report:?}");
     assert_eq!(report.cut_entries(), None);
+    assert!(!s.lost_entries_on_open().await.unwrap());
     check_log(&mut s, batch.first - 1).await;
 
     let (_copy, r) = open_damaged(golden.path(), Shutdown::Clean, |d| {

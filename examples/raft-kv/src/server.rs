@@ -253,11 +253,26 @@ pub async fn start_node(cfg: NodeConfig) -> Result<RunningNode, ServeError> {
             dir: cfg.data_dir.clone(),
             source,
         })?;
+    let mut storage = storage;
     let report = storage.recovery_report();
     if report.initialized {
         tracing::info!(dir = %cfg.data_dir.display(), "new data directory");
     } else if !report.is_clean() {
         tracing::warn!(?report, "recovered the data directory after a crash");
+    }
+    if let Some(behind) = &report.log_behind_snapshot {
+        // The snapshot covers every entry the log holds: continue the log after the snapshot.
+        tracing::warn!(
+            ?behind,
+            "the log ends below the snapshot; discarding it to the snapshot point"
+        );
+        storage
+            .reset_log_to_snapshot()
+            .await
+            .map_err(|source| ServeError::Storage {
+                dir: cfg.data_dir.clone(),
+                source,
+            })?;
     }
 
     let network = TcpNetwork::new(
