@@ -54,6 +54,13 @@ pub struct Config {
     /// transport's frame limit and small enough to cross the network within `rpc_timeout`.
     /// Default 1 MiB.
     pub snapshot_chunk_size: usize,
+    /// Whether a leader checks that a majority still answers it, and steps down when none did during
+    /// a whole `election_timeout_max`: a leader cut off from the majority then stops taking writes
+    /// (they could never commit) within **2 × `election_timeout_max`** of the last answer it had from a
+    /// majority, and clients go to the new leader. Its cost is nothing on the wire (it counts the
+    /// answers to heartbeats already sent); turn it off only to study a minority leader's behaviour.
+    /// Default on.
+    pub check_quorum: bool,
     /// Seed of the engine's random number generator (election timeouts). Mixed with the node id, so the
     /// same seed on every node still gives each its own timeouts. Same seed, same inputs: same outputs.
     pub seed: u64,
@@ -110,6 +117,7 @@ impl Default for Config {
             snapshot_policy: SnapshotPolicy::default(),
             snapshot_keep_entries: 10_000,
             snapshot_chunk_size: 1024 * 1024,
+            check_quorum: true,
             seed: 0,
         }
     }

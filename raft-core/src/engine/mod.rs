@@ -323,6 +323,8 @@ pub struct Engine<C> {
     entry_size: EntrySize<C>,
     max_in_flight: usize,
     snapshot_keep_entries: u64,
+    /// Whether a leader steps down when no majority answered for a whole election timeout.
+    check_quorum: bool,
     rng: fastrand::Rng,
 
     now: u64,
@@ -389,6 +391,7 @@ impl<C: Clone> Engine<C> {
             entry_size: |command| std::mem::size_of_val(command),
             max_in_flight: config.max_in_flight,
             snapshot_keep_entries: config.snapshot_keep_entries,
+            check_quorum: config.check_quorum,
             rng: fastrand::Rng::with_seed(seed),
             now: now_ms,
             election_deadline: 0,
@@ -1255,7 +1258,11 @@ impl<C: Clone> Engine<C> {
         self.append_local(blank);
         self.replicate_pending.extend(self.progress.keys().copied());
         self.heartbeat_deadline = self.now + self.heartbeat_ms;
-        self.quorum_check_deadline = self.now + self.election_timeout_ms.1;
+        self.quorum_check_deadline = if self.check_quorum {
+            self.now + self.election_timeout_ms.1
+        } else {
+            u64::MAX
+        };
     }
 
     fn check_quorum(&mut self) {

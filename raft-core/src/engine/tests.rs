@@ -1454,6 +1454,23 @@ fn leader_sends_heartbeats_every_heartbeat_interval() {
 }
 
 #[test]
+fn with_check_quorum_off_a_leader_that_hears_from_no_one_keeps_office() {
+    let c = Config {
+        check_quorum: false,
+        ..config()
+    };
+    let mut e = initialized(1, &[1, 2, 3], &c, 0);
+    let _ = make_leader(&mut e);
+    let t0 = e.now();
+    for k in 1..=20 {
+        e.tick(t0 + k * MAX);
+        let _ = e.take_output();
+    }
+    assert_eq!(e.role(), Role::Leader, "no check, no step-down");
+    assert!(Config::default().check_quorum, "on by default");
+}
+
+#[test]
 fn leader_that_hears_from_no_follower_for_election_timeout_max_steps_down() {
     let mut e = initialized(1, &[1, 2, 3], &config(), 0);
     let _ = make_leader(&mut e);
