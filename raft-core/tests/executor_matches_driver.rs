@@ -502,7 +502,6 @@ impl Lockstep {
     /// A client write of `command` at node 1.
     async fn propose(&mut self, step: &str, command: u64) {
         let now = self.now_ms();
-        self.executor.engine_mut().advance_clock(now);
         let at = self
             .executor
             .engine_mut()

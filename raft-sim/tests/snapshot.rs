@@ -1,4 +1,4 @@
-//! Issue 5's whole-cluster scenarios: snapshots, log compaction and InstallSnapshot on the mock network,
+//! Whole-cluster scenarios of snapshots, log compaction and InstallSnapshot on the mock network,
 //! in virtual time. Every scenario ends with the harness's full check (the five properties, no lost
 //! acknowledged write, linearizability) and compares the nodes' state machines.
 

@@ -1,7 +1,7 @@
 //! The mock network and the harness around snapshots: InstallSnapshot chunks lost, duplicated and
 //! reordered by the router on their own (while AppendEntries flow), the harness's snapshot helpers
 //! (traffic, arrivals, state machine states, restores), and the harness catching a storage that
-//! serves wrong snapshot chunks. Issue 5's cluster scenarios live in `tests/snapshot.rs`; these test
+//! serves wrong snapshot chunks. The snapshot cluster scenarios live in `tests/snapshot.rs`; these test
 //! the tools those scenarios use.
 
 use std::collections::BTreeMap;

@@ -1,16 +1,18 @@
 //! What one HTTP client may take of a node (`raft_kv::http_limits`, `raft_kv::http_server`): wrong
 //! methods, slow bodies and too many requests get JSON errors; slow headers and connections over the
-//! cap are cut, while other clients are still served.
+//! cap are cut, while other clients are still served. And the bearer token (`raft_kv::http_auth`):
+//! a request without it, or with another, is a JSON `401` and proposes nothing.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::http::{Method, Request, StatusCode};
+use axum::http::{header, Method, Request, StatusCode};
 use axum::routing::get;
 use axum::Router;
 use http_body_util::BodyExt;
 use raft_kv::http::{router, ApiState};
+use raft_kv::http_auth::ApiToken;
 use raft_kv::http_limits::HttpLimits;
 use raft_kv::Cluster;
 use serde_json::Value;
@@ -18,7 +20,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tower::ServiceExt;
 
-async fn leader_api(limits: HttpLimits) -> (Cluster, Router) {
+/// The API of a one-node cluster's leader, with `configure` applied to its state.
+async fn one_node_api(configure: impl FnOnce(&mut ApiState)) -> (Cluster, Router) {
     let mut cluster = Cluster::start([1], raft_core::Config::default())
         .await
         .unwrap();
@@ -30,8 +33,12 @@ async fn leader_api(limits: HttpLimits) -> (Cluster, Router) {
         cluster.reader(leader).expect("known").clone(),
         BTreeMap::from([(1, "node1:8001".to_string())]),
     );
-    api.limits = limits;
+    configure(&mut api);
     (cluster, router(api))
+}
+
+async fn leader_api(limits: HttpLimits) -> (Cluster, Router) {
+    one_node_api(|api| api.limits = limits).await
 }
 
 async fn json_of(response: axum::response::Response) -> (StatusCode, Value) {
@@ -190,4 +197,44 @@ async fn a_client_slow_to_send_its_headers_is_disconnected() {
     assert!(closed_within(&mut silent, Duration::from_secs(3)).await);
     let mut prompt = TcpStream::connect(addr).await.unwrap();
     assert_eq!(get_root(&mut prompt).await, "HTTP/1.1 200 OK");
+}
+
+const TOKEN: &str = "s3cret-token-0123456789";
+
+async fn put_with(app: &Router, authorization: Option<&str>) -> (StatusCode, Value) {
+    let mut request = Request::builder().method(Method::PUT).uri("/kv/apple");
+    if let Some(value) = authorization {
+        request = request.header(header::AUTHORIZATION, value);
+    }
+    json_of(
+        app.clone()
+            .oneshot(request.body(Body::from("red")).unwrap())
+            .await
+            .unwrap(),
+    )
+    .await
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_a_token_only_requests_carrying_it_are_served() {
+    let (cluster, app) = one_node_api(|api| api.token = Some(ApiToken::new(TOKEN).unwrap())).await;
+    let before = cluster.raft(1).unwrap().metrics().borrow().last_log_id;
+    for wrong in [
+        None,
+        Some("Bearer wrong-token-0123456789"),
+        Some("Basic czNjcmV0"),
+        Some(TOKEN),
+    ] {
+        let (status, body) = put_with(&app, wrong).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{wrong:?}");
+        assert_eq!(body["error"], "unauthorized");
+    }
+    assert_eq!(
+        cluster.raft(1).unwrap().metrics().borrow().last_log_id,
+        before,
+        "nothing was proposed"
+    );
+    let (status, body) = put_with(&app, Some(&format!("Bearer {TOKEN}"))).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["value"], "red");
 }
