@@ -1,0 +1,324 @@
+//! The multi-process harness: three `raft-kv serve` processes on loopback with mutual TLS, each with
+//! its own data directory and log file, and the waits and checks the multi-process tests share.
+//!
+//! Every child is killed when the [`Procs`] is dropped, so a failing test leaves no process behind.
+
+#![allow(dead_code)] // Each test binary uses part of the harness.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use raft_kv::client::KvClient;
+use raft_kv::http::StatusBody;
+
+pub const NODES: u64 = 3;
+pub const KEYS: usize = 1000;
+pub const WRITERS: usize = 8;
+
+pub struct Node {
+    pub id: u64,
+    pub raft: String,
+    pub http: String,
+    pub dir: PathBuf,
+    /// The `serve` flags of its TLS files.
+    pub tls: Vec<std::ffi::OsString>,
+    pub child: Option<Child>,
+}
+
+/// Kills every child on drop, so a failing test leaves no process behind.
+pub struct Procs {
+    pub nodes: Vec<Node>,
+    pub peers: String,
+    pub logs: PathBuf,
+    /// Extra `serve` flags for every node.
+    pub extra: Vec<String>,
+}
+
+impl Drop for Procs {
+    fn drop(&mut self) {
+        for n in &mut self.nodes {
+            if let Some(mut c) = n.child.take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+}
+
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<_> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect()
+}
+
+impl Procs {
+    pub fn new(root: &Path) -> Self {
+        Self::with_flags(root, &[])
+    }
+
+    pub fn with_flags(root: &Path, extra: &[&str]) -> Self {
+        let ports = free_ports(2 * NODES as usize);
+        // Mutual TLS, with certificates as `raft-kv cluster` makes them.
+        let tls = raft_kv::tls_files::generate(&root.join("tls"), "raft-kv", 1..=NODES)
+            .expect("test certificates");
+        let nodes: Vec<Node> = (0..NODES as usize)
+            .map(|i| Node {
+                id: i as u64 + 1,
+                raft: format!("127.0.0.1:{}", ports[2 * i]),
+                http: format!("127.0.0.1:{}", ports[2 * i + 1]),
+                dir: root.join(format!("node-{}", i + 1)),
+                tls: tls[i].1.to_args(),
+                child: None,
+            })
+            .collect();
+        let peers = nodes
+            .iter()
+            .map(|n| format!("{}={}/{}", n.id, n.raft, n.http))
+            .collect::<Vec<_>>()
+            .join(",");
+        Procs {
+            nodes,
+            peers,
+            logs: root.to_path_buf(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    pub fn start(&mut self, id: u64) {
+        let node = &mut self.nodes[id as usize - 1];
+        assert!(node.child.is_none(), "node {id} already runs");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.logs.join(format!("node-{id}.log")))
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_raft-kv"))
+            .args(["--log", "warn", "serve", "--id", &id.to_string()])
+            .args(["--raft-addr", &node.raft, "--http-addr", &node.http])
+            .arg("--data-dir")
+            .arg(&node.dir)
+            .args(["--peers", &self.peers])
+            .args(&node.tls)
+            .args(&self.extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .unwrap();
+        node.child = Some(child);
+    }
+
+    /// SIGKILL.
+    pub fn kill(&mut self, id: u64) {
+        let mut child = self.nodes[id as usize - 1].child.take().expect("running");
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    /// SIGTERM, then waits (up to `within`) for the process to exit; returns whether it exited with
+    /// success. A process still running after `within` is killed and counts as a failure.
+    pub fn terminate(&mut self, id: u64, within: Duration) -> bool {
+        let mut child = self.nodes[id as usize - 1].child.take().expect("running");
+        let pid = libc::pid_t::try_from(child.id()).expect("a pid fits pid_t");
+        // SAFETY: kill(2) on our own child's pid with a valid signal number has no memory effects.
+        unsafe {
+            libc::kill(pid, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status.success();
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    pub fn client(&self, id: u64) -> KvClient {
+        KvClient::new(&self.nodes[id as usize - 1].http).with_timeout(Duration::from_secs(5))
+    }
+
+    pub fn running(&self) -> Vec<u64> {
+        self.nodes
+            .iter()
+            .filter(|n| n.child.is_some())
+            .map(|n| n.id)
+            .collect()
+    }
+
+    pub fn dump_logs(&self) -> String {
+        let mut out = String::new();
+        for n in &self.nodes {
+            let text = std::fs::read_to_string(self.logs.join(format!("node-{}.log", n.id)))
+                .unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(15).collect();
+            out.push_str(&format!("--- node {} (last lines)\n", n.id));
+            for l in tail.into_iter().rev() {
+                out.push_str(l);
+                out.push('\n');
+            }
+        }
+        out
+    }
+}
+
+pub async fn statuses(procs: &Procs) -> BTreeMap<u64, StatusBody> {
+    let mut out = BTreeMap::new();
+    for id in procs.running() {
+        if let Ok(s) = procs.client(id).status().await {
+            out.insert(id, s);
+        }
+    }
+    out
+}
+
+/// Waits (up to 20 s) until every running node answers `/status` and its status satisfies `done`;
+/// fails the test with the statuses and the node logs if they do not. `what` completes "the running
+/// nodes did not ...".
+pub async fn wait_for_every_running_node(
+    procs: &Procs,
+    what: &str,
+    done: impl Fn(&StatusBody) -> bool,
+) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let all = statuses(procs).await;
+        if all.len() == procs.running().len() && all.values().all(&done) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the running nodes did not {what}: {all:?}\n{}",
+            procs.dump_logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until a running node is leader of a term above `newer_than`; returns (id, term).
+pub async fn wait_for_leader(procs: &Procs, newer_than: u64) -> (u64, u64) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let all = statuses(procs).await;
+        if let Some((id, s)) = all
+            .iter()
+            .filter(|(_, s)| s.role == "leader" && s.term > newer_than)
+            .max_by_key(|(_, s)| s.term)
+        {
+            return (*id, s.term);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no leader above term {newer_than}: {all:?}\n{}",
+            procs.dump_logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Writes keys `range` with `WRITERS` concurrent clients spread over `targets`; a failed write is
+/// retried (a PUT of the same value is idempotent) until acknowledged. Returns the acknowledged writes.
+pub async fn write_keys(
+    procs: &Procs,
+    targets: &[u64],
+    range: std::ops::Range<usize>,
+) -> BTreeMap<String, String> {
+    let clients: Vec<KvClient> = targets.iter().map(|&id| procs.client(id)).collect();
+    let acked = Arc::new(Mutex::new(BTreeMap::new()));
+    let next = Arc::new(Mutex::new(range.clone()));
+    let mut tasks = Vec::new();
+    for w in 0..WRITERS {
+        let (clients, acked, next) = (clients.clone(), acked.clone(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut c = w;
+            loop {
+                let Some(i) = next.lock().unwrap().next() else {
+                    return;
+                };
+                let (key, value) = (format!("key-{i:04}"), format!("value-{i}"));
+                let deadline = Instant::now() + Duration::from_secs(20);
+                loop {
+                    let client = &clients[c % clients.len()];
+                    match client.put(&key, &value).await {
+                        Ok(reply) if reply.status.is_success() => {
+                            acked.lock().unwrap().insert(key.clone(), value.clone());
+                            break;
+                        }
+                        // Not acknowledged (no leader yet, outcome unknown, node down): retry,
+                        // at another node.
+                        _ => {
+                            assert!(Instant::now() < deadline, "could not write {key}");
+                            c += 1;
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                    }
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let acked = acked.lock().unwrap().clone();
+    acked
+}
+
+/// Waits until every running node has applied at least what the leader had committed after a
+/// barrier write, then checks every acknowledged write on every node: a local (stale) read of its
+/// state machine, and, for a sample, a linearizable read through the log from each node.
+pub async fn check_everywhere(procs: &Procs, acked: &BTreeMap<String, String>) {
+    let (leader, _) = wait_for_leader(procs, 0).await;
+    let barrier = procs.client(leader);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !barrier
+        .put("barrier", "x")
+        .await
+        .is_ok_and(|r| r.status.is_success())
+    {
+        assert!(Instant::now() < deadline, "barrier write failed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let target = barrier.status().await.unwrap().commit_index;
+    wait_for_every_running_node(procs, &format!("catch up to {target}"), |s| {
+        s.last_applied >= target
+    })
+    .await;
+    for id in procs.running() {
+        let client = procs.client(id);
+        let keys: Vec<(String, String)> =
+            acked.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let mut tasks = Vec::new();
+        for chunk in keys.chunks(keys.len().div_ceil(WRITERS).max(1)) {
+            let (client, chunk) = (client.clone(), chunk.to_vec());
+            tasks.push(tokio::spawn(async move {
+                for (k, v) in chunk {
+                    let got = client.get_local(&k).await.unwrap().unwrap();
+                    assert_eq!(got.as_deref(), Some(v.as_str()), "node {id}, key {k}");
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        // Linearizable reads through the log, sent to this node (redirected to the leader).
+        for (k, v) in acked.iter().step_by(97) {
+            let got = client.get(k).await.unwrap().unwrap();
+            assert_eq!(
+                got.as_deref(),
+                Some(v.as_str()),
+                "read of {k} via node {id}"
+            );
+        }
+    }
+}
