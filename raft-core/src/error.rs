@@ -160,6 +160,37 @@ pub enum InitializeError {
 #[error("the node has stopped: {0}")]
 pub struct StoppedError(pub String);
 
+/// Why a leadership transfer did not hand leadership over. In every case this node stays (or
+/// becomes again) what it was: a leader whose transfer failed takes proposals again.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TransferError {
+    /// This node is not the leader, so it has nothing to transfer.
+    #[error("not the leader (leader hint: {leader_hint:?})")]
+    NotLeader {
+        /// The node this one believes is leader.
+        leader_hint: Option<NodeId>,
+    },
+    /// The target is not a voter of the current membership (or is this node).
+    #[error("node {target} is not another voter of the current membership")]
+    NotAVoter {
+        /// The target asked for.
+        target: NodeId,
+    },
+    /// There is no other voter to hand leadership to.
+    #[error("there is no other voter to transfer leadership to")]
+    NoTarget,
+    /// The target did not become leader within the transfer's deadline (an election timeout): it
+    /// could not be brought up to date, or lost its election. The old leader leads on.
+    #[error("node {target} did not take over within the transfer deadline")]
+    TimedOut {
+        /// The target.
+        target: NodeId,
+    },
+    /// The node is shutting down or has stopped.
+    #[error(transparent)]
+    Stopped(#[from] StoppedError),
+}
+
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {

@@ -38,6 +38,10 @@
 //! #       Err(NetworkError::Unreachable { target, reason: "single node".into() }) }
 //! #   async fn vote(&self, target: NodeId, _: VoteRequest) -> Result<VoteResponse, NetworkError> {
 //! #       Err(NetworkError::Unreachable { target, reason: "single node".into() }) }
+//! #   async fn pre_vote(&self, target: NodeId, _: PreVoteRequest) -> Result<PreVoteResponse, NetworkError> {
+//! #       Err(NetworkError::Unreachable { target, reason: "single node".into() }) }
+//! #   async fn timeout_now(&self, target: NodeId, _: TimeoutNowRequest) -> Result<TimeoutNowResponse, NetworkError> {
+//! #       Err(NetworkError::Unreachable { target, reason: "single node".into() }) }
 //! #   async fn install_snapshot(&self, target: NodeId, _: InstallSnapshotRequest) -> Result<InstallSnapshotResponse, NetworkError> {
 //! #       Err(NetworkError::Unreachable { target, reason: "single node".into() }) }
 //! # }
@@ -98,14 +102,17 @@ pub mod testing;
 mod types;
 
 pub use config::{Config, SnapshotPolicy};
-pub use engine::{Engine, EntrySize, Output, RecoveredState, SnapshotCheck, VoteRefusal};
+pub use engine::{
+    ElectionStats, Engine, EntrySize, Output, RecoveredState, SnapshotCheck, VoteRefusal,
+};
 pub use error::{
     ClientWriteError, ConfigError, InitializeError, NetworkError, StartError, StateMachineError,
-    StoppedError, StorageError,
+    StoppedError, StorageError, TransferError,
 };
 pub use message::{
     AppendEntriesRequest, AppendEntriesResponse, AppendResult, InstallSnapshotRequest,
-    InstallSnapshotResponse, Request, Response, SnapshotResult, VoteRequest, VoteResponse,
+    InstallSnapshotResponse, PreVoteRequest, PreVoteResponse, Request, Response, SnapshotResult,
+    TimeoutNowRequest, TimeoutNowResponse, VoteRequest, VoteResponse,
 };
 pub use network::RaftNetwork;
 pub use raft::{ClientWriteResponse, Metrics, NodeStatus, Proposal, ProposalResult, Raft};

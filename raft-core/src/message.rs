@@ -14,6 +14,11 @@ pub struct VoteRequest {
     /// The id of the candidate's last log entry: a voter grants only to a log at least as up-to-date as
     /// its own.
     pub last_log_id: LogId,
+    /// The election was started by the leader's [`TimeoutNowRequest`] (a leadership transfer): a
+    /// voter that still hears from that leader grants it anyway, where it would otherwise refuse any
+    /// candidate while its leader is alive.
+    #[serde(default)]
+    pub leadership_transfer: bool,
 }
 
 /// The answer to a [`VoteRequest`].
@@ -23,6 +28,48 @@ pub struct VoteResponse {
     pub term: Term,
     /// Whether the vote was granted. A granted vote is durable on the voter before this reply leaves.
     pub vote_granted: bool,
+}
+
+/// A pre-vote (Raft thesis, section 9.6): "would you vote for me in term `term`?", asked before a
+/// node campaigns. Answering changes nothing on the voter, not its term and not its vote, so a node
+/// that cannot win (cut off, or behind) asks in vain without disturbing anyone.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreVoteRequest {
+    /// The term the candidate would campaign in: its current term plus one.
+    pub term: Term,
+    /// The node asking.
+    pub candidate_id: NodeId,
+    /// The id of its last log entry.
+    pub last_log_id: LogId,
+}
+
+/// The answer to a [`PreVoteRequest`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreVoteResponse {
+    /// The voter's current term (not changed by the request). Higher than the asking node's: that
+    /// node adopts it and stays a follower.
+    pub term: Term,
+    /// Whether the voter would grant a real vote in the requested term now.
+    pub vote_granted: bool,
+}
+
+/// TimeoutNow (Raft thesis, section 3.10): the leader tells an up-to-date follower to campaign at
+/// once, to hand leadership over.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TimeoutNowRequest {
+    /// The leader's term.
+    pub term: Term,
+    /// The leader.
+    pub leader_id: NodeId,
+}
+
+/// The answer to a [`TimeoutNowRequest`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TimeoutNowResponse {
+    /// The follower's term after handling the request (one above the leader's if it campaigned).
+    pub term: Term,
+    /// Whether the follower started an election.
+    pub campaigning: bool,
 }
 
 /// AppendEntries (Raft paper, figure 2); with no entries it is a heartbeat.
@@ -143,6 +190,10 @@ pub enum SnapshotResult {
 pub enum Request<C> {
     /// A RequestVote.
     Vote(VoteRequest),
+    /// A pre-vote.
+    PreVote(PreVoteRequest),
+    /// A leader's order to campaign now.
+    TimeoutNow(TimeoutNowRequest),
     /// An AppendEntries.
     AppendEntries(AppendEntriesRequest<C>),
     /// A chunk of a snapshot.
@@ -154,6 +205,10 @@ pub enum Request<C> {
 pub enum Response {
     /// The answer to a RequestVote.
     Vote(VoteResponse),
+    /// The answer to a pre-vote.
+    PreVote(PreVoteResponse),
+    /// The answer to a TimeoutNow.
+    TimeoutNow(TimeoutNowResponse),
     /// The answer to an AppendEntries.
     AppendEntries(AppendEntriesResponse),
     /// The answer to an InstallSnapshot.

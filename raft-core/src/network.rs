@@ -5,7 +5,8 @@ use async_trait::async_trait;
 use crate::error::NetworkError;
 use crate::message::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
-    VoteRequest, VoteResponse,
+    PreVoteRequest, PreVoteResponse, TimeoutNowRequest, TimeoutNowResponse, VoteRequest,
+    VoteResponse,
 };
 use crate::types::NodeId;
 
@@ -40,6 +41,20 @@ where
         target: NodeId,
         request: VoteRequest,
     ) -> Result<VoteResponse, NetworkError>;
+
+    /// Sends a pre-vote to `target` and waits for its answer.
+    async fn pre_vote(
+        &self,
+        target: NodeId,
+        request: PreVoteRequest,
+    ) -> Result<PreVoteResponse, NetworkError>;
+
+    /// Sends a TimeoutNow (a leadership transfer's last step) to `target` and waits for its answer.
+    async fn timeout_now(
+        &self,
+        target: NodeId,
+        request: TimeoutNowRequest,
+    ) -> Result<TimeoutNowResponse, NetworkError>;
 
     /// Sends one chunk of a snapshot to `target` and waits for its answer. A chunk is at most
     /// [`Config::snapshot_chunk_size`](crate::Config) bytes of data, plus the metadata.

@@ -143,6 +143,8 @@ pub enum Role {
     /// Follows a leader (or waits for one).
     #[default]
     Follower,
+    /// Asks for pre-votes (without raising its term) to learn whether it could win an election.
+    PreCandidate,
     /// Asks for votes to become leader.
     Candidate,
     /// Accepts proposals and replicates the log.

@@ -176,7 +176,7 @@ fn every_reference_in_the_docs_resolves() {
 fn the_checker_catches_broken_references() {
     let root = workspace_root();
     let ok = [
-        "raft-core/src/engine/mod.rs::Engine::handle_vote_request",
+        "raft-core/src/engine/election.rs::Engine::handle_vote_request",
         "raft-core/src/types.rs::LogId",
         "raft-core/src/engine/tests.rs::granting_a_vote_resets_the_election_timer",
         "raft-core/src/engine/",

@@ -18,7 +18,8 @@ use raft_core::{
     EntryPayload, HardState, InstallSnapshotRequest, InstallSnapshotResponse, LogId, LogIndex,
     LogState, Membership, NetworkError, NodeId, NodeStatus, Raft, RaftNetwork, RaftStorage, Role,
     Snapshot, SnapshotMeta, SnapshotResult, StateMachine, StateMachineError, StorageError,
-    VoteRequest, VoteResponse,
+    PreVoteRequest, PreVoteResponse, TimeoutNowRequest, TimeoutNowResponse, VoteRequest,
+    VoteResponse,
 };
 
 mock! {
@@ -47,6 +48,8 @@ mock! {
             request: AppendEntriesRequest<u64>,
         ) -> Result<AppendEntriesResponse, NetworkError>;
         async fn vote(&self, target: NodeId, request: VoteRequest) -> Result<VoteResponse, NetworkError>;
+        async fn pre_vote(&self, target: NodeId, request: PreVoteRequest) -> Result<PreVoteResponse, NetworkError>;
+        async fn timeout_now(&self, target: NodeId, request: TimeoutNowRequest) -> Result<TimeoutNowResponse, NetworkError>;
         async fn install_snapshot(
             &self,
             target: NodeId,
@@ -228,10 +231,18 @@ fn initialized(voters: &[NodeId]) -> Vec<Entry<u64>> {
 // ----- network -----
 
 /// A mocked network that records every RPC as `vote(to=.., term=..)` / `append_entries(to=..,
-/// term=.., entries=..)`. AppendEntries never get an answer (unreachable); votes are granted if
-/// `grant_votes`, else unreachable too.
+/// term=.., entries=..)`. AppendEntries never get an answer (unreachable); pre-votes are always
+/// granted (the peers would vote), votes are granted if `grant_votes`, else unreachable too.
 fn network(events: &Events, grant_votes: bool) -> MockNetwork {
     let mut n = MockNetwork::new();
+    let ev = Arc::clone(events);
+    n.expect_pre_vote().returning(move |target, req| {
+        record(&ev, format!("pre_vote(to={target}, term={})", req.term));
+        Ok(PreVoteResponse {
+            term: req.term - 1,
+            vote_granted: true,
+        })
+    });
     let ev = Arc::clone(events);
     n.expect_vote().returning(move |target, req| {
         record(&ev, format!("vote(to={target}, term={})", req.term));
@@ -419,6 +430,7 @@ async fn follower_replies_to_vote_only_after_the_vote_is_durable() {
             term: 1,
             candidate_id: 2,
             last_log_id: LogId::new(0, 1),
+            leadership_transfer: false,
         })
         .await
         .expect("the node answers");
@@ -460,6 +472,7 @@ async fn follower_does_not_grant_a_vote_it_could_not_persist() {
             term: 1,
             candidate_id: 2,
             last_log_id: LogId::new(0, 1),
+            leadership_transfer: false,
         })
         .await;
     match &reply {

@@ -58,7 +58,8 @@ impl RaftStorage<u64> for StallingStore {
     }
 }
 
-/// Peers that answer every vote request late, with a higher term; nothing else gets through.
+/// Peers that answer every vote and pre-vote request late, with a higher term; nothing else gets
+/// through.
 struct LateHigherTerm {
     delay: Duration,
     term: Term,
@@ -81,6 +82,23 @@ impl RaftNetwork<u64> for LateHigherTerm {
         Ok(VoteResponse {
             term: self.term,
             vote_granted: false,
+        })
+    }
+    async fn pre_vote(&self, _: NodeId, _: PreVoteRequest) -> Result<PreVoteResponse, NetworkError> {
+        tokio::time::sleep(self.delay).await;
+        Ok(PreVoteResponse {
+            term: self.term,
+            vote_granted: false,
+        })
+    }
+    async fn timeout_now(
+        &self,
+        target: NodeId,
+        _: TimeoutNowRequest,
+    ) -> Result<TimeoutNowResponse, NetworkError> {
+        Err(NetworkError::Unreachable {
+            target,
+            reason: "test".into(),
         })
     }
     async fn install_snapshot(

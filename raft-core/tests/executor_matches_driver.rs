@@ -37,7 +37,8 @@ use raft_core::{
     HardState, InstallSnapshotRequest, InstallSnapshotResponse, LogId, LogIndex, LogState,
     Membership, NetworkError, NodeId, Raft, RaftNetwork, RaftStorage, Request, Response, Snapshot,
     SnapshotChunk, SnapshotMeta, SnapshotPolicy, SnapshotResult, StateMachine, StateMachineError,
-    StorageError, VoteRequest, VoteResponse,
+    StorageError, PreVoteRequest, PreVoteResponse, TimeoutNowRequest, TimeoutNowResponse,
+    VoteRequest, VoteResponse,
 };
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -293,6 +294,8 @@ impl ParkingNetwork {
             matches!(
                 (request, &response),
                 (Request::Vote(_), Response::Vote(_))
+                    | (Request::PreVote(_), Response::PreVote(_))
+                    | (Request::TimeoutNow(_), Response::TimeoutNow(_))
                     | (Request::AppendEntries(_), Response::AppendEntries(_))
                     | (Request::InstallSnapshot(_), Response::InstallSnapshot(_))
             )
@@ -334,6 +337,28 @@ impl RaftNetwork<u64> for ParkingNetwork {
     ) -> Result<VoteResponse, NetworkError> {
         match self.call(target, Request::Vote(request)).await? {
             Response::Vote(r) => Ok(r),
+            other => Err(wrong_answer(target, other)),
+        }
+    }
+
+    async fn pre_vote(
+        &self,
+        target: NodeId,
+        request: PreVoteRequest,
+    ) -> Result<PreVoteResponse, NetworkError> {
+        match self.call(target, Request::PreVote(request)).await? {
+            Response::PreVote(r) => Ok(r),
+            other => Err(wrong_answer(target, other)),
+        }
+    }
+
+    async fn timeout_now(
+        &self,
+        target: NodeId,
+        request: TimeoutNowRequest,
+    ) -> Result<TimeoutNowResponse, NetworkError> {
+        match self.call(target, Request::TimeoutNow(request)).await? {
+            Response::TimeoutNow(r) => Ok(r),
             other => Err(wrong_answer(target, other)),
         }
     }
@@ -467,6 +492,8 @@ impl Lockstep {
 
         let reply = match request {
             Request::Vote(r) => self.raft.vote(r).await.map(Response::Vote),
+            Request::PreVote(r) => self.raft.pre_vote(r).await.map(Response::PreVote),
+            Request::TimeoutNow(r) => self.raft.timeout_now(r).await.map(Response::TimeoutNow),
             Request::AppendEntries(r) => self
                 .raft
                 .append_entries(r)
@@ -613,9 +640,11 @@ impl Lockstep {
 // ----- building blocks -----
 
 /// Timeouts far longer than a scenario's steps: only [`Lockstep::timer`] fires a timer, and no RPC
-/// times out. Snapshots only when asked, in chunks of 8 bytes.
+/// times out. Snapshots only when asked, in chunks of 8 bytes. Elections without a pre-vote round,
+/// so a timer sends the vote requests the scenarios answer.
 fn config(snapshot_keep_entries: u64) -> Config {
     Config {
+        pre_vote: false,
         election_timeout_min: Duration::from_secs(60),
         election_timeout_max: Duration::from_secs(120),
         heartbeat_interval: Duration::from_secs(30),
@@ -649,6 +678,7 @@ fn vote(term: u64, candidate_id: NodeId, last: (u64, LogIndex)) -> Request<u64> 
         term,
         candidate_id,
         last_log_id: LogId::new(last.0, last.1),
+        leadership_transfer: false,
     })
 }
 

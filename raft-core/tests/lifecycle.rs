@@ -38,7 +38,8 @@ async fn shutdown_stops_the_node_and_is_idempotent() {
         .vote(VoteRequest {
             term: 9,
             candidate_id: 2,
-            last_log_id: LogId::default()
+            last_log_id: LogId::default(),
+            leadership_transfer: false,
         })
         .await
         .is_err());

@@ -41,12 +41,14 @@ async fn log_lines_name_the_node_and_one_term_however_many_terms_pass() {
     let _guard = tracing::subscriber::set_default(subscriber);
 
     let raft = single_node_leader().await;
-    // Each higher-term vote request moves the node to that term; it then elects itself again.
+    // Each higher-term vote request moves the node to that term; it then elects itself again. The
+    // requests are marked as a leadership transfer's: a live leader refuses any other.
     for term in [5, 10, 15, 20] {
         let request = VoteRequest {
             term,
             candidate_id: 2,
             last_log_id: LogId::new(term, 1_000),
+            leadership_transfer: true,
         };
         assert!(raft.vote(request).await.expect("running").vote_granted);
         raft.wait_for_leader(Duration::from_secs(2))

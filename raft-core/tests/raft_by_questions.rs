@@ -10,9 +10,12 @@ use raft_core::{
 const MIN: u64 = 150;
 const MAX: u64 = 300;
 
+/// The document explains the elections of the Raft paper: no pre-vote round before them (its
+/// rules are tested in `raft-core/src/engine/tests/pre_vote.rs`).
 fn config() -> Config {
     let c = Config {
         seed: 7,
+        pre_vote: false,
         ..Config::default()
     };
     assert_eq!(c.election_timeout_min.as_millis() as u64, MIN);
@@ -195,6 +198,7 @@ fn first_request_of_a_term_wins_the_vote_even_against_a_better_log() {
         term: 1,
         candidate_id: 1,
         last_log_id: LogId::new(0, 1),
+        leadership_transfer: false,
     };
     assert!(voter.handle_vote_request(first).vote_granted);
     assert_eq!(
@@ -210,6 +214,7 @@ fn first_request_of_a_term_wins_the_vote_even_against_a_better_log() {
         term: 1,
         candidate_id: 2,
         last_log_id: LogId::new(0, 9),
+        leadership_transfer: false,
     };
     let r = voter.handle_vote_request(second);
     assert_eq!(

@@ -6,6 +6,8 @@ use raft_core::{AppendEntriesRequest, InstallSnapshotRequest, LogId};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum RpcKind {
     Vote,
+    PreVote,
+    TimeoutNow,
     AppendEntries,
     InstallSnapshot,
 }
@@ -23,9 +25,10 @@ pub(crate) struct Envelope {
 }
 
 impl Envelope {
-    pub(crate) fn vote() -> Self {
+    /// A request that carries no entries and no snapshot data, of `kind`.
+    pub(crate) fn bare(kind: RpcKind) -> Self {
         Envelope {
-            kind: RpcKind::Vote,
+            kind,
             entries: 0,
             snapshot_bytes: 0,
             chunk: None,

@@ -6,7 +6,8 @@ use std::future::Future;
 use async_trait::async_trait;
 use raft_core::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
-    NetworkError, NodeId, Raft, RaftNetwork, StateMachine, StoppedError, VoteRequest, VoteResponse,
+    NetworkError, NodeId, PreVoteRequest, PreVoteResponse, Raft, RaftNetwork, StateMachine,
+    StoppedError, TimeoutNowRequest, TimeoutNowResponse, VoteRequest, VoteResponse,
 };
 use tokio::sync::oneshot;
 
@@ -147,10 +148,38 @@ impl<SM: StateMachine> RaftNetwork<SM::Command> for MockNetwork<SM> {
         request: VoteRequest,
     ) -> Result<VoteResponse, NetworkError> {
         self.call(
-            Envelope::vote(),
+            Envelope::bare(RpcKind::Vote),
             target,
             request,
             |raft: Raft<SM>, req| async move { raft.vote(req).await },
+        )
+        .await
+    }
+
+    async fn pre_vote(
+        &self,
+        target: NodeId,
+        request: PreVoteRequest,
+    ) -> Result<PreVoteResponse, NetworkError> {
+        self.call(
+            Envelope::bare(RpcKind::PreVote),
+            target,
+            request,
+            |raft: Raft<SM>, req| async move { raft.pre_vote(req).await },
+        )
+        .await
+    }
+
+    async fn timeout_now(
+        &self,
+        target: NodeId,
+        request: TimeoutNowRequest,
+    ) -> Result<TimeoutNowResponse, NetworkError> {
+        self.call(
+            Envelope::bare(RpcKind::TimeoutNow),
+            target,
+            request,
+            |raft: Raft<SM>, req| async move { raft.timeout_now(req).await },
         )
         .await
     }

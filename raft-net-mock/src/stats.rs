@@ -33,6 +33,10 @@ pub struct RouterStats {
 pub struct RpcCounts {
     /// RequestVote requests.
     pub vote: u64,
+    /// Pre-vote requests.
+    pub pre_vote: u64,
+    /// TimeoutNow requests (leadership transfers).
+    pub timeout_now: u64,
     /// AppendEntries requests (heartbeats included).
     pub append_entries: u64,
     /// InstallSnapshot requests (one per chunk).
@@ -42,12 +46,14 @@ pub struct RpcCounts {
 impl RpcCounts {
     /// All requests, whatever their kind.
     pub fn total(&self) -> u64 {
-        self.vote + self.append_entries + self.install_snapshot
+        self.vote + self.pre_vote + self.timeout_now + self.append_entries + self.install_snapshot
     }
 
     fn add(&mut self, kind: RpcKind) {
         match kind {
             RpcKind::Vote => self.vote += 1,
+            RpcKind::PreVote => self.pre_vote += 1,
+            RpcKind::TimeoutNow => self.timeout_now += 1,
             RpcKind::AppendEntries => self.append_entries += 1,
             RpcKind::InstallSnapshot => self.install_snapshot += 1,
         }

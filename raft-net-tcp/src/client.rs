@@ -13,8 +13,8 @@ use futures::future::{BoxFuture, FutureExt, Shared};
 use futures::SinkExt;
 use raft_core::{
     AppCommand, AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest,
-    InstallSnapshotResponse, NetworkError, NodeId, RaftNetwork, Request, Response, VoteRequest,
-    VoteResponse,
+    InstallSnapshotResponse, NetworkError, NodeId, PreVoteRequest, PreVoteResponse, RaftNetwork,
+    Request, Response, TimeoutNowRequest, TimeoutNowResponse, VoteRequest, VoteResponse,
 };
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -305,6 +305,34 @@ impl<C: AppCommand> RaftNetwork<C> for TcpNetwork<C> {
         }
     }
 
+    async fn pre_vote(
+        &self,
+        target: NodeId,
+        request: PreVoteRequest,
+    ) -> Result<PreVoteResponse, NetworkError> {
+        match self.call(target, Request::PreVote(request)).await? {
+            Response::PreVote(r) => Ok(r),
+            other => Err(NetworkError::InvalidResponse {
+                target,
+                reason: format!("expected a PreVote response, got {other:?}"),
+            }),
+        }
+    }
+
+    async fn timeout_now(
+        &self,
+        target: NodeId,
+        request: TimeoutNowRequest,
+    ) -> Result<TimeoutNowResponse, NetworkError> {
+        match self.call(target, Request::TimeoutNow(request)).await? {
+            Response::TimeoutNow(r) => Ok(r),
+            other => Err(NetworkError::InvalidResponse {
+                target,
+                reason: format!("expected a TimeoutNow response, got {other:?}"),
+            }),
+        }
+    }
+
     async fn install_snapshot(
         &self,
         target: NodeId,
@@ -330,6 +358,8 @@ fn encode_request<C: AppCommand>(
 ) -> Result<Bytes, NetworkError> {
     let (kind, hint) = match &request {
         Request::Vote(_) => ("Vote", ""),
+        Request::PreVote(_) => ("PreVote", ""),
+        Request::TimeoutNow(_) => ("TimeoutNow", ""),
         Request::AppendEntries(_) => (
             "AppendEntries",
             "; lower raft-core's Config::max_entries_per_append or send smaller commands",

@@ -374,6 +374,7 @@ mod tests {
                 term: 3,
                 candidate_id: 2,
                 last_log_id: LogId::new(2, 8),
+                leadership_transfer: false,
             }),
             Request::AppendEntries(AppendEntriesRequest {
                 term: 3,
@@ -436,6 +437,7 @@ mod tests {
                 term: 1,
                 candidate_id: 1,
                 last_log_id: LogId::default(),
+                leadership_transfer: false,
             }),
         };
         let mut bytes = encode(&vote).expect("encode").to_vec();

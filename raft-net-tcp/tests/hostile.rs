@@ -384,6 +384,7 @@ async fn a_vote_with_the_largest_term_leaves_the_cluster_term_alone() {
             term: u64::MAX,
             candidate_id: 2,
             last_log_id: LogId::new(u64::MAX, u64::MAX),
+            leadership_transfer: false,
         };
         let answer = tokio::time::timeout(PATIENCE, attacker.vote(target, request))
             .await

@@ -7,8 +7,8 @@ use async_trait::async_trait;
 use raft_core::{
     AppendEntriesRequest, AppendEntriesResponse, AppendResult, Entry, HardState,
     InstallSnapshotRequest, InstallSnapshotResponse, LogId, LogIndex, LogState, NetworkError,
-    NodeId, RaftNetwork, RaftStorage, Snapshot, SnapshotChunk, SnapshotResult, StorageError,
-    VoteRequest, VoteResponse,
+    NodeId, PreVoteRequest, PreVoteResponse, RaftNetwork, RaftStorage, Snapshot, SnapshotChunk,
+    SnapshotResult, StorageError, TimeoutNowRequest, TimeoutNowResponse, VoteRequest, VoteResponse,
 };
 
 use crate::append_faults::{AppendFaults, SentAppend};
@@ -322,6 +322,42 @@ impl RaftNetwork<u64> for ObservedNetwork {
         if response.vote_granted {
             w.on_vote_granted(target, term, candidate, response.term);
         }
+        Ok(response)
+    }
+
+    async fn pre_vote(
+        &self,
+        target: NodeId,
+        request: PreVoteRequest,
+    ) -> Result<PreVoteResponse, NetworkError> {
+        self.check_power(target)?;
+        let term = request.term;
+        let response = self.inner.pre_vote(target, request).await?;
+        self.check_power(target)?;
+        lock(&self.world).trace(|| {
+            format!(
+                "node {}: pre-vote from {target} for term {term}: {response:?}",
+                self.node
+            )
+        });
+        Ok(response)
+    }
+
+    async fn timeout_now(
+        &self,
+        target: NodeId,
+        request: TimeoutNowRequest,
+    ) -> Result<TimeoutNowResponse, NetworkError> {
+        self.check_power(target)?;
+        let term = request.term;
+        let response = self.inner.timeout_now(target, request).await?;
+        self.check_power(target)?;
+        lock(&self.world).trace(|| {
+            format!(
+                "node {}: TimeoutNow to {target} in term {term}: {response:?}",
+                self.node
+            )
+        });
         Ok(response)
     }
     async fn install_snapshot(

@@ -731,7 +731,7 @@ fn timeline_reasons_agree_with_the_engine_over_many_seeds() {
     // `Sim` prints the engine's reason for each refused vote and panics if it ever disagrees with
     // the answer the engine sends; run every scenario over many seeds (and both sizes) to see every
     // reason a correct candidate can meet (a malformed request is never sent here).
-    let mut reasons = [0usize; 4];
+    let mut reasons = [0usize; 5];
     for seed in 0..40 {
         for s in Scenario::ALL {
             for nodes in [3, 5] {
@@ -743,6 +743,7 @@ fn timeline_reasons_agree_with_the_engine_over_many_seeds() {
                             VoteRefusal::AlreadyVoted { .. } => 1,
                             VoteRefusal::LogNotUpToDate { .. } => 2,
                             VoteRefusal::Malformed { .. } => 3,
+                            VoteRefusal::LeaderAlive { .. } => 4,
                             VoteRefusal::CatchingUp => panic!("no timeline node loses entries"),
                         }] += 1;
                     }
@@ -752,6 +753,7 @@ fn timeline_reasons_agree_with_the_engine_over_many_seeds() {
     }
     assert!(
         reasons[..3].iter().all(|&n| n > 0) && reasons[3] == 0,
-        "refusals by reason (stale term, already voted, log not up to date, malformed): {reasons:?}"
+        "refusals by reason (stale term, already voted, log not up to date, malformed, leader \
+         alive): {reasons:?}"
     );
 }

@@ -143,6 +143,7 @@ fn vote_request(term: u64, candidate_id: NodeId) -> VoteRequest {
         term,
         candidate_id,
         last_log_id: LogId::default(),
+        leadership_transfer: false,
     }
 }
 
@@ -315,6 +316,7 @@ async fn per_target_counts_of_known_calls() {
         vote: 2,
         append_entries: 0,
         install_snapshot: 1,
+        ..RpcCounts::default()
     };
     assert_eq!(
         router.stats_for(2),
@@ -332,11 +334,13 @@ async fn per_target_counts_of_known_calls() {
                 vote: 1,
                 append_entries: 2,
                 install_snapshot: 0,
+                ..RpcCounts::default()
             },
             delivered: RpcCounts {
                 vote: 0,
                 append_entries: 2,
                 install_snapshot: 0,
+                ..RpcCounts::default()
             },
             entries_sent: 3,
             snapshot_bytes_sent: 0,

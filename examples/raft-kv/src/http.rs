@@ -419,6 +419,7 @@ pub fn status_of(state: &ApiState) -> StatusBody {
             Role::Leader => "leader",
             Role::Follower => "follower",
             Role::Candidate => "candidate",
+            Role::PreCandidate => "pre-candidate",
         }
         .to_string(),
         term: m.current_term,

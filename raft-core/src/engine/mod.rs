@@ -16,8 +16,9 @@
 //!    which discards the log), then purge the log up to `purge_upto` if set;
 //! 4. truncate the log at `truncate_from` if set, then append `append`, and report the last appended
 //!    id with [`Engine::log_persisted`];
-//! 5. only then send the replies that [`Engine::handle_append_entries`],
-//!    [`Engine::handle_vote_request`] and [`Engine::handle_install_snapshot`] returned while producing
+//! 5. only then send the replies that the request handlers ([`Engine::handle_append_entries`],
+//!    [`Engine::handle_vote_request`], [`Engine::handle_pre_vote_request`],
+//!    [`Engine::handle_timeout_now`], [`Engine::handle_install_snapshot`]) returned while producing
 //!    this output;
 //! 6. send the snapshot chunks `snapshot_sends` asks for (read from storage, which now holds the
 //!    snapshot they name), reporting a chunk storage cannot give with [`Engine::snapshot_send_failed`];
@@ -28,21 +29,24 @@
 //! synchronously on an in-memory store: the reference the engine's tests run on, and the one a
 //! simulation builds on.
 
+mod election;
 mod log;
 mod progress;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
+mod transfer;
 pub mod validate;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt;
 
+pub use election::VoteRefusal;
 pub use progress::{Progress, ReplicationState, SnapshotTransfer};
+pub use transfer::ElectionStats;
 
 use crate::config::Config;
 use crate::message::{
     AppendEntriesRequest, AppendEntriesResponse, AppendResult, InstallSnapshotRequest,
-    InstallSnapshotResponse, Request, SnapshotResult, VoteRequest, VoteResponse,
+    InstallSnapshotResponse, Request, SnapshotResult,
 };
 use crate::types::{
     Entry, EntryPayload, HardState, LogId, LogIndex, Membership, NodeId, Role, Snapshot,
@@ -251,66 +255,6 @@ pub struct NotLeader {
     pub leader_hint: Option<NodeId>,
 }
 
-/// Why a node refuses its vote: the first rule, in this order, that says no (see
-/// [`Engine::vote_refusal`]). `Display` says it from the voter's side.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum VoteRefusal {
-    /// The request fails [`validate::vote_request`]: no correct candidate sends it. It changes
-    /// nothing, not even the voter's term.
-    Malformed {
-        /// What is wrong with it.
-        reason: String,
-    },
-    /// The request's term is older than the voter's current term.
-    StaleTerm {
-        /// The voter's term.
-        voter_term: Term,
-    },
-    /// The voter lost log entries it may have acknowledged (its storage cut them when it opened) and
-    /// has not yet caught up to the commit index its leader reports: its vote could help elect a
-    /// leader that lacks a committed entry, so it gives none.
-    CatchingUp,
-    /// The voter already voted in the request's term, for another node (possibly itself, as a
-    /// candidate).
-    AlreadyVoted {
-        /// Who it voted for.
-        voted_for: NodeId,
-    },
-    /// The candidate's last log entry is older than the voter's (lower term, or same term and lower
-    /// index): the candidate could lack committed entries.
-    LogNotUpToDate {
-        /// The candidate's last log id.
-        candidate_last: LogId,
-        /// The voter's last log id.
-        voter_last: LogId,
-    },
-}
-
-impl fmt::Display for VoteRefusal {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            VoteRefusal::Malformed { reason } => write!(f, "malformed request ({reason})"),
-            VoteRefusal::StaleTerm { voter_term } => {
-                write!(f, "stale term (the voter is already in term {voter_term})")
-            }
-            VoteRefusal::CatchingUp => write!(
-                f,
-                "catching up (it lost entries it may have acknowledged; no vote until it holds what is committed)"
-            ),
-            VoteRefusal::AlreadyVoted { voted_for } => {
-                write!(f, "already voted for node {voted_for} in this term")
-            }
-            VoteRefusal::LogNotUpToDate {
-                candidate_last,
-                voter_last,
-            } => write!(
-                f,
-                "log not up to date (candidate's last entry {candidate_last} is older than the voter's {voter_last})"
-            ),
-        }
-    }
-}
-
 /// The protocol of one node. See the [module docs](self).
 #[derive(Debug)]
 pub struct Engine<C> {
@@ -325,6 +269,8 @@ pub struct Engine<C> {
     snapshot_keep_entries: u64,
     /// Whether a leader steps down when no majority answered for a whole election timeout.
     check_quorum: bool,
+    /// Whether an election timeout starts a pre-vote round rather than an election.
+    pre_vote: bool,
     rng: fastrand::Rng,
 
     now: u64,
@@ -336,6 +282,12 @@ pub struct Engine<C> {
     hard_state_dirty: bool,
     role: Role,
     leader: Option<NodeId>,
+    /// When this node last heard from `leader` (an AppendEntries or a snapshot chunk of its term).
+    leader_seen_ms: Option<u64>,
+    /// The leadership transfer in progress, on a leader.
+    transfer: Option<transfer::Transfer>,
+    /// Elections, pre-vote rounds and transfers so far.
+    stats: ElectionStats,
 
     log: MemLog<C>,
     /// The effective membership: the latest one in the log, else the base one.
@@ -392,6 +344,7 @@ impl<C: Clone> Engine<C> {
             max_in_flight: config.max_in_flight,
             snapshot_keep_entries: config.snapshot_keep_entries,
             check_quorum: config.check_quorum,
+            pre_vote: config.pre_vote,
             rng: fastrand::Rng::with_seed(seed),
             now: now_ms,
             election_deadline: 0,
@@ -401,6 +354,9 @@ impl<C: Clone> Engine<C> {
             hard_state_dirty: false,
             role: Role::Follower,
             leader: None,
+            leader_seen_ms: None,
+            transfer: None,
+            stats: ElectionStats::default(),
             log,
             membership: Membership::default(),
             membership_index: 0,
@@ -502,7 +458,10 @@ impl<C: Clone> Engine<C> {
     /// The engine time (ms) at which [`tick`](Self::tick) next has something to do.
     pub fn next_deadline(&self) -> u64 {
         match self.role {
-            Role::Leader => self.heartbeat_deadline.min(self.quorum_check_deadline),
+            Role::Leader => self
+                .heartbeat_deadline
+                .min(self.quorum_check_deadline)
+                .min(self.transfer.map_or(u64::MAX, |t| t.deadline)),
             _ => self.election_deadline,
         }
     }
@@ -559,12 +518,14 @@ impl<C: Clone> Engine<C> {
         self.now = self.now.max(now_ms);
     }
 
-    /// Advances engine time to `now_ms` (never backwards) and fires what is due: an election, a
-    /// heartbeat, the leader's check that a majority still answers.
+    /// Advances engine time to `now_ms` (never backwards) and fires what is due: a pre-vote round or
+    /// an election, a heartbeat, the leader's check that a majority still answers, the end of a
+    /// leadership transfer that did not complete.
     pub fn tick(&mut self, now_ms: u64) {
         self.advance_clock(now_ms);
         match self.role {
             Role::Leader => {
+                self.check_transfer_deadline();
                 if self.now >= self.quorum_check_deadline {
                     self.check_quorum();
                 }
@@ -573,114 +534,11 @@ impl<C: Clone> Engine<C> {
                     self.broadcast_heartbeat();
                 }
             }
-            Role::Follower | Role::Candidate => {
+            Role::Follower | Role::PreCandidate | Role::Candidate => {
                 if self.now >= self.election_deadline {
-                    if self.catching_up {
-                        // It could win without holding a committed entry: wait for a leader.
-                        self.reset_election_timer();
-                    } else if self.membership.contains(self.id) {
-                        self.start_election();
-                    } else {
-                        // Not a voter (or no membership yet): wait for a leader.
-                        self.reset_election_timer();
-                    }
+                    self.election_timeout();
                 }
             }
-        }
-    }
-
-    /// Handles a RequestVote and returns the reply. The reply may be sent only after the output taken
-    /// next is persisted (it may record the vote).
-    ///
-    /// The decision is [`vote_refusal`](Self::vote_refusal)'s, taken before anything changes; then a
-    /// well-formed request of a higher term is adopted (the node becomes a follower of that term,
-    /// its vote cleared), granted or not, and a granted vote is recorded and resets the election
-    /// timer.
-    pub fn handle_vote_request(&mut self, req: VoteRequest) -> VoteResponse {
-        let refusal = self.vote_refusal(&req);
-        if let Some(VoteRefusal::Malformed { reason }) = &refusal {
-            tracing::error!(candidate = req.candidate_id, %reason, "malformed vote request refused");
-            return VoteResponse {
-                term: self.hard_state.term,
-                vote_granted: false,
-            };
-        }
-        if req.term > self.hard_state.term {
-            self.become_follower(req.term, None);
-        }
-        let granted = refusal.is_none();
-        if granted {
-            if self.hard_state.voted_for != Some(req.candidate_id) {
-                self.hard_state.voted_for = Some(req.candidate_id);
-                self.hard_state_dirty = true;
-            }
-            self.reset_election_timer();
-        }
-        tracing::debug!(
-            candidate = req.candidate_id,
-            req_term = req.term,
-            granted,
-            refusal = refusal.as_ref().map(tracing::field::display),
-            "vote request"
-        );
-        VoteResponse {
-            term: self.hard_state.term,
-            vote_granted: granted,
-        }
-    }
-
-    /// Why [`handle_vote_request`](Self::handle_vote_request) would refuse `req` in the current
-    /// state, or `None` if it would grant it; changes nothing. The rules, in order: a malformed
-    /// request is refused; a request of an older term is refused; a higher term is adopted first,
-    /// which clears the vote; then the vote must be free (or already this candidate's, so a
-    /// candidate that asks again gets the same answer) and the candidate's last log id at least
-    /// this node's (`LogId` orders by term, then index).
-    pub fn vote_refusal(&self, req: &VoteRequest) -> Option<VoteRefusal> {
-        if let Err(reason) = validate::vote_request(req) {
-            return Some(VoteRefusal::Malformed { reason });
-        }
-        let term = self.hard_state.term;
-        if req.term < term {
-            return Some(VoteRefusal::StaleTerm { voter_term: term });
-        }
-        if self.catching_up {
-            return Some(VoteRefusal::CatchingUp);
-        }
-        // The vote in force once the request's term is adopted: none in a newer term.
-        let voted_for = if req.term > term {
-            None
-        } else {
-            self.hard_state.voted_for
-        };
-        if let Some(voted_for) = voted_for.filter(|&v| v != req.candidate_id) {
-            return Some(VoteRefusal::AlreadyVoted { voted_for });
-        }
-        let voter_last = self.log.last_log_id();
-        if req.last_log_id < voter_last {
-            return Some(VoteRefusal::LogNotUpToDate {
-                candidate_last: req.last_log_id,
-                voter_last,
-            });
-        }
-        None
-    }
-
-    /// Handles the answer to a RequestVote this node sent.
-    pub fn handle_vote_response(&mut self, from: NodeId, resp: VoteResponse) {
-        if let Err(reason) = validate::vote_response(&resp) {
-            tracing::error!(from, %reason, "malformed vote answer ignored");
-            return;
-        }
-        if resp.term > self.hard_state.term {
-            self.become_follower(resp.term, None);
-            return;
-        }
-        if self.role != Role::Candidate || resp.term != self.hard_state.term || !resp.vote_granted {
-            return;
-        }
-        self.votes.insert(from);
-        if self.membership.is_quorum(&self.votes) {
-            self.become_leader();
         }
     }
 
@@ -697,8 +555,7 @@ impl<C: Clone> Engine<C> {
         if req.term > self.hard_state.term || self.role != Role::Follower {
             self.become_follower(req.term, Some(req.leader_id));
         }
-        self.leader = Some(req.leader_id);
-        self.reset_election_timer();
+        self.heard_from_leader(req.leader_id);
 
         let mut prev = req.prev_log_id;
         let mut entries = req.entries;
@@ -820,6 +677,7 @@ impl<C: Clone> Engine<C> {
                 }
                 if advanced {
                     self.maybe_commit();
+                    self.maybe_send_timeout_now();
                 }
             }
             AppendResult::Conflict {
@@ -956,8 +814,7 @@ impl<C: Clone> Engine<C> {
         if req.term > self.hard_state.term || self.role != Role::Follower {
             self.become_follower(req.term, Some(req.leader_id));
         }
-        self.leader = Some(req.leader_id);
-        self.reset_election_timer();
+        self.heard_from_leader(req.leader_id);
 
         // Already here: committed (so it matches any leader's log), or the same entry is in the log
         // (so, by Log Matching, everything up to it matches, and it is committed).
@@ -1109,11 +966,17 @@ impl<C: Clone> Engine<C> {
     /// out for applying once committed.
     ///
     /// # Errors
-    /// [`NotLeader`] if this node is not the leader.
+    /// [`NotLeader`] if this node is not the leader, or is handing leadership over (then the hint
+    /// names the node taking over).
     pub fn propose(&mut self, command: C) -> Result<LogId, NotLeader> {
         if self.role != Role::Leader {
             return Err(NotLeader {
                 leader_hint: self.leader,
+            });
+        }
+        if let Some(t) = self.transfer {
+            return Err(NotLeader {
+                leader_hint: Some(t.to),
             });
         }
         let log_id = LogId::new(self.hard_state.term, self.log.last_index() + 1);
@@ -1179,7 +1042,11 @@ impl<C: Clone> Engine<C> {
             tracing::info!(term, "stepping down to follower");
         }
         self.role = Role::Follower;
+        if self.leader != leader {
+            self.leader_seen_ms = None;
+        }
         self.leader = leader;
+        self.transfer = None;
         self.votes.clear();
         self.progress.clear();
         self.replicate_pending.clear();
@@ -1193,54 +1060,12 @@ impl<C: Clone> Engine<C> {
         }
     }
 
-    fn start_election(&mut self) {
-        let Some(term) = self
-            .hard_state
-            .term
-            .checked_add(1)
-            .filter(|&t| t <= validate::MAX_TERM)
-        else {
-            tracing::error!(
-                term = self.hard_state.term,
-                "the term cannot grow any further: not campaigning"
-            );
-            self.reset_election_timer();
-            return;
-        };
-        self.hard_state = HardState {
-            term,
-            voted_for: Some(self.id),
-        };
-        self.hard_state_dirty = true;
-        self.role = Role::Candidate;
-        self.leader = None;
-        self.votes.clear();
-        self.votes.insert(self.id);
-        self.reset_election_timer();
-        tracing::info!(
-            term = self.hard_state.term,
-            "election timeout: starting election"
-        );
-        if self.membership.is_quorum(&self.votes) {
-            self.become_leader();
-            return;
-        }
-        let req = VoteRequest {
-            term: self.hard_state.term,
-            candidate_id: self.id,
-            last_log_id: self.log.last_log_id(),
-        };
-        for &peer in &self.membership.voters {
-            if peer != self.id {
-                self.out.messages.push((peer, Request::Vote(req.clone())));
-            }
-        }
-    }
-
     fn become_leader(&mut self) {
         tracing::info!(term = self.hard_state.term, "became leader");
         self.role = Role::Leader;
         self.leader = Some(self.id);
+        self.leader_seen_ms = None;
+        self.transfer = None;
         self.votes.clear();
         let next = self.log.last_index() + 1;
         let now = self.now;
@@ -1510,6 +1335,14 @@ impl<C: Clone> Engine<C> {
             term: self.hard_state.term,
             result,
         }
+    }
+
+    /// Records a message from the leader of the current term: it is alive (no vote for anyone else
+    /// for a minimum election timeout) and the election timer starts over.
+    fn heard_from_leader(&mut self, leader: NodeId) {
+        self.leader = Some(leader);
+        self.leader_seen_ms = Some(self.now);
+        self.reset_election_timer();
     }
 
     fn reset_election_timer(&mut self) {

@@ -195,6 +195,8 @@ impl<C: Clone + PartialEq> Executor<C> {
     pub fn receive(&mut self, request: Request<C>) -> Response {
         let reply = match request {
             Request::Vote(r) => Response::Vote(self.engine.handle_vote_request(r)),
+            Request::PreVote(r) => Response::PreVote(self.engine.handle_pre_vote_request(r)),
+            Request::TimeoutNow(r) => Response::TimeoutNow(self.engine.handle_timeout_now(r)),
             Request::AppendEntries(r) => {
                 Response::AppendEntries(self.engine.handle_append_entries(r))
             }
@@ -223,6 +225,8 @@ impl<C: Clone + PartialEq> Executor<C> {
     pub fn handle_response(&mut self, from: NodeId, response: Response) {
         match response {
             Response::Vote(r) => self.engine.handle_vote_response(from, r),
+            Response::PreVote(r) => self.engine.handle_pre_vote_response(from, r),
+            Response::TimeoutNow(r) => self.engine.handle_timeout_now_response(from, r),
             Response::AppendEntries(r) => self.engine.handle_append_entries_response(from, r),
             Response::InstallSnapshot(r) => self.engine.handle_install_snapshot_response(from, r),
         }

@@ -10,9 +10,10 @@
 
 use crate::message::{
     AppendEntriesRequest, AppendEntriesResponse, AppendResult, InstallSnapshotRequest,
-    InstallSnapshotResponse, SnapshotResult, VoteRequest, VoteResponse,
+    InstallSnapshotResponse, PreVoteRequest, PreVoteResponse, SnapshotResult, TimeoutNowRequest,
+    TimeoutNowResponse, VoteRequest, VoteResponse,
 };
-use crate::types::{LogIndex, Term};
+use crate::types::{LogId, LogIndex, Term};
 
 /// The largest term a message may carry: the engine adds 1 to a term it adopts (to campaign), and a
 /// term that cannot be incremented twice is refused as malformed.
@@ -42,15 +43,28 @@ fn index_ok(what: &str, index: LogIndex) -> Result<(), String> {
 
 /// A RequestVote: bounded term and last log id, and a last log entry no newer than the election.
 pub fn vote_request(req: &VoteRequest) -> Result<(), String> {
-    term_ok("term", req.term)?;
-    index_ok("last log index", req.last_log_id.index)?;
-    if req.last_log_id.term > req.term {
+    ballot(req.term, req.last_log_id)
+}
+
+/// A pre-vote: the same rules as a RequestVote, for the term it asks about.
+pub fn pre_vote_request(req: &PreVoteRequest) -> Result<(), String> {
+    ballot(req.term, req.last_log_id)
+}
+
+fn ballot(term: Term, last_log_id: LogId) -> Result<(), String> {
+    term_ok("term", term)?;
+    index_ok("last log index", last_log_id.index)?;
+    if last_log_id.term > term {
         return Err(format!(
-            "last log id {} is newer than the election's term {}",
-            req.last_log_id, req.term
+            "last log id {last_log_id} is newer than the election's term {term}"
         ));
     }
     Ok(())
+}
+
+/// A TimeoutNow: a bounded term.
+pub fn timeout_now_request(req: &TimeoutNowRequest) -> Result<(), String> {
+    term_ok("term", req.term)
 }
 
 /// An AppendEntries: bounded term and indexes; entries consecutive after `prev_log_id`, their terms
@@ -112,6 +126,16 @@ pub fn snapshot_request(req: &InstallSnapshotRequest) -> Result<(), String> {
 
 /// The answer to a RequestVote: a bounded term.
 pub fn vote_response(resp: &VoteResponse) -> Result<(), String> {
+    term_ok("term", resp.term)
+}
+
+/// The answer to a pre-vote: a bounded term.
+pub fn pre_vote_response(resp: &PreVoteResponse) -> Result<(), String> {
+    term_ok("term", resp.term)
+}
+
+/// The answer to a TimeoutNow: a bounded term.
+pub fn timeout_now_response(resp: &TimeoutNowResponse) -> Result<(), String> {
     term_ok("term", resp.term)
 }
 

@@ -15,9 +15,12 @@ use super::peers::{PeerSender, RpcOutcome};
 use super::{ApiMsg, WriteReply};
 use crate::config::{Config, SnapshotPolicy};
 use crate::engine::{Engine, Output, RecoveredState};
-use crate::error::{ClientWriteError, InitializeError, StartError, StoppedError, StorageError};
+use crate::error::{
+    ClientWriteError, InitializeError, StartError, StoppedError, StorageError, TransferError,
+};
 use crate::message::{
-    AppendEntriesResponse, InstallSnapshotResponse, Request, Response, VoteResponse,
+    AppendEntriesResponse, InstallSnapshotResponse, PreVoteResponse, Request, Response,
+    TimeoutNowResponse, VoteResponse,
 };
 use crate::network::RaftNetwork;
 use crate::state_machine::StateMachine;
@@ -35,6 +38,8 @@ enum HeldReply {
         AppendEntriesResponse,
     ),
     Vote(oneshot::Sender<VoteResponse>, VoteResponse),
+    PreVote(oneshot::Sender<PreVoteResponse>, PreVoteResponse),
+    TimeoutNow(oneshot::Sender<TimeoutNowResponse>, TimeoutNowResponse),
     Snapshot(
         oneshot::Sender<InstallSnapshotResponse>,
         InstallSnapshotResponse,
@@ -53,6 +58,12 @@ impl HeldReply {
                 let _ = tx.send(r);
             }
             HeldReply::Vote(tx, r) => {
+                let _ = tx.send(r);
+            }
+            HeldReply::PreVote(tx, r) => {
+                let _ = tx.send(r);
+            }
+            HeldReply::TimeoutNow(tx, r) => {
                 let _ = tx.send(r);
             }
             HeldReply::Snapshot(tx, r) => {
@@ -397,6 +408,19 @@ where
                 let resp = self.engine.handle_vote_request(request);
                 self.held_replies.push(HeldReply::Vote(reply, resp));
             }
+            ApiMsg::PreVote { request, reply } => {
+                // Nothing to persist for it, but released with the others, after the flush: the
+                // same order as every reply, which the executor contract states once.
+                let resp = self.engine.handle_pre_vote_request(request);
+                self.held_replies.push(HeldReply::PreVote(reply, resp));
+            }
+            ApiMsg::TimeoutNow { request, reply } => {
+                let resp = self.engine.handle_timeout_now(request);
+                self.held_replies.push(HeldReply::TimeoutNow(reply, resp));
+            }
+            ApiMsg::TransferLeadership { to, reply } => {
+                let _ = reply.send(self.transfer_leadership(to));
+            }
             ApiMsg::InstallSnapshot { request, reply } => {
                 let resp = self.engine.handle_install_snapshot(request);
                 self.held_replies.push(HeldReply::Snapshot(reply, resp));
@@ -433,6 +457,27 @@ where
             })
     }
 
+    /// Starts a leadership transfer to `to`, or to the most up-to-date follower; returns the target
+    /// and how many transfers were abandoned before this one (to tell when this one is).
+    fn transfer_leadership(&mut self, to: Option<NodeId>) -> Result<(NodeId, u64), TransferError> {
+        if self.engine.role() != Role::Leader {
+            return Err(TransferError::NotLeader {
+                leader_hint: self.engine.leader(),
+            });
+        }
+        let target = match to {
+            Some(to) => to,
+            None => self
+                .engine
+                .transferring_to()
+                .or_else(|| self.engine.transfer_target())
+                .ok_or(TransferError::NoTarget)?,
+        };
+        let abandoned_before = self.engine.election_stats().transfers_abandoned;
+        self.engine.transfer_leadership(target)?;
+        Ok((target, abandoned_before))
+    }
+
     fn on_rpc_outcome(&mut self, o: RpcOutcome) {
         // A step-down on a higher term restarts the election timeout: from now, not from the last
         // tick, or the node would campaign at once.
@@ -440,6 +485,8 @@ where
         match o.result {
             Ok(Response::AppendEntries(r)) => self.engine.handle_append_entries_response(o.from, r),
             Ok(Response::Vote(r)) => self.engine.handle_vote_response(o.from, r),
+            Ok(Response::PreVote(r)) => self.engine.handle_pre_vote_response(o.from, r),
+            Ok(Response::TimeoutNow(r)) => self.engine.handle_timeout_now_response(o.from, r),
             Ok(Response::InstallSnapshot(r)) => {
                 self.engine.handle_install_snapshot_response(o.from, r)
             }
@@ -631,6 +678,8 @@ where
             changed |= update(&mut m.snapshot, engine.snapshot_meta().last_log_id);
             changed |= update(&mut m.log_entries, engine.entries().len() as u64);
             changed |= update(&mut m.followers_repaired, engine.followers_repaired());
+            changed |= update(&mut m.elections, engine.election_stats());
+            changed |= update(&mut m.transferring_to, engine.transferring_to());
             if m.membership != *engine.membership() {
                 m.membership = engine.membership().clone();
                 changed = true;

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::engine::ElectionStats;
 use crate::types::{LogId, LogIndex, Membership, NodeId, Role, Term};
 
 /// Whether the node runs.
@@ -47,4 +48,9 @@ pub struct Metrics {
     /// [`Engine::followers_repaired`](crate::Engine::followers_repaired)). Non-zero means a follower's
     /// storage lost acknowledged data: worth an alert.
     pub followers_repaired: u64,
+    /// Elections started, pre-vote rounds lost, leadership transfers started and abandoned: on a
+    /// stable cluster these stay still; a rising `elections_started` means leaders are being lost.
+    pub elections: ElectionStats,
+    /// On a leader handing leadership over: the node taking over. Proposals are refused meanwhile.
+    pub transferring_to: Option<NodeId>,
 }

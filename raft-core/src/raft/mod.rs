@@ -27,10 +27,11 @@ pub use metrics::{Metrics, NodeStatus};
 pub use proposal::{Proposal, ProposalResult};
 
 use crate::config::Config;
-use crate::error::{ClientWriteError, InitializeError, StartError, StoppedError};
+use crate::error::{ClientWriteError, InitializeError, StartError, StoppedError, TransferError};
 use crate::message::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
-    VoteRequest, VoteResponse,
+    PreVoteRequest, PreVoteResponse, TimeoutNowRequest, TimeoutNowResponse, VoteRequest,
+    VoteResponse,
 };
 use crate::network::RaftNetwork;
 use crate::state_machine::StateMachine;
@@ -65,9 +66,22 @@ pub(crate) enum ApiMsg<SM: StateMachine> {
         request: VoteRequest,
         reply: oneshot::Sender<VoteResponse>,
     },
+    PreVote {
+        request: PreVoteRequest,
+        reply: oneshot::Sender<PreVoteResponse>,
+    },
+    TimeoutNow {
+        request: TimeoutNowRequest,
+        reply: oneshot::Sender<TimeoutNowResponse>,
+    },
     InstallSnapshot {
         request: InstallSnapshotRequest,
         reply: oneshot::Sender<InstallSnapshotResponse>,
+    },
+    TransferLeadership {
+        to: Option<NodeId>,
+        /// Answered with the target and the count of abandoned transfers before this one.
+        reply: oneshot::Sender<Result<(NodeId, u64), TransferError>>,
     },
     Initialize {
         membership: Membership,
@@ -91,6 +105,8 @@ struct Inner<SM: StateMachine> {
     api: mpsc::UnboundedSender<ApiMsg<SM>>,
     metrics: watch::Receiver<Metrics>,
     driver: Mutex<Option<JoinHandle<()>>>,
+    /// `Config::election_timeout_max`: how long a leadership transfer may take.
+    election_timeout_max: Duration,
 }
 
 impl<SM: StateMachine> Clone for Raft<SM> {
@@ -128,6 +144,7 @@ impl<SM: StateMachine> Raft<SM> {
         N: RaftNetwork<SM::Command>,
     {
         config.validate()?;
+        let election_timeout_max = config.election_timeout_max;
         let (api_tx, api_rx) = mpsc::unbounded_channel();
         let (driver, metrics_rx) =
             driver::Driver::open(id, config, storage, network, state_machine, api_rx).await?;
@@ -138,6 +155,7 @@ impl<SM: StateMachine> Raft<SM> {
                 api: api_tx,
                 metrics: metrics_rx,
                 driver: Mutex::new(Some(handle)),
+                election_timeout_max,
             }),
         })
     }
@@ -229,6 +247,79 @@ impl<SM: StateMachine> Raft<SM> {
         let (reply, rx) = oneshot::channel();
         self.send(ApiMsg::Vote { request, reply })?;
         rx.await.map_err(|_| self.stopped())
+    }
+
+    /// Handles a pre-vote from a peer; transports call this with decoded requests. Answered at once:
+    /// a pre-vote changes nothing on this node.
+    ///
+    /// # Errors
+    /// If the node has stopped.
+    pub async fn pre_vote(&self, request: PreVoteRequest) -> Result<PreVoteResponse, StoppedError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(ApiMsg::PreVote { request, reply })?;
+        rx.await.map_err(|_| self.stopped())
+    }
+
+    /// Handles a leader's TimeoutNow (the last step of a leadership transfer); transports call this
+    /// with decoded requests. The answer is sent once the new term is durable.
+    ///
+    /// # Errors
+    /// If the node has stopped.
+    pub async fn timeout_now(
+        &self,
+        request: TimeoutNowRequest,
+    ) -> Result<TimeoutNowResponse, StoppedError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(ApiMsg::TimeoutNow { request, reply })?;
+        rx.await.map_err(|_| self.stopped())
+    }
+
+    /// Hands leadership to `to`, or, with `None`, to the follower whose log is most up to date, and
+    /// waits until it leads; returns the new leader.
+    ///
+    /// From the call on, this leader refuses proposals ([`ClientWriteError::NotLeader`] naming the
+    /// target), brings the target's log up to date, and tells it to campaign at once (TimeoutNow);
+    /// voters grant a transfer's election even while they still hear from this leader. Use it before
+    /// stopping or restarting a leader: the cluster moves on without an election timeout of
+    /// unavailability.
+    ///
+    /// # Errors
+    /// [`TransferError::NotLeader`] on a follower; [`TransferError::NotAVoter`] for a target that is
+    /// not another voter; [`TransferError::NoTarget`] on a single-node cluster;
+    /// [`TransferError::TimedOut`] if the target does not lead within an election timeout (then
+    /// this node has resumed leading, unless it lost office some other way meanwhile);
+    /// [`TransferError::Stopped`] if the node stops.
+    pub async fn transfer_leadership(&self, to: Option<NodeId>) -> Result<NodeId, TransferError> {
+        let mut rx = self.metrics();
+        let start_term = rx.borrow().current_term;
+        let (reply, reply_rx) = oneshot::channel();
+        self.send(ApiMsg::TransferLeadership { to, reply })?;
+        let (target, abandoned_before) = reply_rx.await.map_err(|_| self.stopped())??;
+        // The engine abandons the transfer after `election_timeout_max`; the target's election
+        // needs at most one more round trip after that to be seen here. Twice the timeout bounds both.
+        let wait = self.inner.election_timeout_max.saturating_mul(2);
+        let outcome = tokio::time::timeout(wait, async {
+            loop {
+                {
+                    let m = rx.borrow_and_update();
+                    if let NodeStatus::Stopped(reason) = &m.status {
+                        return Err(TransferError::Stopped(StoppedError(reason.clone())));
+                    }
+                    if m.current_term > start_term && m.current_leader == Some(target) {
+                        return Ok(target);
+                    }
+                    // Abandoned: this node leads on in its term.
+                    if m.elections.transfers_abandoned > abandoned_before {
+                        return Err(TransferError::TimedOut { target });
+                    }
+                }
+                if rx.changed().await.is_err() {
+                    return Err(TransferError::Stopped(StoppedError("node stopped".into())));
+                }
+            }
+        })
+        .await;
+        outcome.unwrap_or(Err(TransferError::TimedOut { target }))
     }
 
     /// Handles one chunk of an InstallSnapshot from the leader; transports call this with decoded

@@ -72,11 +72,13 @@ async fn run<C: AppCommand, N: RaftNetwork<C>>(
                 let Some(req) = req else { return };
                 let network = Arc::clone(&network);
                 in_flight.push(async move {
-                    let replicates = !matches!(req, Request::Vote(_));
+                    let replicates = matches!(req, Request::AppendEntries(_) | Request::InstallSnapshot(_));
                     let call = async {
                         match req {
                             Request::AppendEntries(r) => network.append_entries(target, r).await.map(Response::AppendEntries),
                             Request::Vote(r) => network.vote(target, r).await.map(Response::Vote),
+                            Request::PreVote(r) => network.pre_vote(target, r).await.map(Response::PreVote),
+                            Request::TimeoutNow(r) => network.timeout_now(target, r).await.map(Response::TimeoutNow),
                             Request::InstallSnapshot(r) => network.install_snapshot(target, r).await.map(Response::InstallSnapshot),
                         }
                     };

@@ -83,6 +83,20 @@ impl RaftNetwork<u64> for NoPeers {
     async fn vote(&self, target: NodeId, _: VoteRequest) -> Result<VoteResponse, NetworkError> {
         Err(NetworkError::Timeout { target })
     }
+    async fn pre_vote(
+        &self,
+        target: NodeId,
+        _: PreVoteRequest,
+    ) -> Result<PreVoteResponse, NetworkError> {
+        Err(NetworkError::Timeout { target })
+    }
+    async fn timeout_now(
+        &self,
+        target: NodeId,
+        _: TimeoutNowRequest,
+    ) -> Result<TimeoutNowResponse, NetworkError> {
+        Err(NetworkError::Timeout { target })
+    }
     async fn install_snapshot(
         &self,
         target: NodeId,

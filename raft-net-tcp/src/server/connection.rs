@@ -314,6 +314,8 @@ async fn handle<SM: StateMachine>(
     let answer = match frame.request {
         Request::AppendEntries(r) => raft.append_entries(r).await.map(Response::AppendEntries),
         Request::Vote(r) => raft.vote(r).await.map(Response::Vote),
+        Request::PreVote(r) => raft.pre_vote(r).await.map(Response::PreVote),
+        Request::TimeoutNow(r) => raft.timeout_now(r).await.map(Response::TimeoutNow),
         Request::InstallSnapshot(r) => raft
             .install_snapshot(r)
             .await

@@ -356,6 +356,7 @@ pub fn vote_request(term: u64, candidate_id: NodeId) -> VoteRequest {
         term,
         candidate_id,
         last_log_id: LogId::default(),
+        leadership_transfer: false,
     }
 }
 

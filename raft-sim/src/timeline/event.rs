@@ -356,6 +356,7 @@ impl fmt::Display for Event {
                 let was = match was {
                     Role::Leader => "leader",
                     Role::Candidate => "candidate",
+                    Role::PreCandidate => "pre-candidate",
                     Role::Follower => "follower",
                 };
                 match reason {

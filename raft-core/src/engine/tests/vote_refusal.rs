@@ -146,7 +146,7 @@ fn voters() -> Vec<(&'static str, Engine<u64>)> {
 
 #[test]
 fn the_reason_given_is_the_decision_taken_and_asking_changes_nothing() {
-    let mut refused = [0usize; 4];
+    let mut refused = [0usize; 5];
     let mut granted = 0;
     for term in [4, 5, 6, MAX_TERM + 1] {
         for candidate in [2, 3] {
@@ -174,6 +174,7 @@ fn the_reason_given_is_the_decision_taken_and_asking_changes_nothing() {
                                 VoteRefusal::StaleTerm { .. } => 1,
                                 VoteRefusal::AlreadyVoted { .. } => 2,
                                 VoteRefusal::LogNotUpToDate { .. } => 3,
+                                VoteRefusal::LeaderAlive { .. } => 4,
                                 VoteRefusal::CatchingUp => {
                                     panic!("{name}: no engine of this grid lost entries")
                                 }

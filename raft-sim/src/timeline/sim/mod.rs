@@ -97,8 +97,11 @@ pub struct Sim {
 impl Sim {
     /// A cluster of fresh nodes at time 0, not yet initialized (see [`start`](Self::start)).
     pub fn new(opts: SimOptions) -> Self {
+        // The timeline shows the elections of the Raft paper, one vote request at a time: no
+        // pre-vote round before them.
         let config = Config {
             seed: opts.seed,
+            pre_vote: false,
             ..opts.config
         };
         let voters: Vec<NodeId> = (1..=opts.nodes).collect();

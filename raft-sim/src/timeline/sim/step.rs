@@ -151,10 +151,11 @@ impl Sim {
                     reason,
                 })
             }
-            // The timeline's nodes build no snapshots, so no leader sends one; one that arrives is
-            // handled all the same, without a line in the trace.
-            Request::InstallSnapshot(req) => {
-                self.executor_mut(id).receive(Request::InstallSnapshot(req));
+            // The timeline's nodes build no snapshots, run the paper's elections without pre-votes
+            // and transfer no leadership, so none of these is sent; one that arrives is handled
+            // all the same, without a line in the trace.
+            other @ (Request::InstallSnapshot(_) | Request::PreVote(_) | Request::TimeoutNow(_)) => {
+                self.executor_mut(id).receive(other);
                 None
             }
         }
