@@ -16,9 +16,9 @@ use mockall::mock;
 use raft_core::{
     AppendEntriesRequest, AppendEntriesResponse, AppendResult, ClientWriteError, Config, Entry,
     EntryPayload, HardState, InstallSnapshotRequest, InstallSnapshotResponse, LogId, LogIndex,
-    LogState, Membership, NetworkError, NodeId, NodeStatus, Raft, RaftNetwork, RaftStorage, Role,
-    Snapshot, SnapshotMeta, SnapshotResult, StateMachine, StateMachineError, StorageError,
-    PreVoteRequest, PreVoteResponse, TimeoutNowRequest, TimeoutNowResponse, VoteRequest,
+    LogState, Membership, NetworkError, NodeId, NodeStatus, PreVoteRequest, PreVoteResponse, Raft,
+    RaftNetwork, RaftStorage, Role, Snapshot, SnapshotMeta, SnapshotResult, StateMachine,
+    StateMachineError, StorageError, TimeoutNowRequest, TimeoutNowResponse, VoteRequest,
     VoteResponse,
 };
 

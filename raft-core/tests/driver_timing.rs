@@ -84,7 +84,11 @@ impl RaftNetwork<u64> for LateHigherTerm {
             vote_granted: false,
         })
     }
-    async fn pre_vote(&self, _: NodeId, _: PreVoteRequest) -> Result<PreVoteResponse, NetworkError> {
+    async fn pre_vote(
+        &self,
+        _: NodeId,
+        _: PreVoteRequest,
+    ) -> Result<PreVoteResponse, NetworkError> {
         tokio::time::sleep(self.delay).await;
         Ok(PreVoteResponse {
             term: self.term,

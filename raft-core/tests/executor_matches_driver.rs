@@ -35,10 +35,10 @@ use raft_core::engine::testing::{DurableStore, Effect, Executed, Executor};
 use raft_core::{
     AppendEntriesRequest, AppendEntriesResponse, AppendResult, Config, Entry, EntryPayload,
     HardState, InstallSnapshotRequest, InstallSnapshotResponse, LogId, LogIndex, LogState,
-    Membership, NetworkError, NodeId, Raft, RaftNetwork, RaftStorage, Request, Response, Snapshot,
-    SnapshotChunk, SnapshotMeta, SnapshotPolicy, SnapshotResult, StateMachine, StateMachineError,
-    StorageError, PreVoteRequest, PreVoteResponse, TimeoutNowRequest, TimeoutNowResponse,
-    VoteRequest, VoteResponse,
+    Membership, NetworkError, NodeId, PreVoteRequest, PreVoteResponse, Raft, RaftNetwork,
+    RaftStorage, Request, Response, Snapshot, SnapshotChunk, SnapshotMeta, SnapshotPolicy,
+    SnapshotResult, StateMachine, StateMachineError, StorageError, TimeoutNowRequest,
+    TimeoutNowResponse, VoteRequest, VoteResponse,
 };
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;

@@ -156,8 +156,11 @@ fn on_driver(nodes: u64, seed: u64, delay_ms: (u64, u64), crash: bool) -> Electi
             delay_ms,
             ..Faults::default()
         });
+        // The paper's elections, as in the engine simulation it is compared with: a pre-vote
+        // round would count as a round of its own.
         let config = Config {
             seed,
+            pre_vote: false,
             ..Config::default()
         };
         let mut rafts = Vec::new();

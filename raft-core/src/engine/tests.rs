@@ -279,12 +279,14 @@ fn executor_with(
 /// Several nodes wired together, each an [`Executor`] (the reference executor of the engine's
 /// output, which also checks that entries are applied in order, exactly once). Delivers messages
 /// one at a time, in order; a request's reply goes back to its sender at once. Messages from or to
-/// an isolated node are dropped.
+/// an isolated node are dropped, and so are messages over a cut link (one way: a request over a cut
+/// `(from, to)` is lost; over a cut `(to, from)` its reply is lost after the request was handled).
 struct Cluster {
     nodes: BTreeMap<NodeId, Executor<u64>>,
     now: u64,
     queue: VecDeque<(NodeId, NodeId, Request<u64>)>,
     isolated: BTreeSet<NodeId>,
+    cut: BTreeSet<(NodeId, NodeId)>,
     /// AppendEntries delivered, per (from, to).
     append_requests: BTreeMap<(NodeId, NodeId), usize>,
     trace: Vec<Event>,
@@ -312,6 +314,7 @@ impl Cluster {
             now: 0,
             queue: VecDeque::new(),
             isolated: BTreeSet::new(),
+            cut: BTreeSet::new(),
             append_requests: BTreeMap::new(),
             trace: Vec::new(),
         };
@@ -386,7 +389,10 @@ impl Cluster {
         let Some((from, to, req)) = self.queue.pop_front() else {
             return false;
         };
-        if self.isolated.contains(&from) || self.isolated.contains(&to) {
+        if self.isolated.contains(&from)
+            || self.isolated.contains(&to)
+            || self.cut.contains(&(from, to))
+        {
             return true;
         }
         if matches!(req, Request::AppendEntries(_)) {
@@ -397,7 +403,11 @@ impl Cluster {
             .node_mut(to)
             .handle_request(req)
             .unwrap_or_else(|e| panic!("node {to}: {e}"));
-        for reply in self.record(to, done) {
+        let replies = self.record(to, done);
+        if self.cut.contains(&(to, from)) {
+            return true;
+        }
+        for reply in replies {
             self.node_mut(from).handle_response(to, reply);
         }
         self.flush(from);
@@ -1618,6 +1628,8 @@ mod budget;
 mod catch_up;
 mod executor;
 mod hostile;
+mod pre_vote;
 mod repair;
 mod snapshot;
+mod transfer;
 mod vote_refusal;

@@ -120,7 +120,10 @@ impl<C: Clone> Engine<C> {
         }
         transfer.timeout_now_sent = true;
         let to = transfer.to;
-        tracing::info!(to, "leadership transfer: the target is up to date; TimeoutNow");
+        tracing::info!(
+            to,
+            "leadership transfer: the target is up to date; TimeoutNow"
+        );
         self.out.messages.push((
             to,
             Request::TimeoutNow(TimeoutNowRequest {
@@ -159,7 +162,9 @@ impl<C: Clone> Engine<C> {
             self.become_follower(resp.term, None);
             return;
         }
-        let ours = self.transfer.is_some_and(|t| t.to == from && t.timeout_now_sent);
+        let ours = self
+            .transfer
+            .is_some_and(|t| t.to == from && t.timeout_now_sent);
         if self.role == Role::Leader && ours && !resp.campaigning {
             tracing::warn!(
                 to = from,

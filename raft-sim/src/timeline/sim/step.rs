@@ -154,7 +154,8 @@ impl Sim {
             // The timeline's nodes build no snapshots, run the paper's elections without pre-votes
             // and transfer no leadership, so none of these is sent; one that arrives is handled
             // all the same, without a line in the trace.
-            other @ (Request::InstallSnapshot(_) | Request::PreVote(_) | Request::TimeoutNow(_)) => {
+            other
+            @ (Request::InstallSnapshot(_) | Request::PreVote(_) | Request::TimeoutNow(_)) => {
                 self.executor_mut(id).receive(other);
                 None
             }
