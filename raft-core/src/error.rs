@@ -109,8 +109,10 @@ pub enum ClientWriteError {
         /// The node this one believes is leader.
         leader_hint: Option<NodeId>,
     },
-    /// The command was proposed, but this node lost leadership before it was applied. It may still
-    /// commit under the new leader; the outcome is unknown. A retry may apply the command twice unless
+    /// The command was proposed, but this node lost leadership before it was applied, and did not
+    /// see it applied within `2 x election_timeout_max` after that (or saw another entry take its
+    /// place, or a snapshot cover it). It may still commit under the new leader; the outcome is
+    /// unknown. A retry may apply the command twice unless
     /// the command is idempotent.
     #[error("leadership lost before the write was applied; it may or may not commit (leader hint: {leader_hint:?})")]
     OutcomeUnknown {

@@ -723,7 +723,8 @@ async fn leader_answers_client_write_only_after_the_entry_is_applied() {
     raft.shutdown().await;
 }
 
-// ----- rule 7: pending writes of a deposed leader fail with OutcomeUnknown, not NotLeader -----
+// ----- rule 7: pending writes of a deposed leader wait for their fate, then fail with
+// OutcomeUnknown, never NotLeader -----
 
 #[tokio::test(start_paused = true)]
 async fn deposed_leader_fails_pending_writes_with_outcome_unknown() {
@@ -776,9 +777,31 @@ async fn deposed_leader_fails_pending_writes_with_outcome_unknown() {
         }
     );
 
+    // The write waits for the new leader to commit it, for up to 2 x election_timeout_max, and
+    // then fails: its fate is unknown. Node 2 keeps leading meanwhile (its heartbeats commit
+    // nothing new).
+    let heartbeats = tokio::spawn({
+        let raft = raft.clone();
+        async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                let _ = raft
+                    .append_entries(AppendEntriesRequest {
+                        term: term + 1,
+                        leader_id: 2,
+                        prev_log_id: LogId::new(0, 1),
+                        entries: vec![],
+                        leader_commit: 1,
+                    })
+                    .await;
+            }
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(!write.is_finished(), "failed before the grace period ended");
     let result = tokio::time::timeout(Duration::from_secs(1), write)
         .await
-        .expect("the pending write is answered once leadership is lost")
+        .expect("the pending write is answered once the grace period ends")
         .expect("the writer task does not panic");
     assert_eq!(
         result.map(|r| r.log_id),
@@ -790,6 +813,55 @@ async fn deposed_leader_fails_pending_writes_with_outcome_unknown() {
         !applied.lock().unwrap().iter().any(|id| id.index >= 2),
         "nothing past the membership entry was committed"
     );
+    heartbeats.abort();
+    raft.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn deposed_leader_answers_a_pending_write_the_next_leader_commits() {
+    let events = Events::default();
+    let raft = start(
+        storage(&events, initialized(&[1, 2, 3]), Faults::default()),
+        network(&events, true),
+        Recorder::default(),
+    )
+    .await;
+    let term = wait_until_leader(&raft).await;
+    let write = tokio::spawn({
+        let raft = raft.clone();
+        async move { raft.client_write(9).await }
+    });
+    let mut metrics = raft.metrics();
+    tokio::time::timeout(
+        Duration::from_secs(1),
+        metrics.wait_for(|m| m.last_log_id.index >= 3),
+    )
+    .await
+    .expect("the write is proposed")
+    .expect("the node is running");
+
+    // Node 2 took over (as after a leadership transfer) holding this node's entries, and commits
+    // them with its own blank entry.
+    let blank = |term, index| Entry {
+        log_id: LogId::new(term, index),
+        payload: EntryPayload::Blank,
+    };
+    let reply = raft
+        .append_entries(AppendEntriesRequest {
+            term: term + 1,
+            leader_id: 2,
+            prev_log_id: LogId::new(0, 1),
+            entries: vec![blank(term, 2), command(term, 3, 9), blank(term + 1, 4)],
+            leader_commit: 4,
+        })
+        .await
+        .expect("the node answers");
+    assert_eq!(reply.result, AppendResult::Success { match_index: 4 });
+    let result = tokio::time::timeout(Duration::from_secs(1), write)
+        .await
+        .expect("the write is answered once applied")
+        .expect("the writer task does not panic");
+    assert_eq!(result.map(|r| r.log_id), Ok(LogId::new(term, 3)));
     raft.shutdown().await;
 }
 

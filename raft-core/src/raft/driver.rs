@@ -101,9 +101,11 @@ pub(crate) struct Driver<SM: StateMachine, S, N> {
 
     peers: BTreeMap<NodeId, PeerSender<SM::Command>>,
     held_replies: Vec<HeldReply>,
-    /// Client writes waiting for their entry to be applied, by log index; all of `pending_term`.
+    /// Client writes waiting for their entry to be applied, by log index.
     pending: VecDeque<(LogId, WriteReply<SM>)>,
-    pending_term: Term,
+    /// Once this node no longer leads with writes pending: when they are given up on (failed with
+    /// `OutcomeUnknown`) if their fate has not been learned by then.
+    pending_deadline: Option<Instant>,
     last_applied: LogIndex,
     /// Whether the apply task is building a snapshot.
     snapshot_building: bool,
@@ -234,7 +236,7 @@ where
             peers: BTreeMap::new(),
             held_replies: Vec::new(),
             pending: VecDeque::new(),
-            pending_term: 0,
+            pending_deadline: None,
             last_applied: applied,
             snapshot_building: false,
             snapshot_waiters: Vec::new(),
@@ -386,10 +388,9 @@ where
                 reply,
             } => match self.propose(command) {
                 Ok(log_id) => {
-                    if self.pending_term != log_id.term {
-                        self.fail_pending();
-                        self.pending_term = log_id.term;
-                    }
+                    // Writes of an earlier leadership at this index or above were overwritten in
+                    // this node's log: they can never commit.
+                    self.fail_pending_from(log_id.index);
                     if let Some(appended) = appended {
                         let _ = appended.send(Ok(log_id));
                     }
@@ -594,6 +595,9 @@ where
                 }
             }
             if let Some(snapshot) = restore {
+                // Entries the snapshot covers are never applied one by one here: whether a
+                // pending write among them committed cannot be told.
+                self.fail_pending_upto(snapshot.meta.last_log_id.index);
                 let _ = self.apply_tx.send(ApplyMsg::Restore(snapshot));
             }
             if !out.apply.is_empty() {
@@ -607,11 +611,7 @@ where
                 let _ = waiter.send(current);
             }
         }
-        if !self.pending.is_empty()
-            && (self.engine.role() != Role::Leader || self.engine.term() != self.pending_term)
-        {
-            self.fail_pending();
-        }
+        self.check_pending_deadline();
         self.publish_metrics();
         Ok(())
     }
@@ -641,10 +641,48 @@ where
             .send(ApplyMsg::Apply(ApplyBatch { entries, replies }));
     }
 
-    fn fail_pending(&mut self) {
+    /// A deposed leader keeps its pending writes: most were replicated before it stepped down (a
+    /// leadership transfer replicates everything first), and the new leader commits them, so this
+    /// node applies them and answers success. A write whose slot gets another entry fails when that
+    /// entry is applied ([`dispatch_apply`](Self::dispatch_apply)). Whatever is still pending
+    /// `2 x election_timeout_max` after the node stopped leading is failed with `OutcomeUnknown`:
+    /// a node cut off from the new leader would otherwise keep its callers waiting.
+    fn check_pending_deadline(&mut self) {
+        if self.pending.is_empty() || self.engine.role() == Role::Leader {
+            self.pending_deadline = None;
+            return;
+        }
+        let now = Instant::now();
+        let deadline = *self
+            .pending_deadline
+            .get_or_insert_with(|| now + self.config.election_timeout_max.saturating_mul(2));
+        if now >= deadline {
+            self.pending_deadline = None;
+            self.fail_pending_from(0);
+        }
+    }
+
+    /// Fails the pending writes at `index` and above with `OutcomeUnknown`.
+    fn fail_pending_from(&mut self, index: LogIndex) {
         let leader_hint = self.engine.leader();
-        for (_, reply) in self.pending.drain(..) {
-            let _ = reply.send(Err(ClientWriteError::OutcomeUnknown { leader_hint }));
+        while self.pending.back().is_some_and(|(id, _)| id.index >= index) {
+            if let Some((_, reply)) = self.pending.pop_back() {
+                let _ = reply.send(Err(ClientWriteError::OutcomeUnknown { leader_hint }));
+            }
+        }
+    }
+
+    /// Fails the pending writes at `index` and below with `OutcomeUnknown`.
+    fn fail_pending_upto(&mut self, index: LogIndex) {
+        let leader_hint = self.engine.leader();
+        while self
+            .pending
+            .front()
+            .is_some_and(|(id, _)| id.index <= index)
+        {
+            if let Some((_, reply)) = self.pending.pop_front() {
+                let _ = reply.send(Err(ClientWriteError::OutcomeUnknown { leader_hint }));
+            }
         }
     }
 

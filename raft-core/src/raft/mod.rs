@@ -7,8 +7,11 @@
 //! 3. A leader sends AppendEntries before its own append is durable, and counts itself toward the
 //!    commit quorum only once it is.
 //! 4. Entries are applied once, in order, only when committed, on the apply task.
-//! 5. A client hears success only after its entry is applied; if the leader loses office first, it
-//!    hears [`ClientWriteError::OutcomeUnknown`] (the entry may still commit), never `NotLeader`.
+//! 5. A client hears success only after its entry is applied. If the leader loses office first, the
+//!    write stays pending: the client hears success if the entry commits under the next leader and
+//!    this node applies it, and [`ClientWriteError::OutcomeUnknown`] if another entry takes its
+//!    place or nothing is learned within `2 x election_timeout_max` (the entry may still commit);
+//!    never `NotLeader`.
 
 mod apply;
 mod driver;
