@@ -92,6 +92,16 @@ pub enum Command {
         #[arg(long, default_value = "127.0.0.1:8001")]
         addr: String,
     },
+    /// Move leadership to another node (before restarting the leader, say), without an election
+    /// timeout of unavailability.
+    TransferLeader {
+        /// Any node's HTTP address (a follower redirects to the leader).
+        #[arg(long, default_value = "127.0.0.1:8001")]
+        addr: String,
+        /// The node to hand leadership to; by default the follower whose log is most up to date.
+        #[arg(long)]
+        to: Option<u64>,
+    },
 }
 
 /// `raft-kv serve`.
@@ -323,6 +333,14 @@ async fn run(cli: Cli) -> ExitCode {
                 println!("{}", reply.body);
                 eprintln!("not swapped: the current value differs");
                 ExitCode::from(1)
+            }
+            Ok(reply) => failed(&reply),
+            Err(e) => transport(e),
+        },
+        Command::TransferLeader { addr, to } => match client(&addr).transfer_leader(to).await {
+            Ok(reply) if reply.status.is_success() => {
+                println!("{}", reply.body);
+                ExitCode::SUCCESS
             }
             Ok(reply) => failed(&reply),
             Err(e) => transport(e),

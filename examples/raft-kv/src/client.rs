@@ -3,6 +3,11 @@
 //!
 //! Built on `hyper-util`'s client over the same hyper stack as the axum server (plain HTTP/1.1, no
 //! TLS, no extra dependency tree), with a timeout on every request.
+//!
+//! A `PUT` or a `GET` whose connection closes before any answer (a kept-alive connection the node
+//! closed as the request left, say because it is stopping) is sent once more: both are idempotent
+//! (a `PUT` sets the same value again), so the retry cannot apply anything twice. `DELETE` and
+//! compare-and-swap are not retried (a second `DELETE` answers `404`).
 
 use std::time::Duration;
 
@@ -51,6 +56,20 @@ pub enum ClientError {
         /// The body.
         body: String,
     },
+}
+
+impl ClientError {
+    /// Whether the connection closed (or was reset) before the server answered anything: the node
+    /// may or may not have handled the request, so only an idempotent request may be sent again
+    /// (a `PUT` of the same value, a read).
+    pub fn closed_before_answer(&self) -> bool {
+        match self {
+            ClientError::Http { message, .. } => {
+                message.contains("IncompleteMessage") || message.contains("ConnectionReset")
+            }
+            _ => false,
+        }
+    }
 }
 
 /// A server's answer: its status and JSON body (`Value::Null` if the body is not JSON), and the
@@ -197,6 +216,20 @@ impl KvClient {
         )))
     }
 
+    /// [`request`](Self::request), sent once more if the connection closed before any answer (see
+    /// the [module docs](self)): only for idempotent requests.
+    async fn request_idempotent(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<(Bytes, &'static str)>,
+    ) -> Result<Reply, ClientError> {
+        match self.request(method.clone(), path, body.clone()).await {
+            Err(e) if e.closed_before_answer() => self.request(method, path, body).await,
+            other => other,
+        }
+    }
+
     /// `GET /kv/{key}` (through the log, at the leader): `Some(value)` or `None` on 404; any
     /// other answer is returned as `Err(reply)`.
     ///
@@ -221,7 +254,7 @@ impl KvClient {
     ) -> Result<Result<Option<String>, Reply>, ClientError> {
         let query = if local { "?local=true" } else { "" };
         let path = format!("/kv/{}{query}", encode_key(key));
-        let reply = self.request(Method::GET, &path, None).await?;
+        let reply = self.request_idempotent(Method::GET, &path, None).await?;
         Ok(match reply.status {
             StatusCode::OK => match reply.body.get("value").and_then(Value::as_str) {
                 Some(v) => Ok(Some(v.to_string())),
@@ -239,7 +272,7 @@ impl KvClient {
     pub async fn put(&self, key: &str, value: &str) -> Result<Reply, ClientError> {
         let path = format!("/kv/{}", encode_key(key));
         let body = Bytes::copy_from_slice(value.as_bytes());
-        self.request(
+        self.request_idempotent(
             Method::PUT,
             &path,
             Some((body, "text/plain; charset=utf-8")),
@@ -278,6 +311,26 @@ impl KvClient {
             Some((Bytes::from(body), "application/json")),
         )
         .await
+    }
+
+    /// `POST /admin/transfer-leader`: hands leadership to `to`, or to the most up-to-date follower,
+    /// and answers once it leads (following the redirect to the leader).
+    ///
+    /// # Errors
+    /// Transport failures.
+    pub async fn transfer_leader(&self, to: Option<u64>) -> Result<Reply, ClientError> {
+        let body = match to {
+            Some(to) => Some((
+                Bytes::from(
+                    serde_json::to_vec(&crate::http_admin::TransferRequest { to })
+                        .map_err(|e| ClientError::Url(e.to_string()))?,
+                ),
+                "application/json",
+            )),
+            None => None,
+        };
+        self.request(Method::POST, "/admin/transfer-leader", body)
+            .await
     }
 
     /// `GET /status` of this node (no redirect involved).

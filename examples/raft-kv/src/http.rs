@@ -8,6 +8,7 @@
 //! | `DELETE /kv/{key}` | `200 {"key", "previous"}`; `404 {"error": "not_found", ..}` if the key did not exist |
 //! | `POST /kv/{key}/cas`, body `{"expected": string or null, "new": string}` | `200 {"key", "swapped": true, "current"}`; `409 {"key", "swapped": false, "current"}` with the value that did not match (`null`: absent) |
 //! | `GET /status` | `200 {"id", "status", "role", "term", "leader", "leader_http", "commit_index", "last_applied", "last_log_index", "snapshot_index", "log_entries", "members"}` |
+//! | `POST /admin/transfer-leader`, no body or `{"to": id}` | `200 {"leader": id}` once leadership moved (see [`crate::http_admin`]) |
 //!
 //! Every `/kv` request except a `?local=true` read is a log entry (reads too: linearizable by
 //! construction) and is answered once the entry is applied. Keys are path segments: percent-encode
@@ -112,6 +113,10 @@ pub fn router(state: ApiState) -> Router {
         .route("/kv/{key}", get(get_key).put(put_key).delete(delete_key))
         .route("/kv/{key}/cas", post(cas_key))
         .route("/status", get(status))
+        .route(
+            "/admin/transfer-leader",
+            post(crate::http_admin::transfer_leader),
+        )
         .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .method_not_allowed_fallback(|| async {
             error(
@@ -156,7 +161,7 @@ pub struct StatusBody {
     pub id: NodeId,
     /// `running`, or `stopped: reason`.
     pub status: String,
-    /// `leader`, `follower` or `candidate`.
+    /// `leader`, `follower`, `pre-candidate` or `candidate`.
     pub role: String,
     /// The current term.
     pub term: u64,
@@ -240,7 +245,7 @@ async fn propose(state: &ApiState, uri: &Uri, command: KvCommand) -> Result<KvRe
 }
 
 /// `307` to the leader's HTTP address when it is known (and is not this node), else `503`.
-fn redirect(state: &ApiState, uri: &Uri, leader_hint: Option<NodeId>) -> Response {
+pub(crate) fn redirect(state: &ApiState, uri: &Uri, leader_hint: Option<NodeId>) -> Response {
     let target = leader_hint
         .filter(|&l| l != state.raft.id())
         .and_then(|l| state.http_addrs.get(&l).map(|addr| (l, addr)));

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use clap::Args;
 
+use crate::client::KvClient;
 use crate::snapshot_flags::SnapshotArgs;
 
 /// How long the cluster launcher waits for children to stop after SIGTERM before SIGKILL.
@@ -52,7 +53,10 @@ struct Member {
 
 /// Starts `args.nodes` `serve` children, prints their addresses, and waits: a child that exits is
 /// reported (the others keep running, so a killed leader shows a failover); Ctrl-C or SIGTERM
-/// stops them all (SIGTERM, then SIGKILL after a grace period).
+/// stops them all: the followers first, then the leader (each with SIGTERM, then SIGKILL after a
+/// grace period), so no stopping node triggers an election or a transfer to a node about to stop.
+/// The children run in process groups of their own, so a terminal's Ctrl-C reaches only the
+/// launcher, which stops them in that order.
 pub async fn run_cluster(args: ClusterArgs, log: &str) -> ExitCode {
     if args.nodes == 0 {
         eprintln!("error: --nodes must be at least 1");
@@ -110,7 +114,8 @@ pub async fn run_cluster(args: ClusterArgs, log: &str) -> ExitCode {
             Some(files) => files.to_args(),
             None => vec!["--insecure".into()],
         };
-        let child = Command::new(&exe)
+        let mut child = Command::new(&exe);
+        child
             .arg("--log")
             .arg(log)
             .arg("serve")
@@ -124,8 +129,10 @@ pub async fn run_cluster(args: ClusterArgs, log: &str) -> ExitCode {
             .args(args.snapshot.to_args())
             .args(security)
             .stdin(Stdio::null())
-            .kill_on_drop(true)
-            .spawn();
+            .kill_on_drop(true);
+        #[cfg(unix)]
+        child.process_group(0);
+        let child = child.spawn();
         match child {
             Ok(child) => {
                 println!(
@@ -190,13 +197,37 @@ async fn poll_exits(members: &mut [Member]) -> (usize, std::io::Result<std::proc
     (i, status)
 }
 
+/// Stops every running member: those that do not say they lead first, then the leader.
 async fn stop_all(members: &mut [Member]) {
-    for m in members.iter_mut() {
-        if let Some(child) = &m.child {
+    let mut leaders = Vec::new();
+    for (i, m) in members.iter().enumerate() {
+        if m.child.is_none() {
+            continue;
+        }
+        let client = KvClient::new(&m.http).with_timeout(STATUS_TIMEOUT);
+        if client.status().await.is_ok_and(|s| s.role == "leader") {
+            leaders.push(i);
+        }
+    }
+    let followers: Vec<usize> = (0..members.len())
+        .filter(|i| !leaders.contains(i))
+        .collect();
+    stop_members(members, &followers).await;
+    stop_members(members, &leaders).await;
+}
+
+/// How long the launcher waits for a node's `/status` when it looks for the leader to stop last.
+const STATUS_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// SIGTERM to the members at `which`, then waits for each (SIGKILL after the grace period).
+async fn stop_members(members: &mut [Member], which: &[usize]) {
+    for &i in which {
+        if let Some(child) = &members[i].child {
             terminate(child);
         }
     }
-    for m in members.iter_mut() {
+    for &i in which {
+        let m = &mut members[i];
         if let Some(mut child) = m.child.take() {
             match tokio::time::timeout(CHILD_STOP_GRACE, child.wait()).await {
                 Ok(_) => println!("node {} stopped", m.id),

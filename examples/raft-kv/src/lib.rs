@@ -65,6 +65,7 @@ mod cluster;
 mod command;
 pub mod demo;
 pub mod http;
+pub mod http_admin;
 pub mod http_auth;
 mod http_error;
 pub mod http_limits;

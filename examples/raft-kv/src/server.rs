@@ -344,7 +344,9 @@ pub async fn start_node(cfg: NodeConfig) -> Result<RunningNode, ServeError> {
 }
 
 /// Runs a node until `stop` completes (e.g. Ctrl-C) or the node stops on its own, then shuts it
-/// down.
+/// down. A leader asked to stop first hands leadership to its most up-to-date follower (bounded by
+/// twice the election timeout), so the cluster keeps taking writes with no election timeout of
+/// unavailability; its pending writes are answered as the new leader commits them.
 ///
 /// # Errors
 /// If the node cannot start, or stops on its own ([`ServeError::Stopped`]).
@@ -379,6 +381,7 @@ pub async fn serve(
     let result = tokio::select! {
         () = stop => {
             tracing::info!("shutting down");
+            hand_over_leadership(node.raft()).await;
             Ok(())
         }
         reason = stopped => {
@@ -389,6 +392,20 @@ pub async fn serve(
     node.shutdown().await;
     let _ = std::fs::remove_file(&pid_file);
     result
+}
+
+/// If `raft` leads, transfers leadership to the most up-to-date follower and waits (a bounded time)
+/// until it leads; logs the outcome either way. A stopping leader that does not transfer costs the
+/// cluster an election timeout with no leader.
+pub async fn hand_over_leadership(raft: &KvRaft) {
+    if !raft.is_leader() {
+        return;
+    }
+    tracing::info!("leader stopping: transferring leadership first");
+    match raft.transfer_leadership(None).await {
+        Ok(to) => tracing::info!(to, "leadership transferred"),
+        Err(e) => tracing::warn!(error = %e, "leadership transfer failed; stopping anyway"),
+    }
 }
 
 /// The file in a node's data directory that holds the serving process's id while it runs (for

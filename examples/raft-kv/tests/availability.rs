@@ -1,0 +1,297 @@
+//! Routine operations on a loaded three-process `raft-kv` cluster cost nothing: followers restarted
+//! ten times by SIGTERM and ten times by SIGKILL, then the leader restarted five times by SIGTERM
+//! (it hands leadership over before it stops), while writers put keys without pause.
+//!
+//! What is counted as a failed write: an answer that leaves its outcome unknown or refuses it for
+//! another reason than "not here" (`500`, `504`, a `4xx`, a client timeout). Answers that say
+//! nothing was proposed (`307` chains the client gives up on, `503 no_leader`, a refused
+//! connection to a node that is down) are retried at another node and not counted: the client
+//! follows them, as the server asks it to. So is a connection to a stopping node that closed
+//! before any answer: the write is a `PUT`, idempotent, and is sent again elsewhere.
+
+mod procs;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use procs::*;
+use raft_kv::client::{ClientError, KvClient};
+
+const WRITERS: usize = 4;
+
+/// Writers putting keys in a loop until stopped, spread over every node.
+struct Load {
+    stop: Arc<AtomicBool>,
+    acked: Arc<AtomicU64>,
+    failed: Arc<Mutex<Vec<String>>>,
+    tasks: Vec<tokio::task::JoinHandle<BTreeMap<String, String>>>,
+}
+
+/// Whether `result` says nothing was proposed (retry elsewhere), as opposed to an outcome.
+fn nothing_proposed(result: &Result<raft_kv::client::Reply, ClientError>) -> bool {
+    match result {
+        Ok(reply) => matches!(reply.error_code(), Some("no_leader") | Some("overloaded")),
+        Err(ClientError::Redirect(_)) => true,
+        Err(e) if e.closed_before_answer() => true,
+        Err(ClientError::Http { message, .. }) => {
+            message.contains("ConnectError") || message.contains("Connection refused")
+        }
+        Err(_) => false,
+    }
+}
+
+impl Load {
+    fn start(procs: &Procs) -> Self {
+        let clients: Vec<KvClient> = (1..=NODES).map(|id| procs.client(id)).collect();
+        let stop = Arc::new(AtomicBool::new(false));
+        let acked = Arc::new(AtomicU64::new(0));
+        let failed = Arc::new(Mutex::new(Vec::new()));
+        let tasks = (0..WRITERS)
+            .map(|w| {
+                let (clients, stop, acked, failed) =
+                    (clients.clone(), stop.clone(), acked.clone(), failed.clone());
+                tokio::spawn(async move {
+                    let mut mine = BTreeMap::new();
+                    let mut at = w;
+                    let mut n = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        let (key, value) = (format!("w{w}-{n}"), format!("v{n}"));
+                        let result = clients[at % clients.len()].put(&key, &value).await;
+                        match &result {
+                            Ok(reply) if reply.status.is_success() => {
+                                acked.fetch_add(1, Ordering::Relaxed);
+                                mine.insert(key, value);
+                                n += 1;
+                            }
+                            _ if nothing_proposed(&result) => {
+                                at += 1;
+                                tokio::time::sleep(Duration::from_millis(10)).await;
+                            }
+                            _ => {
+                                failed.lock().unwrap().push(format!("{key}: {result:?}"));
+                                n += 1;
+                                at += 1;
+                            }
+                        }
+                    }
+                    mine
+                })
+            })
+            .collect();
+        Load {
+            stop,
+            acked,
+            failed,
+            tasks,
+        }
+    }
+
+    fn acked(&self) -> u64 {
+        self.acked.load(Ordering::Relaxed)
+    }
+
+    fn failed(&self) -> Vec<String> {
+        self.failed.lock().unwrap().clone()
+    }
+
+    /// Waits until `more` further writes were acknowledged (the cluster takes writes).
+    async fn wait_for_progress(&self, more: u64, procs: &Procs) {
+        let target = self.acked() + more;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.acked() < target {
+            assert!(
+                Instant::now() < deadline,
+                "writes stalled at {}\n{}",
+                self.acked(),
+                procs.dump_logs()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn finish(self) -> BTreeMap<String, String> {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut all = BTreeMap::new();
+        for t in self.tasks {
+            all.extend(t.await.unwrap());
+        }
+        all
+    }
+}
+
+/// The highest term any running node reports.
+async fn max_term(procs: &Procs) -> u64 {
+    statuses(procs)
+        .await
+        .values()
+        .map(|s| s.term)
+        .max()
+        .unwrap_or(0)
+}
+
+/// Waits until node `id` runs again and has applied what the leader had committed when it came
+/// back.
+async fn wait_caught_up(procs: &Procs, id: u64) {
+    let (leader, _) = wait_for_leader(procs, 0).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let target = loop {
+        if let Ok(s) = procs.client(leader).status().await {
+            break s.commit_index;
+        }
+        assert!(Instant::now() < deadline, "the leader does not answer");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    loop {
+        if procs
+            .client(id)
+            .status()
+            .await
+            .is_ok_and(|s| s.last_applied >= target)
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node {id} did not catch up to {target}\n{}",
+            procs.dump_logs()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+const STOP_WITHIN: Duration = Duration::from_secs(10);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routine_restarts_cost_no_failed_writes_and_no_elections() {
+    let root = tempfile::tempdir().unwrap();
+    let mut procs = Procs::new(root.path());
+    let test = async {
+        for id in 1..=NODES {
+            procs.start(id);
+        }
+        let (mut leader, term) = wait_for_leader(&procs, 0).await;
+        wait_for_every_running_node(&procs, "follow the first leader", |s| {
+            s.leader == Some(leader)
+        })
+        .await;
+        let load = Load::start(&procs);
+        load.wait_for_progress(50, &procs).await;
+
+        // Followers, SIGTERM: no term change, no failed write.
+        for round in 0..10 {
+            let follower = (1..=NODES)
+                .filter(|&id| id != leader)
+                .nth(round % 2)
+                .unwrap();
+            assert!(
+                procs.terminate(follower, STOP_WITHIN),
+                "node {follower} did not stop cleanly"
+            );
+            load.wait_for_progress(20, &procs).await;
+            procs.start(follower);
+            wait_caught_up(&procs, follower).await;
+            load.wait_for_progress(20, &procs).await;
+        }
+        assert_eq!(
+            max_term(&procs).await,
+            term,
+            "SIGTERM rounds changed the term\n{}",
+            procs.dump_logs()
+        );
+        assert_eq!(load.failed(), Vec::<String>::new(), "SIGTERM rounds");
+
+        // Followers, SIGKILL: at most one term change in all.
+        for round in 0..10 {
+            let follower = (1..=NODES)
+                .filter(|&id| id != leader)
+                .nth(round % 2)
+                .unwrap();
+            procs.kill(follower);
+            load.wait_for_progress(20, &procs).await;
+            procs.start(follower);
+            wait_caught_up(&procs, follower).await;
+            load.wait_for_progress(20, &procs).await;
+            leader = wait_for_leader(&procs, 0).await.0;
+        }
+        let after_kills = max_term(&procs).await;
+        assert!(
+            after_kills <= term + 1,
+            "SIGKILL rounds: term {term} -> {after_kills}\n{}",
+            procs.dump_logs()
+        );
+        assert_eq!(load.failed(), Vec::<String>::new(), "SIGKILL rounds");
+
+        // The leader, SIGTERM: it hands leadership over first, one term each, no failed write.
+        for _ in 0..5 {
+            let (old, old_term) = wait_for_leader(&procs, 0).await;
+            assert!(
+                procs.terminate(old, STOP_WITHIN),
+                "leader {old} did not stop cleanly"
+            );
+            let (new, new_term) = wait_for_leader(&procs, old_term).await;
+            assert_ne!(new, old);
+            assert_eq!(
+                new_term,
+                old_term + 1,
+                "more than the transfer's election\n{}",
+                procs.dump_logs()
+            );
+            load.wait_for_progress(20, &procs).await;
+            procs.start(old);
+            wait_caught_up(&procs, old).await;
+            load.wait_for_progress(20, &procs).await;
+        }
+        assert_eq!(load.failed(), Vec::<String>::new(), "leader restarts");
+        let acked = load.finish().await;
+        assert!(acked.len() > 500, "only {} writes", acked.len());
+        check_everywhere(&procs, &acked).await;
+    };
+    if tokio::time::timeout(Duration::from_secs(240), test)
+        .await
+        .is_err()
+    {
+        panic!("the test timed out\n{}", procs.dump_logs());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transfer_leader_moves_leadership_on_request() {
+    let root = tempfile::tempdir().unwrap();
+    let mut procs = Procs::new(root.path());
+    let test = async {
+        for id in 1..=NODES {
+            procs.start(id);
+        }
+        let (leader, term) = wait_for_leader(&procs, 0).await;
+        let target = (1..=NODES).find(|&id| id != leader).unwrap();
+        // Asked at a follower: redirected to the leader, which hands over to the named node.
+        let asked_at = (1..=NODES)
+            .find(|&id| id != leader && id != target)
+            .unwrap();
+        let reply = procs
+            .client(asked_at)
+            .transfer_leader(Some(target))
+            .await
+            .unwrap();
+        assert!(reply.status.is_success(), "{reply:?}");
+        assert_eq!(reply.body["leader"], target);
+        let (now_leading, new_term) = wait_for_leader(&procs, term).await;
+        assert_eq!((now_leading, new_term), (target, term + 1));
+        // Without a target: the most up-to-date follower.
+        let reply = procs.client(target).transfer_leader(None).await.unwrap();
+        assert!(reply.status.is_success(), "{reply:?}");
+        let next = reply.body["leader"].as_u64().expect("a leader id");
+        assert_ne!(next, target);
+        // Not a voter.
+        let reply = procs.client(next).transfer_leader(Some(9)).await.unwrap();
+        assert_eq!(reply.status.as_u16(), 400, "{reply:?}");
+    };
+    if tokio::time::timeout(Duration::from_secs(60), test)
+        .await
+        .is_err()
+    {
+        panic!("the test timed out\n{}", procs.dump_logs());
+    }
+}
