@@ -77,6 +77,13 @@ pub struct ClusterOptions {
     /// The command that replays a failing run, printed with every failure. `{seed}` is replaced by
     /// the seed. Defaults to the simulation test's.
     pub replay: String,
+    /// Whether a node whose disk lost entries ([`Cluster::restart_with_lost_tail`]) reports the loss
+    /// at every start until it is back in step ([`Cluster::recovering_from_disk_faults`]; `true`, the
+    /// default), or only at the start right after the loss (`false`). A node that lost entries must
+    /// not vote until it holds them again; if it restarts before that and its storage no longer
+    /// reports the loss, it votes as if it had never lost anything. `false` models a storage that
+    /// reports a cut only at the open that made it, to show what that costs.
+    pub disk_loss_until_caught_up: bool,
 }
 
 impl ClusterOptions {
@@ -93,6 +100,7 @@ impl ClusterOptions {
             append_truncation: 0.0,
             replay: "SEED={seed} cargo test -p raft-sim --test simulation -- --nocapture"
                 .to_string(),
+            disk_loss_until_caught_up: true,
         }
     }
 
@@ -112,6 +120,13 @@ impl ClusterOptions {
     /// [`append_truncation`](Self::append_truncation)).
     pub fn append_truncation(mut self, prob: f64) -> Self {
         self.append_truncation = prob;
+        self
+    }
+
+    /// Sets whether a disk loss is reported at every start until the node is back in step (see
+    /// [`disk_loss_until_caught_up`](Self::disk_loss_until_caught_up)).
+    pub fn disk_loss_until_caught_up(mut self, until_caught_up: bool) -> Self {
+        self.disk_loss_until_caught_up = until_caught_up;
         self
     }
 
@@ -273,10 +288,20 @@ impl<S: RaftStorage<u64>> Cluster<S> {
     }
 
     async fn start_node(&self, id: NodeId) {
-        let mut storage = {
-            let mut open = self.factory.lock().unwrap_or_else(|p| p.into_inner());
-            open(id)
-        };
+        let storage = self.open_storage(id);
+        let lost_entries =
+            lock(&self.world).on_plain_restart(id, self.opts.disk_loss_until_caught_up);
+        self.start_on(id, storage, lost_entries).await;
+    }
+
+    /// Node `id`'s storage, (re)opened by the factory.
+    fn open_storage(&self, id: NodeId) -> S {
+        let mut open = self.factory.lock().unwrap_or_else(|p| p.into_inner());
+        open(id)
+    }
+
+    /// Starts node `id` on `storage`; `lost_entries`: the storage reports that it lost entries.
+    async fn start_on(&self, id: NodeId, mut storage: S, lost_entries: bool) {
         // Read what the storage holds, as the node is about to, and hand it to the checks.
         let read = async {
             let hard_state = storage.hard_state().await?;
@@ -303,6 +328,7 @@ impl<S: RaftStorage<u64>> Cluster<S> {
             Arc::clone(&self.world),
             power.clone(),
             self.opts.storage_latency,
+            lost_entries,
         );
         let network = ObservedNetwork::new(
             self.router.network(id),
@@ -575,6 +601,8 @@ impl<S: RaftStorage<u64>> Cluster<S> {
 
     /// Crashes node `id` (see the [crate docs](crate#crashes)). A no-op if it is down.
     pub async fn crash(&self, id: NodeId) {
+        // Whether it is back in step after a disk fault is judged while it still runs.
+        self.recovering_from_disk_faults();
         let slot = self.slots().remove(&id);
         let Some(slot) = slot else {
             return;
@@ -625,6 +653,94 @@ impl<S: RaftStorage<u64>> Cluster<S> {
         }
         lock(&self.world).stats.restarts += 1;
         self.start_node(id).await;
+    }
+
+    /// Restarts node `id` as if its disk had lost the last `entries` entries of its durable log (writes
+    /// it had acknowledged), and its storage knew: it reports the loss
+    /// ([`lost_entries_on_open`](RaftStorage::lost_entries_on_open)), as a storage that cut a damaged
+    /// end of its log does, so the node comes back catching up (no vote, no campaign until its log
+    /// holds its leader's commit index). Returns how many entries were lost; a no-op (0) if the node
+    /// runs.
+    ///
+    /// The loss stops above the storage's snapshot and compaction point: a log that ends below its
+    /// snapshot is another fault (a storage refuses it, or discards the log). If nothing is left to
+    /// lose, this is a plain [`restart`](Self::restart), and the storage reports no loss.
+    ///
+    /// The record keeps what the node lost, and the checks allow for it (see
+    /// `invariants::durability`); the node is among
+    /// [`recovering_from_disk_faults`](Self::recovering_from_disk_faults) until it is back in step. The
+    /// caller must not make the disks lose the last copy of a committed entry (that is reported as a
+    /// violation): one faulty disk at a time is always survivable.
+    pub async fn restart_with_lost_tail(&self, id: NodeId, entries: u64) -> u64 {
+        if self.slots().contains_key(&id) || !self.ids.contains(&id) {
+            return 0;
+        }
+        let mut storage = self.open_storage(id);
+        let read = async {
+            let log = storage.log_state().await?;
+            let snapshot = storage.snapshot().await?;
+            Ok::<_, raft_core::StorageError>((log, snapshot.map(|s| s.meta.last_log_id)))
+        };
+        let (log, snapshot) = match read.await {
+            Ok(state) => state,
+            Err(e) => self.fail(&format!("node {id}: could not read its storage: {e}")),
+        };
+        let floor = log.last_purged.index.max(snapshot.map_or(0, |s| s.index));
+        let last = log.last_log_id.index;
+        let from = last
+            .saturating_sub(entries)
+            .saturating_add(1)
+            .max(floor + 1);
+        let lost = (last + 1).saturating_sub(from);
+        if lost > 0 {
+            // The fault itself: behind the node's back (the observed storage is not on yet).
+            if let Err(e) = storage.truncate(from).await {
+                self.fail(&format!(
+                    "node {id}: could not cut its log from {from} to simulate a disk fault: {e}"
+                ));
+            }
+            lock(&self.world).on_tail_lost(id, from);
+        }
+        let report =
+            lost > 0 || lock(&self.world).on_plain_restart(id, self.opts.disk_loss_until_caught_up);
+        lock(&self.world).stats.restarts += 1;
+        self.start_on(id, storage, report).await;
+        lost
+    }
+
+    /// The nodes whose disk lost entries ([`restart_with_lost_tail`](Self::restart_with_lost_tail))
+    /// and that are not back in step yet. A node is back once
+    /// * it has caught up by the engine's rule: the harness saw it answer, in the incarnation that
+    ///   runs now, an AppendEntries with success up to at least the leader's commit index (so it votes
+    ///   again), and
+    /// * it runs, its commit index has reached the last index it lost (so it holds, from a leader,
+    ///   every committed entry it lost), and its durable log ends where its engine's does (what it
+    ///   holds is on its disk again).
+    ///
+    /// Until then, another disk fault could destroy the last copy of an entry that node lost, or
+    /// leave too few voters to elect anyone: a schedule that wants every fault survivable waits for
+    /// this to be empty.
+    pub fn recovering_from_disk_faults(&self) -> Vec<NodeId> {
+        let metrics = self.all_metrics();
+        let mut w = lock(&self.world);
+        let World {
+            record,
+            disk_faults,
+            ..
+        } = &mut *w;
+        disk_faults.retain(|id, fault| {
+            let back = fault.caught_up
+                && metrics.get(id).is_some_and(|m| {
+                    m.status == NodeStatus::Running
+                        && m.commit_index >= fault.last_lost
+                        && record
+                            .nodes
+                            .get(id)
+                            .is_some_and(|o| o.last_log_id() == m.last_log_id)
+                });
+            !back
+        });
+        disk_faults.keys().copied().collect()
     }
 
     /// Crashes every running node (one after the other, with no time passing in between).

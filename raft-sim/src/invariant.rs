@@ -107,6 +107,22 @@ pub(crate) trait Invariant: Send {
         Vec::new()
     }
 
+    /// Node `id`'s disk lost the tail of its durable log while the node was down: `removed` (never
+    /// empty), from index `from` on, are gone (see
+    /// [`Cluster::restart_with_lost_tail`](crate::Cluster::restart_with_lost_tail)). Called *before*
+    /// the record drops them and before the node reopens its storage. Unlike a truncation this is no
+    /// step of the protocol: the node itself did not choose it, and its storage reports the loss when
+    /// it opens (`lost_entries_on_open`).
+    fn on_tail_lost(
+        &mut self,
+        record: &Record,
+        id: NodeId,
+        from: LogIndex,
+        removed: &[LogId],
+    ) -> Findings {
+        Vec::new()
+    }
+
     /// Node `id`'s storage acknowledged purging its log up to `upto`, which removed entries; the
     /// record has moved the compaction point.
     fn on_purged(&mut self, record: &Record, id: NodeId, upto: LogIndex) -> Findings {

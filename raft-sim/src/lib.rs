@@ -96,7 +96,9 @@
 //! follower acknowledges, and the last entry of a snapshot it answers `Installed` for, are durable by
 //! the time the answer arrives), no committed entry is ever truncated, a reopened storage holds
 //! exactly what it had acknowledged (snapshot included), and every acknowledged write is in every
-//! node's final log at its acknowledged index.
+//! node's final log at its acknowledged index. A node whose disk lost the tail of its log (below) is
+//! allowed to lack those entries, and the answers it gave before the loss are not held against it;
+//! the cluster must still never lose a committed entry.
 //!
 //! `invariants::linearizability`: the client history (see [`Op`]; recorded in the `history` module)
 //! is linearizable for the harness's append-only model, described in the checker's module: unique
@@ -117,6 +119,17 @@
 //! had acknowledged), gives the node a new, empty [`LogStateMachine`] (a new incarnation; the node
 //! restores it from its snapshot, if any, and replays the log after it), starts it and registers it
 //! again.
+//!
+//! ## Disk faults
+//! [`Cluster::restart_with_lost_tail`] restarts a crashed node as if its disk had lost the last
+//! entries of its log (writes it had acknowledged; never below its snapshot), and its storage reports
+//! the loss ([`lost_entries_on_open`](raft_core::RaftStorage::lost_entries_on_open)), as a storage
+//! that cut a damaged end of its log does: the node then neither votes nor campaigns until it has
+//! caught up with a leader. The record keeps what each node lost (the durability checker allows for
+//! it, see above). Until the node is back in step
+//! ([`Cluster::recovering_from_disk_faults`]), it reports the loss again at every restart (unless
+//! [`ClusterOptions::disk_loss_until_caught_up`] is off), and a schedule should not make a second
+//! disk lose anything: losing the last copy of a committed entry is reported as the schedule's fault.
 #![warn(missing_docs)]
 
 mod append_faults;

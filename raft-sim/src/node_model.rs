@@ -7,7 +7,7 @@
 //! is known is the recorder's business (see the `world` module); this module only keeps the chain
 //! consistent as entries come and go.
 
-use raft_core::{Entry, EntryPayload, HardState, LogId, LogIndex, Snapshot};
+use raft_core::{Entry, EntryPayload, HardState, LogId, LogIndex, Snapshot, Term};
 
 use crate::applied_state::AppliedState;
 use crate::chain::chain_hash;
@@ -22,6 +22,16 @@ pub(crate) struct SmObs {
     pub(crate) restores: Vec<(usize, LogId)>,
     /// Its state after its latest apply or restore, as the state machine reported it.
     pub(crate) state: AppliedState,
+}
+
+/// Entries a node's disk lost: the tail of its durable log gone at a restart (see
+/// [`Cluster::restart_with_lost_tail`](crate::Cluster::restart_with_lost_tail)).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct DiskLoss {
+    /// The node's durable term when it lost them (its hard state survives the fault).
+    pub(crate) term: Term,
+    /// The entries lost, in order.
+    pub(crate) entries: Vec<LogId>,
 }
 
 /// What the harness knows of one node.
@@ -47,6 +57,8 @@ pub(crate) struct NodeObs {
     pub(crate) sms: Vec<SmObs>,
     /// Whether the node runs.
     pub(crate) live: bool,
+    /// Every tail its disk lost, in order.
+    pub(crate) disk_losses: Vec<DiskLoss>,
 }
 
 impl NodeObs {
@@ -76,6 +88,18 @@ impl NodeObs {
     /// The last log id of the durable snapshot.
     pub(crate) fn snapshot_id(&self) -> Option<LogId> {
         self.snapshot.as_ref().map(|s| s.meta.last_log_id)
+    }
+
+    /// Whether the node's disk ever lost entry `log_id` (it held it durably before).
+    pub(crate) fn lost_to_disk(&self, log_id: LogId) -> bool {
+        self.disk_losses.iter().any(|l| l.entries.contains(&log_id))
+    }
+
+    /// Whether the node's disk lost entry `log_id` while the node was in term `term`.
+    pub(crate) fn lost_to_disk_in(&self, term: Term, log_id: LogId) -> bool {
+        self.disk_losses
+            .iter()
+            .any(|l| l.term == term && l.entries.contains(&log_id))
     }
 
     /// The current incarnation's state machine.

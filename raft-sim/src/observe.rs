@@ -39,12 +39,18 @@ impl PowerSwitch {
 /// It also holds the storage to its contract: after every purge and snapshot it reads the log state
 /// (and snapshot id) back and compares them with what the acknowledged calls imply, and every
 /// snapshot chunk read must be the right slice of the snapshot it acknowledged last.
+///
+/// When the harness made the node's disk lose the tail of its log before this start
+/// ([`Cluster::restart_with_lost_tail`](crate::Cluster::restart_with_lost_tail)), it reports the loss
+/// from [`lost_entries_on_open`](RaftStorage::lost_entries_on_open), as a storage that cut entries
+/// does; otherwise it reports what the wrapped storage reports.
 pub struct ObservedStorage<S> {
     inner: S,
     node: NodeId,
     world: Shared,
     power: PowerSwitch,
     latency: std::time::Duration,
+    lost_entries: bool,
 }
 
 impl<S> std::fmt::Debug for ObservedStorage<S> {
@@ -62,6 +68,7 @@ impl<S: RaftStorage<u64>> ObservedStorage<S> {
         world: Shared,
         power: PowerSwitch,
         latency: std::time::Duration,
+        lost_entries: bool,
     ) -> Self {
         ObservedStorage {
             inner,
@@ -69,6 +76,7 @@ impl<S: RaftStorage<u64>> ObservedStorage<S> {
             world,
             power,
             latency,
+            lost_entries,
         }
     }
 
@@ -156,6 +164,11 @@ impl<S: RaftStorage<u64>> RaftStorage<u64> for ObservedStorage<S> {
     async fn snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
         self.check_power()?;
         self.inner.snapshot().await
+    }
+
+    async fn lost_entries_on_open(&mut self) -> Result<bool, StorageError> {
+        self.check_power()?;
+        Ok(self.lost_entries || self.inner.lost_entries_on_open().await?)
     }
 
     async fn snapshot_chunk(
@@ -262,6 +275,8 @@ impl RaftNetwork<u64> for ObservedNetwork {
             });
         }
         let term = request.term;
+        let leader_commit = request.leader_commit;
+        let incarnation = lock(&self.world).incarnation(target);
         let truncated = self.append_faults.maybe_truncate(&mut request.entries);
         // Keep only the ids: the request itself moves into the call.
         let sent = SentAppend::of(&request);
@@ -295,6 +310,10 @@ impl RaftNetwork<u64> for ObservedNetwork {
             }
             AppendResult::Success { match_index } if response.term == term => {
                 w.on_entries_acknowledged(self.node, target, term, sent.entries(), match_index);
+                // Answered by the incarnation that runs now only if none started since it was sent.
+                if incarnation.is_some() && w.incarnation(target) == incarnation {
+                    w.on_catch_up_answer(target, leader_commit, match_index);
+                }
             }
             _ => {}
         }
@@ -309,6 +328,7 @@ impl RaftNetwork<u64> for ObservedNetwork {
         self.check_power(target)?;
         let term = request.term;
         let candidate = request.candidate_id;
+        let candidate_last = request.last_log_id;
         let response = self.inner.vote(target, request).await?;
         self.check_power(target)?;
         let mut w = lock(&self.world);
@@ -321,6 +341,8 @@ impl RaftNetwork<u64> for ObservedNetwork {
         });
         if response.vote_granted {
             w.on_vote_granted(target, term, candidate, response.term);
+        } else {
+            w.on_vote_refused(target, term, candidate, candidate_last);
         }
         Ok(response)
     }

@@ -22,6 +22,17 @@ pub struct HarnessStats {
     pub crashes: u64,
     /// Node restarts.
     pub restarts: u64,
+    /// Restarts whose disk lost the tail of the log (see
+    /// [`Cluster::restart_with_lost_tail`](crate::Cluster::restart_with_lost_tail)); only those that
+    /// lost at least one entry.
+    pub disk_faults: u64,
+    /// Entries those disk faults lost, in all.
+    pub entries_lost_to_disk: u64,
+    /// Votes refused by a node that lost entries to a disk fault and had not caught up, which it
+    /// would otherwise have granted, to a candidate lacking a committed entry: the refusals that
+    /// kept that entry. (Counted from the answers and the record; an estimate of where the
+    /// catching-up rule decided, since the answer does not say why.)
+    pub votes_withheld_after_disk_fault: u64,
     /// InstallSnapshot requests (chunks) sent, by `(leader, follower)`.
     pub snapshot_chunks_sent: BTreeMap<(NodeId, NodeId), u64>,
     /// InstallSnapshot requests answered (any answer), by `(leader, follower)`.

@@ -27,7 +27,7 @@
 //! reopened snapshot's digest, or the hash any node held that entry on. So compacted entries are never
 //! guessed.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use raft_core::{
@@ -38,7 +38,7 @@ use raft_core::{
 use crate::applied_state::AppliedState;
 use crate::history::Outcome;
 use crate::invariant::{ChunkRead, Findings, Invariant, Opened};
-use crate::node_model::SmObs;
+use crate::node_model::{DiskLoss, SmObs};
 use crate::record::Record;
 use crate::stats::HarnessStats;
 use crate::trace::Tracer;
@@ -68,7 +68,20 @@ pub(crate) struct World {
     pub(crate) stats: HarnessStats,
     /// The values clients write.
     pub(crate) client_values: ClientValues,
+    /// The nodes whose disk lost entries and that are not back in step yet (see
+    /// [`Cluster::recovering_from_disk_faults`](crate::Cluster::recovering_from_disk_faults)).
+    pub(crate) disk_faults: BTreeMap<NodeId, DiskFaulted>,
     tracer: Tracer,
+}
+
+/// A node whose disk lost entries, until it is back in step.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct DiskFaulted {
+    /// The last index it lost.
+    pub(crate) last_lost: LogIndex,
+    /// Whether it has caught up by the engine's rule since it last started reporting the loss: it
+    /// answered an AppendEntries with success up to the leader's commit index.
+    pub(crate) caught_up: bool,
 }
 
 impl World {
@@ -83,6 +96,7 @@ impl World {
             violations: Vec::new(),
             stats: HarnessStats::default(),
             client_values: ClientValues::default(),
+            disk_faults: BTreeMap::new(),
             tracer: Tracer::from_env(),
         }
     }
@@ -253,6 +267,91 @@ impl World {
         self.record.node_mut(id).truncate_from(from);
     }
 
+    /// Node `id`'s disk lost its durable log from index `from` on, while the node was down (the node
+    /// is about to reopen its storage, which reports the loss). The record keeps what was lost
+    /// ([`NodeObs::disk_losses`](crate::node_model::NodeObs)): the node acknowledged those entries
+    /// once, so answers it gave before still count them, and so does the majority that committed them.
+    pub(crate) fn on_tail_lost(&mut self, id: NodeId, from: LogIndex) {
+        let Some(obs) = self.record.nodes.get(&id) else {
+            return;
+        };
+        let removed: Vec<LogId> = obs
+            .removed_by_truncation(from)
+            .iter()
+            .map(|e| e.log_id)
+            .collect();
+        if removed.is_empty() {
+            return;
+        }
+        self.trace(|| {
+            format!(
+                "node {id}: disk lost {}..={} ({} entries)",
+                removed[0],
+                removed[removed.len() - 1],
+                removed.len()
+            )
+        });
+        self.stats.disk_faults += 1;
+        self.stats.entries_lost_to_disk += removed.len() as u64;
+        self.fan_out(|inv, r| inv.on_tail_lost(r, id, from, &removed));
+        let last_lost = removed[removed.len() - 1].index;
+        let obs = self.record.node_mut(id);
+        obs.truncate_from(from);
+        obs.disk_losses.push(DiskLoss {
+            term: obs.hard_state.term,
+            entries: removed,
+        });
+        let fault = self.disk_faults.entry(id).or_insert(DiskFaulted {
+            last_lost,
+            caught_up: false,
+        });
+        fault.last_lost = fault.last_lost.max(last_lost);
+        fault.caught_up = false;
+    }
+
+    /// Node `id` restarts without a new disk fault. Returns whether its storage reports lost entries:
+    /// if it lost some earlier and has not caught up since, and `until_caught_up` (see
+    /// [`ClusterOptions::disk_loss_until_caught_up`](crate::ClusterOptions::disk_loss_until_caught_up)).
+    /// Otherwise the node starts as one that lost nothing, and votes at once.
+    pub(crate) fn on_plain_restart(&mut self, id: NodeId, until_caught_up: bool) -> bool {
+        let Some(fault) = self.disk_faults.get_mut(&id) else {
+            return false;
+        };
+        if fault.caught_up {
+            return false;
+        }
+        if !until_caught_up {
+            fault.caught_up = true;
+            return false;
+        }
+        self.trace(|| format!("node {id}: reports its earlier loss again"));
+        true
+    }
+
+    /// Node `follower`, which lost entries, answered an AppendEntries whose leader had committed up
+    /// to `leader_commit` with success up to `match_index`, from the incarnation that runs now: if
+    /// that covers the leader's commit index (and its log, not just its compacted prefix, matched),
+    /// the node has caught up by the engine's rule and votes again.
+    pub(crate) fn on_catch_up_answer(
+        &mut self,
+        follower: NodeId,
+        leader_commit: LogIndex,
+        match_index: LogIndex,
+    ) {
+        let base = self.record.nodes.get(&follower).map_or(0, |o| o.base.index);
+        if let Some(fault) = self.disk_faults.get_mut(&follower) {
+            if !fault.caught_up && match_index >= leader_commit && match_index > base {
+                fault.caught_up = true;
+                self.trace(|| {
+                    format!(
+                        "node {follower}: caught up after its disk fault (matches {match_index}, leader commit \
+                         {leader_commit})"
+                    )
+                });
+            }
+        }
+    }
+
     /// Node `id`'s storage acknowledged purging its log up to `upto`.
     pub(crate) fn on_purge(&mut self, id: NodeId, upto: LogIndex) {
         self.trace(|| format!("node {id}: purge up to {upto}"));
@@ -421,6 +520,15 @@ impl World {
 
     // ----- crashes -----
 
+    /// Node `id`'s incarnation, if it runs.
+    pub(crate) fn incarnation(&self, id: NodeId) -> Option<u32> {
+        self.record
+            .nodes
+            .get(&id)
+            .filter(|o| o.live)
+            .map(|o| o.incarnation)
+    }
+
     /// Node `id` crashed: it no longer runs (its durable state stays).
     pub(crate) fn on_crash(&mut self, id: NodeId) {
         self.trace(|| format!("node {id}: crashed"));
@@ -456,6 +564,41 @@ impl World {
         answer_term: Term,
     ) {
         self.fan_out(|inv, r| inv.on_vote_granted(r, voter, term, candidate, answer_term));
+    }
+
+    /// Node `voter` refused its vote in `term` to `candidate`, whose last log id is `candidate_last`.
+    /// Counted in [`HarnessStats::votes_withheld_after_disk_fault`] when only the catching-up rule
+    /// can explain it, and the vote mattered: the voter lost entries to a disk fault and has not
+    /// caught up, it had not voted for another candidate in that term, the candidate's log is at
+    /// least as up to date as the voter's, and the candidate lacks a committed entry.
+    pub(crate) fn on_vote_refused(
+        &mut self,
+        voter: NodeId,
+        term: Term,
+        candidate: NodeId,
+        candidate_last: LogId,
+    ) {
+        if self.disk_faults.get(&voter).is_none_or(|f| f.caught_up) {
+            return;
+        }
+        let r = &self.record;
+        let (Some(v), Some(c)) = (r.nodes.get(&voter), r.nodes.get(&candidate)) else {
+            return;
+        };
+        let free = r
+            .durable_votes(term, voter)
+            .iter()
+            .all(|&voted| voted == candidate);
+        let up_to_date = candidate_last >= v.last_log_id();
+        let lacks_committed = r.committed.keys().any(|&i| !r.holds_committed(c, i));
+        if free && up_to_date && lacks_committed {
+            self.stats.votes_withheld_after_disk_fault += 1;
+            self.trace(|| {
+                format!(
+                    "node {voter}: withheld its vote in term {term} from {candidate}, which lacks a committed entry"
+                )
+            });
+        }
     }
 
     /// Node `follower` answered node `leader`'s InstallSnapshot of `term`, in the same term, that it

@@ -7,7 +7,18 @@
 //! follower acknowledges, and the last entry of a snapshot it says it installed, while it stays in
 //! that term. At the end of a run: every acknowledged write is committed, and in every node's final
 //! log at its acknowledged index.
-
+//!
+//! ## Disk faults
+//!
+//! A node may restart with the tail of its log gone, as if its disk lost writes it had acknowledged
+//! ([`Cluster::restart_with_lost_tail`](crate::Cluster::restart_with_lost_tail)), and its storage
+//! reports the loss when it opens. That node legitimately lacks those entries: the reopened storage
+//! must hold what it acknowledged *minus the lost tail*, and an answer it gave in the same term
+//! before the loss (arriving late) is not held against its log. What may not happen is that the
+//! *cluster* loses a committed entry: it is still on some other node when the fault strikes (else
+//! the schedule destroyed the last copy, which no protocol survives, and that is reported as the
+//! harness's fault); no node ever truncates it; every later leader holds it (`leader_completeness`);
+//! and at the end it is back in every node's log, the damaged node's included.
 use raft_core::{EntryPayload, LogId, LogIndex, NodeId, Term};
 
 use crate::history::Outcome;
@@ -73,6 +84,34 @@ impl Invariant for Durability {
             .collect()
     }
 
+    /// A disk fault may take entries the node acknowledged, but never the last copy of a committed
+    /// entry: the schedule must leave it on another node, from which the damaged node gets it back.
+    fn on_tail_lost(
+        &mut self,
+        record: &Record,
+        id: NodeId,
+        _from: LogIndex,
+        removed: &[LogId],
+    ) -> Findings {
+        removed
+            .iter()
+            .filter(|l| record.committed.get(&l.index).is_some_and(|c| c.log_id == **l))
+            .find(|l| {
+                !record
+                    .nodes
+                    .iter()
+                    .any(|(&other, obs)| other != id && record.holds_committed(obs, l.index))
+            })
+            .map(|l| {
+                format!(
+                    "harness: node {id}'s disk lost committed entry {l}, which no other node holds: the \
+                     fault schedule destroyed its last copy (faults must leave one)"
+                )
+            })
+            .into_iter()
+            .collect()
+    }
+
     /// Rule 2: a follower acknowledges only entries it holds durably. Within one term nothing can
     /// remove them again, so they must still be there if the follower is still in it. Entries it
     /// compacted since count if its compacted prefix is the committed one.
@@ -89,8 +128,11 @@ impl Invariant for Durability {
             if obs.hard_state.term != term {
                 return None;
             }
+            // An answer sent before a disk fault of the same term may arrive after it: what the
+            // disk lost since is excused (the follower did hold it when it answered).
             sent.iter()
                 .filter(|id| id.index <= match_index)
+                .filter(|id| !obs.lost_to_disk_in(term, **id))
                 .find(|id| record.id_at(obs, id.index) != Some(**id))
                 .map(|id| (*id, record.id_at(obs, id.index)))
         });
@@ -143,7 +185,10 @@ impl Invariant for Durability {
             return Vec::new();
         };
         let held = record.id_at(obs, installed.index);
-        if obs.hard_state.term != term || held == Some(installed) {
+        if obs.hard_state.term != term
+            || held == Some(installed)
+            || obs.lost_to_disk_in(term, installed)
+        {
             return Vec::new();
         }
         vec![format!(
@@ -206,6 +251,68 @@ mod tests {
             None,
         );
         assert!(has(&w, "durability: node 1 reopened"), "{:?}", w.violations);
+    }
+
+    #[test]
+    fn a_disk_fault_may_lose_a_tail_but_not_the_last_copy_of_a_committed_entry() {
+        let log = three();
+        let mut w = committed_world(&log);
+        // Node 2's disk loses 1-3 (committed; node 1 still holds it), and it reopens without it.
+        w.on_tail_lost(2, 3);
+        w.on_open(
+            2,
+            HardState::default(),
+            LogId::default(),
+            log[..2].to_vec(),
+            None,
+        );
+        assert!(w.violations.is_empty(), "{:?}", w.violations);
+        assert!(w.record.nodes[&2].lost_to_disk(LogId::new(1, 3)));
+        // Now node 1's disk loses it too: no node holds it any more.
+        w.on_tail_lost(1, 3);
+        assert!(
+            has(&w, "harness: node 1's disk lost committed entry 1-3"),
+            "{:?}",
+            w.violations
+        );
+    }
+
+    #[test]
+    fn an_answer_sent_before_a_disk_fault_is_not_held_against_the_log() {
+        let mut w = world(3);
+        let term_1 = HardState {
+            term: 1,
+            voted_for: Some(1),
+        };
+        w.on_save_hard_state(2, term_1);
+        w.on_append(2, &[membership(), cmd(1, 2, 5), cmd(1, 3, 6)]);
+        w.on_tail_lost(2, 2);
+        w.on_open(2, term_1, LogId::default(), vec![membership()], None);
+        // The answer acknowledging 1-2 arrives after the loss, in the same term: excused.
+        w.on_entries_acknowledged(1, 2, 1, &[LogId::new(1, 2)], 2);
+        assert!(w.violations.is_empty(), "{:?}", w.violations);
+        // An entry the disk did not lose must still be held.
+        w.on_entries_acknowledged(1, 2, 1, &[LogId::new(1, 4)], 4);
+        assert!(
+            has(&w, "ordering rule 2: node 2 acknowledged entries up to 4"),
+            "{:?}",
+            w.violations
+        );
+    }
+
+    #[test]
+    fn a_reopened_storage_that_lost_more_than_its_disk_fault_is_a_violation() {
+        let log = three();
+        let mut w = committed_world(&log);
+        w.on_tail_lost(2, 3);
+        w.on_open(
+            2,
+            HardState::default(),
+            LogId::default(),
+            log[..1].to_vec(),
+            None,
+        );
+        assert!(has(&w, "durability: node 2 reopened"), "{:?}", w.violations);
     }
 
     #[test]

@@ -5,8 +5,8 @@
 //! different entries at one index; each incarnation applies in order, once, without gaps (continuing
 //! after the snapshot it restored last), and never restores a snapshot older than what it applied;
 //! the entry applied is the one in the node's own durable log; an entry is durable on a majority when
-//! first applied (commitment), and the first entry applied at an index follows one applied at the
-//! index before; the state reached is the committed prefix's. On demand, everything applied and
+//! first applied (commitment; a node whose disk lost the entry since it acknowledged it counts), and
+//! the first entry applied at an index follows one applied at the index before; the state reached is the committed prefix's. On demand, everything applied and
 //! restored so far against the committed entries. At the end of a run, every node's state machine
 //! reflects exactly its durable log. (That a restored state is the committed one is checked in
 //! `snapshots`.)
@@ -92,18 +92,22 @@ impl Invariant for StateMachineSafety {
         let index = entry.log_id.index;
         let mut findings = Vec::new();
         // A node that compacted the index does not count: compacting needs a snapshot, which needs the
-        // entry applied first, so the entry would be committed already.
+        // entry applied first, so the entry would be committed already. A node whose disk lost the
+        // entry since does count: it held the entry durably when it acknowledged it.
         let holders: Vec<NodeId> = record
             .nodes
             .iter()
-            .filter(|(_, o)| o.entry(index).is_some_and(|e| e.log_id == entry.log_id))
+            .filter(|(_, o)| {
+                o.entry(index).is_some_and(|e| e.log_id == entry.log_id)
+                    || o.lost_to_disk(entry.log_id)
+            })
             .map(|(&n, _)| n)
             .collect();
         let quorum = record.quorum();
         if holders.len() < quorum {
             findings.push(format!(
-                "commitment: node {id} applied {} while only nodes {holders:?} held it durably \
-                 (a majority is {quorum})",
+                "commitment: node {id} applied {} while only nodes {holders:?} held it durably, or \
+                 had until a disk fault (a majority is {quorum})",
                 entry.log_id
             ));
         }
@@ -224,6 +228,18 @@ mod tests {
             "{:?}",
             w.violations
         );
+    }
+
+    #[test]
+    fn a_holder_whose_disk_lost_the_entry_still_counts_for_commitment() {
+        let mut w = world(3);
+        w.on_append(1, &[membership(), cmd(1, 2, 5)]);
+        w.on_append(2, &[membership(), cmd(1, 2, 5)]);
+        w.on_append(3, &[membership()]);
+        // Node 2 acknowledged 1-2, then its disk lost it before node 1 applied it.
+        w.on_tail_lost(2, 2);
+        apply(&mut w, 1, 1, &[membership(), cmd(1, 2, 5)]);
+        assert!(w.violations.is_empty(), "{:?}", w.violations);
     }
 
     #[test]
