@@ -353,15 +353,22 @@ impl RaftNetwork<u64> for ObservedNetwork {
         request: PreVoteRequest,
     ) -> Result<PreVoteResponse, NetworkError> {
         self.check_power(target)?;
-        let term = request.term;
+        let (term, candidate, candidate_last) =
+            (request.term, request.candidate_id, request.last_log_id);
         let response = self.inner.pre_vote(target, request).await?;
         self.check_power(target)?;
-        lock(&self.world).trace(|| {
+        let mut w = lock(&self.world);
+        w.trace(|| {
             format!(
                 "node {}: pre-vote from {target} for term {term}: {response:?}",
                 self.node
             )
         });
+        if !response.vote_granted {
+            // A pre-vote refused is the vote that would have been refused: with pre-votes on, a
+            // candidate that cannot win never asks for real votes.
+            w.on_vote_refused(target, term, candidate, candidate_last);
+        }
         Ok(response)
     }
 

@@ -566,9 +566,10 @@ impl World {
         self.fan_out(|inv, r| inv.on_vote_granted(r, voter, term, candidate, answer_term));
     }
 
-    /// Node `voter` refused its vote in `term` to `candidate`, whose last log id is `candidate_last`.
-    /// Counted in [`HarnessStats::votes_withheld_after_disk_fault`] when only the catching-up rule
-    /// can explain it, and the vote mattered: the voter lost entries to a disk fault and has not
+    /// Node `voter` refused its vote (or its pre-vote) in `term` to `candidate`, whose last log id is
+    /// `candidate_last`. Counted in [`HarnessStats::votes_withheld_after_disk_fault`] when the
+    /// catching-up rule explains it (a pre-vote may also have been refused because the voter still
+    /// heard from a leader), and the vote mattered: the voter lost entries to a disk fault and has not
     /// caught up, it had not voted for another candidate in that term, the candidate's log is at
     /// least as up to date as the voter's, and the candidate lacks a committed entry.
     pub(crate) fn on_vote_refused(

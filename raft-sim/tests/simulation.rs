@@ -130,7 +130,20 @@ struct Summary {
     replaced: Vec<OldTermMajority>,
     /// What the disk faults of [`Profile::DiskFaults`] did.
     disk: DiskFaultStats,
+    /// Virtual time from the final heal (every fault off, every node restarted) to the first write
+    /// that committed after it, in units of the run's `election_timeout_max` (see
+    /// [`LIVENESS_BOUND`]).
+    heal_to_write: f64,
 }
+
+/// The liveness bound each seed is held to: once every fault is off and every node restarted, a
+/// leader is elected and a write commits within this many `election_timeout_max` of virtual time.
+/// Why it is enough: a restarted node's first timeout fires within one `election_timeout_max`; a
+/// pre-vote round and an election each take a round trip (storage latency and message delays are
+/// milliseconds here); a split vote costs another timeout, and a few in a row are rare (see
+/// `docs/raft-by-questions.md`, "split votes"); a node that lost entries sits out until it has
+/// caught up. Over 10,000 seeds per profile the worst seen is printed by the sweep.
+const LIVENESS_BOUND: f64 = 10.0;
 
 impl Summary {
     fn acked(&self) -> usize {
@@ -400,6 +413,7 @@ async fn scenario(seed: u64, profile: Profile) -> Summary {
         config.rpc_timeout = ms(rng.u64(10..300));
     }
     // Snapshots in every run, small and often.
+    let config_timeout_max = config.election_timeout_max;
     let snapshot_every = rng.u64(5..=30);
     config.snapshot_policy = SnapshotPolicy::AfterAppliedEntries(snapshot_every);
     config.snapshot_keep_entries = rng.u64(0..=10);
@@ -518,6 +532,7 @@ async fn scenario(seed: u64, profile: Profile) -> Summary {
     for t in clients {
         let _ = t.await;
     }
+    let healed = tokio::time::Instant::now();
     c.router().set_faults(Faults::default());
     c.router().set_snapshot_faults(None);
     c.set_append_truncation(0.0);
@@ -525,7 +540,7 @@ async fn scenario(seed: u64, profile: Profile) -> Summary {
     c.restart_all().await;
     c.assert_safe();
     c.wait_for_leader(Duration::from_secs(10)).await;
-    // One more write must get through once the cluster is whole again.
+    // One more write must get through once the cluster is whole again, within the liveness bound.
     let client = c.client();
     let mut ok = false;
     for _ in 0..5 {
@@ -536,6 +551,15 @@ async fn scenario(seed: u64, profile: Profile) -> Summary {
     }
     if !ok {
         c.fail("no write succeeded after healing everything");
+    }
+    let heal_to_write =
+        healed.elapsed().as_secs_f64() / config_timeout_max.as_secs_f64().max(f64::EPSILON);
+    if heal_to_write > LIVENESS_BOUND {
+        c.fail(&format!(
+            "liveness: the first write after the final heal committed {:?} later, {heal_to_write:.1} \
+             x election_timeout_max, over the bound of {LIVENESS_BOUND}",
+            healed.elapsed()
+        ));
     }
     c.assert_final(Duration::from_secs(30)).await;
     // Every node applied the whole log since its last start at the latest, so a log of twice the
@@ -569,6 +593,7 @@ async fn scenario(seed: u64, profile: Profile) -> Summary {
         append_faults: c.append_fault_stats(),
         replaced: replaced_majorities(&c),
         disk: disk.map(|d| d.stats).unwrap_or_default(),
+        heal_to_write,
     }
 }
 
@@ -650,6 +675,16 @@ fn run_seed_watched(seed: u64, profile: Profile) -> SeedResult {
     }
 }
 
+/// The `q` quantile (0 to 1) of `values` by their first field, with its seed; (0, 0) if empty.
+fn percentile(values: &mut [(f64, u64)], q: f64) -> (f64, u64) {
+    if values.is_empty() {
+        return (0.0, 0);
+    }
+    values.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let at = ((values.len() - 1) as f64 * q).round() as usize;
+    values[at.min(values.len() - 1)]
+}
+
 /// Runs `seeds` under `profile`, prints what they did, and fails with every failing seed.
 fn sweep(profile: Profile, seeds: &[u64]) {
     let started = std::time::Instant::now();
@@ -659,6 +694,7 @@ fn sweep(profile: Profile, seeds: &[u64]) {
     let (mut truncated, mut old_term_majorities, mut replaced) = (0, 0, 0);
     let mut disk = DiskFaultStats::default();
     let (mut lost_entries, mut withheld) = (0, 0);
+    let mut heal_to_write: Vec<(f64, u64)> = Vec::new();
     for &seed in seeds {
         let replay = profile.replay().replace("{seed}", &seed.to_string());
         match run_seed_watched(seed, profile) {
@@ -679,6 +715,7 @@ fn sweep(profile: Profile, seeds: &[u64]) {
                 disk.skipped += s.disk.skipped;
                 lost_entries += s.harness.entries_lost_to_disk;
                 withheld += s.harness.votes_withheld_after_disk_fault;
+                heal_to_write.push((s.heal_to_write, seed));
             }
             SeedResult::Failed => {
                 eprintln!("simulation FAILED for SEED={seed}; replay: {replay}");
@@ -700,13 +737,19 @@ fn sweep(profile: Profile, seeds: &[u64]) {
          {truncated} AppendEntries truncated, {old_term_majorities} old-term majorities, {replaced} seeds \
          where an entry a majority held without its leader's own was later replaced; disk faults: {} plain, \
          {} after a bare majority, {} skipped (a node still recovering), {lost_entries} entries lost, \
-         {withheld} votes withheld by a node catching up from a candidate lacking a committed entry",
+         {withheld} votes withheld by a node catching up from a candidate lacking a committed entry; \
+         final heal to a committed write, in election_timeout_max: median {:.2}, 99th percentile {:.2}, \
+         worst {:.2} (seed {}), bound {LIVENESS_BOUND}",
         seeds.len(),
         started.elapsed(),
         failed.len(),
         disk.plain,
         disk.bare_majority,
         disk.skipped,
+        percentile(&mut heal_to_write, 0.5).0,
+        percentile(&mut heal_to_write, 0.99).0,
+        percentile(&mut heal_to_write, 1.0).0,
+        percentile(&mut heal_to_write, 1.0).1,
     );
     if seeds.len() >= 20 && failed.is_empty() {
         assert!(

@@ -205,3 +205,51 @@ fn a_node_at_the_largest_term_does_not_campaign_past_it() {
     // It still times out again later rather than spinning at one instant.
     assert!(e.next_deadline() > deadline);
 }
+
+#[test]
+fn pre_vote_and_timeout_now_with_a_term_that_cannot_grow_are_refused_and_change_nothing() {
+    use crate::message::{PreVoteRequest, TimeoutNowRequest};
+    for term in [u64::MAX, u64::MAX - 1, MAX_TERM + 1] {
+        let mut e = settled_follower();
+        let last = e.last_log_id();
+        let pre = e.handle_pre_vote_request(PreVoteRequest {
+            term,
+            candidate_id: 2,
+            last_log_id: LogId::new(1, 3),
+        });
+        assert!(!pre.vote_granted && pre.term == 3, "{pre:?}");
+        let now = e.handle_timeout_now(TimeoutNowRequest { term, leader_id: 2 });
+        assert!(!now.campaigning && now.term == 3, "{now:?}");
+        unchanged(&e, 3, last, Role::Follower);
+        assert_nothing_to_do(&mut e);
+    }
+}
+
+#[test]
+fn pre_vote_and_timeout_now_answers_with_a_term_that_cannot_grow_are_ignored() {
+    use crate::message::{PreVoteResponse, TimeoutNowResponse};
+    let mut e = initialized(1, &[1, 2, 3], &Config::default(), 0);
+    e.tick(e.next_deadline());
+    assert_eq!(e.role(), Role::PreCandidate);
+    let _ = e.take_output();
+    for term in [u64::MAX, MAX_TERM + 1] {
+        for granted in [false, true] {
+            e.handle_pre_vote_response(
+                2,
+                PreVoteResponse {
+                    term,
+                    vote_granted: granted,
+                },
+            );
+        }
+        e.handle_timeout_now_response(
+            2,
+            TimeoutNowResponse {
+                term,
+                campaigning: false,
+            },
+        );
+        assert_eq!((e.role(), e.term()), (Role::PreCandidate, 0));
+        assert_nothing_to_do(&mut e);
+    }
+}
