@@ -64,11 +64,16 @@ impl Procs {
     }
 
     pub fn with_flags(root: &Path, extra: &[&str]) -> Self {
-        let ports = free_ports(2 * NODES as usize);
+        Self::cluster(root, NODES, extra)
+    }
+
+    /// A cluster of `size` nodes (ids `1..=size`), each started with the `extra` flags.
+    pub fn cluster(root: &Path, size: u64, extra: &[&str]) -> Self {
+        let ports = free_ports(2 * size as usize);
         // Mutual TLS, with certificates as `raft-kv cluster` makes them.
-        let tls = raft_kv::tls_files::generate(&root.join("tls"), "raft-kv", 1..=NODES)
+        let tls = raft_kv::tls_files::generate(&root.join("tls"), "raft-kv", 1..=size)
             .expect("test certificates");
-        let nodes: Vec<Node> = (0..NODES as usize)
+        let nodes: Vec<Node> = (0..size as usize)
             .map(|i| Node {
                 id: i as u64 + 1,
                 raft: format!("127.0.0.1:{}", ports[2 * i]),
@@ -92,6 +97,12 @@ impl Procs {
     }
 
     pub fn start(&mut self, id: u64) {
+        self.start_with(id, |_| {});
+    }
+
+    /// Starts node `id` with `configure` applied to its command first (e.g. to set a resource
+    /// limit in the child with `CommandExt::pre_exec`).
+    pub fn start_with(&mut self, id: u64, configure: impl FnOnce(&mut Command)) {
         let node = &mut self.nodes[id as usize - 1];
         assert!(node.child.is_none(), "node {id} already runs");
         let log = std::fs::OpenOptions::new()
@@ -99,7 +110,8 @@ impl Procs {
             .append(true)
             .open(self.logs.join(format!("node-{id}.log")))
             .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_raft-kv"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_raft-kv"));
+        command
             .args(["--log", "warn", "serve", "--id", &id.to_string()])
             .args(["--raft-addr", &node.raft, "--http-addr", &node.http])
             .arg("--data-dir")
@@ -109,10 +121,9 @@ impl Procs {
             .args(&self.extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::from(log))
-            .spawn()
-            .unwrap();
-        node.child = Some(child);
+            .stderr(Stdio::from(log));
+        configure(&mut command);
+        node.child = Some(command.spawn().unwrap());
     }
 
     /// SIGKILL.
@@ -145,6 +156,21 @@ impl Procs {
         }
     }
 
+    /// The process id of running node `id`.
+    pub fn pid(&self, id: u64) -> u32 {
+        self.nodes[id as usize - 1]
+            .child
+            .as_ref()
+            .expect("running")
+            .id()
+    }
+
+    /// Whether node `id`'s process is still running (it has not exited on its own).
+    pub fn is_running(&mut self, id: u64) -> bool {
+        let child = self.nodes[id as usize - 1].child.as_mut().expect("started");
+        child.try_wait().unwrap().is_none()
+    }
+
     pub fn client(&self, id: u64) -> KvClient {
         KvClient::new(&self.nodes[id as usize - 1].http).with_timeout(Duration::from_secs(5))
     }
@@ -171,6 +197,25 @@ impl Procs {
         }
         out
     }
+}
+
+/// The resident set size of process `pid` in bytes (`VmRSS` of `/proc/<pid>/status`, Linux only);
+/// `None` once the process is gone.
+pub fn rss_of(pid: u32) -> Option<usize> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kib: usize = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some(kib * 1024)
+}
+
+/// How many file descriptors process `pid` has open (entries of `/proc/<pid>/fd`, Linux only).
+pub fn open_fds_of(pid: u32) -> Option<usize> {
+    Some(std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count())
 }
 
 pub async fn statuses(procs: &Procs) -> BTreeMap<u64, StatusBody> {
