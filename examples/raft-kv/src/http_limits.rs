@@ -19,9 +19,11 @@ use crate::http_error::error;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HttpLimits {
     /// The most connections open at once; a connection over it is closed as soon as it is accepted.
-    /// Default 256. Keep it, with the Raft port's inbound cap and the storage's few files, below the
-    /// process's descriptor limit (`ulimit -n`), so that a flood of connections never leaves the
-    /// storage without a descriptor.
+    /// Default 256. Whatever the cap, a connection that would take one of the last descriptors
+    /// below the process's limit (`ulimit -n`) is closed too: those are kept for storage and
+    /// peers ([`raft_net_tcp::descriptors`]). Keep it, with the Raft port's cap, below that limit
+    /// less the reserve, so that a flood meets the caps first (the server warns at start if this
+    /// cap alone does not fit).
     pub max_connections: usize,
     /// The most requests handled at once; one over it is answered `503 overloaded` at once rather
     /// than queued. Default 512.

@@ -1,5 +1,7 @@
 //! The HTTP server's accept loop: hyper's HTTP/1 connections with a header read timeout, at most
-//! [`HttpLimits::max_connections`] of them at once, and graceful shutdown.
+//! [`HttpLimits::max_connections`] of them at once, none that would take one of the file
+//! descriptors the process keeps for its storage ([`raft_net_tcp::descriptors`]), and graceful
+//! shutdown.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -30,12 +32,14 @@ pub async fn serve(
     limits: HttpLimits,
     stop: impl Future<Output = ()>,
 ) {
+    raft_net_tcp::descriptors::warn_if_short("http", limits.max_connections);
     let connections = Arc::new(Semaphore::new(limits.max_connections));
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout);
     let (closing_tx, closing) = watch::channel(false);
     let mut refused = Throttle::new(WARN_INTERVAL);
+    let mut reserve = Throttle::new(WARN_INTERVAL);
     let mut failed = Throttle::new(WARN_INTERVAL);
     tokio::pin!(stop);
     loop {
@@ -53,6 +57,14 @@ pub async fn serve(
                 continue;
             }
         };
+        if !raft_net_tcp::descriptors::admit(&stream) {
+            // The last descriptors below the process's limit are kept for storage and peers.
+            if let Some(left_out) = reserve.allow() {
+                tracing::warn!(%peer, reserved = raft_net_tcp::descriptors::RESERVED, left_out, "http connection refused: out of descriptors beyond those kept for storage");
+            }
+            drop(stream);
+            continue;
+        }
         let Ok(permit) = Arc::clone(&connections).try_acquire_owned() else {
             if let Some(left_out) = refused.allow() {
                 tracing::warn!(%peer, max = limits.max_connections, left_out, "http connection refused: too many open");

@@ -367,3 +367,85 @@ pub async fn check_everywhere(procs: &Procs, acked: &BTreeMap<String, String>) {
         }
     }
 }
+
+/// One HTTP/1.1 keep-alive connection spoken by hand: a client that holds its connection, e.g. to
+/// keep talking to a node whose connection cap a flood has filled.
+pub struct RawHttp {
+    stream: tokio::net::TcpStream,
+    /// Bytes read beyond the last answer.
+    buffered: Vec<u8>,
+}
+
+impl RawHttp {
+    pub async fn connect(addr: &str) -> std::io::Result<Self> {
+        Ok(RawHttp {
+            stream: tokio::net::TcpStream::connect(addr).await?,
+            buffered: Vec::new(),
+        })
+    }
+
+    /// Sends `method path` with `body` and returns the answer's status and body (the answer must
+    /// carry a `content-length`, as the API's answers do). Fails if the connection closes first or
+    /// no answer comes within 10 s.
+    pub async fn request(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: &[u8],
+    ) -> std::io::Result<(u16, String)> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nhost: raft-kv\r\ncontent-length: {}\r\n\r\n",
+            body.len()
+        );
+        self.stream.write_all(head.as_bytes()).await?;
+        self.stream.write_all(body).await?;
+        let read = async {
+            loop {
+                if let Some(answer) = parse_answer(&mut self.buffered)? {
+                    return Ok(answer);
+                }
+                let mut chunk = [0u8; 16 * 1024];
+                let n = self.stream.read(&mut chunk).await?;
+                if n == 0 {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "the server closed the connection before answering",
+                    ));
+                }
+                self.buffered.extend_from_slice(&chunk[..n]);
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), read)
+            .await
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no answer in 10 s"))?
+    }
+}
+
+/// Takes one complete answer (status line, headers, `content-length` body) off the front of `buf`,
+/// if it holds one.
+fn parse_answer(buf: &mut Vec<u8>) -> std::io::Result<Option<(u16, String)>> {
+    let bad = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string());
+    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return Ok(None);
+    };
+    let head = String::from_utf8_lossy(&buf[..end]).to_string();
+    let mut lines = head.split("\r\n");
+    let status: u16 = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| bad("no status line"))?;
+    let length: usize = lines
+        .filter_map(|l| l.split_once(':'))
+        .find(|(name, _)| name.trim().eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.trim().parse().ok())
+        .ok_or_else(|| bad("no content-length"))?;
+    let total = end + 4 + length;
+    if buf.len() < total {
+        return Ok(None);
+    }
+    let body = String::from_utf8_lossy(&buf[end + 4..total]).to_string();
+    buf.drain(..total);
+    Ok(Some((status, body)))
+}
