@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Body;
+use axum::body::{Body, HttpBody};
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::middleware::Next;
@@ -66,8 +66,17 @@ impl RequestGuard {
     }
 }
 
+fn too_large(max_body_bytes: usize) -> Response {
+    error(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+        format!("the body is larger than {max_body_bytes} bytes"),
+    )
+}
+
 /// Middleware: refuses a request over the concurrency cap, and reads its body (at most the guard's
-/// `max_body_bytes`) within the body read timeout before the handler runs.
+/// `max_body_bytes`; a body announcing more is refused unread) within the body read timeout before
+/// the handler runs.
 pub(crate) async fn guard(
     State(guard): State<RequestGuard>,
     request: Request,
@@ -81,6 +90,11 @@ pub(crate) async fn guard(
         );
     };
     let (parts, body) = request.into_parts();
+    // A body that announces more than the limit (`Content-Length`) is refused before any of it is
+    // read; one without a length is read up to the limit and refused there.
+    if body.size_hint().lower() > guard.max_body_bytes as u64 {
+        return too_large(guard.max_body_bytes);
+    }
     let read = tokio::time::timeout(
         guard.body_read_timeout,
         Limited::new(body, guard.max_body_bytes).collect(),
@@ -89,11 +103,7 @@ pub(crate) async fn guard(
     let bytes = match read {
         Ok(Ok(collected)) => collected.to_bytes(),
         Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => {
-            return error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                format!("the body is larger than {} bytes", guard.max_body_bytes),
-            )
+            return too_large(guard.max_body_bytes)
         }
         Ok(Err(e)) => {
             return error(

@@ -11,7 +11,7 @@ use axum::http::{header, Method, Request, StatusCode};
 use axum::routing::get;
 use axum::Router;
 use http_body_util::BodyExt;
-use raft_kv::http::{router, ApiState};
+use raft_kv::http::{router, ApiState, MAX_BODY_BYTES};
 use raft_kv::http_auth::ApiToken;
 use raft_kv::http_limits::HttpLimits;
 use raft_kv::Cluster;
@@ -83,6 +83,51 @@ async fn a_body_that_does_not_arrive_in_time_is_a_json_408() {
     assert_eq!(status, StatusCode::REQUEST_TIMEOUT);
     assert_eq!(body["error"], "request_timeout");
     assert_eq!(started.elapsed(), Duration::from_secs(2));
+}
+
+/// A body that announces `length` bytes (as a `Content-Length` does) and never sends them.
+struct Announced {
+    length: u64,
+}
+
+impl axum::body::HttpBody for Announced {
+    type Data = axum::body::Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        std::task::Poll::Pending
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        hyper::body::SizeHint::with_exact(self.length)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_body_announcing_more_than_the_limit_is_a_json_413_before_any_of_it_is_read() {
+    let (_cluster, app) = leader_api(HttpLimits::default()).await;
+    let put = |length: u64| {
+        Request::builder()
+            .method(Method::PUT)
+            .uri("/kv/apple")
+            .body(Body::new(Announced { length }))
+            .unwrap()
+    };
+    let started = tokio::time::Instant::now();
+    let (status, body) = json_of(app.clone().oneshot(put(100 * 1024 * 1024)).await.unwrap()).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(body["error"], "payload_too_large");
+    assert_eq!(
+        started.elapsed(),
+        Duration::ZERO,
+        "answered without waiting for the body"
+    );
+    // A body announcing the limit exactly is read (and here never arrives).
+    let (status, _) = json_of(app.oneshot(put(MAX_BODY_BYTES as u64)).await.unwrap()).await;
+    assert_eq!(status, StatusCode::REQUEST_TIMEOUT);
 }
 
 #[tokio::test(start_paused = true)]
