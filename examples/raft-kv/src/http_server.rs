@@ -1,7 +1,8 @@
-//! The HTTP server's accept loop: hyper's HTTP/1 connections with a header read timeout, at most
-//! [`HttpLimits::max_connections`] of them at once, none that would take one of the file
-//! descriptors the process keeps for its storage ([`raft_net_tcp::descriptors`]), and graceful
-//! shutdown.
+//! The HTTP server's accept loop: hyper's HTTP/1 connections with a header read timeout, request
+//! heads within [`HttpLimits`] (checked by a middleware of `http_limits` that answers with JSON,
+//! with hyper's own limits set above it), at most [`HttpLimits::max_connections`] connections at
+//! once and none that would take one of the file descriptors the process keeps for its storage
+//! ([`raft_net_tcp::descriptors`]), and graceful shutdown.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -34,9 +35,16 @@ pub async fn serve(
 ) {
     raft_net_tcp::descriptors::warn_if_short("http", limits.max_connections);
     let connections = Arc::new(Semaphore::new(limits.max_connections));
+    // The head limits answer with JSON; hyper's own (empty answers) only catch what is far beyond.
+    let app = app.layer(axum::middleware::from_fn_with_state(
+        limits,
+        crate::http_limits::head_limits,
+    ));
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout);
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.hyper_buffer_bytes())
+        .max_headers(limits.hyper_max_headers());
     let (closing_tx, closing) = watch::channel(false);
     let mut refused = Throttle::new(WARN_INTERVAL);
     let mut reserve = Throttle::new(WARN_INTERVAL);

@@ -22,9 +22,12 @@ use tokio::net::TcpStream;
 const FD_LIMIT: u64 = 256;
 const RAFT_FLOOD: usize = 2_000;
 const HTTP_FLOOD: usize = 1_000;
-/// Writes made while the flood holds the node at its descriptor limit: with a snapshot every 20
-/// entries, several snapshots (each opening files) happen under the flood.
+/// Writes made while the flood holds the node at its descriptor limit, at least: with a snapshot
+/// every 20 entries, several snapshots (each opening files) happen under the flood.
 const WRITES: usize = 100;
+/// How long the writes go on under the flood, at least: several handshake timeouts (1 s) of the
+/// Raft port, so that its connections are cut and reopened while the node writes.
+const UNDER_FLOOD: Duration = Duration::from_secs(3);
 /// How long a flooding connection waits before reconnecting once the node has closed it: 50 to
 /// 500 ms, spread over the connections so that the flood refills the node's free descriptors
 /// continuously rather than in waves.
@@ -169,7 +172,8 @@ async fn a_node_out_of_descriptors_refuses_connections_but_never_fails_storage()
         // Writes under the flood, through the connection made before it: each must commit.
         let mut during_writes = Vec::with_capacity(WRITES);
         let writes_started = Instant::now();
-        for i in 0..WRITES {
+        let mut i = 0;
+        while i < WRITES || writes_started.elapsed() < UNDER_FLOOD {
             let (status, body) = client
                 .request(
                     "PUT",
@@ -182,10 +186,12 @@ async fn a_node_out_of_descriptors_refuses_connections_but_never_fails_storage()
             let fds = open_fds_of(pid).expect("the node is running");
             peak_fds = peak_fds.max(fds);
             during_writes.push(fds);
+            i += 1;
         }
+        let writes = i;
         during_writes.sort_unstable();
         assert!(
-            during_writes[WRITES / 2] + 8 >= saturated,
+            during_writes[writes / 2] + 8 >= saturated,
             "the flood did not hold the node near its limit during the writes: {during_writes:?}"
         );
         let writes_took = writes_started.elapsed();
@@ -194,7 +200,7 @@ async fn a_node_out_of_descriptors_refuses_connections_but_never_fails_storage()
         let during: raft_kv::http::StatusBody = serde_json::from_str(&body).unwrap();
         assert_eq!(during.status, "running");
         assert!(
-            during.snapshot_index >= WRITES as u64 / 2,
+            during.snapshot_index >= writes as u64 / 2,
             "the node took no snapshot under the flood: {during:?}"
         );
 
@@ -227,7 +233,7 @@ async fn a_node_out_of_descriptors_refuses_connections_but_never_fails_storage()
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        for i in (0..WRITES).step_by(7) {
+        for i in (0..writes).step_by(writes / 20) {
             assert_eq!(
                 fresh.get(&format!("key-{i:03}")).await.unwrap().unwrap(),
                 Some(format!("v{i}"))
@@ -240,12 +246,12 @@ async fn a_node_out_of_descriptors_refuses_connections_but_never_fails_storage()
         );
         eprintln!(
             "descriptors: {idle_fds} idle, {peak_fds} at the peak of the flood; during the \
-             {WRITES} writes ({writes_took:?}, snapshot at {}): min {}, median {}, max {}; {} \
+             {writes} writes ({writes_took:?}, snapshot at {}): min {}, median {}, max {}; {} \
              flooding connections made",
             during.snapshot_index,
             during_writes[0],
-            during_writes[WRITES / 2],
-            during_writes[WRITES - 1],
+            during_writes[writes / 2],
+            during_writes[writes - 1],
             opened.load(Ordering::Relaxed)
         );
     };

@@ -393,13 +393,20 @@ impl RawHttp {
         path: &str,
         body: &[u8],
     ) -> std::io::Result<(u16, String)> {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let head = format!(
+        let mut request = format!(
             "{method} {path} HTTP/1.1\r\nhost: raft-kv\r\ncontent-length: {}\r\n\r\n",
             body.len()
-        );
-        self.stream.write_all(head.as_bytes()).await?;
-        self.stream.write_all(body).await?;
+        )
+        .into_bytes();
+        request.extend_from_slice(body);
+        self.exchange(&request).await
+    }
+
+    /// Sends `raw` (whole requests, as bytes) and returns the first answer's status and body, as
+    /// [`request`](Self::request) does.
+    pub async fn exchange(&mut self, raw: &[u8]) -> std::io::Result<(u16, String)> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        self.stream.write_all(raw).await?;
         let read = async {
             loop {
                 if let Some(answer) = parse_answer(&mut self.buffered)? {
