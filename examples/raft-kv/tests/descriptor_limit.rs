@@ -57,25 +57,6 @@ fn limit_descriptors(command: &mut Command) {
     }
 }
 
-/// Raises this process's soft descriptor limit to its hard limit, and checks it holds `needed`.
-fn raise_own_descriptor_limit(needed: u64) {
-    let mut rlimit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit only access the struct they are given, which lives for the call.
-    unsafe {
-        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut rlimit), 0);
-        rlimit.rlim_cur = rlimit.rlim_max;
-        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &rlimit), 0);
-    }
-    assert!(
-        rlimit.rlim_cur >= needed,
-        "the test needs {needed} descriptors; the hard limit is {}",
-        rlimit.rlim_cur
-    );
-}
-
 /// One flooding connection: connects, holds the connection idle until the node closes it, waits
 /// [`reconnect_pause`] and connects again, until `stop`. Counts the connections made.
 async fn flood_one(index: usize, addr: String, stop: Arc<AtomicBool>, opened: Arc<AtomicUsize>) {

@@ -206,6 +206,7 @@ const IDLE: usize = 1_000;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_idle_connections_meet_the_cap_and_the_node_still_serves() {
+    raise_own_descriptor_limit(IDLE as u64 + 500);
     let root = tempfile::tempdir().unwrap();
     let procs = one_node(root.path()).await;
     let addr = procs.nodes[0].http.clone();

@@ -218,6 +218,28 @@ pub fn open_fds_of(pid: u32) -> Option<usize> {
     Some(std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count())
 }
 
+/// Raises this process's soft descriptor limit to `needed` if it is lower (within the hard limit),
+/// and checks it holds `needed`: a test that opens many connections itself.
+pub fn raise_own_descriptor_limit(needed: u64) {
+    let mut rlimit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only access the struct they are given, which lives for the call.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut rlimit), 0);
+        if rlimit.rlim_cur < needed {
+            rlimit.rlim_cur = needed.min(rlimit.rlim_max);
+            assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &rlimit), 0);
+        }
+    }
+    assert!(
+        rlimit.rlim_cur >= needed,
+        "the test needs {needed} descriptors; the hard limit is {}",
+        rlimit.rlim_max
+    );
+}
+
 pub async fn statuses(procs: &Procs) -> BTreeMap<u64, StatusBody> {
     let mut out = BTreeMap::new();
     for id in procs.running() {
