@@ -38,8 +38,9 @@ const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 ///
 /// Limits: at most [`TcpConfig::max_connections`] connections (more are closed at once, before
 /// TLS, and so is any connection that would take one of the process's last
-/// [`descriptors::RESERVED`] file descriptors, see [`descriptors`]); an established connection silent for [`TcpConfig::idle_timeout`] is closed; a frame must
-/// arrive within [`TcpConfig::frame_timeout`] of its first byte; frames in memory are bounded by
+/// [`descriptors::RESERVED`] file descriptors, see [`descriptors`]); an established connection
+/// silent for [`TcpConfig::idle_timeout`] is closed; a frame must arrive within
+/// [`TcpConfig::frame_timeout`] of its first byte; frames in memory are bounded by
 /// [`TcpConfig::max_buffered_bytes`] together. Bad input (garbage, an over-long or truncated frame,
 /// an undecodable message, a refused or failed handshake, a timeout) closes that connection only;
 /// it is logged at WARN at most once per kind every 10 s (with a count of the rest, which go to

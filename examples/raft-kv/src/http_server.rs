@@ -68,7 +68,12 @@ pub async fn serve(
         if !raft_net_tcp::descriptors::admit(&stream) {
             // The last descriptors below the process's limit are kept for storage and peers.
             if let Some(left_out) = reserve.allow() {
-                tracing::warn!(%peer, reserved = raft_net_tcp::descriptors::RESERVED, left_out, "http connection refused: out of descriptors beyond those kept for storage");
+                tracing::warn!(
+                    %peer,
+                    reserved = raft_net_tcp::descriptors::RESERVED,
+                    left_out,
+                    "http connection refused: out of descriptors beyond those kept for storage"
+                );
             }
             drop(stream);
             continue;
