@@ -70,10 +70,12 @@ pub struct TcpConfig {
     /// Server: the most connections open at once, handshaking or not. A connection accepted beyond
     /// it is closed at once, before any TLS work. Default 256.
     ///
-    /// Keep it well below the process's file descriptor limit (`ulimit -n`, often 1024), minus what
-    /// storage and the node's own outgoing connections need: then a flood of connections runs into
-    /// this cap, never into the descriptor limit, and the node can always open its files. The
-    /// server logs a warning at start if the limit leaves fewer than 64 descriptors beyond the cap.
+    /// Whatever the cap, no connection may take one of the last
+    /// [`descriptors::RESERVED`](crate::descriptors::RESERVED) descriptors below the process's
+    /// limit (`ulimit -n`, often 1024): those stay for storage and the node's own connections (see
+    /// [`descriptors`](crate::descriptors)). Keep the caps of all the process's servers together
+    /// below that limit less the reserve, so that a flood meets the caps first; the server logs a
+    /// warning at start if the limit leaves less than this cap beyond the reserve.
     pub max_connections: usize,
     /// Server: how long a new connection may take to finish its handshake (TLS and protocol) once
     /// accepted. A stranger that connects and stalls holds a connection slot for this long at most.

@@ -161,13 +161,16 @@
 //!   more than 64 KiB; after it, each frame holds its length in a byte budget shared by all
 //!   connections, [`max_buffered_bytes`](TcpConfig::max_buffered_bytes) (default 256 MiB), from its
 //!   length prefix until its request is answered, waiting (within the frame timeout) for room.
-//! * **File descriptors:** each connection costs one. With `max_connections` well below the
-//!   process's descriptor limit (`ulimit -n`), a flood of connections meets the cap first, so the
-//!   node can still open its storage files; the server warns at start if the limit leaves fewer than
-//!   64 descriptors beyond the cap. Should `accept` fail anyway (out of descriptors), the server
-//!   pauses 100 ms and tries again: it neither spins nor stops, and nothing of it reaches the node.
+//! * **File descriptors:** each connection costs one. The last [`descriptors::RESERVED`] (64)
+//!   descriptors below the process's limit (`ulimit -n`) are kept for the node: a connection
+//!   accepted into one of them is closed at once, so however many connections flood in, on this
+//!   port or on any other server of the process that applies the same rule
+//!   ([`descriptors::admit`]), storage can still open its files and the node can reach its peers.
+//!   The server warns at start if the limit leaves less than `max_connections` beyond the reserve.
+//!   Should `accept` fail anyway (out of descriptors), the server pauses 100 ms and tries again: it
+//!   neither spins nor stops, and nothing of it reaches the node.
 //! * **Logs:** bad input is logged at WARN at most once per kind (TLS failure, bad handshake, bad
-//!   frame, timeout, connection cap, accept failure) every 10 s, with the number of events
+//!   frame, timeout, connection cap, descriptor reserve, accept failure) every 10 s, with the number of events
 //!   suppressed since; the rest go to DEBUG.
 //!
 //! Unauthenticated clients can still occupy connection slots for up to `handshake_timeout` each: a
@@ -209,6 +212,7 @@
 pub mod cert_gen;
 mod client;
 mod config;
+pub mod descriptors;
 mod frame;
 mod identity;
 mod server;

@@ -17,6 +17,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::config::{TcpConfig, TcpError};
+use crate::descriptors;
 use crate::identity::NodeName;
 use crate::tls::Security;
 use crate::warn_limit::{BadInput, WarnLimiter};
@@ -24,10 +25,6 @@ use crate::warn_limit::{BadInput, WarnLimiter};
 /// How long the accept loop pauses after a failed `accept` (e.g. out of file descriptors), so that
 /// it neither spins nor gives up.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
-
-/// File descriptors the process should have beyond [`TcpConfig::max_connections`] (storage, the
-/// node's outgoing connections, the listener); fewer gets a warning at start.
-const SPARE_DESCRIPTORS: u64 = 64;
 
 /// A running server: accepts peers' connections on a listener and hands their requests to a
 /// [`Raft`] handle, until shut down.
@@ -40,8 +37,10 @@ const SPARE_DESCRIPTORS: u64 = 64;
 /// order.
 ///
 /// Limits: at most [`TcpConfig::max_connections`] connections (more are closed at once, before
-/// TLS); an established connection silent for [`TcpConfig::idle_timeout`] is closed; a frame must
-/// arrive within [`TcpConfig::frame_timeout`] of its first byte; frames in memory are bounded by
+/// TLS, and so is any connection that would take one of the process's last
+/// [`descriptors::RESERVED`] file descriptors, see [`descriptors`]); an established connection
+/// silent for [`TcpConfig::idle_timeout`] is closed; a frame must arrive within
+/// [`TcpConfig::frame_timeout`] of its first byte; frames in memory are bounded by
 /// [`TcpConfig::max_buffered_bytes`] together. Bad input (garbage, an over-long or truncated frame,
 /// an undecodable message, a refused or failed handshake, a timeout) closes that connection only;
 /// it is logged at WARN at most once per kind every 10 s (with a count of the rest, which go to
@@ -209,7 +208,7 @@ async fn run<SM: StateMachine>(
             "raft TCP server without TLS (Security::Insecure): anyone who reaches it can act as a node"
         );
     }
-    warn_if_descriptors_are_short(ctx.config.max_connections);
+    descriptors::warn_if_short("raft", ctx.config.max_connections);
     let slots = Arc::new(Semaphore::new(ctx.config.max_connections));
     let tracker = TaskTracker::new();
     loop {
@@ -219,6 +218,17 @@ async fn run<SM: StateMachine>(
         };
         match accepted {
             Ok((stream, remote)) => {
+                if !descriptors::admit(&stream) {
+                    // Closed at once: the last descriptors below the limit are kept for storage.
+                    drop(stream);
+                    ctx.warnings.log(
+                        BadInput::DescriptorReserve,
+                        "closed a new connection at once: the process is out of descriptors \
+                         beyond those kept for storage and peers",
+                        &format_args!("{remote}: {} descriptors reserved", descriptors::RESERVED),
+                    );
+                    continue;
+                }
                 let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
                     // Closed before any TLS work: a flood costs an accept and a close each.
                     drop(stream);
@@ -270,44 +280,4 @@ async fn run<SM: StateMachine>(
     tracker.close();
     tracker.wait().await;
     tracing::info!(node = ctx.node_id, "raft TCP server stopped");
-}
-
-/// Warns if the process's file descriptor limit leaves fewer than [`SPARE_DESCRIPTORS`] beyond
-/// `max_connections`: then a connection flood could exhaust descriptors before the cap stops it,
-/// and the node could fail to open its storage files.
-fn warn_if_descriptors_are_short(max_connections: usize) {
-    let Some(limit) = descriptor_limit() else {
-        return;
-    };
-    let needed = (max_connections as u64).saturating_add(SPARE_DESCRIPTORS);
-    if limit < needed {
-        tracing::warn!(
-            descriptor_limit = limit,
-            max_connections,
-            "the file descriptor limit leaves fewer than {SPARE_DESCRIPTORS} descriptors beyond \
-             max_connections: lower max_connections or raise the limit (ulimit -n)"
-        );
-    }
-}
-
-/// The process's soft limit on open file descriptors, if known.
-#[cfg(unix)]
-fn descriptor_limit() -> Option<u64> {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit only writes the struct it is given, which lives for the call.
-    let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
-    if rc != 0 || limit.rlim_cur == libc::RLIM_INFINITY {
-        return None;
-    }
-    // rlim_t is u64 on Linux, but not everywhere.
-    #[allow(clippy::unnecessary_cast)]
-    Some(limit.rlim_cur as u64)
-}
-
-#[cfg(not(unix))]
-fn descriptor_limit() -> Option<u64> {
-    None
 }

@@ -26,9 +26,11 @@ pub(crate) enum BadInput {
     ConnectionCap,
     /// `accept` failed (e.g. out of file descriptors).
     Accept,
+    /// A connection was closed at once because it took one of the descriptors kept for storage.
+    DescriptorReserve,
 }
 
-const KINDS: usize = 6;
+const KINDS: usize = 7;
 
 impl BadInput {
     fn index(self) -> usize {
@@ -39,6 +41,7 @@ impl BadInput {
             BadInput::Timeout => 3,
             BadInput::ConnectionCap => 4,
             BadInput::Accept => 5,
+            BadInput::DescriptorReserve => 6,
         }
     }
 
@@ -50,6 +53,7 @@ impl BadInput {
             BadInput::Timeout => "timeout",
             BadInput::ConnectionCap => "connection_cap",
             BadInput::Accept => "accept",
+            BadInput::DescriptorReserve => "descriptor_reserve",
         }
     }
 }

@@ -1,5 +1,8 @@
-//! The HTTP server's accept loop: hyper's HTTP/1 connections with a header read timeout, at most
-//! [`HttpLimits::max_connections`] of them at once, and graceful shutdown.
+//! The HTTP server's accept loop: hyper's HTTP/1 connections with a header read timeout, request
+//! heads within [`HttpLimits`] (checked by a middleware of `http_limits` that answers with JSON,
+//! with hyper's own limits set above it), at most [`HttpLimits::max_connections`] connections at
+//! once and none that would take one of the file descriptors the process keeps for its storage
+//! ([`raft_net_tcp::descriptors`]), and graceful shutdown.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -30,12 +33,21 @@ pub async fn serve(
     limits: HttpLimits,
     stop: impl Future<Output = ()>,
 ) {
+    raft_net_tcp::descriptors::warn_if_short("http", limits.max_connections);
     let connections = Arc::new(Semaphore::new(limits.max_connections));
+    // The head limits answer with JSON; hyper's own (empty answers) only catch what is far beyond.
+    let app = app.layer(axum::middleware::from_fn_with_state(
+        limits,
+        crate::http_limits::head_limits,
+    ));
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout);
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.hyper_buffer_bytes())
+        .max_headers(limits.hyper_max_headers());
     let (closing_tx, closing) = watch::channel(false);
     let mut refused = Throttle::new(WARN_INTERVAL);
+    let mut reserve = Throttle::new(WARN_INTERVAL);
     let mut failed = Throttle::new(WARN_INTERVAL);
     tokio::pin!(stop);
     loop {
@@ -53,6 +65,19 @@ pub async fn serve(
                 continue;
             }
         };
+        if !raft_net_tcp::descriptors::admit(&stream) {
+            // The last descriptors below the process's limit are kept for storage and peers.
+            if let Some(left_out) = reserve.allow() {
+                tracing::warn!(
+                    %peer,
+                    reserved = raft_net_tcp::descriptors::RESERVED,
+                    left_out,
+                    "http connection refused: out of descriptors beyond those kept for storage"
+                );
+            }
+            drop(stream);
+            continue;
+        }
         let Ok(permit) = Arc::clone(&connections).try_acquire_owned() else {
             if let Some(left_out) = refused.allow() {
                 tracing::warn!(%peer, max = limits.max_connections, left_out, "http connection refused: too many open");

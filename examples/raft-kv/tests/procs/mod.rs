@@ -64,11 +64,16 @@ impl Procs {
     }
 
     pub fn with_flags(root: &Path, extra: &[&str]) -> Self {
-        let ports = free_ports(2 * NODES as usize);
+        Self::cluster(root, NODES, extra)
+    }
+
+    /// A cluster of `size` nodes (ids `1..=size`), each started with the `extra` flags.
+    pub fn cluster(root: &Path, size: u64, extra: &[&str]) -> Self {
+        let ports = free_ports(2 * size as usize);
         // Mutual TLS, with certificates as `raft-kv cluster` makes them.
-        let tls = raft_kv::tls_files::generate(&root.join("tls"), "raft-kv", 1..=NODES)
+        let tls = raft_kv::tls_files::generate(&root.join("tls"), "raft-kv", 1..=size)
             .expect("test certificates");
-        let nodes: Vec<Node> = (0..NODES as usize)
+        let nodes: Vec<Node> = (0..size as usize)
             .map(|i| Node {
                 id: i as u64 + 1,
                 raft: format!("127.0.0.1:{}", ports[2 * i]),
@@ -92,6 +97,12 @@ impl Procs {
     }
 
     pub fn start(&mut self, id: u64) {
+        self.start_with(id, |_| {});
+    }
+
+    /// Starts node `id` with `configure` applied to its command first (e.g. to set a resource
+    /// limit in the child with `CommandExt::pre_exec`).
+    pub fn start_with(&mut self, id: u64, configure: impl FnOnce(&mut Command)) {
         let node = &mut self.nodes[id as usize - 1];
         assert!(node.child.is_none(), "node {id} already runs");
         let log = std::fs::OpenOptions::new()
@@ -99,7 +110,8 @@ impl Procs {
             .append(true)
             .open(self.logs.join(format!("node-{id}.log")))
             .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_raft-kv"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_raft-kv"));
+        command
             .args(["--log", "warn", "serve", "--id", &id.to_string()])
             .args(["--raft-addr", &node.raft, "--http-addr", &node.http])
             .arg("--data-dir")
@@ -109,10 +121,9 @@ impl Procs {
             .args(&self.extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::from(log))
-            .spawn()
-            .unwrap();
-        node.child = Some(child);
+            .stderr(Stdio::from(log));
+        configure(&mut command);
+        node.child = Some(command.spawn().unwrap());
     }
 
     /// SIGKILL.
@@ -145,6 +156,21 @@ impl Procs {
         }
     }
 
+    /// The process id of running node `id`.
+    pub fn pid(&self, id: u64) -> u32 {
+        self.nodes[id as usize - 1]
+            .child
+            .as_ref()
+            .expect("running")
+            .id()
+    }
+
+    /// Whether node `id`'s process is still running (it has not exited on its own).
+    pub fn is_running(&mut self, id: u64) -> bool {
+        let child = self.nodes[id as usize - 1].child.as_mut().expect("started");
+        child.try_wait().unwrap().is_none()
+    }
+
     pub fn client(&self, id: u64) -> KvClient {
         KvClient::new(&self.nodes[id as usize - 1].http).with_timeout(Duration::from_secs(5))
     }
@@ -171,6 +197,47 @@ impl Procs {
         }
         out
     }
+}
+
+/// The resident set size of process `pid` in bytes (`VmRSS` of `/proc/<pid>/status`, Linux only);
+/// `None` once the process is gone.
+pub fn rss_of(pid: u32) -> Option<usize> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kib: usize = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some(kib * 1024)
+}
+
+/// How many file descriptors process `pid` has open (entries of `/proc/<pid>/fd`, Linux only).
+pub fn open_fds_of(pid: u32) -> Option<usize> {
+    Some(std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count())
+}
+
+/// Raises this process's soft descriptor limit to `needed` if it is lower (within the hard limit),
+/// and checks it holds `needed`: a test that opens many connections itself.
+pub fn raise_own_descriptor_limit(needed: u64) {
+    let mut rlimit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only access the struct they are given, which lives for the call.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut rlimit), 0);
+        if rlimit.rlim_cur < needed {
+            rlimit.rlim_cur = needed.min(rlimit.rlim_max);
+            assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &rlimit), 0);
+        }
+    }
+    assert!(
+        rlimit.rlim_cur >= needed,
+        "the test needs {needed} descriptors; the hard limit is {}",
+        rlimit.rlim_max
+    );
 }
 
 pub async fn statuses(procs: &Procs) -> BTreeMap<u64, StatusBody> {
@@ -321,4 +388,93 @@ pub async fn check_everywhere(procs: &Procs, acked: &BTreeMap<String, String>) {
             );
         }
     }
+}
+
+/// One HTTP/1.1 keep-alive connection spoken by hand: a client that holds its connection, e.g. to
+/// keep talking to a node whose connection cap a flood has filled.
+pub struct RawHttp {
+    stream: tokio::net::TcpStream,
+    /// Bytes read beyond the last answer.
+    buffered: Vec<u8>,
+}
+
+impl RawHttp {
+    pub async fn connect(addr: &str) -> std::io::Result<Self> {
+        Ok(RawHttp {
+            stream: tokio::net::TcpStream::connect(addr).await?,
+            buffered: Vec::new(),
+        })
+    }
+
+    /// Sends `method path` with `body` and returns the answer's status and body (the answer must
+    /// carry a `content-length`, as the API's answers do). Fails if the connection closes first or
+    /// no answer comes within 10 s.
+    pub async fn request(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: &[u8],
+    ) -> std::io::Result<(u16, String)> {
+        let mut request = format!(
+            "{method} {path} HTTP/1.1\r\nhost: raft-kv\r\ncontent-length: {}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        request.extend_from_slice(body);
+        self.exchange(&request).await
+    }
+
+    /// Sends `raw` (whole requests, as bytes) and returns the first answer's status and body, as
+    /// [`request`](Self::request) does.
+    pub async fn exchange(&mut self, raw: &[u8]) -> std::io::Result<(u16, String)> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        self.stream.write_all(raw).await?;
+        let read = async {
+            loop {
+                if let Some(answer) = parse_answer(&mut self.buffered)? {
+                    return Ok(answer);
+                }
+                let mut chunk = [0u8; 16 * 1024];
+                let n = self.stream.read(&mut chunk).await?;
+                if n == 0 {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "the server closed the connection before answering",
+                    ));
+                }
+                self.buffered.extend_from_slice(&chunk[..n]);
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), read)
+            .await
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no answer in 10 s"))?
+    }
+}
+
+/// Takes one complete answer (status line, headers, `content-length` body) off the front of `buf`,
+/// if it holds one.
+fn parse_answer(buf: &mut Vec<u8>) -> std::io::Result<Option<(u16, String)>> {
+    let bad = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string());
+    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return Ok(None);
+    };
+    let head = String::from_utf8_lossy(&buf[..end]).to_string();
+    let mut lines = head.split("\r\n");
+    let status: u16 = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| bad("no status line"))?;
+    let length: usize = lines
+        .filter_map(|l| l.split_once(':'))
+        .find(|(name, _)| name.trim().eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.trim().parse().ok())
+        .ok_or_else(|| bad("no content-length"))?;
+    let total = end + 4 + length;
+    if buf.len() < total {
+        return Ok(None);
+    }
+    let body = String::from_utf8_lossy(&buf[end + 4..total]).to_string();
+    buf.drain(..total);
+    Ok(Some((status, body)))
 }
