@@ -28,12 +28,15 @@
 //! | `404` | `not_found` | no such key, or no such route |
 //! | `405` | `method_not_allowed` | the route does not take that method |
 //! | `408` | `request_timeout` | the body did not arrive within the server's body read timeout |
+//! | `414` | `uri_too_long` | the request target is over 8 KiB |
+//! | `431` | `headers_too_large` | the request line and headers are over 16 KiB, or over 100 header lines |
 //! | `503` | `overloaded` | the node is handling its maximum of requests at once; nothing was proposed, retry shortly |
 //!
 //! Connections: at most `HttpLimits::max_connections` are open at once (one over is closed as soon as
 //! it is accepted), and a client that does not send its headers within the header read timeout is
-//! disconnected (see [`crate::http_limits`]). Two refusals come from the HTTP layer before any route
-//! and so carry no JSON body: `414`/`431` for a request line or headers beyond hyper's buffer.
+//! disconnected (see [`crate::http_limits`]). A target over 8 KiB is `414 uri_too_long`; a head over
+//! 16 KiB or 100 header lines is `431 headers_too_large`. Only what hyper refuses while parsing
+//! (non-HTTP bytes, a head beyond about 64 KiB or 250 lines) gets hyper's own empty `400`/`431`.
 //!
 //! `not_leader`/`no_leader` (nothing proposed, retry anywhere) and `outcome_unknown`/`timeout`
 //! (maybe applied) are kept apart as the node's `ClientWriteError` keeps them apart.

@@ -217,6 +217,17 @@ pub async fn start_node(cfg: NodeConfig) -> Result<RunningNode, ServeError> {
         )));
     }
     let tcp_config = TcpConfig::default();
+    if let Some(room) = raft_net_tcp::descriptors::connection_room() {
+        let caps = tcp_config.max_connections + cfg.http_limits.max_connections;
+        if caps as u64 > room {
+            tracing::warn!(
+                room,
+                caps,
+                "the descriptor limit cannot hold both connection caps beyond the descriptors kept \
+                 for storage; connections will be refused before the caps (raise ulimit -n)"
+            );
+        }
+    }
     tcp_config.check_raft_config(&cfg.raft)?;
     let raft_listener =
         TcpListener::bind(cfg.raft_addr)
