@@ -178,8 +178,9 @@ pub enum TransferError {
         /// The target asked for.
         target: NodeId,
     },
-    /// There is no other voter to hand leadership to.
-    #[error("there is no other voter to transfer leadership to")]
+    /// No target was named, and no other voter answered within the minimum election timeout (or
+    /// there is none): nobody could take over.
+    #[error("no other voter answered recently: nobody to transfer leadership to")]
     NoTarget,
     /// The target did not become leader within the transfer's deadline (an election timeout): it
     /// could not be brought up to date, or lost its election. The old leader leads on.

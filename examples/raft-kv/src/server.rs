@@ -415,6 +415,9 @@ pub async fn hand_over_leadership(raft: &KvRaft) {
     tracing::info!("leader stopping: transferring leadership first");
     match raft.transfer_leadership(None).await {
         Ok(to) => tracing::info!(to, "leadership transferred"),
+        Err(raft_core::TransferError::NoTarget) => {
+            tracing::info!("no follower answered recently: stopping without a transfer")
+        }
         Err(e) => tracing::warn!(error = %e, "leadership transfer failed; stopping anyway"),
     }
 }

@@ -78,18 +78,27 @@ impl<C: Clone> Engine<C> {
         Ok(())
     }
 
-    /// The voter a transfer should go to when the caller names none: the follower whose log matches
-    /// the most of this leader's (ties go to the one heard from last), so the hand-over needs the
-    /// least replication. `None` on a node that is not the leader or has no follower.
+    /// The voter a transfer should go to when the caller names none: among the followers that
+    /// answered within the minimum election timeout (a follower that is down or cut off could not
+    /// take over), the one whose log matches the most of this leader's (ties go to the one heard
+    /// from last), so the hand-over needs the least replication. `None` on a node that is not the
+    /// leader, or when no follower answered recently.
     pub fn transfer_target(&self) -> Option<NodeId> {
         if self.role != Role::Leader {
             return None;
         }
+        let since = self.now.saturating_sub(self.election_timeout_ms.0);
         self.progress
             .iter()
-            .filter(|(_, p)| p.state != ReplicationState::Snapshot)
-            .max_by_key(|(&id, p)| (p.match_index, p.last_ack_ms, std::cmp::Reverse(id)))
-            .or_else(|| self.progress.iter().max_by_key(|(_, p)| p.match_index))
+            .filter(|(_, p)| p.last_ack_ms > since)
+            .max_by_key(|(&id, p)| {
+                (
+                    p.state != ReplicationState::Snapshot,
+                    p.match_index,
+                    p.last_ack_ms,
+                    std::cmp::Reverse(id),
+                )
+            })
             .map(|(&id, _)| id)
     }
 

@@ -166,6 +166,11 @@ fn the_default_target_is_the_follower_with_the_most_of_the_log() {
     c.advance(t);
     assert_eq!(c.engine(1).transfer_target(), Some(2));
     assert_eq!(c.engine(2).transfer_target(), None, "not the leader");
+    // Node 2 down as well: nobody answered for a minimum election timeout, nobody could take over.
+    c.isolated.insert(2);
+    let t = c.now + MIN;
+    c.advance(t);
+    assert_eq!(c.engine(1).transfer_target(), None);
 }
 
 #[test]
