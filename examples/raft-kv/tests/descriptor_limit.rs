@@ -189,11 +189,7 @@ async fn a_node_out_of_descriptors_refuses_connections_but_never_fails_storage()
         for task in flood {
             task.await.unwrap();
         }
-        assert!(
-            procs.is_running(1),
-            "the node exited\n{}",
-            procs.dump_logs()
-        );
+        assert!(procs.is_alive(1), "the node exited\n{}", procs.dump_logs());
         assert!(
             peak_fds < FD_LIMIT as usize,
             "the node reached its descriptor limit ({peak_fds} open)"
@@ -220,11 +216,7 @@ async fn a_node_out_of_descriptors_refuses_connections_but_never_fails_storage()
                 Some(format!("v{i}"))
             );
         }
-        assert!(
-            procs.is_running(1),
-            "the node exited\n{}",
-            procs.dump_logs()
-        );
+        assert!(procs.is_alive(1), "the node exited\n{}", procs.dump_logs());
         eprintln!(
             "descriptors: {idle_fds} idle, {peak_fds} at the peak of the flood; during the \
              {writes} writes ({writes_took:?}, snapshot at {}): min {}, median {}, max {}; {} \

@@ -165,10 +165,35 @@ impl Procs {
             .id()
     }
 
-    /// Whether node `id`'s process is still running (it has not exited on its own).
-    pub fn is_running(&mut self, id: u64) -> bool {
-        let child = self.nodes[id as usize - 1].child.as_mut().expect("started");
-        child.try_wait().unwrap().is_none()
+    /// Waits (up to `within`) for node `id`'s process to exit on its own; returns its exit status,
+    /// or `None` if it still runs (it is left running).
+    pub fn wait_exit(&mut self, id: u64, within: Duration) -> Option<std::process::ExitStatus> {
+        let node = &mut self.nodes[id as usize - 1];
+        let deadline = Instant::now() + within;
+        loop {
+            let child = node.child.as_mut().expect("started");
+            if let Some(status) = child.try_wait().unwrap() {
+                node.child = None;
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Whether node `id`'s process was started and has not exited (it may not answer yet).
+    pub fn is_alive(&mut self, id: u64) -> bool {
+        self.nodes[id as usize - 1]
+            .child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().unwrap().is_none())
+    }
+
+    /// Everything node `id` has logged (its stderr, over all its runs).
+    pub fn log(&self, id: u64) -> String {
+        std::fs::read_to_string(self.logs.join(format!("node-{id}.log"))).unwrap_or_default()
     }
 
     pub fn client(&self, id: u64) -> KvClient {
