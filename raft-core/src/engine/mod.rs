@@ -622,7 +622,13 @@ impl<C: Clone> Engine<C> {
         if new_commit > self.commit_index {
             self.commit_index = new_commit;
         }
-        if self.catching_up && self.commit_index >= req.leader_commit {
+        // The leader's commit index covers every committed entry only once it has committed an
+        // entry of its own term (a new leader's may still be behind: it is not persisted), so only
+        // then does holding it prove this node holds everything it may have helped commit.
+        if self.catching_up
+            && self.commit_index >= req.leader_commit
+            && self.log.term_at(req.leader_commit) == Some(req.term)
+        {
             self.catching_up = false;
             tracing::info!(
                 commit = self.commit_index,

@@ -51,6 +51,23 @@ fn it_votes_again_once_its_log_holds_the_leaders_commit_index() {
 }
 
 #[test]
+fn a_new_leaders_commit_index_counts_only_once_it_covers_an_entry_of_its_term() {
+    let mut e = after_loss();
+    // A new leader of term 4 that has not yet committed anything of its own: its commit index (3)
+    // may be behind what was committed before it, entries this node may have lost.
+    let first = e.handle_append_entries(append(4, 1, (1, 3), vec![cmd(4, 4)], 3));
+    assert_eq!(first.result, AppendResult::Success { match_index: 4 });
+    assert!(
+        e.catching_up(),
+        "the leader's commit index is of an older term"
+    );
+    // Once the leader commits its own entry, holding it is proof enough.
+    let second = e.handle_append_entries(append(4, 1, (4, 4), vec![], 4));
+    assert_eq!(second.result, AppendResult::Success { match_index: 4 });
+    assert!(!e.catching_up());
+}
+
+#[test]
 fn a_node_that_lost_nothing_votes_as_usual() {
     let mut e = follower(3, &[1, 1], 2);
     assert!(!e.catching_up());
