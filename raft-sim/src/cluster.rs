@@ -711,8 +711,8 @@ impl<S: RaftStorage<u64>> Cluster<S> {
     /// The nodes whose disk lost entries ([`restart_with_lost_tail`](Self::restart_with_lost_tail))
     /// and that are not back in step yet. A node is back once
     /// * it has caught up by the engine's rule: the harness saw it answer, in the incarnation that
-    ///   runs now, an AppendEntries with success up to at least the leader's commit index (so it votes
-    ///   again), and
+    ///   runs now, an AppendEntries with success up to at least the leader's commit index, an entry of
+    ///   the leader's term (so it votes again), and
     /// * it runs, its commit index has reached the last index it lost (so it holds, from a leader,
     ///   every committed entry it lost), and its durable log ends where its engine's does (what it
     ///   holds is on its disk again).

@@ -276,6 +276,25 @@ impl RaftNetwork<u64> for ObservedNetwork {
         }
         let term = request.term;
         let leader_commit = request.leader_commit;
+        // Whether the leader's commit index is at an entry of its own term: only then does a
+        // follower that holds it catch up (the engine's rule).
+        let commit_of_this_term = {
+            let in_request = if leader_commit == request.prev_log_id.index {
+                Some(request.prev_log_id)
+            } else {
+                request
+                    .entries
+                    .iter()
+                    .find(|e| e.log_id.index == leader_commit)
+                    .map(|e| e.log_id)
+            };
+            let w = lock(&self.world);
+            let id = in_request.or_else(|| {
+                let leader = w.record.nodes.get(&self.node)?;
+                w.record.id_at(leader, leader_commit)
+            });
+            id.is_some_and(|id| id.term == term)
+        };
         let incarnation = lock(&self.world).incarnation(target);
         let truncated = self.append_faults.maybe_truncate(&mut request.entries);
         // Keep only the ids: the request itself moves into the call.
@@ -312,7 +331,9 @@ impl RaftNetwork<u64> for ObservedNetwork {
                 w.on_entries_acknowledged(self.node, target, term, sent.entries(), match_index);
                 // Answered by the incarnation that runs now only if none started since it was sent.
                 if incarnation.is_some() && w.incarnation(target) == incarnation {
-                    w.on_catch_up_answer(target, leader_commit, match_index);
+                    if commit_of_this_term {
+                        w.on_catch_up_answer(target, leader_commit, match_index);
+                    }
                 }
             }
             _ => {}

@@ -329,7 +329,8 @@ impl World {
     }
 
     /// Node `follower`, which lost entries, answered an AppendEntries whose leader had committed up
-    /// to `leader_commit` with success up to `match_index`, from the incarnation that runs now: if
+    /// to `leader_commit` (an entry of the leader's term) with success up to `match_index`, from
+    /// the incarnation that runs now: if
     /// that covers the leader's commit index (and its log, not just its compacted prefix, matched),
     /// the node has caught up by the engine's rule and votes again.
     pub(crate) fn on_catch_up_answer(
