@@ -719,6 +719,18 @@ impl<C: Clone> Engine<C> {
                     self.replicate_pending.insert(from);
                     return;
                 }
+                if pr.state == ReplicationState::Replicate && rejected_index == pr.match_index {
+                    // Anchored at the match index with requests in flight: a late answer to a
+                    // request sent before the follower held that entry, or a follower that lost it
+                    // (and answers every request the same way from now on, in flight ones
+                    // included: waiting for them to succeed would wait forever). A probe anchored
+                    // at the match index tells which; the match index itself stays.
+                    let match_index = pr.match_index;
+                    pr.become_probe();
+                    pr.next_index = match_index + 1;
+                    self.replicate_pending.insert(from);
+                    return;
+                }
                 let stale = match pr.state {
                     ReplicationState::Replicate => rejected_index <= pr.match_index,
                     ReplicationState::Probe => rejected_index + 1 != pr.next_index,

@@ -63,18 +63,46 @@ fn a_stale_answer_never_moves_progress_back() {
     e.propose(60).unwrap();
     e.take_output();
     assert_eq!(progress_of(&e, 2), (4, 7, ReplicationState::Replicate));
-    // A late answer to an older request that was anchored at 4 (sent before node 2 held it): with
-    // requests in flight it cannot be told apart from a reordered one, so it changes nothing.
-    e.handle_append_entries_response(2, conflict(e.term(), 4, None, 3));
-    assert_eq!(progress_of(&e, 2), (4, 7, ReplicationState::Replicate));
-    // Nor does an answer about an index below the match.
+    // An answer about an index below the match changes nothing.
     e.handle_append_entries_response(2, conflict(e.term(), 3, None, 2));
     assert_eq!(progress_of(&e, 2), (4, 7, ReplicationState::Replicate));
-    // Nor an answer of an older term.
+    // Nor does an answer of an older term.
     e.handle_append_entries_response(2, conflict(e.term() - 1, 4, None, 1));
     assert_eq!(progress_of(&e, 2), (4, 7, ReplicationState::Replicate));
-    assert_eq!(e.followers_repaired(), 0);
     assert!(e.take_output().messages.is_empty());
+    // A late answer to an older request that was anchored at 4 (sent before node 2 held it): with
+    // requests in flight it cannot be told apart from a follower that lost entry 4, so the leader
+    // probes at 4; the match index stays.
+    e.handle_append_entries_response(2, conflict(e.term(), 4, None, 3));
+    assert_eq!(progress_of(&e, 2), (4, 5, ReplicationState::Probe));
+    let out = e.take_output();
+    let probe = appends_to(&out, 2);
+    assert_eq!(probe.len(), 1, "{out:?}");
+    assert_eq!(probe[0].prev_log_id.index, 4);
+    // Node 2 holds 4: it was a late answer, and replication resumes where it was.
+    e.handle_append_entries_response(2, success(e.term(), 6));
+    assert_eq!(progress_of(&e, 2), (6, 7, ReplicationState::Replicate));
+    assert_eq!(e.followers_repaired(), 0);
+}
+
+#[test]
+fn a_follower_that_lost_entries_while_requests_were_in_flight_is_repaired() {
+    let mut e = leader();
+    e.propose(50).unwrap();
+    e.propose(60).unwrap();
+    e.take_output();
+    // Node 2 restarted with entries 1 and 2 only, and answers every request, those in flight
+    // included, with a conflict: the leader probes at its match index...
+    e.handle_append_entries_response(2, conflict(e.term(), 4, None, 3));
+    assert_eq!(progress_of(&e, 2), (4, 5, ReplicationState::Probe));
+    e.take_output();
+    // ...and the fresh answer to the probe shows the loss: the entries are sent again.
+    e.handle_append_entries_response(2, conflict(e.term(), 4, None, 3));
+    assert_eq!(progress_of(&e, 2), (0, 3, ReplicationState::Probe));
+    assert_eq!(e.followers_repaired(), 1);
+    let out = e.take_output();
+    let resend = appends_to(&out, 2);
+    assert_eq!(resend[0].prev_log_id.index, 2);
 }
 
 #[test]
