@@ -330,10 +330,11 @@ impl RaftNetwork<u64> for ObservedNetwork {
             AppendResult::Success { match_index } if response.term == term => {
                 w.on_entries_acknowledged(self.node, target, term, sent.entries(), match_index);
                 // Answered by the incarnation that runs now only if none started since it was sent.
-                if incarnation.is_some() && w.incarnation(target) == incarnation {
-                    if commit_of_this_term {
-                        w.on_catch_up_answer(target, leader_commit, match_index);
-                    }
+                if commit_of_this_term
+                    && incarnation.is_some()
+                    && w.incarnation(target) == incarnation
+                {
+                    w.on_catch_up_answer(target, leader_commit, match_index);
                 }
             }
             _ => {}
