@@ -220,8 +220,8 @@ impl<C: Clone> Engine<C> {
 
     /// The leader this node knows is alive: itself if it leads, else the leader it heard from within
     /// the minimum election timeout. While there is one, this node gives no vote and no pre-vote
-    /// (except to a leadership transfer). Always `None` without check-quorum (see the
-    /// [module docs](self)).
+    /// (except to a leadership transfer). Always `None` without check-quorum: a leader that can send
+    /// but no longer hears its followers would otherwise keep them loyal forever.
     pub fn leader_alive(&self) -> Option<NodeId> {
         if !self.check_quorum {
             return None;

@@ -46,7 +46,8 @@ pub struct ElectionStats {
 }
 
 impl<C: Clone> Engine<C> {
-    /// Starts handing leadership to `to`: see the [module docs](self). Proposals are refused from now
+    /// Starts handing leadership to `to` (Raft thesis, section 3.10): replicate to `to` until its log
+    /// matches, then TimeoutNow, which makes it campaign at once. Proposals are refused from now
     /// on, with `to` as the leader hint, until `to` leads or the transfer is abandoned at the next
     /// [`tick`](Self::tick) after an election timeout. Asking again for the same target while its
     /// transfer runs changes nothing; asking for another target replaces it.
