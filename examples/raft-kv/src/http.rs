@@ -7,7 +7,7 @@
 //! | `PUT /kv/{key}`, body = the value (UTF-8) | `200 {"key", "value", "previous"}` (`previous`: the replaced value or `null`) |
 //! | `DELETE /kv/{key}` | `200 {"key", "previous"}`; `404 {"error": "not_found", ..}` if the key did not exist |
 //! | `POST /kv/{key}/cas`, body `{"expected": string or null, "new": string}` | `200 {"key", "swapped": true, "current"}`; `409 {"key", "swapped": false, "current"}` with the value that did not match (`null`: absent) |
-//! | `GET /status` | `200 {"id", "status", "role", "term", "leader", "leader_http", "commit_index", "last_applied", "last_log_index", "snapshot_index", "log_entries", "members"}` |
+//! | `GET /status` | `200 {"id", "status", "role", "term", "leader", "leader_http", "commit_index", "last_applied", "last_log_index", "snapshot_index", "log_entries", "members", "elections_started", "pre_votes_lost", "transfers_started", "transfers_abandoned"}` (the counters since this process started) |
 //! | `POST /admin/transfer-leader`, no body or `{"to": id}` | `200 {"leader": id}` once leadership moved (see [`crate::http_admin`]) |
 //!
 //! Every `/kv` request except a `?local=true` read is a log entry (reads too: linearizable by
@@ -184,6 +184,19 @@ pub struct StatusBody {
     pub log_entries: u64,
     /// The voters of the membership in force.
     pub members: Vec<NodeId>,
+    /// Elections this node started since it started (its term went up to campaign). On a healthy
+    /// cluster it stays still: a rising count means leaders are being lost.
+    #[serde(default)]
+    pub elections_started: u64,
+    /// Pre-vote rounds this node lost (it stayed in its term: a node cut off, or behind).
+    #[serde(default)]
+    pub pre_votes_lost: u64,
+    /// Leadership transfers this node started as leader.
+    #[serde(default)]
+    pub transfers_started: u64,
+    /// Leadership transfers this node abandoned (the target did not take over in time).
+    #[serde(default)]
+    pub transfers_abandoned: u64,
 }
 
 fn bad_request(message: impl Into<String>) -> Response {
@@ -441,6 +454,10 @@ pub fn status_of(state: &ApiState) -> StatusBody {
         snapshot_index: m.snapshot.index,
         log_entries: m.log_entries,
         members: m.membership.voters.iter().copied().collect(),
+        elections_started: m.elections.elections_started,
+        pre_votes_lost: m.elections.pre_votes_lost,
+        transfers_started: m.elections.transfers_started,
+        transfers_abandoned: m.elections.transfers_abandoned,
     }
 }
 

@@ -279,6 +279,15 @@ async fn transfer_leader_moves_leadership_on_request() {
         assert_eq!(reply.body["leader"], target);
         let (now_leading, new_term) = wait_for_leader(&procs, term).await;
         assert_eq!((now_leading, new_term), (target, term + 1));
+        // /status counts it: one transfer started by the old leader, an election by the new one.
+        let old = procs.client(leader).status().await.unwrap();
+        assert_eq!(
+            (old.transfers_started, old.transfers_abandoned),
+            (1, 0),
+            "{old:?}"
+        );
+        let new = procs.client(target).status().await.unwrap();
+        assert!(new.elections_started >= 1, "{new:?}");
         // Without a target: the most up-to-date follower.
         let reply = procs.client(target).transfer_leader(None).await.unwrap();
         assert!(reply.status.is_success(), "{reply:?}");
