@@ -726,25 +726,25 @@ async fn leader_answers_client_write_only_after_the_entry_is_applied() {
 // ----- rule 7: pending writes of a deposed leader wait for their fate, then fail with
 // OutcomeUnknown, never NotLeader -----
 
-#[tokio::test(start_paused = true)]
-async fn deposed_leader_fails_pending_writes_with_outcome_unknown() {
+type PendingWrite =
+    tokio::task::JoinHandle<Result<raft_core::ClientWriteResponse<u64>, ClientWriteError>>;
+
+/// Node 1 of {1, 2, 3} leading (votes are granted; AppendEntries never get an answer, so nothing
+/// commits) with a write of 9 proposed as entry 3 (entry 2 is its blank entry) and pending. Returns
+/// the node, its term and the write.
+async fn leader_with_a_pending_write(sm: Recorder) -> (Raft<Recorder>, u64, PendingWrite) {
     let events = Events::default();
-    let sm = Recorder::default();
-    let applied = Arc::clone(&sm.applied);
     let raft = start(
         storage(&events, initialized(&[1, 2, 3]), Faults::default()),
-        // Votes are granted; AppendEntries never get an answer, so nothing commits.
         network(&events, true),
         sm,
     )
     .await;
     let term = wait_until_leader(&raft).await;
-
     let write = tokio::spawn({
         let raft = raft.clone();
         async move { raft.client_write(9).await }
     });
-    // Wait until the write is proposed (entry 2 is the leader's blank entry, 3 the write).
     let mut metrics = raft.metrics();
     tokio::time::timeout(
         Duration::from_secs(1),
@@ -757,6 +757,14 @@ async fn deposed_leader_fails_pending_writes_with_outcome_unknown() {
         !write.is_finished(),
         "the write cannot complete without a quorum"
     );
+    (raft, term, write)
+}
+
+#[tokio::test(start_paused = true)]
+async fn deposed_leader_fails_pending_writes_with_outcome_unknown() {
+    let sm = Recorder::default();
+    let applied = Arc::clone(&sm.applied);
+    let (raft, term, write) = leader_with_a_pending_write(sm).await;
 
     // Another leader of a higher term takes over.
     let reply = raft
@@ -819,26 +827,7 @@ async fn deposed_leader_fails_pending_writes_with_outcome_unknown() {
 
 #[tokio::test(start_paused = true)]
 async fn deposed_leader_answers_a_pending_write_the_next_leader_commits() {
-    let events = Events::default();
-    let raft = start(
-        storage(&events, initialized(&[1, 2, 3]), Faults::default()),
-        network(&events, true),
-        Recorder::default(),
-    )
-    .await;
-    let term = wait_until_leader(&raft).await;
-    let write = tokio::spawn({
-        let raft = raft.clone();
-        async move { raft.client_write(9).await }
-    });
-    let mut metrics = raft.metrics();
-    tokio::time::timeout(
-        Duration::from_secs(1),
-        metrics.wait_for(|m| m.last_log_id.index >= 3),
-    )
-    .await
-    .expect("the write is proposed")
-    .expect("the node is running");
+    let (raft, term, write) = leader_with_a_pending_write(Recorder::default()).await;
 
     // Node 2 took over (as after a leadership transfer) holding this node's entries, and commits
     // them with its own blank entry.
