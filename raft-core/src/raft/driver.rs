@@ -390,7 +390,7 @@ where
                 Ok(log_id) => {
                     // Writes of an earlier leadership at this index or above were overwritten in
                     // this node's log: they can never commit.
-                    self.fail_pending_from(log_id.index);
+                    self.fail_pending(log_id.index..=LogIndex::MAX);
                     if let Some(appended) = appended {
                         let _ = appended.send(Ok(log_id));
                     }
@@ -597,7 +597,7 @@ where
             if let Some(snapshot) = restore {
                 // Entries the snapshot covers are never applied one by one here: whether a
                 // pending write among them committed cannot be told.
-                self.fail_pending_upto(snapshot.meta.last_log_id.index);
+                self.fail_pending(0..=snapshot.meta.last_log_id.index);
                 let _ = self.apply_tx.send(ApplyMsg::Restore(snapshot));
             }
             if !out.apply.is_empty() {
@@ -658,31 +658,22 @@ where
             .get_or_insert_with(|| now + self.config.election_timeout_max.saturating_mul(2));
         if now >= deadline {
             self.pending_deadline = None;
-            self.fail_pending_from(0);
+            self.fail_pending(0..=LogIndex::MAX);
         }
     }
 
-    /// Fails the pending writes at `index` and above with `OutcomeUnknown`.
-    fn fail_pending_from(&mut self, index: LogIndex) {
+    /// Fails the pending writes whose index is in `indexes` with `OutcomeUnknown`. The queue is
+    /// ordered by index, so they are one run of it.
+    fn fail_pending(&mut self, indexes: std::ops::RangeInclusive<LogIndex>) {
         let leader_hint = self.engine.leader();
-        while self.pending.back().is_some_and(|(id, _)| id.index >= index) {
-            if let Some((_, reply)) = self.pending.pop_back() {
-                let _ = reply.send(Err(ClientWriteError::OutcomeUnknown { leader_hint }));
-            }
-        }
-    }
-
-    /// Fails the pending writes at `index` and below with `OutcomeUnknown`.
-    fn fail_pending_upto(&mut self, index: LogIndex) {
-        let leader_hint = self.engine.leader();
-        while self
+        let start = self
             .pending
-            .front()
-            .is_some_and(|(id, _)| id.index <= index)
-        {
-            if let Some((_, reply)) = self.pending.pop_front() {
-                let _ = reply.send(Err(ClientWriteError::OutcomeUnknown { leader_hint }));
-            }
+            .partition_point(|(id, _)| id.index < *indexes.start());
+        let end = self
+            .pending
+            .partition_point(|(id, _)| id.index <= *indexes.end());
+        for (_, reply) in self.pending.drain(start..end.max(start)) {
+            let _ = reply.send(Err(ClientWriteError::OutcomeUnknown { leader_hint }));
         }
     }
 
