@@ -248,17 +248,21 @@ impl World {
         }
     }
 
+    /// The ids of the entries of node `id`'s recorded log from index `from` on (none for a node
+    /// never recorded).
+    fn removed_from(&self, id: NodeId, from: LogIndex) -> Vec<LogId> {
+        self.record.nodes.get(&id).map_or_else(Vec::new, |obs| {
+            obs.removed_by_truncation(from)
+                .iter()
+                .map(|e| e.log_id)
+                .collect()
+        })
+    }
+
     /// Node `id`'s storage acknowledged truncating its log from `from`.
     pub(crate) fn on_truncate(&mut self, id: NodeId, from: LogIndex) {
         self.trace(|| format!("node {id}: truncate from {from}"));
-        let Some(obs) = self.record.nodes.get(&id) else {
-            return;
-        };
-        let removed: Vec<LogId> = obs
-            .removed_by_truncation(from)
-            .iter()
-            .map(|e| e.log_id)
-            .collect();
+        let removed = self.removed_from(id, from);
         if removed.is_empty() {
             return;
         }
@@ -272,14 +276,7 @@ impl World {
     /// ([`NodeObs::disk_losses`](crate::node_model::NodeObs)): the node acknowledged those entries
     /// once, so answers it gave before still count them, and so does the majority that committed them.
     pub(crate) fn on_tail_lost(&mut self, id: NodeId, from: LogIndex) {
-        let Some(obs) = self.record.nodes.get(&id) else {
-            return;
-        };
-        let removed: Vec<LogId> = obs
-            .removed_by_truncation(from)
-            .iter()
-            .map(|e| e.log_id)
-            .collect();
+        let removed = self.removed_from(id, from);
         if removed.is_empty() {
             return;
         }
