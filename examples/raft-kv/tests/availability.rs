@@ -168,9 +168,7 @@ async fn routine_restarts_cost_no_failed_writes_and_no_elections() {
     let root = tempfile::tempdir().unwrap();
     let mut procs = Procs::new(root.path());
     let test = async {
-        for id in 1..=NODES {
-            procs.start(id);
-        }
+        procs.start_all();
         let (mut leader, term) = wait_for_leader(&procs, 0).await;
         wait_for_every_running_node(&procs, "follow the first leader", |s| {
             s.leader == Some(leader)
@@ -261,9 +259,7 @@ async fn transfer_leader_moves_leadership_on_request() {
     let root = tempfile::tempdir().unwrap();
     let mut procs = Procs::new(root.path());
     let test = async {
-        for id in 1..=NODES {
-            procs.start(id);
-        }
+        procs.start_all();
         let (leader, term) = wait_for_leader(&procs, 0).await;
         let target = (1..=NODES).find(|&id| id != leader).unwrap();
         // Asked at a follower: redirected to the leader, which hands over to the named node.

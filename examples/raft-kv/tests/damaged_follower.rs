@@ -203,9 +203,7 @@ async fn damaged_follower(
     };
     let mut procs = Procs::with_flags(root.path(), &flags);
     let test = async {
-        for id in 1..=NODES {
-            procs.start(id);
-        }
+        procs.start_all();
         wait_for_every_running_node(&procs, "answer", |_| true).await;
         let (leader, _) = wait_for_leader(&procs, 0).await;
         let all: Vec<u64> = (1..=NODES).collect();

@@ -19,9 +19,7 @@ async fn kill_the_leader_then_everyone_and_lose_no_acknowledged_write() {
     let root = tempfile::tempdir().unwrap();
     let mut procs = Procs::new(root.path());
     let test = async {
-        for id in 1..=NODES {
-            procs.start(id);
-        }
+        procs.start_all();
         let (leader, term) = wait_for_leader(&procs, 0).await;
         // Each running node names its process in its data directory.
         for node in &procs.nodes {
@@ -52,9 +50,7 @@ async fn kill_the_leader_then_everyone_and_lose_no_acknowledged_write() {
         for id in 1..=NODES {
             procs.kill(id);
         }
-        for id in 1..=NODES {
-            procs.start(id);
-        }
+        procs.start_all();
         check_everywhere(&procs, &acked).await;
     };
     if tokio::time::timeout(Duration::from_secs(100), test)
@@ -82,9 +78,7 @@ async fn a_node_killed_while_the_others_compact_catches_up_by_snapshot() {
         &["--snapshot-after", &after, "--snapshot-keep-entries", &keep],
     );
     let test = async {
-        for id in 1..=NODES {
-            procs.start(id);
-        }
+        procs.start_all();
         let (leader, _) = wait_for_leader(&procs, 0).await;
         let all: Vec<u64> = (1..=NODES).collect();
         let mut acked = write_keys(&procs, &all, 0..100).await;
@@ -123,9 +117,7 @@ async fn a_node_killed_while_the_others_compact_catches_up_by_snapshot() {
         for id in 1..=NODES {
             procs.kill(id);
         }
-        for id in 1..=NODES {
-            procs.start(id);
-        }
+        procs.start_all();
         check_everywhere(&procs, &acked).await;
         for (id, s) in statuses(&procs).await {
             assert!(

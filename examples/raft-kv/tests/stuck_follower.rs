@@ -104,9 +104,7 @@ async fn a_follower_100_mib_behind_catches_up_with_no_election_and_no_failed_wri
     let mut procs = Procs::new(root.path());
     let started = Instant::now();
     let test = async {
-        for id in 1..=NODES {
-            procs.start(id);
-        }
+        procs.start_all();
         let (leader, term) = wait_for_leader(&procs, 0).await;
         wait_for_every_running_node(
             &procs,

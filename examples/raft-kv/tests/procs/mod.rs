@@ -126,6 +126,13 @@ impl Procs {
         node.child = Some(command.spawn().unwrap());
     }
 
+    /// Starts every node.
+    pub fn start_all(&mut self) {
+        for id in 1..=self.nodes.len() as u64 {
+            self.start(id);
+        }
+    }
+
     /// SIGKILL.
     pub fn kill(&mut self, id: u64) {
         let mut child = self.nodes[id as usize - 1].child.take().expect("running");
