@@ -70,6 +70,11 @@ pub struct Config {
     /// one network round trip later. Turn it off only for peers that do not implement pre-votes.
     /// Default on.
     pub pre_vote: bool,
+    /// How far behind the leader (in entries) a learner may be and still be promoted to voter; it
+    /// must also have answered within `election_timeout_min`. A voter far behind would hold up
+    /// commitment until it caught up (it may be needed for a majority), so a promotion waits until
+    /// the learner has the log, less what is in flight. Default 10,000 entries.
+    pub max_learner_lag: u64,
     /// Seed of the engine's random number generator (election timeouts). Mixed with the node id, so the
     /// same seed on every node still gives each its own timeouts. Same seed, same inputs: same outputs.
     pub seed: u64,
@@ -128,6 +133,7 @@ impl Default for Config {
             snapshot_chunk_size: 1024 * 1024,
             check_quorum: true,
             pre_vote: true,
+            max_learner_lag: 10_000,
             seed: 0,
         }
     }

@@ -194,6 +194,67 @@ pub enum TransferError {
     Stopped(#[from] StoppedError),
 }
 
+/// Why a membership change was refused or did not complete.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MembershipError {
+    /// This node is not the leader; nothing was proposed. Retry at `leader_hint` if known.
+    #[error("not the leader (leader hint: {leader_hint:?})")]
+    NotLeader {
+        /// The node this one believes is leader.
+        leader_hint: Option<NodeId>,
+    },
+    /// Another change is not finished: a membership entry is not committed yet, or a joint
+    /// configuration is in force. One change at a time; retry once it completes.
+    #[error("another membership change is in progress")]
+    ChangeInProgress,
+    /// The leader has not yet committed an entry of its own term, so it cannot tell which membership
+    /// is committed (the single-server change bug, Ongaro on raft-dev, 2015). Clears within a
+    /// round trip of an election; retry.
+    #[error("the leader has not committed an entry of its term yet")]
+    LeaderNotReady,
+    /// A node to become a voter is not a learner of the current membership: add it as a learner
+    /// first, so it catches up before its vote counts.
+    #[error("node {id} is not a learner: add it as a learner first")]
+    NotALearner {
+        /// The node.
+        id: NodeId,
+    },
+    /// A learner to become a voter is too far behind the leader, or has not answered within the
+    /// minimum election timeout. Wait until it catches up (see
+    /// [`Raft::wait_caught_up`](crate::Raft::wait_caught_up)).
+    #[error("learner {id} is not caught up ({lag} entries behind the leader)")]
+    LearnerBehind {
+        /// The learner.
+        id: NodeId,
+        /// How many entries it lacks (`u64::MAX` if it has not answered recently).
+        lag: u64,
+    },
+    /// The node named is not a member (of the role the change needs).
+    #[error("node {id} is not a {role}")]
+    NotAMember {
+        /// The node.
+        id: NodeId,
+        /// What it should have been: "member", "voter" or "learner".
+        role: &'static str,
+    },
+    /// The node named is already a voter.
+    #[error("node {id} is already a voter")]
+    AlreadyAVoter {
+        /// The node.
+        id: NodeId,
+    },
+    /// The resulting membership would be invalid (no voters, say).
+    #[error("invalid membership: {0}")]
+    Invalid(String),
+    /// The change was proposed but not seen complete in time (the leader changed, or the cluster
+    /// lost its majority meanwhile). It may still complete: read the membership to find out.
+    #[error("the change was proposed but did not complete in time; it may still complete")]
+    TimedOut,
+    /// The node is shutting down or has stopped.
+    #[error(transparent)]
+    Stopped(#[from] StoppedError),
+}
+
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {

@@ -103,11 +103,12 @@ mod types;
 
 pub use config::{Config, SnapshotPolicy};
 pub use engine::{
-    ElectionStats, Engine, EntrySize, Output, RecoveredState, SnapshotCheck, VoteRefusal,
+    ElectionStats, Engine, EntrySize, MembershipChange, Output, RecoveredState, SnapshotCheck,
+    VoteRefusal,
 };
 pub use error::{
-    ClientWriteError, ConfigError, InitializeError, NetworkError, StartError, StateMachineError,
-    StoppedError, StorageError, TransferError,
+    ClientWriteError, ConfigError, InitializeError, MembershipError, NetworkError, StartError,
+    StateMachineError, StoppedError, StorageError, TransferError,
 };
 pub use message::{
     AppendEntriesRequest, AppendEntriesResponse, AppendResult, InstallSnapshotRequest,
@@ -119,6 +120,6 @@ pub use raft::{ClientWriteResponse, Metrics, NodeStatus, Proposal, ProposalResul
 pub use state_machine::{AppCommand, SnapshotBuild, StateMachine};
 pub use storage::{slice_chunk, LogState, RaftStorage, SnapshotChunk};
 pub use types::{
-    Entry, EntryPayload, HardState, LogId, LogIndex, Membership, NodeId, Role, Snapshot,
+    Entry, EntryPayload, HardState, LogId, LogIndex, Membership, Node, NodeId, Role, Snapshot,
     SnapshotMeta, Term,
 };

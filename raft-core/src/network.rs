@@ -8,7 +8,7 @@ use crate::message::{
     PreVoteRequest, PreVoteResponse, TimeoutNowRequest, TimeoutNowResponse, VoteRequest,
     VoteResponse,
 };
-use crate::types::NodeId;
+use crate::types::{Membership, NodeId};
 
 /// Sends RPCs to peers and returns their answers.
 ///
@@ -63,4 +63,14 @@ where
         target: NodeId,
         request: InstallSnapshotRequest,
     ) -> Result<InstallSnapshotResponse, NetworkError>;
+
+    /// Tells the transport the membership now in force on this node (the latest in its log,
+    /// committed or not), before any message to a member it adds is sent: the address book follows
+    /// the log. Called when the node starts and each time the membership changes (including a
+    /// truncation reverting it). A transport that reaches members through
+    /// [`Node::addr`](crate::Node) learns new members here and may drop connections to nodes no
+    /// longer members. Must not block. The default does nothing (addresses fixed at start).
+    fn membership_changed(&self, membership: &Membership) {
+        let _ = membership;
+    }
 }

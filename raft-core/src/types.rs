@@ -1,6 +1,6 @@
 //! The vocabulary of the protocol: ids, terms, log positions, entries, hard state and membership.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -88,34 +88,196 @@ pub struct HardState {
     pub voted_for: Option<NodeId>,
 }
 
-/// The set of voting members of the cluster.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Membership {
-    /// The nodes whose votes count for elections and commitment.
-    pub voters: BTreeSet<NodeId>,
+/// Where a member can be reached, as the membership records it: the log carries it to every node, so
+/// a transport can learn the address of a member that joined after it started.
+///
+/// Both fields are opaque to Raft. `addr` is the one a transport reads (`raft-net-tcp` parses it as
+/// a socket address); `data` is the application's (say, the address of its client API). Like
+/// etcd's `ConfChange.context` and hashicorp's `ServerAddress`, it is a plain value rather than a
+/// type parameter, so that the storage and network traits stay generic over the command alone.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Node {
+    /// The address of the node's Raft transport, in the transport's own syntax.
+    #[serde(default)]
+    pub addr: String,
+    /// Anything else the application wants every member to know about the node.
+    #[serde(default)]
+    pub data: String,
 }
 
-impl Membership {
-    /// A membership of the given voters.
-    pub fn new(voters: impl IntoIterator<Item = NodeId>) -> Self {
-        Membership {
-            voters: voters.into_iter().collect(),
+impl Node {
+    /// A node reached at `addr`, with no application data.
+    pub fn new(addr: impl Into<String>) -> Self {
+        Node {
+            addr: addr.into(),
+            data: String::new(),
         }
     }
 
-    /// Whether `id` is a voter.
-    pub fn contains(&self, id: NodeId) -> bool {
-        self.voters.contains(&id)
+    /// A node reached at `addr`, carrying `data` for the application.
+    pub fn with_data(addr: impl Into<String>, data: impl Into<String>) -> Self {
+        Node {
+            addr: addr.into(),
+            data: data.into(),
+        }
+    }
+}
+
+/// A cluster configuration: who votes, who only follows the log, and where each member is.
+///
+/// While a change of voters is under way the configuration is *joint* (Raft thesis, section 4.3):
+/// `old_voters` holds the voters being replaced, and elections and commitment need a majority of
+/// `voters` **and** a majority of `old_voters`. A membership takes effect on a node as soon as it is
+/// in the node's log, committed or not (thesis, section 4.1).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Membership {
+    /// The voters of the (new, when joint) configuration: their votes count for elections and
+    /// commitment.
+    pub voters: BTreeSet<NodeId>,
+    /// While joint: the voters of the outgoing configuration, whose majority is needed as well.
+    /// `None` outside a change.
+    #[serde(default)]
+    pub old_voters: Option<BTreeSet<NodeId>>,
+    /// Members that receive the log and snapshots but neither vote nor count toward commitment.
+    /// Never voters of the (new) configuration; a voter being demoted is in `old_voters` and here.
+    #[serde(default)]
+    pub learners: BTreeSet<NodeId>,
+    /// Where members are reached. Members without an entry are reached however the transport was
+    /// configured (say, the addresses given at start).
+    #[serde(default)]
+    pub nodes: BTreeMap<NodeId, Node>,
+}
+
+impl Membership {
+    /// A membership of the given voters, with no learners and no addresses.
+    pub fn new(voters: impl IntoIterator<Item = NodeId>) -> Self {
+        Membership {
+            voters: voters.into_iter().collect(),
+            ..Membership::default()
+        }
     }
 
-    /// The number of votes (or replicas) that make a majority of the voters.
+    /// The same membership, recording `node` as where `id` is reached.
+    #[must_use]
+    pub fn with_node(mut self, id: NodeId, node: Node) -> Self {
+        self.nodes.insert(id, node);
+        self
+    }
+
+    /// Whether `id` is a voter, of either configuration while joint: a node that may campaign and
+    /// whose vote may count.
+    pub fn contains(&self, id: NodeId) -> bool {
+        self.voters.contains(&id) || self.old_voters.as_ref().is_some_and(|o| o.contains(&id))
+    }
+
+    /// Whether `id` is a learner.
+    pub fn is_learner(&self, id: NodeId) -> bool {
+        self.learners.contains(&id)
+    }
+
+    /// Whether `id` is a member at all: a voter of either configuration or a learner. A leader
+    /// replicates to every member.
+    pub fn is_member(&self, id: NodeId) -> bool {
+        self.contains(id) || self.is_learner(id)
+    }
+
+    /// Whether a change of voters is under way (the joint configuration C_old,new).
+    pub fn is_joint(&self) -> bool {
+        self.old_voters.is_some()
+    }
+
+    /// Every voter of either configuration, each once.
+    pub fn all_voters(&self) -> BTreeSet<NodeId> {
+        let mut all = self.voters.clone();
+        if let Some(old) = &self.old_voters {
+            all.extend(old.iter().copied());
+        }
+        all
+    }
+
+    /// Every member: voters of either configuration and learners, each once.
+    pub fn members(&self) -> BTreeSet<NodeId> {
+        let mut all = self.all_voters();
+        all.extend(self.learners.iter().copied());
+        all
+    }
+
+    /// How many of `voters` make a majority of them. (While joint, a majority of `old_voters` is
+    /// needed as well: see [`is_quorum`](Self::is_quorum).)
     pub fn quorum(&self) -> usize {
         self.voters.len() / 2 + 1
     }
 
-    /// Whether `granted` (a set of voters) is a majority.
+    /// The configuration a joint one leads to (C_new): its voters and learners, and the addresses
+    /// of those; a membership that is not joint, unchanged.
+    #[must_use]
+    pub fn leave_joint(&self) -> Membership {
+        let mut next = self.clone();
+        next.old_voters = None;
+        let members = next.members();
+        next.nodes.retain(|id, _| members.contains(id));
+        next
+    }
+
+    /// Whether `granted` holds a majority of the voters (of both configurations while joint).
+    /// Nodes that are not voters are not counted.
     pub fn is_quorum<'a>(&self, granted: impl IntoIterator<Item = &'a NodeId>) -> bool {
-        granted.into_iter().filter(|id| self.contains(**id)).count() >= self.quorum()
+        let granted: BTreeSet<NodeId> = granted.into_iter().copied().collect();
+        let majority_of =
+            |voters: &BTreeSet<NodeId>| voters.intersection(&granted).count() > voters.len() / 2;
+        majority_of(&self.voters) && self.old_voters.as_ref().is_none_or(majority_of)
+    }
+
+    /// The highest index a majority holds (of both configurations while joint), given each voter's
+    /// match index. 0 with no voters.
+    pub fn committed_index(&self, matched: impl Fn(NodeId) -> LogIndex) -> LogIndex {
+        let majority_index = |voters: &BTreeSet<NodeId>| -> LogIndex {
+            if voters.is_empty() {
+                return 0;
+            }
+            let mut indexes: Vec<LogIndex> = voters.iter().map(|&v| matched(v)).collect();
+            indexes.sort_unstable_by(|a, b| b.cmp(a));
+            indexes[voters.len() / 2]
+        };
+        let new = majority_index(&self.voters);
+        match &self.old_voters {
+            Some(old) => new.min(majority_index(old)),
+            None => new,
+        }
+    }
+
+    /// Checks the invariants every membership keeps: at least one voter (in each configuration),
+    /// no learner among the (new) voters, and addresses only for members.
+    ///
+    /// # Errors
+    /// What is wrong, in words.
+    pub fn check(&self) -> Result<(), String> {
+        if self.voters.is_empty() {
+            return Err("no voters".into());
+        }
+        if self.old_voters.as_ref().is_some_and(|o| o.is_empty()) {
+            return Err("a joint configuration with no outgoing voters".into());
+        }
+        if let Some(id) = self.learners.iter().find(|id| self.voters.contains(id)) {
+            return Err(format!("node {id} is both a voter and a learner"));
+        }
+        if let Some(id) = self.nodes.keys().find(|&&id| !self.is_member(id)) {
+            return Err(format!("an address for node {id}, which is not a member"));
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for Membership {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "voters {:?}", self.voters)?;
+        if let Some(old) = &self.old_voters {
+            write!(f, " joint with {old:?}")?;
+        }
+        if !self.learners.is_empty() {
+            write!(f, ", learners {:?}", self.learners)?;
+        }
+        Ok(())
     }
 }
 

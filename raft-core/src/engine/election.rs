@@ -350,7 +350,7 @@ impl<C: Clone> Engine<C> {
             candidate_id: self.id,
             last_log_id: self.log.last_log_id(),
         };
-        for &peer in &self.membership.voters {
+        for peer in self.membership.all_voters() {
             if peer != self.id {
                 self.out
                     .messages
@@ -389,7 +389,7 @@ impl<C: Clone> Engine<C> {
             last_log_id: self.log.last_log_id(),
             leadership_transfer: transfer,
         };
-        for &peer in &self.membership.voters {
+        for peer in self.membership.all_voters() {
             if peer != self.id {
                 self.out.messages.push((peer, Request::Vote(req.clone())));
             }

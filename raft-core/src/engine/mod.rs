@@ -31,6 +31,7 @@
 
 mod election;
 mod log;
+mod membership;
 mod progress;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
@@ -40,6 +41,7 @@ pub mod validate;
 use std::collections::{BTreeMap, BTreeSet};
 
 pub use election::VoteRefusal;
+pub use membership::MembershipChange;
 pub use progress::{Progress, ReplicationState, SnapshotTransfer};
 pub use transfer::ElectionStats;
 
@@ -228,7 +230,11 @@ fn within_budget<C>(entries: &[Entry<C>], size: EntrySize<C>, budget: usize) -> 
     for (i, entry) in entries.iter().enumerate() {
         let bytes = ENTRY_OVERHEAD_BYTES.saturating_add(match &entry.payload {
             EntryPayload::Command(c) => size(c),
-            EntryPayload::Membership(m) => m.voters.len().saturating_mul(8),
+            EntryPayload::Membership(m) => m
+                .nodes
+                .values()
+                .map(|n| n.addr.len().saturating_add(n.data.len()))
+                .fold(m.members().len().saturating_mul(16), usize::saturating_add),
             EntryPayload::Blank => 0,
         });
         total = total.saturating_add(bytes);
@@ -271,6 +277,8 @@ pub struct Engine<C> {
     check_quorum: bool,
     /// Whether an election timeout starts a pre-vote round rather than an election.
     pre_vote: bool,
+    /// How far behind a learner may be and still be promoted.
+    max_learner_lag: u64,
     rng: fastrand::Rng,
 
     now: u64,
@@ -345,6 +353,7 @@ impl<C: Clone> Engine<C> {
             snapshot_keep_entries: config.snapshot_keep_entries,
             check_quorum: config.check_quorum,
             pre_vote: config.pre_vote,
+            max_learner_lag: config.max_learner_lag,
             rng: fastrand::Rng::with_seed(seed),
             now: now_ms,
             election_deadline: 0,
@@ -427,6 +436,11 @@ impl<C: Clone> Engine<C> {
     pub fn membership(&self) -> &Membership {
         &self.membership
     }
+    /// The index of the log entry that set the effective membership (the snapshot's index if it
+    /// came from the snapshot): the membership is committed once the commit index reaches it.
+    pub fn membership_index(&self) -> LogIndex {
+        self.membership_index
+    }
     /// The entry at `index`, if the in-memory log holds it.
     pub fn entry(&self, index: LogIndex) -> Option<&Entry<C>> {
         self.log.get(index)
@@ -493,9 +507,12 @@ impl<C: Clone> Engine<C> {
         if self.log.last_log_id() != LogId::default() || self.hard_state.term != 0 {
             return Err(crate::InitializeError::AlreadyInitialized);
         }
-        if !membership.contains(self.id) {
+        membership
+            .check()
+            .map_err(crate::InitializeError::InvalidMembership)?;
+        if membership.is_joint() || !membership.voters.contains(&self.id) {
             return Err(crate::InitializeError::InvalidMembership(format!(
-                "node {} is not among the voters {:?}",
+                "node {} is not among the voters {:?} (or the membership is joint)",
                 self.id, membership.voters
             )));
         }
@@ -1089,10 +1106,10 @@ impl<C: Clone> Engine<C> {
         let now = self.now;
         self.progress = self
             .membership
-            .voters
-            .iter()
-            .filter(|&&p| p != self.id)
-            .map(|&p| (p, Progress::new(next, now)))
+            .members()
+            .into_iter()
+            .filter(|&p| p != self.id)
+            .map(|p| (p, Progress::new(next, now)))
             .collect();
         let blank = Entry {
             log_id: LogId::new(self.hard_state.term, next),
@@ -1243,29 +1260,22 @@ impl<C: Clone> Engine<C> {
     }
 
     fn maybe_commit(&mut self) {
-        let mut matched: Vec<LogIndex> = self
-            .membership
-            .voters
-            .iter()
-            .map(|&v| {
-                if v == self.id {
-                    self.durable_index
-                } else {
-                    self.progress.get(&v).map_or(0, |p| p.match_index)
-                }
-            })
-            .collect();
-        if matched.is_empty() {
-            return;
-        }
-        matched.sort_unstable_by(|a, b| b.cmp(a));
-        let candidate = matched[self.membership.quorum() - 1];
+        // A majority of the voters (of both configurations while joint); this leader counts only
+        // if it is one of them, and only with what is durable.
+        let candidate = self.membership.committed_index(|v| {
+            if v == self.id {
+                self.durable_index
+            } else {
+                self.progress.get(&v).map_or(0, |p| p.match_index)
+            }
+        });
         // Raft paper 5.4.2: only entries of the current term are committed by counting replicas.
         if candidate > self.commit_index
             && self.log.term_at(candidate) == Some(self.hard_state.term)
         {
             self.commit_index = candidate;
             // Followers learn the new commit index with the next AppendEntries or heartbeat.
+            self.advance_membership();
         }
     }
 
@@ -1276,6 +1286,10 @@ impl<C: Clone> Engine<C> {
             // A membership takes effect as soon as it is in the log (thesis 4.1).
             self.membership = m.clone();
             self.membership_index = entry.log_id.index;
+            self.log.push(entry.clone());
+            self.out.append.push(entry);
+            self.sync_progress();
+            return;
         }
         self.log.push(entry.clone());
         self.out.append.push(entry);
@@ -1311,6 +1325,7 @@ impl<C: Clone> Engine<C> {
             latest.unwrap_or_else(|| (self.log.base_index(), self.base_membership.clone()));
         self.membership = membership;
         self.membership_index = index;
+        self.sync_progress();
     }
 
     /// Replaces the log and the state with `snapshot`, received from the leader, whose last entry the

@@ -61,7 +61,10 @@ impl<C: Clone> Engine<C> {
                 leader_hint: self.leader,
             });
         }
-        if to == self.id || !self.progress.contains_key(&to) {
+        if to == self.id
+            || !self.membership.voters.contains(&to)
+            || !self.progress.contains_key(&to)
+        {
             return Err(TransferError::NotAVoter { target: to });
         }
         if self.transfer.is_some_and(|t| t.to == to) {
@@ -91,7 +94,7 @@ impl<C: Clone> Engine<C> {
         let since = self.now.saturating_sub(self.election_timeout_ms.0);
         self.progress
             .iter()
-            .filter(|(_, p)| p.last_ack_ms > since)
+            .filter(|(id, p)| self.membership.voters.contains(id) && p.last_ack_ms > since)
             .max_by_key(|(&id, p)| {
                 (
                     p.state != ReplicationState::Snapshot,

@@ -13,7 +13,7 @@ use crate::message::{
     InstallSnapshotResponse, PreVoteRequest, PreVoteResponse, SnapshotResult, TimeoutNowRequest,
     TimeoutNowResponse, VoteRequest, VoteResponse,
 };
-use crate::types::{LogId, LogIndex, Term};
+use crate::types::{EntryPayload, LogId, LogIndex, Term};
 
 /// The largest term a message may carry: the engine adds 1 to a term it adopts (to campaign), and a
 /// term that cannot be incremented twice is refused as malformed.
@@ -96,24 +96,30 @@ pub fn append_request<C>(req: &AppendEntriesRequest<C>) -> Result<(), String> {
             ));
         }
         expected = e.log_id;
+        if let EntryPayload::Membership(m) = &e.payload {
+            m.check()
+                .map_err(|reason| format!("entry {} holds a bad membership: {reason}", e.log_id))?;
+        }
     }
     Ok(())
 }
 
 /// An InstallSnapshot chunk: bounded term and snapshot id, a snapshot of an entry no newer than the
-/// request, with voters, and a chunk whose end fits a `u64`.
+/// request, with a well-formed membership, and a chunk whose end fits a `u64`.
 pub fn snapshot_request(req: &InstallSnapshotRequest) -> Result<(), String> {
     term_ok("term", req.term)?;
     let id = req.meta.last_log_id;
     index_ok("snapshot index", id.index)?;
-    if id.term > req.term || id.index == 0 || req.meta.membership.voters.is_empty() {
+    if id.term > req.term || id.index == 0 {
         return Err(format!(
-            "snapshot {id} (term {}, {} voters) cannot come from a leader of term {}",
-            id.term,
-            req.meta.membership.voters.len(),
-            req.term
+            "snapshot {id} (term {}) cannot come from a leader of term {}",
+            id.term, req.term
         ));
     }
+    req.meta
+        .membership
+        .check()
+        .map_err(|reason| format!("snapshot {id} holds a bad membership: {reason}"))?;
     let len = u64::try_from(req.data.len()).unwrap_or(u64::MAX);
     if req.offset.checked_add(len).is_none() {
         return Err(format!(

@@ -25,7 +25,7 @@ use crate::message::{
 use crate::network::RaftNetwork;
 use crate::state_machine::StateMachine;
 use crate::storage::RaftStorage;
-use crate::types::{LogId, LogIndex, NodeId, Role, Term};
+use crate::types::{LogId, LogIndex, Membership, NodeId, Role, Term};
 
 /// How long the loop sleeps when the engine has no deadline the clock can represent (its "never",
 /// `u64::MAX` ms): any event wakes the loop earlier, so this only bounds an idle wait.
@@ -100,6 +100,8 @@ pub(crate) struct Driver<SM: StateMachine, S, N> {
     apply_task: JoinHandle<()>,
 
     peers: BTreeMap<NodeId, PeerSender<SM::Command>>,
+    /// The membership last given to the network (`RaftNetwork::membership_changed`).
+    network_membership: Membership,
     held_replies: Vec<HeldReply>,
     /// Client writes waiting for their entry to be applied, by log index.
     pending: VecDeque<(LogId, WriteReply<SM>)>,
@@ -234,6 +236,7 @@ where
             apply_events,
             apply_task,
             peers: BTreeMap::new(),
+            network_membership: Membership::default(),
             held_replies: Vec::new(),
             pending: VecDeque::new(),
             pending_deadline: None,
@@ -247,6 +250,7 @@ where
             term_span,
             span_term: hard_state.term,
         };
+        driver.sync_network_membership();
         driver.publish_metrics();
         Ok((driver, metrics_rx))
     }
@@ -419,6 +423,12 @@ where
                 let resp = self.engine.handle_timeout_now(request);
                 self.held_replies.push(HeldReply::TimeoutNow(reply, resp));
             }
+            ApiMsg::ChangeMembership { change, reply } => {
+                let started = self.engine.change_membership(change).map(|appended| {
+                    appended.map(|log_id| (log_id, self.engine.membership().leave_joint()))
+                });
+                let _ = reply.send(started);
+            }
             ApiMsg::TransferLeadership { to, reply } => {
                 let _ = reply.send(self.transfer_leadership(to));
             }
@@ -552,6 +562,7 @@ where
                     self.term_span = term_span(&self.span, hs.term);
                 }
             }
+            self.sync_network_membership();
             // Rule 3: a leader's AppendEntries may leave before its own append is durable.
             for (to, request) in out.messages {
                 self.peer(to).send(request);
@@ -677,6 +688,21 @@ where
         }
     }
 
+    /// Gives the network the membership now in force if it changed (so it knows a new member's
+    /// address before the first message to it), and stops the peer tasks of nodes no longer members.
+    fn sync_network_membership(&mut self) {
+        let membership = self.engine.membership();
+        if *membership == self.network_membership {
+            return;
+        }
+        self.network.membership_changed(membership);
+        let members = membership.members();
+        // A node that is not a member may still be sent a message (a vote request from a candidate
+        // whose log says otherwise); its peer task is made again then.
+        self.peers.retain(|id, _| members.contains(id));
+        self.network_membership = membership.clone();
+    }
+
     fn peer(&mut self, to: NodeId) -> &PeerSender<SM::Command> {
         let network = &self.network;
         let rpc_tx = &self.rpc_tx;
@@ -709,6 +735,7 @@ where
             changed |= update(&mut m.followers_repaired, engine.followers_repaired());
             changed |= update(&mut m.elections, engine.election_stats());
             changed |= update(&mut m.transferring_to, engine.transferring_to());
+            changed |= update(&mut m.membership_index, engine.membership_index());
             if m.membership != *engine.membership() {
                 m.membership = engine.membership().clone();
                 changed = true;

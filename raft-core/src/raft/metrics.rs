@@ -39,9 +39,14 @@ pub struct Metrics {
     /// How many entries its log holds (after the purge point), which is also what the engine keeps in
     /// memory.
     pub log_entries: u64,
-    /// The membership in force.
+    /// The membership in force: the latest in the log, committed or not. Voters, learners, and
+    /// while a change of voters is under way, the outgoing voters (`old_voters`, the joint state).
     pub membership: Membership,
-    /// On the leader: each follower's match index. Empty otherwise.
+    /// The index of the log entry that set `membership`: it is committed once `commit_index`
+    /// reaches it.
+    pub membership_index: LogIndex,
+    /// On the leader: each other member's match index, learners' included (`last_log_id.index`
+    /// minus it is the member's lag). Empty otherwise.
     pub replication: BTreeMap<NodeId, LogIndex>,
     /// How many times, while leading, this node found a follower missing entries the follower had
     /// acknowledged, and replicated them again (see
@@ -53,4 +58,19 @@ pub struct Metrics {
     pub elections: ElectionStats,
     /// On a leader handing leadership over: the node taking over. Proposals are refused meanwhile.
     pub transferring_to: Option<NodeId>,
+}
+
+impl Metrics {
+    /// Whether `membership` is committed (so a change that produced it has completed, unless it
+    /// is joint).
+    pub fn membership_committed(&self) -> bool {
+        self.membership_index <= self.commit_index
+    }
+
+    /// On the leader: how many entries member `id` lacks (its lag), if it is replicated to.
+    pub fn lag(&self, id: NodeId) -> Option<u64> {
+        self.replication
+            .get(&id)
+            .map(|&matched| self.last_log_id.index.saturating_sub(matched))
+    }
 }

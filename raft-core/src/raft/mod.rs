@@ -15,6 +15,7 @@
 
 mod apply;
 mod driver;
+mod membership;
 mod metrics;
 mod peers;
 mod proposal;
@@ -81,6 +82,10 @@ pub(crate) enum ApiMsg<SM: StateMachine> {
         request: InstallSnapshotRequest,
         reply: oneshot::Sender<InstallSnapshotResponse>,
     },
+    ChangeMembership {
+        change: crate::engine::MembershipChange,
+        reply: oneshot::Sender<Result<membership::ChangeStarted, crate::error::MembershipError>>,
+    },
     TransferLeadership {
         to: Option<NodeId>,
         /// Answered with the target and the count of abandoned transfers before this one.
@@ -110,6 +115,10 @@ struct Inner<SM: StateMachine> {
     driver: Mutex<Option<JoinHandle<()>>>,
     /// `Config::election_timeout_max`: how long a leadership transfer may take.
     election_timeout_max: Duration,
+    /// `Config::heartbeat_interval`: how often a refused-for-now request is retried.
+    heartbeat_interval: Duration,
+    /// `Config::max_learner_lag`: how close a learner must be before it is promoted.
+    max_learner_lag: u64,
 }
 
 impl<SM: StateMachine> Clone for Raft<SM> {
@@ -148,6 +157,8 @@ impl<SM: StateMachine> Raft<SM> {
     {
         config.validate()?;
         let election_timeout_max = config.election_timeout_max;
+        let heartbeat_interval = config.heartbeat_interval;
+        let max_learner_lag = config.max_learner_lag;
         let (api_tx, api_rx) = mpsc::unbounded_channel();
         let (driver, metrics_rx) =
             driver::Driver::open(id, config, storage, network, state_machine, api_rx).await?;
@@ -159,6 +170,8 @@ impl<SM: StateMachine> Raft<SM> {
                 metrics: metrics_rx,
                 driver: Mutex::new(Some(handle)),
                 election_timeout_max,
+                heartbeat_interval,
+                max_learner_lag,
             }),
         })
     }
@@ -177,8 +190,17 @@ impl<SM: StateMachine> Raft<SM> {
         &self,
         voters: impl IntoIterator<Item = NodeId>,
     ) -> Result<(), InitializeError> {
+        self.initialize_with(Membership::new(voters)).await
+    }
+
+    /// Bootstraps a new cluster with `membership` (voters, learners, and where each is reached),
+    /// like [`initialize`](Self::initialize). The membership must not be joint and must name this
+    /// node as a voter.
+    ///
+    /// # Errors
+    /// [`InitializeError::AlreadyInitialized`], an invalid membership, or a stopped node.
+    pub async fn initialize_with(&self, membership: Membership) -> Result<(), InitializeError> {
         let (reply, rx) = oneshot::channel();
-        let membership = Membership::new(voters);
         self.send(ApiMsg::Initialize { membership, reply })?;
         rx.await
             .map_err(|_| InitializeError::Stopped(self.stopped()))?
