@@ -1,5 +1,6 @@
-//! The `raft-kv` command line: `serve`, `cluster`, and the client subcommands `get`, `put`,
-//! `delete`, `cas`, `status`.
+//! The `raft-kv` command line: `serve`, `cluster`, the client subcommands `get`, `put`,
+//! `delete`, `cas`, `status`, and the operator's `transfer-leader`, `members`, `add-learner`,
+//! `promote`, `demote`, `remove`, `set-voters`.
 //!
 //! Client exit codes: `0` success; `1` the key was not found (`get`, `delete`) or a
 //! compare-and-swap did not swap; `2` any other error (no leader, outcome unknown, transport
@@ -8,6 +9,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use raft_core::{Config, NodeId};
@@ -16,6 +18,8 @@ use raft_net_tcp::{Security, TlsConfig};
 use crate::client::{ClientError, KvClient, Reply};
 use crate::http_auth::{check_exposure, ApiToken};
 use crate::http_limits::HttpLimits;
+use crate::http_members::{MembersRequest, NewMember};
+use crate::join::JoinConfig;
 use crate::launcher::ClusterArgs;
 use crate::server::{parse_peers, serve, shutdown_signal, NodeConfig, PeerSpec};
 use crate::snapshot_flags::SnapshotArgs;
@@ -102,6 +106,65 @@ pub enum Command {
         #[arg(long)]
         to: Option<u64>,
     },
+    /// Show the membership: voters, learners, the outgoing voters while a change is under way,
+    /// every member's addresses and (from the leader) how far behind each member is.
+    Members {
+        /// Any node's HTTP address (a follower redirects to the leader, unless --local).
+        #[arg(long, default_value = "127.0.0.1:8001")]
+        addr: String,
+        /// Show this node's own view instead of the leader's (no lag).
+        #[arg(long)]
+        local: bool,
+    },
+    /// Add a node as a learner: it receives the log but does not vote (start it first with
+    /// `serve --join`, which does this, catches up and asks for its promotion on its own).
+    AddLearner {
+        /// Any node's HTTP address (a follower redirects to the leader).
+        #[arg(long, default_value = "127.0.0.1:8001")]
+        addr: String,
+        /// The new node's id.
+        id: NodeId,
+        /// Where the other nodes reach its Raft server (IP:PORT).
+        #[arg(long)]
+        raft_addr: String,
+        /// Where clients reach its HTTP API (HOST:PORT).
+        #[arg(long)]
+        http_addr: String,
+    },
+    /// Make a caught-up learner a voter.
+    Promote {
+        /// Any node's HTTP address (a follower redirects to the leader).
+        #[arg(long, default_value = "127.0.0.1:8001")]
+        addr: String,
+        /// The learner.
+        id: NodeId,
+    },
+    /// Make a voter a learner.
+    Demote {
+        /// Any node's HTTP address (a follower redirects to the leader).
+        #[arg(long, default_value = "127.0.0.1:8001")]
+        addr: String,
+        /// The voter.
+        id: NodeId,
+    },
+    /// Remove a node (voter or learner) from the cluster.
+    Remove {
+        /// Any node's HTTP address (a follower redirects to the leader).
+        #[arg(long, default_value = "127.0.0.1:8001")]
+        addr: String,
+        /// The node.
+        id: NodeId,
+    },
+    /// Make exactly these nodes the voters (new ones must be caught-up learners; voters left out
+    /// leave the cluster), through a joint configuration.
+    SetVoters {
+        /// Any node's HTTP address (a follower redirects to the leader).
+        #[arg(long, default_value = "127.0.0.1:8001")]
+        addr: String,
+        /// The voters, comma-separated: `3,4,5`.
+        #[arg(value_delimiter = ',', required = true)]
+        voters: Vec<NodeId>,
+    },
 }
 
 /// `raft-kv serve`.
@@ -119,9 +182,18 @@ pub struct ServeArgs {
     /// Data directory (created if missing; reuse it to restart the node).
     #[arg(long)]
     pub data_dir: PathBuf,
-    /// Every voter: `ID=RAFT_ADDR/HTTP_ADDR,...`, this node included.
-    #[arg(long, value_parser = parse_peer_list)]
-    pub peers: PeerList,
+    /// Every voter: `ID=RAFT_ADDR/HTTP_ADDR,...`, this node included (to bootstrap a new cluster;
+    /// not needed with --join).
+    #[arg(long, value_parser = parse_peer_list, required_unless_present = "join")]
+    pub peers: Option<PeerList>,
+    /// Join the running cluster that the node at this HTTP address belongs to, instead of
+    /// bootstrapping one: this node asks to be added as a learner, catches up, then asks to be
+    /// promoted to voter. Harmless on a restart (a member does not join again).
+    #[arg(long, value_name = "HTTP_ADDR")]
+    pub join: Option<String>,
+    /// How long --join may take (seconds) before the node gives up and exits.
+    #[arg(long, default_value_t = 300, value_name = "SECS")]
+    pub join_timeout: u64,
     /// Cluster id; peers of another cluster are refused.
     #[arg(long, default_value = "raft-kv")]
     pub cluster_id: String,
@@ -255,12 +327,18 @@ async fn run(cli: Cli) -> ExitCode {
                 eprintln!("error: {e}");
                 return ExitCode::from(2);
             }
+            let join = args.join.map(|via| JoinConfig {
+                via,
+                timeout: Duration::from_secs(args.join_timeout),
+                token: api_token.clone(),
+            });
             let cfg = NodeConfig {
                 id: args.id,
                 raft_addr: args.raft_addr,
                 http_addr: args.http_addr,
                 data_dir: args.data_dir,
-                peers: args.peers.0,
+                peers: args.peers.map(|p| p.0).unwrap_or_default(),
+                join,
                 cluster_id: args.cluster_id,
                 raft: args.snapshot.apply_to(Config::default()),
                 http_limits: HttpLimits::default(),
@@ -345,6 +423,26 @@ async fn run(cli: Cli) -> ExitCode {
             Ok(reply) => failed(&reply),
             Err(e) => transport(e),
         },
+        Command::Members { addr, local } => answer(client(&addr).members(!local).await),
+        Command::AddLearner {
+            addr,
+            id,
+            raft_addr,
+            http_addr,
+        } => {
+            let request = MembersRequest::AddLearner(NewMember {
+                id,
+                raft_addr,
+                http_addr,
+            });
+            change(&client(&addr), request).await
+        }
+        Command::Promote { addr, id } => change(&client(&addr), MembersRequest::Promote(id)).await,
+        Command::Demote { addr, id } => change(&client(&addr), MembersRequest::Demote(id)).await,
+        Command::Remove { addr, id } => change(&client(&addr), MembersRequest::Remove(id)).await,
+        Command::SetVoters { addr, voters } => {
+            change(&client(&addr), MembersRequest::Voters(voters)).await
+        }
         Command::Status { addr } => match client(&addr).status().await {
             Ok(status) => {
                 println!(
@@ -355,6 +453,31 @@ async fn run(cli: Cli) -> ExitCode {
             }
             Err(e) => transport(e),
         },
+    }
+}
+
+/// Sends a membership change, after checking it as the server would (so a typo is reported
+/// without a round trip), and prints the resulting membership.
+async fn change(client: &KvClient, request: MembersRequest) -> ExitCode {
+    if let Err(e) = request.validate() {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
+    answer(client.change_members(&request).await)
+}
+
+/// Prints a successful answer's body as pretty JSON; reports anything else.
+fn answer(reply: Result<Reply, ClientError>) -> ExitCode {
+    match reply {
+        Ok(reply) if reply.status.is_success() => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&reply.body).unwrap_or_default()
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(reply) => failed(&reply),
+        Err(e) => transport(e),
     }
 }
 

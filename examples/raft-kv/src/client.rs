@@ -333,16 +333,67 @@ impl KvClient {
             .await
     }
 
+    /// `GET /admin/members`: this node's view of the membership, or with `leader` the leader's
+    /// (following the redirect), which carries every member's lag.
+    ///
+    /// # Errors
+    /// Transport failures.
+    pub async fn members(&self, leader: bool) -> Result<Reply, ClientError> {
+        let path = if leader {
+            "/admin/members?leader=true"
+        } else {
+            "/admin/members"
+        };
+        self.request(Method::GET, path, None).await
+    }
+
+    /// [`members`](Self::members), decoded: `Err` with the answer if it is not a membership.
+    ///
+    /// # Errors
+    /// Transport failures, or an answer that is not a membership (no leader, say).
+    pub async fn members_body(
+        &self,
+        leader: bool,
+    ) -> Result<crate::http_members::MembersBody, ClientError> {
+        let reply = self.members(leader).await?;
+        if reply.status != StatusCode::OK {
+            return Err(unexpected(reply));
+        }
+        serde_json::from_value(reply.body.clone()).map_err(|_| unexpected(reply))
+    }
+
+    /// `POST /admin/members` with `request` (following the redirect to the leader); answers once
+    /// the change is committed, or with the error that refused it.
+    ///
+    /// # Errors
+    /// Transport failures.
+    pub async fn change_members(
+        &self,
+        request: &crate::http_members::MembersRequest,
+    ) -> Result<Reply, ClientError> {
+        let body = serde_json::to_vec(request).map_err(|e| ClientError::Url(e.to_string()))?;
+        self.request(
+            Method::POST,
+            "/admin/members",
+            Some((Bytes::from(body), "application/json")),
+        )
+        .await
+    }
+
     /// `GET /status` of this node (no redirect involved).
     ///
     /// # Errors
     /// Transport failures, or an answer that is not a status.
     pub async fn status(&self) -> Result<StatusBody, ClientError> {
         let reply = self.request(Method::GET, "/status", None).await?;
-        serde_json::from_value(reply.body.clone()).map_err(|_| ClientError::Unexpected {
-            url: reply.url,
-            status: reply.status.as_u16(),
-            body: reply.body.to_string(),
-        })
+        serde_json::from_value(reply.body.clone()).map_err(|_| unexpected(reply))
+    }
+}
+
+fn unexpected(reply: Reply) -> ClientError {
+    ClientError::Unexpected {
+        url: reply.url,
+        status: reply.status.as_u16(),
+        body: reply.body.to_string(),
     }
 }

@@ -7,8 +7,9 @@
 //! | `PUT /kv/{key}`, body = the value (UTF-8) | `200 {"key", "value", "previous"}` (`previous`: the replaced value or `null`) |
 //! | `DELETE /kv/{key}` | `200 {"key", "previous"}`; `404 {"error": "not_found", ..}` if the key did not exist |
 //! | `POST /kv/{key}/cas`, body `{"expected": string or null, "new": string}` | `200 {"key", "swapped": true, "current"}`; `409 {"key", "swapped": false, "current"}` with the value that did not match (`null`: absent) |
-//! | `GET /status` | `200 {"id", "status", "role", "term", "leader", "leader_http", "commit_index", "last_applied", "last_log_index", "snapshot_index", "log_entries", "members", "elections_started", "pre_votes_lost", "transfers_started", "transfers_abandoned"}` (the counters since this process started) |
+//! | `GET /status` | `200 {"id", "status", "role", "term", "leader", "leader_http", "commit_index", "last_applied", "last_log_index", "snapshot_index", "log_entries", "members", "learners", "joint", "old_voters", "lag", "elections_started", "pre_votes_lost", "transfers_started", "transfers_abandoned"}` (the counters since this process started) |
 //! | `POST /admin/transfer-leader`, no body or `{"to": id}` | `200 {"leader": id}` once leadership moved (see [`crate::http_admin`]) |
+//! | `GET /admin/members`, `POST /admin/members` | the membership; add a learner, promote, demote, remove, set the voters (see [`crate::http_members`]) |
 //!
 //! Every `/kv` request except a `?local=true` read is a log entry (reads too: linearizable by
 //! construction) and is answered once the entry is applied. Keys are path segments: percent-encode
@@ -86,7 +87,9 @@ pub struct ApiState {
     pub raft: KvRaft,
     /// Its state machine's reader, for `/status` and `?local=true` reads.
     pub reader: KvReader,
-    /// Every node's HTTP address (`host:port`), for redirects to the leader.
+    /// HTTP addresses (`host:port`) given at start (`--peers`), for redirects to the leader. The
+    /// address a member's entry in the membership records ([`raft_core::Node::data`]) takes
+    /// precedence: see [`ApiState::http_addr_of`].
     pub http_addrs: BTreeMap<NodeId, String>,
     /// How long a request waits for its entry to apply.
     pub write_timeout: Duration,
@@ -110,6 +113,23 @@ impl ApiState {
     }
 }
 
+impl ApiState {
+    /// Node `id`'s HTTP address: the one its entry in the membership records (so a node that
+    /// joined after this one started is found), else the one given at start.
+    pub fn http_addr_of(&self, id: NodeId) -> Option<String> {
+        let recorded = self
+            .raft
+            .metrics()
+            .borrow()
+            .membership
+            .nodes
+            .get(&id)
+            .map(|node| node.data.clone())
+            .filter(|addr| !addr.is_empty());
+        recorded.or_else(|| self.http_addrs.get(&id).cloned())
+    }
+}
+
 /// The axum router of the client API (see the [module docs](self)).
 pub fn router(state: ApiState) -> Router {
     Router::new()
@@ -119,6 +139,10 @@ pub fn router(state: ApiState) -> Router {
         .route(
             "/admin/transfer-leader",
             post(crate::http_admin::transfer_leader),
+        )
+        .route(
+            "/admin/members",
+            get(crate::http_members::get_members).post(crate::http_members::post_members),
         )
         .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .method_not_allowed_fallback(|| async {
@@ -182,8 +206,21 @@ pub struct StatusBody {
     pub snapshot_index: u64,
     /// How many entries the log holds after its compaction point.
     pub log_entries: u64,
-    /// The voters of the membership in force.
+    /// The voters of the membership in force (of the new configuration, while joint).
     pub members: Vec<NodeId>,
+    /// Its learners: they receive the log but do not vote.
+    #[serde(default)]
+    pub learners: Vec<NodeId>,
+    /// Whether a change of voters is under way (the joint configuration).
+    #[serde(default)]
+    pub joint: bool,
+    /// While joint: the outgoing voters.
+    #[serde(default)]
+    pub old_voters: Option<Vec<NodeId>>,
+    /// On the leader: how many entries each other member (learners included) lacks. Empty on
+    /// other nodes.
+    #[serde(default)]
+    pub lag: BTreeMap<NodeId, u64>,
     /// Elections this node started since it started (its term went up to campaign). On a healthy
     /// cluster it stays still: a rising count means leaders are being lost.
     #[serde(default)]
@@ -264,7 +301,7 @@ async fn propose(state: &ApiState, uri: &Uri, command: KvCommand) -> Result<KvRe
 pub(crate) fn redirect(state: &ApiState, uri: &Uri, leader_hint: Option<NodeId>) -> Response {
     let target = leader_hint
         .filter(|&l| l != state.raft.id())
-        .and_then(|l| state.http_addrs.get(&l).map(|addr| (l, addr)));
+        .and_then(|l| state.http_addr_of(l).map(|addr| (l, addr)));
     let Some((leader, addr)) = target else {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -445,15 +482,25 @@ pub fn status_of(state: &ApiState) -> StatusBody {
         .to_string(),
         term: m.current_term,
         leader: m.current_leader,
-        leader_http: m
-            .current_leader
-            .and_then(|l| state.http_addrs.get(&l).cloned()),
+        leader_http: m.current_leader.and_then(|l| state.http_addr_of(l)),
         commit_index: m.commit_index,
         last_applied: m.last_applied,
         last_log_index: m.last_log_id.index,
         snapshot_index: m.snapshot.index,
         log_entries: m.log_entries,
         members: m.membership.voters.iter().copied().collect(),
+        learners: m.membership.learners.iter().copied().collect(),
+        joint: m.membership.is_joint(),
+        old_voters: m
+            .membership
+            .old_voters
+            .as_ref()
+            .map(|o| o.iter().copied().collect()),
+        lag: m
+            .replication
+            .keys()
+            .filter_map(|&id| m.lag(id).map(|lag| (id, lag)))
+            .collect(),
         elections_started: m.elections.elections_started,
         pre_votes_lost: m.elections.pre_votes_lost,
         transfers_started: m.elections.transfers_started,

@@ -1,11 +1,17 @@
 //! One `raft-kv` node as a server: [`FileStorage`] in a data directory, [`TcpNetwork`] and
 //! [`TcpServer`] for Raft, and the HTTP API of [`crate::http`] for clients.
 //!
-//! [`start_node`] binds both listeners, opens (or creates) the data directory, starts the node and,
-//! on every start, calls `initialize` with every peer id: on a new, empty directory that bootstraps
-//! the cluster; on a restart the node refuses with `AlreadyInitialized` (expected, ignored) and
-//! resumes from its data directory: the fresh in-memory state machine is restored from the latest
-//! stored snapshot, if any, and the log after it is replayed.
+//! [`start_node`] binds both listeners, opens (or creates) the data directory and starts the node.
+//! Then, unless it is to join a running cluster, it calls `initialize_with` on every start, with
+//! every peer as a voter and each peer's Raft and HTTP addresses in the membership
+//! ([`raft_core::Node::addr`], [`raft_core::Node::data`]): on a new, empty directory that
+//! bootstraps the cluster; on a restart the node refuses with `AlreadyInitialized` (expected,
+//! ignored) and resumes from its data directory: the fresh in-memory state machine is restored from
+//! the latest stored snapshot, if any, and the log after it is replayed.
+//!
+//! A node started with [`NodeConfig::join`] is not initialized: [`serve`] asks the cluster to add
+//! it as a learner and, once caught up, to promote it (see [`crate::join`]). The membership tells
+//! every node where the others are, so redirects reach a leader that joined after them.
 //!
 //! Snapshots follow [`NodeConfig::raft`] (`--snapshot-after`, `--snapshot-keep-entries`): after that
 //! many applied entries the node snapshots the table into the data directory and compacts its log;
@@ -16,7 +22,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::str::FromStr;
 
-use raft_core::{Config, InitializeError, NodeId, Raft, StartError, StorageError};
+use raft_core::{
+    Config, InitializeError, Membership, Node, NodeId, Raft, StartError, StorageError,
+};
 use raft_net_tcp::{Security, TcpConfig, TcpError, TcpNetwork, TcpServer};
 use raft_storage_file::FileStorage;
 use tokio::net::TcpListener;
@@ -28,6 +36,7 @@ use crate::command::KvCommand;
 use crate::http::{router, ApiState};
 use crate::http_auth::ApiToken;
 use crate::http_limits::HttpLimits;
+use crate::join::{join, JoinConfig, JoinError};
 use crate::state_machine::KvStateMachine;
 
 /// One voter of the cluster as given to `--peers`: `ID=RAFT_ADDR/HTTP_ADDR`, e.g.
@@ -94,7 +103,7 @@ pub fn parse_peers(s: &str) -> Result<Vec<PeerSpec>, String> {
 /// Everything a node needs to run.
 #[derive(Clone, Debug)]
 pub struct NodeConfig {
-    /// This node's id (must be one of `peers`).
+    /// This node's id (one of `peers`, unless it joins).
     pub id: NodeId,
     /// Address the Raft TCP server binds.
     pub raft_addr: SocketAddr,
@@ -102,8 +111,11 @@ pub struct NodeConfig {
     pub http_addr: SocketAddr,
     /// The data directory (created if missing).
     pub data_dir: PathBuf,
-    /// Every voter of the cluster, this node included.
+    /// Every voter of the cluster, this node included, to bootstrap it. When joining: addresses of
+    /// other nodes to start with (may be empty; the membership tells the rest).
     pub peers: Vec<PeerSpec>,
+    /// Join a running cluster rather than bootstrap one (`--join`).
+    pub join: Option<JoinConfig>,
     /// The cluster id of the TCP handshake: nodes of another cluster are refused.
     pub cluster_id: String,
     /// Raft timing and the snapshot policy. Its `snapshot_chunk_size` must leave room in a TCP frame
@@ -153,6 +165,9 @@ pub enum ServeError {
     /// `initialize` failed for another reason than "already initialized".
     #[error("initialize failed: {0}")]
     Initialize(#[from] InitializeError),
+    /// Joining the cluster failed.
+    #[error("joining the cluster failed: {0}")]
+    Join(#[from] JoinError),
 }
 
 /// A running node: Raft, its TCP server and its HTTP server.
@@ -162,6 +177,7 @@ pub struct RunningNode {
     http_addr: SocketAddr,
     http_stop: oneshot::Sender<()>,
     http_task: JoinHandle<()>,
+    new_data: bool,
 }
 
 impl std::fmt::Debug for RunningNode {
@@ -189,6 +205,11 @@ impl RunningNode {
         self.tcp.local_addr()
     }
 
+    /// Whether the data directory was created by this start (no earlier state).
+    pub fn new_data(&self) -> bool {
+        self.new_data
+    }
+
     /// Stops the HTTP server, the TCP server and the node, in that order.
     pub async fn shutdown(self) {
         let _ = self.http_stop.send(());
@@ -203,11 +224,24 @@ impl RunningNode {
 /// # Errors
 /// See [`ServeError`].
 pub async fn start_node(cfg: NodeConfig) -> Result<RunningNode, ServeError> {
-    if !cfg.peers.iter().any(|p| p.id == cfg.id) {
+    if cfg.join.is_none() && !cfg.peers.iter().any(|p| p.id == cfg.id) {
         return Err(ServeError::Config(format!(
             "--id {} is not one of the --peers",
             cfg.id
         )));
+    }
+    if cfg.join.is_some() {
+        // Other nodes reach this one at the addresses it records in the membership.
+        for (flag, addr) in [
+            ("--raft-addr", cfg.raft_addr),
+            ("--http-addr", cfg.http_addr),
+        ] {
+            if addr.ip().is_unspecified() || addr.port() == 0 {
+                return Err(ServeError::Config(format!(
+                    "with --join, {flag} must be an address the other nodes reach (not {addr})"
+                )));
+            }
+        }
     }
     if cfg.raft.max_entry_bytes < crate::http::MAX_COMMAND_BYTES {
         return Err(ServeError::Config(format!(
@@ -266,6 +300,7 @@ pub async fn start_node(cfg: NodeConfig) -> Result<RunningNode, ServeError> {
         })?;
     let mut storage = storage;
     let report = storage.recovery_report();
+    let new_data = report.initialized;
     if report.initialized {
         tracing::info!(dir = %cfg.data_dir.display(), "new data directory");
     } else if !report.is_clean() {
@@ -312,18 +347,27 @@ pub async fn start_node(cfg: NodeConfig) -> Result<RunningNode, ServeError> {
             return Err(e.into());
         }
     };
-    match raft.initialize(cfg.peers.iter().map(|p| p.id)).await {
-        Ok(()) => {
-            tracing::info!(voters = ?cfg.peers.iter().map(|p| p.id).collect::<Vec<_>>(), "initialized a new cluster")
+    let initialized = match &cfg.join {
+        Some(join) => {
+            tracing::info!(via = %join.via, "not initializing: this node joins a running cluster");
+            Ok(())
         }
-        Err(InitializeError::AlreadyInitialized) => {
-            tracing::info!("resuming from the data directory (already initialized)")
-        }
-        Err(e) => {
-            tcp.shutdown().await;
-            raft.shutdown().await;
-            return Err(e.into());
-        }
+        None => match raft.initialize_with(bootstrap_membership(&cfg.peers)).await {
+            Ok(()) => {
+                tracing::info!(voters = ?cfg.peers.iter().map(|p| p.id).collect::<Vec<_>>(), "initialized a new cluster");
+                Ok(())
+            }
+            Err(InitializeError::AlreadyInitialized) => {
+                tracing::info!("resuming from the data directory (already initialized)");
+                Ok(())
+            }
+            Err(e) => Err(e),
+        },
+    };
+    if let Err(e) = initialized {
+        tcp.shutdown().await;
+        raft.shutdown().await;
+        return Err(e.into());
     }
 
     let http_addrs: BTreeMap<NodeId, String> = cfg
@@ -351,7 +395,25 @@ pub async fn start_node(cfg: NodeConfig) -> Result<RunningNode, ServeError> {
         http_addr,
         http_stop,
         http_task,
+        new_data,
     })
+}
+
+/// The membership a new cluster starts with: every peer a voter, reached at its Raft address, with
+/// its HTTP address as the node's data. Every node given the same peers makes the same one.
+pub fn bootstrap_membership(peers: &[PeerSpec]) -> Membership {
+    peers.iter().fold(
+        Membership::new(peers.iter().map(|p| p.id)),
+        |membership, p| {
+            membership.with_node(
+                p.id,
+                Node {
+                    addr: p.raft_addr.to_string(),
+                    data: p.http_addr.clone(),
+                },
+            )
+        },
+    )
 }
 
 /// Runs a node until `stop` completes (e.g. Ctrl-C) or the node stops on its own, then shuts it
@@ -365,7 +427,7 @@ pub async fn serve(
     cfg: NodeConfig,
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<(), ServeError> {
-    let (id, data_dir) = (cfg.id, cfg.data_dir.clone());
+    let (id, data_dir, join_cfg) = (cfg.id, cfg.data_dir.clone(), cfg.join.clone());
     let node = start_node(cfg).await?;
     let pid_file = data_dir.join(PID_FILE);
     if let Err(e) = std::fs::write(&pid_file, format!("{}\n", std::process::id())) {
@@ -389,7 +451,27 @@ pub async fn serve(
             }
         }
     };
+    // The join runs beside the node: it needs the node serving (the leader replicates to it).
+    let joining = async {
+        if let Some(join_cfg) = &join_cfg {
+            let (raft_addr, http_addr) =
+                (node.raft_addr().to_string(), node.http_addr().to_string());
+            join(
+                node.raft(),
+                &raft_addr,
+                &http_addr,
+                node.new_data(),
+                join_cfg,
+            )
+            .await?;
+        }
+        std::future::pending::<Result<(), JoinError>>().await
+    };
     let result = tokio::select! {
+        Err(e) = joining => {
+            tracing::error!(error = %e, "could not join the cluster");
+            Err(ServeError::Join(e))
+        }
         () = stop => {
             tracing::info!("shutting down");
             hand_over_leadership(node.raft()).await;
@@ -491,6 +573,7 @@ mod tests {
             http_limits: HttpLimits::default(),
             security: Security::Insecure,
             api_token: None,
+            join: None,
         }
     }
 
