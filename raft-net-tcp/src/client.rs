@@ -5,7 +5,7 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -13,8 +13,9 @@ use futures::future::{BoxFuture, FutureExt, Shared};
 use futures::SinkExt;
 use raft_core::{
     AppCommand, AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest,
-    InstallSnapshotResponse, NetworkError, NodeId, PreVoteRequest, PreVoteResponse, RaftNetwork,
-    Request, Response, TimeoutNowRequest, TimeoutNowResponse, VoteRequest, VoteResponse,
+    InstallSnapshotResponse, Membership, NetworkError, NodeId, PreVoteRequest, PreVoteResponse,
+    RaftNetwork, Request, Response, TimeoutNowRequest, TimeoutNowResponse, VoteRequest,
+    VoteResponse,
 };
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -88,12 +89,17 @@ impl<C> Clone for TcpNetwork<C> {
 
 impl<C> fmt::Debug for TcpNetwork<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut peers: Vec<_> = self.inner.peers.values().map(|p| (p.id, p.addr)).collect();
+        let mut peers: Vec<_> = self
+            .inner
+            .read_peers()
+            .values()
+            .map(|p| (p.id, p.addr))
+            .collect();
         peers.sort();
         f.debug_struct("TcpNetwork")
             .field("cluster_id", &self.inner.cluster_id)
             .field("local_id", &self.inner.local_id)
-            .field("tls", &self.inner.tls)
+            .field("tls", &self.inner.tls.is_some())
             .field("peers", &peers)
             .finish()
     }
@@ -102,11 +108,112 @@ impl<C> fmt::Debug for TcpNetwork<C> {
 struct ClientInner {
     cluster_id: String,
     local_id: NodeId,
-    /// Whether connections use TLS.
-    tls: bool,
-    peers: HashMap<NodeId, Arc<Peer>>,
+    /// `None`: plaintext.
+    tls: Option<TlsConnector>,
+    config: Arc<TcpConfig>,
+    /// Limits warnings about bad responses, shared by every peer of the network.
+    warnings: Arc<WarnLimiter>,
+    /// The addresses given at construction: used for members whose membership entry names none.
+    configured: HashMap<NodeId, SocketAddr>,
+    /// The peers reachable now: the configured ones until the first membership is known, then the
+    /// members of the membership in force.
+    peers: RwLock<HashMap<NodeId, Arc<Peer>>>,
     /// Cancelled when the last clone is dropped: stops connection attempts and connection tasks.
     shutdown: CancellationToken,
+}
+
+impl ClientInner {
+    fn read_peers(&self) -> RwLockReadGuard<'_, HashMap<NodeId, Arc<Peer>>> {
+        // A poisoned lock only means a holder panicked; the map itself is still usable.
+        self.peers.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn peer(&self, id: NodeId) -> Option<Arc<Peer>> {
+        self.read_peers().get(&id).cloned()
+    }
+
+    /// A peer (not yet connected) reaching node `id` at `addr`.
+    fn make_peer(&self, id: NodeId, addr: SocketAddr) -> Result<Arc<Peer>, TcpError> {
+        let tls = match &self.tls {
+            Some(connector) => Some(PeerTls {
+                connector: connector.clone(),
+                server_name: server_name(&NodeName::new(&self.cluster_id, id)?)?,
+            }),
+            None => None,
+        };
+        let hello = wire::encode_hello(&Hello {
+            cluster_id: self.cluster_id.clone(),
+            from: self.local_id,
+            to: id,
+        })
+        .map_err(|e| TcpError::Config(e.to_string()))?;
+        Ok(Arc::new(Peer {
+            id,
+            addr,
+            tls,
+            hello,
+            next_id: AtomicU64::new(0),
+            config: Arc::clone(&self.config),
+            warnings: Arc::clone(&self.warnings),
+            shutdown: self.shutdown.child_token(),
+            state: Mutex::new(PeerState::default()),
+        }))
+    }
+
+    /// Makes the reachable peers the members of `membership` other than this node, each at the
+    /// address its membership entry names (`Node::addr`, a socket address), else at the configured
+    /// one. Peers no longer members are dropped and their connections closed; a member whose
+    /// address changed gets a new connection. A membership with no voters (a node not yet part of
+    /// a cluster) changes nothing.
+    fn follow_membership(&self, membership: &Membership) {
+        if membership.voters.is_empty() {
+            return;
+        }
+        let mut wanted: HashMap<NodeId, SocketAddr> = HashMap::new();
+        for id in membership.members() {
+            if id == self.local_id {
+                continue;
+            }
+            let named = membership.nodes.get(&id).map(|n| n.addr.as_str());
+            let parsed = match named {
+                Some(addr) if !addr.is_empty() => match addr.parse::<SocketAddr>() {
+                    Ok(a) => Some(a),
+                    Err(e) => {
+                        tracing::warn!(peer = id, addr, error = %e, "member's address is not a socket address; using the configured one");
+                        None
+                    }
+                },
+                _ => None,
+            };
+            match parsed.or_else(|| self.configured.get(&id).copied()) {
+                Some(addr) => {
+                    wanted.insert(id, addr);
+                }
+                None => tracing::warn!(peer = id, "no address known for a member"),
+            }
+        }
+        let mut peers = self.peers.write().unwrap_or_else(|p| p.into_inner());
+        peers.retain(|id, peer| {
+            let keep = wanted.get(id) == Some(&peer.addr);
+            if !keep {
+                tracing::info!(peer = id, addr = %peer.addr, "dropping the connection to a node no longer a member (or moved)");
+                peer.shutdown.cancel();
+            }
+            keep
+        });
+        for (id, addr) in wanted {
+            if peers.contains_key(&id) {
+                continue;
+            }
+            match self.make_peer(id, addr) {
+                Ok(peer) => {
+                    tracing::info!(peer = id, %addr, "member added to the address book");
+                    peers.insert(id, peer);
+                }
+                Err(e) => tracing::warn!(peer = id, error = %e, "cannot reach a member"),
+            }
+        }
+    }
 }
 
 impl Drop for ClientInner {
@@ -142,50 +249,27 @@ impl<C> TcpNetwork<C> {
             }
             Security::Insecure => None,
         };
-        let shutdown = CancellationToken::new();
-        let config = Arc::new(config);
-        let warnings = Arc::new(WarnLimiter::default());
+        let configured: HashMap<NodeId, SocketAddr> = peers
+            .into_iter()
+            .filter(|&(id, _)| id != local_id)
+            .collect();
+        let mut inner = ClientInner {
+            cluster_id,
+            local_id,
+            tls,
+            config: Arc::new(config),
+            warnings: Arc::new(WarnLimiter::default()),
+            configured,
+            peers: RwLock::new(HashMap::new()),
+            shutdown: CancellationToken::new(),
+        };
         let mut map = HashMap::new();
-        for (id, addr) in peers {
-            if id == local_id {
-                continue;
-            }
-            let tls = match &tls {
-                Some(connector) => Some(PeerTls {
-                    connector: connector.clone(),
-                    server_name: server_name(&NodeName::new(&cluster_id, id)?)?,
-                }),
-                None => None,
-            };
-            let hello = wire::encode_hello(&Hello {
-                cluster_id: cluster_id.clone(),
-                from: local_id,
-                to: id,
-            })
-            .map_err(|e| TcpError::Config(e.to_string()))?;
-            map.insert(
-                id,
-                Arc::new(Peer {
-                    id,
-                    addr,
-                    tls,
-                    hello,
-                    next_id: AtomicU64::new(0),
-                    config: Arc::clone(&config),
-                    warnings: Arc::clone(&warnings),
-                    shutdown: shutdown.clone(),
-                    state: Mutex::new(PeerState::default()),
-                }),
-            );
+        for (&id, &addr) in &inner.configured {
+            map.insert(id, inner.make_peer(id, addr)?);
         }
+        inner.peers = RwLock::new(map);
         Ok(TcpNetwork {
-            inner: Arc::new(ClientInner {
-                cluster_id,
-                local_id,
-                tls: tls.is_some(),
-                peers: map,
-                shutdown,
-            }),
+            inner: Arc::new(inner),
             _command: PhantomData,
         })
     }
@@ -200,14 +284,14 @@ impl<C> TcpNetwork<C> {
         &self.inner.cluster_id
     }
 
-    /// The address of `peer`, if known.
+    /// The address `peer` is reached at, if it is reachable (configured, or a member).
     pub fn peer_addr(&self, peer: NodeId) -> Option<SocketAddr> {
-        self.inner.peers.get(&peer).map(|p| p.addr)
+        self.inner.peer(peer).map(|p| p.addr)
     }
 
     /// Whether a connection to `peer` is currently open (it may still break at any moment).
     pub fn is_connected(&self, peer: NodeId) -> bool {
-        self.inner.peers.get(&peer).is_some_and(|p| {
+        self.inner.peer(peer).is_some_and(|p| {
             matches!(&p.lock_state().link, Link::Connected(c) if !c.shared.token.is_cancelled())
         })
     }
@@ -215,7 +299,7 @@ impl<C> TcpNetwork<C> {
     /// Closes every open connection; requests in flight on them fail with
     /// [`NetworkError::Unreachable`]. The next call to a peer reconnects.
     pub fn disconnect_all(&self) {
-        for peer in self.inner.peers.values() {
+        for peer in self.inner.read_peers().values() {
             let mut st = peer.lock_state();
             if let Link::Connected(c) = &st.link {
                 c.shared.close("disconnected by the local node".into());
@@ -232,11 +316,10 @@ impl<C: AppCommand> TcpNetwork<C> {
     async fn call(&self, target: NodeId, request: Request<C>) -> Result<Response, NetworkError> {
         let peer = self
             .inner
-            .peers
-            .get(&target)
+            .peer(target)
             .ok_or_else(|| NetworkError::Unreachable {
                 target,
-                reason: "no address known for this node".into(),
+                reason: "no address known for this node (not configured, not a member)".into(),
             })?;
         let id = peer.next_id.fetch_add(1, Ordering::Relaxed);
         let frame = encode_request(target, id, request, peer.config.max_frame_length)?;
@@ -345,6 +428,10 @@ impl<C: AppCommand> RaftNetwork<C> for TcpNetwork<C> {
                 reason: format!("expected an InstallSnapshot response, got {other:?}"),
             }),
         }
+    }
+
+    fn membership_changed(&self, membership: &Membership) {
+        self.inner.follow_membership(membership);
     }
 }
 
@@ -495,7 +582,7 @@ impl Peer {
     /// One connection attempt; records its outcome in the state before returning it.
     async fn connect_and_record(self: Arc<Self>) -> Result<Arc<Connection>, String> {
         let result = tokio::select! {
-            _ = self.shutdown.cancelled() => Err("the network was dropped".to_string()),
+            _ = self.shutdown.cancelled() => Err("the network was dropped, or the peer is no longer a member".to_string()),
             r = tokio::time::timeout(self.config.connect_timeout, self.connect()) => match r {
                 Ok(r) => r,
                 Err(_) => Err(format!(
