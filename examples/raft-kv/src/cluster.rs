@@ -181,6 +181,24 @@ impl Cluster {
         Ok(())
     }
 
+    /// Bootstraps the cluster with only `voters` as voters: those of them running are initialized;
+    /// the cluster's other nodes stay empty, to be added later (as learners, say).
+    ///
+    /// # Errors
+    /// [`ClusterError::UnknownNode`] for a voter that is not one of the cluster's nodes;
+    /// [`ClusterError::Initialize`] if a node refuses.
+    pub async fn initialize_voters(&self, voters: &[NodeId]) -> Result<(), ClusterError> {
+        if let Some(&id) = voters.iter().find(|id| !self.nodes.contains_key(id)) {
+            return Err(ClusterError::UnknownNode(id));
+        }
+        for (id, raft) in self.running_nodes().filter(|(id, _)| voters.contains(id)) {
+            raft.initialize(voters.iter().copied())
+                .await
+                .map_err(|source| ClusterError::Initialize { id, source })?;
+        }
+        Ok(())
+    }
+
     /// The router connecting the nodes: partition, isolate or inject faults with it.
     pub fn router(&self) -> &Router<KvStateMachine> {
         &self.router

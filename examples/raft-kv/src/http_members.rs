@@ -13,7 +13,7 @@
 //! | `{"add_learner": {"id": N, "raft_addr": "IP:PORT", "http_addr": "HOST:PORT"}}` | adds N as a learner (or records a learner's new addresses); it receives the log but does not vote |
 //! | `{"promote": N}` | makes learner N a voter; it must have caught up (see `lag`) |
 //! | `{"demote": N}` | makes voter N a learner |
-//! | `{"remove": N}` | removes N, voter or learner (the leader itself too: it hands over and steps down) |
+//! | `{"remove": N}` | removes N, voter or learner (the leader itself too: it hands over and steps down); a node that is not a member is already removed: `200` |
 //! | `{"voters": [N, ...]}` | makes these the voters: new ones must be caught-up learners, voters left out leave the cluster |
 //!
 //! One change at a time: a change of voters goes through a joint configuration (Raft thesis,
@@ -25,7 +25,7 @@
 //! | `307` + `Location` | `not_leader` | only the leader changes the membership; repeat at `Location` |
 //! | `400` | `bad_request` | a body that is not one of the above, an id of 0, an address that does not parse |
 //! | `400` | `invalid_membership` | the result would be invalid (no voters, say) |
-//! | `404` | `not_a_member` | the node named is not a member (of the role the change needs) |
+//! | `404` | `not_a_member` | the node named is not a member of the role the change needs (`demote` of a non-voter) |
 //! | `409` | `change_in_progress` | another change is not finished yet; retry once it completes |
 //! | `409` | `learner_behind` | the learner to promote has not caught up (`lag` entries behind, or silent); retry later |
 //! | `409` | `not_a_learner` | a new voter must be a learner first: add it as a learner |

@@ -39,6 +39,11 @@ pub struct ClusterArgs {
     /// When each node snapshots and compacts its log (passed to every node).
     #[command(flatten)]
     pub snapshot: SnapshotArgs,
+    /// Also issue certificates for this many more nodes (ids after the last node's), so nodes can
+    /// join the cluster later with `serve --join` (the throwaway CA's key is not kept, so no
+    /// certificate can be issued afterwards).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(0..=100))]
+    pub spare_certs: u64,
     /// Run the nodes' Raft traffic in plaintext, unauthenticated (by default the launcher generates a
     /// throwaway cluster CA and node certificates in DATA_DIR/tls/ and the nodes use mutual TLS).
     #[arg(long)]
@@ -94,7 +99,11 @@ pub async fn run_cluster(args: ClusterArgs, log: &str) -> ExitCode {
     let tls = if args.insecure {
         None
     } else {
-        let ids = specs.iter().map(|(id, _, _)| *id);
+        let Some(last) = args.nodes.checked_add(args.spare_certs) else {
+            eprintln!("error: --spare-certs out of range");
+            return ExitCode::from(2);
+        };
+        let ids = 1..=last;
         match crate::tls_files::generate(&args.data_dir.join("tls"), &args.cluster_id, ids) {
             Ok(files) => Some(
                 files
@@ -158,6 +167,16 @@ pub async fn run_cluster(args: ClusterArgs, log: &str) -> ExitCode {
         members.len(),
         members[0].http
     );
+    if tls.is_some() && args.spare_certs > 0 {
+        println!(
+            "certificates for nodes {}..={} are in {} for `raft-kv serve --join {}` \
+             (see the README)",
+            args.nodes + 1,
+            args.nodes + args.spare_certs,
+            args.data_dir.join("tls").display(),
+            members[0].http
+        );
+    }
 
     let signal = crate::server::shutdown_signal();
     tokio::pin!(signal);
