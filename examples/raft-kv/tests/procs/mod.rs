@@ -32,6 +32,8 @@ pub struct Node {
 pub struct Procs {
     pub nodes: Vec<Node>,
     pub peers: String,
+    /// How many nodes `peers` names (ids `1..=size`); the others are spares that join.
+    pub size: u64,
     pub logs: PathBuf,
     /// Extra `serve` flags for every node.
     pub extra: Vec<String>,
@@ -69,11 +71,19 @@ impl Procs {
 
     /// A cluster of `size` nodes (ids `1..=size`), each started with the `extra` flags.
     pub fn cluster(root: &Path, size: u64, extra: &[&str]) -> Self {
-        let ports = free_ports(2 * size as usize);
+        Self::cluster_with_spares(root, size, 0, extra)
+    }
+
+    /// A cluster of `size` nodes (ids `1..=size`, the `--peers` that bootstrap it) and `spares`
+    /// more (ids after them, with ports and certificates) to start later with
+    /// [`start_joining`](Self::start_joining); all started with the `extra` flags.
+    pub fn cluster_with_spares(root: &Path, size: u64, spares: u64, extra: &[&str]) -> Self {
+        let all = size + spares;
+        let ports = free_ports(2 * all as usize);
         // Mutual TLS, with certificates as `raft-kv cluster` makes them.
-        let tls = raft_kv::tls_files::generate(&root.join("tls"), "raft-kv", 1..=size)
+        let tls = raft_kv::tls_files::generate(&root.join("tls"), "raft-kv", 1..=all)
             .expect("test certificates");
-        let nodes: Vec<Node> = (0..size as usize)
+        let nodes: Vec<Node> = (0..all as usize)
             .map(|i| Node {
                 id: i as u64 + 1,
                 raft: format!("127.0.0.1:{}", ports[2 * i]),
@@ -85,12 +95,14 @@ impl Procs {
             .collect();
         let peers = nodes
             .iter()
+            .take(size as usize)
             .map(|n| format!("{}={}/{}", n.id, n.raft, n.http))
             .collect::<Vec<_>>()
             .join(",");
         Procs {
             nodes,
             peers,
+            size,
             logs: root.to_path_buf(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
         }
@@ -103,6 +115,23 @@ impl Procs {
     /// Starts node `id` with `configure` applied to its command first (e.g. to set a resource
     /// limit in the child with `CommandExt::pre_exec`).
     pub fn start_with(&mut self, id: u64, configure: impl FnOnce(&mut Command)) {
+        let peers = self.peers.clone();
+        self.spawn(id, "warn", |command| {
+            command.args(["--peers", &peers]);
+            configure(command);
+        });
+    }
+
+    /// Starts node `id` with `--join` the HTTP address of node `via` (and no `--peers`), logging at
+    /// `info` so its log tells the steps of the join.
+    pub fn start_joining(&mut self, id: u64, via: u64) {
+        let via = self.nodes[via as usize - 1].http.clone();
+        self.spawn(id, "info", |command| {
+            command.args(["--join", &via]);
+        });
+    }
+
+    fn spawn(&mut self, id: u64, log_level: &str, configure: impl FnOnce(&mut Command)) {
         let node = &mut self.nodes[id as usize - 1];
         assert!(node.child.is_none(), "node {id} already runs");
         let log = std::fs::OpenOptions::new()
@@ -112,11 +141,10 @@ impl Procs {
             .unwrap();
         let mut command = Command::new(env!("CARGO_BIN_EXE_raft-kv"));
         command
-            .args(["--log", "warn", "serve", "--id", &id.to_string()])
+            .args(["--log", log_level, "serve", "--id", &id.to_string()])
             .args(["--raft-addr", &node.raft, "--http-addr", &node.http])
             .arg("--data-dir")
             .arg(&node.dir)
-            .args(["--peers", &self.peers])
             .args(&node.tls)
             .args(&self.extra)
             .stdin(Stdio::null())
@@ -126,9 +154,9 @@ impl Procs {
         node.child = Some(command.spawn().unwrap());
     }
 
-    /// Starts every node.
+    /// Starts every node of `peers` (not the spares).
     pub fn start_all(&mut self) {
-        for id in 1..=self.nodes.len() as u64 {
+        for id in 1..=self.size {
             self.start(id);
         }
     }
