@@ -18,6 +18,9 @@
 //!   data directory, `raft-net-tcp` between nodes, the HTTP/JSON API of [`http`] for clients);
 //!   `cluster` starts a local cluster of `serve` processes; `get`/`put`/`delete`/`cas`/`status` are
 //!   a client ([`client::KvClient`]) that follows the leader redirects.
+//! * Membership changes: `serve --join` ([`join`]) adds a node to a running cluster (learner,
+//!   catch-up, promotion); the admin API of [`http_members`] and the `members`, `add-learner`,
+//!   `promote`, `demote`, `remove`, `set-voters` subcommands change the membership by hand.
 //!
 //! ## Quick start
 //!

@@ -230,7 +230,14 @@ pub async fn start_node(cfg: NodeConfig) -> Result<RunningNode, ServeError> {
             cfg.id
         )));
     }
-    if cfg.join.is_some() {
+    if let Some(join) = &cfg.join {
+        let via = join.via.trim_start_matches("http://").trim_end_matches('/');
+        if via == cfg.http_addr.to_string() {
+            return Err(ServeError::Config(
+                "--join must name another node of the cluster, not this node's own --http-addr"
+                    .into(),
+            ));
+        }
         // Other nodes reach this one at the addresses it records in the membership.
         for (flag, addr) in [
             ("--raft-addr", cfg.raft_addr),

@@ -234,3 +234,49 @@ async fn a_node_is_added_promoted_and_another_removed_through_the_api() {
         .unwrap();
     cluster.shutdown().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn with_a_token_membership_requests_need_it() {
+    const TOKEN: &str = "s3cret-token-0123456789";
+    let cluster = Cluster::start([1, 2], raft_core::Config::default())
+        .await
+        .unwrap();
+    cluster.initialize_voters(&[1]).await.unwrap();
+    cluster.wait_for_leader(0).await.unwrap();
+    cluster
+        .write(raft_kv::KvCommand::put("a", "1"))
+        .await
+        .unwrap();
+    let mut api = ApiState::new(
+        cluster.raft(1).unwrap().clone(),
+        cluster.reader(1).unwrap().clone(),
+        addrs(),
+    );
+    api.token = Some(raft_kv::http_auth::ApiToken::new(TOKEN).unwrap());
+    let app = router(api);
+    let add =
+        json!({"add_learner": {"id": 2, "raft_addr": "127.0.0.1:7002", "http_addr": "node2:8002"}});
+    let send = |method: Method, body: String, token: Option<&str>| {
+        let mut request = Request::builder().method(method).uri("/admin/members");
+        if let Some(token) = token {
+            request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        app.clone().oneshot(request.body(Body::from(body)).unwrap())
+    };
+    for token in [None, Some("wrong-token-0123456789")] {
+        let response = send(Method::POST, add.to_string(), token).await.unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        let response = send(Method::GET, String::new(), token).await.unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    }
+    let membership = cluster.metrics(1).unwrap().membership;
+    assert!(
+        !membership.is_member(2),
+        "nothing was changed: {membership}"
+    );
+    let response = send(Method::POST, add.to_string(), Some(TOKEN))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(cluster.metrics(1).unwrap().membership.is_learner(2));
+}
