@@ -29,6 +29,7 @@ struct Tally {
     acked: BTreeMap<String, String>,
     acked_at: Vec<Instant>,
     failed: u64,
+    failed_at: Vec<Instant>,
     /// Failed writes by cause: the status and error code, or the transport error's kind.
     failed_by: BTreeMap<String, u64>,
 }
@@ -86,6 +87,7 @@ fn start_writers(
                             {
                                 let mut tally = tally.lock().unwrap();
                                 tally.failed += 1;
+                                tally.failed_at.push(Instant::now());
                                 *tally.failed_by.entry(cause).or_default() += 1;
                             }
                             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -207,6 +209,7 @@ async fn replace_every_original_node_but_one_under_load_and_lose_no_acknowledged
         assert_eq!(view.voters, [3, 4, 5]);
         let change_to = Instant::now();
         tokio::time::sleep(Duration::from_millis(500)).await;
+        let writers_to = Instant::now();
         stop.store(true, Ordering::Relaxed);
         for w in writers {
             w.await.unwrap();
@@ -247,8 +250,13 @@ async fn replace_every_original_node_but_one_under_load_and_lose_no_acknowledged
             tally.acked_between(from, to) as f64 / (to - from).as_secs_f64()
         };
         let phase = |from: Instant, to: Instant| {
+            let failed = tally
+                .failed_at
+                .iter()
+                .filter(|&&t| t >= from && t < to)
+                .count();
             format!(
-                "{:.0} writes/s over {:.2} s",
+                "{:.0} writes/s over {:.2} s, {failed} failed",
                 rate(from, to),
                 (to - from).as_secs_f64()
             )
@@ -256,7 +264,7 @@ async fn replace_every_original_node_but_one_under_load_and_lose_no_acknowledged
         println!(
             "rolling replacement: {} writes acknowledged, {} failed {:?}\n  steady (3 voters): {}\n  \
              during the changes: {}\n    join 4: {}\n    kill -9 and remove 1: {}\n    \
-             join 5: {}\n    remove 2: {}",
+             join 5: {}\n    remove 2: {}\n  after (3, 4, 5): {}",
             tally.acked.len(),
             tally.failed,
             tally.failed_by,
@@ -266,6 +274,7 @@ async fn replace_every_original_node_but_one_under_load_and_lose_no_acknowledged
             phase(joined, removed_1),
             phase(removed_1, joined_5),
             phase(joined_5, change_to),
+            phase(change_to, writers_to),
         );
     };
     if tokio::time::timeout(Duration::from_secs(90), test)
@@ -274,6 +283,11 @@ async fn replace_every_original_node_but_one_under_load_and_lose_no_acknowledged
     {
         stop.store(true, Ordering::Relaxed);
         panic!("the test timed out\n{}", procs.dump_logs());
+    }
+    drop(procs);
+    // The nodes' logs (nodes 4 and 5 log at `info`), for a look at a run's elections.
+    if std::env::var_os("ROLLING_KEEP_LOGS").is_some() {
+        println!("node logs kept in {}", root.keep().display());
     }
 }
 

@@ -221,14 +221,24 @@ impl<C: Clone> Engine<C> {
             tracing::info!(to = %next, "joint configuration committed; leaving it");
             self.append_membership(next);
         } else if !self.membership.contains(self.id) {
-            self.step_down_removed();
+            self.step_down_removed(true);
         }
     }
 
     /// A leader that is no longer a voter of the committed membership hands over: it tells every
     /// follower the commit index, sends TimeoutNow to the most up-to-date voter so it campaigns at
     /// once, and steps down. It never campaigns again unless made a voter.
-    fn step_down_removed(&mut self) {
+    ///
+    /// When that voter lacks entries appended after C_new (client writes, under load), a TimeoutNow
+    /// now could not be sent (the target must hold the whole log), and the voters would wait an
+    /// election timeout: so the leader hands over as a leadership transfer does (proposals refused,
+    /// the target brought up to date, then TimeoutNow), and steps down when the target takes over,
+    /// or at once if the transfer is abandoned (see [`step_down_if_removed`](Self::step_down_if_removed)).
+    fn step_down_removed(&mut self, allow_transfer: bool) {
+        if self.transfer.is_some() && allow_transfer {
+            // Handing over already; the transfer ends it.
+            return;
+        }
         let voters = &self.membership.voters;
         let target = self
             .progress
@@ -246,6 +256,14 @@ impl<C: Clone> Engine<C> {
                         leader_id: self.id,
                     }),
                 ));
+            } else if allow_transfer && self.transfer_leadership(to).is_ok() {
+                tracing::info!(
+                    to,
+                    membership = %self.membership,
+                    "removed from the voters and the change is committed: handing over once the \
+                     target has the whole log"
+                );
+                return;
             }
         }
         tracing::info!(
@@ -254,6 +272,18 @@ impl<C: Clone> Engine<C> {
         );
         let term = self.hard_state.term;
         self.become_follower(term, None);
+    }
+
+    /// On a leader removed from the voters whose hand-over was abandoned: steps down at once (it
+    /// cannot lead on, as a voter's abandoned transfer does).
+    pub(super) fn step_down_if_removed(&mut self) {
+        if self.role == Role::Leader
+            && self.membership_index <= self.commit_index
+            && !self.membership.is_joint()
+            && !self.membership.contains(self.id)
+        {
+            self.step_down_removed(false);
+        }
     }
 
     /// On the leader: tracks replication to exactly the members other than itself (new members

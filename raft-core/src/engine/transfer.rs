@@ -155,6 +155,7 @@ impl<C: Clone> Engine<C> {
                     "leadership transfer abandoned: the target did not take over in time; leading on"
                 );
                 self.abandon_transfer();
+                self.step_down_if_removed();
             }
         }
     }
@@ -184,6 +185,7 @@ impl<C: Clone> Engine<C> {
                 "leadership transfer abandoned: the target refused to campaign; leading on"
             );
             self.abandon_transfer();
+            self.step_down_if_removed();
         }
     }
 }

@@ -189,3 +189,30 @@ fn a_time_out_now_from_a_newer_term_or_to_a_leader_starts_no_election() {
     assert!(!resp.campaigning);
     assert_eq!(c.engine(1).role(), Role::Leader);
 }
+
+#[test]
+fn a_removed_leader_with_writes_after_c_new_hands_over_without_an_election_timeout() {
+    let mut c = led_by_1();
+    let term = c.engine(1).term();
+    c.engine_mut(1)
+        .change_membership(MembershipChange::Remove { id: 1 })
+        .unwrap();
+    c.flush(1);
+    // Deliver until the joint configuration commits and node 1 appends C_new, then write once more
+    // before C_new's acknowledgements come back: when C_new commits, no voter holds the whole log.
+    while c.engine(1).membership().is_joint() {
+        assert!(c.deliver_one(), "the joint configuration did not commit");
+    }
+    let write = c.engine_mut(1).propose(99).unwrap();
+    c.run();
+    // Without moving time (no election timeout): a remaining voter leads the next term, by
+    // TimeoutNow, and holds the write; node 1 is a follower.
+    let leader = c.leader().expect("a leader without an election timeout");
+    assert!([2, 3].contains(&leader), "leader {leader}");
+    assert_eq!(c.engine(leader).term(), term + 1);
+    assert_eq!(c.engine(1).role(), Role::Follower);
+    assert!(c.engine(leader).last_log_id().index >= write.index);
+    assert_eq!(c.engine(leader).membership().voters, [2, 3].into());
+    c.propose(leader, 7);
+    c.assert_applied_consistent();
+}
