@@ -4,7 +4,7 @@
 //! 1. node 4 starts with `--join` (learner, catches up, promoted);
 //! 2. node 1 is killed with SIGKILL and removed;
 //! 3. node 5 joins the same way;
-//! 4. node 2 is removed (alive, perhaps the leader: it hands over and steps down).
+//! 4. node 2 is made the leader, then removed (alive: it hands over and steps down).
 //!
 //! Then every acknowledged write is readable on the final members {3, 4, 5}, which agree on the
 //! membership {3, 4, 5}; node 4, killed and restarted with `--join`, does not join again. Snapshots
@@ -204,7 +204,24 @@ async fn replace_every_original_node_but_one_under_load_and_lose_no_acknowledged
         set_targets(&targets, &procs, &[3, 4, 5]);
         let joined_5 = Instant::now();
 
-        // 4. Node 2 is removed, alive.
+        // 4. Node 2, made the leader, is removed, alive: it hands over to a remaining voter and
+        // steps down. (While node 2 hands over, writes are refused with a redirect to the target.)
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let status = procs.client(2).status().await;
+            if status.as_ref().is_ok_and(|s| s.role == "leader") {
+                break;
+            }
+            // Asked of whoever leads (a follower redirects); a failed transfer is asked again.
+            let transfer = procs.client(3).transfer_leader(Some(2)).await;
+            assert!(
+                Instant::now() < deadline,
+                "node 2 did not take the lead: {status:?} {transfer:?}\n{}",
+                procs.dump_logs()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let led_by_2 = Instant::now();
         let view = change(&procs, &[3, 4, 5], MembersRequest::Remove(2)).await;
         assert_eq!(view.voters, [3, 4, 5]);
         let change_to = Instant::now();
@@ -264,7 +281,7 @@ async fn replace_every_original_node_but_one_under_load_and_lose_no_acknowledged
         println!(
             "rolling replacement: {} writes acknowledged, {} failed {:?}\n  steady (3 voters): {}\n  \
              during the changes: {}\n    join 4: {}\n    kill -9 and remove 1: {}\n    \
-             join 5: {}\n    remove 2: {}\n  after (3, 4, 5): {}",
+             join 5: {}\n    transfer to 2: {}\n    remove 2 (the leader): {}\n  after (3, 4, 5): {}",
             tally.acked.len(),
             tally.failed,
             tally.failed_by,
@@ -273,7 +290,8 @@ async fn replace_every_original_node_but_one_under_load_and_lose_no_acknowledged
             phase(change_from, joined),
             phase(joined, removed_1),
             phase(removed_1, joined_5),
-            phase(joined_5, change_to),
+            phase(joined_5, led_by_2),
+            phase(led_by_2, change_to),
             phase(change_to, writers_to),
         );
     };
