@@ -576,4 +576,38 @@ mod tests {
         assert_eq!(serve.snapshot.snapshot_after, 7);
         assert_eq!(serve.snapshot.snapshot_keep_entries, 3);
     }
+
+    #[test]
+    fn serve_needs_peers_or_join_and_membership_commands_parse() {
+        let base = &SERVE[..SERVE.len() - 2]; // without --peers
+        assert!(parse(base).is_err(), "neither --peers nor --join");
+        let join = parse(&[base, &["--join", "127.0.0.1:8002"][..]].concat()).expect("parses");
+        let Command::Serve(serve) = join.command else {
+            panic!("expected serve")
+        };
+        assert_eq!(serve.join.as_deref(), Some("127.0.0.1:8002"));
+        assert!(serve.peers.is_none());
+        assert_eq!(serve.join_timeout, 300);
+
+        let cli = parse(&["raft-kv", "set-voters", "3,4,5"]).expect("parses");
+        assert!(matches!(cli.command, Command::SetVoters { voters, .. } if voters == [3, 4, 5]));
+        assert!(parse(&["raft-kv", "set-voters"]).is_err());
+        assert!(parse(&["raft-kv", "set-voters", "3,x"]).is_err());
+        let cli = parse(&[
+            "raft-kv",
+            "add-learner",
+            "4",
+            "--raft-addr",
+            "127.0.0.1:7004",
+            "--http-addr",
+            "127.0.0.1:8004",
+        ])
+        .expect("parses");
+        assert!(matches!(cli.command, Command::AddLearner { id: 4, .. }));
+        for sub in ["promote", "demote", "remove"] {
+            assert!(parse(&["raft-kv", sub, "4", "--addr", "127.0.0.1:8002"]).is_ok());
+            assert!(parse(&["raft-kv", sub, "-4"]).is_err());
+        }
+        assert!(parse(&["raft-kv", "members", "--local"]).is_ok());
+    }
 }
