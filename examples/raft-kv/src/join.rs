@@ -30,6 +30,7 @@ use crate::client::{KvClient, Reply};
 use crate::cluster::KvRaft;
 use crate::http_auth::ApiToken;
 use crate::http_members::{MembersBody, MembersRequest, NewMember};
+use crate::throttle::Throttle;
 
 /// How far behind the leader (entries) a learner may be when it asks to be promoted. The leader
 /// checks its own bound (`Config::max_learner_lag`); this one is tighter, so that the new voter
@@ -42,7 +43,8 @@ pub const RETRY_DELAY: Duration = Duration::from_millis(200);
 /// How long each request of the join may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// How often, at most, progress while catching up is logged.
+/// How often, at most, progress while catching up, and retries, are logged (a cluster without a
+/// leader for minutes would otherwise fill the log five lines a second).
 const PROGRESS_EVERY: Duration = Duration::from_secs(2);
 
 /// What [`join`] needs.
@@ -113,7 +115,8 @@ pub async fn join(
     };
     let deadline = Instant::now() + cfg.timeout;
     let mut last = String::from("nothing yet");
-    let mut logged_progress: Option<Instant> = None;
+    let mut progress = Throttle::new(PROGRESS_EVERY);
+    let mut retries = Throttle::new(PROGRESS_EVERY);
     let mut first_view = true;
     tracing::info!(via = %cfg.via, id, raft_addr, http_addr, "joining the cluster");
     loop {
@@ -133,7 +136,7 @@ pub async fn join(
             Ok(view) => view,
             Err(e) => {
                 last = format!("cannot read the leader's membership: {e}");
-                tracing::info!("{last}; retrying");
+                note_retry(&mut retries, &last);
                 tokio::time::sleep(RETRY_DELAY).await;
                 continue;
             }
@@ -159,23 +162,28 @@ pub async fn join(
             Step::AddLearner => {
                 tracing::info!(id, leader = ?view.leader, "asking to be added as a learner");
                 let request = MembersRequest::AddLearner(me.clone());
-                last = ask(&client, &request, "add this node as a learner").await?;
+                last = ask(
+                    &client,
+                    &request,
+                    "add this node as a learner",
+                    &mut retries,
+                )
+                .await?;
             }
             Step::CatchUp(lag) => {
-                let now = Instant::now();
-                if logged_progress.is_none_or(|at| now.duration_since(at) >= PROGRESS_EVERY) {
+                if progress.allow().is_some() {
                     match lag {
                         Some(lag) => tracing::info!(id, lag, "learner: catching up"),
                         None => tracing::info!(id, "learner: the leader has no answer from it yet"),
                     }
-                    logged_progress = Some(now);
                 }
                 last = format!("catching up (lag {lag:?})");
                 tokio::time::sleep(RETRY_DELAY).await;
             }
             Step::Promote(lag) => {
                 tracing::info!(id, lag, "caught up: asking to be promoted to voter");
-                last = ask(&client, &MembersRequest::Promote(id), "promote this node").await?;
+                let request = MembersRequest::Promote(id);
+                last = ask(&client, &request, "promote this node", &mut retries).await?;
             }
         }
     }
@@ -225,12 +233,17 @@ fn next_step(view: &MembersBody, me: &NewMember) -> Step {
 
 /// Sends `request`; returns what to report as the last obstacle when the answer says "not now"
 /// (the loop reads the membership again either way), or the error that ends the join.
-async fn ask(client: &KvClient, request: &MembersRequest, what: &str) -> Result<String, JoinError> {
+async fn ask(
+    client: &KvClient,
+    request: &MembersRequest,
+    what: &str,
+    retries: &mut Throttle,
+) -> Result<String, JoinError> {
     let reply: Reply = match client.change_members(request).await {
         Ok(reply) => reply,
         Err(e) => {
             let last = format!("could not {what}: {e}");
-            tracing::info!("{last}; retrying");
+            note_retry(retries, &last);
             tokio::time::sleep(RETRY_DELAY).await;
             return Ok(last);
         }
@@ -255,9 +268,16 @@ async fn ask(client: &KvClient, request: &MembersRequest, what: &str) -> Result<
         });
     }
     let last = format!("could not {what} yet: {} {code}", reply.status.as_u16());
-    tracing::info!("{last}; retrying");
+    note_retry(retries, &last);
     tokio::time::sleep(RETRY_DELAY).await;
     Ok(last)
+}
+
+/// Logs a retry, at most once per [`PROGRESS_EVERY`], with how many were left out.
+fn note_retry(retries: &mut Throttle, last: &str) {
+    if let Some(left_out) = retries.allow() {
+        tracing::info!(left_out, "{last}; retrying");
+    }
 }
 
 #[cfg(test)]
