@@ -13,8 +13,8 @@
 //! So a node restarted with `--join` after it joined finds itself a voter and does nothing, and one
 //! restarted half-way (a learner) goes on from there. Answers that say "not now" (no leader, a new
 //! leader not ready, another change in progress, a timeout, a node unreachable) are retried after
-//! [`RETRY_DELAY`] until the join's deadline; answers that say "never" (bad request, unauthorized)
-//! end it at once.
+//! [`RETRY_DELAY`] until the join's deadline; answers that say "never" (bad request, unauthorized,
+//! no such route) end it at once, and the node exits with the error.
 //!
 //! One refusal protects the data: a node whose data directory was new at this start but which the
 //! cluster already counts as a voter is not re-added (it lacks what it acknowledged as a voter; a
@@ -132,10 +132,37 @@ pub async fn join(
                 last,
             });
         }
-        let view = match client.members_body(true).await {
-            Ok(view) => view,
-            Err(e) => {
-                last = format!("cannot read the leader's membership: {e}");
+        let view = match client.members(true).await {
+            Ok(reply) if reply.status == StatusCode::OK => {
+                match serde_json::from_value::<MembersBody>(reply.body.clone()) {
+                    Ok(view) => view,
+                    Err(e) => {
+                        return Err(JoinError::Refused {
+                            what: format!("describe its membership ({e})"),
+                            status: reply.status.as_u16(),
+                            body: reply.body.to_string(),
+                        })
+                    }
+                }
+            }
+            // Unauthorized, no such route (not a raft-kv node with membership changes): asking
+            // again cannot help.
+            Ok(reply) if reply.status.is_client_error() => {
+                return Err(JoinError::Refused {
+                    what: "describe its membership".into(),
+                    status: reply.status.as_u16(),
+                    body: reply.body.to_string(),
+                })
+            }
+            other => {
+                last = match other {
+                    Ok(reply) => format!(
+                        "cannot read the leader's membership: {} {}",
+                        reply.status.as_u16(),
+                        reply.error_code().unwrap_or("")
+                    ),
+                    Err(e) => format!("cannot read the leader's membership: {e}"),
+                };
                 note_retry(&mut retries, &last);
                 tokio::time::sleep(RETRY_DELAY).await;
                 continue;
