@@ -1628,6 +1628,7 @@ mod budget;
 mod catch_up;
 mod executor;
 mod hostile;
+mod membership;
 mod pre_vote;
 mod repair;
 mod snapshot;
