@@ -162,6 +162,8 @@ impl<C: Clone> Engine<C> {
     fn abandon_transfer(&mut self) {
         self.transfer = None;
         self.stats.transfers_abandoned = self.stats.transfers_abandoned.saturating_add(1);
+        // A leader handing over because it was removed does not lead on.
+        self.step_down_if_removed();
     }
 
     /// Handles the answer to a TimeoutNow this node sent. A target that did not campaign ends the

@@ -459,3 +459,37 @@ fn a_membership_entry_that_breaks_the_invariants_is_refused() {
     assert_eq!(resp.result, AppendResult::Invalid);
     assert_eq!(e.membership().voters, set(&[1, 2, 3]));
 }
+
+#[test]
+fn a_removed_leader_whose_hand_over_fails_steps_down_anyway() {
+    let mut c = led_by_1();
+    c.engine_mut(1)
+        .change_membership(MembershipChange::Remove { id: 1 })
+        .unwrap()
+        .unwrap();
+    // Step by step until C_new is committed on node 1: its hand-over has just begun.
+    loop {
+        let e = c.engine(1);
+        if !e.membership().is_joint() && e.membership_index() <= e.commit_index() {
+            break;
+        }
+        c.flush_all();
+        assert!(c.deliver_one(), "C_new did not commit");
+    }
+    let target = c
+        .engine(1)
+        .transferring_to()
+        .expect("a hand-over under way");
+    assert!(target == 2 || target == 3);
+    // Node 1 is cut off before its TimeoutNow arrives: the hand-over is abandoned after an
+    // election timeout, and node 1 steps down instead of leading on.
+    c.queue.clear();
+    c.isolated.insert(1);
+    let t = c.now + MAX + 1;
+    c.advance(t);
+    assert_eq!(c.engine(1).role(), Role::Follower);
+    assert_eq!(c.engine(1).election_stats().transfers_abandoned, 1);
+    heartbeats(&mut c, 20);
+    let leader = c.leader().expect("voters 2 and 3 elect a leader");
+    assert_ne!(leader, 1);
+}
