@@ -141,6 +141,7 @@ mod invariant;
 mod invariants;
 mod node_model;
 mod observe;
+mod quorum;
 mod record;
 mod state_machine;
 mod stats;

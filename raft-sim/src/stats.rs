@@ -47,6 +47,8 @@ pub struct HarnessStats {
     pub snapshot_chunk_reads: u64,
     /// State machine restores from a snapshot (at a restart, or a snapshot from the leader).
     pub restores: u64,
+    /// Membership changes acknowledged through [`Cluster::change_membership`](crate::Cluster::change_membership).
+    pub membership_changes: u64,
 }
 
 impl HarnessStats {
