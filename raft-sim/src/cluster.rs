@@ -493,6 +493,23 @@ impl<S: RaftStorage<u64>> Cluster<S> {
             .unwrap_or_default()
     }
 
+    /// Node `id`'s durable hard state (term and vote; kept while the node is down; the default for a
+    /// node never started).
+    pub fn durable_hard_state(&self, id: NodeId) -> raft_core::HardState {
+        lock(&self.world)
+            .record
+            .nodes
+            .get(&id)
+            .map(|o| o.hard_state)
+            .unwrap_or_default()
+    }
+
+    /// Every durable vote seen, in every term: term -> voter -> the candidates it voted for (one,
+    /// unless something is wrong).
+    pub fn all_durable_votes(&self) -> BTreeMap<Term, BTreeMap<NodeId, BTreeSet<NodeId>>> {
+        lock(&self.world).record.votes.clone()
+    }
+
     /// What node `id`'s durable snapshot covers, if it has one.
     pub fn durable_snapshot(&self, id: NodeId) -> Option<SnapshotMeta> {
         lock(&self.world)

@@ -129,8 +129,10 @@ impl<S: RaftStorage<u64>> Cluster<S> {
     }
 
     /// Waits (up to `timeout`) until the leader sees member `id` within
-    /// [`Config::max_learner_lag`](raft_core::Config) entries of its log, answering: what a
-    /// promotion needs. Asks whichever node leads at each poll.
+    /// [`Config::max_learner_lag`](raft_core::Config) entries of its log, having matched at least
+    /// one entry (an answer): what a promotion needs, but for the engine's condition that the
+    /// answer be recent, which metrics do not show (a promotion may still be refused as behind, see
+    /// [`replace`](Self::replace)). Asks whichever node leads at each poll.
     ///
     /// # Errors
     /// `LearnerBehind` (with the last lag seen) if `timeout` passes first.
@@ -139,7 +141,8 @@ impl<S: RaftStorage<u64>> Cluster<S> {
         let mut lag = u64::MAX;
         let caught_up = poll_until(timeout, POLL, || {
             let m = self.metrics(self.leader()?)?;
-            lag = m.lag(id).unwrap_or(u64::MAX);
+            let matched = m.replication.get(&id).copied().unwrap_or(0);
+            lag = m.lag(id).filter(|_| matched > 0).unwrap_or(u64::MAX);
             (lag <= within).then_some(())
         })
         .await;
