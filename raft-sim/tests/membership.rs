@@ -214,7 +214,10 @@ async fn removing_the_leader_hands_over_and_the_removed_node_stays_quiet() {
         "the removed node's term moved: {}",
         c.describe()
     );
-    assert_eq!(later.elections, removed.elections, "the removed node campaigned");
+    assert_eq!(
+        later.elections, removed.elections,
+        "the removed node campaigned"
+    );
     assert!(
         c.observed_leaders()
             .iter()
@@ -244,10 +247,18 @@ async fn learners_neither_vote_nor_count() {
         .commit_index;
     let client = c.client();
     let stuck = client.write_to(leader, client.next_value()).await;
-    assert!(stuck.is_err(), "a write committed with only learners: {stuck:?}");
+    assert!(
+        stuck.is_err(),
+        "a write committed with only learners: {stuck:?}"
+    );
     let m = c.metrics(leader).unwrap_or_else(|| c.fail("leader down"));
     assert_eq!(m.commit_index, before, "{}", c.describe());
-    assert_ne!(m.role, Role::Leader, "check-quorum counted learners: {}", c.describe());
+    assert_ne!(
+        m.role,
+        Role::Leader,
+        "check-quorum counted learners: {}",
+        c.describe()
+    );
     c.router().heal();
     write_ok(&c, 3).await;
     // Only one voter and the two learners running: nobody can be elected.
@@ -260,7 +271,12 @@ async fn learners_neither_vote_nor_count() {
     c.crash(lone).await;
     c.restart(lone).await;
     sleep(5 * SEC).await;
-    assert_eq!(c.leader(), None, "a leader with learners as its majority: {}", c.describe());
+    assert_eq!(
+        c.leader(),
+        None,
+        "a leader with learners as its majority: {}",
+        c.describe()
+    );
     for &id in &down {
         c.restart(id).await;
     }
@@ -268,7 +284,10 @@ async fn learners_neither_vote_nor_count() {
     // No learner ever voted durably, nor was ever leader.
     for (term, votes) in c.all_durable_votes() {
         for learner in [4, 5] {
-            assert!(!votes.contains_key(&learner), "learner {learner} voted in term {term}");
+            assert!(
+                !votes.contains_key(&learner),
+                "learner {learner} voted in term {term}"
+            );
         }
     }
     assert!(c
@@ -299,13 +318,17 @@ async fn a_change_is_refused_while_another_is_in_progress() {
             "{}",
             c.describe()
         );
-        raft.add_learner(5, raft_core::Node::new("sim-node-5")).await
+        raft.add_learner(5, raft_core::Node::new("sim-node-5"))
+            .await
     });
     assert!(
         matches!(refused, Err(MembershipError::ChangeInProgress)),
         "{refused:?}"
     );
-    assert!(promoted.is_err(), "the joint configuration committed: {promoted:?}");
+    assert!(
+        promoted.is_err(),
+        "the joint configuration committed: {promoted:?}"
+    );
     c.router().heal();
     // Once the cluster is whole, changes go through again (node 4 may or may not be a voter now).
     let m = ok(&c, "add learner 5", c.add_learner(5).await);
@@ -328,7 +351,12 @@ async fn the_router_admits_a_node_at_run_time() {
     // Empty and not a member: it waits, without campaigning.
     sleep(2 * SEC).await;
     let m = c.metrics(4).unwrap_or_else(|| c.fail("node 4 down"));
-    assert_eq!((m.current_term, m.last_log_id.index), (0, 0), "{}", c.describe());
+    assert_eq!(
+        (m.current_term, m.last_log_id.index),
+        (0, 0),
+        "{}",
+        c.describe()
+    );
     ok(&c, "add learner", c.add_learner(4).await);
     caught_up(&c, 4).await;
     // An added node crashes and restarts like any other, and catches up again.
@@ -372,8 +400,15 @@ async fn changes_under_a_partition_that_heals() {
     let in_minority = stale
         .add_learner(6, raft_core::Node::new("sim-node-6"))
         .await;
-    assert!(in_minority.is_err(), "committed in a minority: {in_minority:?}");
-    ok(&c, "add learner on the majority side", c.add_learner(6).await);
+    assert!(
+        in_minority.is_err(),
+        "committed in a minority: {in_minority:?}"
+    );
+    ok(
+        &c,
+        "add learner on the majority side",
+        c.add_learner(6).await,
+    );
     // The new node is on the majority's side; it catches up from the majority's leader.
     caught_up(&c, 6).await;
     ok(&c, "promote", c.promote(6).await);

@@ -65,7 +65,10 @@ impl<S: RaftStorage<u64>> Cluster<S> {
             if let Some(raft) = target {
                 let answer = raft.change_membership_with(change.clone()).await;
                 lock(&self.world).trace(|| {
-                    format!("node {}: membership change {change:?}: {answer:?}", raft.id())
+                    format!(
+                        "node {}: membership change {change:?}: {answer:?}",
+                        raft.id()
+                    )
                 });
                 match answer {
                     Ok(m) => {
@@ -136,7 +139,11 @@ impl<S: RaftStorage<u64>> Cluster<S> {
     ///
     /// # Errors
     /// `LearnerBehind` (with the last lag seen) if `timeout` passes first.
-    pub async fn wait_caught_up(&self, id: NodeId, timeout: Duration) -> Result<(), MembershipError> {
+    pub async fn wait_caught_up(
+        &self,
+        id: NodeId,
+        timeout: Duration,
+    ) -> Result<(), MembershipError> {
         let within = self.opts.config.max_learner_lag;
         let mut lag = u64::MAX;
         let caught_up = poll_until(timeout, POLL, || {
@@ -219,7 +226,10 @@ impl<S: RaftStorage<u64>> Cluster<S> {
     /// # Errors
     /// A description of the cluster if `timeout` passes first, or which acknowledged change is not
     /// committed where it should be.
-    pub async fn wait_membership_settled(&self, timeout: Duration) -> Result<Membership, Violation> {
+    pub async fn wait_membership_settled(
+        &self,
+        timeout: Duration,
+    ) -> Result<Membership, Violation> {
         let settled = poll_until(timeout, POLL, || {
             let lm = self.leader_metrics()?;
             if lm.membership.is_joint() || !lm.membership_committed() {
@@ -227,9 +237,10 @@ impl<S: RaftStorage<u64>> Cluster<S> {
             }
             let all_in_force = lm.membership.members().iter().all(|&id| {
                 self.metrics(id).is_some_and(|m| {
+                    // Not the same `membership_index`: a node that installed a snapshot knows
+                    // the membership only as of the snapshot's last entry.
                     m.status == NodeStatus::Running
                         && m.membership == lm.membership
-                        && m.membership_index == lm.membership_index
                         && m.membership_committed()
                         && m.last_applied >= lm.membership_index
                 })

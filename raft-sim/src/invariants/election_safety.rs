@@ -258,7 +258,11 @@ mod tests {
         vote(&mut w, 1, 2, 4);
         vote(&mut w, 3, 2, 3);
         vote(&mut w, 2, 2, 3);
-        assert!(has(&w, "candidates [3, 4] each hold a quorum"), "{:?}", w.violations);
+        assert!(
+            has(&w, "candidates [3, 4] each hold a quorum"),
+            "{:?}",
+            w.violations
+        );
     }
 
     #[test]

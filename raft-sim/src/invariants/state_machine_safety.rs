@@ -109,7 +109,10 @@ impl Invariant for StateMachineSafety {
             .map(|(&n, _)| n)
             .collect();
         let configs = crate::quorum::commit_configs(record, index);
-        if !configs.iter().any(|m| crate::quorum::is_quorum(m, &holders)) {
+        if !configs
+            .iter()
+            .any(|m| crate::quorum::is_quorum(m, &holders))
+        {
             findings.push(format!(
                 "commitment: node {id} applied {} while only nodes {holders:?} held it durably, or \
                  had until a disk fault: a quorum of none of the configurations a leader could have \
