@@ -961,6 +961,7 @@ fn sweep(profile: Profile, seeds: &[u64]) {
     let (mut lost_entries, mut withheld) = (0, 0);
     let mut changes = MembershipStats::default();
     let mut grown_or_shrunk = 0;
+    let mut joint_new_only = 0;
     let mut heal_to_write: Vec<(f64, u64)> = Vec::new();
     for &seed in seeds {
         let replay = profile.replay().replace("{seed}", &seed.to_string());
@@ -982,6 +983,7 @@ fn sweep(profile: Profile, seeds: &[u64]) {
                 disk.skipped += s.disk.skipped;
                 lost_entries += s.harness.entries_lost_to_disk;
                 withheld += s.harness.votes_withheld_after_disk_fault;
+                joint_new_only += u64::from(s.harness.joint_new_majority_only > 0);
                 let m = s.membership;
                 changes.learners_added += m.learners_added;
                 changes.promoted += m.promoted;
@@ -1021,7 +1023,8 @@ fn sweep(profile: Profile, seeds: &[u64]) {
          worst {:.2} (seed {}), bound {LIVENESS_BOUND}; membership changes acknowledged: {} learners added, \
          {} promoted, {} demoted, {} removed, {} replaced (the leader was the node leaving {} times); {} refused, {} of unknown \
          outcome; {} removed nodes retired at once; {grown_or_shrunk} seeds ended with another number of \
-         voters than they started with",
+         voters than they started with, {joint_new_only} seeds with joint majorities of the new voters only \
+         (an uncommitted entry held by a majority of a joint configuration's new voters, not of its old)",
         seeds.len(),
         started.elapsed(),
         failed.len(),
@@ -1120,6 +1123,42 @@ fn split_appends_figure_8_seeds() {
                 "seed {seed} no longer reaches the state of figure 8 (no entry a majority held without its \
                  leader's own was replaced; {} such majorities): pick new FIGURE_8_SEEDS; replay: {replay}",
                 s.append_faults.old_term_majorities
+            ),
+            SeedResult::Failed => panic!("simulation FAILED for SEED={seed}; replay: {replay}"),
+            SeedResult::Hung => panic!("simulation HUNG for SEED={seed}; replay: {replay}"),
+        }
+    }
+}
+
+/// Seeds of [`Profile::Membership`] that guard the joint-consensus rule: while a configuration is
+/// joint, commitment (and election) needs a majority of the new voters *and* of the old (Raft
+/// thesis, section 4.3; `Membership::committed_index` and `Membership::is_quorum` in raft-core's
+/// `types.rs`). With both made to count the new voters alone, 77 of seeds 0 to 1999 of this profile
+/// fail, these four among the first: the commitment checker (state machine safety) sees an entry
+/// applied while held by a majority of the joint configuration's new voters but not of its old
+/// ones, e.g. seed 99, "node 5 applied 2-46 while only nodes {2, 5} held it durably ... (voters
+/// {2, 3, 4, 5}; voters {2, 3, 5} joint with {2, 3, 4, 5}, learners {4})". On correct code each
+/// passes and reaches that state (an uncommitted entry held by a majority of the new voters only:
+/// [`HarnessStats::joint_new_majority_only`]).
+///
+/// A change to the nodes or to the schedule changes what every seed does: if one of these no longer
+/// reaches the state, pick new ones the same way (seeds that fail with the rule broken and, on
+/// correct code, pass and count in the sweep's "joint majorities of the new voters only").
+const JOINT_SEEDS: [u64; 4] = [16, 19, 67, 85];
+
+/// The [`JOINT_SEEDS`] pass, and each still reaches the state where counting the new voters of a
+/// joint configuration alone would commit an entry.
+#[test]
+fn membership_joint_seeds() {
+    let profile = Profile::Membership;
+    for seed in JOINT_SEEDS {
+        let replay = profile.replay().replace("{seed}", &seed.to_string());
+        match run_seed_watched(seed, profile) {
+            SeedResult::Passed(s) => assert!(
+                s.harness.joint_new_majority_only > 0,
+                "seed {seed} no longer reaches a joint configuration whose new voters alone hold an uncommitted \
+                 entry ({:?}): pick new JOINT_SEEDS; replay: {replay}",
+                s.membership
             ),
             SeedResult::Failed => panic!("simulation FAILED for SEED={seed}; replay: {replay}"),
             SeedResult::Hung => panic!("simulation HUNG for SEED={seed}; replay: {replay}"),
