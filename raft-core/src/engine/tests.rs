@@ -1642,6 +1642,7 @@ mod executor;
 mod hostile;
 mod membership;
 mod pre_vote;
+mod read;
 mod repair;
 mod snapshot;
 mod transfer;
