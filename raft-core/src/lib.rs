@@ -99,6 +99,7 @@ mod error;
 mod message;
 mod network;
 mod raft;
+mod sessions;
 #[doc = include_str!("../../docs/raft-by-questions.md")]
 pub mod raft_by_questions {}
 mod state_machine;
@@ -124,6 +125,7 @@ pub use message::{
 };
 pub use network::RaftNetwork;
 pub use raft::{ClientWriteResponse, Metrics, NodeStatus, Proposal, ProposalResult, Raft};
+pub use sessions::{ClientId, SessionCheck, SessionTable};
 pub use state_machine::{AppCommand, SnapshotBuild, StateMachine};
 pub use storage::{slice_chunk, LogState, RaftStorage, SnapshotChunk};
 pub use types::{
