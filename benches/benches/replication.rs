@@ -10,6 +10,12 @@
 //!    loopback; 1, 16 and 256 clients.
 //! 4. `latency`: one client's write latency for 1 and 3; criterion reports the mean, and p50 / p99 of
 //!    every write timed during the measurement are printed to stdout.
+//! 5. `reads_file_tcp`: reads on the cluster of 3, by mode: `log` (a `Get` through the log, like a
+//!    write), `read_index` (one heartbeat round per batch of reads), `lease` (no round while the
+//!    leader's lease holds; the cluster runs with `ReadPolicy::Lease`), at 1 and 256 clients, and
+//!    `mixed_read_index` (256 clients, 90% reads by ReadIndex, 10% puts). Throughput in operations
+//!    per second.
+//! 6. `read_latency`: one client's read latency on the cluster of 3, by mode (p50 / p99 printed).
 //!
 //! Throughput is in writes per second (`Throughput::Elements`, one element per write). The runtime
 //! is tokio's current-thread runtime unless `RAFT_BENCH_RT=multi` (2 workers; see the crate docs).
@@ -18,9 +24,10 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use raft_bench::{
-    kv_put, latencies, percentiles, run_clients, runtime, runtime_name, FileTcpCluster, MemCluster,
-    NoopSm,
+    bench_config, kv_put, latencies, percentiles, read_latencies, run_clients, run_readers,
+    runtime, runtime_name, FileTcpCluster, MemCluster, NoopSm, ReadMode,
 };
+use raft_core::{Config, ReadPolicy};
 use raft_kv::KvStateMachine;
 
 fn short<'a>(
@@ -113,5 +120,89 @@ fn latency(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, noop_mem, kv_mem, kv_file_tcp, latency);
+/// The cluster a read mode runs on: leases need `ReadPolicy::Lease` (a drift bound of a tenth of
+/// the bench's minimum election timeout).
+async fn read_cluster(mode: ReadMode) -> FileTcpCluster {
+    let config = bench_config();
+    let config = match mode {
+        ReadMode::Lease => Config {
+            read_policy: ReadPolicy::Lease {
+                clock_drift_bound: config.election_timeout_min / 10,
+            },
+            ..config
+        },
+        ReadMode::Log | ReadMode::ReadIndex => config,
+    };
+    FileTcpCluster::start_with(config).await
+}
+
+fn reads_file_tcp(c: &mut Criterion) {
+    let rt = runtime();
+    let mut g = short(c, "reads_file_tcp");
+    let modes = [
+        ("log", ReadMode::Log),
+        ("read_index", ReadMode::ReadIndex),
+        ("lease", ReadMode::Lease),
+    ];
+    for (name, mode) in modes {
+        for clients in [1usize, 256] {
+            let cluster = rt.block_on(read_cluster(mode));
+            g.bench_with_input(BenchmarkId::new(name, clients), &clients, |b, &n| {
+                b.iter_custom(|iters| rt.block_on(run_readers(&cluster, n, iters, mode, 0)));
+            });
+            rt.block_on(cluster.shutdown());
+        }
+    }
+    let cluster = rt.block_on(read_cluster(ReadMode::ReadIndex));
+    g.bench_with_input(
+        BenchmarkId::new("mixed_read_index", 256),
+        &256usize,
+        |b, &n| {
+            b.iter_custom(|iters| {
+                rt.block_on(run_readers(&cluster, n, iters, ReadMode::ReadIndex, 10))
+            });
+        },
+    );
+    rt.block_on(cluster.shutdown());
+    g.finish();
+}
+
+fn read_latency(c: &mut Criterion) {
+    let rt = runtime();
+    let mut g = short(c, "read_latency");
+    let mut report = Vec::new();
+    let modes = [
+        ("log", ReadMode::Log),
+        ("read_index", ReadMode::ReadIndex),
+        ("lease", ReadMode::Lease),
+    ];
+    for (name, mode) in modes {
+        let cluster = rt.block_on(read_cluster(mode));
+        let mut samples = Vec::new();
+        g.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                let lat = rt.block_on(read_latencies(&cluster, iters, mode));
+                let total = lat.iter().sum();
+                samples.extend(lat);
+                total
+            });
+        });
+        rt.block_on(cluster.shutdown());
+        report.push((name, percentiles(&mut samples), samples.len()));
+    }
+    g.finish();
+    for (name, (p50, p99, mean), n) in report {
+        println!("read_latency/{name}: p50 {p50:?}  p99 {p99:?}  mean {mean:?}  ({n} reads, warm-up included)");
+    }
+}
+
+criterion_group!(
+    benches,
+    noop_mem,
+    kv_mem,
+    kv_file_tcp,
+    latency,
+    reads_file_tcp,
+    read_latency
+);
 criterion_main!(benches);

@@ -20,7 +20,7 @@ use async_trait::async_trait;
 use raft_core::{
     Config, Entry, LogId, Raft, SnapshotMeta, SnapshotPolicy, StateMachine, StateMachineError,
 };
-use raft_kv::{KvCommand, KvStateMachine};
+use raft_kv::{KvCommand, KvReader, KvStateMachine};
 use raft_net_mock::Router;
 use raft_net_tcp::cert_gen::ClusterCa;
 use raft_net_tcp::{Security, TcpConfig, TcpNetwork, TcpServer};
@@ -201,14 +201,21 @@ impl<SM: StateMachine> MemCluster<SM> {
 /// Three `raft-kv` nodes on `FileStorage` (fsync on, in temporary directories) and TCP on loopback.
 pub struct FileTcpCluster {
     nodes: Vec<Raft<KvStateMachine>>,
+    /// Each node's view of its state machine, to serve reads.
+    readers: Vec<KvReader>,
     servers: Vec<TcpServer>,
     leader: usize,
     _dirs: Vec<tempfile::TempDir>,
 }
 
 impl FileTcpCluster {
-    /// Starts nodes 1, 2, 3, initializes them and waits for a leader.
+    /// Starts nodes 1, 2, 3 with [`bench_config`], initializes them and waits for a leader.
     pub async fn start() -> Self {
+        Self::start_with(bench_config()).await
+    }
+
+    /// Starts nodes 1, 2, 3 with `config`, initializes them and waits for a leader.
+    pub async fn start_with(config: Config) -> Self {
         let mut listeners = Vec::new();
         for _ in 0..3 {
             listeners.push(
@@ -223,6 +230,7 @@ impl FileTcpCluster {
             .map(|(l, id)| (id, l.local_addr().expect("local addr")))
             .collect();
         let (mut nodes, mut servers, mut dirs) = (Vec::new(), Vec::new(), Vec::new());
+        let mut readers = Vec::new();
         let ca = tls_enabled().then(|| ClusterCa::generate("bench").expect("bench CA"));
         for (listener, id) in listeners.into_iter().zip(1..) {
             let security = match &ca {
@@ -239,7 +247,9 @@ impl FileTcpCluster {
                 TcpConfig::default(),
             )
             .expect("tcp network");
-            let raft = Raft::start(id, bench_config(), storage, network, KvStateMachine::new())
+            let state_machine = KvStateMachine::new();
+            readers.push(state_machine.reader());
+            let raft = Raft::start(id, config.clone(), storage, network, state_machine)
                 .await
                 .expect("start node");
             servers.push(
@@ -261,6 +271,7 @@ impl FileTcpCluster {
         let leader = find_leader(&nodes).await;
         FileTcpCluster {
             nodes,
+            readers,
             servers,
             leader,
             _dirs: dirs,
@@ -270,6 +281,11 @@ impl FileTcpCluster {
     /// The leader's handle.
     pub fn leader(&self) -> &Raft<KvStateMachine> {
         &self.nodes[self.leader]
+    }
+
+    /// The leader's view of its state machine.
+    pub fn leader_reader(&self) -> &KvReader {
+        &self.readers[self.leader]
     }
 
     /// Stops the servers and the nodes.
@@ -322,6 +338,106 @@ where
         t.await.expect("client task");
     }
     start.elapsed()
+}
+
+/// How a bench client reads a key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadMode {
+    /// A `Get` command through the log, like a write (`client_write`).
+    Log,
+    /// `Raft::read_index` (one heartbeat round per batch of reads), then the leader's state machine.
+    ReadIndex,
+    /// `Raft::read_lease` (no round while the lease holds), then the leader's state machine.
+    Lease,
+}
+
+/// The key client `client` reads at its `i`-th read (the keys [`kv_put`] writes).
+fn read_key(client: usize, i: u64) -> String {
+    format!("c{client}-k{}", i % 1000)
+}
+
+/// One read of `key` in `mode` on `leader`, whose state machine `reader` shows.
+pub async fn read_once(
+    leader: &Raft<KvStateMachine>,
+    reader: &KvReader,
+    mode: ReadMode,
+    key: String,
+) -> Option<String> {
+    match mode {
+        ReadMode::Log => match leader.client_write(KvCommand::Get { key }).await {
+            Ok(response) => match response.data {
+                raft_kv::KvResponse::Value(v) => v,
+                other => panic!("a Get answered {other:?}"),
+            },
+            Err(e) => panic!("log read failed: {e}"),
+        },
+        ReadMode::ReadIndex | ReadMode::Lease => {
+            let confirmed = if mode == ReadMode::Lease {
+                leader.read_lease().await
+            } else {
+                leader.read_index().await
+            };
+            if let Err(e) = confirmed {
+                panic!("read failed: {e}");
+            }
+            reader.get(&key)
+        }
+    }
+}
+
+/// Runs `total` operations spread over `clients` concurrent tasks, each in a loop waiting for each
+/// answer: every `write_every`-th operation of a client is a put (`0`: none), the others reads in
+/// `mode`. Returns the wall time they took.
+pub async fn run_readers(
+    cluster: &FileTcpCluster,
+    clients: usize,
+    total: u64,
+    mode: ReadMode,
+    write_every: u64,
+) -> Duration {
+    let clients = clients.max(1);
+    let start = Instant::now();
+    let mut tasks = Vec::with_capacity(clients);
+    for c in 0..clients {
+        let n = total / clients as u64 + u64::from((c as u64) < total % clients as u64);
+        if n == 0 {
+            continue;
+        }
+        let raft = cluster.leader().clone();
+        let reader = cluster.leader_reader().clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..n {
+                if write_every > 0 && i % write_every == write_every - 1 {
+                    if let Err(e) = raft.client_write(kv_put(c, i)).await {
+                        panic!("client write failed: {e}");
+                    }
+                } else {
+                    read_once(&raft, &reader, mode, read_key(c, i)).await;
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("client task");
+    }
+    start.elapsed()
+}
+
+/// Runs `n` reads in `mode` from one client and returns each one's latency.
+pub async fn read_latencies(cluster: &FileTcpCluster, n: u64, mode: ReadMode) -> Vec<Duration> {
+    let mut out = Vec::with_capacity(n as usize);
+    for i in 0..n {
+        let t = Instant::now();
+        read_once(
+            cluster.leader(),
+            cluster.leader_reader(),
+            mode,
+            read_key(0, i),
+        )
+        .await;
+        out.push(t.elapsed());
+    }
+    out
 }
 
 /// Runs `n` writes from one client and returns each one's latency.

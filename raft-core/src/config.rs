@@ -75,9 +75,43 @@ pub struct Config {
     /// commitment until it caught up (it may be needed for a majority), so a promotion waits until
     /// the learner has the log, less what is in flight. Default 10,000 entries.
     pub max_learner_lag: u64,
+    /// How the leader confirms it still leads before it serves a linearizable read (see
+    /// [`ReadPolicy`]). Default [`ReadPolicy::ReadIndex`]: one heartbeat round per batch of reads,
+    /// no clock assumption.
+    pub read_policy: ReadPolicy,
     /// Seed of the engine's random number generator (election timeouts). Mixed with the node id, so the
     /// same seed on every node still gives each its own timeouts. Same seed, same inputs: same outputs.
     pub seed: u64,
+}
+
+/// How a leader confirms, before serving a linearizable read, that no other leader can have
+/// committed anything it has not (Raft thesis, section 6.4).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ReadPolicy {
+    /// ReadIndex: the leader records its commit index, then confirms it still leads with one round
+    /// of heartbeats answered by a majority (reads that arrive together share one round). Safe
+    /// whatever the clocks do; costs a round trip, never a disk write.
+    #[default]
+    ReadIndex,
+    /// Leader leases: a read asked for in lease mode is served without a round while the leader
+    /// heard from a majority, in a round it started less than `election_timeout_min -
+    /// clock_drift_bound` ago; otherwise it falls back to a round.
+    ///
+    /// **The clock assumption:** followers refuse to vote for anyone else for `election_timeout_min`
+    /// after they last heard from their leader (stickiness, which needs `check_quorum`), measured
+    /// on their own clocks; the leader counts its lease on its own clock from the moment it sent the
+    /// round. Safe only if no clock runs slower than another by more than `clock_drift_bound` over
+    /// an `election_timeout_min` (clock *rates*, not offsets: NTP steps do not matter, a paused
+    /// VM or a stopped process does not either, since its clock keeps running). A leadership
+    /// transfer suspends the lease (the transfer's votes ignore stickiness), and a node that just
+    /// started refuses votes for `election_timeout_min` too (it has forgotten whom it heard from).
+    /// [`Config::validate`] refuses it without `check_quorum`, or with a drift bound that leaves no
+    /// lease.
+    Lease {
+        /// The largest difference in clock rate over an `election_timeout_min` between any two
+        /// nodes, subtracted from the lease.
+        clock_drift_bound: Duration,
+    },
 }
 
 /// When a node builds a snapshot of its state machine on its own.
@@ -134,6 +168,7 @@ impl Default for Config {
             check_quorum: true,
             pre_vote: true,
             max_learner_lag: 10_000,
+            read_policy: ReadPolicy::ReadIndex,
             seed: 0,
         }
     }
@@ -184,6 +219,17 @@ impl Config {
         if self.snapshot_policy == SnapshotPolicy::AfterAppliedEntries(0) {
             return Err(ConfigError::ZeroSetting("snapshot_policy"));
         }
+        if let ReadPolicy::Lease { clock_drift_bound } = self.read_policy {
+            if !self.check_quorum {
+                return Err(ConfigError::LeaseWithoutCheckQuorum);
+            }
+            if clock_drift_bound >= self.election_timeout_min {
+                return Err(ConfigError::LeaseDriftBound {
+                    drift: clock_drift_bound.as_millis(),
+                    election_timeout_min: min,
+                });
+            }
+        }
         Ok(())
     }
 
@@ -192,6 +238,16 @@ impl Config {
             millis(self.election_timeout_min),
             millis(self.election_timeout_max),
         )
+    }
+
+    /// How long after a confirmed round's start a lease read may be served (0: no leases).
+    pub(crate) fn lease_ms(&self) -> u64 {
+        match self.read_policy {
+            ReadPolicy::ReadIndex => 0,
+            ReadPolicy::Lease { clock_drift_bound } => {
+                millis(self.election_timeout_min).saturating_sub(millis(clock_drift_bound))
+            }
+        }
     }
 
     pub(crate) fn heartbeat_ms(&self) -> u64 {

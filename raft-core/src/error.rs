@@ -27,6 +27,18 @@ pub enum ConfigError {
     /// A limit that must be positive is zero.
     #[error("{0} must be above zero")]
     ZeroSetting(&'static str),
+    /// Lease reads rely on followers refusing votes while they hear from their leader, which only
+    /// check-quorum turns on.
+    #[error("ReadPolicy::Lease needs check_quorum")]
+    LeaseWithoutCheckQuorum,
+    /// The clock drift bound leaves no lease.
+    #[error("the lease's clock drift bound ({drift} ms) must be below election_timeout_min ({election_timeout_min} ms)")]
+    LeaseDriftBound {
+        /// The configured drift bound, in milliseconds.
+        drift: u128,
+        /// The configured minimum election timeout, in milliseconds.
+        election_timeout_min: u128,
+    },
 }
 
 /// A storage operation failed. The driver treats every storage error as fatal for the node: it stops
@@ -189,6 +201,31 @@ pub enum TransferError {
         /// The target.
         target: NodeId,
     },
+    /// The node is shutting down or has stopped.
+    #[error(transparent)]
+    Stopped(#[from] StoppedError),
+}
+
+/// Why a linearizable read could not be served.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReadError {
+    /// This node is not the leader and knows no leader to ask (or the leader refused: it is not the
+    /// leader either). Retry at `leader_hint` if known.
+    #[error("not the leader (leader hint: {leader_hint:?})")]
+    NotLeader {
+        /// The node this one believes is leader.
+        leader_hint: Option<NodeId>,
+    },
+    /// Leadership was lost (or the leader could not be reached) before the read was confirmed.
+    /// Nothing was read; retrying is always safe.
+    #[error("leadership was lost before the read was confirmed (leader hint: {leader_hint:?})")]
+    LeadershipLost {
+        /// The node this one believes is leader now.
+        leader_hint: Option<NodeId>,
+    },
+    /// The read was not confirmed, or this node did not apply up to its read index, in time.
+    #[error("the read was not confirmed in time")]
+    TimedOut,
     /// The node is shutting down or has stopped.
     #[error(transparent)]
     Stopped(#[from] StoppedError),

@@ -44,6 +44,8 @@
 //! #       Err(NetworkError::Unreachable { target, reason: "single node".into() }) }
 //! #   async fn install_snapshot(&self, target: NodeId, _: InstallSnapshotRequest) -> Result<InstallSnapshotResponse, NetworkError> {
 //! #       Err(NetworkError::Unreachable { target, reason: "single node".into() }) }
+//! #   async fn read_index(&self, target: NodeId, _: ReadIndexRequest) -> Result<ReadIndexResponse, NetworkError> {
+//! #       Err(NetworkError::Unreachable { target, reason: "single node".into() }) }
 //! # }
 //! /// A state machine that sums the numbers it is given.
 //! #[derive(Default)]
@@ -74,7 +76,11 @@
 //! raft.initialize([1]).await?;
 //! raft.wait_for_leader(std::time::Duration::from_secs(5)).await?;
 //! assert_eq!(raft.client_write(40).await?.data, 40);
-//! assert_eq!(raft.client_write(2).await?.data, 42);
+//! let write = raft.client_write(2).await?;
+//! assert_eq!(write.data, 42);
+//! // A linearizable read writes nothing to the log: once `read_index` returns, the state machine
+//! // holds every acknowledged write.
+//! assert!(raft.read_index().await? >= write.log_id.index);
 //! raft.shutdown().await;
 //! # Ok(())
 //! # }
@@ -93,6 +99,7 @@ mod error;
 mod message;
 mod network;
 mod raft;
+mod sessions;
 #[doc = include_str!("../../docs/raft-by-questions.md")]
 pub mod raft_by_questions {}
 mod state_machine;
@@ -101,22 +108,24 @@ mod storage;
 pub mod testing;
 mod types;
 
-pub use config::{Config, SnapshotPolicy};
+pub use config::{Config, ReadPolicy, SnapshotPolicy};
 pub use engine::{
-    ElectionStats, Engine, EntrySize, MembershipChange, Output, RecoveredState, SnapshotCheck,
-    VoteRefusal,
+    ElectionStats, Engine, EntrySize, MembershipChange, Output, ReadFailed, ReadId, ReadReady,
+    RecoveredState, SnapshotCheck, VoteRefusal,
 };
 pub use error::{
-    ClientWriteError, ConfigError, InitializeError, MembershipError, NetworkError, StartError,
-    StateMachineError, StoppedError, StorageError, TransferError,
+    ClientWriteError, ConfigError, InitializeError, MembershipError, NetworkError, ReadError,
+    StartError, StateMachineError, StoppedError, StorageError, TransferError,
 };
 pub use message::{
     AppendEntriesRequest, AppendEntriesResponse, AppendResult, InstallSnapshotRequest,
-    InstallSnapshotResponse, PreVoteRequest, PreVoteResponse, Request, Response, SnapshotResult,
-    TimeoutNowRequest, TimeoutNowResponse, VoteRequest, VoteResponse,
+    InstallSnapshotResponse, PreVoteRequest, PreVoteResponse, ReadIndexRequest, ReadIndexResponse,
+    ReadIndexResult, Request, Response, SnapshotResult, TimeoutNowRequest, TimeoutNowResponse,
+    VoteRequest, VoteResponse,
 };
 pub use network::RaftNetwork;
 pub use raft::{ClientWriteResponse, Metrics, NodeStatus, Proposal, ProposalResult, Raft};
+pub use sessions::{ClientId, SessionCheck, SessionTable};
 pub use state_machine::{AppCommand, SnapshotBuild, StateMachine};
 pub use storage::{slice_chunk, LogState, RaftStorage, SnapshotChunk};
 pub use types::{

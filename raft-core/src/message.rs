@@ -85,6 +85,12 @@ pub struct AppendEntriesRequest<C> {
     pub entries: Vec<Entry<C>>,
     /// The leader's commit index.
     pub leader_commit: LogIndex,
+    /// The leader's latest confirmation round when it sent the request, echoed in the answer: an
+    /// answer in the leader's term from a majority to round `r` proves no other leader had been
+    /// elected when round `r` began (ReadIndex and leases, thesis 6.4). 0 from senders that do not
+    /// count rounds.
+    #[serde(default)]
+    pub round: u64,
 }
 
 /// The answer to an [`AppendEntriesRequest`].
@@ -94,6 +100,48 @@ pub struct AppendEntriesResponse {
     pub term: Term,
     /// What the follower did.
     pub result: AppendResult,
+    /// The request's `round`, echoed.
+    #[serde(default)]
+    pub round: u64,
+}
+
+/// A follower asks the leader for a read index (a follower read, thesis 6.4): the leader confirms
+/// it still leads, as for its own reads, and answers with its commit index; the follower serves the
+/// read once it has applied up to it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadIndexRequest {
+    /// The follower's term.
+    pub term: Term,
+    /// The follower asking.
+    pub from: NodeId,
+    /// Whether the reads asked for are lease reads: the leader may answer at once while its lease
+    /// holds ([`ReadPolicy::Lease`](crate::ReadPolicy)).
+    #[serde(default)]
+    pub lease: bool,
+}
+
+/// The answer to a [`ReadIndexRequest`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadIndexResponse {
+    /// The answering node's term.
+    pub term: Term,
+    /// The read index, or why there is none.
+    pub result: ReadIndexResult,
+}
+
+/// What a leader answers a follower's [`ReadIndexRequest`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReadIndexResult {
+    /// A read that applies the log up to `index` is linearizable.
+    Ready {
+        /// The leader's commit index when the read was registered, confirmed by a round.
+        index: LogIndex,
+    },
+    /// The node asked does not lead (or stopped leading before the read was confirmed).
+    NotLeader {
+        /// The leader it knows of, if any.
+        leader_hint: Option<NodeId>,
+    },
 }
 
 /// The outcome of an AppendEntries at the follower.
@@ -198,6 +246,8 @@ pub enum Request<C> {
     AppendEntries(AppendEntriesRequest<C>),
     /// A chunk of a snapshot.
     InstallSnapshot(InstallSnapshotRequest),
+    /// A follower's request for a read index. Sent by the driver, never by the engine.
+    ReadIndex(ReadIndexRequest),
 }
 
 /// Every RPC response a node receives.
@@ -213,6 +263,8 @@ pub enum Response {
     AppendEntries(AppendEntriesResponse),
     /// The answer to an InstallSnapshot.
     InstallSnapshot(InstallSnapshotResponse),
+    /// The answer to a ReadIndex.
+    ReadIndex(ReadIndexResponse),
 }
 
 /// Serde for snapshot data: written as bytes, so that binary formats carry it as one block (a

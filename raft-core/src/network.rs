@@ -5,8 +5,8 @@ use async_trait::async_trait;
 use crate::error::NetworkError;
 use crate::message::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
-    PreVoteRequest, PreVoteResponse, TimeoutNowRequest, TimeoutNowResponse, VoteRequest,
-    VoteResponse,
+    PreVoteRequest, PreVoteResponse, ReadIndexRequest, ReadIndexResponse, TimeoutNowRequest,
+    TimeoutNowResponse, VoteRequest, VoteResponse,
 };
 use crate::types::{Membership, NodeId};
 
@@ -63,6 +63,14 @@ where
         target: NodeId,
         request: InstallSnapshotRequest,
     ) -> Result<InstallSnapshotResponse, NetworkError>;
+
+    /// Sends a follower's request for a read index to the leader `target` and waits for its answer
+    /// (which comes once the leader has confirmed it still leads: about one round trip more).
+    async fn read_index(
+        &self,
+        target: NodeId,
+        request: ReadIndexRequest,
+    ) -> Result<ReadIndexResponse, NetworkError>;
 
     /// Tells the transport the membership now in force on this node (the latest in its log,
     /// committed or not), before any message to a member it adds is sent: the address book follows

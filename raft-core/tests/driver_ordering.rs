@@ -17,9 +17,9 @@ use raft_core::{
     AppendEntriesRequest, AppendEntriesResponse, AppendResult, ClientWriteError, Config, Entry,
     EntryPayload, HardState, InstallSnapshotRequest, InstallSnapshotResponse, LogId, LogIndex,
     LogState, Membership, NetworkError, NodeId, NodeStatus, PreVoteRequest, PreVoteResponse, Raft,
-    RaftNetwork, RaftStorage, Role, Snapshot, SnapshotMeta, SnapshotResult, StateMachine,
-    StateMachineError, StorageError, TimeoutNowRequest, TimeoutNowResponse, VoteRequest,
-    VoteResponse,
+    RaftNetwork, RaftStorage, ReadIndexRequest, ReadIndexResponse, Role, Snapshot, SnapshotMeta,
+    SnapshotResult, StateMachine, StateMachineError, StorageError, TimeoutNowRequest,
+    TimeoutNowResponse, VoteRequest, VoteResponse,
 };
 
 mock! {
@@ -55,6 +55,7 @@ mock! {
             target: NodeId,
             request: InstallSnapshotRequest,
         ) -> Result<InstallSnapshotResponse, NetworkError>;
+        async fn read_index(&self, target: NodeId, request: ReadIndexRequest) -> Result<ReadIndexResponse, NetworkError>;
     }
 }
 
@@ -514,6 +515,7 @@ async fn follower_does_not_acknowledge_entries_that_are_not_durable() {
             prev_log_id: LogId::new(0, 1),
             entries: vec![command(1, 2, 7), command(1, 3, 8)],
             leader_commit: 1,
+            round: 0,
         })
         .await;
     match &reply {
@@ -548,6 +550,7 @@ async fn follower_replies_to_append_entries_only_after_append_and_new_term_are_d
             prev_log_id: LogId::new(0, 1),
             entries: vec![command(1, 2, 7), command(1, 3, 8)],
             leader_commit: 1,
+            round: 0,
         })
         .await
         .expect("the node answers");
@@ -556,7 +559,8 @@ async fn follower_replies_to_append_entries_only_after_append_and_new_term_are_d
         reply,
         AppendEntriesResponse {
             term: 1,
-            result: AppendResult::Success { match_index: 3 }
+            result: AppendResult::Success { match_index: 3 },
+            round: 0,
         }
     );
     let first_reply = format!("reply({reply:?})");
@@ -569,6 +573,7 @@ async fn follower_replies_to_append_entries_only_after_append_and_new_term_are_d
             prev_log_id: LogId::new(1, 3),
             entries: vec![],
             leader_commit: 3,
+            round: 0,
         })
         .await
         .expect("the node answers");
@@ -577,7 +582,8 @@ async fn follower_replies_to_append_entries_only_after_append_and_new_term_are_d
         reply,
         AppendEntriesResponse {
             term: 3,
-            result: AppendResult::Success { match_index: 3 }
+            result: AppendResult::Success { match_index: 3 },
+            round: 0,
         }
     );
     let second_reply = format!("reply({reply:?})");
@@ -650,6 +656,7 @@ async fn follower_acknowledges_a_snapshot_only_once_stored_and_restores_before_a
             prev_log_id: LogId::new(2, 10),
             entries: vec![command(2, 11, 7)],
             leader_commit: 11,
+            round: 0,
         })
         .await
         .expect("the node answers");
@@ -774,6 +781,7 @@ async fn deposed_leader_fails_pending_writes_with_outcome_unknown() {
             prev_log_id: LogId::new(0, 1),
             entries: vec![],
             leader_commit: 1,
+            round: 0,
         })
         .await
         .expect("the node answers");
@@ -781,7 +789,8 @@ async fn deposed_leader_fails_pending_writes_with_outcome_unknown() {
         reply,
         AppendEntriesResponse {
             term: term + 1,
-            result: AppendResult::Success { match_index: 1 }
+            result: AppendResult::Success { match_index: 1 },
+            round: 0,
         }
     );
 
@@ -800,6 +809,7 @@ async fn deposed_leader_fails_pending_writes_with_outcome_unknown() {
                         prev_log_id: LogId::new(0, 1),
                         entries: vec![],
                         leader_commit: 1,
+                        round: 0,
                     })
                     .await;
             }
@@ -842,6 +852,7 @@ async fn deposed_leader_answers_a_pending_write_the_next_leader_commits() {
             prev_log_id: LogId::new(0, 1),
             entries: vec![blank(term, 2), command(term, 3, 9), blank(term + 1, 4)],
             leader_commit: 4,
+            round: 0,
         })
         .await
         .expect("the node answers");
@@ -875,6 +886,7 @@ async fn follower_refuses_client_write_with_not_leader_and_leader_hint() {
             prev_log_id: LogId::new(0, 1),
             entries: vec![],
             leader_commit: 1,
+            round: 0,
         })
         .await
         .expect("the node answers");

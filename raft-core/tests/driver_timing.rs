@@ -115,6 +115,16 @@ impl RaftNetwork<u64> for LateHigherTerm {
             reason: "test".into(),
         })
     }
+    async fn read_index(
+        &self,
+        target: NodeId,
+        _: ReadIndexRequest,
+    ) -> Result<ReadIndexResponse, NetworkError> {
+        Err(NetworkError::Unreachable {
+            target,
+            reason: "test".into(),
+        })
+    }
 }
 
 #[derive(Default)]
@@ -155,6 +165,7 @@ fn heartbeat(term: Term, prev: LogId, entries: Vec<Entry<u64>>) -> AppendEntries
         prev_log_id: prev,
         entries,
         leader_commit: 1,
+        round: 0,
     }
 }
 

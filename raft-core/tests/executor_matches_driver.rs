@@ -36,9 +36,9 @@ use raft_core::{
     AppendEntriesRequest, AppendEntriesResponse, AppendResult, Config, Entry, EntryPayload,
     HardState, InstallSnapshotRequest, InstallSnapshotResponse, LogId, LogIndex, LogState,
     Membership, NetworkError, NodeId, PreVoteRequest, PreVoteResponse, Raft, RaftNetwork,
-    RaftStorage, Request, Response, Snapshot, SnapshotChunk, SnapshotMeta, SnapshotPolicy,
-    SnapshotResult, StateMachine, StateMachineError, StorageError, TimeoutNowRequest,
-    TimeoutNowResponse, VoteRequest, VoteResponse,
+    RaftStorage, ReadIndexRequest, ReadIndexResponse, Request, Response, Snapshot, SnapshotChunk,
+    SnapshotMeta, SnapshotPolicy, SnapshotResult, StateMachine, StateMachineError, StorageError,
+    TimeoutNowRequest, TimeoutNowResponse, VoteRequest, VoteResponse,
 };
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -125,6 +125,8 @@ fn seen_of(executed: &Executed<u64>) -> Vec<Seen> {
             ))),
             // The driver reports it to its engine and sends nothing: seen as a send missing.
             Effect::SnapshotSendFailed { .. } => None,
+            // Callers' reads are answered off the log the comparison reads.
+            Effect::ReadReady(_) | Effect::ReadFailed(_) => None,
         })
         .collect()
 }
@@ -373,6 +375,17 @@ impl RaftNetwork<u64> for ParkingNetwork {
             other => Err(wrong_answer(target, other)),
         }
     }
+
+    async fn read_index(
+        &self,
+        target: NodeId,
+        request: ReadIndexRequest,
+    ) -> Result<ReadIndexResponse, NetworkError> {
+        match self.call(target, Request::ReadIndex(request)).await? {
+            Response::ReadIndex(r) => Ok(r),
+            other => Err(wrong_answer(target, other)),
+        }
+    }
 }
 
 // ----- the driver's state machine -----
@@ -504,6 +517,11 @@ impl Lockstep {
                 .install_snapshot(r)
                 .await
                 .map(Response::InstallSnapshot),
+            Request::ReadIndex(r) => self
+                .raft
+                .read_index_request(r)
+                .await
+                .map(Response::ReadIndex),
         }
         .expect("the node runs");
         self.log.push(Seen::Reply(reply));
@@ -695,6 +713,7 @@ fn append(
         prev_log_id: LogId::new(prev.0, prev.1),
         entries,
         leader_commit,
+        round: 0,
     })
 }
 
@@ -722,6 +741,7 @@ fn appended(term: u64, match_index: LogIndex) -> Response {
     Response::AppendEntries(AppendEntriesResponse {
         term,
         result: AppendResult::Success { match_index },
+        round: 0,
     })
 }
 
@@ -835,6 +855,7 @@ async fn a_leader_replicates_and_sends_a_snapshot_in_chunks_alike() {
                 conflict_term: None,
                 conflict_index: 1,
             },
+            round: 0,
         }),
     )
     .await;

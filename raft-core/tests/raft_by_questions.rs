@@ -40,6 +40,7 @@ fn heartbeat(term: u64, leader_id: NodeId, commit: u64) -> AppendEntriesRequest<
         prev_log_id: LogId::new(0, 1),
         entries: vec![],
         leader_commit: commit,
+        round: 0,
     }
 }
 

@@ -10,6 +10,7 @@ pub(crate) enum RpcKind {
     TimeoutNow,
     AppendEntries,
     InstallSnapshot,
+    ReadIndex,
 }
 
 /// The outside of one request: enough to pick its faults and to count it.

@@ -6,8 +6,9 @@ use std::future::Future;
 use async_trait::async_trait;
 use raft_core::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
-    NetworkError, NodeId, PreVoteRequest, PreVoteResponse, Raft, RaftNetwork, StateMachine,
-    StoppedError, TimeoutNowRequest, TimeoutNowResponse, VoteRequest, VoteResponse,
+    NetworkError, NodeId, PreVoteRequest, PreVoteResponse, Raft, RaftNetwork, ReadIndexRequest,
+    ReadIndexResponse, StateMachine, StoppedError, TimeoutNowRequest, TimeoutNowResponse,
+    VoteRequest, VoteResponse,
 };
 use tokio::sync::oneshot;
 
@@ -194,6 +195,20 @@ impl<SM: StateMachine> RaftNetwork<SM::Command> for MockNetwork<SM> {
             target,
             request,
             |raft: Raft<SM>, req| async move { raft.install_snapshot(req).await },
+        )
+        .await
+    }
+
+    async fn read_index(
+        &self,
+        target: NodeId,
+        request: ReadIndexRequest,
+    ) -> Result<ReadIndexResponse, NetworkError> {
+        self.call(
+            Envelope::bare(RpcKind::ReadIndex),
+            target,
+            request,
+            |raft: Raft<SM>, req| async move { raft.read_index_request(req).await },
         )
         .await
     }

@@ -41,12 +41,19 @@ pub struct RpcCounts {
     pub append_entries: u64,
     /// InstallSnapshot requests (one per chunk).
     pub install_snapshot: u64,
+    /// ReadIndex requests (followers' reads, forwarded to the leader).
+    pub read_index: u64,
 }
 
 impl RpcCounts {
     /// All requests, whatever their kind.
     pub fn total(&self) -> u64 {
-        self.vote + self.pre_vote + self.timeout_now + self.append_entries + self.install_snapshot
+        self.vote
+            + self.pre_vote
+            + self.timeout_now
+            + self.append_entries
+            + self.install_snapshot
+            + self.read_index
     }
 
     fn add(&mut self, kind: RpcKind) {
@@ -56,6 +63,7 @@ impl RpcCounts {
             RpcKind::TimeoutNow => self.timeout_now += 1,
             RpcKind::AppendEntries => self.append_entries += 1,
             RpcKind::InstallSnapshot => self.install_snapshot += 1,
+            RpcKind::ReadIndex => self.read_index += 1,
         }
     }
 }

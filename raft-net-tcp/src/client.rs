@@ -14,8 +14,8 @@ use futures::SinkExt;
 use raft_core::{
     AppCommand, AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest,
     InstallSnapshotResponse, Membership, NetworkError, NodeId, PreVoteRequest, PreVoteResponse,
-    RaftNetwork, Request, Response, TimeoutNowRequest, TimeoutNowResponse, VoteRequest,
-    VoteResponse,
+    RaftNetwork, ReadIndexRequest, ReadIndexResponse, Request, Response, TimeoutNowRequest,
+    TimeoutNowResponse, VoteRequest, VoteResponse,
 };
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -430,6 +430,20 @@ impl<C: AppCommand> RaftNetwork<C> for TcpNetwork<C> {
         }
     }
 
+    async fn read_index(
+        &self,
+        target: NodeId,
+        request: ReadIndexRequest,
+    ) -> Result<ReadIndexResponse, NetworkError> {
+        match self.call(target, Request::ReadIndex(request)).await? {
+            Response::ReadIndex(r) => Ok(r),
+            other => Err(NetworkError::InvalidResponse {
+                target,
+                reason: format!("expected a ReadIndex response, got {other:?}"),
+            }),
+        }
+    }
+
     fn membership_changed(&self, membership: &Membership) {
         self.inner.follow_membership(membership);
     }
@@ -447,6 +461,7 @@ fn encode_request<C: AppCommand>(
         Request::Vote(_) => ("Vote", ""),
         Request::PreVote(_) => ("PreVote", ""),
         Request::TimeoutNow(_) => ("TimeoutNow", ""),
+        Request::ReadIndex(_) => ("ReadIndex", ""),
         Request::AppendEntries(_) => (
             "AppendEntries",
             "; lower raft-core's Config::max_entries_per_append or send smaller commands",

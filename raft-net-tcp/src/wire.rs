@@ -264,6 +264,7 @@ mod tests {
                     },
                 ],
                 leader_commit: 5,
+                round: 0,
             }),
         };
         let bytes = encode(&frame).expect("encode");
@@ -385,6 +386,7 @@ mod tests {
                     payload: EntryPayload::Command(77u64),
                 }],
                 leader_commit: 5,
+                round: 0,
             }),
         ];
         /// The frame as serde derives it for any struct of an id and a `Request`: a custom encoding

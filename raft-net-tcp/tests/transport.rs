@@ -71,6 +71,7 @@ fn heartbeat(term: u64, prev_index: u64) -> AppendEntriesRequest<u64> {
         prev_log_id: LogId::new(term, prev_index),
         entries: Vec::new(),
         leader_commit: 0,
+        round: 0,
     }
 }
 

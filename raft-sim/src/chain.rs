@@ -22,8 +22,13 @@ pub(crate) fn chain_hash(prev: u64, entry: &Entry<u64>) -> u64 {
             v.hash(&mut h);
         }
         EntryPayload::Membership(m) => {
+            // The whole configuration: two memberships with the same voters differ in their
+            // learners, their outgoing voters (joint) or their addresses.
             2u8.hash(&mut h);
             m.voters.hash(&mut h);
+            m.old_voters.hash(&mut h);
+            m.learners.hash(&mut h);
+            m.nodes.hash(&mut h);
         }
     }
     h.finish()

@@ -24,6 +24,8 @@ use crate::observe::PowerSwitch;
 use crate::world::{lock, Shared, World};
 use raft_net_mock::Router;
 
+mod membership;
+
 /// How often the harness polls while it waits for a condition (virtual time).
 const POLL: Duration = Duration::from_millis(10);
 
@@ -218,7 +220,12 @@ type Factory<S> = Box<dyn FnMut(NodeId) -> S + Send>;
 /// every wait is then virtual, and a run replays exactly from its seed.
 pub struct Cluster<S> {
     opts: ClusterOptions,
-    ids: Vec<NodeId>,
+    /// The nodes started with the cluster, `1..=opts.nodes`: the voters [`initialize`](Self::initialize)
+    /// names.
+    initial: Vec<NodeId>,
+    /// Every node ever started: the initial ones, and those started later to join
+    /// ([`start_new_node`](Self::start_new_node)), retired ones included.
+    started: Mutex<BTreeSet<NodeId>>,
     router: Router<LogStateMachine>,
     world: Shared,
     append_faults: Arc<AppendFaults>,
@@ -230,7 +237,7 @@ impl<S> fmt::Debug for Cluster<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Cluster")
             .field("seed", &self.opts.seed)
-            .field("ids", &self.ids)
+            .field("initial", &self.initial)
             .finish_non_exhaustive()
     }
 }
@@ -278,10 +285,11 @@ impl<S: RaftStorage<u64>> Cluster<S> {
             )),
             factory: Mutex::new(Box::new(open)),
             nodes: Mutex::new(BTreeMap::new()),
-            ids,
+            started: Mutex::new(ids.iter().copied().collect()),
+            initial: ids,
             opts,
         };
-        for id in cluster.ids.clone() {
+        for id in cluster.initial.clone() {
             cluster.start_node(id).await;
         }
         cluster
@@ -355,10 +363,13 @@ impl<S: RaftStorage<u64>> Cluster<S> {
 
     // ----- membership and access -----
 
-    /// Initializes the cluster with all nodes as voters (on every live node).
+    /// Initializes the cluster with the initial nodes (`1..=nodes`) as voters, on each of them that
+    /// runs. Nodes started later ([`start_new_node`](Self::start_new_node)) are left empty: they
+    /// join through a membership change.
     pub async fn initialize(&self) {
-        let voters = self.ids.clone();
-        for raft in self.rafts() {
+        let voters = self.initial.clone();
+        let rafts: Vec<_> = voters.iter().filter_map(|&id| self.raft(id)).collect();
+        for raft in rafts {
             if let Err(e) = raft.initialize(voters.iter().copied()).await {
                 self.fail(&format!("node {} refused to initialize: {e}", raft.id()));
             }
@@ -370,9 +381,29 @@ impl<S: RaftStorage<u64>> Cluster<S> {
         self.opts.seed
     }
 
-    /// All node ids, live or not.
+    /// The ids of the cluster's nodes, live or not: every node started (the initial ones and those
+    /// started later to join), except those [retired](Self::retire).
     pub fn ids(&self) -> Vec<NodeId> {
-        self.ids.clone()
+        let retired = lock(&self.world).record.retired.clone();
+        self.started_ids()
+            .into_iter()
+            .filter(|id| !retired.contains(id))
+            .collect()
+    }
+
+    /// Every node ever started, retired ones included.
+    pub fn started_ids(&self) -> Vec<NodeId> {
+        self.started
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .copied()
+            .collect()
+    }
+
+    /// Whether node `id` is one of [`ids`](Self::ids): started, and not retired.
+    fn is_known(&self, id: NodeId) -> bool {
+        self.ids().contains(&id)
     }
 
     /// The ids of the running nodes.
@@ -460,6 +491,23 @@ impl<S: RaftStorage<u64>> Cluster<S> {
             .get(&id)
             .map(|o| o.base)
             .unwrap_or_default()
+    }
+
+    /// Node `id`'s durable hard state (term and vote; kept while the node is down; the default for a
+    /// node never started).
+    pub fn durable_hard_state(&self, id: NodeId) -> raft_core::HardState {
+        lock(&self.world)
+            .record
+            .nodes
+            .get(&id)
+            .map(|o| o.hard_state)
+            .unwrap_or_default()
+    }
+
+    /// Every durable vote seen, in every term: term -> voter -> the candidates it voted for (one,
+    /// unless something is wrong).
+    pub fn all_durable_votes(&self) -> BTreeMap<Term, BTreeMap<NodeId, BTreeSet<NodeId>>> {
+        lock(&self.world).record.votes.clone()
     }
 
     /// What node `id`'s durable snapshot covers, if it has one.
@@ -648,7 +696,7 @@ impl<S: RaftStorage<u64>> Cluster<S> {
 
     /// Restarts node `id` from its durable storage, with a new state machine. A no-op if it runs.
     pub async fn restart(&self, id: NodeId) {
-        if self.slots().contains_key(&id) || !self.ids.contains(&id) {
+        if self.slots().contains_key(&id) || !self.is_known(id) {
             return;
         }
         lock(&self.world).stats.restarts += 1;
@@ -672,7 +720,7 @@ impl<S: RaftStorage<u64>> Cluster<S> {
     /// caller must not make the disks lose the last copy of a committed entry (that is reported as a
     /// violation): one faulty disk at a time is always survivable.
     pub async fn restart_with_lost_tail(&self, id: NodeId, entries: u64) -> u64 {
-        if self.slots().contains_key(&id) || !self.ids.contains(&id) {
+        if self.slots().contains_key(&id) || !self.is_known(id) {
             return 0;
         }
         let mut storage = self.open_storage(id);
@@ -855,9 +903,10 @@ impl<S: RaftStorage<u64>> Cluster<S> {
     /// One line per node: role, term, leader, last log id, commit and applied indexes.
     pub fn describe(&self) -> String {
         let metrics = self.all_metrics();
+        let started = self.started_ids();
         let w = lock(&self.world);
         let mut out = String::new();
-        for id in &self.ids {
+        for id in &started {
             let durable = w
                 .record
                 .nodes
@@ -874,7 +923,8 @@ impl<S: RaftStorage<u64>> Cluster<S> {
                 .unwrap_or_default();
             match metrics.get(id) {
                 Some(m) => out.push_str(&format!(
-                    "\n  node {id}: {:?} term {} leader {:?} last {} commit {} applied {} snapshot {} entries {} | {durable}",
+                    "\n  node {id}: {:?} term {} leader {:?} last {} commit {} applied {} snapshot {} entries {} \
+                     membership {} at {} | {durable}",
                     m.role,
                     m.current_term,
                     m.current_leader,
@@ -882,8 +932,13 @@ impl<S: RaftStorage<u64>> Cluster<S> {
                     m.commit_index,
                     m.last_applied,
                     m.snapshot,
-                    m.log_entries
+                    m.log_entries,
+                    m.membership,
+                    m.membership_index
                 )),
+                None if w.record.retired.contains(id) => {
+                    out.push_str(&format!("\n  node {id}: retired | {durable}"))
+                }
                 None => out.push_str(&format!("\n  node {id}: down | {durable}")),
             }
         }
@@ -934,9 +989,8 @@ impl<S: RaftStorage<u64>> Cluster<S> {
     /// The first violation found.
     pub async fn check_final(&self, timeout: Duration) -> Result<(), Violation> {
         let down: Vec<NodeId> = self
-            .ids
-            .iter()
-            .copied()
+            .ids()
+            .into_iter()
             .filter(|id| !self.slots().contains_key(id))
             .collect();
         if !down.is_empty() {

@@ -47,12 +47,15 @@
 //! under `invariants/` (a new property is one more module there, listed in `invariants::all`). The
 //! five properties of the Raft paper (figure 3):
 //!
+//! Each property holds across configurations: every node ever started is recorded and judged, members
+//! or not (see *Membership changes* below).
+//!
 //! 1. **Election Safety** (at most one leader per term), `invariants::election_safety`. Sampled, from
 //!    metrics: two nodes seen leading one term; metrics are a `watch`, so a leadership shorter than one
 //!    batch of the driver can be missed (the harness also samples all nodes' metrics at every check).
 //!    Exactly, from durable state: no node makes two different votes in one term, no two candidates
-//!    hold a majority of durable votes in one term, and no term has two leader no-op entries at
-//!    different indexes.
+//!    hold a quorum of durable votes in one term (each counted by the configuration the candidate's
+//!    durable log put in force), and no term has two leader no-op entries at different indexes.
 //! 2. **Leader Append-Only**, `invariants::leader_append_only`. Exactly: a node never truncates its
 //!    durable log while it is the (observed) leader of its current term, and never removes an entry of
 //!    its own current term. Sampled: each time a node is seen leading term `T`, its durable log must
@@ -69,8 +72,9 @@
 //!    nodes or incarnations apply different entries at one index; each incarnation applies in order,
 //!    once, without gaps (continuing after the snapshot it restored last) and never goes back (no
 //!    restore of an older snapshot than what it applied); the entry applied is the one in the node's
-//!    own durable log, and is durable on a majority when first applied; the state reached is the
-//!    committed prefix's. At the end, every state machine reflects exactly its node's log.
+//!    own durable log, and is durable on a quorum when first applied (of a configuration a leader
+//!    could have counted by); the state reached is the committed prefix's. At the end, every state
+//!    machine reflects exactly its node's log.
 //!
 //! ## Snapshots and compaction
 //!
@@ -130,6 +134,23 @@
 //! ([`Cluster::recovering_from_disk_faults`]), it reports the loss again at every restart (unless
 //! [`ClusterOptions::disk_loss_until_caught_up`] is off), and a schedule should not make a second
 //! disk lose anything: losing the last copy of a committed entry is reported as the schedule's fault.
+//!
+//! ## Membership changes
+//! A node can start empty, not initialized ([`Cluster::start_new_node`], or
+//! [`Cluster::add_learner`], which starts it): the router admits it at once, and it waits, neither
+//! campaigning nor voting, until a change makes it a member. Changes go through the leader
+//! ([`Cluster::change_membership`] and the shorthands `add_learner`, `promote`, `demote`,
+//! `remove_node`, `replace`); each acknowledged one is recorded. A removed node keeps running until
+//! [`Cluster::retire`]d: retired nodes keep their record (votes, leaderships, logs: Election Safety
+//! and Log Matching still judge them) but the end-of-run checks, which compare the logs of the
+//! cluster as it ends, leave them out. [`Cluster::wait_membership_settled`] is the liveness check:
+//! a leader whose membership is committed and not joint, in force and committed on every member, and
+//! every acknowledged change a committed membership entry, in order, at or before it.
+//!
+//! Wherever a check counts a quorum (commitment, the durable-vote tally) it uses the configurations
+//! in force at the relevant index and the harness's own rule (module `quorum`: majorities of both
+//! configurations while joint), never `raft_core::Membership`'s, so a fault in the engine's rule
+//! cannot hide from the check that judges it.
 #![warn(missing_docs)]
 
 mod append_faults;
@@ -141,6 +162,7 @@ mod invariant;
 mod invariants;
 mod node_model;
 mod observe;
+mod quorum;
 mod record;
 mod state_machine;
 mod stats;

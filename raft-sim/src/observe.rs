@@ -7,8 +7,9 @@ use async_trait::async_trait;
 use raft_core::{
     AppendEntriesRequest, AppendEntriesResponse, AppendResult, Entry, HardState,
     InstallSnapshotRequest, InstallSnapshotResponse, LogId, LogIndex, LogState, NetworkError,
-    NodeId, PreVoteRequest, PreVoteResponse, RaftNetwork, RaftStorage, Snapshot, SnapshotChunk,
-    SnapshotResult, StorageError, TimeoutNowRequest, TimeoutNowResponse, VoteRequest, VoteResponse,
+    NodeId, PreVoteRequest, PreVoteResponse, RaftNetwork, RaftStorage, ReadIndexRequest,
+    ReadIndexResponse, Snapshot, SnapshotChunk, SnapshotResult, StorageError, TimeoutNowRequest,
+    TimeoutNowResponse, VoteRequest, VoteResponse,
 };
 
 use crate::append_faults::{AppendFaults, SentAppend};
@@ -391,6 +392,17 @@ impl RaftNetwork<u64> for ObservedNetwork {
             // candidate that cannot win never asks for real votes.
             w.on_vote_refused(target, term, candidate, candidate_last);
         }
+        Ok(response)
+    }
+
+    async fn read_index(
+        &self,
+        target: NodeId,
+        request: ReadIndexRequest,
+    ) -> Result<ReadIndexResponse, NetworkError> {
+        self.check_power(target)?;
+        let response = self.inner.read_index(target, request).await?;
+        self.check_power(target)?;
         Ok(response)
     }
 

@@ -46,10 +46,16 @@ pub(crate) struct FirstHeld {
 /// The shared observations of one cluster.
 #[derive(Debug)]
 pub(crate) struct Record {
-    /// The voters (all nodes).
-    pub(crate) voters: BTreeSet<NodeId>,
-    /// What is known of each node.
+    /// What is known of each node: every node ever started (the initial ones from the start), members
+    /// or not.
     pub(crate) nodes: BTreeMap<NodeId, NodeObs>,
+    /// Nodes stopped for good after they left the cluster: they keep their record (their votes and
+    /// leaderships, their logs for log matching), but the end-of-run checks, which compare the logs
+    /// of the cluster as it ends, leave them out.
+    pub(crate) retired: BTreeSet<NodeId>,
+    /// Membership changes acknowledged to the harness (the resulting membership, in the order
+    /// acknowledged): each must be committed, and in force or superseded at the end.
+    pub(crate) acknowledged_changes: Vec<Membership>,
     /// Leaders as seen in metrics: term -> nodes that said they lead it.
     pub(crate) leaders: BTreeMap<Term, BTreeSet<NodeId>>,
     /// Durable votes: term -> voter -> the candidates it voted for (more than one is a violation).
@@ -69,11 +75,12 @@ pub(crate) struct Record {
 }
 
 impl Record {
-    /// An empty record of a cluster of `voters`.
-    pub(crate) fn new(voters: BTreeSet<NodeId>) -> Self {
+    /// An empty record of a cluster whose first nodes are `nodes`.
+    pub(crate) fn new(nodes: BTreeSet<NodeId>) -> Self {
         Record {
-            nodes: voters.iter().map(|&id| (id, NodeObs::default())).collect(),
-            voters,
+            nodes: nodes.iter().map(|&id| (id, NodeObs::default())).collect(),
+            retired: BTreeSet::new(),
+            acknowledged_changes: Vec::new(),
             leaders: BTreeMap::new(),
             votes: BTreeMap::new(),
             chains: BTreeMap::new(),
@@ -85,9 +92,12 @@ impl Record {
         }
     }
 
-    /// How many voters make a majority.
-    pub(crate) fn quorum(&self) -> usize {
-        self.voters.len() / 2 + 1
+    /// The nodes the end-of-run checks judge: every node ever started but those
+    /// [retired](Self::retired).
+    pub(crate) fn final_nodes(&self) -> impl Iterator<Item = (&NodeId, &NodeObs)> {
+        self.nodes
+            .iter()
+            .filter(|(id, _)| !self.retired.contains(id))
     }
 
     /// Node `id`'s record, created empty if the node was unknown.

@@ -47,6 +47,13 @@ pub struct HarnessStats {
     pub snapshot_chunk_reads: u64,
     /// State machine restores from a snapshot (at a restart, or a snapshot from the leader).
     pub restores: u64,
+    /// Entries that, while not yet committed, came to be held durably by a majority of the voters of
+    /// a joint configuration (the configuration in force on the node that just appended them) but
+    /// not by a majority of its outgoing voters: the moment a leader counting the new voters alone
+    /// would commit them, which Raft forbids (thesis, section 4.3). Counted once per index.
+    pub joint_new_majority_only: u64,
+    /// Membership changes acknowledged through [`Cluster::change_membership`](crate::Cluster::change_membership).
+    pub membership_changes: u64,
 }
 
 impl HarnessStats {

@@ -31,8 +31,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use raft_core::{
-    Entry, HardState, LogId, LogIndex, LogState, NodeId, Snapshot, SnapshotChunk, SnapshotMeta,
-    Term,
+    Entry, HardState, LogId, LogIndex, LogState, Membership, NodeId, Snapshot, SnapshotChunk,
+    SnapshotMeta, Term,
 };
 
 use crate::applied_state::AppliedState;
@@ -71,6 +71,8 @@ pub(crate) struct World {
     /// The nodes whose disk lost entries and that are not back in step yet (see
     /// [`Cluster::recovering_from_disk_faults`](crate::Cluster::recovering_from_disk_faults)).
     pub(crate) disk_faults: BTreeMap<NodeId, DiskFaulted>,
+    /// The indexes counted in [`HarnessStats::joint_new_majority_only`].
+    joint_counted: BTreeSet<LogIndex>,
     tracer: Tracer,
 }
 
@@ -97,6 +99,7 @@ impl World {
             stats: HarnessStats::default(),
             client_values: ClientValues::default(),
             disk_faults: BTreeMap::new(),
+            joint_counted: BTreeSet::new(),
             tracer: Tracer::from_env(),
         }
     }
@@ -245,6 +248,51 @@ impl World {
                 self.fan_out(|inv, r| inv.on_entry_held(r, id, entry.log_id, hash, first));
             }
             self.fan_out(|inv, r| inv.on_entry_appended(r, id, entry));
+        }
+        if let Some(last) = entries.last() {
+            self.note_joint_new_majority(id, last.log_id);
+        }
+    }
+
+    /// Counts [`HarnessStats::joint_new_majority_only`]: if node `id`'s durable log puts a joint
+    /// configuration in force, and entry `log_id` (just appended, not committed) is now held by a
+    /// majority of its new voters but not of its old ones.
+    fn note_joint_new_majority(&mut self, id: NodeId, log_id: LogId) {
+        let record = &self.record;
+        if record.committed.contains_key(&log_id.index)
+            || self.joint_counted.contains(&log_id.index)
+        {
+            return;
+        }
+        let Some(config) = record
+            .nodes
+            .get(&id)
+            .and_then(|obs| crate::quorum::in_force(record, obs))
+        else {
+            return;
+        };
+        let Some(old) = &config.old_voters else {
+            return;
+        };
+        let holders: BTreeSet<NodeId> = record
+            .nodes
+            .iter()
+            .filter(|(_, obs)| obs.entry(log_id.index).is_some_and(|e| e.log_id == log_id))
+            .map(|(&n, _)| n)
+            .collect();
+        let new_only = Membership::new(config.voters.iter().copied());
+        let old_only = Membership::new(old.iter().copied());
+        if crate::quorum::is_quorum(&new_only, &holders)
+            && !crate::quorum::is_quorum(&old_only, &holders)
+        {
+            self.joint_counted.insert(log_id.index);
+            self.stats.joint_new_majority_only += 1;
+            self.trace(|| {
+                format!(
+                    "entry {log_id}: held by {holders:?}, a majority of the new voters of {config} but not \
+                     of the old"
+                )
+            });
         }
     }
 

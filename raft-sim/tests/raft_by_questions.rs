@@ -748,6 +748,7 @@ fn timeline_reasons_agree_with_the_engine_over_many_seeds() {
                             VoteRefusal::Malformed { .. } => 3,
                             VoteRefusal::LeaderAlive { .. } => 4,
                             VoteRefusal::CatchingUp => panic!("no timeline node loses entries"),
+                            VoteRefusal::JustStarted => panic!("no timeline node uses leases"),
                         }] += 1;
                     }
                 }

@@ -276,6 +276,7 @@ fn append_request(entries: Vec<Entry<u64>>) -> AppendEntriesRequest<u64> {
         prev_log_id: LogId::default(),
         entries,
         leader_commit: 0,
+        round: 0,
     }
 }
 

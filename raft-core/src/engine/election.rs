@@ -52,6 +52,10 @@ pub enum VoteRefusal {
         /// The leader the voter follows (itself, if it leads).
         leader: NodeId,
     },
+    /// Leases are in use and the voter started less than a minimum election timeout ago: it may
+    /// have heard from a leader before it restarted, whose lease it must not cut short. Changes
+    /// nothing, not even the voter's term. A leadership transfer's request is not refused for this.
+    JustStarted,
     /// The voter lost log entries it may have acknowledged (its storage cut them when it opened) and
     /// has not yet caught up to the commit index its leader reports: its vote could help elect a
     /// leader that lacks a committed entry, so it gives none.
@@ -82,6 +86,10 @@ impl fmt::Display for VoteRefusal {
             VoteRefusal::LeaderAlive { leader } => write!(
                 f,
                 "leader {leader} is alive (heard from within the minimum election timeout)"
+            ),
+            VoteRefusal::JustStarted => write!(
+                f,
+                "just started (leases are in use: no vote for a minimum election timeout after a start)"
             ),
             VoteRefusal::CatchingUp => write!(
                 f,
@@ -194,6 +202,11 @@ impl<C: Clone> Engine<C> {
         if !ballot.transfer {
             if let Some(leader) = self.leader_alive() {
                 return Some(VoteRefusal::LeaderAlive { leader });
+            }
+            if self.lease_ms > 0
+                && self.now < self.started_ms.saturating_add(self.election_timeout_ms.0)
+            {
+                return Some(VoteRefusal::JustStarted);
             }
         }
         if self.catching_up {

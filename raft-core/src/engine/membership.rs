@@ -4,8 +4,9 @@
 //!   new configuration have the same quorums.
 //! * **Voters** change through the joint configuration C_old,new (section 4.3): the leader appends
 //!   it; once it is committed (by majorities of both), the leader appends C_new; once C_new is
-//!   committed, a leader that is not one of its voters steps down, handing leadership to the most
-//!   up-to-date voter with a TimeoutNow so the cluster does not wait an election timeout.
+//!   committed, a leader that is not one of its voters hands leadership to the most up-to-date
+//!   voter with a leadership transfer (so the cluster does not wait an election timeout), and steps
+//!   down without one if the transfer fails.
 //! * **One change at a time:** a change is refused while a membership entry is uncommitted or a
 //!   joint configuration is in force.
 //! * **A leader first commits an entry of its own term** (its blank entry) before it starts a change:
@@ -24,7 +25,6 @@ use serde::{Deserialize, Serialize};
 
 use super::{Engine, Progress, ReplicationState};
 use crate::error::MembershipError;
-use crate::message::{Request, TimeoutNowRequest};
 use crate::types::{Entry, EntryPayload, LogId, Membership, Node, NodeId, Role};
 
 /// A change of the cluster's membership, as asked of the leader.
@@ -221,68 +221,49 @@ impl<C: Clone> Engine<C> {
             tracing::info!(to = %next, "joint configuration committed; leaving it");
             self.append_membership(next);
         } else if !self.membership.contains(self.id) {
-            self.step_down_removed(true);
+            self.hand_over_removed();
         }
     }
 
-    /// A leader that is no longer a voter of the committed membership hands over: it tells every
-    /// follower the commit index, sends TimeoutNow to the most up-to-date voter so it campaigns at
-    /// once, and steps down. It never campaigns again unless made a voter.
-    ///
-    /// When that voter lacks entries appended after C_new (client writes, under load), a TimeoutNow
-    /// now could not be sent (the target must hold the whole log), and the voters would wait an
-    /// election timeout: so the leader hands over as a leadership transfer does (proposals refused,
-    /// the target brought up to date, then TimeoutNow), and steps down when the target takes over,
-    /// or at once if the transfer is abandoned (see [`step_down_if_removed`](Self::step_down_if_removed)).
-    fn step_down_removed(&mut self, allow_transfer: bool) {
-        if self.transfer.is_some() && allow_transfer {
-            // Handing over already; the transfer ends it.
+    /// A leader that is no longer a voter of the committed membership hands over: a leadership
+    /// transfer to the most up-to-date voter that answered recently (proposals are refused
+    /// meanwhile, so the target catches up with a log that stops growing, then TimeoutNow makes it
+    /// campaign at once). The target's election deposes this node; if the transfer is abandoned, or
+    /// no voter answered recently, it steps down without one. It never campaigns again unless made
+    /// a voter.
+    fn hand_over_removed(&mut self) {
+        if self.transfer.is_some() {
             return;
         }
-        let voters = &self.membership.voters;
-        let target = self
-            .progress
-            .iter()
-            .filter(|(id, _)| voters.contains(id))
-            .max_by_key(|(&id, p)| (p.match_index, p.last_ack_ms, std::cmp::Reverse(id)))
-            .map(|(&id, p)| (id, p.match_index));
-        self.broadcast_heartbeat();
-        if let Some((to, match_index)) = target {
-            if match_index == self.log.last_index() {
-                self.out.messages.push((
-                    to,
-                    Request::TimeoutNow(TimeoutNowRequest {
-                        term: self.hard_state.term,
-                        leader_id: self.id,
-                    }),
-                ));
-            } else if allow_transfer && self.transfer_leadership(to).is_ok() {
+        match self.transfer_target() {
+            Some(to) => {
                 tracing::info!(
                     to,
                     membership = %self.membership,
-                    "removed from the voters and the change is committed: handing over once the \
-                     target has the whole log"
+                    "removed from the voters and the change is committed: handing leadership over"
                 );
-                return;
+                if self.transfer_leadership(to).is_err() {
+                    self.step_down_if_removed();
+                }
+            }
+            None => {
+                self.broadcast_heartbeat();
+                self.step_down_if_removed();
             }
         }
-        tracing::info!(
-            membership = %self.membership,
-            "removed from the voters and the change is committed: stepping down"
-        );
-        let term = self.hard_state.term;
-        self.become_follower(term, None);
     }
 
-    /// On a leader removed from the voters whose hand-over was abandoned: steps down at once (it
-    /// cannot lead on, as a voter's abandoned transfer does).
+    /// Steps down a leader that is not a voter of its committed membership (after its hand-over
+    /// ended without a new leader).
     pub(super) fn step_down_if_removed(&mut self) {
         if self.role == Role::Leader
             && self.membership_index <= self.commit_index
             && !self.membership.is_joint()
             && !self.membership.contains(self.id)
         {
-            self.step_down_removed(false);
+            tracing::info!(membership = %self.membership, "not a voter any more: stepping down");
+            let term = self.hard_state.term;
+            self.become_follower(term, None);
         }
     }
 

@@ -33,6 +33,7 @@ mod election;
 mod log;
 mod membership;
 mod progress;
+mod read;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 mod transfer;
@@ -43,6 +44,7 @@ use std::collections::{BTreeMap, BTreeSet};
 pub use election::VoteRefusal;
 pub use membership::MembershipChange;
 pub use progress::{Progress, ReplicationState, SnapshotTransfer};
+pub use read::{ReadFailed, ReadId, ReadReady};
 pub use transfer::ElectionStats;
 
 use crate::config::Config;
@@ -151,6 +153,11 @@ pub struct Output<C> {
     pub purge_upto: Option<LogIndex>,
     /// Snapshot chunks to read from storage and send.
     pub snapshot_sends: Vec<SnapshotSend>,
+    /// Reads confirmed (or served on the lease): each may be served once the state machine has
+    /// applied up to its index. Independent of the steps above.
+    pub reads: Vec<ReadReady>,
+    /// Reads that will never be confirmed: this node stopped leading. Nothing was read.
+    pub reads_failed: Vec<ReadFailed>,
 }
 
 /// A snapshot chunk the executor must read from storage and send as an
@@ -195,6 +202,8 @@ impl<C> Default for Output<C> {
             restore_snapshot: false,
             purge_upto: None,
             snapshot_sends: Vec::new(),
+            reads: Vec::new(),
+            reads_failed: Vec::new(),
         }
     }
 }
@@ -210,6 +219,8 @@ impl<C> Output<C> {
             && self.snapshot.is_none()
             && self.purge_upto.is_none()
             && self.snapshot_sends.is_empty()
+            && self.reads.is_empty()
+            && self.reads_failed.is_empty()
     }
 }
 
@@ -279,6 +290,11 @@ pub struct Engine<C> {
     pre_vote: bool,
     /// How far behind a learner may be and still be promoted.
     max_learner_lag: u64,
+    /// How long after a confirmed round's start a lease read may be served; 0 without leases.
+    lease_ms: u64,
+    /// Engine time at which this engine was created: with leases, it refuses votes for a minimum
+    /// election timeout from then (it does not remember whom it heard from before a restart).
+    started_ms: u64,
     rng: fastrand::Rng,
 
     now: u64,
@@ -319,6 +335,8 @@ pub struct Engine<C> {
 
     votes: BTreeSet<NodeId>,
     progress: BTreeMap<NodeId, Progress>,
+    /// The leader's reads and confirmation rounds.
+    reads: read::Reads,
     /// Followers with something new to send, replicated on `take_output` (so a batch of proposals
     /// becomes one AppendEntries per follower).
     replicate_pending: BTreeSet<NodeId>,
@@ -354,6 +372,8 @@ impl<C: Clone> Engine<C> {
             check_quorum: config.check_quorum,
             pre_vote: config.pre_vote,
             max_learner_lag: config.max_learner_lag,
+            lease_ms: config.lease_ms(),
+            started_ms: now_ms,
             rng: fastrand::Rng::with_seed(seed),
             now: now_ms,
             election_deadline: 0,
@@ -379,6 +399,7 @@ impl<C: Clone> Engine<C> {
             submitted_index: last,
             votes: BTreeSet::new(),
             progress: BTreeMap::new(),
+            reads: read::Reads::default(),
             replicate_pending: BTreeSet::new(),
             followers_repaired: 0,
             catching_up: state.lost_entries,
@@ -548,7 +569,8 @@ impl<C: Clone> Engine<C> {
                 }
                 if self.role == Role::Leader && self.now >= self.heartbeat_deadline {
                     self.heartbeat_deadline = self.now + self.heartbeat_ms;
-                    self.broadcast_heartbeat();
+                    // Every heartbeat is a confirmation round: it keeps the lease fresh.
+                    self.start_round();
                 }
             }
             Role::Follower | Role::PreCandidate | Role::Candidate => {
@@ -562,6 +584,13 @@ impl<C: Clone> Engine<C> {
     /// Handles an AppendEntries and returns the reply. A success reply may be sent only after the
     /// output taken next is persisted (it acknowledges entries that output appends).
     pub fn handle_append_entries(&mut self, req: AppendEntriesRequest<C>) -> AppendEntriesResponse {
+        let round = req.round;
+        let mut resp = self.append_entries(req);
+        resp.round = round;
+        resp
+    }
+
+    fn append_entries(&mut self, req: AppendEntriesRequest<C>) -> AppendEntriesResponse {
         if req.term < self.hard_state.term {
             return self.append_reply(AppendResult::StaleTerm);
         }
@@ -664,6 +693,7 @@ impl<C: Clone> Engine<C> {
         if !self.take_answer(from, resp.term) {
             return;
         }
+        self.round_answered(from, resp.round);
         let last_index = self.log.last_index();
         let Some(pr) = self.progress.get_mut(&from) else {
             return;
@@ -1047,6 +1077,7 @@ impl<C: Clone> Engine<C> {
         } else {
             self.replicate_pending.clear();
         }
+        self.end_round_batch();
         if self.hard_state_dirty {
             self.out.hard_state = Some(self.hard_state);
             self.hard_state_dirty = false;
@@ -1082,6 +1113,7 @@ impl<C: Clone> Engine<C> {
         }
         self.leader = leader;
         self.transfer = None;
+        self.fail_reads();
         self.votes.clear();
         self.progress.clear();
         self.replicate_pending.clear();
@@ -1111,6 +1143,7 @@ impl<C: Clone> Engine<C> {
             .filter(|&p| p != self.id)
             .map(|p| (p, Progress::new(next, now)))
             .collect();
+        self.begin_rounds();
         let blank = Entry {
             log_id: LogId::new(self.hard_state.term, next),
             payload: EntryPayload::Blank,
@@ -1164,6 +1197,7 @@ impl<C: Clone> Engine<C> {
         let last_index = self.log.last_index();
         let term = self.hard_state.term;
         let commit = self.commit_index;
+        let round = self.reads.round();
         let Some(pr) = self.progress.get_mut(&to) else {
             return;
         };
@@ -1188,7 +1222,7 @@ impl<C: Clone> Engine<C> {
                         );
                         self.out.messages.push((
                             to,
-                            append_request(term, self.id, anchor, Vec::new(), commit),
+                            append_request(term, self.id, anchor, Vec::new(), commit, round),
                         ));
                     }
                     return;
@@ -1211,9 +1245,10 @@ impl<C: Clone> Engine<C> {
             let end = prev_index + entries.len() as u64;
             let entries = entries.to_vec();
             let prev = LogId::new(prev_term, prev_index);
-            self.out
-                .messages
-                .push((to, append_request(term, self.id, prev, entries, commit)));
+            self.out.messages.push((
+                to,
+                append_request(term, self.id, prev, entries, commit, round),
+            ));
             if !pipelining {
                 pr.probe_sent = true;
                 return;
@@ -1231,6 +1266,7 @@ impl<C: Clone> Engine<C> {
         let term = self.hard_state.term;
         let base = self.log_base_id();
         let commit = self.commit_index;
+        let round = self.reads.round();
         let Some(t) = self.progress.get_mut(&to).and_then(|p| p.transfer.as_mut()) else {
             return;
         };
@@ -1251,9 +1287,10 @@ impl<C: Clone> Engine<C> {
                 });
             }
             Some(_) if heartbeat => {
-                self.out
-                    .messages
-                    .push((to, append_request(term, self.id, base, Vec::new(), commit)));
+                self.out.messages.push((
+                    to,
+                    append_request(term, self.id, base, Vec::new(), commit, round),
+                ));
             }
             Some(_) => {}
         }
@@ -1276,6 +1313,7 @@ impl<C: Clone> Engine<C> {
             self.commit_index = candidate;
             // Followers learn the new commit index with the next AppendEntries or heartbeat.
             self.advance_membership();
+            self.register_parked_reads();
         }
     }
 
@@ -1367,6 +1405,7 @@ impl<C: Clone> Engine<C> {
         AppendEntriesResponse {
             term: self.hard_state.term,
             result,
+            round: 0,
         }
     }
 
@@ -1402,6 +1441,7 @@ fn append_request<C>(
     prev_log_id: LogId,
     entries: Vec<Entry<C>>,
     leader_commit: LogIndex,
+    round: u64,
 ) -> Request<C> {
     Request::AppendEntries(AppendEntriesRequest {
         term,
@@ -1409,6 +1449,7 @@ fn append_request<C>(
         prev_log_id,
         entries,
         leader_commit,
+        round,
     })
 }
 

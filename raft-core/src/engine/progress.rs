@@ -64,6 +64,9 @@ pub struct Progress {
     pub(crate) in_flight: VecDeque<LogIndex>,
     /// When (engine time, ms) the follower last answered in the current term.
     pub(crate) last_ack_ms: u64,
+    /// The latest confirmation round the follower answered in this leader's term (see
+    /// `engine::read`).
+    pub(crate) acked_round: u64,
     pub(crate) transfer: Option<SnapshotTransfer>,
 }
 
@@ -96,6 +99,7 @@ impl Progress {
             probe_sent: false,
             in_flight: VecDeque::new(),
             last_ack_ms: now,
+            acked_round: 0,
             transfer: None,
         }
     }

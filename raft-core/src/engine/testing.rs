@@ -72,9 +72,11 @@ pub use effect::{Effect, Executed};
 pub use store::DurableStore;
 pub use violation::ContractViolation;
 
-use super::{Engine, Output, SnapshotCheck};
+use std::collections::BTreeSet;
+
+use super::{Engine, NotLeader, Output, ReadId, SnapshotCheck};
 use crate::config::Config;
-use crate::message::{Request, Response};
+use crate::message::{ReadIndexResponse, ReadIndexResult, Request, Response};
 use crate::types::{LogId, NodeId};
 
 /// One node: an [`Engine`] and the executor of its output. See the [module docs](self).
@@ -88,7 +90,16 @@ pub struct Executor<C> {
     snapshot_check: Option<SnapshotCheck>,
     /// Replies to requests received since the last flush, in order.
     held: Vec<Response>,
+    /// Peers' `ReadIndex` requests registered with the engine, by read id, answered once the
+    /// engine confirms or fails them.
+    remote_reads: BTreeSet<ReadId>,
+    /// The id of the next peer's read: from 2^63 up, apart from the ids callers of
+    /// [`read`](Executor::read) choose.
+    next_remote_read: ReadId,
 }
+
+/// Where the ids of the reads an [`Executor`] registers for peers start.
+const REMOTE_READ_IDS: ReadId = 1 << 63;
 
 /// A node that crashed: what survives it. See the [module docs](self#crash-and-restart).
 #[derive(Debug)]
@@ -140,7 +151,19 @@ impl<C: Clone + PartialEq> Executor<C> {
             state_machine,
             snapshot_check,
             held: Vec::new(),
+            remote_reads: BTreeSet::new(),
+            next_remote_read: REMOTE_READ_IDS,
         }
+    }
+
+    /// Registers a linearizable read on this node's engine (see [`Engine::read_index`]); it comes
+    /// out of a later [`flush`](Self::flush) as [`Effect::ReadReady`] or [`Effect::ReadFailed`].
+    /// `id` must be below 2^63 (the ids above are the executor's own, for peers' requests).
+    ///
+    /// # Errors
+    /// [`NotLeader`] if the node does not lead.
+    pub fn read(&mut self, id: ReadId, lease: bool) -> Result<(), NotLeader> {
+        self.engine.read_index(id, lease)
     }
 
     // ----- reading -----
@@ -191,9 +214,27 @@ impl<C: Clone + PartialEq> Executor<C> {
     /// acknowledges is durable.
     ///
     /// Returns a copy of the reply, to look at (say, to narrate why a vote was refused) — not to
-    /// send: until the flush, what it acknowledges may not be durable.
-    pub fn receive(&mut self, request: Request<C>) -> Response {
+    /// send: until the flush, what it acknowledges may not be durable. A peer's `ReadIndex` that
+    /// the engine takes is answered later, once confirmed (an [`Effect::Reply`] of a later flush):
+    /// `None` then.
+    pub fn receive(&mut self, request: Request<C>) -> Option<Response> {
         let reply = match request {
+            Request::ReadIndex(r) => {
+                let id = self.next_remote_read;
+                self.next_remote_read = self.next_remote_read.wrapping_add(1);
+                match self.engine.read_index(id, r.lease) {
+                    Ok(()) => {
+                        self.remote_reads.insert(id);
+                        return None;
+                    }
+                    Err(refused) => Response::ReadIndex(ReadIndexResponse {
+                        term: self.engine.term(),
+                        result: ReadIndexResult::NotLeader {
+                            leader_hint: refused.leader_hint,
+                        },
+                    }),
+                }
+            }
             Request::Vote(r) => Response::Vote(self.engine.handle_vote_request(r)),
             Request::PreVote(r) => Response::PreVote(self.engine.handle_pre_vote_request(r)),
             Request::TimeoutNow(r) => Response::TimeoutNow(self.engine.handle_timeout_now(r)),
@@ -205,7 +246,7 @@ impl<C: Clone + PartialEq> Executor<C> {
             }
         };
         self.held.push(reply.clone());
-        reply
+        Some(reply)
     }
 
     /// [`receive`](Self::receive), then [`flush`](Self::flush): the reply is among the effects.
@@ -229,6 +270,8 @@ impl<C: Clone + PartialEq> Executor<C> {
             Response::TimeoutNow(r) => self.engine.handle_timeout_now_response(from, r),
             Response::AppendEntries(r) => self.engine.handle_append_entries_response(from, r),
             Response::InstallSnapshot(r) => self.engine.handle_install_snapshot_response(from, r),
+            // The executor forwards no reads: an answer to one is no request of its own.
+            Response::ReadIndex(_) => {}
         }
     }
 
@@ -324,6 +367,30 @@ impl<C: Clone + PartialEq> Executor<C> {
         if !out.apply.is_empty() {
             self.state_machine.apply(&out.apply)?;
             effects.push(Effect::Apply(out.apply));
+        }
+        // Reads depend on none of the steps: a peer's is answered, a caller's reported.
+        let term = self.engine.term();
+        for ready in out.reads {
+            effects.push(if self.remote_reads.remove(&ready.id) {
+                Effect::Reply(Response::ReadIndex(ReadIndexResponse {
+                    term,
+                    result: ReadIndexResult::Ready { index: ready.index },
+                }))
+            } else {
+                Effect::ReadReady(ready)
+            });
+        }
+        for failed in out.reads_failed {
+            effects.push(if self.remote_reads.remove(&failed.id) {
+                Effect::Reply(Response::ReadIndex(ReadIndexResponse {
+                    term,
+                    result: ReadIndexResult::NotLeader {
+                        leader_hint: failed.leader_hint,
+                    },
+                }))
+            } else {
+                Effect::ReadFailed(failed)
+            });
         }
         Ok(())
     }

@@ -166,6 +166,7 @@ fn append(
         prev_log_id: LogId::new(prev.0, prev.1),
         entries,
         leader_commit,
+        round: 0,
     }
 }
 
@@ -173,6 +174,7 @@ fn success(term: Term, match_index: LogIndex) -> AppendEntriesResponse {
     AppendEntriesResponse {
         term,
         result: AppendResult::Success { match_index },
+        round: 0,
     }
 }
 
@@ -189,6 +191,7 @@ fn conflict(
             conflict_term,
             conflict_index,
         },
+        round: 0,
     }
 }
 
@@ -733,7 +736,11 @@ fn candidate_with_a_majority_becomes_leader_and_appends_a_blank_entry() {
     for to in [2, 3, 4, 5] {
         assert_eq!(
             appends_to(&out, to),
-            vec![append(1, 1, (0, 1), vec![blank(1, 2)], 0)]
+            vec![AppendEntriesRequest {
+                round: 1,
+                ..append(1, 1, (0, 1), vec![blank(1, 2)], 0)
+            }],
+            "the blank entry's replication carries the first confirmation round"
         );
     }
 }
@@ -1071,7 +1078,8 @@ fn append_entries_of_a_stale_term_is_refused_and_changes_nothing() {
         r,
         AppendEntriesResponse {
             term: 5,
-            result: AppendResult::StaleTerm
+            result: AppendResult::StaleTerm,
+            round: 0,
         }
     );
     assert_eq!(e.hard_state(), hs(5, Some(3)));
@@ -1315,6 +1323,7 @@ fn leader_steps_down_on_a_response_of_a_higher_term() {
         AppendEntriesResponse {
             term: 9,
             result: AppendResult::StaleTerm,
+            round: 0,
         },
     );
     assert_eq!(e.role(), Role::Follower);
@@ -1462,8 +1471,11 @@ fn leader_sends_heartbeats_every_heartbeat_interval() {
         for to in [2, 3] {
             assert_eq!(
                 appends_to(&out, to),
-                vec![append(1, 1, (1, 2), vec![], 2)],
-                "heartbeat {k} to {to}"
+                vec![AppendEntriesRequest {
+                    round: k + 1,
+                    ..append(1, 1, (1, 2), vec![], 2)
+                }],
+                "heartbeat {k} to {to}: each starts a confirmation round"
             );
             e.handle_append_entries_response(to, success(1, 2));
         }
@@ -1628,7 +1640,9 @@ mod budget;
 mod catch_up;
 mod executor;
 mod hostile;
+mod membership;
 mod pre_vote;
+mod read;
 mod repair;
 mod snapshot;
 mod transfer;

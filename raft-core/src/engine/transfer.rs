@@ -155,7 +155,6 @@ impl<C: Clone> Engine<C> {
                     "leadership transfer abandoned: the target did not take over in time; leading on"
                 );
                 self.abandon_transfer();
-                self.step_down_if_removed();
             }
         }
     }
@@ -163,6 +162,8 @@ impl<C: Clone> Engine<C> {
     fn abandon_transfer(&mut self) {
         self.transfer = None;
         self.stats.transfers_abandoned = self.stats.transfers_abandoned.saturating_add(1);
+        // A leader handing over because it was removed does not lead on.
+        self.step_down_if_removed();
     }
 
     /// Handles the answer to a TimeoutNow this node sent. A target that did not campaign ends the
@@ -185,7 +186,6 @@ impl<C: Clone> Engine<C> {
                 "leadership transfer abandoned: the target refused to campaign; leading on"
             );
             self.abandon_transfer();
-            self.step_down_if_removed();
         }
     }
 }

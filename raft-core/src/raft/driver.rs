@@ -12,6 +12,7 @@ use tracing::Instrument;
 use super::apply::{self, ApplyBatch, ApplyEvent, ApplyMsg};
 use super::metrics::{Metrics, NodeStatus};
 use super::peers::{PeerSender, RpcOutcome};
+use super::reads::Reads;
 use super::{ApiMsg, WriteReply};
 use crate::config::{Config, SnapshotPolicy};
 use crate::engine::{Engine, Output, RecoveredState};
@@ -100,6 +101,8 @@ pub(crate) struct Driver<SM: StateMachine, S, N> {
     apply_task: JoinHandle<()>,
 
     peers: BTreeMap<NodeId, PeerSender<SM::Command>>,
+    /// Linearizable reads in progress.
+    reads: Reads,
     /// The membership last given to the network (`RaftNetwork::membership_changed`).
     network_membership: Membership,
     held_replies: Vec<HeldReply>,
@@ -237,6 +240,7 @@ where
             apply_task,
             peers: BTreeMap::new(),
             network_membership: Membership::default(),
+            reads: Reads::default(),
             held_replies: Vec::new(),
             pending: VecDeque::new(),
             pending_deadline: None,
@@ -429,6 +433,14 @@ where
                 });
                 let _ = reply.send(started);
             }
+            ApiMsg::Read { lease, reply } => self.read(lease, reply),
+            ApiMsg::ReadIndexRpc { request, reply } => {
+                let id = self.reads.register_remote(reply);
+                if let Err(refused) = self.engine.read_index(id, request.lease) {
+                    self.reads
+                        .refuse(id, self.engine.term(), refused.leader_hint);
+                }
+            }
             ApiMsg::TransferLeadership { to, reply } => {
                 let _ = reply.send(self.transfer_leadership(to));
             }
@@ -452,6 +464,57 @@ where
             ApiMsg::Shutdown => return Err(Stop::Requested),
         }
         Ok(())
+    }
+
+    /// A linearizable read: registered with the engine on the leader, forwarded to the leader on a
+    /// follower (in batches: one `ReadIndex` RPC in flight at a time).
+    fn read(&mut self, lease: bool, reply: super::reads::ReadReply) {
+        if self.engine.role() == Role::Leader {
+            let id = self.reads.register_local(reply);
+            if let Err(refused) = self.engine.read_index(id, lease) {
+                self.reads
+                    .refuse(id, self.engine.term(), refused.leader_hint);
+            }
+            return;
+        }
+        match self.engine.leader() {
+            Some(leader) if leader != self.id => {
+                let request = self
+                    .reads
+                    .forward(lease, reply, self.engine.term(), self.id);
+                if let Some(request) = request {
+                    self.peer(leader).send(Request::ReadIndex(request));
+                }
+            }
+            leader_hint => {
+                let _ = reply.send(Err(crate::error::ReadError::NotLeader { leader_hint }));
+            }
+        }
+    }
+
+    /// The leader answered this follower's batch of reads (or the RPC failed): answers them, and
+    /// sends the next batch to the leader known now.
+    fn read_forward_answered(&mut self, answer: Result<crate::message::ReadIndexResponse, String>) {
+        let next =
+            self.reads
+                .forward_answered(answer, self.last_applied, self.engine.term(), self.id);
+        if let Some(request) = next {
+            match self.engine.leader() {
+                Some(leader) if leader != self.id => {
+                    self.peer(leader).send(Request::ReadIndex(request));
+                }
+                leader_hint => {
+                    // Nobody to ask: the batch fails like an unanswered one.
+                    let _ = self.reads.forward_answered(
+                        Err("no leader to ask".into()),
+                        self.last_applied,
+                        self.engine.term(),
+                        self.id,
+                    );
+                    self.reads.fail_queued_forwards(leader_hint);
+                }
+            }
+        }
     }
 
     /// Proposes a client's command, unless it is too large to ever cross the network.
@@ -501,6 +564,11 @@ where
             Ok(Response::InstallSnapshot(r)) => {
                 self.engine.handle_install_snapshot_response(o.from, r)
             }
+            Ok(Response::ReadIndex(r)) => self.read_forward_answered(Ok(r)),
+            Err(e) if o.reads => {
+                tracing::debug!(peer = o.from, error = %e, "read index request failed");
+                self.read_forward_answered(Err(e.to_string()));
+            }
             Err(e) => {
                 tracing::debug!(peer = o.from, error = %e, "rpc failed");
                 if o.replicates {
@@ -514,6 +582,7 @@ where
         match ev {
             ApplyEvent::Applied(index) => {
                 self.last_applied = self.last_applied.max(index);
+                self.reads.applied(self.last_applied);
                 if let SnapshotPolicy::AfterAppliedEntries(n) = self.config.snapshot_policy {
                     let since = self.engine.snapshot_meta().last_log_id.index;
                     if !self.snapshot_building && self.last_applied >= since.saturating_add(n) {
@@ -553,6 +622,14 @@ where
             let out: Output<SM::Command> = self.engine.take_output();
             if out.is_empty() && self.held_replies.is_empty() {
                 break;
+            }
+            // Reads depend on nothing this output persists.
+            let term = self.engine.term();
+            for ready in out.reads.iter().copied() {
+                self.reads.confirmed(ready, term, self.last_applied);
+            }
+            for failed in out.reads_failed.iter().copied() {
+                self.reads.failed(failed, term);
             }
             // Rule 1: the term and vote are durable before anything that depends on them leaves.
             if let Some(hs) = &out.hard_state {

@@ -19,6 +19,7 @@ mod membership;
 mod metrics;
 mod peers;
 mod proposal;
+mod reads;
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
@@ -31,7 +32,9 @@ pub use metrics::{Metrics, NodeStatus};
 pub use proposal::{Proposal, ProposalResult};
 
 use crate::config::Config;
-use crate::error::{ClientWriteError, InitializeError, StartError, StoppedError, TransferError};
+use crate::error::{
+    ClientWriteError, InitializeError, ReadError, StartError, StoppedError, TransferError,
+};
 use crate::message::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     PreVoteRequest, PreVoteResponse, TimeoutNowRequest, TimeoutNowResponse, VoteRequest,
@@ -40,7 +43,7 @@ use crate::message::{
 use crate::network::RaftNetwork;
 use crate::state_machine::StateMachine;
 use crate::storage::RaftStorage;
-use crate::types::{LogId, Membership, NodeId, Role};
+use crate::types::{LogId, LogIndex, Membership, NodeId, Role};
 
 /// A client write's result: where the command landed in the log and what the state machine returned.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,6 +89,15 @@ pub(crate) enum ApiMsg<SM: StateMachine> {
         change: crate::engine::MembershipChange,
         reply: oneshot::Sender<Result<membership::ChangeStarted, crate::error::MembershipError>>,
     },
+    Read {
+        /// Served on the leader's lease if one holds.
+        lease: bool,
+        reply: reads::ReadReply,
+    },
+    ReadIndexRpc {
+        request: crate::message::ReadIndexRequest,
+        reply: oneshot::Sender<crate::message::ReadIndexResponse>,
+    },
     TransferLeadership {
         to: Option<NodeId>,
         /// Answered with the target and the count of abandoned transfers before this one.
@@ -119,6 +131,8 @@ struct Inner<SM: StateMachine> {
     heartbeat_interval: Duration,
     /// `Config::max_learner_lag`: how close a learner must be before it is promoted.
     max_learner_lag: u64,
+    /// `Config::rpc_timeout`: part of a forwarded read's time limit.
+    rpc_timeout: Duration,
 }
 
 impl<SM: StateMachine> Clone for Raft<SM> {
@@ -159,6 +173,7 @@ impl<SM: StateMachine> Raft<SM> {
         let election_timeout_max = config.election_timeout_max;
         let heartbeat_interval = config.heartbeat_interval;
         let max_learner_lag = config.max_learner_lag;
+        let rpc_timeout = config.rpc_timeout;
         let (api_tx, api_rx) = mpsc::unbounded_channel();
         let (driver, metrics_rx) =
             driver::Driver::open(id, config, storage, network, state_machine, api_rx).await?;
@@ -172,6 +187,7 @@ impl<SM: StateMachine> Raft<SM> {
                 election_timeout_max,
                 heartbeat_interval,
                 max_learner_lag,
+                rpc_timeout,
             }),
         })
     }
@@ -345,6 +361,63 @@ impl<SM: StateMachine> Raft<SM> {
         })
         .await;
         outcome.unwrap_or(Err(TransferError::TimedOut { target }))
+    }
+
+    /// Waits until a linearizable read may be served on this node, and returns its read index: the
+    /// state machine has applied at least up to it, and it holds every write acknowledged before
+    /// this call (Raft thesis, section 6.4). Read the state machine after it returns. No log entry
+    /// is written.
+    ///
+    /// On the leader: its commit index, confirmed by one round of heartbeats answered by a majority
+    /// (concurrent reads share a round). On a follower: the leader's read index, asked for with one
+    /// `ReadIndex` RPC (concurrent reads share one), then this node's apply catching up to it.
+    ///
+    /// # Errors
+    /// [`ReadError::NotLeader`] if no leader is known (or the one asked does not lead);
+    /// [`ReadError::LeadershipLost`] if the leader lost office, or could not be reached, before it
+    /// confirmed; [`ReadError::TimedOut`] after two maximum election timeouts (plus one RPC
+    /// timeout); [`ReadError::Stopped`]. Nothing was read in any of these cases: retrying is safe.
+    pub async fn read_index(&self) -> Result<LogIndex, ReadError> {
+        self.read(false).await
+    }
+
+    /// Like [`read_index`](Self::read_index), but served on the leader's lease, without a round,
+    /// when [`ReadPolicy::Lease`](crate::ReadPolicy) is configured and the lease holds (see its
+    /// clock assumption); otherwise exactly like `read_index`.
+    ///
+    /// # Errors
+    /// As [`read_index`](Self::read_index).
+    pub async fn read_lease(&self) -> Result<LogIndex, ReadError> {
+        self.read(true).await
+    }
+
+    async fn read(&self, lease: bool) -> Result<LogIndex, ReadError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(ApiMsg::Read { lease, reply })?;
+        let wait = self
+            .inner
+            .election_timeout_max
+            .saturating_mul(2)
+            .saturating_add(self.inner.rpc_timeout);
+        match tokio::time::timeout(wait, rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(ReadError::Stopped(self.stopped())),
+            Err(_) => Err(ReadError::TimedOut),
+        }
+    }
+
+    /// Handles a follower's request for a read index; transports call this with decoded requests.
+    /// Answered once this node (if it leads) has confirmed it still leads.
+    ///
+    /// # Errors
+    /// If the node has stopped.
+    pub async fn read_index_request(
+        &self,
+        request: crate::message::ReadIndexRequest,
+    ) -> Result<crate::message::ReadIndexResponse, StoppedError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(ApiMsg::ReadIndexRpc { request, reply })?;
+        rx.await.map_err(|_| self.stopped())
     }
 
     /// Handles one chunk of an InstallSnapshot from the leader; transports call this with decoded

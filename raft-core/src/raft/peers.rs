@@ -21,6 +21,8 @@ pub(crate) struct RpcOutcome {
     /// Whether the request replicates (AppendEntries or InstallSnapshot): a failure makes the leader
     /// probe again, or resume a snapshot transfer.
     pub(crate) replicates: bool,
+    /// Whether the request was a follower's `ReadIndex`: its outcome answers a batch of reads.
+    pub(crate) reads: bool,
     pub(crate) result: Result<Response, NetworkError>,
 }
 
@@ -73,6 +75,7 @@ async fn run<C: AppCommand, N: RaftNetwork<C>>(
                 let network = Arc::clone(&network);
                 in_flight.push(async move {
                     let replicates = matches!(req, Request::AppendEntries(_) | Request::InstallSnapshot(_));
+                    let reads = matches!(req, Request::ReadIndex(_));
                     let call = async {
                         match req {
                             Request::AppendEntries(r) => network.append_entries(target, r).await.map(Response::AppendEntries),
@@ -80,13 +83,14 @@ async fn run<C: AppCommand, N: RaftNetwork<C>>(
                             Request::PreVote(r) => network.pre_vote(target, r).await.map(Response::PreVote),
                             Request::TimeoutNow(r) => network.timeout_now(target, r).await.map(Response::TimeoutNow),
                             Request::InstallSnapshot(r) => network.install_snapshot(target, r).await.map(Response::InstallSnapshot),
+                            Request::ReadIndex(r) => network.read_index(target, r).await.map(Response::ReadIndex),
                         }
                     };
                     let result = match tokio::time::timeout(rpc_timeout, call).await {
                         Ok(r) => r,
                         Err(_) => Err(NetworkError::Timeout { target }),
                     };
-                    RpcOutcome { from: target, replicates, result }
+                    RpcOutcome { from: target, replicates, reads, result }
                 });
             }
         }

@@ -104,6 +104,13 @@ impl RaftNetwork<u64> for NoPeers {
     ) -> Result<InstallSnapshotResponse, NetworkError> {
         Err(NetworkError::Timeout { target })
     }
+    async fn read_index(
+        &self,
+        target: NodeId,
+        _: raft_core::ReadIndexRequest,
+    ) -> Result<raft_core::ReadIndexResponse, NetworkError> {
+        Err(NetworkError::Timeout { target })
+    }
 }
 
 /// Answers each command with itself. Its snapshot build waits for `release` (if set), so a test can

@@ -320,6 +320,7 @@ async fn handle<SM: StateMachine>(
             .install_snapshot(r)
             .await
             .map(Response::InstallSnapshot),
+        Request::ReadIndex(r) => raft.read_index_request(r).await.map(Response::ReadIndex),
     };
     let body = match answer {
         Ok(response) => ResponseBody::Ok(response),

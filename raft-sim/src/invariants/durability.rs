@@ -201,7 +201,7 @@ impl Invariant for Durability {
     /// Every acknowledged write is committed where it was acknowledged, and in every node's final log
     /// there (compacted into a committed prefix counts).
     fn check_final(&self, record: &Record) -> Result<(), String> {
-        for (id, obs) in &record.nodes {
+        for (id, obs) in record.final_nodes() {
             for op in record.history.ops.values() {
                 let Outcome::Acked(log_id) = &op.outcome else {
                     continue;

@@ -5,7 +5,8 @@
 //! that moment (the entry was committed by a leader of at most that term). Checked by sampling, from
 //! metrics: each time a node is seen leading a higher term, its durable log must hold the entry (as an
 //! entry, or compacted into a prefix that is the committed one). At the end of a run, exactly: every
-//! node's log holds every committed entry.
+//! node's log holds every committed entry (every node of the final cluster: those retired after
+//! leaving it are not judged).
 
 use std::collections::BTreeMap;
 
@@ -52,7 +53,7 @@ impl Invariant for LeaderCompleteness {
     }
 
     fn check_final(&self, record: &Record) -> Result<(), String> {
-        for (id, obs) in &record.nodes {
+        for (id, obs) in record.final_nodes() {
             for (&index, c) in &record.committed {
                 if !record.holds_committed(obs, index) {
                     return Err(format!(

@@ -6,7 +6,8 @@
 //! with the same hash, and is the committed entry if one is committed there. On demand, pairwise over
 //! all durable logs as they are: at the highest index where two logs hold the same entry id, the
 //! entries both still hold are identical, and so are the whole prefixes (compacted parts by their
-//! hashes). At the end of a run, all durable logs end at the same entry on the same prefix.
+//! hashes). At the end of a run, the durable logs of all nodes but those retired after leaving the
+//! cluster end at the same entry on the same prefix.
 
 use raft_core::{LogId, NodeId};
 
@@ -99,7 +100,7 @@ impl Invariant for LogMatching {
     /// All durable logs end at the same entry, agree on the entries they both still hold, and have
     /// the same whole prefix (compacted parts by their hashes).
     fn check_final(&self, record: &Record) -> Result<(), String> {
-        let mut nodes = record.nodes.iter();
+        let mut nodes = record.final_nodes();
         let Some((&first, reference)) = nodes.next() else {
             return Ok(());
         };

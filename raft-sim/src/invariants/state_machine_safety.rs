@@ -4,12 +4,17 @@
 //! Checked exactly, at every apply reported by a `LogStateMachine`: no two nodes or incarnations apply
 //! different entries at one index; each incarnation applies in order, once, without gaps (continuing
 //! after the snapshot it restored last), and never restores a snapshot older than what it applied;
-//! the entry applied is the one in the node's own durable log; an entry is durable on a majority when
-//! first applied (commitment; a node whose disk lost the entry since it acknowledged it counts), and
+//! the entry applied is the one in the node's own durable log; an entry is durable on a quorum when
+//! first applied (commitment; a node whose disk lost the entry since it acknowledged it counts): a
+//! quorum, by the harness's own rule (majorities of both configurations while joint), of one of the
+//! configurations a leader could have counted by (`quorum::commit_configs`: the last committed before
+//! the entry, or one any node holds at or after it); and
 //! the first entry applied at an index follows one applied at the index before; the state reached is the committed prefix's. On demand, everything applied and
 //! restored so far against the committed entries. At the end of a run, every node's state machine
 //! reflects exactly its durable log. (That a restored state is the committed one is checked in
 //! `snapshots`.)
+
+use std::collections::BTreeSet;
 
 use raft_core::{Entry, LogId, LogIndex, NodeId, SnapshotMeta};
 
@@ -94,7 +99,7 @@ impl Invariant for StateMachineSafety {
         // A node that compacted the index does not count: compacting needs a snapshot, which needs the
         // entry applied first, so the entry would be committed already. A node whose disk lost the
         // entry since does count: it held the entry durably when it acknowledged it.
-        let holders: Vec<NodeId> = record
+        let holders: BTreeSet<NodeId> = record
             .nodes
             .iter()
             .filter(|(_, o)| {
@@ -103,12 +108,21 @@ impl Invariant for StateMachineSafety {
             })
             .map(|(&n, _)| n)
             .collect();
-        let quorum = record.quorum();
-        if holders.len() < quorum {
+        let configs = crate::quorum::commit_configs(record, index);
+        if !configs
+            .iter()
+            .any(|m| crate::quorum::is_quorum(m, &holders))
+        {
             findings.push(format!(
                 "commitment: node {id} applied {} while only nodes {holders:?} held it durably, or \
-                 had until a disk fault (a majority is {quorum})",
-                entry.log_id
+                 had until a disk fault: a quorum of none of the configurations a leader could have \
+                 counted by ({})",
+                entry.log_id,
+                configs
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; ")
             ));
         }
         if index > 1 && !record.committed.contains_key(&(index - 1)) {
@@ -177,7 +191,7 @@ impl Invariant for StateMachineSafety {
     /// The current state machine of every node reflects exactly its log: same last entry, digest
     /// equal to the log's prefix hash.
     fn check_final(&self, record: &Record) -> Result<(), String> {
-        for (id, obs) in &record.nodes {
+        for (id, obs) in record.final_nodes() {
             let last = obs.last_log_id();
             let log_hash = record.prefix_hash(obs, last.index);
             let state = obs.current_sm().map(|sm| &sm.state);

@@ -53,6 +53,12 @@ pub enum Effect<C> {
     Restore(SnapshotMeta),
     /// Step 7: these committed entries were applied, in order.
     Apply(Vec<Entry<C>>),
+    /// A read registered with [`Executor::read`](super::Executor::read) was confirmed: it may be
+    /// served once the state machine has applied up to its index. (Independent of the steps.)
+    ReadReady(crate::engine::ReadReady),
+    /// A read registered with [`Executor::read`](super::Executor::read) failed: the node stopped
+    /// leading. (Independent of the steps.)
+    ReadFailed(crate::engine::ReadFailed),
 }
 
 impl<C> Effect<C> {

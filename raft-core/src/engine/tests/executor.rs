@@ -24,6 +24,8 @@ fn steps(done: &Executed<u64>) -> Vec<&'static str> {
             Effect::SnapshotSendFailed { .. } => "snapshot_send_failed",
             Effect::Restore(_) => "restore",
             Effect::Apply(_) => "apply",
+            Effect::ReadReady(_) => "read_ready",
+            Effect::ReadFailed(_) => "read_failed",
         })
         .collect()
 }
@@ -204,7 +206,7 @@ fn a_restarted_node_that_kept_its_state_machine_applies_nothing_twice() {
 fn a_crash_loses_the_replies_still_held_and_what_was_not_flushed() {
     let mut node = executor_with(1, &config(), &[1, 2, 3], &[1], hs(1, None));
     let held = node.receive(Request::Vote(vote(2, 3, (1, 2))));
-    assert_eq!(held, Response::Vote(granted(2)));
+    assert_eq!(held, Some(Response::Vote(granted(2))));
     let crashed = node.crash();
     assert_eq!(
         crashed.durable().hard_state(),

@@ -178,6 +178,9 @@ fn the_reason_given_is_the_decision_taken_and_asking_changes_nothing() {
                                 VoteRefusal::CatchingUp => {
                                     panic!("{name}: no engine of this grid lost entries")
                                 }
+                                VoteRefusal::JustStarted => {
+                                    panic!("{name}: no engine of this grid uses leases")
+                                }
                             }] += 1
                         }
                     }

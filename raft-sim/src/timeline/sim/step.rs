@@ -101,7 +101,7 @@ impl Sim {
             Request::Vote(req) => {
                 let refusal = self.executor(id).engine().vote_refusal(&req);
                 let reply = self.executor_mut(id).receive(Request::Vote(req.clone()));
-                let granted = matches!(&reply, Response::Vote(r) if r.vote_granted);
+                let granted = matches!(&reply, Some(Response::Vote(r)) if r.vote_granted);
                 assert_eq!(
                     granted,
                     refusal.is_none(),
@@ -129,7 +129,7 @@ impl Sim {
                 let held_term_at_prev = self.term_at(id, prev.index);
                 let last_index = self.executor(id).engine().last_log_id().index;
                 let reply = self.executor_mut(id).receive(Request::AppendEntries(req));
-                let Response::AppendEntries(resp) = reply else {
+                let Some(Response::AppendEntries(resp)) = reply else {
                     unreachable!("an AppendEntries is answered in kind, got {reply:?}")
                 };
                 let reason = match resp.result {
@@ -151,11 +151,13 @@ impl Sim {
                     reason,
                 })
             }
-            // The timeline's nodes build no snapshots, run the paper's elections without pre-votes
-            // and transfer no leadership, so none of these is sent; one that arrives is handled
-            // all the same, without a line in the trace.
-            other
-            @ (Request::InstallSnapshot(_) | Request::PreVote(_) | Request::TimeoutNow(_)) => {
+            // The timeline's nodes build no snapshots, run the paper's elections without pre-votes,
+            // transfer no leadership and serve no reads, so none of these is sent; one that
+            // arrives is handled all the same, without a line in the trace.
+            other @ (Request::InstallSnapshot(_)
+            | Request::PreVote(_)
+            | Request::TimeoutNow(_)
+            | Request::ReadIndex(_)) => {
                 self.executor_mut(id).receive(other);
                 None
             }
@@ -242,7 +244,9 @@ impl Sim {
                 | Effect::InstallSnapshot { .. }
                 | Effect::Purge(_)
                 | Effect::SnapshotSendFailed { .. }
-                | Effect::Restore(_) => {}
+                | Effect::Restore(_)
+                | Effect::ReadReady(_)
+                | Effect::ReadFailed(_) => {}
             }
         }
     }
