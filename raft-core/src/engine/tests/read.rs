@@ -65,12 +65,6 @@ fn effects_of<T>(c: &Cluster, id: NodeId, pick: impl Fn(&Effect<u64>) -> Option<
         .collect()
 }
 
-/// Registers read `id` on node `node` and runs the cluster without moving time.
-fn read(c: &mut Cluster, node: NodeId, id: ReadId, lease: bool) {
-    c.node_mut(node).read(id, lease).expect("the node leads");
-    c.run();
-}
-
 /// AppendEntries node 1 sent to anyone so far.
 fn appends_from_1(c: &Cluster) -> usize {
     c.append_requests
