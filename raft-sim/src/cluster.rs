@@ -25,6 +25,7 @@ use crate::world::{lock, Shared, World};
 use raft_net_mock::Router;
 
 mod membership;
+mod reads;
 
 /// How often the harness polls while it waits for a condition (virtual time).
 const POLL: Duration = Duration::from_millis(10);
@@ -580,6 +581,11 @@ impl<S: RaftStorage<u64>> Cluster<S> {
             .values()
             .cloned()
             .collect()
+    }
+
+    /// Every read without a log entry so far ([`Client::read_on`]), in invocation order.
+    pub fn read_history(&self) -> Vec<crate::ReadOp> {
+        lock(&self.world).record.history.reads.clone()
     }
 
     /// The terms in which some node was seen leader, with the leaders seen.

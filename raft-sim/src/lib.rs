@@ -176,7 +176,7 @@ mod world;
 pub use append_faults::{AppendFaultStats, OldTermMajority};
 pub use applied_state::{AppliedState, RECENT_COMMANDS};
 pub use cluster::{Client, Cluster, ClusterOptions, SnapshotTraffic, Violation, WriteError};
-pub use history::{Op, Outcome};
+pub use history::{Op, Outcome, ReadKind, ReadOp, ReadOutcome, ReadValue};
 pub use observe::{ObservedNetwork, ObservedStorage};
 pub use state_machine::LogStateMachine;
 pub use stats::HarnessStats;
