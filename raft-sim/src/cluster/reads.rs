@@ -92,4 +92,9 @@ impl Client {
             .map(|r| r.id())
             .collect()
     }
+
+    /// The nodes registered with the router (those that run), in id order.
+    pub fn reachable_nodes(&self) -> Vec<NodeId> {
+        self.router.node_ids()
+    }
 }
