@@ -28,7 +28,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use raft_core::{Entry, EntryPayload, LogId, LogIndex, NodeId};
 
-use crate::history::{History, Op, Outcome, ReadOp, ReadOutcome, ReadValue};
+use crate::history::{History, Op, Outcome, ReadKind, ReadOp, ReadOutcome, ReadValue};
 use crate::invariant::{Findings, Invariant};
 use crate::record::Record;
 
@@ -168,8 +168,11 @@ impl Placed<'_> {
         match self {
             Placed::Write(op, index) => format!("value {} (index {index})", op.value),
             Placed::Read(op, v) => format!(
-                "a {:?} read on node {} (it saw the log up to {}, read index {})",
-                op.kind, op.node, v.seen, v.read_index
+                "{} on node {} (it saw the log up to {}, read index {})",
+                read_kind(op),
+                op.node,
+                v.seen,
+                v.read_index
             ),
         }
     }
@@ -201,9 +204,9 @@ fn check_real_time_order(
         };
         if v.seen.index > 0 && committed_id(v.seen.index) != Some(v.seen) {
             return Err(format!(
-                "linearizability: a {:?} read on node {} saw the log up to {}, which is not the committed \
-                 entry there ({:?})",
-                op.kind,
+                "linearizability: {} on node {} saw the log up to {}, which is not the committed entry \
+                 there ({:?})",
+                read_kind(op),
                 op.node,
                 v.seen,
                 committed_id(v.seen.index)
@@ -222,17 +225,27 @@ fn check_real_time_order(
         while let Some((_, op, v)) = reads.next_if(|(seen, _, _)| *seen == k) {
             if let (Some(done), Some(l)) = (op.completed, latest) {
                 if done < l.invoked() {
-                    return Err(format!(
-                        "linearizability: a {:?} read on node {} (completed at logical time {done}) saw the log \
-                         up to {} (read index {}), which holds or follows {}, invoked later (at logical time \
-                         {}): the read saw a write not yet invoked, or a later read saw less",
-                        op.kind,
+                    let this = format!(
+                        "{} on node {} (completed at logical time {done}) saw the log up to {} (read index {})",
+                        read_kind(op),
                         op.node,
                         v.seen,
-                        v.read_index,
-                        l.describe(),
-                        l.invoked()
-                    ));
+                        v.read_index
+                    );
+                    return Err(match l {
+                        Placed::Write(..) => format!(
+                            "linearizability: {this}, which holds {}, written by a write invoked only later \
+                             (at logical time {})",
+                            l.describe(),
+                            l.invoked()
+                        ),
+                        Placed::Read(..) => format!(
+                            "linearizability: stale read: {this}, but {}, invoked later (at logical time {}), \
+                             saw less",
+                            l.describe(),
+                            l.invoked()
+                        ),
+                    });
                 }
             }
             if group_latest.is_none_or(|g| g.invoked() < op.invoked) {
@@ -274,6 +287,14 @@ fn check_real_time_order(
     Ok(())
 }
 
+/// How a read was asked, for messages.
+fn read_kind(op: &ReadOp) -> &'static str {
+    match op.kind {
+        ReadKind::Index => "a ReadIndex read",
+        ReadKind::Lease => "a lease read",
+    }
+}
+
 /// The checks of one served read at the moment it is served: the node's state machine had
 /// applied its read index (the contract of `Raft::read_index`), and what it held is the committed
 /// log prefix (same last entry, same digest).
@@ -284,18 +305,20 @@ fn check_read_served(record: &Record, read: &ReadOp) -> Findings {
     let mut findings = Vec::new();
     if v.seen.index < v.read_index {
         findings.push(format!(
-            "reads: node {} returned read index {} for a {:?} read, but its state machine had applied only \
-             up to {}",
-            read.node, v.read_index, read.kind, v.seen
+            "reads: node {} returned read index {} for {}, but its state machine had applied only up to {}",
+            read.node,
+            v.read_index,
+            read_kind(read),
+            v.seen
         ));
     }
     if v.seen.index > 0 {
         let committed = record.committed.get(&v.seen.index);
         if committed.is_none_or(|c| c.log_id != v.seen || c.digest != v.digest) {
             findings.push(format!(
-                "reads: a {:?} read on node {} saw a state (up to {}, digest {:#x}) that is not the committed \
-                 log prefix ({:?})",
-                read.kind,
+                "reads: {} on node {} saw a state (up to {}, digest {:#x}) that is not the committed log \
+                 prefix ({:?})",
+                read_kind(read),
                 read.node,
                 v.seen,
                 v.digest,
@@ -309,7 +332,6 @@ fn check_read_served(record: &Record, read: &ReadOp) -> Findings {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::history::ReadKind;
 
     fn acked(h: &mut History, v: u64, index: LogIndex) {
         h.invoke(v).unwrap();
