@@ -109,3 +109,186 @@ async fn partitioned_old_leader_serves_no_read_index() {
     c.router().heal();
     c.assert_final(10 * SEC).await;
 }
+
+/// A leader with a lease serves lease reads at once while the lease holds, even cut off from the
+/// rest; once the lease has run out (`election_timeout_min - drift` after its last confirmed round
+/// started, which is before the cut) it serves none: they wait for a round no majority answers.
+/// The rest elect a leader only after the lease ran out (they refuse votes for a minimum election
+/// timeout after they last heard from the old leader).
+#[tokio::test(start_paused = true)]
+async fn lease_read_is_not_served_once_the_lease_has_expired() {
+    let drift = Duration::from_millis(20);
+    let config = lease_config(drift);
+    let lease = config.election_timeout_min - drift;
+    let c = cluster(3, 12, config, "lease_read_is_not_served_once_the_lease_has_expired").await;
+    let old = c.wait_for_leader(SEC).await;
+    write_ok(&c, 3).await;
+    sleep(Duration::from_millis(100)).await; // heartbeats: the lease is fresh
+    let client = c.client();
+    assert!(client.read_on(old, ReadKind::Lease).await.is_ok());
+    let cut = Instant::now();
+    c.router().isolate(old);
+    // A lease read every 5 ms on the old leader for a second, each in its own task.
+    let mut reads = tokio::task::JoinSet::new();
+    let mut elected_at = None;
+    for _ in 0..200 {
+        if elected_at.is_none() && c.leader().is_some_and(|l| l != old) {
+            elected_at = Some(Instant::now());
+        }
+        let client = client.clone();
+        reads.spawn(async move {
+            let asked = Instant::now();
+            let result = client.read_on(old, ReadKind::Lease).await;
+            (asked, Instant::now(), result)
+        });
+        sleep(Duration::from_millis(5)).await;
+    }
+    let new = wait_new_leader(&c, old, 2 * SEC).await;
+    let mut served = 0;
+    while let Some(done) = reads.join_next().await {
+        let (asked, answered, result) = done.expect("read task");
+        if result.is_ok() {
+            served += 1;
+            assert_eq!(asked, answered, "a lease read is served at once, without a round");
+            assert!(
+                answered < cut + lease,
+                "lease read served {:?} after the cut, past the lease of {lease:?}",
+                answered - cut
+            );
+        }
+    }
+    assert!(served > 0, "the old leader served lease reads while its lease held");
+    // The new leader was elected after the lease ran out, and takes writes; its reads see them.
+    let elected_at = elected_at.unwrap_or_else(|| c.fail("no new leader while reading"));
+    assert!(
+        elected_at >= cut + lease,
+        "a new leader {:?} after the cut, within the old leader's lease of {lease:?}",
+        elected_at - cut
+    );
+    let acked = write_ok(&c, 2).await;
+    match client.read_on(new, ReadKind::Lease).await {
+        Ok(v) => assert!(v.seen.index >= acked),
+        Err(e) => c.fail(&format!("lease read on the new leader failed: {e}")),
+    }
+    c.router().heal();
+    c.assert_final(10 * SEC).await;
+}
+
+/// A follower read sees every write acknowledged before it started, even on a follower that was
+/// cut off while those writes committed: it asks the leader for the read index, then waits until
+/// it has applied up to it.
+#[tokio::test(start_paused = true)]
+async fn follower_read_sees_writes_acknowledged_before_it() {
+    let c = cluster(3, 13, Config::default(), "follower_read_sees_writes_acknowledged_before_it").await;
+    let leader = c.wait_for_leader(SEC).await;
+    write_ok(&c, 2).await;
+    let follower = c
+        .ids()
+        .into_iter()
+        .find(|&id| id != leader)
+        .expect("a follower");
+    let client = c.client();
+    // Up to date: the read sees the writes at once.
+    let acked = write_ok(&c, 3).await;
+    match client.read_on(follower, ReadKind::Index).await {
+        Ok(v) => assert!(v.seen.index >= acked, "{v:?} misses {acked}"),
+        Err(e) => c.fail(&format!("follower read failed: {e}")),
+    }
+    // Behind: cut off while more writes commit (briefly, so it still knows its leader).
+    c.router().isolate(follower);
+    let acked = write_ok(&c, 5).await;
+    c.router().heal();
+    let applied = c.metrics(follower).map_or(0, |m| m.last_applied);
+    assert!(
+        applied < acked,
+        "the follower should be behind ({applied} < {acked})"
+    );
+    let mut seen = None;
+    for _ in 0..20 {
+        match client.read_on(follower, ReadKind::Index).await {
+            Ok(v) => {
+                seen = Some(v);
+                break;
+            }
+            Err(_) => sleep(Duration::from_millis(10)).await,
+        }
+    }
+    match seen {
+        Some(v) => assert!(v.seen.index >= acked, "{v:?} misses {acked}"),
+        None => c.fail("no follower read served after the heal"),
+    }
+    let reads = c.read_history();
+    assert!(reads.iter().all(|r| !r.on_leader));
+    assert!(reads
+        .iter()
+        .any(|r| matches!(r.outcome, ReadOutcome::Served(_))));
+    c.assert_final(10 * SEC).await;
+}
+
+/// Reads asked together share one confirmation round: 50 concurrent ReadIndex reads on the leader
+/// cost about the AppendEntries of one read (one round to each follower), not 50 rounds; 50
+/// concurrent follower reads cost one or two `ReadIndex` RPCs (one batch in flight, the rest in the
+/// next), not 50.
+#[tokio::test(start_paused = true)]
+async fn concurrent_reads_share_rounds() {
+    const N: usize = 50;
+    let c = cluster(5, 14, Config::default(), "concurrent_reads_share_rounds").await;
+    let leader = c.wait_for_leader(SEC).await;
+    write_ok(&c, 3).await;
+    let follower = c
+        .ids()
+        .into_iter()
+        .find(|&id| id != leader)
+        .expect("a follower");
+    let client = c.client();
+    let appends = || -> u64 {
+        c.router()
+            .target_stats()
+            .values()
+            .map(|t| t.sent.append_entries)
+            .sum()
+    };
+    // Between heartbeats: no message moves the virtual clock, so nothing else is counted.
+    sleep(Duration::from_millis(10)).await;
+    c.router().reset_stats();
+    assert!(client.read_on(leader, ReadKind::Index).await.is_ok());
+    let one = appends();
+    assert!(
+        one >= 4,
+        "one read: a round to each of the 4 followers ({one})"
+    );
+
+    let concurrent = |node: NodeId| {
+        let mut reads = tokio::task::JoinSet::new();
+        for _ in 0..N {
+            let client = client.clone();
+            reads.spawn(async move { client.read_on(node, ReadKind::Index).await });
+        }
+        reads
+    };
+    sleep(Duration::from_millis(10)).await;
+    c.router().reset_stats();
+    let mut reads = concurrent(leader);
+    while let Some(done) = reads.join_next().await {
+        assert!(done.expect("read task").is_ok());
+    }
+    let many = appends();
+    assert!(
+        many <= 2 * one,
+        "{N} concurrent reads sent {many} AppendEntries, one read {one}"
+    );
+
+    sleep(Duration::from_millis(10)).await;
+    c.router().reset_stats();
+    let mut reads = concurrent(follower);
+    while let Some(done) = reads.join_next().await {
+        assert!(done.expect("read task").is_ok());
+    }
+    let forwarded = c.router().stats_for(leader).sent.read_index;
+    assert!(
+        (1..=2).contains(&forwarded),
+        "{N} concurrent follower reads sent {forwarded} ReadIndex RPCs"
+    );
+    assert!(appends() <= 2 * one, "{}", appends());
+    c.assert_final(10 * SEC).await;
+}
