@@ -292,3 +292,89 @@ async fn concurrent_reads_share_rounds() {
     assert!(appends() <= 2 * one, "{}", appends());
     c.assert_final(10 * SEC).await;
 }
+
+/// A transfer whose TimeoutNow went out may elect its target at any time after (the target's
+/// votes ignore stickiness, and the TimeoutNow or the vote requests may arrive late): the old
+/// leader must not serve lease reads afterwards, even once it has abandoned the transfer. Here the
+/// target catches up only at the end of the transfer's window, so the TimeoutNow leaves late; the
+/// old leader is cut off as the TimeoutNow arrives, the target is elected by the third node, and
+/// the old leader abandons the transfer with a round confirmed shortly before: its lease reads must
+/// still not be served.
+#[tokio::test(start_paused = true)]
+async fn no_lease_after_an_abandoned_transfer_whose_timeout_now_left() {
+    let config = lease_config(Duration::ZERO);
+    let timeout_max = config.election_timeout_max;
+    let c = cluster(
+        3,
+        15,
+        config,
+        "no_lease_after_an_abandoned_transfer_whose_timeout_now_left",
+    )
+    .await;
+    let old = c.wait_for_leader(SEC).await;
+    write_ok(&c, 3).await;
+    let mut others = c.ids().into_iter().filter(|&id| id != old);
+    let (target, third) = (
+        others.next().expect("a target"),
+        others.next().expect("a third node"),
+    );
+    // Every message takes 5 ms, so the old leader can be cut off while the TimeoutNow travels.
+    c.router().set_faults(raft_net_mock::Faults {
+        delay_ms: (5, 5),
+        ..Default::default()
+    });
+    // The target falls behind, so the TimeoutNow waits for it to catch up.
+    c.router().isolate(target);
+    write_ok(&c, 3).await;
+    let raft = c.raft(old).expect("the leader runs");
+    let started = Instant::now();
+    tokio::spawn(async move {
+        let _ = raft.transfer_leadership(Some(target)).await;
+    });
+    // The target comes back near the end of the transfer's window.
+    sleep(timeout_max - Duration::from_millis(120)).await;
+    c.router().heal();
+    let delivered = || c.router().stats_for(target).delivered.timeout_now;
+    while delivered() == 0 {
+        if started.elapsed() > timeout_max {
+            c.fail("the TimeoutNow was not delivered within the transfer's window");
+        }
+        sleep(Duration::from_millis(1)).await;
+    }
+    c.router().isolate(old);
+    let new = wait_new_leader(&c, old, SEC).await;
+    assert_eq!(new, target, "{}", c.describe());
+    let _ = third;
+    let acked = write_ok(&c, 2).await;
+    // The old leader abandons the transfer at the end of its window and leads on, cut off.
+    let client = c.client();
+    let mut reads = tokio::task::JoinSet::new();
+    let mut abandoned_and_leading = false;
+    for _ in 0..100 {
+        abandoned_and_leading |= c.metrics(old).is_some_and(|m| {
+            m.role == Role::Leader && m.elections.transfers_abandoned > 0
+        });
+        if says_it_leads(&c, old) {
+            let client = client.clone();
+            reads.spawn(async move { client.read_on(old, ReadKind::Lease).await });
+        }
+        sleep(Duration::from_millis(2)).await;
+    }
+    while let Some(done) = reads.join_next().await {
+        if let Ok(v) = done.expect("read task") {
+            assert!(
+                v.seen.index >= acked,
+                "the old leader served a lease read after its transfer elected {new}: {v:?}, acknowledged \
+                 {acked}"
+            );
+        }
+    }
+    assert!(
+        abandoned_and_leading,
+        "the old leader should have abandoned the transfer and led on: {}",
+        c.describe()
+    );
+    c.router().set_faults(raft_net_mock::Faults::default());
+    c.router().heal();
+    c.assert_final(10 * SEC).await;
+}
