@@ -1041,8 +1041,9 @@ impl<S: RaftStorage<u64>> Cluster<S> {
     }
 }
 
-/// A client of a harness cluster: writes unique values and records every write in the cluster's
-/// history. Cheap to clone.
+/// A client of a harness cluster: writes unique values, reads without log entries (see
+/// [`read_on`](Self::read_on)), and records every write and read in the cluster's history. Cheap to
+/// clone.
 ///
 /// On a network without delays a write takes no virtual time at all, so a task that writes in a loop
 /// must pause between writes (`tokio::time::sleep`), or virtual time never advances past that instant.

@@ -75,7 +75,13 @@ async fn wait_new_leader(c: &MemCluster, old: NodeId, timeout: Duration) -> Node
 /// sees the new writes.
 #[tokio::test(start_paused = true)]
 async fn partitioned_old_leader_serves_no_read_index() {
-    let c = cluster(5, 11, Config::default(), "partitioned_old_leader_serves_no_read_index").await;
+    let c = cluster(
+        5,
+        11,
+        Config::default(),
+        "partitioned_old_leader_serves_no_read_index",
+    )
+    .await;
     let old = c.wait_for_leader(SEC).await;
     write_ok(&c, 3).await;
     c.router().isolate(old);
@@ -120,7 +126,13 @@ async fn lease_read_is_not_served_once_the_lease_has_expired() {
     let drift = Duration::from_millis(20);
     let config = lease_config(drift);
     let lease = config.election_timeout_min - drift;
-    let c = cluster(3, 12, config, "lease_read_is_not_served_once_the_lease_has_expired").await;
+    let c = cluster(
+        3,
+        12,
+        config,
+        "lease_read_is_not_served_once_the_lease_has_expired",
+    )
+    .await;
     let old = c.wait_for_leader(SEC).await;
     write_ok(&c, 3).await;
     sleep(Duration::from_millis(100)).await; // heartbeats: the lease is fresh
@@ -149,7 +161,10 @@ async fn lease_read_is_not_served_once_the_lease_has_expired() {
         let (asked, answered, result) = done.expect("read task");
         if result.is_ok() {
             served += 1;
-            assert_eq!(asked, answered, "a lease read is served at once, without a round");
+            assert_eq!(
+                asked, answered,
+                "a lease read is served at once, without a round"
+            );
             assert!(
                 answered < cut + lease,
                 "lease read served {:?} after the cut, past the lease of {lease:?}",
@@ -157,7 +172,10 @@ async fn lease_read_is_not_served_once_the_lease_has_expired() {
             );
         }
     }
-    assert!(served > 0, "the old leader served lease reads while its lease held");
+    assert!(
+        served > 0,
+        "the old leader served lease reads while its lease held"
+    );
     // The new leader was elected after the lease ran out, and takes writes; its reads see them.
     let elected_at = elected_at.unwrap_or_else(|| c.fail("no new leader while reading"));
     assert!(
@@ -179,7 +197,13 @@ async fn lease_read_is_not_served_once_the_lease_has_expired() {
 /// it has applied up to it.
 #[tokio::test(start_paused = true)]
 async fn follower_read_sees_writes_acknowledged_before_it() {
-    let c = cluster(3, 13, Config::default(), "follower_read_sees_writes_acknowledged_before_it").await;
+    let c = cluster(
+        3,
+        13,
+        Config::default(),
+        "follower_read_sees_writes_acknowledged_before_it",
+    )
+    .await;
     let leader = c.wait_for_leader(SEC).await;
     write_ok(&c, 2).await;
     let follower = c
@@ -351,9 +375,9 @@ async fn no_lease_after_an_abandoned_transfer_whose_timeout_now_left() {
     let mut reads = tokio::task::JoinSet::new();
     let mut abandoned_and_leading = false;
     for _ in 0..100 {
-        abandoned_and_leading |= c.metrics(old).is_some_and(|m| {
-            m.role == Role::Leader && m.elections.transfers_abandoned > 0
-        });
+        abandoned_and_leading |= c
+            .metrics(old)
+            .is_some_and(|m| m.role == Role::Leader && m.elections.transfers_abandoned > 0);
         if says_it_leads(&c, old) {
             let client = client.clone();
             reads.spawn(async move { client.read_on(old, ReadKind::Lease).await });

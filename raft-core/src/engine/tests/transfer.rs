@@ -208,7 +208,10 @@ fn no_lease_after_a_transfer_whose_timeout_now_left() {
     c.elect(1);
     let t = c.now + HB;
     c.advance(t);
-    assert!(c.engine(1).lease_valid(), "rounds confirmed: the lease holds");
+    assert!(
+        c.engine(1).lease_valid(),
+        "rounds confirmed: the lease holds"
+    );
     let term = c.engine(1).term();
     // The TimeoutNow to node 2 is lost (late, as far as anyone can tell); the transfer is
     // abandoned, and node 3 keeps answering node 1's rounds.
@@ -228,10 +231,9 @@ fn no_lease_after_a_transfer_whose_timeout_now_left() {
     // Why: the late TimeoutNow arrives, node 2 campaigns as a transfer and node 3 votes for it,
     // although it heard from node 1 a moment ago.
     c.isolated.insert(1);
-    let resp = c.engine_mut(2).handle_timeout_now(TimeoutNowRequest {
-        term,
-        leader_id: 1,
-    });
+    let resp = c
+        .engine_mut(2)
+        .handle_timeout_now(TimeoutNowRequest { term, leader_id: 1 });
     assert!(resp.campaigning);
     c.flush(2);
     c.run();
