@@ -67,7 +67,11 @@
 //!   (`ReadPolicy::Lease`, a drift bound of up to a quarter of the minimum election timeout; the
 //!   nodes' clocks run at one rate), readers asking mostly for lease reads, plus leadership
 //!   transfers, half of them followed by the isolation of the old leader (see [`LeaseSteps`]).
-//!   LEASES_RESULTS
+//!   On correct code, seeds 0 to 9999 pass (332 s in release, one thread; 3.59 million reads
+//!   served, 2.70 million of them lease reads; 28,338 transfers). The profile alone did not catch
+//!   the old leader serving lease reads after abandoning a transfer whose TimeoutNow had elected
+//!   its target (2000 seeds pass without the fix, the window is narrow); `tests/reads.rs` plays
+//!   that interleaving step by step.
 //!
 //! The split-appends, disk-fault, membership and lease profiles, and the readers, draw from RNGs of
 //! their own (the schedule's, the truncation's, the disk faults', the membership steps', the lease
