@@ -103,8 +103,10 @@ pub enum ReadPolicy {
     /// round. Safe only if no clock runs slower than another by more than `clock_drift_bound` over
     /// an `election_timeout_min` (clock *rates*, not offsets: NTP steps do not matter, a paused
     /// VM or a stopped process does not either, since its clock keeps running). A leadership
-    /// transfer suspends the lease (the transfer's votes ignore stickiness), and a node that just
-    /// started refuses votes for `election_timeout_min` too (it has forgotten whom it heard from).
+    /// transfer suspends the lease (the transfer's votes ignore stickiness), and once its
+    /// TimeoutNow has left, ends it for the rest of the leader's term (the target's election may
+    /// come after the transfer was abandoned); a node that just started refuses votes for
+    /// `election_timeout_min` too (it has forgotten whom it heard from).
     /// [`Config::validate`] refuses it without `check_quorum`, or with a drift bound that leaves no
     /// lease.
     Lease {

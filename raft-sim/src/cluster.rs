@@ -25,6 +25,7 @@ use crate::world::{lock, Shared, World};
 use raft_net_mock::Router;
 
 mod membership;
+mod reads;
 
 /// How often the harness polls while it waits for a condition (virtual time).
 const POLL: Duration = Duration::from_millis(10);
@@ -582,6 +583,11 @@ impl<S: RaftStorage<u64>> Cluster<S> {
             .collect()
     }
 
+    /// Every read without a log entry so far ([`Client::read_on`]), in invocation order.
+    pub fn read_history(&self) -> Vec<crate::ReadOp> {
+        lock(&self.world).record.history.reads.clone()
+    }
+
     /// The terms in which some node was seen leader, with the leaders seen.
     pub fn observed_leaders(&self) -> BTreeMap<Term, BTreeSet<NodeId>> {
         lock(&self.world).record.leaders.clone()
@@ -1035,8 +1041,9 @@ impl<S: RaftStorage<u64>> Cluster<S> {
     }
 }
 
-/// A client of a harness cluster: writes unique values and records every write in the cluster's
-/// history. Cheap to clone.
+/// A client of a harness cluster: writes unique values, reads without log entries (see
+/// [`read_on`](Self::read_on)), and records every write and read in the cluster's history. Cheap to
+/// clone.
 ///
 /// On a network without delays a write takes no virtual time at all, so a task that writes in a loop
 /// must pause between writes (`tokio::time::sleep`), or virtual time never advances past that instant.

@@ -15,6 +15,7 @@ use raft_core::{
 };
 
 use crate::applied_state::AppliedState;
+use crate::history::ReadOp;
 use crate::record::{FirstHeld, Record};
 
 /// What a hook found wrong: one message per violation, each starting with the property it breaks.
@@ -298,6 +299,12 @@ pub(crate) trait Invariant: Send {
         log_id: LogId,
         response: LogIndex,
     ) -> Findings {
+        Vec::new()
+    }
+
+    /// A client read without a log entry was served (`read`, whose outcome is
+    /// [`Served`](crate::history::ReadOutcome::Served)); the record holds it in the history.
+    fn on_read_served(&mut self, record: &Record, read: &ReadOp) -> Findings {
         Vec::new()
     }
 

@@ -104,10 +104,14 @@
 //! allowed to lack those entries, and the answers it gave before the loss are not held against it;
 //! the cluster must still never lose a committed entry.
 //!
-//! `invariants::linearizability`: the client history (see [`Op`]; recorded in the `history` module)
-//! is linearizable for the harness's append-only model, described in the checker's module: unique
-//! values, acknowledged indexes, real-time order, at most once for unknown outcomes, never for writes
-//! refused with `NotLeader`.
+//! `invariants::linearizability`: the client history (see [`Op`] and [`ReadOp`]; recorded in the
+//! `history` module) is linearizable for the harness's append-only model, described in the checker's
+//! module: unique values, acknowledged indexes, real-time order, at most once for unknown outcomes,
+//! never for writes refused with `NotLeader`. Reads without a log entry ([`Client::read_on`]:
+//! `Raft::read_index` or `Raft::read_lease`, on the leader or a follower) are recorded with the
+//! state the node's state machine held when the call returned, and placed in that order: after the
+//! committed writes they saw, before the others, never seeing less than a read that completed
+//! before them. A failed read read nothing and is not judged.
 //!
 //! Violations are recorded as they are seen (observers run inside the nodes' tasks, where a panic would
 //! be lost) and reported by [`Cluster::check_safety`] / [`Cluster::assert_safe`] and the final checks.
@@ -176,7 +180,7 @@ mod world;
 pub use append_faults::{AppendFaultStats, OldTermMajority};
 pub use applied_state::{AppliedState, RECENT_COMMANDS};
 pub use cluster::{Client, Cluster, ClusterOptions, SnapshotTraffic, Violation, WriteError};
-pub use history::{Op, Outcome};
+pub use history::{Op, Outcome, ReadKind, ReadOp, ReadOutcome, ReadValue};
 pub use observe::{ObservedNetwork, ObservedStorage};
 pub use state_machine::LogStateMachine;
 pub use stats::HarnessStats;

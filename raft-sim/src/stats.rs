@@ -52,6 +52,17 @@ pub struct HarnessStats {
     /// not by a majority of its outgoing voters: the moment a leader counting the new voters alone
     /// would commit them, which Raft forbids (thesis, section 4.3). Counted once per index.
     pub joint_new_majority_only: u64,
+    /// Reads without a log entry served ([`Client::read_on`](crate::Client::read_on)).
+    pub reads_served: u64,
+    /// Of those, reads served on a node that did not lead when asked (follower reads).
+    pub follower_reads_served: u64,
+    /// Reads without a log entry that failed (refused, lost, timed out): nothing was read.
+    pub reads_failed: u64,
+    /// Reads asked of a node that said it led a term for which a newer leader had already been
+    /// seen: a deposed leader that does not know it yet, which must not serve them from its state.
+    pub reads_on_deposed_leader: u64,
+    /// Of those, the reads served (each judged by the linearizability check like any other).
+    pub reads_on_deposed_leader_served: u64,
     /// Membership changes acknowledged through [`Cluster::change_membership`](crate::Cluster::change_membership).
     pub membership_changes: u64,
 }

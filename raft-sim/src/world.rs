@@ -36,7 +36,7 @@ use raft_core::{
 };
 
 use crate::applied_state::AppliedState;
-use crate::history::Outcome;
+use crate::history::{Outcome, ReadKind, ReadOutcome};
 use crate::invariant::{ChunkRead, Findings, Invariant, Opened};
 use crate::node_model::{DiskLoss, SmObs};
 use crate::record::Record;
@@ -693,6 +693,59 @@ impl World {
     ) {
         self.record.history.complete(value, Outcome::Acked(log_id));
         self.fan_out(|inv, r| inv.on_write_acknowledged(r, node, value, log_id, response));
+    }
+
+    /// A client invokes a read on node `node`, whose metrics say it leads `leading` (a term) or
+    /// not (`None`). Returns the read's number in the history.
+    pub(crate) fn on_read_invoked(
+        &mut self,
+        node: NodeId,
+        kind: ReadKind,
+        leading: Option<Term>,
+    ) -> usize {
+        let newest = self.record.leaders.keys().next_back().copied();
+        let deposed = leading.is_some_and(|t| newest.is_some_and(|n| n > t));
+        if deposed {
+            self.stats.reads_on_deposed_leader += 1;
+            self.trace(|| {
+                format!(
+                    "node {node}: read asked while it says it leads term {leading:?}, after a leader of term \
+                     {newest:?} was seen"
+                )
+            });
+        }
+        self.record
+            .history
+            .invoke_read(node, kind, leading.is_some(), deposed)
+    }
+
+    /// Read number `read` ended with `outcome`; a served read is judged at once (the state it saw
+    /// is a committed prefix that covers its read index).
+    pub(crate) fn on_read_completed(&mut self, read: usize, outcome: ReadOutcome) {
+        let served = matches!(outcome, ReadOutcome::Served(_));
+        self.record.history.complete_read(read, outcome);
+        let Some(op) = self.record.history.reads.get(read).cloned() else {
+            return;
+        };
+        if !served {
+            self.stats.reads_failed += 1;
+            return;
+        }
+        self.stats.reads_served += 1;
+        self.stats.follower_reads_served += u64::from(!op.on_leader);
+        self.stats.reads_on_deposed_leader_served += u64::from(op.on_deposed_leader);
+        self.trace(|| format!("node {}: served read {op:?}", op.node));
+        self.fan_out(|inv, r| inv.on_read_served(r, &op));
+    }
+
+    /// The state of incarnation `incarnation` of node `id`'s state machine, as last reported.
+    pub(crate) fn sm_state(&self, id: NodeId, incarnation: u32) -> Option<AppliedState> {
+        let i = (incarnation as usize).checked_sub(1)?;
+        self.record
+            .nodes
+            .get(&id)
+            .and_then(|o| o.sms.get(i))
+            .map(|sm| sm.state.clone())
     }
 
     // ----- checks on demand -----

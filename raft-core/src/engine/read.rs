@@ -15,8 +15,10 @@
 //! **Leases.** With [`ReadPolicy::Lease`](crate::ReadPolicy), a read asked for in lease mode is
 //! served at once while the leader is within `election_timeout_min - clock_drift_bound` of the start
 //! of its latest confirmed round: until then, every voter that answered that round refuses to vote
-//! for anyone else (stickiness). A transfer in progress suspends the lease (its votes ignore
-//! stickiness); the config docs state the clock assumption.
+//! for anyone else (stickiness). A transfer in progress suspends the lease, and once its
+//! TimeoutNow has left, the lease is gone for the rest of the term: the target's votes ignore
+//! stickiness, and they may come after the transfer was abandoned; the config docs state the clock
+//! assumption.
 //!
 //! A leader that steps down fails its reads ([`ReadFailed`]): nothing was read, so a retry is safe.
 
@@ -70,6 +72,9 @@ pub(super) struct Reads {
     waiting: VecDeque<WaitingRead>,
     /// Reads that arrived before this leader committed an entry of its term.
     parked: Vec<ReadId>,
+    /// A TimeoutNow left in this term: no lease until the term ends (see
+    /// [`Engine::forfeit_lease`]).
+    lease_forfeited: bool,
 }
 
 #[derive(Debug)]
@@ -130,17 +135,27 @@ impl<C: Clone> Engine<C> {
     }
 
     /// Whether a lease read could be served now without a round: leases configured, no transfer
-    /// in progress, an entry of this term committed, and the latest confirmed round started less
-    /// than the lease ago.
+    /// in progress and no TimeoutNow sent in this term, an entry of this term committed, and the
+    /// latest confirmed round started less than the lease ago.
     pub fn lease_valid(&self) -> bool {
         self.role == Role::Leader
             && self.lease_ms > 0
             && self.transfer.is_none()
+            && !self.reads.lease_forfeited
             && self.committed_in_term()
             && self
                 .reads
                 .lease_start
                 .is_some_and(|start| self.now < start.saturating_add(self.lease_ms))
+    }
+
+    /// Ends the lease for the rest of this term: a TimeoutNow is leaving. The target's election
+    /// ignores stickiness, and it may come at any time from now, after the transfer was abandoned
+    /// too (the TimeoutNow, or the target's vote requests, can arrive late), so no confirmed round
+    /// can vouch any more that the voters will not elect another leader. Reads go through rounds
+    /// until this node leads again.
+    pub(super) fn forfeit_lease(&mut self) {
+        self.reads.lease_forfeited = true;
     }
 
     /// Whether the leader has committed an entry of its current term.

@@ -133,6 +133,7 @@ impl<C: Clone> Engine<C> {
         }
         transfer.timeout_now_sent = true;
         let to = transfer.to;
+        self.forfeit_lease();
         tracing::info!(
             to,
             "leadership transfer: the target is up to date; TimeoutNow"

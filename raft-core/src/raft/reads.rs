@@ -2,7 +2,7 @@
 //! and followers' `ReadIndex` RPCs) and on a follower (its callers, whose reads it forwards to the
 //! leader in batches), and the wait for the state machine to apply up to each read index.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use tokio::sync::oneshot;
 
@@ -32,8 +32,11 @@ struct Forwarded {
 #[derive(Default)]
 pub(crate) struct Reads {
     next_id: ReadId,
-    /// Reads registered with the engine (this node leads, or led when they arrived).
-    registered: HashMap<ReadId, Waiter>,
+    /// Reads registered with the engine (this node leads, or led when they arrived). Ordered, not
+    /// hashed: when the node stops, the waiters are dropped (and their callers woken) in this
+    /// map's order, which must not depend on a random hasher, or a seeded simulation would not
+    /// replay.
+    registered: BTreeMap<ReadId, Waiter>,
     /// Local reads with a read index, waiting for the state machine to apply up to it.
     applying: BTreeMap<LogIndex, Vec<ReadReply>>,
     /// The batch of forwarded reads whose `ReadIndex` RPC is in flight.

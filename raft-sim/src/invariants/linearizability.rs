@@ -10,16 +10,25 @@
 //!   both are in the log, A's index is below B's. (A write whose outcome is unknown has no response,
 //!   so it may take effect at any point after its invocation.)
 //!
+//! Reads without a log entry (`Raft::read_index`, `Raft::read_lease`, on the leader or a follower)
+//! return the state of the node's state machine once the call returned: the log up to some index
+//! `p`. A read is placed after every committed write at or below `p` and before every one above
+//! it, and must fit in real time like any operation: it sees every write acknowledged before it
+//! was invoked, no write invoked after it completed, and never less than a read that completed
+//! before it was invoked. What it saw must be the committed prefix up to `p`, and `p` at least the
+//! read index the node returned. A read that failed read nothing and is not judged. (A local read
+//! that asks no one, stale by design, must not be recorded here.)
+//!
 //! Checked exactly: a value committed twice, when it is committed the second time (from applies); an
 //! acknowledgement that is not the committed entry at its index, or whose response is not that index,
-//! when it arrives (from clients); the whole history against the committed entries and every durable
-//! log, on demand. The history itself is recorded in the `history` module.
+//! when it arrives (from clients); a read's state and read index, when it is served; the whole history
+//! (reads included) against the committed entries and every durable log, on demand. The history itself is recorded in the `history` module.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use raft_core::{Entry, EntryPayload, LogId, LogIndex, NodeId};
 
-use crate::history::{History, Op, Outcome};
+use crate::history::{History, Op, Outcome, ReadKind, ReadOp, ReadOutcome, ReadValue};
 use crate::invariant::{Findings, Invariant};
 use crate::record::Record;
 
@@ -67,6 +76,10 @@ impl Invariant for Linearizability {
             ));
         }
         findings
+    }
+
+    fn on_read_served(&mut self, record: &Record, read: &ReadOp) -> Findings {
+        check_read_served(record, read)
     }
 
     fn check(&self, record: &Record) -> Result<(), String> {
@@ -132,29 +145,188 @@ pub(crate) fn check_history(
             Outcome::Pending | Outcome::Unknown(_) => {}
         }
     }
-    // Real-time order. Walk the committed writes in log order, keeping the latest invocation seen;
-    // an acknowledged write placed after a write invoked once it had completed is a violation.
-    let mut placed: Vec<(LogIndex, &Op)> = positions
+    check_real_time_order(history, positions, committed_id)
+}
+
+/// An operation in the order the log gives, for the real-time check: what it is (for messages)
+/// and when it was invoked.
+#[derive(Clone, Copy)]
+enum Placed<'a> {
+    Write(&'a Op, LogIndex),
+    Read(&'a ReadOp, ReadValue),
+}
+
+impl Placed<'_> {
+    fn invoked(&self) -> u64 {
+        match self {
+            Placed::Write(op, _) => op.invoked,
+            Placed::Read(op, _) => op.invoked,
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Placed::Write(op, index) => format!("value {} (index {index})", op.value),
+            Placed::Read(op, v) => format!(
+                "{} on node {} (it saw the log up to {}, read index {})",
+                read_kind(op),
+                op.node,
+                v.seen,
+                v.read_index
+            ),
+        }
+    }
+}
+
+/// The real-time order of writes and served reads. The log fixes the order of the committed
+/// writes; a read that saw the log up to index `p` goes after every write at or below `p` and
+/// before every write above it (reads that saw the same writes may go in any order among
+/// themselves). The history is linearizable iff each operation can be given a point in time
+/// within its interval, in that order: given greedily, each at the latest invocation so far,
+/// which fails exactly when an operation that completed comes after one invoked after it
+/// completed. Writes without a response (unknown outcome) may take effect any time after their
+/// invocation.
+fn check_real_time_order(
+    history: &History,
+    positions: &BTreeMap<u64, LogIndex>,
+    committed_id: impl Fn(LogIndex) -> Option<LogId>,
+) -> Result<(), String> {
+    let mut writes: Vec<(LogIndex, &Op)> = positions
         .iter()
         .filter_map(|(v, &i)| history.ops.get(v).map(|op| (i, op)))
         .collect();
-    placed.sort_by_key(|(i, _)| *i);
-    let mut latest_invoked: Option<(u64, &Op, LogIndex)> = None;
-    for &(index, op) in &placed {
-        if let (Some(done), Some((inv, other, other_index))) = (op.completed, latest_invoked) {
-            if matches!(op.outcome, Outcome::Acked(_)) && done < inv {
-                return Err(format!(
-                    "linearizability: value {} (acknowledged at logical time {done}, index {index}) was \
-                     ordered after value {} (invoked later, at logical time {inv}, index {other_index})",
-                    op.value, other.value
-                ));
+    writes.sort_by_key(|(i, _)| *i);
+    // Served reads, grouped by how many of the committed writes they saw.
+    let mut reads: Vec<(usize, &ReadOp, ReadValue)> = Vec::new();
+    for op in &history.reads {
+        let ReadOutcome::Served(v) = op.outcome else {
+            continue;
+        };
+        if v.seen.index > 0 && committed_id(v.seen.index) != Some(v.seen) {
+            return Err(format!(
+                "linearizability: {} on node {} saw the log up to {}, which is not the committed entry \
+                 there ({:?})",
+                read_kind(op),
+                op.node,
+                v.seen,
+                committed_id(v.seen.index)
+            ));
+        }
+        let seen = writes.partition_point(|(i, _)| *i <= v.seen.index);
+        reads.push((seen, op, v));
+    }
+    reads.sort_by_key(|(seen, op, _)| (*seen, op.invoked));
+    let mut reads = reads.into_iter().peekable();
+    // The operation invoked last among those placed so far.
+    let mut latest: Option<Placed<'_>> = None;
+    for k in 0..=writes.len() {
+        // The reads that saw exactly the first k writes.
+        let mut group_latest: Option<Placed<'_>> = None;
+        while let Some((_, op, v)) = reads.next_if(|(seen, _, _)| *seen == k) {
+            if let (Some(done), Some(l)) = (op.completed, latest) {
+                if done < l.invoked() {
+                    let this = format!(
+                        "{} on node {} (completed at logical time {done}) saw the log up to {} (read index {})",
+                        read_kind(op),
+                        op.node,
+                        v.seen,
+                        v.read_index
+                    );
+                    return Err(match l {
+                        Placed::Write(..) => format!(
+                            "linearizability: {this}, which holds {}, written by a write invoked only later \
+                             (at logical time {})",
+                            l.describe(),
+                            l.invoked()
+                        ),
+                        Placed::Read(..) => format!(
+                            "linearizability: stale read: {this}, but {}, invoked later (at logical time {}), \
+                             saw less",
+                            l.describe(),
+                            l.invoked()
+                        ),
+                    });
+                }
+            }
+            if group_latest.is_none_or(|g| g.invoked() < op.invoked) {
+                group_latest = Some(Placed::Read(op, v));
             }
         }
-        if !matches!(latest_invoked, Some((inv, _, _)) if inv >= op.invoked) {
-            latest_invoked = Some((op.invoked, op, index));
+        if let Some(g) = group_latest {
+            if latest.is_none_or(|l| l.invoked() < g.invoked()) {
+                latest = Some(g);
+            }
+        }
+        let Some(&(index, op)) = writes.get(k) else {
+            break;
+        };
+        if let (Some(done), Some(l)) = (op.completed, latest) {
+            if matches!(op.outcome, Outcome::Acked(_)) && done < l.invoked() {
+                return Err(match l {
+                    Placed::Write(..) => format!(
+                        "linearizability: value {} (acknowledged at logical time {done}, index {index}) was \
+                         ordered after {} (invoked later, at logical time {})",
+                        op.value,
+                        l.describe(),
+                        l.invoked()
+                    ),
+                    Placed::Read(..) => format!(
+                        "linearizability: stale read: value {} was acknowledged at index {index} (logical time \
+                         {done}), but {}, invoked later (at logical time {}), did not see it",
+                        op.value,
+                        l.describe(),
+                        l.invoked()
+                    ),
+                });
+            }
+        }
+        if latest.is_none_or(|l| l.invoked() < op.invoked) {
+            latest = Some(Placed::Write(op, index));
         }
     }
     Ok(())
+}
+
+/// How a read was asked, for messages.
+fn read_kind(op: &ReadOp) -> &'static str {
+    match op.kind {
+        ReadKind::Index => "a ReadIndex read",
+        ReadKind::Lease => "a lease read",
+    }
+}
+
+/// The checks of one served read at the moment it is served: the node's state machine had
+/// applied its read index (the contract of `Raft::read_index`), and what it held is the committed
+/// log prefix (same last entry, same digest).
+fn check_read_served(record: &Record, read: &ReadOp) -> Findings {
+    let ReadOutcome::Served(v) = read.outcome else {
+        return Vec::new();
+    };
+    let mut findings = Vec::new();
+    if v.seen.index < v.read_index {
+        findings.push(format!(
+            "reads: node {} returned read index {} for {}, but its state machine had applied only up to {}",
+            read.node,
+            v.read_index,
+            read_kind(read),
+            v.seen
+        ));
+    }
+    if v.seen.index > 0 {
+        let committed = record.committed.get(&v.seen.index);
+        if committed.is_none_or(|c| c.log_id != v.seen || c.digest != v.digest) {
+            findings.push(format!(
+                "reads: {} on node {} saw a state (up to {}, digest {:#x}) that is not the committed log \
+                 prefix ({:?})",
+                read_kind(read),
+                read.node,
+                v.seen,
+                v.digest,
+                committed.map(|c| (c.log_id, c.digest))
+            ));
+        }
+    }
+    findings
 }
 
 #[cfg(test)]
@@ -228,5 +400,83 @@ mod tests {
         h.complete(11, Outcome::Unknown("outcome unknown".into()));
         assert!(check(&h, &[(10, 5), (11, 4)]).is_err());
         assert_eq!(check(&h, &[(10, 5), (11, 6)]), Ok(()));
+    }
+
+    /// Records a read served on node 1 that saw the log up to `seen` (term 1), invoked and
+    /// completed now.
+    fn read(h: &mut History, seen: LogIndex) {
+        let r = h.invoke_read(1, ReadKind::Index, true, false);
+        h.complete_read(r, served(seen));
+    }
+
+    fn served(seen: LogIndex) -> ReadOutcome {
+        ReadOutcome::Served(ReadValue {
+            read_index: seen,
+            seen: LogId::new(1, seen),
+            digest: 0,
+        })
+    }
+
+    #[test]
+    fn reads_see_every_write_acknowledged_before_them() {
+        let mut h = History::default();
+        acked(&mut h, 10, 2);
+        read(&mut h, 2);
+        read(&mut h, 5); // no-ops or membership entries may follow: still the same writes
+        assert_eq!(check(&h, &[(10, 2)]), Ok(()));
+        let mut h = History::default();
+        acked(&mut h, 10, 2);
+        read(&mut h, 1);
+        let err = check(&h, &[(10, 2)]).unwrap_err();
+        assert!(err.contains("stale read"), "{err}");
+    }
+
+    #[test]
+    fn reads_never_see_writes_invoked_after_them() {
+        let mut h = History::default();
+        read(&mut h, 2);
+        acked(&mut h, 10, 2);
+        assert!(check(&h, &[(10, 2)]).is_err());
+        // A write concurrent with the read may or may not be seen.
+        let mut h = History::default();
+        h.invoke(10).unwrap();
+        read(&mut h, 2);
+        h.complete(10, Outcome::Acked(LogId::new(1, 2)));
+        read(&mut h, 2);
+        assert_eq!(check(&h, &[(10, 2)]), Ok(()));
+        let mut h = History::default();
+        h.invoke(10).unwrap();
+        read(&mut h, 1);
+        h.complete(10, Outcome::Acked(LogId::new(1, 2)));
+        assert_eq!(check(&h, &[(10, 2)]), Ok(()));
+    }
+
+    #[test]
+    fn a_later_read_never_sees_less() {
+        let mut h = History::default();
+        h.invoke(10).unwrap(); // outcome unknown: committed at 2 some time after its invocation
+        read(&mut h, 2);
+        read(&mut h, 1);
+        assert!(check(&h, &[(10, 2)]).is_err());
+        // Concurrent reads may see different states.
+        let mut h = History::default();
+        h.invoke(10).unwrap();
+        let a = h.invoke_read(1, ReadKind::Lease, true, false);
+        let b = h.invoke_read(2, ReadKind::Index, false, false);
+        h.complete_read(a, served(2));
+        h.complete_read(b, served(1));
+        assert_eq!(check(&h, &[(10, 2)]), Ok(()));
+    }
+
+    #[test]
+    fn failed_reads_are_not_judged_and_reads_must_see_committed_entries() {
+        let mut h = History::default();
+        acked(&mut h, 10, 2);
+        let r = h.invoke_read(1, ReadKind::Index, true, true);
+        h.complete_read(r, ReadOutcome::Failed("leadership lost".into()));
+        assert_eq!(check(&h, &[(10, 2)]), Ok(()));
+        let mut h = History::default();
+        read(&mut h, 3); // nothing committed at 3
+        assert!(check_history(&h, &BTreeMap::new(), |_| None, |_| false).is_err());
     }
 }

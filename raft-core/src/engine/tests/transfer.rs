@@ -216,3 +216,55 @@ fn a_removed_leader_with_writes_after_c_new_hands_over_without_an_election_timeo
     c.propose(leader, 7);
     c.assert_applied_consistent();
 }
+
+/// A TimeoutNow that left may elect its target after the transfer was abandoned (it, or the
+/// target's vote requests, can arrive late, and the transfer's votes ignore stickiness): the old
+/// leader's lease must not come back with the rounds it confirms after the abandonment, or it
+/// would serve reads on it while the target leads a newer term.
+#[test]
+fn no_lease_after_a_transfer_whose_timeout_now_left() {
+    let config = Config {
+        read_policy: crate::ReadPolicy::Lease {
+            clock_drift_bound: std::time::Duration::ZERO,
+        },
+        ..defaults()
+    };
+    let mut c = Cluster::new(&[1, 2, 3], &config);
+    // With leases, a node that just started refuses votes for a minimum election timeout.
+    c.advance(config.election_timeout_min.as_millis() as u64);
+    c.elect(1);
+    let t = c.now + HB;
+    c.advance(t);
+    assert!(
+        c.engine(1).lease_valid(),
+        "rounds confirmed: the lease holds"
+    );
+    let term = c.engine(1).term();
+    // The TimeoutNow to node 2 is lost (late, as far as anyone can tell); the transfer is
+    // abandoned, and node 3 keeps answering node 1's rounds.
+    c.cut.insert((1, 2));
+    c.engine_mut(1).transfer_leadership(2).unwrap();
+    assert!(advance_until(&mut c, 2 * MAX, |c| c
+        .engine(1)
+        .transferring_to()
+        .is_none()));
+    let t = c.now + 2 * HB;
+    c.advance(t);
+    assert_eq!(c.engine(1).role(), Role::Leader);
+    assert!(
+        !c.engine(1).lease_valid(),
+        "no lease in the term of a TimeoutNow that left"
+    );
+    // Why: the late TimeoutNow arrives, node 2 campaigns as a transfer and node 3 votes for it,
+    // although it heard from node 1 a moment ago.
+    c.isolated.insert(1);
+    let resp = c
+        .engine_mut(2)
+        .handle_timeout_now(TimeoutNowRequest { term, leader_id: 1 });
+    assert!(resp.campaigning);
+    c.flush(2);
+    c.run();
+    assert_eq!(c.leader(), Some(2));
+    assert_eq!(c.engine(1).role(), Role::Leader, "node 1 does not know yet");
+    assert!(!c.engine(1).lease_valid());
+}
