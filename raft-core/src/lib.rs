@@ -100,7 +100,7 @@ mod message;
 mod network;
 mod raft;
 mod sessions;
-#[doc = include_str!("../../docs/raft-by-questions.md")]
+#[doc = include_str!("../docs/raft-by-questions.md")]
 pub mod raft_by_questions {}
 mod state_machine;
 mod storage;

@@ -165,7 +165,7 @@ struct Summary {
 /// Why it is enough: a restarted node's first timeout fires within one `election_timeout_max`; a
 /// pre-vote round and an election each take a round trip (storage latency and message delays are
 /// milliseconds here); a split vote costs another timeout, and a few in a row are rare (see
-/// `docs/raft-by-questions.md`, "split votes"); a node that lost entries sits out until it has
+/// `raft-core/docs/raft-by-questions.md`, "split votes"); a node that lost entries sits out until it has
 /// caught up. Over 10,000 seeds per profile the worst seen is printed by the sweep.
 const LIVENESS_BOUND: f64 = 10.0;
 
