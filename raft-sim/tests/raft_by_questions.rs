@@ -10,7 +10,7 @@
 //!   and the split-vote trace the doc shows is exactly what the example prints.
 //!
 //! ```sh
-//! cargo test -p raft-sim --test raft_by_questions -- --nocapture   # prints the figures
+//! cargo test -p lucid-raft-sim --test raft_by_questions -- --nocapture   # prints the figures
 //! ```
 
 use std::fmt::Write as _;

@@ -63,12 +63,12 @@
 //! same for [`CATCH_UP_SEEDS`].
 //!
 //! ```sh
-//! cargo test -p raft-sim --test simulation                                  # a few seeds
-//! SEEDS=2000 cargo test --release -p raft-sim --test simulation -- --nocapture  # many seeds
-//! SEED=1234 cargo test -p raft-sim --test simulation -- --nocapture         # replay one
-//! SEEDS=2000 cargo test --release -p raft-sim --test simulation simulation_split_appends -- --nocapture
-//! SEEDS=2000 cargo test --release -p raft-sim --test simulation simulation_disk_faults -- --nocapture
-//! SEEDS=2000 cargo test --release -p raft-sim --test simulation simulation_membership -- --nocapture
+//! cargo test -p lucid-raft-sim --test simulation                                  # a few seeds
+//! SEEDS=2000 cargo test --release -p lucid-raft-sim --test simulation -- --nocapture  # many seeds
+//! SEED=1234 cargo test -p lucid-raft-sim --test simulation -- --nocapture         # replay one
+//! SEEDS=2000 cargo test --release -p lucid-raft-sim --test simulation simulation_split_appends -- --nocapture
+//! SEEDS=2000 cargo test --release -p lucid-raft-sim --test simulation simulation_disk_faults -- --nocapture
+//! SEEDS=2000 cargo test --release -p lucid-raft-sim --test simulation simulation_membership -- --nocapture
 //! ```
 //! The last three run one profile each (a failure prints the command that replays it). `SEED_START`
 //! shifts the range `SEEDS` covers; `SEED_TIMEOUT_SECS` (default 120) is the real-time limit of one
@@ -121,16 +121,16 @@ impl Profile {
     fn replay(self) -> &'static str {
         match self {
             Profile::Classic => {
-                "SEED={seed} cargo test -p raft-sim --test simulation simulation_classic -- --nocapture"
+                "SEED={seed} cargo test -p lucid-raft-sim --test simulation simulation_classic -- --nocapture"
             }
             Profile::SplitAppends => {
-                "SEED={seed} cargo test -p raft-sim --test simulation simulation_split_appends -- --nocapture"
+                "SEED={seed} cargo test -p lucid-raft-sim --test simulation simulation_split_appends -- --nocapture"
             }
             Profile::DiskFaults => {
-                "SEED={seed} cargo test -p raft-sim --test simulation simulation_disk_faults -- --nocapture"
+                "SEED={seed} cargo test -p lucid-raft-sim --test simulation simulation_disk_faults -- --nocapture"
             }
             Profile::Membership => {
-                "SEED={seed} cargo test -p raft-sim --test simulation simulation_membership -- --nocapture"
+                "SEED={seed} cargo test -p lucid-raft-sim --test simulation simulation_membership -- --nocapture"
             }
         }
     }
@@ -1220,10 +1220,10 @@ fn disk_faults_catch_up_seeds() {
 /// entry: the candidates for [`CATCH_UP_SEEDS`]. To re-pick those:
 ///
 /// 1. on the engine as it is, list the candidates:
-///    `SEEDS=2000 cargo test --release -p raft-sim --test simulation catch_up_seed_scan -- --ignored --nocapture`
+///    `SEEDS=2000 cargo test --release -p lucid-raft-sim --test simulation catch_up_seed_scan -- --ignored --nocapture`
 /// 2. remove the refusal `if self.catching_up { return Some(VoteRefusal::CatchingUp); }` from
 ///    `Engine::ballot_refusal` (raft-core/src/engine/election.rs), locally, and sweep the profile:
-///    `SEEDS=2000 cargo test --release -p raft-sim --test simulation simulation_disk_faults -- --nocapture`
+///    `SEEDS=2000 cargo test --release -p lucid-raft-sim --test simulation simulation_disk_faults -- --nocapture`
 ///    (it fails, printing `simulation FAILED for SEED=...` for each failing seed);
 /// 3. restore the engine, and pin a few seeds that are in both lists.
 #[test]
