@@ -1,4 +1,4 @@
-//! Keeps `docs/raft-by-questions.md` from rotting: every code and test reference in it must resolve.
+//! Keeps `raft-core/docs/raft-by-questions.md` from rotting: every code and test reference in it must resolve.
 //!
 //! The doc writes references in backticks, in one of two forms:
 //! * `path/to/file.rs::Item` or `path/to/file.rs::Type::item`: the file (relative to the workspace
@@ -12,7 +12,7 @@
 
 use std::path::{Path, PathBuf};
 
-const DOCS: &[&str] = &["docs/raft-by-questions.md"];
+const DOCS: &[&str] = &["raft-core/docs/raft-by-questions.md"];
 
 fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -1,4 +1,4 @@
-//! Engine-level claims of `docs/raft-by-questions.md` that the protocol tests in
+//! Engine-level claims of `raft-core/docs/raft-by-questions.md` that the protocol tests in
 //! `raft-core/src/engine/tests.rs` do not already show. Public API only: `Engine`, its inputs and
 //! its `Output`; each test drives engines by hand, with explicit times.
 

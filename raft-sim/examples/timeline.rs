@@ -11,7 +11,7 @@
 //! ```
 //!
 //! The same seed prints the same trace. See `raft_sim::timeline` for what is simulated, and
-//! `docs/raft-by-questions.md` for the questions each scenario answers.
+//! `raft-core/docs/raft-by-questions.md` for the questions each scenario answers.
 
 use std::io::Write;
 use std::process::ExitCode;

@@ -101,7 +101,7 @@ impl ClusterOptions {
             write_deadline: Duration::from_secs(5),
             storage_latency: Duration::ZERO,
             append_truncation: 0.0,
-            replay: "SEED={seed} cargo test -p raft-sim --test simulation -- --nocapture"
+            replay: "SEED={seed} cargo test -p lucid-raft-sim --test simulation -- --nocapture"
                 .to_string(),
             disk_loss_until_caught_up: true,
         }

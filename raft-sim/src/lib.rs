@@ -1,39 +1,4 @@
-//! # raft-sim
-//!
-//! Seeded whole-cluster simulation of `raft-core` nodes: clusters of real [`Raft`](raft_core::Raft)
-//! nodes on the in-process [`Router`](raft_net_mock::Router) of `raft-net-mock`, crashes and
-//! restarts, and checks of Raft's five safety properties, of durability and of the linearizability of
-//! client histories. Time is tokio's paused clock and every random choice comes from the seed, so a
-//! failing run replays exactly.
-//!
-//! The [`timeline`] module is the teaching companion: the pure engines on a simulated network, printed
-//! as a readable trace (`cargo run --example timeline -- election`).
-//!
-//! ## Quick start
-//!
-//! ```
-//! use std::time::Duration;
-//! use raft_sim::Cluster;
-//!
-//! # #[tokio::main(flavor = "current_thread", start_paused = true)] // virtual time
-//! # async fn main() {
-//! let cluster = Cluster::new(3, 42, raft_core::Config::default()).await;
-//! cluster.initialize().await;
-//! let leader = cluster.wait_for_leader(Duration::from_secs(1)).await;
-//!
-//! let client = cluster.client();
-//! let acked = client.write(client.next_value()).await.unwrap();
-//!
-//! cluster.crash(leader).await; // its storage survives; its state machine does not
-//! cluster.wait_for_leader(Duration::from_secs(2)).await;
-//! client.write(client.next_value()).await.unwrap();
-//! cluster.restart(leader).await;
-//!
-//! // Waits until every node holds and applied the same log, then checks everything.
-//! cluster.assert_final(Duration::from_secs(10)).await;
-//! assert!(cluster.durable_log(leader).iter().any(|e| e.log_id == acked.log_id));
-//! # }
-//! ```
+#![doc = include_str!("../README.md")]
 //!
 //! ## What is checked, and how it is observed
 //!

@@ -18,7 +18,7 @@ const SEC: Duration = Duration::from_secs(1);
 /// A cluster of `n` nodes with `seed`, whose failures print the command that reruns `test`.
 async fn cluster(n: u64, seed: u64, test: &str) -> MemCluster {
     let opts = ClusterOptions::new(n, seed).replay(format!(
-        "cargo test -p raft-sim --test cluster {test} -- --exact --nocapture   (seed {{seed}} is fixed in the test)"
+        "cargo test -p lucid-raft-sim --test cluster {test} -- --exact --nocapture   (seed {{seed}} is fixed in the test)"
     ));
     let c = Cluster::with_options(opts).await;
     c.initialize().await;

@@ -33,7 +33,7 @@ type MemCluster = Cluster<MemStorage<u64>>;
 
 const SEC: Duration = Duration::from_secs(1);
 
-const REPLAY: &str = "cargo test -p raft-sim --test figure8 -- --nocapture   (seed {seed})";
+const REPLAY: &str = "cargo test -p lucid-raft-sim --test figure8 -- --nocapture   (seed {seed})";
 
 /// Waits until one of `among` leads a term above `above`, and returns it with its term; fails the
 /// test after `timeout`.

@@ -26,7 +26,7 @@ const SETTLE: Duration = Duration::from_secs(10);
 /// `test`.
 async fn cluster(n: u64, seed: u64, test: &str) -> MemCluster {
     let opts = ClusterOptions::new(n, seed).replay(format!(
-        "cargo test -p raft-sim --test membership {test} -- --exact --nocapture   (seed {{seed}} is fixed in the test)"
+        "cargo test -p lucid-raft-sim --test membership {test} -- --exact --nocapture   (seed {{seed}} is fixed in the test)"
     ));
     let c = Cluster::with_options(opts).await;
     c.initialize().await;

@@ -1,4 +1,4 @@
-//! Whole-cluster claims of `docs/raft-by-questions.md`, checked on the engine-level simulation of
+//! Whole-cluster claims of `raft-core/docs/raft-by-questions.md`, checked on the engine-level simulation of
 //! `raft_sim::timeline` (the real `Engine` on every node, run by the reference executor, seeded
 //! message delays, instant storage):
 //!
@@ -10,7 +10,7 @@
 //!   and the split-vote trace the doc shows is exactly what the example prints.
 //!
 //! ```sh
-//! cargo test -p raft-sim --test raft_by_questions -- --nocapture   # prints the figures
+//! cargo test -p lucid-raft-sim --test raft_by_questions -- --nocapture   # prints the figures
 //! ```
 
 use std::fmt::Write as _;
@@ -298,7 +298,7 @@ fn table(rows: &[Row]) -> String {
     t
 }
 
-const DOC: &str = include_str!("../../docs/raft-by-questions.md");
+const DOC: &str = include_str!("../../raft-core/docs/raft-by-questions.md");
 const BEGIN: &str = "<!-- split-vote-figures:begin -->";
 const END: &str = "<!-- split-vote-figures:end -->";
 
@@ -414,7 +414,7 @@ fn split_votes_are_rare_and_resolve_within_a_few_rounds() {
     assert_eq!(
         doc_section("split-vote-figures"),
         measured.trim(),
-        "docs/raft-by-questions.md quotes other split-vote figures than this measurement; \
+        "raft-core/docs/raft-by-questions.md quotes other split-vote figures than this measurement; \
          paste the table above between the {BEGIN} and {END} markers"
     );
 }
@@ -542,7 +542,7 @@ fn timeline_split_vote_takes_a_second_round() {
     assert_eq!(
         sample,
         t.to_string().trim_end(),
-        "docs/raft-by-questions.md shows another split-vote trace than \
+        "raft-core/docs/raft-by-questions.md shows another split-vote trace than \
          `cargo run --example timeline -- split-vote` prints; paste the new one between the \
          <!-- timeline-split-vote:begin --> markers"
     );

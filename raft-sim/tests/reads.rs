@@ -19,7 +19,7 @@ const SEC: Duration = Duration::from_secs(1);
 /// `test`.
 async fn cluster(n: u64, seed: u64, config: Config, test: &str) -> MemCluster {
     let opts = ClusterOptions::new(n, seed).config(config).replay(format!(
-        "cargo test -p raft-sim --test reads {test} -- --exact --nocapture   (seed {{seed}} is fixed in the test)"
+        "cargo test -p lucid-raft-sim --test reads {test} -- --exact --nocapture   (seed {{seed}} is fixed in the test)"
     ));
     let c = Cluster::with_options(opts).await;
     c.initialize().await;

@@ -87,15 +87,15 @@
 //! messages, which would change every seed's run, and those seeds would have to be found again.
 //!
 //! ```sh
-//! cargo test -p raft-sim --test simulation                                  # a few seeds
-//! SEEDS=2000 cargo test --release -p raft-sim --test simulation -- --nocapture  # many seeds
-//! SEED=1234 cargo test -p raft-sim --test simulation -- --nocapture         # replay one
-//! SEEDS=2000 cargo test --release -p raft-sim --test simulation simulation_split_appends -- --nocapture
-//! SEEDS=2000 cargo test --release -p raft-sim --test simulation simulation_disk_faults -- --nocapture
-//! SEEDS=2000 cargo test --release -p raft-sim --test simulation simulation_membership -- --nocapture
-//! SEEDS=2000 cargo test --release -p raft-sim --test simulation simulation_leases -- --nocapture
+//! cargo test -p lucid-raft-sim --test simulation                                  # a few seeds
+//! SEEDS=2000 cargo test --release -p lucid-raft-sim --test simulation -- --nocapture  # many seeds
+//! SEED=1234 cargo test -p lucid-raft-sim --test simulation -- --nocapture         # replay one
+//! SEEDS=2000 cargo test --release -p lucid-raft-sim --test simulation simulation_split_appends -- --nocapture
+//! SEEDS=2000 cargo test --release -p lucid-raft-sim --test simulation simulation_disk_faults -- --nocapture
+//! SEEDS=2000 cargo test --release -p lucid-raft-sim --test simulation simulation_membership -- --nocapture
+//! SEEDS=2000 cargo test --release -p lucid-raft-sim --test simulation simulation_leases -- --nocapture
 //! ```
-//! The last four run one profile each (a failure prints the command that replays it). `SEED_START`
+//! The last five run one profile each (a failure prints the command that replays it). `SEED_START`
 //! shifts the range `SEEDS` covers; `SEED_TIMEOUT_SECS` (default 120) is the real-time limit of one
 //! seed, past which it is reported as hung (a livelock stops virtual time); and `HARNESS_TRACE=1`
 //! prints every observation of the harness (votes, appends, truncations, applies, leaders, crashes)
@@ -156,19 +156,19 @@ impl Profile {
     fn replay(self) -> &'static str {
         match self {
             Profile::Classic => {
-                "SEED={seed} cargo test -p raft-sim --test simulation simulation_classic -- --nocapture"
+                "SEED={seed} cargo test -p lucid-raft-sim --test simulation simulation_classic -- --nocapture"
             }
             Profile::SplitAppends => {
-                "SEED={seed} cargo test -p raft-sim --test simulation simulation_split_appends -- --nocapture"
+                "SEED={seed} cargo test -p lucid-raft-sim --test simulation simulation_split_appends -- --nocapture"
             }
             Profile::DiskFaults => {
-                "SEED={seed} cargo test -p raft-sim --test simulation simulation_disk_faults -- --nocapture"
+                "SEED={seed} cargo test -p lucid-raft-sim --test simulation simulation_disk_faults -- --nocapture"
             }
             Profile::Membership => {
-                "SEED={seed} cargo test -p raft-sim --test simulation simulation_membership -- --nocapture"
+                "SEED={seed} cargo test -p lucid-raft-sim --test simulation simulation_membership -- --nocapture"
             }
             Profile::Leases => {
-                "SEED={seed} cargo test -p raft-sim --test simulation simulation_leases -- --nocapture"
+                "SEED={seed} cargo test -p lucid-raft-sim --test simulation simulation_leases -- --nocapture"
             }
         }
     }
@@ -213,7 +213,7 @@ struct Summary {
 /// Why it is enough: a restarted node's first timeout fires within one `election_timeout_max`; a
 /// pre-vote round and an election each take a round trip (storage latency and message delays are
 /// milliseconds here); a split vote costs another timeout, and a few in a row are rare (see
-/// `docs/raft-by-questions.md`, "split votes"); a node that lost entries sits out until it has
+/// `raft-core/docs/raft-by-questions.md`, "split votes"); a node that lost entries sits out until it has
 /// caught up. Over 10,000 seeds per profile the worst seen is printed by the sweep.
 const LIVENESS_BOUND: f64 = 10.0;
 
@@ -1539,10 +1539,10 @@ fn disk_faults_catch_up_seeds() {
 /// entry: the candidates for [`CATCH_UP_SEEDS`]. To re-pick those:
 ///
 /// 1. on the engine as it is, list the candidates:
-///    `SEEDS=2000 cargo test --release -p raft-sim --test simulation catch_up_seed_scan -- --ignored --nocapture`
+///    `SEEDS=2000 cargo test --release -p lucid-raft-sim --test simulation catch_up_seed_scan -- --ignored --nocapture`
 /// 2. remove the refusal `if self.catching_up { return Some(VoteRefusal::CatchingUp); }` from
 ///    `Engine::ballot_refusal` (raft-core/src/engine/election.rs), locally, and sweep the profile:
-///    `SEEDS=2000 cargo test --release -p raft-sim --test simulation simulation_disk_faults -- --nocapture`
+///    `SEEDS=2000 cargo test --release -p lucid-raft-sim --test simulation simulation_disk_faults -- --nocapture`
 ///    (it fails, printing `simulation FAILED for SEED=...` for each failing seed);
 /// 3. restore the engine, and pin a few seeds that are in both lists.
 #[test]

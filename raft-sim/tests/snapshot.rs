@@ -29,7 +29,7 @@ fn config(chunk_size: usize) -> Config {
 
 async fn cluster(seed: u64, config: Config, test: &str) -> MemCluster {
     let opts = ClusterOptions::new(3, seed).config(config).replay(format!(
-        "cargo test -p raft-sim --test snapshot {test} -- --exact --nocapture   (seed {{seed}} is fixed in the test)"
+        "cargo test -p lucid-raft-sim --test snapshot {test} -- --exact --nocapture   (seed {{seed}} is fixed in the test)"
     ));
     let c = Cluster::with_options(opts).await;
     c.initialize().await;

@@ -32,7 +32,7 @@ fn options(seed: u64, test: &str) -> ClusterOptions {
     ClusterOptions::new(3, seed)
         .config(snapshot_config())
         .replay(format!(
-            "cargo test -p raft-sim --test snapshot_routing {test} -- --exact --nocapture   \
+            "cargo test -p lucid-raft-sim --test snapshot_routing {test} -- --exact --nocapture   \
              (seed {{seed}} is fixed in the test)"
         ))
 }

@@ -2,7 +2,7 @@
 //! `append` call, hence one fsync, per batch), next to the raw rate of small write + fdatasync
 //! pairs on the same file system, which bounds the batch-of-1 case.
 //!
-//! Run: `cargo bench -p raft-storage-file --bench append`. Entries carry a 100-byte string command; the
+//! Run: `cargo bench -p lucid-raft-storage-file --bench append`. Entries carry a 100-byte string command; the
 //! bytes written per entry are printed at the start, so MB/s = entries/s x that.
 
 use std::fs::OpenOptions;

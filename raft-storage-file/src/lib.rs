@@ -1,42 +1,4 @@
-//! # raft-storage-file
-//!
-//! [`FileStorage`]: a [`RaftStorage`] on a local directory, for production. The hard state is
-//! replaced atomically, the log lives in segment files of checksummed records, snapshots are replaced
-//! atomically, every mutating call returns only once its effect is on disk (one `fsync` per
-//! `append`, however many entries it carries), and opening the directory cuts an incomplete last
-//! batch that a crash left at the end of the log (never after a clean shutdown) but refuses, with
-//! an error naming the file and byte offset, any other damage, damage inside a complete batch
-//! included.
-//!
-//! ## Quick start
-//!
-//! ```
-//! use raft_core::{Entry, EntryPayload, HardState, LogId, RaftStorage};
-//! use raft_storage_file::FileStorage;
-//!
-//! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let dir = tempfile::tempdir()?;
-//! // The command type is any serde type (here `String`).
-//! let mut storage = FileStorage::<String>::open(dir.path())?;
-//! storage.save_hard_state(&HardState { term: 1, voted_for: Some(1) }).await?;
-//! let entry = Entry { log_id: LogId::new(1, 1), payload: EntryPayload::Command("set x=1".to_string()) };
-//! storage.append(&[entry.clone()]).await?; // durable when this returns
-//!
-//! // A second open of the same directory is refused while the first is open.
-//! assert!(FileStorage::<String>::open(dir.path()).is_err());
-//!
-//! drop(storage); // the node stops (or crashes)
-//! let mut storage = FileStorage::<String>::open(dir.path())?;
-//! assert_eq!(storage.hard_state().await?.voted_for, Some(1));
-//! assert_eq!(storage.entries(1, 2).await?, vec![entry]);
-//! # Ok(())
-//! # }
-//! ```
-//!
-//! A node takes it as its storage: `Raft::start(id, config, FileStorage::open(dir)?, network,
-//! state_machine)`. [`FileStorage::open`] blocks (it reads and checks the whole log); call it before
-//! the node starts, or inside `tokio::task::spawn_blocking`.
+#![doc = include_str!("../README.md")]
 //!
 //! ## What is durable when each method returns
 //!

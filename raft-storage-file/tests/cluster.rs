@@ -79,7 +79,7 @@ async fn no_acknowledged_write_is_lost_when_nodes_restart_from_their_directories
         ..raft_core::Config::default()
     };
     let opts = ClusterOptions::new(3, 0xF11E).config(config).replay(
-        "cargo test -p raft-storage-file --test cluster -- --nocapture   (seed {seed} is fixed in the test)",
+        "cargo test -p lucid-raft-storage-file --test cluster -- --nocapture   (seed {seed} is fixed in the test)",
     );
     // Small segments, so the logs span many files.
     let storage = Options::default().segment_size(2048);
@@ -190,7 +190,7 @@ async fn long_run_of_100000_writes_keeps_the_directory_bounded() {
         ..Config::default()
     };
     let opts = ClusterOptions::new(3, 0x10_0000).config(config).replay(
-        "cargo test -p raft-storage-file --test cluster long_run -- --nocapture   (seed {seed} is fixed in the test)",
+        "cargo test -p lucid-raft-storage-file --test cluster long_run -- --nocapture   (seed {seed} is fixed in the test)",
     );
     let storage = Options::default().segment_size(SEGMENT);
     let c = start_on(&paths, opts, storage).await;

@@ -1,8 +1,4 @@
-//! # raft-storage-mem
-//!
-//! [`MemStorage`]: a [`RaftStorage`] that keeps everything in memory. It is the reference
-//! implementation (it passes `raft_core::testing`'s conformance suite), and the fast storage of tests
-//! and benchmarks.
+#![doc = include_str!("../README.md")]
 //!
 //! ## Snapshots
 //! [`install_snapshot`](RaftStorage::install_snapshot) keeps the newest snapshot only: one whose last
@@ -16,20 +12,7 @@
 //! Every method takes effect atomically before it returns, so everything a call has returned for is
 //! "durable" for as long as the [`MemStorageHandle`] lives. A test crashes a node by dropping (or
 //! aborting) it and reopens its storage with [`MemStorageHandle::open`]: the new storage sees exactly
-//! what had been made durable, nothing more.
-//!
-//! ```
-//! # use raft_core::{RaftStorage, HardState};
-//! # use raft_storage_mem::MemStorage;
-//! # #[tokio::main(flavor = "current_thread")] async fn main() {
-//! let mut storage = MemStorage::<String>::new();
-//! let handle = storage.handle();
-//! storage.save_hard_state(&HardState { term: 3, voted_for: Some(1) }).await.unwrap();
-//! drop(storage); // the node "crashes"
-//! let mut reopened = handle.open();
-//! assert_eq!(reopened.hard_state().await.unwrap().term, 3);
-//! # }
-//! ```
+//! what had been made durable, nothing more, as in the example above.
 #![warn(missing_docs)]
 
 use std::sync::{Arc, Mutex, MutexGuard};

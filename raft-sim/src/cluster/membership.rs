@@ -44,9 +44,9 @@ impl<S: RaftStorage<u64>> Cluster<S> {
     }
 
     /// Carries out `change` through the leader: finds the running node that leads the highest term,
-    /// follows `NotLeader` hints, and tries again (every [`POLL`]) until the cluster's write
+    /// follows `NotLeader` hints, and tries again (every `POLL`) until the cluster's write
     /// deadline ([`ClusterOptions::write_deadline`](crate::ClusterOptions::write_deadline)) passes.
-    /// An acknowledged change is recorded (see the [module docs](self)).
+    /// An acknowledged change is recorded (see the docs of the `cluster::membership` module).
     ///
     /// # Errors
     /// The leader's answer (see [`MembershipError`]); `NotLeader` if no leader took the change

@@ -25,7 +25,7 @@
 //!   from the durable state, as `Raft::start` does.
 //!
 //! [`Sim`] is the simulator; [`run`] plays one of the [`Scenario`]s on it and returns its
-//! [`Timeline`]. The split-vote measurement of `docs/raft-by-questions.md` (question 4) runs on
+//! [`Timeline`]. The split-vote measurement of `raft-core/docs/raft-by-questions.md` (question 4) runs on
 //! [`Sim`] too.
 //!
 //! This is an engine-level simulation, not the tokio driver on [`Router`](raft_net_mock::Router): it is pure,
