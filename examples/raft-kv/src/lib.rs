@@ -73,10 +73,13 @@ pub mod http_auth;
 mod http_error;
 pub mod http_limits;
 pub mod http_members;
+pub mod http_read;
 pub mod http_server;
+pub mod http_session;
 pub mod join;
 mod launcher;
 pub mod server;
+mod read_flags;
 mod snapshot_flags;
 mod state_machine;
 mod throttle;
@@ -84,4 +87,7 @@ pub mod tls_files;
 
 pub use cluster::{Cluster, ClusterError, KvRaft};
 pub use command::{KvCommand, KvResponse};
-pub use state_machine::{KvReader, KvStateMachine, SNAPSHOT_FORMAT};
+pub use state_machine::{
+    AppliedCommand, KvReader, KvSessions, KvStateMachine, MAX_SESSIONS, SESSION_TTL_MS,
+    SNAPSHOT_FORMAT,
+};
