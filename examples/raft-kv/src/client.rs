@@ -250,6 +250,16 @@ impl KvClient {
         self.session.lock().await.client_id
     }
 
+    /// This client's session id and the number its last write went with (0 before any write):
+    /// what a caller needs to send that write again itself ([`request_in_session`]) after this
+    /// client gave up on it.
+    ///
+    /// [`request_in_session`]: Self::request_in_session
+    pub async fn last_write(&self) -> (u64, u64) {
+        let session = self.session.lock().await;
+        (session.client_id, session.next_seq - 1)
+    }
+
     /// Sets the timeout of each request (each hop of a redirect chain).
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;

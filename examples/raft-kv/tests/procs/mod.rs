@@ -168,6 +168,14 @@ impl Procs {
         child.wait().unwrap();
     }
 
+    /// Sends `signal` (e.g. `libc::SIGSTOP`, `libc::SIGCONT`) to running node `id`.
+    pub fn signal(&self, id: u64, signal: libc::c_int) {
+        let pid = libc::pid_t::try_from(self.pid(id)).expect("a pid fits pid_t");
+        // SAFETY: kill(2) on our own child's pid with a valid signal number has no memory effects.
+        let rc = unsafe { libc::kill(pid, signal) };
+        assert_eq!(rc, 0, "kill({pid}, {signal})");
+    }
+
     /// SIGTERM, then waits (up to `within`) for the process to exit; returns whether it exited with
     /// success. A process still running after `within` is killed and counts as a failure.
     pub fn terminate(&mut self, id: u64, within: Duration) -> bool {
