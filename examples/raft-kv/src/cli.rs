@@ -17,9 +17,9 @@ use raft_net_tcp::{Security, TlsConfig};
 
 use crate::client::{ClientError, KvClient, Reply};
 use crate::http_auth::{check_exposure, ApiToken};
-use crate::http_read::Consistency;
 use crate::http_limits::HttpLimits;
 use crate::http_members::{MembersRequest, NewMember};
+use crate::http_read::Consistency;
 use crate::join::JoinConfig;
 use crate::launcher::ClusterArgs;
 use crate::read_flags::ReadArgs;
@@ -356,7 +356,9 @@ async fn run(cli: Cli) -> ExitCode {
                 peers: args.peers.map(|p| p.0).unwrap_or_default(),
                 join,
                 cluster_id: args.cluster_id,
-                raft: args.read.apply_to(args.snapshot.apply_to(Config::default())),
+                raft: args
+                    .read
+                    .apply_to(args.snapshot.apply_to(Config::default())),
                 http_limits: HttpLimits::default(),
                 security,
                 api_token,

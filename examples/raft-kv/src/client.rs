@@ -370,8 +370,8 @@ impl KvClient {
             };
             let (status, location, log_index, duplicate, bytes) =
                 tokio::time::timeout(self.timeout, exchange)
-                .await
-                .map_err(|_| ClientError::Timeout(url.clone()))??;
+                    .await
+                    .map_err(|_| ClientError::Timeout(url.clone()))??;
             if status == StatusCode::TEMPORARY_REDIRECT {
                 url = location.ok_or_else(|| ClientError::Redirect(url.clone()))?;
                 continue;
@@ -416,7 +416,12 @@ impl KvClient {
         loop {
             attempt += 1;
             let result = self
-                .send(method.clone(), path, body.as_ref(), Some((session.client_id, seq)))
+                .send(
+                    method.clone(),
+                    path,
+                    body.as_ref(),
+                    Some((session.client_id, seq)),
+                )
                 .await;
             let retry = match &result {
                 Ok(reply) if reply.outcome_unknown() => {
@@ -510,7 +515,11 @@ impl KvClient {
     ///
     /// # Errors
     /// Transport failures.
-    pub async fn get_reply(&self, key: &str, consistency: Consistency) -> Result<Reply, ClientError> {
+    pub async fn get_reply(
+        &self,
+        key: &str,
+        consistency: Consistency,
+    ) -> Result<Reply, ClientError> {
         let path = format!(
             "/kv/{}?consistency={}",
             encode_key(key),

@@ -225,11 +225,8 @@ mod tests {
         let long = "x".repeat(10_000);
         let commands = [
             KvCommand::put("k", "v").in_session(u64::MAX, u64::MAX, u64::MAX),
-            KvCommand::compare_and_swap(long.clone(), Some(&long), long.clone()).in_session(
-                1,
-                2,
-                3,
-            ),
+            KvCommand::compare_and_swap(long.clone(), Some(&long), long.clone())
+                .in_session(1, 2, 3),
             KvCommand::put("k", "v"),
             KvCommand::put(long.clone(), long.clone()),
             KvCommand::get(long.clone()),

@@ -443,7 +443,14 @@ async fn put_key(
     let Ok(value) = String::from_utf8(body.to_vec()) else {
         return bad_request("the value (request body) is not valid UTF-8");
     };
-    let written = match write(&state, &uri, session, KvCommand::put(key.clone(), value.clone())).await {
+    let written = match write(
+        &state,
+        &uri,
+        session,
+        KvCommand::put(key.clone(), value.clone()),
+    )
+    .await
+    {
         Ok(w) => w,
         Err(r) => return r,
     };

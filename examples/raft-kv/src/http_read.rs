@@ -165,7 +165,8 @@ fn read_failed(state: &ApiState, e: ReadError) -> Response {
             StatusCode::SERVICE_UNAVAILABLE,
             "leadership_lost",
             leader_hint,
-            "leadership was lost before the read was confirmed; nothing was read, retry".to_string(),
+            "leadership was lost before the read was confirmed; nothing was read, retry"
+                .to_string(),
         ),
         ReadError::TimedOut => (
             StatusCode::GATEWAY_TIMEOUT,

@@ -136,7 +136,10 @@ mod tests {
         );
         let max = u64::MAX.to_string();
         assert!(matches!(
-            parse(&[("client-id", max.as_bytes()), ("client-seq", max.as_bytes())]),
+            parse(&[
+                ("client-id", max.as_bytes()),
+                ("client-seq", max.as_bytes())
+            ]),
             Ok(Some(_))
         ));
         let bad: &[&[(&str, &[u8])]] = &[
@@ -149,10 +152,17 @@ mod tests {
             &[("client-id", b"0x7"), ("client-seq", b"1")],
             &[("client-id", b""), ("client-seq", b"1")],
             &[("client-id", b"18446744073709551616"), ("client-seq", b"1")],
-            &[("client-id", b"99999999999999999999999"), ("client-seq", b"1")],
+            &[
+                ("client-id", b"99999999999999999999999"),
+                ("client-seq", b"1"),
+            ],
             &[("client-id", b"7"), ("client-seq", b"1.5")],
             &[("client-id", b"7"), ("client-seq", b"\xff")],
-            &[("client-id", b"7"), ("client-id", b"8"), ("client-seq", b"1")],
+            &[
+                ("client-id", b"7"),
+                ("client-id", b"8"),
+                ("client-seq", b"1"),
+            ],
         ];
         for pairs in bad {
             assert_eq!(parse(pairs), Err(StatusCode::BAD_REQUEST), "{pairs:?}");

@@ -862,9 +862,21 @@ mod tests {
         let r = sm
             .apply(&[
                 in_session(1, 7, 1, 1_000, KvCommand::put("k", "a")),
-                in_session(2, 7, 2, 1_000, KvCommand::compare_and_swap("k", Some("a"), "b")),
+                in_session(
+                    2,
+                    7,
+                    2,
+                    1_000,
+                    KvCommand::compare_and_swap("k", Some("a"), "b"),
+                ),
                 // The retry of the CAS: applied again it would not swap (the value is "b" now).
-                in_session(3, 7, 2, 1_001, KvCommand::compare_and_swap("k", Some("a"), "b")),
+                in_session(
+                    3,
+                    7,
+                    2,
+                    1_001,
+                    KvCommand::compare_and_swap("k", Some("a"), "b"),
+                ),
                 in_session(4, 7, 3, 1_002, KvCommand::delete("k")),
                 // The retry of the DELETE: applied again it would answer "absent".
                 in_session(5, 7, 3, 1_003, KvCommand::delete("k")),
@@ -920,7 +932,9 @@ mod tests {
         assert_eq!(r[5], KvResponse::SessionExpired);
         assert_eq!(sm.reader().get("k").as_deref(), Some("2"));
         // A nested envelope is refused.
-        let nested = KvCommand::put("k", "n").in_session(9, 1, 1).in_session(9, 1, 1);
+        let nested = KvCommand::put("k", "n")
+            .in_session(9, 1, 1)
+            .in_session(9, 1, 1);
         let r = sm
             .apply(&[entry(1, 7, EntryPayload::Command(nested))])
             .await
@@ -934,7 +948,13 @@ mod tests {
         let mut sm = KvStateMachine::new();
         sm.apply(&[
             in_session(1, 5, 1, 42, KvCommand::put("k", "v")),
-            in_session(2, 6, 1, 43, KvCommand::compare_and_swap("k", Some("v"), "w")),
+            in_session(
+                2,
+                6,
+                1,
+                43,
+                KvCommand::compare_and_swap("k", Some("v"), "w"),
+            ),
         ])
         .await
         .unwrap();
@@ -945,13 +965,25 @@ mod tests {
         assert_eq!(other.reader().session_table(), sm.reader().session_table());
         assert_eq!(other.snapshot().await.unwrap(), bytes);
         // The restored replica answers the retry from the session, as the original would.
-        let retry = [in_session(3, 6, 1, 44, KvCommand::compare_and_swap("k", Some("v"), "w"))];
+        let retry = [in_session(
+            3,
+            6,
+            1,
+            44,
+            KvCommand::compare_and_swap("k", Some("v"), "w"),
+        )];
         let a = sm.apply(&retry).await.unwrap();
         let b = other.apply(&retry).await.unwrap();
         assert_eq!(a, b);
-        assert!(matches!(a[0], KvResponse::Duplicate { index: 2, .. }), "{a:?}");
+        assert!(
+            matches!(a[0], KvResponse::Duplicate { index: 2, .. }),
+            "{a:?}"
+        );
         // The background build carries the sessions too.
-        assert_eq!(sm.begin_snapshot().await.unwrap().await.unwrap(), sm.snapshot().await.unwrap());
+        assert_eq!(
+            sm.begin_snapshot().await.unwrap().await.unwrap(),
+            sm.snapshot().await.unwrap()
+        );
     }
 
     #[tokio::test]
@@ -966,7 +998,9 @@ mod tests {
         assert_eq!(sm.reader().get("a").as_deref(), Some("1"));
         // Re-snapshotted in the current format.
         let bytes = sm.snapshot().await.unwrap();
-        assert!(String::from_utf8(bytes).unwrap().starts_with(r#"{"format":2,"#));
+        assert!(String::from_utf8(bytes)
+            .unwrap()
+            .starts_with(r#"{"format":2,"#));
     }
 
     #[tokio::test]

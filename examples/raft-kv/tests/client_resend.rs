@@ -101,7 +101,10 @@ async fn a_write_is_sent_at_most_the_attempt_limit() {
 async fn a_delete_and_a_cas_are_sent_again_with_the_same_session_number() {
     let (addr, seen, sessions) = scripted_with_sessions(1).await;
     let client = KvClient::new(&addr).with_timeout(Duration::from_secs(5));
-    let reply = client.delete("k").await.expect("answered on the second try");
+    let reply = client
+        .delete("k")
+        .await
+        .expect("answered on the second try");
     assert!(reply.status.is_success(), "{reply:?}");
     assert_eq!(reply.attempts, 2);
     assert_eq!(seen.load(Ordering::SeqCst), 2);

@@ -122,13 +122,23 @@ async fn a_follower_serves_linearizable_reads_itself_without_a_log_entry() {
         "reads wrote nothing to the log"
     );
     // `consistency=log` still goes through the log, at the leader.
-    let a = call(&leader_app, Method::GET, "/kv/apple?consistency=log", "", &[]).await;
+    let a = call(
+        &leader_app,
+        Method::GET,
+        "/kv/apple?consistency=log",
+        "",
+        &[],
+    )
+    .await;
     assert_eq!(a.status, StatusCode::OK);
     assert_eq!(a.log_index, Some(log_before + 1));
     // Stale reads, both spellings.
     for uri in ["/kv/apple?consistency=stale", "/kv/apple?local=true"] {
         let a = call(&app, Method::GET, uri, "", &[]).await;
-        assert!(matches!(a.status, StatusCode::OK | StatusCode::NOT_FOUND), "{a:?}");
+        assert!(
+            matches!(a.status, StatusCode::OK | StatusCode::NOT_FOUND),
+            "{a:?}"
+        );
     }
     cluster.shutdown().await;
 }
@@ -148,7 +158,14 @@ async fn bad_read_queries_are_400() {
         assert_eq!(a.status, StatusCode::BAD_REQUEST, "{uri}");
         assert_eq!(a.body["error"], "bad_request", "{uri}");
     }
-    let a = call(&app, Method::GET, "/kv/k?local=true&consistency=stale", "", &[]).await;
+    let a = call(
+        &app,
+        Method::GET,
+        "/kv/k?local=true&consistency=stale",
+        "",
+        &[],
+    )
+    .await;
     assert_eq!(a.status, StatusCode::NOT_FOUND);
     cluster.shutdown().await;
 }
@@ -165,8 +182,10 @@ async fn a_read_that_cannot_be_confirmed_is_503_or_504_and_reads_nothing() {
     assert!(
         matches!(
             (a.status, a.body["error"].as_str()),
-            (StatusCode::SERVICE_UNAVAILABLE, Some("leadership_lost" | "no_leader"))
-                | (StatusCode::GATEWAY_TIMEOUT, Some("timeout"))
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Some("leadership_lost" | "no_leader")
+            ) | (StatusCode::GATEWAY_TIMEOUT, Some("timeout"))
         ),
         "{a:?}"
     );
@@ -201,7 +220,14 @@ async fn an_uninitialized_node_answers_no_leader_to_reads() {
         .unwrap();
     let app = router(api(&cluster, 1));
     for mode in ["linearizable", "lease"] {
-        let a = call(&app, Method::GET, &format!("/kv/k?consistency={mode}"), "", &[]).await;
+        let a = call(
+            &app,
+            Method::GET,
+            &format!("/kv/k?consistency={mode}"),
+            "",
+            &[],
+        )
+        .await;
         assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(a.body["error"], "no_leader");
         assert_eq!(a.body["leader"], Value::Null);
@@ -224,7 +250,10 @@ async fn a_retried_write_is_answered_from_its_session_and_applied_once() {
     assert_eq!(retry.status, StatusCode::OK, "{retry:?}");
     assert_eq!(retry.body, first.body);
     assert!(retry.duplicate);
-    assert_eq!(retry.log_index, first.log_index, "where it was first applied");
+    assert_eq!(
+        retry.log_index, first.log_index,
+        "where it was first applied"
+    );
 
     let del = call(&app, Method::DELETE, "/kv/k", "", &s("2")).await;
     assert_eq!(del.status, StatusCode::OK);

@@ -111,9 +111,16 @@ impl Kind {
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Answer {
     Value(Option<String>),
-    Put { previous: Option<String> },
-    Deleted { previous: Option<String> },
-    Cas { swapped: bool, current: Option<String> },
+    Put {
+        previous: Option<String>,
+    },
+    Deleted {
+        previous: Option<String>,
+    },
+    Cas {
+        swapped: bool,
+        current: Option<String>,
+    },
 }
 
 fn string_of(v: &Value) -> Option<String> {
@@ -123,7 +130,8 @@ fn string_of(v: &Value) -> Option<String> {
 /// The answer `reply` gives to `kind`, with its `Log-Index`, if it is a definite one.
 fn definite(kind: &Kind, reply: &Reply) -> Option<(Answer, u64)> {
     let b = &reply.body;
-    let not_found = reply.status == StatusCode::NOT_FOUND && reply.error_code() == Some("not_found");
+    let not_found =
+        reply.status == StatusCode::NOT_FOUND && reply.error_code() == Some("not_found");
     let answer = match kind {
         Kind::Get { .. } if reply.status == StatusCode::OK => {
             Answer::Value(Some(string_of(&b["value"]).expect("a value")))
@@ -242,7 +250,7 @@ async fn client_loop(
     next_id: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
 ) {
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ (me as u64 + 1) * 0x1000_0001);
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ ((me as u64 + 1) * 0x1000_0001));
     let mut node = me % clients.len();
     let mut seen: BTreeMap<String, Option<String>> = BTreeMap::new();
     while !stop.load(Ordering::SeqCst) {
@@ -290,7 +298,12 @@ async fn client_loop(
             // A write the client gave up on: its outcome is unknown. Send it again with its
             // session's numbers, at the other nodes in turn, until the cluster answers it.
             (None, _) => {
-                rec.lock().unwrap().records.get_mut(&id).unwrap().was_unknown = true;
+                rec.lock()
+                    .unwrap()
+                    .records
+                    .get_mut(&id)
+                    .unwrap()
+                    .was_unknown = true;
                 let (client_id, seq) = client.last_write().await;
                 Some(resolve(&clients, &mut node, &kind, client_id, seq).await)
             }
@@ -426,7 +439,13 @@ fn the_check_refuses_a_stale_read_and_a_read_of_a_value_not_written_yet() {
     let history = |read_at: u64, read: Option<&str>| {
         let rec: Shared = Arc::default();
         invoke(&rec, 1, put.clone());
-        complete(&rec, 1, Some((Answer::Put { previous: None }, 5)), false, "");
+        complete(
+            &rec,
+            1,
+            Some((Answer::Put { previous: None }, 5)),
+            false,
+            "",
+        );
         invoke(&rec, 2, get.clone());
         let answer = Answer::Value(read.map(str::to_string));
         complete(&rec, 2, Some((answer, read_at)), false, "");
@@ -448,7 +467,13 @@ fn the_check_refuses_a_stale_read_and_a_read_of_a_value_not_written_yet() {
     invoke(&rec, 3, get);
     complete(&rec, 2, Some((Answer::Value(None), 4)), false, "");
     complete(&rec, 3, None, false, "timeout");
-    complete(&rec, 1, Some((Answer::Put { previous: None }, 5)), false, "");
+    complete(
+        &rec,
+        1,
+        Some((Answer::Put { previous: None }, 5)),
+        false,
+        "",
+    );
     let rec = Arc::try_unwrap(rec).ok().unwrap().into_inner().unwrap();
     assert_eq!(check(&rec), Ok(()));
 }
