@@ -633,4 +633,33 @@ mod tests {
         }
         assert!(parse(&["raft-kv", "members", "--local"]).is_ok());
     }
+
+    #[test]
+    fn get_takes_a_consistency_and_serve_a_lease() {
+        let get = |args: &[&str]| parse(&[&["raft-kv", "get"][..], args].concat());
+        let mode = |args: &[&str]| match get(args).expect("parses").command {
+            Command::Get {
+                consistency, local, ..
+            } => (consistency, local),
+            other => panic!("expected get, got {other:?}"),
+        };
+        assert_eq!(mode(&["k"]), (Consistency::Linearizable, false));
+        assert_eq!(
+            mode(&["--consistency", "lease", "k"]),
+            (Consistency::Lease, false)
+        );
+        assert_eq!(
+            mode(&["--consistency", "log", "k"]),
+            (Consistency::Log, false)
+        );
+        assert_eq!(mode(&["--local", "k"]), (Consistency::Linearizable, true));
+        assert!(get(&["--consistency", "strong", "k"]).is_err());
+        assert!(get(&["--local", "--consistency", "log", "k"]).is_err());
+
+        let serve = parse(&[SERVE, &["--read-lease-drift-ms", "25"][..]].concat()).expect("parses");
+        let Command::Serve(serve) = serve.command else {
+            panic!("expected serve")
+        };
+        assert_eq!(serve.read.read_lease_drift_ms, Some(25));
+    }
 }
