@@ -4,6 +4,13 @@
 //!
 //! Real time is a logical clock: one counter, bumped at every invocation and every response, so the
 //! order of events on the test's single thread is exact.
+//!
+//! [`History`] and the checker `check_history` are public so that other harnesses (raft-kv's
+//! multi-process tests) record their clients' operations in the same form and check them with the
+//! same code, rather than with a second checker. A harness with concurrent clients records through
+//! one lock, the invocation before the request leaves and the response after it arrived: every
+//! interval then contains the real one, which can only make the check more permissive, never
+//! report a violation that did not happen.
 
 use std::collections::BTreeMap;
 
@@ -93,7 +100,7 @@ pub struct ReadOp {
 
 /// Every client write of a run, by value, and every read, in invocation order.
 #[derive(Clone, Debug, Default)]
-pub(crate) struct History {
+pub struct History {
     clock: u64,
     pub(crate) ops: BTreeMap<u64, Op>,
     pub(crate) reads: Vec<ReadOp>,
@@ -105,8 +112,16 @@ impl History {
         self.clock
     }
 
+    /// Every operation recorded, by value.
+    pub fn ops(&self) -> &BTreeMap<u64, Op> {
+        &self.ops
+    }
+
     /// Records the invocation of a write of `value`. Values must be unique.
-    pub(crate) fn invoke(&mut self, value: u64) -> Result<(), String> {
+    ///
+    /// # Errors
+    /// `value` was recorded before.
+    pub fn invoke(&mut self, value: u64) -> Result<(), String> {
         let invoked = self.tick();
         if self.ops.contains_key(&value) {
             return Err(format!(
@@ -127,14 +142,14 @@ impl History {
     }
 
     /// Records that the write of `value` was sent to `node`.
-    pub(crate) fn attempt(&mut self, value: u64, node: NodeId) {
+    pub fn attempt(&mut self, value: u64, node: NodeId) {
         if let Some(op) = self.ops.get_mut(&value) {
             op.attempts.push(node);
         }
     }
 
     /// Records the response to the write of `value` (the latest one counts).
-    pub(crate) fn complete(&mut self, value: u64, outcome: Outcome) {
+    pub fn complete(&mut self, value: u64, outcome: Outcome) {
         let now = self.tick();
         if let Some(op) = self.ops.get_mut(&value) {
             op.completed = Some(now);

@@ -19,8 +19,10 @@ use crate::client::{ClientError, KvClient, Reply};
 use crate::http_auth::{check_exposure, ApiToken};
 use crate::http_limits::HttpLimits;
 use crate::http_members::{MembersRequest, NewMember};
+use crate::http_read::Consistency;
 use crate::join::JoinConfig;
 use crate::launcher::ClusterArgs;
+use crate::read_flags::ReadArgs;
 use crate::server::{parse_peers, serve, shutdown_signal, NodeConfig, PeerSpec};
 use crate::snapshot_flags::SnapshotArgs;
 
@@ -47,13 +49,18 @@ pub enum Command {
     Serve(ServeArgs),
     /// Run a local cluster: one `serve` child process per node, until Ctrl-C.
     Cluster(ClusterArgs),
-    /// Read a key (through the log, at the leader).
+    /// Read a key (linearizable by default, served by the node asked, no log entry).
     Get {
         /// Any node's HTTP address.
         #[arg(long, default_value = "127.0.0.1:8001")]
         addr: String,
-        /// Read this node's local copy instead (stale read; no redirect).
-        #[arg(long)]
+        /// The read mode: linearizable (ReadIndex), lease (the leader's lease when the cluster runs
+        /// with --read-lease-drift-ms, else linearizable), stale (this node's copy as it is), log
+        /// (a Get entry through the log, at the leader).
+        #[arg(long, value_parser = parse_consistency, default_value = "linearizable")]
+        consistency: Consistency,
+        /// The same as --consistency stale.
+        #[arg(long, conflicts_with = "consistency")]
         local: bool,
         /// The key.
         key: String,
@@ -200,6 +207,9 @@ pub struct ServeArgs {
     /// When to snapshot and compact the log.
     #[command(flatten)]
     pub snapshot: SnapshotArgs,
+    /// How linearizable reads are confirmed.
+    #[command(flatten)]
+    pub read: ReadArgs,
     /// How peers authenticate each other.
     #[command(flatten)]
     pub tls: TlsArgs,
@@ -243,6 +253,12 @@ impl TlsArgs {
             ),
         }
     }
+}
+
+/// The value of `get --consistency`.
+fn parse_consistency(s: &str) -> Result<Consistency, String> {
+    serde_json::from_value(serde_json::Value::String(s.to_string()))
+        .map_err(|_| format!("{s:?}: expected linearizable, lease, stale or log"))
 }
 
 /// The value of `--peers`.
@@ -340,7 +356,9 @@ async fn run(cli: Cli) -> ExitCode {
                 peers: args.peers.map(|p| p.0).unwrap_or_default(),
                 join,
                 cluster_id: args.cluster_id,
-                raft: args.snapshot.apply_to(Config::default()),
+                raft: args
+                    .read
+                    .apply_to(args.snapshot.apply_to(Config::default())),
                 http_limits: HttpLimits::default(),
                 security,
                 api_token,
@@ -354,13 +372,18 @@ async fn run(cli: Cli) -> ExitCode {
             }
         }
         Command::Cluster(args) => crate::launcher::run_cluster(args, &cli.log).await,
-        Command::Get { addr, local, key } => {
-            let client = client(&addr);
-            let read = if local {
-                client.get_local(&key).await
+        Command::Get {
+            addr,
+            consistency,
+            local,
+            key,
+        } => {
+            let consistency = if local {
+                Consistency::Stale
             } else {
-                client.get(&key).await
+                consistency
             };
+            let read = client(&addr).get_with(&key, consistency).await;
             match read {
                 Ok(Ok(Some(value))) => {
                     println!("{value}");
@@ -609,5 +632,34 @@ mod tests {
             assert!(parse(&["raft-kv", sub, "-4"]).is_err());
         }
         assert!(parse(&["raft-kv", "members", "--local"]).is_ok());
+    }
+
+    #[test]
+    fn get_takes_a_consistency_and_serve_a_lease() {
+        let get = |args: &[&str]| parse(&[&["raft-kv", "get"][..], args].concat());
+        let mode = |args: &[&str]| match get(args).expect("parses").command {
+            Command::Get {
+                consistency, local, ..
+            } => (consistency, local),
+            other => panic!("expected get, got {other:?}"),
+        };
+        assert_eq!(mode(&["k"]), (Consistency::Linearizable, false));
+        assert_eq!(
+            mode(&["--consistency", "lease", "k"]),
+            (Consistency::Lease, false)
+        );
+        assert_eq!(
+            mode(&["--consistency", "log", "k"]),
+            (Consistency::Log, false)
+        );
+        assert_eq!(mode(&["--local", "k"]), (Consistency::Linearizable, true));
+        assert!(get(&["--consistency", "strong", "k"]).is_err());
+        assert!(get(&["--local", "--consistency", "log", "k"]).is_err());
+
+        let serve = parse(&[SERVE, &["--read-lease-drift-ms", "25"][..]].concat()).expect("parses");
+        let Command::Serve(serve) = serve.command else {
+            panic!("expected serve")
+        };
+        assert_eq!(serve.read.read_lease_drift_ms, Some(25));
     }
 }

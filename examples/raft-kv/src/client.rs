@@ -4,11 +4,26 @@
 //! Built on `hyper-util`'s client over the same hyper stack as the axum server (plain HTTP/1.1, no
 //! TLS, no extra dependency tree), with a timeout on every request.
 //!
-//! A `PUT` or a `GET` whose connection closes before any answer (a kept-alive connection the node
-//! closed as the request left, say because it is stopping) is sent once more: both are idempotent
-//! (a `PUT` sets the same value again), so the retry cannot apply anything twice. `DELETE` and
-//! compare-and-swap are not retried (a second `DELETE` answers `404`).
+//! # Retries
+//! Every client holds a **session** (a random `Client-Id`; see [`crate::http_session`]) and numbers
+//! its writes (`PUT`, `DELETE`, compare-and-swap) 1, 2, 3, ... (`Client-Seq`). A write whose outcome
+//! is unknown — `500 outcome_unknown`, `504 timeout`, no answer within the client's timeout, or a
+//! connection closed before any answer — is sent again **with the same number**, so the cluster
+//! applies it at most once and answers the retry with the first answer (`Session-Duplicate: true`).
+//! A write refused before anything was proposed (`503`) is sent again too. At most
+//! [`DEFAULT_ATTEMPTS`] attempts per write (see [`KvClient::with_attempts`]), with a growing pause;
+//! after the last, the last answer (or error) is returned and the outcome stays unknown.
+//!
+//! Writes of one client go one at a time (a session has one command in flight): concurrent calls on
+//! one `KvClient` wait for each other. A clone is a new client, with a session of its own, so
+//! clones run in parallel.
+//!
+//! Reads are retried on the same answers (a failed read read nothing, so a retry is always safe).
 
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
@@ -22,9 +37,22 @@ use serde_json::Value;
 
 use crate::http::{CasRequest, StatusBody};
 use crate::http_auth::ApiToken;
+use crate::http_read::Consistency;
+use crate::http_session::{
+    CLIENT_ID_HEADER, CLIENT_SEQ_HEADER, LOG_INDEX_HEADER, SESSION_DUPLICATE_HEADER,
+};
 
 /// How many redirects a request follows before giving up.
 pub const MAX_REDIRECTS: usize = 5;
+
+/// How many times a write or a read is sent at most, by default (the first attempt included).
+pub const DEFAULT_ATTEMPTS: u32 = 6;
+
+/// The pause before the first retry; it doubles per retry, up to [`MAX_RETRY_PAUSE`].
+const FIRST_RETRY_PAUSE: Duration = Duration::from_millis(50);
+
+/// The longest pause between retries.
+const MAX_RETRY_PAUSE: Duration = Duration::from_secs(1);
 
 /// What went wrong talking to a node (the server's own error answers are [`Reply`]s, not errors).
 #[derive(Debug, thiserror::Error)]
@@ -60,8 +88,7 @@ pub enum ClientError {
 
 impl ClientError {
     /// Whether the connection closed (or was reset) before the server answered anything: the node
-    /// may or may not have handled the request, so only an idempotent request may be sent again
-    /// (a `PUT` of the same value, a read).
+    /// may or may not have handled the request.
     pub fn closed_before_answer(&self) -> bool {
         match self {
             ClientError::Http { message, .. } => {
@@ -69,6 +96,12 @@ impl ClientError {
             }
             _ => false,
         }
+    }
+
+    /// Whether the request may have reached the node without an answer coming back (the
+    /// connection closed, or the client's timeout ran out): a write's outcome is unknown.
+    pub fn outcome_unknown(&self) -> bool {
+        self.closed_before_answer() || matches!(self, ClientError::Timeout(_))
     }
 }
 
@@ -82,6 +115,13 @@ pub struct Reply {
     pub body: Value,
     /// The URL that answered (after redirects).
     pub url: String,
+    /// The `Log-Index` header: where a write was applied, what a read reflects.
+    pub log_index: Option<u64>,
+    /// Whether the answer is a retried write's first answer, replayed from its session
+    /// (`Session-Duplicate: true`).
+    pub duplicate: bool,
+    /// How many attempts the call took (1 without a retry).
+    pub attempts: u32,
 }
 
 impl Reply {
@@ -89,16 +129,82 @@ impl Reply {
     pub fn error_code(&self) -> Option<&str> {
         self.body.get("error").and_then(Value::as_str)
     }
+
+    /// Whether a write answered this may or may not have been applied (`500 outcome_unknown`,
+    /// `504 timeout`).
+    pub fn outcome_unknown(&self) -> bool {
+        matches!(
+            (self.status, self.error_code()),
+            (StatusCode::INTERNAL_SERVER_ERROR, Some("outcome_unknown"))
+                | (StatusCode::GATEWAY_TIMEOUT, Some("timeout"))
+        )
+    }
+
+    /// Whether nothing was done and a retry may succeed (`503`: no leader, overloaded, a read not
+    /// confirmed).
+    pub fn unavailable(&self) -> bool {
+        self.status == StatusCode::SERVICE_UNAVAILABLE
+    }
 }
 
-/// A client of one node's HTTP API; clone it freely (connections are pooled).
-#[derive(Clone, Debug)]
+/// A client session: its id and the number of its next write.
+#[derive(Debug)]
+struct Session {
+    client_id: u64,
+    next_seq: u64,
+}
+
+impl Session {
+    fn new() -> Self {
+        Session {
+            client_id: random_id(),
+            next_seq: 1,
+        }
+    }
+}
+
+/// A random 64-bit session id, from the standard library's randomly keyed hasher (no extra
+/// dependency), mixed with the time and a process-wide counter.
+fn random_id() -> u64 {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut hasher = RandomState::new().build_hasher();
+    hasher.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    hasher.write_u32(std::process::id());
+    hasher.finish()
+}
+
+/// A client of one node's HTTP API. Connections are pooled and shared by clones; each clone has a
+/// session of its own (see the [module docs](self)).
+#[derive(Debug)]
 pub struct KvClient {
     client: Client<HttpConnector, Full<Bytes>>,
     base: String,
     timeout: Duration,
     /// `Bearer <token>`, sent with every request when set.
     authorization: Option<HeaderValue>,
+    /// At most this many attempts per write or read.
+    attempts: u32,
+    /// Held for the whole of a write: one write in flight per session.
+    session: Arc<tokio::sync::Mutex<Session>>,
+}
+
+impl Clone for KvClient {
+    /// The same node, settings and connection pool, with a new session.
+    fn clone(&self) -> Self {
+        KvClient {
+            client: self.client.clone(),
+            base: self.base.clone(),
+            timeout: self.timeout,
+            authorization: self.authorization.clone(),
+            attempts: self.attempts,
+            session: Arc::new(tokio::sync::Mutex::new(Session::new())),
+        }
+    }
 }
 
 /// Percent-encodes a key for a path segment.
@@ -128,7 +234,30 @@ impl KvClient {
             base,
             timeout: Duration::from_secs(15),
             authorization: None,
+            attempts: DEFAULT_ATTEMPTS,
+            session: Arc::new(tokio::sync::Mutex::new(Session::new())),
         }
+    }
+
+    /// Sets how many times a write or read is sent at most (at least 1: no retry).
+    pub fn with_attempts(mut self, attempts: u32) -> Self {
+        self.attempts = attempts.max(1);
+        self
+    }
+
+    /// This client's session id (`Client-Id`).
+    pub async fn client_id(&self) -> u64 {
+        self.session.lock().await.client_id
+    }
+
+    /// This client's session id and the number its last write went with (0 before any write):
+    /// what a caller needs to send that write again itself ([`request_in_session`]) after this
+    /// client gave up on it.
+    ///
+    /// [`request_in_session`]: Self::request_in_session
+    pub async fn last_write(&self) -> (u64, u64) {
+        let session = self.session.lock().await;
+        (session.client_id, session.next_seq - 1)
     }
 
     /// Sets the timeout of each request (each hop of a redirect chain).
@@ -159,13 +288,44 @@ impl KvClient {
         path: &str,
         body: Option<(Bytes, &'static str)>,
     ) -> Result<Reply, ClientError> {
+        self.send(method, path, body.as_ref(), None).await
+    }
+
+    /// [`request`](Self::request) with the session headers of write `seq` of `client_id`, if given.
+    ///
+    /// # Errors
+    /// Transport failures, timeouts, too many redirects.
+    pub async fn request_in_session(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<(Bytes, &'static str)>,
+        client_id: u64,
+        seq: u64,
+    ) -> Result<Reply, ClientError> {
+        self.send(method, path, body.as_ref(), Some((client_id, seq)))
+            .await
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&(Bytes, &'static str)>,
+        session: Option<(u64, u64)>,
+    ) -> Result<Reply, ClientError> {
         let mut url = format!("{}{}", self.base, path);
         for _ in 0..=MAX_REDIRECTS {
             let mut builder = Request::builder().method(method.clone()).uri(&url);
             if let Some(authorization) = &self.authorization {
                 builder = builder.header(header::AUTHORIZATION, authorization.clone());
             }
-            let payload = match &body {
+            if let Some((client_id, seq)) = session {
+                builder = builder
+                    .header(CLIENT_ID_HEADER, client_id)
+                    .header(CLIENT_SEQ_HEADER, seq);
+            }
+            let payload = match body {
                 Some((bytes, content_type)) => {
                     builder = builder.header(header::CONTENT_TYPE, *content_type);
                     bytes.clone()
@@ -185,11 +345,18 @@ impl KvClient {
                             message: format!("{e:?}"),
                         })?;
                 let status = response.status();
-                let location = response
-                    .headers()
+                let headers = response.headers();
+                let location = headers
                     .get(header::LOCATION)
                     .and_then(|v| v.to_str().ok())
                     .map(str::to_string);
+                let log_index = headers
+                    .get(LOG_INDEX_HEADER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse().ok());
+                let duplicate = headers
+                    .get(SESSION_DUPLICATE_HEADER)
+                    .is_some_and(|v| v.as_bytes() == b"true");
                 let bytes = response
                     .into_body()
                     .collect()
@@ -199,62 +366,141 @@ impl KvClient {
                         message: e.to_string(),
                     })?
                     .to_bytes();
-                Ok::<_, ClientError>((status, location, bytes))
+                Ok::<_, ClientError>((status, location, log_index, duplicate, bytes))
             };
-            let (status, location, bytes) = tokio::time::timeout(self.timeout, exchange)
-                .await
-                .map_err(|_| ClientError::Timeout(url.clone()))??;
+            let (status, location, log_index, duplicate, bytes) =
+                tokio::time::timeout(self.timeout, exchange)
+                    .await
+                    .map_err(|_| ClientError::Timeout(url.clone()))??;
             if status == StatusCode::TEMPORARY_REDIRECT {
                 url = location.ok_or_else(|| ClientError::Redirect(url.clone()))?;
                 continue;
             }
             let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-            return Ok(Reply { status, body, url });
+            return Ok(Reply {
+                status,
+                body,
+                url,
+                log_index,
+                duplicate,
+                attempts: 1,
+            });
         }
         Err(ClientError::Redirect(format!(
             "{url}: more than {MAX_REDIRECTS} redirects"
         )))
     }
 
-    /// [`request`](Self::request), sent once more if the connection closed before any answer (see
-    /// the [module docs](self)): only for idempotent requests.
-    async fn request_idempotent(
+    /// The pause before retry number `retry` (1 for the first).
+    fn pause(retry: u32) -> Duration {
+        FIRST_RETRY_PAUSE
+            .saturating_mul(1 << retry.saturating_sub(1).min(10))
+            .min(MAX_RETRY_PAUSE)
+    }
+
+    /// Sends a write in this client's session (see the [module docs](self)): the next number,
+    /// resent with the same number while its outcome is unknown or nothing was proposed, up to the
+    /// attempt limit.
+    async fn write(
         &self,
         method: Method,
         path: &str,
         body: Option<(Bytes, &'static str)>,
     ) -> Result<Reply, ClientError> {
-        match self.request(method.clone(), path, body.clone()).await {
-            Err(e) if e.closed_before_answer() => self.request(method, path, body).await,
-            other => other,
+        let mut session = self.session.lock().await;
+        let mut seq = session.next_seq;
+        session.next_seq += 1;
+        // Whether an earlier attempt of this write may have been applied.
+        let mut maybe_applied = false;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let result = self
+                .send(
+                    method.clone(),
+                    path,
+                    body.as_ref(),
+                    Some((session.client_id, seq)),
+                )
+                .await;
+            let retry = match &result {
+                Ok(reply) if reply.outcome_unknown() => {
+                    maybe_applied = true;
+                    true
+                }
+                Ok(reply) if reply.unavailable() => true,
+                // The cluster forgot the session. Nothing was applied by this attempt; if no earlier
+                // one can have been, the write goes again as the first of a new session. Otherwise
+                // its outcome stays unknown: answered as is.
+                Ok(reply) if reply.error_code() == Some("session_expired") && !maybe_applied => {
+                    *session = Session::new();
+                    seq = session.next_seq;
+                    session.next_seq += 1;
+                    true
+                }
+                Err(e) if e.outcome_unknown() => {
+                    maybe_applied = true;
+                    true
+                }
+                _ => false,
+            };
+            if !retry || attempt >= self.attempts {
+                return result.map(|reply| Reply {
+                    attempts: attempt,
+                    ..reply
+                });
+            }
+            tokio::time::sleep(Self::pause(attempt)).await;
         }
     }
 
-    /// `GET /kv/{key}` (through the log, at the leader): `Some(value)` or `None` on 404; any
-    /// other answer is returned as `Err(reply)`.
+    /// Sends a read, again while it fails in a way a retry may cure (a failed read read nothing).
+    async fn read_retrying(&self, path: &str) -> Result<Reply, ClientError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let result = self.send(Method::GET, path, None, None).await;
+            let retry = match &result {
+                Ok(reply) => reply.unavailable() || reply.outcome_unknown(),
+                Err(e) => e.outcome_unknown(),
+            };
+            if !retry || attempt >= self.attempts {
+                return result.map(|reply| Reply {
+                    attempts: attempt,
+                    ..reply
+                });
+            }
+            tokio::time::sleep(Self::pause(attempt)).await;
+        }
+    }
+
+    /// `GET /kv/{key}`, linearizable (ReadIndex, served by the node asked, no log entry):
+    /// `Some(value)` or `None` on 404; any other answer is returned as `Err(reply)`.
     ///
     /// # Errors
     /// Transport failures.
     pub async fn get(&self, key: &str) -> Result<Result<Option<String>, Reply>, ClientError> {
-        self.read(key, false).await
+        self.get_with(key, Consistency::Linearizable).await
     }
 
-    /// `GET /kv/{key}?local=true`: this node's own, possibly stale, value.
+    /// `GET /kv/{key}?consistency=stale`: this node's own, possibly stale, value.
     ///
     /// # Errors
     /// Transport failures.
     pub async fn get_local(&self, key: &str) -> Result<Result<Option<String>, Reply>, ClientError> {
-        self.read(key, true).await
+        self.get_with(key, Consistency::Stale).await
     }
 
-    async fn read(
+    /// `GET /kv/{key}?consistency=...`, decoded as [`get`](Self::get) does.
+    ///
+    /// # Errors
+    /// Transport failures.
+    pub async fn get_with(
         &self,
         key: &str,
-        local: bool,
+        consistency: Consistency,
     ) -> Result<Result<Option<String>, Reply>, ClientError> {
-        let query = if local { "?local=true" } else { "" };
-        let path = format!("/kv/{}{query}", encode_key(key));
-        let reply = self.request_idempotent(Method::GET, &path, None).await?;
+        let reply = self.get_reply(key, consistency).await?;
         Ok(match reply.status {
             StatusCode::OK => match reply.body.get("value").and_then(Value::as_str) {
                 Some(v) => Ok(Some(v.to_string())),
@@ -265,14 +511,31 @@ impl KvClient {
         })
     }
 
-    /// `PUT /kv/{key}` with `value`.
+    /// `GET /kv/{key}?consistency=...`, the answer as it is (with its `Log-Index`).
+    ///
+    /// # Errors
+    /// Transport failures.
+    pub async fn get_reply(
+        &self,
+        key: &str,
+        consistency: Consistency,
+    ) -> Result<Reply, ClientError> {
+        let path = format!(
+            "/kv/{}?consistency={}",
+            encode_key(key),
+            consistency.as_str()
+        );
+        self.read_retrying(&path).await
+    }
+
+    /// `PUT /kv/{key}` with `value`, in this client's session.
     ///
     /// # Errors
     /// Transport failures.
     pub async fn put(&self, key: &str, value: &str) -> Result<Reply, ClientError> {
         let path = format!("/kv/{}", encode_key(key));
         let body = Bytes::copy_from_slice(value.as_bytes());
-        self.request_idempotent(
+        self.write(
             Method::PUT,
             &path,
             Some((body, "text/plain; charset=utf-8")),
@@ -280,16 +543,16 @@ impl KvClient {
         .await
     }
 
-    /// `DELETE /kv/{key}`.
+    /// `DELETE /kv/{key}`, in this client's session.
     ///
     /// # Errors
     /// Transport failures.
     pub async fn delete(&self, key: &str) -> Result<Reply, ClientError> {
         let path = format!("/kv/{}", encode_key(key));
-        self.request(Method::DELETE, &path, None).await
+        self.write(Method::DELETE, &path, None).await
     }
 
-    /// `POST /kv/{key}/cas`.
+    /// `POST /kv/{key}/cas`, in this client's session.
     ///
     /// # Errors
     /// Transport failures.
@@ -305,7 +568,7 @@ impl KvClient {
             new: new.to_string(),
         })
         .map_err(|e| ClientError::Url(e.to_string()))?;
-        self.request(
+        self.write(
             Method::POST,
             &path,
             Some((Bytes::from(body), "application/json")),

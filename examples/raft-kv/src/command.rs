@@ -1,9 +1,15 @@
 //! What clients ask of the hash table ([`KvCommand`]) and what they get back ([`KvResponse`]).
 
+use raft_core::{ClientId, LogIndex};
 use serde::{Deserialize, Serialize};
 
-/// A client's request to the replicated hash table. Every command, reads included, is a log entry: it
-/// takes effect (or is answered) when it is committed and applied, in log order, on every node.
+/// A client's request to the replicated hash table, as a log entry: it takes effect (or is
+/// answered) when it is committed and applied, in log order, on every node.
+///
+/// Writes (`Put`, `Delete`, `CompareAndSwap`) may be wrapped in a [`KvCommand::Session`] envelope
+/// that makes a retry of them apply at most once. Reads need no log entry at all: the HTTP API
+/// serves them with `Raft::read_index` (see [`crate::http`]); [`KvCommand::Get`] remains for
+/// callers that want a read through the log.
 ///
 /// Serialized with an `op` tag, so the JSON form is flat:
 ///
@@ -23,9 +29,10 @@ pub enum KvCommand {
         /// Its new value.
         value: String,
     },
-    /// Reads `key`. It goes through the log like a write, so the value read is the latest committed
-    /// one (linearizable by construction, at the price of a log entry per read). Answered with
-    /// [`KvResponse::Value`].
+    /// Reads `key` through the log, like a write: the value read is the latest committed one
+    /// (linearizable by construction, at the price of a log entry per read). The HTTP API uses it
+    /// only for `GET /kv/{key}?consistency=log`; its other reads write nothing to the log.
+    /// Answered with [`KvResponse::Value`].
     Get {
         /// The key to read.
         key: String,
@@ -45,6 +52,24 @@ pub enum KvCommand {
         /// The value to set if it does.
         new: String,
     },
+    /// `command` as command `seq` of client `client_id`'s session: applied at most once, however
+    /// often it is proposed (see [`raft_core::SessionTable`]). Answered with the inner command's
+    /// response the first time, [`KvResponse::Duplicate`] for a retry of the latest command,
+    /// [`KvResponse::SessionStale`] for an older one, [`KvResponse::SessionExpired`] when the
+    /// session is unknown and `seq` is not 1. An envelope inside an envelope is answered with
+    /// [`KvResponse::Refused`] and changes nothing.
+    Session {
+        /// The client's session id (chosen by the client, e.g. at random).
+        client_id: ClientId,
+        /// The command's number in the session: 1, 2, 3, ...; a retry repeats it.
+        seq: u64,
+        /// The proposing leader's wall clock when it proposed the command (ms since the Unix
+        /// epoch): the clock by which sessions expire, the same on every replica since it is in the
+        /// log.
+        timestamp_ms: u64,
+        /// The write.
+        command: Box<KvCommand>,
+    },
 }
 
 /// What MessagePack adds to a command's strings, at most: the `op` tag and its value, the field names,
@@ -62,6 +87,12 @@ impl KvCommand {
                 .len()
                 .saturating_add(expected.as_ref().map_or(0, String::len))
                 .saturating_add(new.len()),
+            // Three numbers and the envelope's field names on top of the inner command.
+            KvCommand::Session { command, .. } => {
+                return command
+                    .encoded_size()
+                    .saturating_add(ENCODING_OVERHEAD_BYTES);
+            }
         };
         strings.saturating_add(ENCODING_OVERHEAD_BYTES)
     }
@@ -97,6 +128,17 @@ impl KvCommand {
         }
     }
 
+    /// `self` as command `seq` of session `client_id`, stamped with `timestamp_ms` (the proposing
+    /// leader's wall clock).
+    pub fn in_session(self, client_id: ClientId, seq: u64, timestamp_ms: u64) -> Self {
+        KvCommand::Session {
+            client_id,
+            seq,
+            timestamp_ms,
+            command: Box::new(self),
+        }
+    }
+
     /// The key the command is about.
     pub fn key(&self) -> &str {
         match self {
@@ -104,6 +146,7 @@ impl KvCommand {
             | KvCommand::Get { key }
             | KvCommand::Delete { key }
             | KvCommand::CompareAndSwap { key, .. } => key,
+            KvCommand::Session { command, .. } => command.key(),
         }
     }
 }
@@ -150,6 +193,27 @@ pub enum KvResponse {
     /// The response to an entry that carries no client command (a new leader's blank entry, a
     /// membership change). The driver drops it; clients never see it.
     NoOp,
+    /// The answer to a retry of a session's latest command: it was applied before, at log index
+    /// `index`, and answered `response`; nothing was applied again.
+    Duplicate {
+        /// Where the command was applied.
+        index: LogIndex,
+        /// What it answered then.
+        response: Box<KvResponse>,
+    },
+    /// A session command older than the session's latest: nothing was applied (its answer is no
+    /// longer kept; the client has moved on from it).
+    SessionStale {
+        /// The session's latest applied sequence number.
+        latest: u64,
+    },
+    /// A session command with a number above 1 for a session the table does not know (it expired,
+    /// or never existed): nothing was applied, and a retry could not be told from a new command.
+    /// The client must open a new session (a new id, starting at 1).
+    SessionExpired,
+    /// A command the state machine refuses as malformed (a session envelope inside another):
+    /// nothing was applied.
+    Refused(String),
 }
 
 #[cfg(test)]
@@ -160,6 +224,9 @@ mod tests {
     fn encoded_size_is_an_upper_estimate_of_the_messagepack_encoding() {
         let long = "x".repeat(10_000);
         let commands = [
+            KvCommand::put("k", "v").in_session(u64::MAX, u64::MAX, u64::MAX),
+            KvCommand::compare_and_swap(long.clone(), Some(&long), long.clone())
+                .in_session(1, 2, 3),
             KvCommand::put("k", "v"),
             KvCommand::put(long.clone(), long.clone()),
             KvCommand::get(long.clone()),
@@ -177,5 +244,23 @@ mod tests {
             );
             assert!(command.encoded_size() <= encoded.len() + ENCODING_OVERHEAD_BYTES);
         }
+    }
+}
+
+#[cfg(test)]
+mod session_tests {
+    use super::*;
+
+    #[test]
+    fn a_session_envelope_is_flat_json_and_plain_commands_are_unchanged() {
+        let json = serde_json::to_string(&KvCommand::delete("k").in_session(7, 2, 1_000)).unwrap();
+        assert_eq!(
+            json,
+            r#"{"op":"session","client_id":7,"seq":2,"timestamp_ms":1000,"command":{"op":"delete","key":"k"}}"#
+        );
+        let back: KvCommand = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.key(), "k");
+        let packed = rmp_serde::to_vec_named(&back).unwrap();
+        assert_eq!(rmp_serde::from_slice::<KvCommand>(&packed).unwrap(), back);
     }
 }

@@ -282,6 +282,8 @@ impl Model {
                     }
                 }
             }
+            // The demo opens no sessions; a command in one would be applied once, like this.
+            KvCommand::Session { command, .. } => self.apply(command),
         }
     }
 }
@@ -375,6 +377,12 @@ fn describe_command(command: &KvCommand) -> String {
             expected: None,
             new,
         } => format!("CAS {key}: if absent then {new:?}"),
+        KvCommand::Session {
+            client_id,
+            seq,
+            command,
+            ..
+        } => format!("{} (client {client_id}, #{seq})", describe_command(command)),
     }
 }
 
@@ -407,6 +415,15 @@ fn describe_response(response: &KvResponse) -> String {
             current: None,
         } => "not swapped: the key is absent".into(),
         KvResponse::NoOp => "no-op".into(),
+        KvResponse::Duplicate { index, response } => format!(
+            "already applied at index {index}: {}",
+            describe_response(response)
+        ),
+        KvResponse::SessionStale { latest } => {
+            format!("stale: the session is at #{latest}, nothing applied")
+        }
+        KvResponse::SessionExpired => "session expired, nothing applied".into(),
+        KvResponse::Refused(why) => format!("refused: {why}"),
     }
 }
 

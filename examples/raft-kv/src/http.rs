@@ -2,8 +2,9 @@
 //!
 //! | request | answer |
 //! |---|---|
-//! | `GET /kv/{key}` | `200 {"key", "value"}`; `404 {"error": "not_found", ..}` |
-//! | `GET /kv/{key}?local=true` | the same, read from this node's own state machine without the log: **a stale read** (any node answers, it may lag the leader) |
+//! | `GET /kv/{key}` | `200 {"key", "value"}`; `404 {"error": "not_found", ..}`: a linearizable read served by any node without a log entry (ReadIndex) |
+//! | `GET /kv/{key}?consistency=linearizable\|lease\|stale\|log` | the same, in that read mode (see [`crate::http_read`]); `stale` reads this node's own state machine at once and may lag the leader; `log` reads through the log at the leader |
+//! | `GET /kv/{key}?local=true` | the older spelling of `consistency=stale` |
 //! | `PUT /kv/{key}`, body = the value (UTF-8) | `200 {"key", "value", "previous"}` (`previous`: the replaced value or `null`) |
 //! | `DELETE /kv/{key}` | `200 {"key", "previous"}`; `404 {"error": "not_found", ..}` if the key did not exist |
 //! | `POST /kv/{key}/cas`, body `{"expected": string or null, "new": string}` | `200 {"key", "swapped": true, "current"}`; `409 {"key", "swapped": false, "current"}` with the value that did not match (`null`: absent) |
@@ -11,19 +12,24 @@
 //! | `POST /admin/transfer-leader`, no body or `{"to": id}` | `200 {"leader": id}` once leadership moved (see [`crate::http_admin`]) |
 //! | `GET /admin/members`, `POST /admin/members` | the membership; add a learner, promote, demote, remove, set the voters (see [`crate::http_members`]) |
 //!
-//! Every `/kv` request except a `?local=true` read is a log entry (reads too: linearizable by
-//! construction) and is answered once the entry is applied. Keys are path segments: percent-encode
-//! a `/` in a key as `%2F`.
+//! Every `/kv` write is a log entry, answered once the entry is applied; reads write nothing to the
+//! log unless asked to (`consistency=log`). A write with the headers `Client-Id` and `Client-Seq` is
+//! applied at most once however often it is retried (see [`crate::http_session`]). Every successful
+//! `/kv` answer carries `Log-Index` (where the write was applied; what the read reflects). Keys are
+//! path segments: percent-encode a `/` in a key as `%2F`.
 //!
 //! Errors are JSON `{"error": code, "message": text}` (plus `"leader"` where known):
 //!
 //! | status | `error` | meaning |
 //! |---|---|---|
-//! | `307` + `Location` | `not_leader` | this node is not the leader; nothing was proposed; repeat the request at `Location` (the leader's HTTP address, same path and query) |
-//! | `503` | `no_leader` | not the leader and no leader known (election under way); nothing was proposed, safe to retry |
-//! | `500` | `outcome_unknown` | the entry was proposed but this node lost leadership (or stopped) before it applied: it **may or may not** take effect; only an idempotent request is safe to retry |
-//! | `504` | `timeout` | no answer within the server's write timeout; the outcome is unknown as well |
-//! | `400`, `415`, `422` | `bad_request` | invalid JSON or a non-UTF-8 value or key (`400`), a CAS body without `Content-Type: application/json` (`415`), JSON of the wrong shape, e.g. a missing field (`422`) |
+//! | `307` + `Location` | `not_leader` | a write (or a `consistency=log` read) at a node that is not the leader; nothing was proposed; repeat the request at `Location` (the leader's HTTP address, same path and query) |
+//! | `503` | `no_leader` | not the leader and no leader known (election under way); nothing was proposed (or read), safe to retry |
+//! | `503` | `leadership_lost`, `stopped` | a read could not be confirmed; nothing was read, safe to retry (see [`crate::http_read`]) |
+//! | `500` | `outcome_unknown` | the entry was proposed but this node lost leadership (or stopped) before it applied: it **may or may not** take effect; safe to retry only with the same `Client-Id`/`Client-Seq` (or for an idempotent request) |
+//! | `504` | `timeout` | a write: no answer within the server's write timeout, the outcome is unknown as well; a read: not confirmed in time, nothing was read |
+//! | `400` | `session_stale` | a session write numbered below the session's latest: nothing applied (`"latest"`: the latest number) |
+//! | `410` | `session_expired` | a session write numbered above 1 for a session the cluster does not know (expired after an hour idle, or evicted): nothing applied by this request; open a new session |
+//! | `400`, `415`, `422` | `bad_request` | invalid JSON, a non-UTF-8 value or key, or bad session headers (`400`), a CAS body without `Content-Type: application/json` (`415`), JSON of the wrong shape, e.g. a missing field (`422`) |
 //! | `413` | `payload_too_large` | a body over [`MAX_BODY_BYTES`], or a command whose encoded size is over the node's `max_entry_bytes` (nothing was proposed) |
 //! | `401` | `unauthorized` | the node has an API token and the request did not carry it as `Authorization: Bearer <token>` |
 //! | `404` | `not_found` | no such key, or no such route |
@@ -50,13 +56,13 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection, QueryRejection};
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
-use axum::http::{header, HeaderValue, StatusCode, Uri};
+use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection};
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{middleware, Json, Router};
-use raft_core::{ClientWriteError, NodeId, NodeStatus, Role, StoppedError};
+use raft_core::{ClientWriteError, LogIndex, NodeId, NodeStatus, Role, StoppedError};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -65,6 +71,7 @@ use crate::command::{KvCommand, KvResponse};
 use crate::http_auth::{self, ApiToken};
 use crate::http_error::error;
 use crate::http_limits::{self, HttpLimits, RequestGuard};
+use crate::http_session::{now_ms, with_position, SessionHeaders};
 use crate::state_machine::KvReader;
 
 /// The largest request body accepted (a value, or a compare-and-swap request): 1 MiB. Larger
@@ -133,7 +140,12 @@ impl ApiState {
 /// The axum router of the client API (see the [module docs](self)).
 pub fn router(state: ApiState) -> Router {
     Router::new()
-        .route("/kv/{key}", get(get_key).put(put_key).delete(delete_key))
+        .route(
+            "/kv/{key}",
+            get(crate::http_read::get_key)
+                .put(put_key)
+                .delete(delete_key),
+        )
         .route("/kv/{key}/cas", post(cas_key))
         .route("/status", get(status))
         .route(
@@ -172,13 +184,6 @@ pub struct CasRequest {
     pub expected: Option<String>,
     /// The value to set.
     pub new: String,
-}
-
-/// Query parameters of `GET /kv/{key}`.
-#[derive(Debug, Default, Deserialize)]
-struct ReadQuery {
-    #[serde(default)]
-    local: bool,
 }
 
 /// `GET /status`'s answer.
@@ -254,18 +259,80 @@ fn body_rejection(status: StatusCode, text: String) -> Response {
     }
 }
 
-fn key_of(path: Result<Path<String>, PathRejection>) -> Result<String, Response> {
+pub(crate) fn key_of(path: Result<Path<String>, PathRejection>) -> Result<String, Response> {
     match path {
         Ok(Path(key)) => Ok(key),
         Err(e) => Err(bad_request(format!("invalid key: {}", e.body_text()))),
     }
 }
 
-/// Proposes `command` at this node and maps every failure to its HTTP answer.
-async fn propose(state: &ApiState, uri: &Uri, command: KvCommand) -> Result<KvResponse, Response> {
+/// A write's outcome: its response and where it was applied (for a retry answered from the
+/// session, where it was first applied).
+struct Written {
+    response: KvResponse,
+    index: LogIndex,
+    duplicate: bool,
+}
+
+impl Written {
+    /// `answer` with the write's position headers.
+    fn answer(&self, answer: Response) -> Response {
+        with_position(answer, self.index, self.duplicate)
+    }
+}
+
+/// Proposes the write `command` at this node, in `session` if any (stamped with this node's clock:
+/// only the leader accepts the proposal, so it is the leader's), and maps every failure, and a
+/// session's refusals, to their HTTP answer.
+async fn write(
+    state: &ApiState,
+    uri: &Uri,
+    session: Option<SessionHeaders>,
+    command: KvCommand,
+) -> Result<Written, Response> {
+    let command = match session {
+        Some(s) => command.in_session(s.client_id, s.seq, now_ms()),
+        None => command,
+    };
+    match propose(state, uri, command).await? {
+        (KvResponse::Duplicate { index, response }, _) => Ok(Written {
+            response: *response,
+            index,
+            duplicate: true,
+        }),
+        (KvResponse::SessionStale { latest }, _) => Err((
+            StatusCode::BAD_REQUEST,
+            Json(json!({
+                "error": "session_stale",
+                "message": format!("the session is at Client-Seq {latest}; an older number is not applied"),
+                "latest": latest,
+            })),
+        )
+            .into_response()),
+        (KvResponse::SessionExpired, _) => Err(error(
+            StatusCode::GONE,
+            "session_expired",
+            "the cluster does not know this Client-Id (expired or evicted) and Client-Seq is not 1: \
+             nothing was applied by this request; open a new session",
+        )),
+        (response, index) => Ok(Written {
+            response,
+            index,
+            duplicate: false,
+        }),
+    }
+}
+
+/// Proposes `command` at this node and maps every failure to its HTTP answer; returns the response
+/// and the index of the entry that carried it.
+pub(crate) async fn propose(
+    state: &ApiState,
+    uri: &Uri,
+    command: KvCommand,
+) -> Result<(KvResponse, LogIndex), Response> {
     let write = tokio::time::timeout(state.write_timeout, state.raft.client_write(command)).await;
     match write {
-        Ok(Ok(response)) => Ok(response.data),
+        Ok(Ok(response)) => Ok((response.data, response.log_id.index)),
         Ok(Err(ClientWriteError::NotLeader { leader_hint })) => Err(redirect(state, uri, leader_hint)),
         Ok(Err(ClientWriteError::OutcomeUnknown { leader_hint })) => Err((
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -338,7 +405,7 @@ pub(crate) fn redirect(state: &ApiState, uri: &Uri, leader_hint: Option<NodeId>)
     }
 }
 
-fn unexpected(response: KvResponse) -> Response {
+pub(crate) fn unexpected(response: KvResponse) -> Response {
     error(
         StatusCode::INTERNAL_SERVER_ERROR,
         "internal",
@@ -346,7 +413,7 @@ fn unexpected(response: KvResponse) -> Response {
     )
 }
 
-fn not_found(key: &str) -> Response {
+pub(crate) fn not_found(key: &str) -> Response {
     (
         StatusCode::NOT_FOUND,
         Json(json!({ "error": "not_found", "message": "no such key", "key": key })),
@@ -354,42 +421,19 @@ fn not_found(key: &str) -> Response {
         .into_response()
 }
 
-async fn get_key(
-    State(state): State<ApiState>,
-    uri: Uri,
-    path: Result<Path<String>, PathRejection>,
-    query: Result<Query<ReadQuery>, QueryRejection>,
-) -> Response {
-    let key = match key_of(path) {
-        Ok(k) => k,
-        Err(r) => return r,
-    };
-    let Ok(Query(query)) = query else {
-        return bad_request("invalid query: the only parameter is local=true|false");
-    };
-    let value = if query.local {
-        state.reader.get(&key)
-    } else {
-        match propose(&state, &uri, KvCommand::get(key.clone())).await {
-            Ok(KvResponse::Value(v)) => v,
-            Ok(other) => return unexpected(other),
-            Err(r) => return r,
-        }
-    };
-    match value {
-        Some(value) => Json(json!({ "key": key, "value": value })).into_response(),
-        None => not_found(&key),
-    }
-}
-
 async fn put_key(
     State(state): State<ApiState>,
     uri: Uri,
+    headers: HeaderMap,
     path: Result<Path<String>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let key = match key_of(path) {
         Ok(k) => k,
+        Err(r) => return r,
+    };
+    let session = match SessionHeaders::from_headers(&headers) {
+        Ok(s) => s,
         Err(r) => return r,
     };
     let body = match body {
@@ -399,42 +443,65 @@ async fn put_key(
     let Ok(value) = String::from_utf8(body.to_vec()) else {
         return bad_request("the value (request body) is not valid UTF-8");
     };
-    match propose(&state, &uri, KvCommand::put(key.clone(), value.clone())).await {
-        Ok(KvResponse::Put { previous }) => {
-            Json(json!({ "key": key, "value": value, "previous": previous })).into_response()
-        }
-        Ok(other) => unexpected(other),
-        Err(r) => r,
+    let written = match write(
+        &state,
+        &uri,
+        session,
+        KvCommand::put(key.clone(), value.clone()),
+    )
+    .await
+    {
+        Ok(w) => w,
+        Err(r) => return r,
+    };
+    match &written.response {
+        KvResponse::Put { previous } => written.answer(
+            Json(json!({ "key": key, "value": value, "previous": previous })).into_response(),
+        ),
+        other => unexpected(other.clone()),
     }
 }
 
 async fn delete_key(
     State(state): State<ApiState>,
     uri: Uri,
+    headers: HeaderMap,
     path: Result<Path<String>, PathRejection>,
 ) -> Response {
     let key = match key_of(path) {
         Ok(k) => k,
         Err(r) => return r,
     };
-    match propose(&state, &uri, KvCommand::delete(key.clone())).await {
-        Ok(KvResponse::Deleted {
+    let session = match SessionHeaders::from_headers(&headers) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let written = match write(&state, &uri, session, KvCommand::delete(key.clone())).await {
+        Ok(w) => w,
+        Err(r) => return r,
+    };
+    match &written.response {
+        KvResponse::Deleted {
             previous: Some(previous),
-        }) => Json(json!({ "key": key, "previous": previous })).into_response(),
-        Ok(KvResponse::Deleted { previous: None }) => not_found(&key),
-        Ok(other) => unexpected(other),
-        Err(r) => r,
+        } => written.answer(Json(json!({ "key": key, "previous": previous })).into_response()),
+        KvResponse::Deleted { previous: None } => written.answer(not_found(&key)),
+        other => unexpected(other.clone()),
     }
 }
 
 async fn cas_key(
     State(state): State<ApiState>,
     uri: Uri,
+    headers: HeaderMap,
     path: Result<Path<String>, PathRejection>,
     body: Result<Json<CasRequest>, JsonRejection>,
 ) -> Response {
     let key = match key_of(path) {
         Ok(k) => k,
+        Err(r) => return r,
+    };
+    let session = match SessionHeaders::from_headers(&headers) {
+        Ok(s) => s,
         Err(r) => return r,
     };
     let request = match body {
@@ -446,21 +513,26 @@ async fn cas_key(
         expected: request.expected,
         new: request.new,
     };
-    match propose(&state, &uri, command).await {
-        Ok(KvResponse::CasResult { swapped, current }) => {
-            let status = if swapped {
+    let written = match write(&state, &uri, session, command).await {
+        Ok(w) => w,
+        Err(r) => return r,
+    };
+    match &written.response {
+        KvResponse::CasResult { swapped, current } => {
+            let status = if *swapped {
                 StatusCode::OK
             } else {
                 StatusCode::CONFLICT
             };
-            (
-                status,
-                Json(json!({ "key": key, "swapped": swapped, "current": current })),
+            written.answer(
+                (
+                    status,
+                    Json(json!({ "key": key, "swapped": swapped, "current": current })),
+                )
+                    .into_response(),
             )
-                .into_response()
         }
-        Ok(other) => unexpected(other),
-        Err(r) => r,
+        other => unexpected(other.clone()),
     }
 }
 

@@ -39,6 +39,9 @@ pub struct ClusterArgs {
     /// When each node snapshots and compacts its log (passed to every node).
     #[command(flatten)]
     pub snapshot: SnapshotArgs,
+    /// How linearizable reads are confirmed (passed to every node).
+    #[command(flatten)]
+    pub read: crate::read_flags::ReadArgs,
     /// Also issue certificates for this many more nodes (ids after the last node's), so nodes can
     /// join the cluster later with `serve --join` (the throwaway CA's key is not kept, so no
     /// certificate can be issued afterwards).
@@ -136,6 +139,7 @@ pub async fn run_cluster(args: ClusterArgs, log: &str) -> ExitCode {
             .args(["--peers", &peers])
             .args(["--cluster-id", &args.cluster_id])
             .args(args.snapshot.to_args())
+            .args(args.read.to_args())
             .args(security)
             .stdin(Stdio::null())
             .kill_on_drop(true);

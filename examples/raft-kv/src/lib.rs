@@ -3,12 +3,14 @@
 //! A replicated hash table on [`raft_core`]: a `String -> String` map that every node of a Raft
 //! cluster holds, changed only through the replicated log.
 //!
-//! * [`KvCommand`] — `Put`, `Get`, `Delete`, `CompareAndSwap`. Reads go through the log too, so a
-//!   read sees every write acknowledged before it (linearizable by construction).
+//! * [`KvCommand`] — `Put`, `Get`, `Delete`, `CompareAndSwap`, and the `Session` envelope that
+//!   makes a retried write apply at most once. The HTTP API reads without log entries
+//!   (`Raft::read_index`, see [`http_read`]); `Get` remains for reads through the log.
 //! * [`KvResponse`] — one answer per command, shaped for an HTTP API (`404` on a missing key, `409`
 //!   with the current value on a compare-and-swap mismatch).
 //! * [`KvStateMachine`] — the [`raft_core::StateMachine`]: deterministic (a `BTreeMap`, so equal
-//!   states give byte-identical JSON snapshots), in memory (a restarted node is restored from its
+//!   states give byte-identical JSON snapshots), with the client sessions
+//!   ([`raft_core::SessionTable`], in the snapshot), in memory (a restarted node is restored from its
 //!   latest snapshot and replays the log after it), with a [`KvReader`] to look at the table
 //!   locally.
 //! * [`Cluster`] — several nodes in one process on `raft-storage-mem` and `raft-net-mock`: write
@@ -73,9 +75,12 @@ pub mod http_auth;
 mod http_error;
 pub mod http_limits;
 pub mod http_members;
+pub mod http_read;
 pub mod http_server;
+pub mod http_session;
 pub mod join;
 mod launcher;
+mod read_flags;
 pub mod server;
 mod snapshot_flags;
 mod state_machine;
@@ -84,4 +89,7 @@ pub mod tls_files;
 
 pub use cluster::{Cluster, ClusterError, KvRaft};
 pub use command::{KvCommand, KvResponse};
-pub use state_machine::{KvReader, KvStateMachine, SNAPSHOT_FORMAT};
+pub use state_machine::{
+    AppliedCommand, KvReader, KvSessions, KvStateMachine, MAX_SESSIONS, SESSION_TTL_MS,
+    SNAPSHOT_FORMAT,
+};

@@ -5,20 +5,57 @@ use std::sync::{Arc, RwLock, RwLockReadGuard};
 
 use async_trait::async_trait;
 use raft_core::{
-    Entry, EntryPayload, LogId, SnapshotBuild, SnapshotMeta, StateMachine, StateMachineError,
+    Entry, EntryPayload, LogId, LogIndex, SessionCheck, SessionTable, SnapshotBuild, SnapshotMeta,
+    StateMachine, StateMachineError,
 };
 use serde::{Deserialize, Serialize};
 
 use crate::command::{KvCommand, KvResponse};
 
-/// The version of the snapshot format [`KvStateMachine::snapshot`] writes and `restore` accepts.
-pub const SNAPSHOT_FORMAT: u32 = 1;
+/// The version of the snapshot format [`KvStateMachine::snapshot`] writes. Version 2 adds the
+/// client sessions after the table; `restore` also accepts version 1 (no sessions: restored with
+/// none open).
+pub const SNAPSHOT_FORMAT: u32 = 2;
 
-/// The table and how far into the log it is.
-#[derive(Debug, Default)]
+/// The oldest snapshot format `restore` still reads.
+const OLDEST_SNAPSHOT_FORMAT: u32 = 1;
+
+/// How long a client session lives without a command, by the log's clock: one hour. Far above how
+/// long a client keeps retrying one command, so a retry always finds its session.
+pub const SESSION_TTL_MS: u64 = 60 * 60 * 1000;
+
+/// At most this many sessions are kept; opening one more expires the least recently active. Each
+/// costs its latest response (for a `PUT`, the replaced value), so this bounds the table's memory.
+pub const MAX_SESSIONS: usize = 10_000;
+
+/// What a session remembers of its latest command: where it was applied and what it answered.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppliedCommand {
+    /// The log index of the entry that applied it.
+    pub index: LogIndex,
+    /// Its response.
+    pub response: KvResponse,
+}
+
+/// The client sessions of the table.
+pub type KvSessions = SessionTable<AppliedCommand>;
+
+/// The table, the client sessions and how far into the log they are.
+#[derive(Debug)]
 struct KvState {
     last_applied: Option<LogId>,
     data: BTreeMap<String, String>,
+    sessions: KvSessions,
+}
+
+impl Default for KvState {
+    fn default() -> Self {
+        KvState {
+            last_applied: None,
+            data: BTreeMap::new(),
+            sessions: SessionTable::new(SESSION_TTL_MS, MAX_SESSIONS),
+        }
+    }
 }
 
 /// The serialized form of a snapshot (JSON). A `BTreeMap` keeps keys sorted, so the same state always
@@ -29,6 +66,9 @@ struct SnapshotData {
     format: u32,
     last_applied: Option<LogId>,
     data: BTreeMap<String, String>,
+    /// Absent in format 1.
+    #[serde(default)]
+    sessions: Option<KvSessions>,
 }
 
 /// [`SnapshotData`] by reference, for writing: the same JSON without copying the table.
@@ -37,6 +77,7 @@ struct SnapshotRef<'a> {
     format: u32,
     last_applied: Option<LogId>,
     data: &'a BTreeMap<String, String>,
+    sessions: &'a KvSessions,
 }
 
 impl SnapshotRef<'_> {
@@ -45,18 +86,26 @@ impl SnapshotRef<'_> {
     }
 }
 
-/// The start of a snapshot's JSON for the state as of `last_applied`, up to the table: what
-/// [`KvStateMachine::check_snapshot`] compares, without reading the table.
-fn snapshot_prefix(last_applied: LogId) -> Result<Vec<u8>, StateMachineError> {
-    let mut prefix = SnapshotRef {
-        format: SNAPSHOT_FORMAT,
+/// The start of a snapshot's JSON of format `format` for the state as of `last_applied`, up to the
+/// table: what [`KvStateMachine::check_snapshot`] compares, without reading the table.
+fn snapshot_prefix(format: u32, last_applied: LogId) -> Result<Vec<u8>, StateMachineError> {
+    let mut prefix = serde_json::to_vec(&SnapshotPrefix {
+        format,
         last_applied: Some(last_applied),
-        data: &BTreeMap::new(),
-    }
-    .to_json()?;
+        data: BTreeMap::new(),
+    })
+    .map_err(StateMachineError::new)?;
     // `...,"data":{}}` -> `...,"data":`
     prefix.truncate(prefix.len().saturating_sub(3));
     Ok(prefix)
+}
+
+/// The fields every format starts with, in order.
+#[derive(Serialize)]
+struct SnapshotPrefix {
+    format: u32,
+    last_applied: Option<LogId>,
+    data: BTreeMap<String, String>,
 }
 
 /// A replicated hash table from `String` to `String`: the [`StateMachine`] of `raft-kv`.
@@ -79,9 +128,22 @@ pub struct KvStateMachine {
 }
 
 impl KvStateMachine {
-    /// An empty table.
+    /// An empty table, whose sessions expire after [`SESSION_TTL_MS`] and number at most
+    /// [`MAX_SESSIONS`].
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty table whose sessions expire after `ttl_ms` (by the log's clock) and number at most
+    /// `max_sessions`. Every replica must use the same settings, or they would expire different
+    /// sessions; a snapshot carries them, so a restored replica takes the snapshot's.
+    pub fn with_sessions(ttl_ms: u64, max_sessions: usize) -> Self {
+        KvStateMachine {
+            state: Arc::new(RwLock::new(KvState {
+                sessions: SessionTable::new(ttl_ms, max_sessions),
+                ..KvState::default()
+            })),
+        }
     }
 
     /// A handle that reads this state machine's table; it stays valid (and keeps showing the last state)
@@ -106,7 +168,57 @@ impl KvStateMachine {
 }
 
 impl KvState {
-    fn apply_command(&mut self, command: &KvCommand) -> KvResponse {
+    /// Applies `command`, the entry at log index `index`.
+    fn apply_command(&mut self, command: &KvCommand, index: LogIndex) -> KvResponse {
+        match command {
+            KvCommand::Session {
+                client_id,
+                seq,
+                timestamp_ms,
+                command,
+            } => self.apply_in_session(*client_id, *seq, *timestamp_ms, command, index),
+            plain => self.apply_plain(plain),
+        }
+    }
+
+    /// Applies a session's command at most once (see [`KvCommand::Session`]). The table's clock
+    /// moves first, so a session idle past its TTL by this entry's timestamp is already expired.
+    fn apply_in_session(
+        &mut self,
+        client_id: u64,
+        seq: u64,
+        timestamp_ms: u64,
+        command: &KvCommand,
+        index: LogIndex,
+    ) -> KvResponse {
+        if matches!(command, KvCommand::Session { .. }) {
+            return KvResponse::Refused("a session envelope inside another".to_string());
+        }
+        self.sessions.advance_clock(timestamp_ms);
+        match self.sessions.check(client_id, seq) {
+            SessionCheck::New => {
+                let response = self.apply_plain(command);
+                self.sessions.record(
+                    client_id,
+                    seq,
+                    AppliedCommand {
+                        index,
+                        response: response.clone(),
+                    },
+                );
+                response
+            }
+            SessionCheck::Duplicate(applied) => KvResponse::Duplicate {
+                index: applied.index,
+                response: Box::new(applied.response.clone()),
+            },
+            SessionCheck::Stale { latest } => KvResponse::SessionStale { latest },
+            SessionCheck::Expired => KvResponse::SessionExpired,
+        }
+    }
+
+    /// Applies a command outside any session.
+    fn apply_plain(&mut self, command: &KvCommand) -> KvResponse {
         match command {
             KvCommand::Put { key, value } => KvResponse::Put {
                 previous: self.data.insert(key.clone(), value.clone()),
@@ -129,6 +241,9 @@ impl KvState {
                         current: current.cloned(),
                     }
                 }
+            }
+            KvCommand::Session { .. } => {
+                KvResponse::Refused("a session envelope inside another".to_string())
             }
         }
     }
@@ -170,7 +285,7 @@ impl StateMachine for KvStateMachine {
         let mut responses = Vec::with_capacity(entries.len());
         for entry in entries {
             responses.push(match &entry.payload {
-                EntryPayload::Command(command) => state.apply_command(command),
+                EntryPayload::Command(command) => state.apply_command(command, entry.log_id.index),
                 EntryPayload::Blank | EntryPayload::Membership(_) => KvResponse::NoOp,
             });
             state.last_applied = Some(entry.log_id);
@@ -178,13 +293,14 @@ impl StateMachine for KvStateMachine {
         Ok(responses)
     }
 
-    /// JSON of `{format, last_applied, data}`, keys sorted.
+    /// JSON of `{format, last_applied, data, sessions}`, keys sorted.
     async fn snapshot(&mut self) -> Result<Vec<u8>, StateMachineError> {
         let state = self.read()?;
         SnapshotRef {
             format: SNAPSHOT_FORMAT,
             last_applied: state.last_applied,
             data: &state.data,
+            sessions: &state.sessions,
         }
         .to_json()
     }
@@ -192,9 +308,13 @@ impl StateMachine for KvStateMachine {
     /// Copies the table (on the apply task) and serializes the copy on tokio's blocking pool, so
     /// applying goes on while the JSON is written. Same bytes as [`snapshot`](Self::snapshot).
     async fn begin_snapshot(&mut self) -> Result<SnapshotBuild, StateMachineError> {
-        let (last_applied, data) = {
+        let (last_applied, data, sessions) = {
             let state = self.read()?;
-            (state.last_applied, state.data.clone())
+            (
+                state.last_applied,
+                state.data.clone(),
+                state.sessions.clone(),
+            )
         };
         Ok(Box::pin(async move {
             tokio::task::spawn_blocking(move || {
@@ -202,6 +322,7 @@ impl StateMachine for KvStateMachine {
                     format: SNAPSHOT_FORMAT,
                     last_applied,
                     data: &data,
+                    sessions: &sessions,
                 }
                 .to_json()
             })
@@ -210,21 +331,26 @@ impl StateMachine for KvStateMachine {
         }))
     }
 
-    /// Refuses a received snapshot whose JSON does not start as this version writes it for
-    /// `meta.last_log_id` (another format version, another position in the log): a check of the first
-    /// few dozen bytes, so that a snapshot `restore` would refuse is refused before it is stored.
     fn command_size(command: &KvCommand) -> usize {
         command.encoded_size()
     }
 
+    /// Refuses a received snapshot whose JSON does not start as a format this version reads
+    /// writes it for `meta.last_log_id` (an unknown format version, another position in the log): a
+    /// check of the first few dozen bytes, so that a snapshot `restore` would refuse is refused
+    /// before it is stored.
     fn check_snapshot(meta: &SnapshotMeta, data: &[u8]) -> Result<(), StateMachineError> {
-        let prefix = snapshot_prefix(meta.last_log_id)?;
-        if data.starts_with(&prefix) {
-            return Ok(());
+        let mut longest = 0;
+        for format in OLDEST_SNAPSHOT_FORMAT..=SNAPSHOT_FORMAT {
+            let prefix = snapshot_prefix(format, meta.last_log_id)?;
+            if data.starts_with(&prefix) {
+                return Ok(());
+            }
+            longest = longest.max(prefix.len());
         }
-        let head = String::from_utf8_lossy(&data[..data.len().min(prefix.len())]).into_owned();
+        let head = String::from_utf8_lossy(&data[..data.len().min(longest)]).into_owned();
         Err(StateMachineError::new(format!(
-            "not a key-value snapshot of format {SNAPSHOT_FORMAT} up to {}: it starts {head:?}",
+            "not a key-value snapshot of format {OLDEST_SNAPSHOT_FORMAT} to {SNAPSHOT_FORMAT} up to {}: it starts {head:?}",
             meta.last_log_id
         )))
     }
@@ -235,12 +361,26 @@ impl StateMachine for KvStateMachine {
     async fn restore(&mut self, meta: &SnapshotMeta, data: &[u8]) -> Result<(), StateMachineError> {
         let snapshot: SnapshotData = serde_json::from_slice(data)
             .map_err(|e| StateMachineError::new(format!("malformed key-value snapshot: {e}")))?;
-        if snapshot.format != SNAPSHOT_FORMAT {
-            return Err(StateMachineError::new(format!(
-                "unsupported key-value snapshot format {} (this version reads {SNAPSHOT_FORMAT})",
-                snapshot.format
-            )));
-        }
+        let sessions = match (snapshot.format, snapshot.sessions) {
+            (1, None) => SessionTable::new(SESSION_TTL_MS, MAX_SESSIONS),
+            (SNAPSHOT_FORMAT, Some(sessions)) => sessions,
+            (1, Some(_)) => {
+                return Err(StateMachineError::new(
+                    "a key-value snapshot of format 1 with sessions (format 1 has none)",
+                ))
+            }
+            (SNAPSHOT_FORMAT, None) => {
+                return Err(StateMachineError::new(format!(
+                    "a key-value snapshot of format {SNAPSHOT_FORMAT} without its sessions"
+                )))
+            }
+            (other, _) => {
+                return Err(StateMachineError::new(format!(
+                    "unsupported key-value snapshot format {other} (this version reads \
+                     {OLDEST_SNAPSHOT_FORMAT} to {SNAPSHOT_FORMAT})"
+                )))
+            }
+        };
         if snapshot.last_applied.unwrap_or_default() != meta.last_log_id {
             return Err(StateMachineError::new(format!(
                 "snapshot data covers the log up to {} but its metadata says {}",
@@ -251,13 +391,15 @@ impl StateMachine for KvStateMachine {
         let mut state = self.write()?;
         state.last_applied = snapshot.last_applied;
         state.data = snapshot.data;
+        state.sessions = sessions;
         Ok(())
     }
 }
 
 /// A cheap, cloneable handle that reads a [`KvStateMachine`]'s table where it runs, without going
 /// through the log. What it shows is this node's applied state: on a follower it may lag the leader
-/// (a stale read); for a linearizable read, send a [`KvCommand::Get`] through the leader.
+/// (a stale read). For a linearizable read, first wait for `Raft::read_index` (or `read_lease`)
+/// on this node, then read: the state then holds every write acknowledged before the wait began.
 #[derive(Clone, Debug)]
 pub struct KvReader {
     state: Arc<RwLock<KvState>>,
@@ -272,6 +414,26 @@ impl KvReader {
     /// The value of `key`, if present.
     pub fn get(&self, key: &str) -> Option<String> {
         self.read().data.get(key).cloned()
+    }
+
+    /// The value of `key`, if present, and the index of the last entry applied to the table it
+    /// was read from (0 before the first), read together.
+    pub fn get_with_index(&self, key: &str) -> (Option<String>, LogIndex) {
+        let state = self.read();
+        (
+            state.data.get(key).cloned(),
+            state.last_applied.map_or(0, |l| l.index),
+        )
+    }
+
+    /// How many client sessions are open.
+    pub fn sessions(&self) -> usize {
+        self.read().sessions.len()
+    }
+
+    /// A copy of the client sessions (what snapshots carry).
+    pub fn session_table(&self) -> KvSessions {
+        self.read().sessions.clone()
     }
 
     /// The number of keys.
@@ -523,10 +685,13 @@ mod tests {
         let other_format =
             String::from_utf8(bytes.clone())
                 .unwrap()
-                .replacen("\"format\":1", "\"format\":2", 1);
+                .replacen("\"format\":2", "\"format\":3", 1);
         let err = KvStateMachine::check_snapshot(&meta(1, 2), other_format.as_bytes())
             .expect_err("another format version");
-        assert!(err.to_string().contains("format 1"), "{err}");
+        assert!(err.to_string().contains("format 1 to 2"), "{err}");
+        // A snapshot of the previous format (no sessions) is still accepted.
+        let v1 = br#"{"format":1,"last_applied":{"term":1,"index":2},"data":{}}"#;
+        assert!(KvStateMachine::check_snapshot(&meta(1, 2), v1).is_ok());
         assert!(KvStateMachine::check_snapshot(&meta(1, 2), b"").is_err());
         assert!(KvStateMachine::check_snapshot(&meta(1, 2), b"garbage").is_err());
     }
@@ -674,5 +839,202 @@ mod tests {
             assert_eq!(serde_json::from_str::<KvCommand>(&json).unwrap(), cmd);
             assert_eq!(cmd.key(), "k");
         }
+    }
+
+    /// Entry `index` (term 1) carrying `command` in session `client` at `seq`, stamped `at_ms`.
+    fn in_session(
+        index: u64,
+        client: u64,
+        seq: u64,
+        at_ms: u64,
+        command: KvCommand,
+    ) -> Entry<KvCommand> {
+        entry(
+            1,
+            index,
+            EntryPayload::Command(command.in_session(client, seq, at_ms)),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_retried_cas_or_delete_is_applied_once_and_answered_from_the_session() {
+        let mut sm = KvStateMachine::new();
+        let r = sm
+            .apply(&[
+                in_session(1, 7, 1, 1_000, KvCommand::put("k", "a")),
+                in_session(
+                    2,
+                    7,
+                    2,
+                    1_000,
+                    KvCommand::compare_and_swap("k", Some("a"), "b"),
+                ),
+                // The retry of the CAS: applied again it would not swap (the value is "b" now).
+                in_session(
+                    3,
+                    7,
+                    2,
+                    1_001,
+                    KvCommand::compare_and_swap("k", Some("a"), "b"),
+                ),
+                in_session(4, 7, 3, 1_002, KvCommand::delete("k")),
+                // The retry of the DELETE: applied again it would answer "absent".
+                in_session(5, 7, 3, 1_003, KvCommand::delete("k")),
+            ])
+            .await
+            .unwrap();
+        let swapped = KvResponse::CasResult {
+            swapped: true,
+            current: Some("b".into()),
+        };
+        let deleted = KvResponse::Deleted {
+            previous: Some("b".into()),
+        };
+        assert_eq!(r[1], swapped);
+        assert_eq!(
+            r[2],
+            KvResponse::Duplicate {
+                index: 2,
+                response: Box::new(swapped)
+            }
+        );
+        assert_eq!(r[3], deleted);
+        assert_eq!(
+            r[4],
+            KvResponse::Duplicate {
+                index: 4,
+                response: Box::new(deleted)
+            }
+        );
+        assert!(sm.reader().is_empty());
+        assert_eq!(sm.reader().sessions(), 1);
+    }
+
+    #[tokio::test]
+    async fn stale_and_expired_commands_change_nothing() {
+        let mut sm = KvStateMachine::with_sessions(1_000, 100);
+        let r = sm
+            .apply(&[
+                in_session(1, 1, 1, 10_000, KvCommand::put("k", "1")),
+                in_session(2, 1, 2, 10_000, KvCommand::put("k", "2")),
+                // An old retry of seq 1.
+                in_session(3, 1, 1, 10_000, KvCommand::put("k", "1")),
+                // An unknown client that is not at its first command.
+                in_session(4, 2, 5, 10_000, KvCommand::put("k", "x")),
+                // Client 1 idle for longer than the TTL, by the log's clock.
+                in_session(5, 3, 1, 11_001, KvCommand::put("other", "y")),
+                in_session(6, 1, 3, 11_001, KvCommand::put("k", "3")),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(r[2], KvResponse::SessionStale { latest: 2 });
+        assert_eq!(r[3], KvResponse::SessionExpired);
+        assert_eq!(r[5], KvResponse::SessionExpired);
+        assert_eq!(sm.reader().get("k").as_deref(), Some("2"));
+        // A nested envelope is refused.
+        let nested = KvCommand::put("k", "n")
+            .in_session(9, 1, 1)
+            .in_session(9, 1, 1);
+        let r = sm
+            .apply(&[entry(1, 7, EntryPayload::Command(nested))])
+            .await
+            .unwrap();
+        assert!(matches!(r[0], KvResponse::Refused(_)), "{r:?}");
+        assert_eq!(sm.reader().get("k").as_deref(), Some("2"));
+    }
+
+    #[tokio::test]
+    async fn sessions_survive_a_snapshot_round_trip() {
+        let mut sm = KvStateMachine::new();
+        sm.apply(&[
+            in_session(1, 5, 1, 42, KvCommand::put("k", "v")),
+            in_session(
+                2,
+                6,
+                1,
+                43,
+                KvCommand::compare_and_swap("k", Some("v"), "w"),
+            ),
+        ])
+        .await
+        .unwrap();
+        let bytes = sm.snapshot().await.unwrap();
+        assert!(KvStateMachine::check_snapshot(&meta(1, 2), &bytes).is_ok());
+        let mut other = KvStateMachine::new();
+        other.restore(&meta(1, 2), &bytes).await.unwrap();
+        assert_eq!(other.reader().session_table(), sm.reader().session_table());
+        assert_eq!(other.snapshot().await.unwrap(), bytes);
+        // The restored replica answers the retry from the session, as the original would.
+        let retry = [in_session(
+            3,
+            6,
+            1,
+            44,
+            KvCommand::compare_and_swap("k", Some("v"), "w"),
+        )];
+        let a = sm.apply(&retry).await.unwrap();
+        let b = other.apply(&retry).await.unwrap();
+        assert_eq!(a, b);
+        assert!(
+            matches!(a[0], KvResponse::Duplicate { index: 2, .. }),
+            "{a:?}"
+        );
+        // The background build carries the sessions too.
+        assert_eq!(
+            sm.begin_snapshot().await.unwrap().await.unwrap(),
+            sm.snapshot().await.unwrap()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_format_1_snapshot_restores_with_no_sessions() {
+        let mut sm = KvStateMachine::new();
+        sm.apply(&[in_session(1, 5, 1, 42, KvCommand::put("k", "v"))])
+            .await
+            .unwrap();
+        let v1 = br#"{"format":1,"last_applied":{"term":3,"index":7},"data":{"a":"1"}}"#;
+        sm.restore(&meta(3, 7), v1).await.unwrap();
+        assert_eq!(sm.reader().sessions(), 0);
+        assert_eq!(sm.reader().get("a").as_deref(), Some("1"));
+        // Re-snapshotted in the current format.
+        let bytes = sm.snapshot().await.unwrap();
+        assert!(String::from_utf8(bytes)
+            .unwrap()
+            .starts_with(r#"{"format":2,"#));
+    }
+
+    #[tokio::test]
+    async fn session_expiry_is_the_same_on_every_replica_whatever_the_batching() {
+        // Several clients, timestamps from leaders whose clocks disagree (some go backwards), a
+        // small table that also expires by count: replicas applying the same log in different
+        // batches, at different local times, end with the same table and the same answers.
+        let mut entries = Vec::new();
+        let mut seqs = BTreeMap::new();
+        for i in 0..300u64 {
+            let client = (i * 31) % 13;
+            let seq = seqs.entry(client).or_insert(0u64);
+            // Every fifth command is a retry of the client's latest.
+            if i % 5 != 0 || *seq == 0 {
+                *seq += 1;
+            }
+            let at = 1_000 + i * 40 - (i % 7) * 90;
+            let cmd = KvCommand::put(format!("k{}", i % 11), i.to_string());
+            entries.push(in_session(i + 1, client, *seq, at, cmd));
+        }
+        let (mut a, mut b) = (
+            KvStateMachine::with_sessions(500, 8),
+            KvStateMachine::with_sessions(500, 8),
+        );
+        let ra = a.apply(&entries).await.unwrap();
+        let mut rb = Vec::new();
+        for chunk in entries.chunks(23) {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+            rb.extend(b.apply(chunk).await.unwrap());
+        }
+        assert_eq!(ra, rb);
+        assert_eq!(a.reader().session_table(), b.reader().session_table());
+        assert_eq!(a.snapshot().await.unwrap(), b.snapshot().await.unwrap());
+        assert!(ra.iter().any(|r| matches!(r, KvResponse::SessionExpired)));
+        assert!(ra.iter().any(|r| matches!(r, KvResponse::Duplicate { .. })));
     }
 }

@@ -1,29 +1,50 @@
-//! `KvClient` sends a `PUT` once more when the connection closes before any answer (a node that was
-//! stopping), and never a `DELETE`: a scripted server that hangs up on the first request of each
-//! connection it is told to, and answers the others.
+//! `KvClient` sends a write again when the connection closes before any answer (a node that was
+//! stopping), `DELETE` and compare-and-swap included, with the same session headers, so the cluster
+//! applies it at most once; and it gives up after its attempt limit: a scripted server that hangs
+//! up on the first requests it is told to, and answers the others.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use raft_kv::client::KvClient;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
+/// The `client-id` and `client-seq` header values of each request head received, in order.
+type Sessions = Arc<Mutex<Vec<(String, String)>>>;
+
+fn header_of(head: &str, name: &str) -> String {
+    head.lines()
+        .filter_map(|l| l.split_once(':'))
+        .find(|(n, _)| n.trim().eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.trim().to_string())
+        .unwrap_or_default()
+}
+
 /// Serves on loopback: the first `hang_ups` connections are closed as soon as a request head has
 /// arrived, without an answer; later ones get `200 {}`. Returns the address and the count of
 /// request heads received.
 async fn scripted(hang_ups: usize) -> (String, Arc<AtomicUsize>) {
+    let (addr, seen, _) = scripted_with_sessions(hang_ups).await;
+    (addr, seen)
+}
+
+/// [`scripted`], also recording each request's session headers.
+async fn scripted_with_sessions(hang_ups: usize) -> (String, Arc<AtomicUsize>, Sessions) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let seen = Arc::new(AtomicUsize::new(0));
+    let sessions: Sessions = Arc::default();
     let counter = Arc::clone(&seen);
+    let recorded = Arc::clone(&sessions);
     tokio::spawn(async move {
         loop {
             let Ok((mut stream, _)) = listener.accept().await else {
                 return;
             };
             let counter = Arc::clone(&counter);
+            let recorded = Arc::clone(&recorded);
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 16 * 1024];
                 let mut got = Vec::new();
@@ -33,6 +54,11 @@ async fn scripted(hang_ups: usize) -> (String, Arc<AtomicUsize>) {
                         Ok(n) => got.extend_from_slice(&buf[..n]),
                     }
                 }
+                let head = String::from_utf8_lossy(&got).to_string();
+                recorded.lock().unwrap().push((
+                    header_of(&head, "client-id"),
+                    header_of(&head, "client-seq"),
+                ));
                 let n = counter.fetch_add(1, Ordering::SeqCst);
                 if n < hang_ups {
                     return; // dropped: closed with no answer
@@ -45,7 +71,7 @@ async fn scripted(hang_ups: usize) -> (String, Arc<AtomicUsize>) {
             });
         }
     });
-    (addr, seen)
+    (addr, seen, sessions)
 }
 
 #[tokio::test]
@@ -61,22 +87,49 @@ async fn a_put_whose_connection_closes_before_an_answer_is_sent_once_more() {
 }
 
 #[tokio::test]
-async fn a_put_is_sent_at_most_twice() {
-    let (addr, seen) = scripted(5).await;
-    let client = KvClient::new(&addr).with_timeout(Duration::from_secs(5));
-    let err = client.put("k", "v").await.expect_err("two hang-ups");
+async fn a_write_is_sent_at_most_the_attempt_limit() {
+    let (addr, seen) = scripted(10).await;
+    let client = KvClient::new(&addr)
+        .with_timeout(Duration::from_secs(5))
+        .with_attempts(3);
+    let err = client.put("k", "v").await.expect_err("three hang-ups");
     assert!(err.closed_before_answer(), "{err:?}");
-    assert_eq!(seen.load(Ordering::SeqCst), 2);
+    assert_eq!(seen.load(Ordering::SeqCst), 3);
 }
 
 #[tokio::test]
-async fn a_delete_is_not_sent_again() {
-    let (addr, seen) = scripted(1).await;
+async fn a_delete_and_a_cas_are_sent_again_with_the_same_session_number() {
+    let (addr, seen, sessions) = scripted_with_sessions(1).await;
     let client = KvClient::new(&addr).with_timeout(Duration::from_secs(5));
-    let err = client
+    let reply = client
         .delete("k")
         .await
-        .expect_err("one hang-up, no resend");
-    assert!(err.closed_before_answer(), "{err:?}");
-    assert_eq!(seen.load(Ordering::SeqCst), 1);
+        .expect("answered on the second try");
+    assert!(reply.status.is_success(), "{reply:?}");
+    assert_eq!(reply.attempts, 2);
+    assert_eq!(seen.load(Ordering::SeqCst), 2);
+    // The next write is the session's next number, whatever the retries before it.
+    let (addr2, _, sessions2) = scripted_with_sessions(2).await;
+    let client2 = KvClient::new(&addr2).with_timeout(Duration::from_secs(5));
+    client2.put("a", "1").await.expect("third try");
+    client2.cas("k", Some("x"), "y").await.expect("answered");
+
+    let id = client.client_id().await.to_string();
+    assert_eq!(
+        *sessions.lock().unwrap(),
+        [(id.clone(), "1".to_string()), (id, "1".to_string())]
+    );
+    let id2 = client2.client_id().await.to_string();
+    let seqs: Vec<(String, String)> = sessions2.lock().unwrap().clone();
+    assert_eq!(
+        seqs,
+        [
+            (id2.clone(), "1".to_string()),
+            (id2.clone(), "1".to_string()),
+            (id2.clone(), "1".to_string()),
+            (id2, "2".to_string())
+        ]
+    );
+    // A clone is another session.
+    assert_ne!(client.clone().client_id().await, client.client_id().await);
 }

@@ -196,12 +196,13 @@ async fn a_follower_redirects_to_the_leader_with_307() {
     let app = router(api(&cluster, follower));
     let expected = format!("http://{}/kv/apple", addrs()[&leader]);
     for (method, uri, body) in [
-        (Method::GET, "/kv/apple", ""),
+        (Method::GET, "/kv/apple?consistency=log", ""),
         (Method::PUT, "/kv/apple", "red"),
         (Method::DELETE, "/kv/apple", ""),
     ] {
         let (s, location, b) = call(&app, method.clone(), uri, body, None).await;
         assert_eq!(s, StatusCode::TEMPORARY_REDIRECT, "{method} {uri}");
+        let expected = format!("{expected}{}", uri.strip_prefix("/kv/apple").unwrap());
         assert_eq!(location.as_deref(), Some(expected.as_str()));
         assert_eq!(b["error"], "not_leader");
         assert_eq!(b["leader"], leader);

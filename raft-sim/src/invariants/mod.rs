@@ -8,6 +8,8 @@ mod election_safety;
 mod leader_append_only;
 mod leader_completeness;
 mod linearizability;
+
+pub use linearizability::check_history;
 mod log_matching;
 mod snapshots;
 mod state_machine_safety;
