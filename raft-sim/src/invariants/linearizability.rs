@@ -103,7 +103,7 @@ impl Invariant for Linearizability {
 
 /// Checks `history` against where values were committed (`positions`: value -> index), the id of
 /// the committed entry at an index (`committed_id`), and which values are anywhere in any log
-/// (`anywhere`). See the [module docs](self) for the model.
+/// (`anywhere`). The module docs of `invariants::linearizability` in the source give the model.
 ///
 /// Public (re-exported at the crate root) so that other harnesses check their histories with this
 /// same code: a history of any object whose operations are placed in one total order (positions)
