@@ -2,7 +2,8 @@
 //!
 //! ## Faults
 //!
-//! All three RPCs (votes, AppendEntries, InstallSnapshot) go through the same faults. A partitioned,
+//! Every RPC (votes, pre-votes, TimeoutNow, AppendEntries, InstallSnapshot, ReadIndex) goes through
+//! the same faults. A partitioned,
 //! isolated, disconnected or crashed target refuses at once by default, like a refused connection;
 //! with [`UnreachableMode::Hang`] the request instead gets no answer for a random while, like a packet
 //! into a dead network. A lost message leaves the sender waiting until its own `rpc_timeout`. An InstallSnapshot request, once sent, arrives even if its sender has given up on it,
