@@ -309,6 +309,12 @@ pub fn kv_put(client: usize, i: u64) -> KvCommand {
 
 const VALUE_100: &str = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789abcdefghijklmnopqrstuvwxyzAB";
 
+/// How many of `total` operations client `c` of `clients` runs: an even split, the remainder to
+/// the first clients.
+fn share(total: u64, clients: usize, c: usize) -> u64 {
+    total / clients as u64 + u64::from((c as u64) < total % clients as u64)
+}
+
 /// Runs `total` writes spread over `clients` concurrent tasks (each writes in a loop, waiting for
 /// each answer), and returns the wall time they took.
 pub async fn run_clients<SM, F>(leader: &Raft<SM>, clients: usize, total: u64, make: F) -> Duration
@@ -320,7 +326,7 @@ where
     let start = Instant::now();
     let mut tasks = Vec::with_capacity(clients);
     for c in 0..clients {
-        let n = total / clients as u64 + u64::from((c as u64) < total % clients as u64);
+        let n = share(total, clients, c);
         if n == 0 {
             continue;
         }
@@ -399,7 +405,7 @@ pub async fn run_readers(
     let start = Instant::now();
     let mut tasks = Vec::with_capacity(clients);
     for c in 0..clients {
-        let n = total / clients as u64 + u64::from((c as u64) < total % clients as u64);
+        let n = share(total, clients, c);
         if n == 0 {
             continue;
         }
