@@ -188,7 +188,11 @@ impl<C: Clone> Engine<C> {
         if let Some(pr) = self.progress.get_mut(&from) {
             pr.acked_round = pr.acked_round.max(round);
         }
-        self.confirm_rounds();
+        // Counting a majority costs a sort per answer: only worth it when a read waits or a lease
+        // is to be renewed. Without either, a later read starts a round of its own anyway.
+        if self.lease_ms > 0 || !self.reads.waiting.is_empty() {
+            self.confirm_rounds();
+        }
     }
 
     /// Moves the confirmed round forward to the latest round a majority of the voters answered (this
