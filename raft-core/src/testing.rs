@@ -177,7 +177,7 @@ fn entry(term: Term, index: LogIndex) -> Entry<u64> {
     };
     Entry {
         log_id: LogId::new(term, index),
-        payload,
+        payload: payload.into(),
     }
 }
 

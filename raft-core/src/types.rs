@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -57,15 +58,37 @@ pub enum EntryPayload<C> {
 }
 
 /// One entry of the replicated log.
+///
+/// Cloning an entry is cheap: its payload is shared by reference count, so the engine's log, the
+/// storage's append, every follower's AppendEntries and the apply batch hold the same payload, made
+/// once when the leader accepted the proposal (or decoded once when it arrived from the network or
+/// from disk). The shared payload serializes exactly as an `EntryPayload` (serde's `rc` feature), so
+/// the wire and disk formats do not see it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entry<C> {
     /// Term and index of the entry.
     pub log_id: LogId,
-    /// What the entry carries.
-    pub payload: EntryPayload<C>,
+    /// What the entry carries, shared (never deep-copied by the library).
+    pub payload: Arc<EntryPayload<C>>,
 }
 
 impl<C> Entry<C> {
+    /// An entry carrying `payload`.
+    pub fn new(log_id: LogId, payload: EntryPayload<C>) -> Self {
+        Entry {
+            log_id,
+            payload: Arc::new(payload),
+        }
+    }
+
+    /// The application command, if the entry carries one.
+    pub fn command(&self) -> Option<&C> {
+        match &*self.payload {
+            EntryPayload::Command(command) => Some(command),
+            _ => None,
+        }
+    }
+
     /// The entry's index.
     pub fn index(&self) -> LogIndex {
         self.log_id.index

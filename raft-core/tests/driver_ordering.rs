@@ -225,7 +225,7 @@ fn storage(events: &Events, log: Vec<Entry<u64>>, faults: Faults) -> Slow {
 fn initialized(voters: &[NodeId]) -> Vec<Entry<u64>> {
     vec![Entry {
         log_id: LogId::new(0, 1),
-        payload: EntryPayload::Membership(Membership::new(voters.iter().copied())),
+        payload: EntryPayload::Membership(Membership::new(voters.iter().copied())).into(),
     }]
 }
 
@@ -302,7 +302,7 @@ impl StateMachine for Recorder {
         tokio::time::sleep(Duration::from_millis(1)).await;
         let mut out = Vec::with_capacity(entries.len());
         for e in entries {
-            if let EntryPayload::Command(n) = e.payload {
+            if let EntryPayload::Command(n) = *e.payload {
                 self.total += n;
             }
             self.applied.lock().unwrap().push(e.log_id);
@@ -374,7 +374,7 @@ async fn wait_until_leader(raft: &Raft<Recorder>) -> u64 {
 fn command(term: u64, index: LogIndex, n: u64) -> Entry<u64> {
     Entry {
         log_id: LogId::new(term, index),
-        payload: EntryPayload::Command(n),
+        payload: EntryPayload::Command(n).into(),
     }
 }
 
@@ -843,7 +843,7 @@ async fn deposed_leader_answers_a_pending_write_the_next_leader_commits() {
     // them with its own blank entry.
     let blank = |term, index| Entry {
         log_id: LogId::new(term, index),
-        payload: EntryPayload::Blank,
+        payload: EntryPayload::Blank.into(),
     };
     let reply = raft
         .append_entries(AppendEntriesRequest {

@@ -190,7 +190,7 @@ async fn a_follower_stalled_on_its_disk_handles_the_queued_append_entries_before
         LogId::new(0, 1),
         vec![Entry {
             log_id: LogId::new(1, 2),
-            payload: EntryPayload::Blank,
+            payload: EntryPayload::Blank.into(),
         }],
     );
     slow.store(true, Ordering::SeqCst);

@@ -679,7 +679,7 @@ fn config(snapshot_keep_entries: u64) -> Config {
 fn initialized(voters: &[NodeId]) -> DurableStore<u64> {
     let membership = Entry {
         log_id: LogId::new(0, 1),
-        payload: EntryPayload::Membership(Membership::new(voters.iter().copied())),
+        payload: EntryPayload::Membership(Membership::new(voters.iter().copied())).into(),
     };
     DurableStore::from_log(HardState::default(), vec![membership]).expect("a log from index 1")
 }
@@ -687,7 +687,7 @@ fn initialized(voters: &[NodeId]) -> DurableStore<u64> {
 fn command(term: u64, index: LogIndex) -> Entry<u64> {
     Entry {
         log_id: LogId::new(term, index),
-        payload: EntryPayload::Command(index * 10),
+        payload: EntryPayload::Command(index * 10).into(),
     }
 }
 

@@ -127,7 +127,7 @@ fn store_with_snapshot(purged: LogIndex) -> VecStore {
     let log = (purged + 1..=7)
         .map(|i| Entry {
             log_id: LogId::new(1, i),
-            payload: EntryPayload::Command(i),
+            payload: EntryPayload::Command(i).into(),
         })
         .collect();
     VecStore {
@@ -316,7 +316,7 @@ async fn a_log_without_its_membership_is_refused() {
         log: (1..=3)
             .map(|i| Entry {
                 log_id: LogId::new(1, i),
-                payload: EntryPayload::Command(i),
+                payload: EntryPayload::Command(i).into(),
             })
             .collect(),
         ..VecStore::default()

@@ -137,7 +137,7 @@ fn malformed_append_entries_does_not_reset_the_timer() {
     let r = e.handle_append_entries(AppendEntriesRequest {
         entries: vec![raft_core::Entry {
             log_id: LogId::new(1, 5),
-            payload: raft_core::EntryPayload::Blank,
+            payload: raft_core::EntryPayload::Blank.into(),
         }],
         ..heartbeat(1, 2, 0)
     });

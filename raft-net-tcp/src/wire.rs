@@ -256,11 +256,11 @@ mod tests {
                 entries: vec![
                     Entry {
                         log_id: LogId::new(3, 6),
-                        payload: EntryPayload::Blank,
+                        payload: EntryPayload::Blank.into(),
                     },
                     Entry {
                         log_id: LogId::new(3, 7),
-                        payload: EntryPayload::Command(cmd),
+                        payload: EntryPayload::Command(cmd).into(),
                     },
                 ],
                 leader_commit: 5,
@@ -383,7 +383,7 @@ mod tests {
                 prev_log_id: LogId::new(2, 5),
                 entries: vec![Entry {
                     log_id: LogId::new(3, 6),
-                    payload: EntryPayload::Command(77u64),
+                    payload: EntryPayload::Command(77u64).into(),
                 }],
                 leader_commit: 5,
                 round: 0,

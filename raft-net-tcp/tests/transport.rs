@@ -343,7 +343,7 @@ async fn an_oversized_request_fails_without_breaking_the_connection() {
     big.entries = (1..=10_000)
         .map(|i| Entry {
             log_id: LogId::new(1, i),
-            payload: EntryPayload::Command(i),
+            payload: EntryPayload::Command(i).into(),
         })
         .collect();
     let result = network.append_entries(1, big).await;
@@ -378,7 +378,7 @@ async fn an_oversized_request_of_any_kind_fails_before_connecting() {
     big_append.entries = (1..=10_000)
         .map(|i| Entry {
             log_id: LogId::new(1, i),
-            payload: EntryPayload::Command(i),
+            payload: EntryPayload::Command(i).into(),
         })
         .collect();
     let big_chunk = InstallSnapshotRequest {

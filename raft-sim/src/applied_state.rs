@@ -34,7 +34,7 @@ impl AppliedState {
     pub(crate) fn apply(&mut self, entry: &Entry<u64>) {
         self.digest = chain_hash(self.digest, entry);
         self.last = entry.log_id;
-        if let EntryPayload::Command(v) = entry.payload {
+        if let EntryPayload::Command(v) = *entry.payload {
             if self.recent.len() == RECENT_COMMANDS {
                 self.recent.remove(0);
             }
@@ -119,7 +119,7 @@ mod tests {
     fn cmd(index: LogIndex, v: u64) -> Entry<u64> {
         Entry {
             log_id: LogId::new(1, index),
-            payload: EntryPayload::Command(v),
+            payload: EntryPayload::Command(v).into(),
         }
     }
 

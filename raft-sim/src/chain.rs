@@ -15,7 +15,7 @@ pub(crate) fn chain_hash(prev: u64, entry: &Entry<u64>) -> u64 {
     let mut h = std::hash::DefaultHasher::new();
     prev.hash(&mut h);
     entry.log_id.hash(&mut h);
-    match &entry.payload {
+    match &*entry.payload {
         EntryPayload::Blank => 0u8.hash(&mut h),
         EntryPayload::Command(v) => {
             1u8.hash(&mut h);

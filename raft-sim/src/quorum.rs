@@ -26,7 +26,7 @@ pub(crate) fn is_quorum(m: &Membership, nodes: &BTreeSet<NodeId>) -> bool {
 /// last committed membership at or below its compaction point. `None` for a node that holds no
 /// membership at all (it was never initialized, and has received nothing yet).
 pub(crate) fn in_force(record: &Record, obs: &NodeObs) -> Option<Membership> {
-    let in_log = obs.log.iter().rev().find_map(|e| match &e.payload {
+    let in_log = obs.log.iter().rev().find_map(|e| match &*e.payload {
         EntryPayload::Membership(m) => Some(m.clone()),
         _ => None,
     });
@@ -60,7 +60,7 @@ pub(crate) fn commit_configs(record: &Record, index: LogIndex) -> Vec<Membership
         .collect();
     for obs in record.nodes.values() {
         for e in &obs.log {
-            if let EntryPayload::Membership(m) = &e.payload {
+            if let EntryPayload::Membership(m) = &*e.payload {
                 if e.log_id.index >= index && !configs.contains(m) {
                     configs.push(m.clone());
                 }

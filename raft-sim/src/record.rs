@@ -131,10 +131,10 @@ impl Record {
     /// before it; on the empty prefix if there is none, which the state machine checks report).
     pub(crate) fn commit(&mut self, id: NodeId, entry: &Entry<u64>) {
         let index = entry.log_id.index;
-        if let EntryPayload::Command(v) = entry.payload {
+        if let EntryPayload::Command(v) = *entry.payload {
             self.positions.entry(v).or_insert(index);
         }
-        if let EntryPayload::Membership(m) = &entry.payload {
+        if let EntryPayload::Membership(m) = &*entry.payload {
             self.memberships.insert(index, m.clone());
         }
         let prev = match index {
@@ -145,7 +145,7 @@ impl Record {
             index,
             Committed {
                 log_id: entry.log_id,
-                payload: entry.payload.clone(),
+                payload: (*entry.payload).clone(),
                 digest: chain_hash(prev, entry),
                 first_node: id,
                 max_term: self.max_term,
@@ -198,7 +198,7 @@ impl Record {
         };
         if index > obs.base.index {
             obs.entry(index)
-                .is_some_and(|e| e.log_id == c.log_id && e.payload == c.payload)
+                .is_some_and(|e| e.log_id == c.log_id && *e.payload == c.payload)
         } else {
             self.compacted_prefix_committed(obs)
         }

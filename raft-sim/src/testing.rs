@@ -23,7 +23,7 @@ pub(crate) fn world(n: u64) -> World {
 pub(crate) fn cmd(term: Term, index: LogIndex, v: u64) -> Entry<u64> {
     Entry {
         log_id: LogId::new(term, index),
-        payload: EntryPayload::Command(v),
+        payload: EntryPayload::Command(v).into(),
     }
 }
 
@@ -31,7 +31,7 @@ pub(crate) fn cmd(term: Term, index: LogIndex, v: u64) -> Entry<u64> {
 pub(crate) fn blank(term: Term, index: LogIndex) -> Entry<u64> {
     Entry {
         log_id: LogId::new(term, index),
-        payload: EntryPayload::Blank,
+        payload: EntryPayload::Blank.into(),
     }
 }
 
@@ -39,7 +39,7 @@ pub(crate) fn blank(term: Term, index: LogIndex) -> Entry<u64> {
 pub(crate) fn membership() -> Entry<u64> {
     Entry {
         log_id: LogId::new(0, 1),
-        payload: EntryPayload::Membership(Membership::new([1, 2, 3])),
+        payload: EntryPayload::Membership(Membership::new([1, 2, 3])).into(),
     }
 }
 

@@ -534,7 +534,7 @@ impl World {
                 self.record.commit(id, entry);
             }
             if let Some(sm) = self.record.node_mut(id).sms.get_mut(i) {
-                sm.applied.push((entry.log_id, entry.payload.clone()));
+                sm.applied.push((entry.log_id, (*entry.payload).clone()));
             }
         }
         if let Some(last) = entries.last() {

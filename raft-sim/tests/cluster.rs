@@ -41,7 +41,7 @@ async fn write_ok(c: &MemCluster, count: usize) -> Vec<u64> {
 
 fn commands(log: &[raft_core::Entry<u64>]) -> Vec<u64> {
     log.iter()
-        .filter_map(|e| match e.payload {
+        .filter_map(|e| match *e.payload {
             EntryPayload::Command(v) => Some(v),
             _ => None,
         })

@@ -122,7 +122,7 @@ async fn figure_8(seed: u64) {
         let held = c
             .durable_log(l)
             .into_iter()
-            .find(|e| e.payload == EntryPayload::Command(value));
+            .find(|e| *e.payload == EntryPayload::Command(value));
         if let Some(entry) = held {
             break entry.log_id;
         }

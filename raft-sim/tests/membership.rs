@@ -78,7 +78,7 @@ fn saw_joint(c: &MemCluster) -> bool {
     c.ids().into_iter().any(|id| {
         c.durable_log(id)
             .iter()
-            .any(|e| matches!(&e.payload, EntryPayload::Membership(m) if m.is_joint()))
+            .any(|e| matches!(&*e.payload, EntryPayload::Membership(m) if m.is_joint()))
     })
 }
 

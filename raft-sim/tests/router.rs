@@ -36,7 +36,7 @@ impl StateMachine for Sum {
         Ok(entries
             .iter()
             .map(|e| {
-                if let EntryPayload::Command(n) = e.payload {
+                if let EntryPayload::Command(n) = *e.payload {
                     self.total += n;
                 }
                 self.total
@@ -264,7 +264,7 @@ fn entries(count: u64) -> Vec<Entry<u64>> {
     (1..=count)
         .map(|i| Entry {
             log_id: LogId::new(1, i),
-            payload: EntryPayload::Command(i),
+            payload: EntryPayload::Command(i).into(),
         })
         .collect()
 }

@@ -19,7 +19,7 @@ fn batch(first: u64, n: usize) -> Vec<Entry<String>> {
     (0..n as u64)
         .map(|i| Entry {
             log_id: LogId::new(1, first + i),
-            payload: EntryPayload::Command("k".repeat(COMMAND_BYTES)),
+            payload: EntryPayload::Command("k".repeat(COMMAND_BYTES)).into(),
         })
         .collect()
 }

@@ -84,7 +84,7 @@ fn opts() -> Options {
 fn entry(term: Term, index: LogIndex) -> Entry<u64> {
     Entry {
         log_id: LogId::new(term, index),
-        payload: EntryPayload::Command(index * 100 + term),
+        payload: EntryPayload::Command(index * 100 + term).into(),
     }
 }
 

@@ -320,7 +320,7 @@ where
         let start = batch.bytes.len();
         let bytes = &mut batch.bytes;
         bytes.extend_from_slice(&[0u8; FRAME_HEADER_LEN]);
-        push_record(bytes, e.log_id, &e.payload).map_err(|err| {
+        push_record(bytes, e.log_id, &*e.payload).map_err(|err| {
             StorageError::InvalidRequest(format!("entry {} cannot be encoded: {err}", e.log_id))
         })?;
         let record = &bytes[start + FRAME_HEADER_LEN..];
@@ -794,7 +794,7 @@ mod tests {
 
     /// The frame of one entry, as the store writes it inside a batch.
     fn frame<C: Serialize + DeserializeOwned>(log_id: LogId, payload: EntryPayload<C>) -> Vec<u8> {
-        let batch = encode_batch(log_id.index, &[Entry { log_id, payload }]).unwrap();
+        let batch = encode_batch(log_id.index, &[Entry::new(log_id, payload)]).unwrap();
         let frame = batch.bytes[BATCH_HEADER_LEN..batch.bytes.len() - BATCH_TRAILER_LEN].to_vec();
         let payload_len = frame.len() - FRAME_HEADER_LEN;
         assert_eq!(batch.records, vec![(payload_len as u32, log_id.term)]);
@@ -832,7 +832,7 @@ mod tests {
         let entries: Vec<Entry<String>> = (5..8)
             .map(|i| Entry {
                 log_id: LogId::new(2, i),
-                payload: EntryPayload::Command("x".repeat(i as usize)),
+                payload: EntryPayload::Command("x".repeat(i as usize)).into(),
             })
             .collect();
         let batch = encode_batch(5, &entries).unwrap();
@@ -850,7 +850,7 @@ mod tests {
             assert_eq!(term, e.log_id.term);
             assert_eq!(
                 decode_record::<String>(payload).unwrap(),
-                (e.log_id, e.payload.clone())
+                (e.log_id, (*e.payload).clone())
             );
             at += FRAME_HEADER_LEN + payload.len();
         }

@@ -337,7 +337,7 @@ mod tests {
         let entries: Vec<Entry<u64>> = (first..first + n)
             .map(|i| Entry {
                 log_id: LogId::new(1, i),
-                payload: EntryPayload::Command(i),
+                payload: EntryPayload::Command(i).into(),
             })
             .collect();
         encode_batch(first, &entries).unwrap().bytes

@@ -987,7 +987,7 @@ impl Store {
                 }
                 out.push(Entry {
                     log_id: id,
-                    payload: entry_payload,
+                    payload: entry_payload.into(),
                 });
             }
             index += n as u64;
@@ -1465,7 +1465,7 @@ mod tests {
     fn entry(term: Term, index: LogIndex) -> Entry<u64> {
         Entry {
             log_id: LogId::new(term, index),
-            payload: EntryPayload::Command(index * 100 + term),
+            payload: EntryPayload::Command(index * 100 + term).into(),
         }
     }
 

@@ -243,7 +243,7 @@ async fn any_serde_command_type_round_trips() {
         .zip(1..)
         .map(|(c, i)| Entry {
             log_id: LogId::new(1, i),
-            payload: EntryPayload::Command(c),
+            payload: EntryPayload::Command(c).into(),
         })
         .collect();
     let mut s = FileStorage::<Tagged>::open(dir.path()).unwrap();
@@ -275,7 +275,7 @@ async fn a_command_that_does_not_decode_back_is_refused_before_writing() {
     let e = s
         .append(&[Entry {
             log_id: LogId::new(1, 1),
-            payload: EntryPayload::Command(OneWay),
+            payload: EntryPayload::Command(OneWay).into(),
         }])
         .await
         .expect_err("refused");
@@ -284,7 +284,7 @@ async fn a_command_that_does_not_decode_back_is_refused_before_writing() {
     // The storage still works: the refusal wrote nothing.
     s.append(&[Entry {
         log_id: LogId::new(1, 1),
-        payload: EntryPayload::Blank,
+        payload: EntryPayload::Blank.into(),
     }])
     .await
     .unwrap();

@@ -284,7 +284,7 @@ impl StateMachine for KvStateMachine {
         check_order(state.last_applied, entries)?;
         let mut responses = Vec::with_capacity(entries.len());
         for entry in entries {
-            responses.push(match &entry.payload {
+            responses.push(match &*entry.payload {
                 EntryPayload::Command(command) => state.apply_command(command, entry.log_id.index),
                 EntryPayload::Blank | EntryPayload::Membership(_) => KvResponse::NoOp,
             });
@@ -466,7 +466,7 @@ mod tests {
     fn entry(term: u64, index: u64, payload: EntryPayload<KvCommand>) -> Entry<KvCommand> {
         Entry {
             log_id: LogId::new(term, index),
-            payload,
+            payload: payload.into(),
         }
     }
 

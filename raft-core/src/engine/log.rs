@@ -119,7 +119,7 @@ mod tests {
     fn e(term: Term, index: LogIndex) -> Entry<u8> {
         Entry {
             log_id: LogId::new(term, index),
-            payload: EntryPayload::Blank,
+            payload: EntryPayload::Blank.into(),
         }
     }
 

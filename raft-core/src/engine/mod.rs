@@ -239,7 +239,7 @@ const ENTRY_OVERHEAD_BYTES: usize = 32;
 fn within_budget<C>(entries: &[Entry<C>], size: EntrySize<C>, budget: usize) -> &[Entry<C>] {
     let mut total: usize = 0;
     for (i, entry) in entries.iter().enumerate() {
-        let bytes = ENTRY_OVERHEAD_BYTES.saturating_add(match &entry.payload {
+        let bytes = ENTRY_OVERHEAD_BYTES.saturating_add(match &*entry.payload {
             EntryPayload::Command(c) => size(c),
             EntryPayload::Membership(m) => m
                 .nodes
@@ -480,7 +480,7 @@ impl<C: Clone> Engine<C> {
             .slice(self.log.base_index() + 1, index)
             .iter()
             .rev()
-            .find_map(|e| match &e.payload {
+            .find_map(|e| match &*e.payload {
                 EntryPayload::Membership(m) => Some(m.clone()),
                 _ => None,
             })
@@ -539,7 +539,7 @@ impl<C: Clone> Engine<C> {
         }
         let entry = Entry {
             log_id: LogId::new(0, 1),
-            payload: EntryPayload::Membership(membership),
+            payload: EntryPayload::Membership(membership).into(),
         };
         self.append_local(entry);
         self.reset_election_timer();
@@ -1047,7 +1047,7 @@ impl<C: Clone> Engine<C> {
         let log_id = LogId::new(self.hard_state.term, self.log.last_index() + 1);
         self.append_local(Entry {
             log_id,
-            payload: EntryPayload::Command(command),
+            payload: EntryPayload::Command(command).into(),
         });
         self.replicate_pending.extend(self.progress.keys().copied());
         Ok(log_id)
@@ -1146,7 +1146,7 @@ impl<C: Clone> Engine<C> {
         self.begin_rounds();
         let blank = Entry {
             log_id: LogId::new(self.hard_state.term, next),
-            payload: EntryPayload::Blank,
+            payload: EntryPayload::Blank.into(),
         };
         self.append_local(blank);
         self.replicate_pending.extend(self.progress.keys().copied());
@@ -1320,7 +1320,7 @@ impl<C: Clone> Engine<C> {
     // ----- local log -----
 
     fn append_local(&mut self, entry: Entry<C>) {
-        if let EntryPayload::Membership(m) = &entry.payload {
+        if let EntryPayload::Membership(m) = &*entry.payload {
             // A membership takes effect as soon as it is in the log (thesis 4.1).
             self.membership = m.clone();
             self.membership_index = entry.log_id.index;
@@ -1355,7 +1355,7 @@ impl<C: Clone> Engine<C> {
             .entries()
             .iter()
             .rev()
-            .find_map(|e| match &e.payload {
+            .find_map(|e| match &*e.payload {
                 EntryPayload::Membership(m) => Some((e.log_id.index, m.clone())),
                 _ => None,
             });

@@ -45,21 +45,21 @@ fn snap_config(keep: u64) -> Config {
 fn cmd(term: Term, index: LogIndex) -> Entry<u64> {
     Entry {
         log_id: LogId::new(term, index),
-        payload: EntryPayload::Command(index * 1000 + term),
+        payload: EntryPayload::Command(index * 1000 + term).into(),
     }
 }
 
 fn blank(term: Term, index: LogIndex) -> Entry<u64> {
     Entry {
         log_id: LogId::new(term, index),
-        payload: EntryPayload::Blank,
+        payload: EntryPayload::Blank.into(),
     }
 }
 
 fn membership_entry(voters: &[NodeId]) -> Entry<u64> {
     Entry {
         log_id: LogId::new(0, 1),
-        payload: EntryPayload::Membership(Membership::new(voters.iter().copied())),
+        payload: EntryPayload::Membership(Membership::new(voters.iter().copied())).into(),
     }
 }
 
@@ -1627,7 +1627,7 @@ fn cluster_replaces_an_isolated_leader_and_its_uncommitted_entries() {
     let commands: Vec<u64> = c
         .applied(1)
         .iter()
-        .filter_map(|e| match e.payload {
+        .filter_map(|e| match *e.payload {
             EntryPayload::Command(x) => Some(x),
             _ => None,
         })

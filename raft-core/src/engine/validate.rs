@@ -96,7 +96,7 @@ pub fn append_request<C>(req: &AppendEntriesRequest<C>) -> Result<(), String> {
             ));
         }
         expected = e.log_id;
-        if let EntryPayload::Membership(m) = &e.payload {
+        if let EntryPayload::Membership(m) = &*e.payload {
             m.check()
                 .map_err(|reason| format!("entry {} holds a bad membership: {reason}", e.log_id))?;
         }

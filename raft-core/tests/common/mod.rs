@@ -134,7 +134,7 @@ impl StateMachine for Echo {
     async fn apply(&mut self, entries: &[Entry<u64>]) -> Result<Vec<u64>, StateMachineError> {
         Ok(entries
             .iter()
-            .map(|e| match e.payload {
+            .map(|e| match *e.payload {
                 EntryPayload::Command(n) => n,
                 _ => 0,
             })

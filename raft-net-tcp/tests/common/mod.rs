@@ -104,7 +104,7 @@ impl StateMachine for Recorder {
         Ok(entries
             .iter()
             .map(|e| {
-                if let EntryPayload::Command(n) = e.payload {
+                if let EntryPayload::Command(n) = *e.payload {
                     applied.push(n);
                 }
                 applied.len() as u64

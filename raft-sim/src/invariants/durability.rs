@@ -214,7 +214,7 @@ impl Invariant for Durability {
                         "acknowledged write lost: value {} acknowledged at {log_id} is not in node {id}'s \
                          final log (holds {:?}; compacted up to {})",
                         op.value,
-                        obs.entry(log_id.index).map(|e| (e.log_id, &e.payload)),
+                        obs.entry(log_id.index).map(|e| (e.log_id, &*e.payload)),
                         obs.base
                     ));
                 }

@@ -102,7 +102,7 @@ impl Invariant for ElectionSafety {
     }
 
     fn on_entry_appended(&mut self, _: &Record, _: NodeId, entry: &Entry<u64>) -> Findings {
-        if entry.payload != EntryPayload::Blank {
+        if *entry.payload != EntryPayload::Blank {
             return Vec::new();
         }
         let (term, index) = (entry.log_id.term, entry.log_id.index);
@@ -235,7 +235,7 @@ mod tests {
     fn votes_count_by_the_candidates_configuration() {
         let grown = Entry {
             log_id: LogId::new(1, 2),
-            payload: EntryPayload::Membership(Membership::new([1, 2, 3, 4, 5])),
+            payload: EntryPayload::Membership(Membership::new([1, 2, 3, 4, 5])).into(),
         };
         let mut w = world(5);
         for id in 1..=5 {

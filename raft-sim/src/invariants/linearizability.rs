@@ -38,7 +38,7 @@ pub(crate) struct Linearizability;
 
 impl Invariant for Linearizability {
     fn on_first_commit(&mut self, record: &Record, _: NodeId, entry: &Entry<u64>) -> Findings {
-        let EntryPayload::Command(v) = entry.payload else {
+        let EntryPayload::Command(v) = *entry.payload else {
             return Vec::new();
         };
         match record.positions.get(&v) {
@@ -87,7 +87,7 @@ impl Invariant for Linearizability {
             .nodes
             .values()
             .flat_map(|o| o.log.iter())
-            .filter_map(|e| match e.payload {
+            .filter_map(|e| match *e.payload {
                 EntryPayload::Command(v) => Some(v),
                 _ => None,
             })

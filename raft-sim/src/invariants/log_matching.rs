@@ -43,7 +43,7 @@ impl Invariant for LogMatching {
             .nodes
             .get(&id)
             .and_then(|obs| obs.entry(index))
-            .map(|e| e.payload.clone());
+            .map(|e| (*e.payload).clone());
         if payload.as_ref() == Some(&c.payload) {
             return Vec::new();
         }

@@ -77,12 +77,12 @@ impl Invariant for StateMachineSafety {
                     "state machine safety: node {id} applied {} ({:?}) but its durable log holds {:?} there",
                     entry.log_id,
                     entry.payload,
-                    own.map(|e| (e.log_id, &e.payload))
+                    own.map(|e| (e.log_id, &*e.payload))
                 ));
             }
         }
         if let Some(c) = record.committed.get(&index) {
-            if c.log_id != entry.log_id || c.payload != entry.payload {
+            if c.log_id != entry.log_id || c.payload != *entry.payload {
                 findings.push(format!(
                     "state machine safety: node {id} applied {} ({:?}) at index {index}, but node {} \
                      applied {} ({:?}) there",

@@ -275,7 +275,7 @@ fn no_majority(sim: &mut Sim) {
     let held_102 = sim
         .durable_log(leader)
         .iter()
-        .find_map(|e| match e.payload {
+        .find_map(|e| match *e.payload {
             EntryPayload::Command(102) => Some(e.log_id),
             _ => None,
         });

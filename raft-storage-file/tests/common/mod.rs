@@ -24,7 +24,7 @@ pub fn entry(term: Term, index: LogIndex) -> Entry<Cmd> {
     };
     Entry {
         log_id: LogId::new(term, index),
-        payload,
+        payload: payload.into(),
     }
 }
 

@@ -230,7 +230,7 @@ impl Sim {
                     if let (Some(first), Some(last)) = (entries.first(), entries.last()) {
                         let writes = entries
                             .iter()
-                            .filter_map(|e| match e.payload {
+                            .filter_map(|e| match *e.payload {
                                 EntryPayload::Command(v) => Some((e.log_id, v)),
                                 _ => None,
                             })
