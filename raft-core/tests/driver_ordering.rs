@@ -174,8 +174,9 @@ fn mock_storage(events: &Events, log: Vec<Entry<u64>>, faults: Faults) -> MockSt
 /// How long every storage write takes (virtual time).
 const WRITE_DELAY: Duration = Duration::from_millis(1);
 
-/// A storage whose writes take [`WRITE_DELAY`] before they reach (and complete in) the mock.
-struct Slow(MockStorage);
+/// A storage whose writes take [`WRITE_DELAY`] (appends: `append_delay`) before they reach (and
+/// complete in) the mock.
+struct Slow(MockStorage, Duration);
 
 #[async_trait]
 impl RaftStorage<u64> for Slow {
@@ -197,7 +198,7 @@ impl RaftStorage<u64> for Slow {
         self.0.entries(start, end).await
     }
     async fn append(&mut self, entries: &[Entry<u64>]) -> Result<(), StorageError> {
-        tokio::time::sleep(WRITE_DELAY).await;
+        tokio::time::sleep(self.1).await;
         self.0.append(entries).await
     }
     async fn truncate(&mut self, from: LogIndex) -> Result<(), StorageError> {
@@ -218,7 +219,12 @@ impl RaftStorage<u64> for Slow {
 }
 
 fn storage(events: &Events, log: Vec<Entry<u64>>, faults: Faults) -> Slow {
-    Slow(mock_storage(events, log, faults))
+    Slow(mock_storage(events, log, faults), WRITE_DELAY)
+}
+
+/// A storage whose appends take `append_delay`: long enough for the driver to go on meanwhile.
+fn slow_appends(events: &Events, log: Vec<Entry<u64>>, append_delay: Duration) -> Slow {
+    Slow(mock_storage(events, log, Faults::default()), append_delay)
 }
 
 /// The log of an initialized cluster of `voters`: the membership entry at index 1, term 0.
@@ -905,6 +911,199 @@ async fn follower_refuses_client_write_with_not_leader_and_leader_hint() {
             .iter()
             .any(|e| e.starts_with("append(")),
         "a follower must not append a refused write"
+    );
+    raft.shutdown().await;
+}
+
+// ----- rules 2 and 3 with appends in flight: the driver goes on while storage writes -----
+
+/// How long each append takes in the tests of overlapping writes.
+const SLOW_APPEND: Duration = Duration::from_millis(50);
+
+/// A network on which node 2 accepts every AppendEntries at once and node 3 is unreachable, and
+/// votes are granted. Records `append_entries(to=.., entries=..)` when a request leaves.
+fn network_one_follower_answers(events: &Events) -> MockNetwork {
+    let mut n = network(events, true);
+    n.checkpoint();
+    let ev = Arc::clone(events);
+    n.expect_pre_vote().returning(move |target, req| {
+        record(&ev, format!("pre_vote(to={target}, term={})", req.term));
+        Ok(PreVoteResponse {
+            term: req.term - 1,
+            vote_granted: true,
+        })
+    });
+    let ev = Arc::clone(events);
+    n.expect_vote().returning(move |target, req| {
+        record(&ev, format!("vote(to={target}, term={})", req.term));
+        Ok(VoteResponse {
+            term: req.term,
+            vote_granted: true,
+        })
+    });
+    let ev = Arc::clone(events);
+    n.expect_append_entries().returning(move |target, req| {
+        let last = req.prev_log_id.index + req.entries.len() as u64;
+        record(
+            &ev,
+            format!(
+                "append_entries(to={target}, last={last}, entries={})",
+                req.entries.len()
+            ),
+        );
+        if target == 2 {
+            Ok(AppendEntriesResponse {
+                term: req.term,
+                result: AppendResult::Success { match_index: last },
+                round: req.round,
+            })
+        } else {
+            Err(NetworkError::Unreachable {
+                target,
+                reason: "mock".into(),
+            })
+        }
+    });
+    n
+}
+
+#[tokio::test(start_paused = true)]
+async fn leader_replicates_while_its_own_append_is_in_flight_and_counts_itself_only_once_durable() {
+    let events = Events::default();
+    let raft = Raft::start(
+        1,
+        config(),
+        slow_appends(&events, initialized(&[1, 2, 3]), SLOW_APPEND),
+        network_one_follower_answers(&events),
+        Recorder::default(),
+    )
+    .await
+    .expect("the node starts");
+    wait_until_leader(&raft).await;
+    // Let the blank entry (index 2) commit: the leader and node 2 hold it.
+    let mut metrics = raft.metrics();
+    tokio::time::timeout(
+        Duration::from_secs(1),
+        metrics.wait_for(|m| m.commit_index >= 2),
+    )
+    .await
+    .expect("the blank entry commits")
+    .expect("the node is running");
+
+    // Write 1 (entry 3): replicated to node 2 at once, while the leader's own append takes 50 ms.
+    let first = tokio::spawn({
+        let (raft, events) = (raft.clone(), Arc::clone(&events));
+        async move {
+            let resp = raft.client_write(1).await;
+            record(&events, "answered(1)".into());
+            resp
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    // Write 2 (entry 4), proposed while entry 3's append is in flight.
+    let second = tokio::spawn({
+        let (raft, events) = (raft.clone(), Arc::clone(&events));
+        async move {
+            let resp = raft.client_write(2).await;
+            record(&events, "answered(2)".into());
+            resp
+        }
+    });
+    let first = first.await.expect("no panic").expect("write 1 succeeds");
+    let second = second.await.expect("no panic").expect("write 2 succeeds");
+    assert_eq!((first.log_id.index, second.log_id.index), (3, 4));
+    let events = snapshot_of(&events);
+    // Rule 3, pipelined: entry 4 left for node 2 before the leader's append of entry 3 was
+    // durable, and entry 4 was appended after it (one append in flight at a time).
+    assert_before(
+        &events,
+        "append_entries(to=2, last=4, entries=1)",
+        "append(3..=3)",
+    );
+    assert_before(&events, "append(3..=3)", "append(4..=4)");
+    // Node 2 acknowledged entry 3 at once, but with node 3 unreachable the leader's own copy is
+    // the second vote: write 1 is answered only once that copy is durable, and so is write 2.
+    assert_before(&events, "append(3..=3)", "answered(1)");
+    assert_before(&events, "append(4..=4)", "answered(2)");
+    raft.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn follower_holds_every_reply_until_the_appends_before_it_are_durable() {
+    let events = Events::default();
+    let raft = Raft::start(
+        1,
+        config(),
+        slow_appends(&events, initialized(&[1, 2, 3]), SLOW_APPEND),
+        network(&events, false),
+        Recorder::default(),
+    )
+    .await
+    .expect("the node starts");
+    let append = |raft: &Raft<Recorder>, name: &'static str, request| {
+        let (raft, events) = (raft.clone(), Arc::clone(&events));
+        tokio::spawn(async move {
+            let reply = raft
+                .append_entries(request)
+                .await
+                .expect("the node answers");
+            record(&events, format!("reply({name}, {:?})", reply.result));
+        })
+    };
+    // The new term and entries 2-3: the new term makes this output go in order.
+    append(
+        &raft,
+        "first",
+        AppendEntriesRequest {
+            term: 1,
+            leader_id: 2,
+            prev_log_id: LogId::new(0, 1),
+            entries: vec![command(1, 2, 7), command(1, 3, 8)],
+            leader_commit: 1,
+            round: 0,
+        },
+    )
+    .await
+    .expect("no panic");
+    // Entries 4-5 (append in flight for 50 ms), then, 10 ms later, a heartbeat whose success
+    // acknowledges entry 5 too: it must wait for that append, though it writes nothing itself.
+    let entries = append(
+        &raft,
+        "entries",
+        AppendEntriesRequest {
+            term: 1,
+            leader_id: 2,
+            prev_log_id: LogId::new(1, 3),
+            entries: vec![command(1, 4, 9), command(1, 5, 10)],
+            leader_commit: 3,
+            round: 1,
+        },
+    );
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let heartbeat = append(
+        &raft,
+        "heartbeat",
+        AppendEntriesRequest {
+            term: 1,
+            leader_id: 2,
+            prev_log_id: LogId::new(1, 5),
+            entries: vec![],
+            leader_commit: 3,
+            round: 2,
+        },
+    );
+    entries.await.expect("no panic");
+    heartbeat.await.expect("no panic");
+    let events = snapshot_of(&events);
+    assert_before(
+        &events,
+        "append(4..=5)",
+        "reply(entries, Success { match_index: 5 })",
+    );
+    assert_before(
+        &events,
+        "append(4..=5)",
+        "reply(heartbeat, Success { match_index: 5 })",
     );
     raft.shutdown().await;
 }

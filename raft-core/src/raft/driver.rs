@@ -10,6 +10,7 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::apply::{self, ApplyBatch, ApplyEvent, ApplyMsg};
+use super::disk::Disk;
 use super::metrics::{Metrics, NodeStatus};
 use super::peers::{PeerSender, RpcOutcome};
 use super::reads::Reads;
@@ -89,7 +90,8 @@ pub(crate) struct Driver<SM: StateMachine, S, N> {
     id: NodeId,
     config: Config,
     engine: Engine<SM::Command>,
-    storage: S,
+    /// The storage, with log appends in the background (see [`Disk`]).
+    disk: Disk<SM::Command, S>,
     network: Arc<N>,
     epoch: Instant,
 
@@ -106,6 +108,12 @@ pub(crate) struct Driver<SM: StateMachine, S, N> {
     /// The membership last given to the network (`RaftNetwork::membership_changed`).
     network_membership: Membership,
     held_replies: Vec<HeldReply>,
+    /// Replies released by a flush, each waiting until every entry handed to storage before it is
+    /// durable (the index of the last of them): rule 2.
+    replies_waiting: VecDeque<(LogIndex, HeldReply)>,
+    /// Committed entries to apply, each batch waiting until its entries are durable here (the
+    /// index it waits for), in log order.
+    applies_waiting: VecDeque<(LogIndex, ApplyBatch<SM>)>,
     /// Client writes waiting for their entry to be applied, by log index.
     pending: VecDeque<(LogId, WriteReply<SM>)>,
     /// Once this node no longer leads with writes pending: when they are given up on (failed with
@@ -229,7 +237,7 @@ where
             id,
             config,
             engine,
-            storage,
+            disk: Disk::new(storage),
             network: Arc::new(network),
             epoch,
             api_rx,
@@ -242,6 +250,8 @@ where
             network_membership: Membership::default(),
             reads: Reads::default(),
             held_replies: Vec::new(),
+            replies_waiting: VecDeque::new(),
+            applies_waiting: VecDeque::new(),
             pending: VecDeque::new(),
             pending_deadline: None,
             last_applied: applied,
@@ -262,7 +272,14 @@ where
     pub(crate) async fn run(mut self) {
         let stop = self.main_loop().await;
         let reason = match stop {
-            Stop::Requested => "node was shut down".to_string(),
+            Stop::Requested => {
+                // Entries handed to storage are made durable before the node lets go of it (a
+                // dropped append could leave half a batch behind).
+                if let Err(e) = self.disk.idle().await {
+                    tracing::warn!(error = %e, "storage failed while shutting down");
+                }
+                "node was shut down".to_string()
+            }
             Stop::Fatal(reason) => {
                 let _enter = self.term_span.enter();
                 tracing::error!(%reason, "node stopped on a fatal error");
@@ -289,6 +306,8 @@ where
         // released before `shutdown` returns.
         self.peers.clear();
         self.held_replies.clear();
+        self.replies_waiting.clear();
+        self.applies_waiting.clear();
         self.metrics_tx
             .send_modify(|m| m.status = NodeStatus::Stopped(reason));
         let (closed_tx, _) = mpsc::unbounded_channel();
@@ -325,6 +344,10 @@ where
         }
         tokio::select! {
             biased;
+            persisted = self.disk.completed(), if self.disk.busy() => match persisted {
+                Ok(last) => self.on_persisted(last),
+                Err(e) => return Err(Stop::Fatal(format!("storage failed: {e}"))),
+            },
             ev = self.apply_events.recv() => match ev {
                 Some(ev) => self.on_apply_event(ev)?,
                 None => return Err(Stop::Fatal("apply task ended".into())),
@@ -617,6 +640,15 @@ where
     }
 
     /// Executes the engine's outputs until it has nothing more to do.
+    ///
+    /// An output that only sends messages, appends entries, releases replies and applies committed
+    /// entries (the steady state, on leader and followers) does not wait for its append: the
+    /// entries go to [`Disk`], and its replies and applies wait in `replies_waiting` /
+    /// `applies_waiting` until the entries before them are durable ([`on_persisted`]). An output
+    /// that saves the hard state, stores a snapshot, purges, truncates or reads snapshot chunks
+    /// first waits until storage is idle and is executed in full, step by step.
+    ///
+    /// [`on_persisted`]: Self::on_persisted
     async fn flush(&mut self) -> Result<(), StorageError> {
         loop {
             let out: Output<SM::Command> = self.engine.take_output();
@@ -631,65 +663,15 @@ where
             for failed in out.reads_failed.iter().copied() {
                 self.reads.failed(failed, term);
             }
-            // Rule 1: the term and vote are durable before anything that depends on them leaves.
-            if let Some(hs) = &out.hard_state {
-                self.storage.save_hard_state(hs).await?;
-                if hs.term != self.span_term {
-                    self.span_term = hs.term;
-                    self.term_span = term_span(&self.span, hs.term);
-                }
-            }
-            self.sync_network_membership();
-            // Rule 3: a leader's AppendEntries may leave before its own append is durable.
-            for (to, request) in out.messages {
-                self.peer(to).send(request);
-            }
-            let restore = match out.snapshot {
-                Some(snapshot) => {
-                    // A snapshot from the leader is also restored (step 7): keep a copy for that.
-                    let restore = out.restore_snapshot.then(|| snapshot.clone());
-                    self.storage.install_snapshot(snapshot).await?;
-                    restore
-                }
-                None => None,
-            };
-            if let Some(upto) = out.purge_upto {
-                self.storage.purge(upto).await?;
-            }
-            if let Some(from) = out.truncate_from {
-                self.storage.truncate(from).await?;
-            }
-            if let Some(last) = out.append.last().map(|e| e.log_id) {
-                self.storage.append(&out.append).await?;
-                self.engine.log_persisted(last);
-            }
-            // Rule 2: replies go out only once what they acknowledge is durable.
-            for reply in self.held_replies.drain(..) {
-                reply.send();
-            }
-            for send in out.snapshot_sends {
-                let id = send.meta.last_log_id;
-                let chunk_size = self.config.snapshot_chunk_size;
-                match self
-                    .storage
-                    .snapshot_chunk(id, send.offset, chunk_size)
-                    .await?
-                {
-                    Some(chunk) => {
-                        let request = send.request(chunk.data, chunk.done);
-                        self.peer(send.to).send(Request::InstallSnapshot(request));
-                    }
-                    None => self.engine.snapshot_send_failed(send.to),
-                }
-            }
-            if let Some(snapshot) = restore {
-                // Entries the snapshot covers are never applied one by one here: whether a
-                // pending write among them committed cannot be told.
-                self.fail_pending(0..=snapshot.meta.last_log_id.index);
-                let _ = self.apply_tx.send(ApplyMsg::Restore(snapshot));
-            }
-            if !out.apply.is_empty() {
-                self.dispatch_apply(out.apply);
+            let in_order = out.hard_state.is_some()
+                || out.snapshot.is_some()
+                || out.purge_upto.is_some()
+                || out.truncate_from.is_some()
+                || !out.snapshot_sends.is_empty();
+            if in_order {
+                self.execute_in_order(out).await?;
+            } else {
+                self.execute_pipelined(out);
             }
         }
         if !self.snapshot_answers.is_empty() {
@@ -704,7 +686,141 @@ where
         Ok(())
     }
 
-    fn dispatch_apply(&mut self, entries: Vec<crate::types::Entry<SM::Command>>) {
+    /// Executes an output that writes only log entries: messages now (rule 3: a leader's
+    /// AppendEntries leave before its own append is durable), entries handed to the disk, replies
+    /// and applies held until what precedes them is durable (rule 2).
+    fn execute_pipelined(&mut self, out: Output<SM::Command>) {
+        self.sync_network_membership();
+        for (to, request) in out.messages {
+            self.peer(to).send(request);
+        }
+        self.disk.append(out.append);
+        let submitted = self.disk.submitted();
+        for reply in self.held_replies.drain(..) {
+            self.replies_waiting.push_back((submitted, reply));
+        }
+        if !out.apply.is_empty() {
+            let last = out.apply[out.apply.len() - 1].log_id.index;
+            let batch = self.apply_batch(out.apply);
+            self.applies_waiting.push_back((last.min(submitted), batch));
+        }
+        self.release_durable();
+    }
+
+    /// Executes an output step by step in the executor contract's order, with storage idle.
+    async fn execute_in_order(&mut self, out: Output<SM::Command>) -> Result<(), StorageError> {
+        self.wait_idle().await?;
+        // Rule 1: the term and vote are durable before anything that depends on them leaves.
+        if let Some(hs) = &out.hard_state {
+            self.disk.storage()?.save_hard_state(hs).await?;
+            if hs.term != self.span_term {
+                self.span_term = hs.term;
+                self.term_span = term_span(&self.span, hs.term);
+            }
+        }
+        self.sync_network_membership();
+        // Rule 3: a leader's AppendEntries may leave before its own append is durable.
+        for (to, request) in out.messages {
+            self.peer(to).send(request);
+        }
+        let restore = match out.snapshot {
+            Some(snapshot) => {
+                // A snapshot from the leader is also restored (step 7): keep a copy for that.
+                let restore = out.restore_snapshot.then(|| snapshot.clone());
+                self.disk.storage()?.install_snapshot(snapshot).await?;
+                restore
+            }
+            None => None,
+        };
+        if let Some(upto) = out.purge_upto {
+            self.disk.storage()?.purge(upto).await?;
+        }
+        if let Some(from) = out.truncate_from {
+            self.disk.storage()?.truncate(from).await?;
+        }
+        if !out.append.is_empty() {
+            self.disk.append(out.append);
+            self.wait_idle().await?;
+        }
+        // Rule 2: replies go out only once what they acknowledge is durable.
+        for reply in self.held_replies.drain(..) {
+            reply.send();
+        }
+        for send in out.snapshot_sends {
+            let id = send.meta.last_log_id;
+            let chunk_size = self.config.snapshot_chunk_size;
+            match self
+                .disk
+                .storage()?
+                .snapshot_chunk(id, send.offset, chunk_size)
+                .await?
+            {
+                Some(chunk) => {
+                    let request = send.request(chunk.data, chunk.done);
+                    self.peer(send.to).send(Request::InstallSnapshot(request));
+                }
+                None => self.engine.snapshot_send_failed(send.to),
+            }
+        }
+        if let Some(snapshot) = restore {
+            // Entries the snapshot covers are never applied one by one here: whether a
+            // pending write among them committed cannot be told.
+            self.fail_pending(0..=snapshot.meta.last_log_id.index);
+            let _ = self.apply_tx.send(ApplyMsg::Restore(snapshot));
+        }
+        if !out.apply.is_empty() {
+            let batch = self.apply_batch(out.apply);
+            let _ = self.apply_tx.send(ApplyMsg::Apply(batch));
+        }
+        Ok(())
+    }
+
+    /// Waits until every entry handed to storage is durable, and releases what waited for them.
+    async fn wait_idle(&mut self) -> Result<(), StorageError> {
+        if let Some(last) = self.disk.idle().await? {
+            self.engine.log_persisted(last);
+        }
+        for (_, reply) in self.replies_waiting.drain(..) {
+            reply.send();
+        }
+        for (_, batch) in self.applies_waiting.drain(..) {
+            let _ = self.apply_tx.send(ApplyMsg::Apply(batch));
+        }
+        Ok(())
+    }
+
+    /// An append finished: the engine learns it (a leader may commit), and the replies and
+    /// applies that waited for those entries go out.
+    fn on_persisted(&mut self, last: LogId) {
+        self.engine.log_persisted(last);
+        self.release_durable();
+    }
+
+    /// Sends the waiting replies and applies whose entries are all durable, in order.
+    fn release_durable(&mut self) {
+        let durable = self.disk.durable();
+        while self
+            .replies_waiting
+            .front()
+            .is_some_and(|(needs, _)| *needs <= durable)
+        {
+            if let Some((_, reply)) = self.replies_waiting.pop_front() {
+                reply.send();
+            }
+        }
+        while self
+            .applies_waiting
+            .front()
+            .is_some_and(|(needs, _)| *needs <= durable)
+        {
+            if let Some((_, batch)) = self.applies_waiting.pop_front() {
+                let _ = self.apply_tx.send(ApplyMsg::Apply(batch));
+            }
+        }
+    }
+
+    /// The batch that applies `entries`, with the pending client writes it answers.
+    fn apply_batch(&mut self, entries: Vec<crate::types::Entry<SM::Command>>) -> ApplyBatch<SM> {
         let mut replies = Vec::new();
         let first = entries[0].log_id.index;
         let last = entries[entries.len() - 1].log_id.index;
@@ -724,15 +840,13 @@ where
                 }
             }
         }
-        let _ = self
-            .apply_tx
-            .send(ApplyMsg::Apply(ApplyBatch { entries, replies }));
+        ApplyBatch { entries, replies }
     }
 
     /// A deposed leader keeps its pending writes: most were replicated before it stepped down (a
     /// leadership transfer replicates everything first), and the new leader commits them, so this
     /// node applies them and answers success. A write whose slot gets another entry fails when that
-    /// entry is applied ([`dispatch_apply`](Self::dispatch_apply)). Whatever is still pending
+    /// entry is applied ([`apply_batch`](Self::apply_batch)). Whatever is still pending
     /// `2 x election_timeout_max` after the node stopped leading is failed with `OutcomeUnknown`:
     /// a node cut off from the new leader would otherwise keep its callers waiting.
     fn check_pending_deadline(&mut self) {

@@ -14,6 +14,7 @@
 //!    never `NotLeader`.
 
 mod apply;
+mod disk;
 mod driver;
 mod membership;
 mod metrics;
