@@ -10,6 +10,7 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::apply::{self, ApplyBatch, ApplyEvent, ApplyMsg};
+use super::figures::Figures;
 use super::metrics::{Metrics, NodeStatus};
 use super::peers::{PeerSender, RpcOutcome};
 use super::reads::Reads;
@@ -121,6 +122,8 @@ pub(crate) struct Driver<SM: StateMachine, S, N> {
     /// Callers answered once the current flush has stored the snapshot they asked for.
     snapshot_answers: Vec<SnapshotWaiter>,
     metrics_tx: watch::Sender<Metrics>,
+    /// Counters and latencies for `Metrics`.
+    figures: Figures,
     /// The node's span (`raft{node=..}`): the apply task's, and the parent of each term's.
     span: tracing::Span,
     /// `term{term=..}` under `span`, made anew when the term changes (a field recorded again on
@@ -250,6 +253,7 @@ where
             snapshot_waiters_next: Vec::new(),
             snapshot_answers: Vec::new(),
             metrics_tx,
+            figures: Figures::default(),
             span,
             term_span,
             span_term: hard_state.term,
@@ -396,6 +400,7 @@ where
                 reply,
             } => match self.propose(command) {
                 Ok(log_id) => {
+                    self.figures.proposal_accepted(log_id);
                     // Writes of an earlier leadership at this index or above were overwritten in
                     // this node's log: they can never commit.
                     self.fail_pending(log_id.index..=LogIndex::MAX);
@@ -404,10 +409,13 @@ where
                     }
                     self.pending.push_back((log_id, reply));
                 }
-                Err(refused) => match appended {
-                    Some(appended) => drop(appended.send(Err(refused))),
-                    None => drop(reply.send(Err(refused))),
-                },
+                Err(refused) => {
+                    self.figures.proposal_refused(&refused);
+                    match appended {
+                        Some(appended) => drop(appended.send(Err(refused))),
+                        None => drop(reply.send(Err(refused))),
+                    }
+                }
             },
             ApiMsg::AppendEntries { request, reply } => {
                 let resp = self.engine.handle_append_entries(request);
@@ -580,7 +588,10 @@ where
 
     fn on_apply_event(&mut self, ev: ApplyEvent) -> Result<(), Stop> {
         match ev {
-            ApplyEvent::Applied(index) => {
+            ApplyEvent::Applied(index, took) => {
+                if let Some(took) = took {
+                    self.figures.applied(took);
+                }
                 self.last_applied = self.last_applied.max(index);
                 self.reads.applied(self.last_applied);
                 if let SnapshotPolicy::AfterAppliedEntries(n) = self.config.snapshot_policy {
@@ -595,6 +606,7 @@ where
                 self.snapshot_building = false;
                 if let Some((last_log_id, data)) = built {
                     if self.engine.snapshot_built(last_log_id, data) {
+                        self.figures.snapshot_built();
                         tracing::info!(snapshot = %last_log_id, "snapshot built");
                     }
                 }
@@ -660,7 +672,9 @@ where
                 self.storage.truncate(from).await?;
             }
             if let Some(last) = out.append.last().map(|e| e.log_id) {
+                let started = std::time::Instant::now();
                 self.storage.append(&out.append).await?;
+                self.figures.appended(started.elapsed());
                 self.engine.log_persisted(last);
             }
             // Rule 2: replies go out only once what they acknowledge is durable.
@@ -686,6 +700,7 @@ where
                 // Entries the snapshot covers are never applied one by one here: whether a
                 // pending write among them committed cannot be told.
                 self.fail_pending(0..=snapshot.meta.last_log_id.index);
+                self.figures.snapshot_installed();
                 let _ = self.apply_tx.send(ApplyMsg::Restore(snapshot));
             }
             if !out.apply.is_empty() {
@@ -708,6 +723,7 @@ where
         let mut replies = Vec::new();
         let first = entries[0].log_id.index;
         let last = entries[entries.len() - 1].log_id.index;
+        self.figures.committed(&entries);
         while self.pending.front().is_some_and(|(id, _)| id.index <= last) {
             let Some((log_id, reply)) = self.pending.pop_front() else {
                 break;
@@ -718,6 +734,7 @@ where
             match slot {
                 Some(pos) if entries[pos].log_id == log_id => replies.push((pos, reply)),
                 _ => {
+                    self.figures.outcome_unknown(1);
                     let _ = reply.send(Err(ClientWriteError::OutcomeUnknown {
                         leader_hint: self.engine.leader(),
                     }));
@@ -760,6 +777,7 @@ where
         let end = self
             .pending
             .partition_point(|(id, _)| id.index <= *indexes.end());
+        self.figures.outcome_unknown(end.saturating_sub(start));
         for (_, reply) in self.pending.drain(start..end.max(start)) {
             let _ = reply.send(Err(ClientWriteError::OutcomeUnknown { leader_hint }));
         }
@@ -797,6 +815,7 @@ where
         let engine = &self.engine;
         let last_applied = self.last_applied;
         let id = self.id;
+        let figures = &mut self.figures;
         self.metrics_tx.send_if_modified(|m| {
             let mut changed = false;
             changed |= update(&mut m.id, id);
@@ -812,6 +831,7 @@ where
             changed |= update(&mut m.followers_repaired, engine.followers_repaired());
             changed |= update(&mut m.elections, engine.election_stats());
             changed |= update(&mut m.transferring_to, engine.transferring_to());
+            changed |= figures.publish(m, engine.term(), engine.leader());
             changed |= update(&mut m.membership_index, engine.membership_index());
             if m.membership != *engine.membership() {
                 m.membership = engine.membership().clone();
@@ -850,7 +870,7 @@ fn term_span(node: &tracing::Span, term: Term) -> tracing::Span {
 }
 
 /// Sets `*slot` to `value`; returns whether it changed.
-fn update<T: PartialEq>(slot: &mut T, value: T) -> bool {
+pub(super) fn update<T: PartialEq>(slot: &mut T, value: T) -> bool {
     if *slot == value {
         false
     } else {
