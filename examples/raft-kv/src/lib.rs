@@ -75,7 +75,7 @@ pub mod http_auth;
 mod http_error;
 pub mod http_limits;
 pub mod http_members;
-mod http_metrics;
+pub mod http_metrics;
 pub mod http_read;
 pub mod http_server;
 pub mod http_session;
