@@ -116,6 +116,13 @@ impl KvMetrics {
                 mode: mode.as_str(),
             });
         }
+        // And the scrapes' own series, so the family is never empty (an empty family says
+        // nothing, and some parsers refuse it); the first scrape fills it.
+        let _ = http.get_or_create(&HttpLabels {
+            route: "/metrics".to_owned(),
+            method: "GET",
+            status: 200,
+        });
         KvMetrics {
             registry: Arc::new(registry),
             reads,

