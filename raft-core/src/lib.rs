@@ -39,7 +39,10 @@ pub use message::{
     VoteRequest, VoteResponse,
 };
 pub use network::RaftNetwork;
-pub use raft::{ClientWriteResponse, Metrics, NodeStatus, Proposal, ProposalResult, Raft};
+pub use raft::{
+    ClientWriteResponse, LatencyHistogram, LatencyStats, Metrics, NodeStatus, Proposal,
+    ProposalResult, ProposalStats, Raft, SnapshotStats, LATENCY_BOUNDS_US,
+};
 pub use sessions::{ClientId, SessionCheck, SessionTable};
 pub use state_machine::{AppCommand, SnapshotBuild, StateMachine};
 pub use storage::{slice_chunk, LogState, RaftStorage, SnapshotChunk};

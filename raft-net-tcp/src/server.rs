@@ -19,6 +19,7 @@ use tracing::Instrument;
 use crate::config::{TcpConfig, TcpError};
 use crate::descriptors;
 use crate::identity::NodeName;
+use crate::refused::{RefusedCounter, RefusedCounts};
 use crate::tls::Security;
 use crate::warn_limit::{BadInput, WarnLimiter};
 
@@ -54,6 +55,7 @@ pub struct TcpServer {
     local_addr: SocketAddr,
     shutdown: CancellationToken,
     task: Option<JoinHandle<()>>,
+    refused: Arc<RefusedCounter>,
 }
 
 impl TcpServer {
@@ -92,17 +94,26 @@ impl TcpServer {
         let ctx = ServerCtx::new(cluster_id.into(), raft.id(), security.into(), config)?;
         let local_addr = listener.local_addr()?;
         let shutdown = CancellationToken::new();
+        let refused = Arc::clone(&ctx.refused);
         let task = tokio::spawn(run(listener, raft, ctx, shutdown.clone()));
         Ok(TcpServer {
             local_addr,
             shutdown,
             task: Some(task),
+            refused,
         })
     }
 
     /// The address the server listens on.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// How many inbound connections the server closed for bad input or a limit since it started,
+    /// by reason (every one, although the warnings about them are rate limited): a live view, for a
+    /// metrics exporter ([`RefusedCounts::get`] reads the counts).
+    pub fn refused_counts(&self) -> RefusedCounts {
+        RefusedCounts::new(Arc::clone(&self.refused))
     }
 
     /// A token that stops the server when cancelled (e.g. from a signal handler).
@@ -158,6 +169,8 @@ struct ServerCtx {
     /// [`TcpConfig::max_buffered_bytes`], in permits of one byte.
     frame_budget: Arc<Semaphore>,
     warnings: WarnLimiter,
+    /// Connections closed for bad input or a limit, by reason.
+    refused: Arc<RefusedCounter>,
 }
 
 impl ServerCtx {
@@ -184,6 +197,7 @@ impl ServerCtx {
             tls,
             frame_budget,
             warnings: WarnLimiter::default(),
+            refused: Arc::default(),
         }))
     }
 }
@@ -221,6 +235,7 @@ async fn run<SM: StateMachine>(
                 if !descriptors::admit(&stream) {
                     // Closed at once: the last descriptors below the limit are kept for storage.
                     drop(stream);
+                    ctx.refused.count(BadInput::DescriptorReserve);
                     ctx.warnings.log(
                         BadInput::DescriptorReserve,
                         "closed a new connection at once: the process is out of descriptors \
@@ -232,6 +247,7 @@ async fn run<SM: StateMachine>(
                 let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
                     // Closed before any TLS work: a flood costs an accept and a close each.
                     drop(stream);
+                    ctx.refused.count(BadInput::ConnectionCap);
                     ctx.warnings.log(
                         BadInput::ConnectionCap,
                         "closed a new connection at once: max_connections reached",
@@ -255,7 +271,12 @@ async fn run<SM: StateMachine>(
                             _ = token.cancelled() => {
                                 tracing::debug!("connection closed: server shutting down");
                             }
-                            end = connection::serve(stream, raft, &ctx) => end.log(&ctx.warnings),
+                            end = connection::serve(stream, raft, &ctx) => {
+                                if let connection::End::Bad { kind, .. } = &end {
+                                    ctx.refused.count(*kind);
+                                }
+                                end.log(&ctx.warnings);
+                            }
                         }
                     }
                     .instrument(span),

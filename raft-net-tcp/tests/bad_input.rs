@@ -100,6 +100,36 @@ async fn frame_without_magic_bytes() {
 }
 
 #[tokio::test]
+async fn closed_connections_are_counted_by_reason() {
+    let s = setup().await;
+    assert_eq!(s.node.server.refused_counts().get().total(), 0);
+    let mut stream = raw_connect(s.node.addr()).await;
+    stream
+        .write_all(&frame(b"definitely not a handshake"))
+        .await
+        .unwrap();
+    read_until_closed(&mut stream).await;
+    let mut stream = s.handshaken().await;
+    stream.write_all(&[0xff; 64]).await.unwrap(); // a length prefix far over the limit
+    read_until_closed(&mut stream).await;
+    // Counted once each connection's task has ended, which may be just after the close is seen.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let counts = loop {
+        let counts = s.node.server.refused_counts().get();
+        if counts.total() >= 2 || tokio::time::Instant::now() > deadline {
+            break counts;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert_eq!(
+        (counts.handshake, counts.frame, counts.total()),
+        (1, 1, 2),
+        "{counts:?}"
+    );
+    s.assert_serving().await;
+}
+
+#[tokio::test]
 async fn garbage_after_the_handshake() {
     let s = setup().await;
     let mut stream = s.handshaken().await;

@@ -22,6 +22,7 @@ use crate::http_members::{MembersRequest, NewMember};
 use crate::http_read::Consistency;
 use crate::join::JoinConfig;
 use crate::launcher::ClusterArgs;
+use crate::logging::LogArgs;
 use crate::read_flags::ReadArgs;
 use crate::server::{parse_peers, serve, shutdown_signal, NodeConfig, PeerSpec};
 use crate::snapshot_flags::SnapshotArgs;
@@ -30,9 +31,9 @@ use crate::snapshot_flags::SnapshotArgs;
 #[derive(Debug, Parser)]
 #[command(name = "raft-kv", version)]
 pub struct Cli {
-    /// Log level or filter for tracing on stderr (e.g. `info`, `debug`, `raft_core=debug`).
-    #[arg(long, global = true, default_value = "info")]
-    pub log: String,
+    /// `--log` and `--log-format`.
+    #[command(flatten)]
+    pub logging: LogArgs,
     /// A file holding the HTTP API's bearer token: `serve` requires it of every request; the client
     /// commands send it.
     #[arg(long, global = true, value_name = "FILE")]
@@ -272,14 +273,7 @@ fn parse_peer_list(s: &str) -> Result<PeerList, String> {
 /// Runs the command line; returns the process's exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        // Colors only on a terminal: log files (the cluster launcher's children, tests) stay plain.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    cli.logging.init();
     let runtime = match cli.command {
         Command::Serve(_) | Command::Cluster(_) => tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -371,7 +365,7 @@ async fn run(cli: Cli) -> ExitCode {
                 }
             }
         }
-        Command::Cluster(args) => crate::launcher::run_cluster(args, &cli.log).await,
+        Command::Cluster(args) => crate::launcher::run_cluster(args, &cli.logging).await,
         Command::Get {
             addr,
             consistency,

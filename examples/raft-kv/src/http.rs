@@ -8,6 +8,7 @@
 //! | `PUT /kv/{key}`, body = the value (UTF-8) | `200 {"key", "value", "previous"}` (`previous`: the replaced value or `null`) |
 //! | `DELETE /kv/{key}` | `200 {"key", "previous"}`; `404 {"error": "not_found", ..}` if the key did not exist |
 //! | `POST /kv/{key}/cas`, body `{"expected": string or null, "new": string}` | `200 {"key", "swapped": true, "current"}`; `409 {"key", "swapped": false, "current"}` with the value that did not match (`null`: absent) |
+//! | `GET /metrics` | `200`, the node's metrics in the OpenMetrics text format (Prometheus), without the API token (see [`crate::metrics`]) |
 //! | `GET /status` | `200 {"id", "status", "role", "term", "leader", "leader_http", "commit_index", "last_applied", "last_log_index", "snapshot_index", "log_entries", "members", "learners", "joint", "old_voters", "lag", "elections_started", "pre_votes_lost", "transfers_started", "transfers_abandoned"}` (the counters since this process started) |
 //! | `POST /admin/transfer-leader`, no body or `{"to": id}` | `200 {"leader": id}` once leadership moved (see [`crate::http_admin`]) |
 //! | `GET /admin/members`, `POST /admin/members` | the membership; add a learner, promote, demote, remove, set the voters (see [`crate::http_members`]) |
@@ -72,6 +73,7 @@ use crate::http_auth::{self, ApiToken};
 use crate::http_error::error;
 use crate::http_limits::{self, HttpLimits, RequestGuard};
 use crate::http_session::{now_ms, with_position, SessionHeaders};
+use crate::metrics::KvMetrics;
 use crate::state_machine::KvReader;
 
 /// The largest request body accepted (a value, or a compare-and-swap request): 1 MiB. Larger
@@ -102,14 +104,18 @@ pub struct ApiState {
     pub write_timeout: Duration,
     /// What one client may take of the node (timeouts, concurrency).
     pub limits: HttpLimits,
-    /// The bearer token every request must carry, if any.
+    /// The bearer token every request must carry, if any (`/metrics` excepted).
     pub token: Option<ApiToken>,
+    /// The node's Prometheus metrics, served at `GET /metrics`.
+    pub metrics: KvMetrics,
 }
 
 impl ApiState {
     /// The state for `raft`, with the default write timeout.
     pub fn new(raft: KvRaft, reader: KvReader, http_addrs: BTreeMap<NodeId, String>) -> Self {
+        let metrics = KvMetrics::new(&raft, None);
         ApiState {
+            metrics,
             raft,
             reader,
             http_addrs,
@@ -139,7 +145,8 @@ impl ApiState {
 
 /// The axum router of the client API (see the [module docs](self)).
 pub fn router(state: ApiState) -> Router {
-    Router::new()
+    let metrics = state.metrics.clone();
+    let api = Router::new()
         .route(
             "/kv/{key}",
             get(crate::http_read::get_key)
@@ -173,7 +180,8 @@ pub fn router(state: ApiState) -> Router {
             state.token.clone(),
             http_auth::require_token,
         ))
-        .with_state(state)
+        .with_state(state);
+    crate::http_metrics::with_metrics(api, metrics)
 }
 
 /// The body of `POST /kv/{key}/cas`.

@@ -128,6 +128,7 @@ pub(crate) async fn get_key(
         Ok(read) => read,
         Err(r) => return r,
     };
+    state.metrics.read_served(mode);
     let answer = match value {
         Some(value) => Json(json!({ "key": key, "value": value })).into_response(),
         None => not_found(&key),

@@ -10,6 +10,7 @@ use std::time::Duration;
 use clap::Args;
 
 use crate::client::KvClient;
+use crate::logging::LogArgs;
 use crate::snapshot_flags::SnapshotArgs;
 
 /// How long the cluster launcher waits for children to stop after SIGTERM before SIGKILL.
@@ -65,7 +66,7 @@ struct Member {
 /// grace period), so no stopping node triggers an election or a transfer to a node about to stop.
 /// The children run in process groups of their own, so a terminal's Ctrl-C reaches only the
 /// launcher, which stops them in that order.
-pub async fn run_cluster(args: ClusterArgs, log: &str) -> ExitCode {
+pub async fn run_cluster(args: ClusterArgs, logging: &LogArgs) -> ExitCode {
     if args.nodes == 0 {
         eprintln!("error: --nodes must be at least 1");
         return ExitCode::from(2);
@@ -128,8 +129,7 @@ pub async fn run_cluster(args: ClusterArgs, log: &str) -> ExitCode {
         };
         let mut child = Command::new(&exe);
         child
-            .arg("--log")
-            .arg(log)
+            .args(logging.to_args())
             .arg("serve")
             .args(["--id", &id.to_string()])
             .args(["--raft-addr", raft])

@@ -37,6 +37,7 @@ use crate::http::{router, ApiState};
 use crate::http_auth::ApiToken;
 use crate::http_limits::HttpLimits;
 use crate::join::{join, JoinConfig, JoinError};
+use crate::metrics::KvMetrics;
 use crate::state_machine::KvStateMachine;
 
 /// One voter of the cluster as given to `--peers`: `ID=RAFT_ADDR/HTTP_ADDR`, e.g.
@@ -385,6 +386,7 @@ pub async fn start_node(cfg: NodeConfig) -> Result<RunningNode, ServeError> {
     let mut api = ApiState::new(raft.clone(), reader, http_addrs);
     api.limits = cfg.http_limits;
     api.token = cfg.api_token.clone();
+    api.metrics = KvMetrics::new(&raft, Some(tcp.refused_counts()));
     let app = router(api);
     let (http_stop, stop_rx) = oneshot::channel::<()>();
     let limits = cfg.http_limits;

@@ -1,6 +1,8 @@
 //! The apply task: owns the state machine, applies committed entries in order and answers the clients
 //! who proposed them, restores snapshots from the leader and builds the node's own snapshots.
 
+use std::time::{Duration, Instant};
+
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
@@ -28,8 +30,9 @@ pub(crate) enum ApplyMsg<SM: StateMachine> {
 
 /// What the apply task reports to the driver.
 pub(crate) enum ApplyEvent {
-    /// Everything up to this index is applied (or restored from a snapshot).
-    Applied(LogIndex),
+    /// Everything up to this index is applied (or restored from a snapshot), and how long the
+    /// state machine's `apply` call took (`None` for a restore).
+    Applied(LogIndex, Option<Duration>),
     /// The state as of `last_log_id`; `None` if nothing was ever applied.
     SnapshotBuilt(Option<(LogId, Vec<u8>)>),
     Failed(StateMachineError),
@@ -46,9 +49,9 @@ pub(crate) async fn run<SM: StateMachine>(
     while let Some(msg) = work.recv().await {
         let event = match msg {
             ApplyMsg::Apply(batch) => match apply(&mut state_machine, batch).await {
-                Ok(Some(last)) => {
+                Ok(Some((last, took))) => {
                     last_applied = Some(last);
-                    ApplyEvent::Applied(last.index)
+                    ApplyEvent::Applied(last.index, Some(took))
                 }
                 Ok(None) => continue,
                 Err(e) => ApplyEvent::Failed(e),
@@ -58,7 +61,7 @@ pub(crate) async fn run<SM: StateMachine>(
                 match state_machine.restore(&snapshot.meta, &snapshot.data).await {
                     Ok(()) => {
                         last_applied = Some(id);
-                        ApplyEvent::Applied(id.index)
+                        ApplyEvent::Applied(id.index, None)
                     }
                     Err(e) => ApplyEvent::Failed(StateMachineError::new(format!(
                         "restoring the snapshot up to {id}: {e}"
@@ -94,15 +97,18 @@ pub(crate) async fn run<SM: StateMachine>(
     }
 }
 
-/// Applies one batch and answers its clients; returns the last entry's id (`None` for an empty batch).
+/// Applies one batch and answers its clients; returns the last entry's id and how long the state
+/// machine's `apply` took (`None` for an empty batch).
 async fn apply<SM: StateMachine>(
     state_machine: &mut SM,
     batch: ApplyBatch<SM>,
-) -> Result<Option<LogId>, StateMachineError> {
+) -> Result<Option<(LogId, Duration)>, StateMachineError> {
     let Some(last) = batch.entries.last().map(|e| e.log_id) else {
         return Ok(None);
     };
+    let started = Instant::now();
     let responses = state_machine.apply(&batch.entries).await?;
+    let took = started.elapsed();
     if responses.len() != batch.entries.len() {
         return Err(StateMachineError::new(format!(
             "apply returned {} responses for {} entries",
@@ -120,5 +126,5 @@ async fn apply<SM: StateMachine>(
             }
         }
     }
-    Ok(Some(last))
+    Ok(Some((last, took)))
 }

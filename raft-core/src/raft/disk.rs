@@ -18,13 +18,23 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::time::{Duration, Instant};
 
 use crate::error::StorageError;
 use crate::storage::RaftStorage;
 use crate::types::{Entry, LogId, LogIndex};
 
 /// An append in flight: it owns the storage for its duration and hands it back with its result.
-type Append<S> = Pin<Box<dyn Future<Output = (S, Result<LogId, StorageError>)> + Send>>;
+type Append<S> = Pin<Box<dyn Future<Output = (S, Result<Appended, StorageError>)> + Send>>;
+
+/// A finished append.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Appended {
+    /// Its last entry: it and every entry handed over before it are durable.
+    pub(crate) last: LogId,
+    /// How long the `RaftStorage::append` call took.
+    pub(crate) took: Duration,
+}
 
 enum State<S> {
     Idle(S),
@@ -97,7 +107,11 @@ where
             return;
         };
         self.state = State::Busy(Box::pin(async move {
-            let result = storage.append(&entries).await.map(|()| last);
+            let started = Instant::now();
+            let result = storage.append(&entries).await.map(|()| Appended {
+                last,
+                took: started.elapsed(),
+            });
             (storage, result)
         }));
     }
@@ -105,20 +119,20 @@ where
     /// Waits for the append in flight, starts the queued one if any, and returns the last entry the
     /// finished append made durable. Cancel-safe (the append stays in flight); never finishes while
     /// storage is idle.
-    pub(crate) async fn completed(&mut self) -> Result<LogId, StorageError> {
+    pub(crate) async fn completed(&mut self) -> Result<Appended, StorageError> {
         let State::Busy(append) = &mut self.state else {
             return std::future::pending().await;
         };
         let (storage, result) = append.await;
         self.state = State::Idle(storage);
         match result {
-            Ok(last) => {
-                self.durable = self.durable.max(last.index);
+            Ok(appended) => {
+                self.durable = self.durable.max(appended.last.index);
                 if !self.queued.is_empty() {
                     let next = std::mem::take(&mut self.queued);
                     self.start(next);
                 }
-                Ok(last)
+                Ok(appended)
             }
             Err(e) => {
                 self.state = State::Failed;
@@ -127,18 +141,20 @@ where
         }
     }
 
-    /// Waits until every entry handed over is durable; returns the last entry made durable
-    /// meanwhile (for `log_persisted`), if any. After it, [`storage`](Self::storage) is available.
-    pub(crate) async fn idle(&mut self) -> Result<Option<LogId>, StorageError> {
-        let mut persisted = None;
+    /// Waits until every entry handed over is durable, calling `done` for each append that
+    /// finishes meanwhile. After it, [`storage`](Self::storage) is available.
+    pub(crate) async fn idle(
+        &mut self,
+        mut done: impl FnMut(Appended),
+    ) -> Result<(), StorageError> {
         while self.busy() {
-            persisted = Some(self.completed().await?);
+            done(self.completed().await?);
         }
         // Between two idle calls the indexes only grow; a truncation (made through `storage`) may
         // move the log back, so both start again from here.
         self.submitted = 0;
         self.durable = 0;
-        Ok(persisted)
+        Ok(())
     }
 
     /// The storage, for a call of its own: only once [`idle`](Self::idle) has returned, and before

@@ -10,7 +10,8 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::apply::{self, ApplyBatch, ApplyEvent, ApplyMsg};
-use super::disk::Disk;
+use super::disk::{Appended, Disk};
+use super::figures::Figures;
 use super::metrics::{Metrics, NodeStatus};
 use super::peers::{PeerSender, RpcOutcome};
 use super::reads::Reads;
@@ -129,6 +130,8 @@ pub(crate) struct Driver<SM: StateMachine, S, N> {
     /// Callers answered once the current flush has stored the snapshot they asked for.
     snapshot_answers: Vec<SnapshotWaiter>,
     metrics_tx: watch::Sender<Metrics>,
+    /// Counters and latencies for `Metrics`.
+    figures: Figures,
     /// The node's span (`raft{node=..}`): the apply task's, and the parent of each term's.
     span: tracing::Span,
     /// `term{term=..}` under `span`, made anew when the term changes (a field recorded again on
@@ -260,6 +263,7 @@ where
             snapshot_waiters_next: Vec::new(),
             snapshot_answers: Vec::new(),
             metrics_tx,
+            figures: Figures::default(),
             span,
             term_span,
             span_term: hard_state.term,
@@ -275,7 +279,7 @@ where
             Stop::Requested => {
                 // Entries handed to storage are made durable before the node lets go of it (a
                 // dropped append could leave half a batch behind).
-                if let Err(e) = self.disk.idle().await {
+                if let Err(e) = self.disk.idle(|_| {}).await {
                     tracing::warn!(error = %e, "storage failed while shutting down");
                 }
                 "node was shut down".to_string()
@@ -419,6 +423,7 @@ where
                 reply,
             } => match self.propose(command) {
                 Ok(log_id) => {
+                    self.figures.proposal_accepted(log_id);
                     // Writes of an earlier leadership at this index or above were overwritten in
                     // this node's log: they can never commit.
                     self.fail_pending(log_id.index..=LogIndex::MAX);
@@ -427,10 +432,13 @@ where
                     }
                     self.pending.push_back((log_id, reply));
                 }
-                Err(refused) => match appended {
-                    Some(appended) => drop(appended.send(Err(refused))),
-                    None => drop(reply.send(Err(refused))),
-                },
+                Err(refused) => {
+                    self.figures.proposal_refused(&refused);
+                    match appended {
+                        Some(appended) => drop(appended.send(Err(refused))),
+                        None => drop(reply.send(Err(refused))),
+                    }
+                }
             },
             ApiMsg::AppendEntries { request, reply } => {
                 let resp = self.engine.handle_append_entries(request);
@@ -603,7 +611,10 @@ where
 
     fn on_apply_event(&mut self, ev: ApplyEvent) -> Result<(), Stop> {
         match ev {
-            ApplyEvent::Applied(index) => {
+            ApplyEvent::Applied(index, took) => {
+                if let Some(took) = took {
+                    self.figures.applied(took);
+                }
                 self.last_applied = self.last_applied.max(index);
                 self.reads.applied(self.last_applied);
                 if let SnapshotPolicy::AfterAppliedEntries(n) = self.config.snapshot_policy {
@@ -618,6 +629,7 @@ where
                 self.snapshot_building = false;
                 if let Some((last_log_id, data)) = built {
                     if self.engine.snapshot_built(last_log_id, data) {
+                        self.figures.snapshot_built();
                         tracing::info!(snapshot = %last_log_id, "snapshot built");
                     }
                 }
@@ -766,6 +778,7 @@ where
             // Entries the snapshot covers are never applied one by one here: whether a
             // pending write among them committed cannot be told.
             self.fail_pending(0..=snapshot.meta.last_log_id.index);
+            self.figures.snapshot_installed();
             let _ = self.apply_tx.send(ApplyMsg::Restore(snapshot));
         }
         if !out.apply.is_empty() {
@@ -777,7 +790,15 @@ where
 
     /// Waits until every entry handed to storage is durable, and releases what waited for them.
     async fn wait_idle(&mut self) -> Result<(), StorageError> {
-        if let Some(last) = self.disk.idle().await? {
+        let figures = &mut self.figures;
+        let mut persisted = None;
+        self.disk
+            .idle(|appended| {
+                figures.appended(appended.took);
+                persisted = Some(appended.last);
+            })
+            .await?;
+        if let Some(last) = persisted {
             self.engine.log_persisted(last);
         }
         for (_, reply) in self.replies_waiting.drain(..) {
@@ -791,8 +812,9 @@ where
 
     /// An append finished: the engine learns it (a leader may commit), and the replies and
     /// applies that waited for those entries go out.
-    fn on_persisted(&mut self, last: LogId) {
-        self.engine.log_persisted(last);
+    fn on_persisted(&mut self, appended: Appended) {
+        self.figures.appended(appended.took);
+        self.engine.log_persisted(appended.last);
         self.release_durable();
     }
 
@@ -824,6 +846,7 @@ where
         let mut replies = Vec::new();
         let first = entries[0].log_id.index;
         let last = entries[entries.len() - 1].log_id.index;
+        self.figures.committed(&entries);
         while self.pending.front().is_some_and(|(id, _)| id.index <= last) {
             let Some((log_id, reply)) = self.pending.pop_front() else {
                 break;
@@ -834,6 +857,7 @@ where
             match slot {
                 Some(pos) if entries[pos].log_id == log_id => replies.push((pos, reply)),
                 _ => {
+                    self.figures.outcome_unknown(1);
                     let _ = reply.send(Err(ClientWriteError::OutcomeUnknown {
                         leader_hint: self.engine.leader(),
                     }));
@@ -874,6 +898,7 @@ where
         let end = self
             .pending
             .partition_point(|(id, _)| id.index <= *indexes.end());
+        self.figures.outcome_unknown(end.saturating_sub(start));
         for (_, reply) in self.pending.drain(start..end.max(start)) {
             let _ = reply.send(Err(ClientWriteError::OutcomeUnknown { leader_hint }));
         }
@@ -911,6 +936,7 @@ where
         let engine = &self.engine;
         let last_applied = self.last_applied;
         let id = self.id;
+        let figures = &mut self.figures;
         self.metrics_tx.send_if_modified(|m| {
             let mut changed = false;
             changed |= update(&mut m.id, id);
@@ -926,6 +952,7 @@ where
             changed |= update(&mut m.followers_repaired, engine.followers_repaired());
             changed |= update(&mut m.elections, engine.election_stats());
             changed |= update(&mut m.transferring_to, engine.transferring_to());
+            changed |= figures.publish(m, engine.term(), engine.leader());
             changed |= update(&mut m.membership_index, engine.membership_index());
             if m.membership != *engine.membership() {
                 m.membership = engine.membership().clone();
@@ -964,7 +991,7 @@ fn term_span(node: &tracing::Span, term: Term) -> tracing::Span {
 }
 
 /// Sets `*slot` to `value`; returns whether it changed.
-fn update<T: PartialEq>(slot: &mut T, value: T) -> bool {
+pub(super) fn update<T: PartialEq>(slot: &mut T, value: T) -> bool {
     if *slot == value {
         false
     } else {

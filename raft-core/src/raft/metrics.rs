@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use super::histogram::LatencyHistogram;
 use crate::engine::ElectionStats;
 use crate::types::{LogId, LogIndex, Membership, NodeId, Role, Term};
 
@@ -58,6 +59,61 @@ pub struct Metrics {
     pub elections: ElectionStats,
     /// On a leader handing leadership over: the node taking over. Proposals are refused meanwhile.
     pub transferring_to: Option<NodeId>,
+    /// How many times this node learned of a leader for a term it knew none for (itself included):
+    /// one per term that had a known leader here, sampled after every batch (a leader learned and
+    /// lost within one batch is missed). On a stable cluster it stays still.
+    pub leader_changes: u64,
+    /// What became of the client proposals made at this node.
+    pub proposals: ProposalStats,
+    /// Snapshots built here and received from a leader.
+    pub snapshots: SnapshotStats,
+    /// Storage append, commit and apply latencies.
+    pub latency: LatencyStats,
+}
+
+/// What became of the client proposals ([`Raft::client_write`](crate::Raft::client_write) and the
+/// like) made at this node since it started. Monotonic counters.
+///
+/// Every proposal is counted once in `accepted`, `not_leader` or `too_large`; an accepted one may
+/// later be counted again in `outcome_unknown`. Proposals failed because the node stopped are
+/// counted in none of the failures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct ProposalStats {
+    /// Appended to the log by this node as leader (committed or not since).
+    pub accepted: u64,
+    /// Refused: this node does not lead, or hands leadership over (nothing appended).
+    pub not_leader: u64,
+    /// Refused: over `Config::max_entry_bytes` (nothing appended).
+    pub too_large: u64,
+    /// Accepted, then failed with `OutcomeUnknown`: leadership was lost and the entry's fate is not
+    /// known here (it may still commit).
+    pub outcome_unknown: u64,
+}
+
+/// Snapshots this node built and installed since it started. Monotonic counters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct SnapshotStats {
+    /// Snapshots of its own state machine that it built and stored.
+    pub built: u64,
+    /// Snapshots received from a leader that it stored and restored its state machine from.
+    pub installed: u64,
+}
+
+/// Latencies measured by the node since it started, each a [`LatencyHistogram`] (monotonic).
+///
+/// Each measurement costs one or two `std::time::Instant` reads per batch or proposal, taken on
+/// the task that does the work; nothing is locked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct LatencyStats {
+    /// One `RaftStorage::append` call, which returns once the batch is durable (the fsync included):
+    /// one value per batch of entries appended, on every node.
+    pub append: LatencyHistogram,
+    /// On the leader: from a client proposal's acceptance to the driver learning it committed (and
+    /// handing it to the state machine), per proposal. Proposals whose entry was overwritten or
+    /// covered by a snapshot are not timed.
+    pub commit: LatencyHistogram,
+    /// One `StateMachine::apply` call on the apply task: one value per batch of committed entries.
+    pub apply: LatencyHistogram,
 }
 
 impl Metrics {

@@ -16,6 +16,8 @@
 mod apply;
 mod disk;
 mod driver;
+mod figures;
+mod histogram;
 mod membership;
 mod metrics;
 mod peers;
@@ -29,7 +31,8 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
-pub use metrics::{Metrics, NodeStatus};
+pub use histogram::{LatencyHistogram, LATENCY_BOUNDS_US};
+pub use metrics::{LatencyStats, Metrics, NodeStatus, ProposalStats, SnapshotStats};
 pub use proposal::{Proposal, ProposalResult};
 
 use crate::config::Config;
