@@ -67,6 +67,7 @@
 pub mod cli;
 pub mod client;
 mod cluster;
+pub mod cluster_view;
 mod command;
 pub mod demo;
 pub mod http;
@@ -78,12 +79,14 @@ pub mod http_members;
 pub mod http_read;
 pub mod http_server;
 pub mod http_session;
+pub mod http_ui;
 pub mod join;
 mod launcher;
 mod read_flags;
 pub mod server;
 mod snapshot_flags;
 mod state_machine;
+pub mod status_table;
 mod throttle;
 pub mod tls_files;
 
