@@ -155,7 +155,7 @@ impl StatusFetcher {
                 .client
                 .request(request)
                 .await
-                .map_err(|e| format!("request failed: {}", root_cause(&e)))?;
+                .map_err(|e| root_cause(&e))?;
             let status = response.status();
             let body = Limited::new(response.into_body(), MAX_STATUS_BYTES)
                 .collect()
@@ -229,7 +229,8 @@ impl StatusFetcher {
                             Err(format!("node {} answered at this address", s.id))
                         }
                     });
-                    let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+                    let elapsed_ms =
+                        u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
                     let (status, error) = match outcome {
                         Ok(s) => (Some(s), None),
                         Err(e) => (None, Some(e)),

@@ -76,8 +76,14 @@ pub fn api_routes<S>(state: &ApiState) -> Router<S> {
 /// The page routes (`/ui`, its script and style): merge them where no token is required.
 pub fn page_routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new()
-        .route("/ui", get(|| async { asset(INDEX_HTML, "text/html; charset=utf-8") }))
-        .route("/ui/", get(|| async { asset(INDEX_HTML, "text/html; charset=utf-8") }))
+        .route(
+            "/ui",
+            get(|| async { asset(INDEX_HTML, "text/html; charset=utf-8") }),
+        )
+        .route(
+            "/ui/",
+            get(|| async { asset(INDEX_HTML, "text/html; charset=utf-8") }),
+        )
         .route(
             "/ui/app.js",
             get(|| async { asset(APP_JS, "text/javascript; charset=utf-8") }),

@@ -23,6 +23,9 @@
 //! * Membership changes: `serve --join` ([`join`]) adds a node to a running cluster (learner,
 //!   catch-up, promotion); the admin API of [`http_members`] and the `members`, `add-learner`,
 //!   `promote`, `demote`, `remove`, `set-voters` subcommands change the membership by hand.
+//! * Watching a cluster: the dashboard every node serves at `GET /ui` ([`http_ui`]), fed by a
+//!   [`cluster_view::ClusterView`] (every member's `/status`, asked with timeouts), which
+//!   `raft-kv status --all` prints as a table ([`status_table`]).
 //!
 //! ## Quick start
 //!

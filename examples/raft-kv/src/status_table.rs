@@ -99,7 +99,10 @@ pub fn render(view: &ClusterView) -> String {
         let _ = write!(out, "; joint, outgoing voters {}", ids(old));
     }
     out.push('\n');
-    match view.leader().and_then(|l| l.status.as_ref().map(|s| (l.id, s.term))) {
+    match view
+        .leader()
+        .and_then(|l| l.status.as_ref().map(|s| (l.id, s.term)))
+    {
         Some((id, term)) => {
             let _ = writeln!(out, "leader: node {id}, term {term}");
         }
@@ -200,7 +203,19 @@ mod tests {
         let rows: Vec<[String; 11]> = v.members.iter().map(|m| row(&v, m)).collect();
         assert_eq!(
             rows[0],
-            ["1", "127.0.0.1:8001", "follower", "3", "2", "12", "11", "13", "4", "0", "up"]
+            [
+                "1",
+                "127.0.0.1:8001",
+                "follower",
+                "3",
+                "2",
+                "12",
+                "11",
+                "13",
+                "4",
+                "0",
+                "up"
+            ]
         );
         assert_eq!(rows[1][2], "leader");
         assert_eq!(rows[1][9], "0", "the leader lags itself by nothing");

@@ -46,7 +46,11 @@ fn table(stdout: &str) -> BTreeMap<u64, BTreeMap<&'static str, String>> {
     for line in &lines[header_at + 1..] {
         let mut row = BTreeMap::new();
         for (i, column) in COLUMNS.iter().enumerate() {
-            let end = starts.get(i + 1).copied().unwrap_or(line.len()).min(line.len());
+            let end = starts
+                .get(i + 1)
+                .copied()
+                .unwrap_or(line.len())
+                .min(line.len());
             let start = starts[i].min(end);
             if i > 0 {
                 assert_eq!(
@@ -92,9 +96,16 @@ async fn status_all_shows_every_member_and_the_one_that_is_down() {
         stdout.contains(&format!("voters 1, 2, 3; learners none")),
         "{stdout}"
     );
-    assert!(stdout.contains(&format!("leader: node {leader}, term {term}")), "{stdout}");
+    assert!(
+        stdout.contains(&format!("leader: node {leader}, term {term}")),
+        "{stdout}"
+    );
     let rows = table(&stdout);
-    assert_eq!(rows.keys().copied().collect::<Vec<_>>(), vec![1, 2, 3], "{stdout}");
+    assert_eq!(
+        rows.keys().copied().collect::<Vec<_>>(),
+        vec![1, 2, 3],
+        "{stdout}"
+    );
     for (id, row) in &rows {
         let role = if *id == leader { "leader" } else { "follower" };
         assert_eq!(row["ROLE"], role, "{stdout}");
@@ -103,7 +114,10 @@ async fn status_all_shows_every_member_and_the_one_that_is_down() {
         assert_eq!(row["LEADER"], leader.to_string());
         assert!(row["COMMIT"].parse::<u64>().unwrap() >= commit, "{stdout}");
         assert!(row["APPLIED"].parse::<u64>().unwrap() >= commit, "{stdout}");
-        assert!(row["LAST LOG"].parse::<u64>().unwrap() >= commit, "{stdout}");
+        assert!(
+            row["LAST LOG"].parse::<u64>().unwrap() >= commit,
+            "{stdout}"
+        );
         assert_eq!(row["SNAPSHOT"], "0");
         assert!(row["LAG"].parse::<u64>().is_ok(), "{stdout}");
         assert_eq!(row["STATE"], "up");

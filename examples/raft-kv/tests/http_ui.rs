@@ -84,7 +84,10 @@ async fn the_page_needs_no_token_its_data_and_actions_do() {
     let (_, _, page) = call(&app, Method::GET, "/ui", false, "").await;
     let page = String::from_utf8(page).unwrap();
     assert!(page.contains(r#"id="leader""#) && page.contains(r#"src="/ui/app.js""#));
-    assert!(!page.contains("http://") && !page.contains("https://"), "no external resource");
+    assert!(
+        !page.contains("http://") && !page.contains("https://"),
+        "no external resource"
+    );
 
     for (method, path) in [
         (Method::GET, "/ui/cluster"),
