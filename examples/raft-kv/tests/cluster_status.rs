@@ -92,10 +92,7 @@ async fn status_all_shows_every_member_and_the_one_that_is_down() {
 
     let (code, stdout, stderr) = status_all(&addr(asked));
     assert_eq!(code, Some(0), "{stdout}\n{stderr}");
-    assert!(
-        stdout.contains(&format!("voters 1, 2, 3; learners none")),
-        "{stdout}"
-    );
+    assert!(stdout.contains("voters 1, 2, 3; learners none"), "{stdout}");
     assert!(
         stdout.contains(&format!("leader: node {leader}, term {term}")),
         "{stdout}"
