@@ -7,6 +7,11 @@
 //! | `GET /ui/cluster` | `200` [`ClusterView`]: this node's membership and every member's `/status`, asked by this node with short timeouts (so the browser talks to one origin only) | needed |
 //! | `POST /ui/admin/transfer-leader`, `POST /ui/admin/members` | the same bodies and answers as `/admin/transfer-leader` and `/admin/members`, sent on by this node to the leader (a browser cannot follow a redirect to another node's origin with the token) | needed |
 //!
+//! The admin routes also require the header [`ACTION_HEADER`]`: 1`, which the page sends: a browser
+//! lets another site's page send it only after a CORS preflight that no node grants, so without a
+//! token a web page the operator visits still cannot change the cluster through these routes
+//! (`403 forbidden` without it).
+//!
 //! `/ui/cluster` answers from a view at most [`VIEW_MAX_AGE`] old: however many browsers poll, a
 //! node asks each member at most a few times a second. The page refreshes about once a second,
 //! shows each member (role, term, leader, indexes, log size, snapshot, lag from the leader's
@@ -25,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{header, HeaderName, HeaderValue, Method, StatusCode};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -44,6 +49,9 @@ pub const VIEW_MAX_AGE: Duration = Duration::from_millis(250);
 /// How long an admin request sent on to the leader may take (a membership change waits for its
 /// commit, and a little more: see [`crate::http_members::CHANGE_GRACE`]).
 pub const ADMIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The header the dashboard's admin requests must carry (value `1`), see the [module docs](self).
+pub const ACTION_HEADER: &str = "x-raft-kv-ui";
 
 const INDEX_HTML: &str = include_str!("ui/index.html");
 const APP_JS: &str = include_str!("ui/app.js");
@@ -139,19 +147,29 @@ async fn cluster(State(ui): State<UiState>) -> Json<ClusterView> {
 }
 
 /// `POST /ui/admin/transfer-leader`.
-async fn transfer_leader(State(ui): State<UiState>, body: Bytes) -> Response {
-    forward(&ui.api, "/admin/transfer-leader", body).await
+async fn transfer_leader(State(ui): State<UiState>, headers: HeaderMap, body: Bytes) -> Response {
+    forward(&ui.api, &headers, "/admin/transfer-leader", body).await
 }
 
 /// `POST /ui/admin/members`.
-async fn members(State(ui): State<UiState>, body: Bytes) -> Response {
-    forward(&ui.api, "/admin/members", body).await
+async fn members(State(ui): State<UiState>, headers: HeaderMap, body: Bytes) -> Response {
+    forward(&ui.api, &headers, "/admin/members", body).await
 }
 
 /// Sends `body` to `path` at the leader this node knows of (else at this node, which answers
 /// `503 no_leader`), following redirects, with this node's token; answers what that node
 /// answered.
-async fn forward(state: &ApiState, path: &str, body: Bytes) -> Response {
+async fn forward(state: &ApiState, headers: &HeaderMap, path: &str, body: Bytes) -> Response {
+    if headers
+        .get(ACTION_HEADER)
+        .is_none_or(|v| v.as_bytes() != b"1")
+    {
+        return error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("dashboard actions carry the header `{ACTION_HEADER}: 1`"),
+        );
+    }
     if body.len() > MAX_MEMBERS_BODY_BYTES {
         return error(
             StatusCode::PAYLOAD_TOO_LARGE,

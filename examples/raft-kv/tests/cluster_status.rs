@@ -7,8 +7,9 @@ use std::collections::BTreeMap;
 use std::process::Command;
 
 use hyper::Method;
-use procs::{wait_for_every_running_node, wait_for_leader, Procs};
+use procs::{wait_for_every_running_node, wait_for_leader, Procs, RawHttp};
 use raft_kv::cluster_view::ClusterView;
+use raft_kv::http_ui::ACTION_HEADER;
 use raft_kv::status_table::COLUMNS;
 
 /// What `raft-kv status --all --addr ADDR` printed: the exit code, stdout, stderr.
@@ -148,9 +149,41 @@ async fn status_all_shows_every_member_and_the_one_that_is_down() {
     assert_eq!(down.display_role(), "unreachable");
     assert_eq!(view.lag_of(leader), Some(0));
 
+    // The dashboard's actions, sent on to the leader by the node whose page it is: leadership
+    // moves to that node.
+    let action = |path: &str, body: &str| {
+        format!(
+            "POST {path} HTTP/1.1\r\nhost: raft-kv\r\n{ACTION_HEADER}: 1\r\n\
+             content-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    let mut raw = RawHttp::connect(&addr(asked)).await.unwrap();
+    let (code, answer) = raw
+        .exchange(
+            action(
+                "/ui/admin/transfer-leader",
+                &format!(r#"{{"to": {asked}}}"#),
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(code, 200, "{answer}");
+    assert!(answer.contains(&format!(r#""leader":{asked}"#)), "{answer}");
+    let status = procs.client(asked).status().await.unwrap();
+    assert_eq!(status.role, "leader");
+    // A refused change: the leader's error comes back as it is.
+    let (code, answer) = raw
+        .exchange(action("/ui/admin/members", r#"{"promote": 9}"#).as_bytes())
+        .await
+        .unwrap();
+    assert_eq!(code, 409, "{answer}");
+    assert!(answer.contains(r#""error":"not_a_learner""#), "{answer}");
+
     // A node that does not answer at all: exit code 2 and the reason on stderr.
-    procs.kill(leader);
-    let (code, _, stderr) = status_all(&addr(leader));
+    procs.kill(asked);
+    let (code, _, stderr) = status_all(&addr(asked));
     assert_eq!(code, Some(2));
     assert!(stderr.contains("error"), "{stderr}");
 }

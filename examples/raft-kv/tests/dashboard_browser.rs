@@ -130,6 +130,15 @@ async fn the_dashboard_shows_a_failover() {
         };
         assert_eq!(role, expected, "node {id}: {after:?}");
     }
+    // The timeline tells what happened between the page's loads (it keeps them in the
+    // browser's storage).
+    let dom = tokio::task::block_in_place(|| browser.dump_dom(&url, BUDGET));
+    for event in [
+        format!("Node {first} unreachable (was leader)"),
+        format!("Node {second} leads, term {new_term} (was node {first})"),
+    ] {
+        assert!(dom.contains(&event), "no {event:?} in the timeline:\n{dom}");
+    }
     let after_png = shots.join("dashboard-after-failover.png");
     tokio::task::block_in_place(|| browser.screenshot(&url, BUDGET, &after_png, 1280, 720));
     eprintln!(

@@ -12,6 +12,7 @@ use http_body_util::BodyExt;
 use raft_kv::cluster_view::ClusterView;
 use raft_kv::http::{router, ApiState};
 use raft_kv::http_auth::ApiToken;
+use raft_kv::http_ui::ACTION_HEADER;
 use raft_kv::Cluster;
 use tower::ServiceExt;
 
@@ -47,9 +48,12 @@ async fn call(
     token: bool,
     body: &str,
 ) -> (StatusCode, String, Vec<u8>) {
-    let mut request = Request::builder().method(method).uri(uri);
+    let mut request = Request::builder().method(method.clone()).uri(uri);
     if token {
         request = request.header(header::AUTHORIZATION, format!("Bearer {TOKEN}"));
+    }
+    if method == Method::POST {
+        request = request.header(ACTION_HEADER, "1");
     }
     let response = app
         .clone()
@@ -145,6 +149,16 @@ async fn the_cluster_view_lists_every_member_and_says_why_one_is_missing() {
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(body["error"], "no_leader");
+    // Without the dashboard's header (as another site's page would send it), nothing is done.
+    let request = Request::builder()
+        .method(Method::POST)
+        .uri("/ui/admin/members")
+        .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
+        .header(header::CONTENT_TYPE, "text/plain")
+        .body(Body::from(r#"{"remove": 3}"#))
+        .unwrap();
+    let response = app(&cluster, follower).oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
     // Bodies are bounded as the admin API's are.
     let (status, _, _) = call(
         &app(&cluster, follower),

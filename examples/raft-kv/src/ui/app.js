@@ -56,6 +56,7 @@
     const headers = {};
     if (token) headers.Authorization = "Bearer " + token;
     if (body !== undefined) headers["Content-Type"] = "application/json";
+    if (method !== "GET") headers["X-Raft-Kv-Ui"] = "1";
     try {
       const response = await fetch(path, {
         method,
