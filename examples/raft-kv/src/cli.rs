@@ -668,6 +668,22 @@ mod tests {
     }
 
     #[test]
+    fn status_takes_all() {
+        let all = |args: &[&str]| match parse(&[&["raft-kv", "status"][..], args].concat())
+            .expect("parses")
+            .command
+        {
+            Command::Status { addr, all } => (addr, all),
+            other => panic!("expected status, got {other:?}"),
+        };
+        assert_eq!(all(&[]), ("127.0.0.1:8001".to_string(), false));
+        assert_eq!(
+            all(&["--all", "--addr", "127.0.0.1:8002"]),
+            ("127.0.0.1:8002".to_string(), true)
+        );
+    }
+
+    #[test]
     fn get_takes_a_consistency_and_serve_a_lease() {
         let get = |args: &[&str]| parse(&[&["raft-kv", "get"][..], args].concat());
         let mode = |args: &[&str]| match get(args).expect("parses").command {

@@ -54,13 +54,18 @@ pub fn chromium_path() -> PathBuf {
             wanted.display(),
             script.display()
         );
-        let status = Command::new("bash").arg(&script).status();
+        let status = Command::new("bash")
+            .arg(&script)
+            .env("INSTALL_CHROMIUM_NONINTERACTIVE", "1")
+            .stdin(Stdio::null())
+            .status();
         eprintln!("{}: {status:?}", script.display());
     }
     assert!(
         wanted.exists(),
-        "headless Chromium is needed at {} (set CHROMIUM to another path); {} could not install \
-         it: install Debian's `chromium` package by hand",
+        "headless Chromium is needed at {} (CHROMIUM sets the path, /usr/bin/chromium by default); \
+         {} did not provide it: install Debian's `chromium` package by hand, or point CHROMIUM at \
+         a Chromium or Chrome binary",
         wanted.display(),
         script.display()
     );
