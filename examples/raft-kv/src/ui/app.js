@@ -348,6 +348,8 @@
     $("via").textContent = String(view.via);
     $("leader").textContent = leader ? String(leader.id) : "";
     document.body.classList.toggle("has-leader", !!leader);
+    document.body.classList.add("rendered");
+    $("no-leader").textContent = "none";
     const term = leader ? leader.status.term : maxTerm(view);
     $("term").textContent = show(term);
     $("node-count").textContent = String(view.members.length);
