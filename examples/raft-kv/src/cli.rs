@@ -2,10 +2,11 @@
 //! `delete`, `cas`, `status`, and the operator's `transfer-leader`, `members`, `add-learner`,
 //! `promote`, `demote`, `remove`, `set-voters`.
 //!
-//! Client exit codes: `0` success; `1` the key was not found (`get`, `delete`) or a
-//! compare-and-swap did not swap; `2` any other error (no leader, outcome unknown, transport
-//! failure, bad arguments).
+//! Client exit codes: `0` success; `1` the key was not found (`get`, `delete`), a
+//! compare-and-swap did not swap, or a member did not answer `status --all`; `2` any other error
+//! (no leader, outcome unknown, transport failure, bad arguments).
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -16,6 +17,7 @@ use raft_core::{Config, NodeId};
 use raft_net_tcp::{Security, TlsConfig};
 
 use crate::client::{ClientError, KvClient, Reply};
+use crate::cluster_view::{StatusFetcher, FETCH_TIMEOUT};
 use crate::http_auth::{check_exposure, ApiToken};
 use crate::http_limits::HttpLimits;
 use crate::http_members::{MembersRequest, NewMember};
@@ -26,6 +28,10 @@ use crate::logging::LogArgs;
 use crate::read_flags::ReadArgs;
 use crate::server::{parse_peers, serve, shutdown_signal, NodeConfig, PeerSpec};
 use crate::snapshot_flags::SnapshotArgs;
+use crate::status_table;
+
+/// How long `status --all` waits for the membership from the node it asks.
+const STATUS_ALL_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A replicated key-value store on Raft.
 #[derive(Debug, Parser)]
@@ -98,11 +104,16 @@ pub enum Command {
         /// The new value.
         new: String,
     },
-    /// Show a node's status (role, term, leader, indexes, members).
+    /// Show a node's status (role, term, leader, indexes, members); with --all, every member's,
+    /// as a table.
     Status {
-        /// The node's HTTP address.
+        /// The node's HTTP address (with --all: the node whose membership is shown).
         #[arg(long, default_value = "127.0.0.1:8001")]
         addr: String,
+        /// Ask the node for the membership, then every member for its status (a short timeout
+        /// each), and print one row per member. Exit code 1 if a member did not answer.
+        #[arg(long)]
+        all: bool,
     },
     /// Move leadership to another node (before restarting the leader, say), without an election
     /// timeout of unavailability.
@@ -460,7 +471,10 @@ async fn run(cli: Cli) -> ExitCode {
         Command::SetVoters { addr, voters } => {
             change(&client(&addr), MembersRequest::Voters(voters)).await
         }
-        Command::Status { addr } => match client(&addr).status().await {
+        Command::Status { addr, all: true } => {
+            status_all(&client(&addr), client_token.as_ref()).await
+        }
+        Command::Status { addr, all: false } => match client(&addr).status().await {
             Ok(status) => {
                 println!(
                     "{}",
@@ -470,6 +484,25 @@ async fn run(cli: Cli) -> ExitCode {
             }
             Err(e) => transport(e),
         },
+    }
+}
+
+/// `status --all`: the membership from the node `client` talks to, then every member's status,
+/// printed as a table (see [`crate::status_table`]). `0` if every member answered, `1` if some did
+/// not, `2` if the membership could not be read.
+async fn status_all(client: &KvClient, token: Option<&ApiToken>) -> ExitCode {
+    let client = client.clone().with_timeout(STATUS_ALL_TIMEOUT);
+    let members = match client.members_body(false).await {
+        Ok(members) => members,
+        Err(e) => return transport(e),
+    };
+    let fetcher = StatusFetcher::new(FETCH_TIMEOUT, token);
+    let view = fetcher.view(&members, &BTreeMap::new(), None).await;
+    print!("{}", status_table::render(&view));
+    if view.members.iter().all(|m| m.status.is_some()) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
     }
 }
 
@@ -626,6 +659,22 @@ mod tests {
             assert!(parse(&["raft-kv", sub, "-4"]).is_err());
         }
         assert!(parse(&["raft-kv", "members", "--local"]).is_ok());
+    }
+
+    #[test]
+    fn status_takes_all() {
+        let all = |args: &[&str]| match parse(&[&["raft-kv", "status"][..], args].concat())
+            .expect("parses")
+            .command
+        {
+            Command::Status { addr, all } => (addr, all),
+            other => panic!("expected status, got {other:?}"),
+        };
+        assert_eq!(all(&[]), ("127.0.0.1:8001".to_string(), false));
+        assert_eq!(
+            all(&["--all", "--addr", "127.0.0.1:8002"]),
+            ("127.0.0.1:8002".to_string(), true)
+        );
     }
 
     #[test]

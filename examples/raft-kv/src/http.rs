@@ -163,6 +163,7 @@ pub fn router(state: ApiState) -> Router {
             "/admin/members",
             get(crate::http_members::get_members).post(crate::http_members::post_members),
         )
+        .merge(crate::http_ui::api_routes(&state))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .method_not_allowed_fallback(|| async {
             error(
@@ -180,6 +181,7 @@ pub fn router(state: ApiState) -> Router {
             state.token.clone(),
             http_auth::require_token,
         ))
+        .merge(crate::http_ui::page_routes())
         .with_state(state);
     crate::http_metrics::with_metrics(api, metrics)
 }

@@ -23,6 +23,9 @@
 //! * Membership changes: `serve --join` ([`join`]) adds a node to a running cluster (learner,
 //!   catch-up, promotion); the admin API of [`http_members`] and the `members`, `add-learner`,
 //!   `promote`, `demote`, `remove`, `set-voters` subcommands change the membership by hand.
+//! * Watching a cluster: the dashboard every node serves at `GET /ui` ([`http_ui`]), fed by a
+//!   [`cluster_view::ClusterView`] (every member's `/status`, asked with timeouts), which
+//!   `raft-kv status --all` prints as a table ([`status_table`]).
 //!
 //! ## Quick start
 //!
@@ -67,6 +70,7 @@
 pub mod cli;
 pub mod client;
 mod cluster;
+pub mod cluster_view;
 mod command;
 pub mod demo;
 pub mod http;
@@ -79,6 +83,7 @@ pub mod http_metrics;
 pub mod http_read;
 pub mod http_server;
 pub mod http_session;
+pub mod http_ui;
 pub mod join;
 mod launcher;
 pub mod logging;
@@ -87,6 +92,7 @@ mod read_flags;
 pub mod server;
 mod snapshot_flags;
 mod state_machine;
+pub mod status_table;
 mod throttle;
 pub mod tls_files;
 
