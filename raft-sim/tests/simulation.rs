@@ -1403,7 +1403,7 @@ fn simulation_leases() {
 /// A change to the nodes or to the schedule changes what every seed does: if one of these no longer
 /// reaches the state, pick new ones the same way (seeds that fail with the rule removed and, on
 /// correct code, pass and count in the sweep's "later replaced").
-const FIGURE_8_SEEDS: [u64; 4] = [228, 645, 1624, 1689];
+const FIGURE_8_SEEDS: [u64; 4] = [228, 1185, 1624, 1689];
 
 /// The [`FIGURE_8_SEEDS`] pass, and each still reaches the state of figure 8.
 #[test]
@@ -1427,7 +1427,7 @@ fn split_appends_figure_8_seeds() {
 /// Seeds of [`Profile::Membership`] that guard the joint-consensus rule: while a configuration is
 /// joint, commitment (and election) needs a majority of the new voters *and* of the old (Raft
 /// thesis, section 4.3; `Membership::committed_index` and `Membership::is_quorum` in raft-core's
-/// `types.rs`). With both made to count the new voters alone, 77 of seeds 0 to 1999 of this profile
+/// `types.rs`). With both made to count the new voters alone, 99 of seeds 0 to 1999 of this profile
 /// fail, these four among the first: the commitment checker (state machine safety) sees an entry
 /// applied while held by a majority of the joint configuration's new voters but not of its old
 /// ones, e.g. seed 99, "node 5 applied 2-46 while only nodes {2, 5} held it durably ... (voters
@@ -1438,7 +1438,7 @@ fn split_appends_figure_8_seeds() {
 /// A change to the nodes or to the schedule changes what every seed does: if one of these no longer
 /// reaches the state, pick new ones the same way (seeds that fail with the rule broken and, on
 /// correct code, pass and count in the sweep's "joint majorities of the new voters only").
-const JOINT_SEEDS: [u64; 4] = [16, 19, 67, 85];
+const JOINT_SEEDS: [u64; 4] = [19, 67, 85, 87];
 
 /// The [`JOINT_SEEDS`] pass, and each still reaches the state where counting the new voters of a
 /// joint configuration alone would commit an entry.
