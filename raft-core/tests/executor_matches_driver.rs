@@ -157,14 +157,20 @@ struct RecordingStorage {
 }
 
 impl RecordingStorage {
-    /// Yields to the tasks the driver woke (as a write to disk would), then applies `write` to the
-    /// store and records it.
+    /// Lets the tasks the driver woke run first (as a write to disk would), then applies `write` to
+    /// the store and records it.
+    ///
+    /// The wait is a task spawned now and awaited: the current-thread scheduler runs it after the
+    /// tasks woken before it, however often the driver polls the write meanwhile (it polls a
+    /// background append once at once, then from its loop).
     async fn write<T>(
         &mut self,
         record: Write,
         write: impl FnOnce(&mut DurableStore<u64>) -> Result<T, String>,
     ) -> Result<T, StorageError> {
-        tokio::task::yield_now().await;
+        tokio::spawn(async {})
+            .await
+            .map_err(|e| StorageError::InvalidRequest(e.to_string()))?;
         let result = write(&mut lock(&self.store)).map_err(StorageError::InvalidRequest)?;
         self.log.push(Seen::Write(record));
         Ok(result)

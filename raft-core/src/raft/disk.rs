@@ -18,6 +18,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use crate::error::StorageError;
@@ -116,6 +117,22 @@ where
         }));
     }
 
+    /// Polls the append in flight once, without waiting: a storage that completes its append at
+    /// once (in memory, or buffered) then costs the driver no extra turn of its loop. Returns what
+    /// [`completed`](Self::completed) would, or `None` if the append is still running (or none is).
+    pub(crate) fn poll_now(&mut self) -> Option<Result<Appended, StorageError>> {
+        let mut cx = Context::from_waker(Waker::noop());
+        let State::Busy(append) = &mut self.state else {
+            return None;
+        };
+        // A future that returns Pending here registers the waker of whoever polls it next: the
+        // driver's select polls it again with the task's own waker before it sleeps.
+        let Poll::Ready((storage, result)) = append.as_mut().poll(&mut cx) else {
+            return None;
+        };
+        Some(self.finish(storage, result))
+    }
+
     /// Waits for the append in flight, starts the queued one if any, and returns the last entry the
     /// finished append made durable. Cancel-safe (the append stays in flight); never finishes while
     /// storage is idle.
@@ -124,6 +141,14 @@ where
             return std::future::pending().await;
         };
         let (storage, result) = append.await;
+        self.finish(storage, result)
+    }
+
+    fn finish(
+        &mut self,
+        storage: S,
+        result: Result<Appended, StorageError>,
+    ) -> Result<Appended, StorageError> {
         self.state = State::Idle(storage);
         match result {
             Ok(appended) => {
