@@ -46,10 +46,16 @@ pub(crate) fn in_force(record: &Record, obs: &NodeObs) -> Option<Membership> {
 }
 
 /// The configurations a leader may have counted a quorum by when it committed the entry at `index`:
-/// the last committed membership before `index`, and every membership any node holds durably at
-/// `index` or after (a leader uses the last membership of its own log, which may come after the
-/// entries it commits, and holds it durably before anything committed by it leaves: its append
-/// precedes, in its storage's order, the output that reports the commit).
+/// the last committed membership before `index`; if that one is joint, the C_new that follows it
+/// (a leader appends C_new once the joint configuration is committed and counts by it at once,
+/// before C_new is durable anywhere: its own append runs in the background); and every membership
+/// any node holds durably at `index` or after (a leader uses the last membership of its own log,
+/// which may come after the entries it commits).
+///
+/// A leader may also count by a membership it appended and nobody holds durably yet that is
+/// neither of these: a joint configuration (or a change of learners) appended after the last
+/// committed one. Those need a majority of the last committed voters too, so counting by the last
+/// committed membership covers them.
 pub(crate) fn commit_configs(record: &Record, index: LogIndex) -> Vec<Membership> {
     let mut configs: Vec<Membership> = record
         .memberships
@@ -58,6 +64,10 @@ pub(crate) fn commit_configs(record: &Record, index: LogIndex) -> Vec<Membership
         .map(|(_, m)| m.clone())
         .into_iter()
         .collect();
+    if let Some(joint) = configs.first().filter(|m| m.is_joint()) {
+        let next = joint.leave_joint();
+        configs.push(next);
+    }
     for obs in record.nodes.values() {
         for e in &obs.log {
             if let EntryPayload::Membership(m) = &*e.payload {
