@@ -376,7 +376,9 @@ async fn run(cli: Cli) -> ExitCode {
                 }
             }
         }
-        Command::Cluster(args) => crate::launcher::run_cluster(args, &cli.logging).await,
+        Command::Cluster(args) => {
+            crate::launcher::run_cluster(args, &cli.logging, cli.api_token_file.as_deref()).await
+        }
         Command::Get {
             addr,
             consistency,

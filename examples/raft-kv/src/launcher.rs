@@ -65,8 +65,13 @@ struct Member {
 /// stops them all: the followers first, then the leader (each with SIGTERM, then SIGKILL after a
 /// grace period), so no stopping node triggers an election or a transfer to a node about to stop.
 /// The children run in process groups of their own, so a terminal's Ctrl-C reaches only the
-/// launcher, which stops them in that order.
-pub async fn run_cluster(args: ClusterArgs, logging: &LogArgs) -> ExitCode {
+/// launcher, which stops them in that order. With `api_token_file`, every child requires that
+/// token of its HTTP clients (the path as given, read by each child).
+pub async fn run_cluster(
+    args: ClusterArgs,
+    logging: &LogArgs,
+    api_token_file: Option<&std::path::Path>,
+) -> ExitCode {
     if args.nodes == 0 {
         eprintln!("error: --nodes must be at least 1");
         return ExitCode::from(2);
@@ -143,6 +148,9 @@ pub async fn run_cluster(args: ClusterArgs, logging: &LogArgs) -> ExitCode {
             .args(security)
             .stdin(Stdio::null())
             .kill_on_drop(true);
+        if let Some(file) = api_token_file {
+            child.arg("--api-token-file").arg(file);
+        }
         #[cfg(unix)]
         child.process_group(0);
         let child = child.spawn();
