@@ -205,11 +205,19 @@ fn kv_mem_1m(c: &mut Criterion) {
     let mut g = short(c, "kv_mem_1m");
     // Long enough for several snapshots at the default policy (one per 100,000 entries).
     g.measurement_time(Duration::from_secs(6));
+    let started = std::time::Instant::now();
     let snapshot = rt.block_on(preloaded_kv_snapshot(PRELOAD_CLIENTS));
+    let built = started.elapsed();
     let cluster = rt.block_on(MemCluster::start_from_snapshot(
         KvStateMachine::new,
         &snapshot,
     ));
+    println!(
+        "kv_mem_1m: preload snapshot of {} bytes built in {built:?}, cluster restored from it and \
+         led after {:?}",
+        snapshot.data.len(),
+        started.elapsed() - built
+    );
     drop(snapshot);
     g.bench_with_input(
         BenchmarkId::from_parameter(PRELOAD_CLIENTS),

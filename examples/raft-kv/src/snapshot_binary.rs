@@ -26,7 +26,7 @@ use std::io::Write;
 
 use raft_core::{LogId, StateMachineError};
 
-use crate::kv_map::KvMap;
+use crate::kv_map::{KvMap, KvTable, RECORD_OVERHEAD};
 use crate::state_machine::KvSessions;
 
 /// What a format-3 snapshot starts with.
@@ -42,7 +42,7 @@ const HEADER_LEN: usize = 57;
 const CHECKSUM_LEN: usize = 4;
 
 /// The smallest record: two empty strings' lengths.
-const MIN_RECORD_LEN: u64 = 8;
+const MIN_RECORD_LEN: u64 = RECORD_OVERHEAD;
 
 /// The header's fields.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -59,7 +59,7 @@ pub(crate) struct Decoded {
     /// The last applied entry the snapshot covers.
     pub(crate) last_applied: Option<LogId>,
     /// The table.
-    pub(crate) data: KvMap,
+    pub(crate) data: KvTable,
     /// The client sessions.
     pub(crate) sessions: KvSessions,
 }
@@ -73,51 +73,44 @@ pub(crate) fn is_format_3(data: &[u8]) -> bool {
     data.starts_with(&MAGIC)
 }
 
-/// Serializes a snapshot of `data` and `sessions`, covering the log up to `last_applied`.
+/// Serializes a snapshot of `data` and `sessions`, covering the log up to `last_applied`, in one
+/// pass over the table, into a buffer of the exact size reserved up front (from the table's
+/// maintained [`records_len`](KvTable::records_len) and a counting pass over the small sessions
+/// table); the header's lengths are those of what was written.
 pub(crate) fn encode(
     last_applied: Option<LogId>,
-    data: &KvMap,
+    data: &KvTable,
     sessions: &KvSessions,
 ) -> Result<Vec<u8>, StateMachineError> {
-    let records_len = data.iter().try_fold(0u64, |total, (k, v)| {
-        let k = u32::try_from(k.len()).ok()?;
-        let v = u32::try_from(v.len()).ok()?;
-        total.checked_add(MIN_RECORD_LEN + u64::from(k) + u64::from(v))
-    });
-    let records_len = records_len
-        .ok_or_else(|| StateMachineError::new("a key or value of 4 GiB or more cannot be snapshotted"))?;
     let mut counter = ByteCounter(0);
     serde_json::to_writer(&mut counter, sessions).map_err(StateMachineError::new)?;
-    let sessions_len = counter.0;
+    let reserve = (HEADER_LEN as u64 + CHECKSUM_LEN as u64)
+        .checked_add(data.records_len())
+        .and_then(|t| t.checked_add(counter.0))
+        .and_then(|t| usize::try_from(t).ok())
+        .ok_or_else(|| StateMachineError::new("the snapshot is too large for this machine"))?;
+    let mut out = Vec::with_capacity(reserve);
+    out.resize(HEADER_LEN, 0);
+    for (key, value) in data.map().iter() {
+        for field in [key, value] {
+            let len = u32::try_from(field.len()).map_err(|_| {
+                StateMachineError::new("a key or value of 4 GiB or more cannot be snapshotted")
+            })?;
+            out.extend_from_slice(&len.to_le_bytes());
+            out.extend_from_slice(field.as_bytes());
+        }
+    }
+    let records_len = (out.len() - HEADER_LEN) as u64;
+    serde_json::to_writer(&mut out, sessions).map_err(StateMachineError::new)?;
     let header = Header {
         last_applied,
         records: data.len() as u64,
         records_len,
-        sessions_len,
+        sessions_len: (out.len() - HEADER_LEN) as u64 - records_len,
     };
-    let total = header
-        .total_len()
-        .and_then(|t| usize::try_from(t).ok())
-        .ok_or_else(|| StateMachineError::new("the snapshot is too large for this machine"))?;
-
-    let mut out = Vec::with_capacity(total);
-    header.write(&mut out);
-    for (key, value) in data.iter() {
-        // Lengths were checked to fit in a u32 above.
-        out.extend_from_slice(&(key.len() as u32).to_le_bytes());
-        out.extend_from_slice(key.as_bytes());
-        out.extend_from_slice(&(value.len() as u32).to_le_bytes());
-        out.extend_from_slice(value.as_bytes());
-    }
-    serde_json::to_writer(&mut out, sessions).map_err(StateMachineError::new)?;
+    out[..HEADER_LEN].copy_from_slice(&header.to_bytes());
     let checksum = crc32fast::hash(&out);
     out.extend_from_slice(&checksum.to_le_bytes());
-    if out.len() != total {
-        return Err(StateMachineError::new(format!(
-            "snapshot size mismatch: {} bytes written, {total} computed",
-            out.len()
-        )));
-    }
     Ok(out)
 }
 
@@ -171,7 +164,7 @@ pub(crate) fn decode(data: &[u8], expected: LogId) -> Result<Decoded, StateMachi
         .map_err(|e| error(format!("sessions: {e}")))?;
     Ok(Decoded {
         last_applied: header.last_applied,
-        data: table,
+        data: KvTable::new(table),
         sessions,
     })
 }
@@ -196,8 +189,8 @@ impl Header {
             .checked_add(self.sessions_len)
     }
 
-    fn write(&self, out: &mut Vec<u8>) {
-        let start = out.len();
+    fn to_bytes(&self) -> [u8; HEADER_LEN] {
+        let mut out = Vec::with_capacity(HEADER_LEN);
         let last = self.last_applied.unwrap_or_default();
         out.extend_from_slice(&MAGIC);
         out.extend_from_slice(&FORMAT.to_le_bytes());
@@ -207,8 +200,11 @@ impl Header {
         out.extend_from_slice(&self.records.to_le_bytes());
         out.extend_from_slice(&self.records_len.to_le_bytes());
         out.extend_from_slice(&self.sessions_len.to_le_bytes());
-        let checksum = crc32fast::hash(&out[start..]);
+        let checksum = crc32fast::hash(&out);
         out.extend_from_slice(&checksum.to_le_bytes());
+        let mut bytes = [0; HEADER_LEN];
+        bytes.copy_from_slice(&out);
+        bytes
     }
 
     /// Reads and checks the header of `data`: magic, version, checksum, lengths that are possible

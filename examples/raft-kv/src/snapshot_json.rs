@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use raft_core::{LogId, SessionTable, StateMachineError};
 use serde::{Deserialize, Serialize};
 
-use crate::kv_map::KvMap;
+use crate::kv_map::{KvMap, KvTable};
 use crate::snapshot_binary::Decoded;
 use crate::state_machine::{KvSessions, MAX_SESSIONS, SESSION_TTL_MS};
 
@@ -95,7 +95,7 @@ pub(crate) fn decode(data: &[u8]) -> Result<Decoded, StateMachineError> {
     };
     Ok(Decoded {
         last_applied: snapshot.last_applied,
-        data: snapshot.data.into_iter().collect::<KvMap>(),
+        data: KvTable::new(snapshot.data.into_iter().collect::<KvMap>()),
         sessions,
     })
 }

@@ -11,7 +11,7 @@ use raft_core::{
 use serde::{Deserialize, Serialize};
 
 use crate::command::{KvCommand, KvResponse};
-use crate::kv_map::KvMap;
+use crate::kv_map::KvTable;
 use crate::{snapshot_binary, snapshot_json};
 
 /// The version of the snapshot format [`KvStateMachine::snapshot`] writes: 3, binary (see the
@@ -45,7 +45,7 @@ pub type KvSessions = SessionTable<AppliedCommand>;
 #[derive(Debug)]
 struct KvState {
     last_applied: Option<LogId>,
-    data: KvMap,
+    data: KvTable,
     sessions: KvSessions,
 }
 
@@ -53,7 +53,7 @@ impl Default for KvState {
     fn default() -> Self {
         KvState {
             last_applied: None,
-            data: KvMap::new(),
+            data: KvTable::default(),
             sessions: SessionTable::new(SESSION_TTL_MS, MAX_SESSIONS),
         }
     }
@@ -175,7 +175,7 @@ impl KvState {
     fn apply_plain(&mut self, command: &KvCommand) -> KvResponse {
         match command {
             KvCommand::Put { key, value } => KvResponse::Put {
-                previous: self.data.insert(key.clone(), value.clone()),
+                previous: self.data.set(key, value),
             },
             KvCommand::Get { key } => KvResponse::Value(self.data.get(key).cloned()),
             KvCommand::Delete { key } => KvResponse::Deleted {
@@ -184,7 +184,7 @@ impl KvState {
             KvCommand::CompareAndSwap { key, expected, new } => {
                 let current = self.data.get(key);
                 if current == expected.as_ref() {
-                    self.data.insert(key.clone(), new.clone());
+                    self.data.set(key, new);
                     KvResponse::CasResult {
                         swapped: true,
                         current: Some(new.clone()),
@@ -378,7 +378,7 @@ impl KvReader {
     /// A copy of the whole table, keys sorted.
     pub fn to_map(&self) -> BTreeMap<String, String> {
         let data = self.read().data.clone();
-        data.into_iter().collect()
+        data.map().iter().map(|(k, v)| (k.clone(), v.clone())).collect()
     }
 
     /// The id of the last entry applied to this instance (`None` before the first).
