@@ -27,8 +27,8 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use raft_bench::{
-    bench_config, kv_put, latencies, percentiles, read_latencies, run_clients, run_readers,
-    preloaded_kv_snapshot, runtime, runtime_name, FileTcpCluster, MemCluster, NoopSm, ReadMode,
+    bench_config, kv_put, latencies, percentiles, preloaded_kv_snapshot, read_latencies,
+    run_clients, run_readers, runtime, runtime_name, FileTcpCluster, MemCluster, NoopSm, ReadMode,
     PRELOAD_CLIENTS,
 };
 use raft_core::{Config, ReadPolicy};

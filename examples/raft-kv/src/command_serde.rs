@@ -55,12 +55,7 @@ impl Op {
             b"delete" => Op::Delete,
             b"compare_and_swap" => Op::CompareAndSwap,
             b"session" => Op::Session,
-            other => {
-                return Err(E::unknown_variant(
-                    &String::from_utf8_lossy(other),
-                    OPS,
-                ))
-            }
+            other => return Err(E::unknown_variant(&String::from_utf8_lossy(other), OPS)),
         })
     }
 }
@@ -213,9 +208,7 @@ impl<'de> Visitor<'de> for CommandVisitor {
                 Field::New => fill(&mut s.new, map.next_value()?, "new")?,
                 Field::ClientId => fill(&mut s.client_id, map.next_value()?, "client_id")?,
                 Field::Seq => fill(&mut s.seq, map.next_value()?, "seq")?,
-                Field::TimestampMs => {
-                    fill(&mut s.timestamp_ms, map.next_value()?, "timestamp_ms")?
-                }
+                Field::TimestampMs => fill(&mut s.timestamp_ms, map.next_value()?, "timestamp_ms")?,
                 Field::Command => fill(&mut s.command, map.next_value()?, "command")?,
                 Field::Other => {
                     map.next_value::<IgnoredAny>()?;
@@ -267,9 +260,10 @@ struct Elements<A> {
 impl<'de, A: SeqAccess<'de>> Elements<A> {
     /// The next element, which must be there.
     fn next<T: Deserialize<'de>>(&mut self) -> Result<T, A::Error> {
-        let value = self.seq.next_element()?.ok_or_else(|| {
-            de::Error::invalid_length(self.read, &"all of the command's fields")
-        })?;
+        let value = self
+            .seq
+            .next_element()?
+            .ok_or_else(|| de::Error::invalid_length(self.read, &"all of the command's fields"))?;
         self.read += 1;
         Ok(value)
     }
@@ -349,7 +343,9 @@ mod tests {
             KvCommand::compare_and_swap("k", Some("old"), "v"),
             KvCommand::put("k", "v").in_session(u64::MAX, 1, 0),
             KvCommand::compare_and_swap("k", Some(""), long).in_session(1, u64::MAX, u64::MAX),
-            KvCommand::delete("k").in_session(3, 4, 5).in_session(6, 7, 8),
+            KvCommand::delete("k")
+                .in_session(3, 4, 5)
+                .in_session(6, 7, 8),
         ]
     }
 
@@ -362,13 +358,19 @@ mod tests {
             assert_eq!(rmp_serde::to_vec_named(&command).unwrap(), named);
             assert_eq!(rmp_serde::from_slice::<KvCommand>(&named).unwrap(), command);
             let compact = rmp_serde::to_vec(&old).unwrap();
-            assert_eq!(rmp_serde::from_slice::<KvCommand>(&compact).unwrap(), command);
+            assert_eq!(
+                rmp_serde::from_slice::<KvCommand>(&compact).unwrap(),
+                command
+            );
             let json = serde_json::to_string(&old).unwrap();
             assert_eq!(serde_json::to_string(&command).unwrap(), json);
             assert_eq!(serde_json::from_str::<KvCommand>(&json).unwrap(), command);
             // And the previous decoder reads what this version writes (mixed versions).
             let new = rmp_serde::to_vec_named(&command).unwrap();
-            assert_eq!(rmp_serde::from_slice::<PreviousKvCommand>(&new).unwrap(), old);
+            assert_eq!(
+                rmp_serde::from_slice::<PreviousKvCommand>(&new).unwrap(),
+                old
+            );
         }
     }
 
@@ -383,13 +385,19 @@ mod tests {
             rmp_serde::from_slice::<KvCommand>(&put).unwrap(),
             KvCommand::put("k", "v")
         );
-        assert_eq!(rmp_serde::to_vec_named(&KvCommand::put("k", "v")).unwrap(), put);
+        assert_eq!(
+            rmp_serde::to_vec_named(&KvCommand::put("k", "v")).unwrap(),
+            put
+        );
     }
 
     #[test]
     fn fields_decode_in_any_order_and_unknown_fields_are_skipped() {
         let cases = [
-            (r#"{"key":"k","value":"v","op":"put"}"#, KvCommand::put("k", "v")),
+            (
+                r#"{"key":"k","value":"v","op":"put"}"#,
+                KvCommand::put("k", "v"),
+            ),
             (
                 r#"{"new":"v","op":"compare_and_swap","key":"k"}"#,
                 KvCommand::compare_and_swap("k", None, "v"),
@@ -408,7 +416,11 @@ mod tests {
             ),
         ];
         for (json, expected) in cases {
-            assert_eq!(serde_json::from_str::<KvCommand>(json).unwrap(), expected, "{json}");
+            assert_eq!(
+                serde_json::from_str::<KvCommand>(json).unwrap(),
+                expected,
+                "{json}"
+            );
         }
     }
 
@@ -418,10 +430,19 @@ mod tests {
             (r#"{"key":"k","value":"v"}"#, "missing field `op`"),
             (r#"{"op":"put","key":"k"}"#, "missing field `value`"),
             (r#"{"op":"erase","key":"k"}"#, "unknown variant `erase`"),
-            (r#"{"op":"put","key":"k","key":"j","value":"v"}"#, "duplicate field `key`"),
-            (r#"{"op":"put","op":"get","key":"k","value":"v"}"#, "duplicate field `op`"),
+            (
+                r#"{"op":"put","key":"k","key":"j","value":"v"}"#,
+                "duplicate field `key`",
+            ),
+            (
+                r#"{"op":"put","op":"get","key":"k","value":"v"}"#,
+                "duplicate field `op`",
+            ),
             (r#"{"op":"get","key":7}"#, "invalid type"),
-            (r#"{"op":"session","client_id":1,"seq":1,"timestamp_ms":1}"#, "missing field `command`"),
+            (
+                r#"{"op":"session","client_id":1,"seq":1,"timestamp_ms":1}"#,
+                "missing field `command`",
+            ),
             (r#"["put","k"]"#, "invalid length 2"),
             (r#"["get","k","extra"]"#, "invalid length 3"),
             (r#""put""#, "invalid type"),

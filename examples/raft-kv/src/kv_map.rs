@@ -96,7 +96,8 @@ mod tests {
     #[test]
     fn the_records_size_follows_every_change() {
         let mut t = KvTable::default();
-        let check = |t: &KvTable| assert_eq!(t.records_len(), KvTable::new(t.map().clone()).records_len());
+        let check =
+            |t: &KvTable| assert_eq!(t.records_len(), KvTable::new(t.map().clone()).records_len());
         t.set("a", "12345");
         check(&t);
         t.set("bb", "");

@@ -142,8 +142,12 @@ pub(crate) fn decode(data: &[u8], expected: LogId) -> Result<Decoded, StateMachi
     let mut table = KvMap::new();
     let mut previous: Option<&str> = None;
     for i in 0..header.records {
-        let key = records.string().map_err(|e| error(format!("record {i}: key {e}")))?;
-        let value = records.string().map_err(|e| error(format!("record {i}: value {e}")))?;
+        let key = records
+            .string()
+            .map_err(|e| error(format!("record {i}: key {e}")))?;
+        let value = records
+            .string()
+            .map_err(|e| error(format!("record {i}: value {e}")))?;
         if previous.is_some_and(|p| p >= key) {
             return Err(error(format!(
                 "record {i}: keys are not in strictly ascending order"
@@ -291,10 +295,7 @@ struct Reader<'a> {
 impl<'a> Reader<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
         if n > self.bytes.len() {
-            return Err(format!(
-                "of {n} bytes where {} remain",
-                self.bytes.len()
-            ));
+            return Err(format!("of {n} bytes where {} remain", self.bytes.len()));
         }
         let (head, rest) = self.bytes.split_at(n);
         self.bytes = rest;

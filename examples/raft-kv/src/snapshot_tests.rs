@@ -148,7 +148,12 @@ async fn the_background_view_of_a_large_table_does_not_see_later_applies() {
     // Change every key (every leaf of the tree) and add as many, before the build runs.
     let later: Vec<Entry<KvCommand>> = ks
         .iter()
-        .flat_map(|k| [KvCommand::put(k.clone(), "new"), KvCommand::put(format!("{k}+"), "x")])
+        .flat_map(|k| {
+            [
+                KvCommand::put(k.clone(), "new"),
+                KvCommand::put(format!("{k}+"), "x"),
+            ]
+        })
         .enumerate()
         .map(|(i, c)| Entry {
             log_id: LogId::new(1, next + i as u64),
@@ -158,10 +163,7 @@ async fn the_background_view_of_a_large_table_does_not_see_later_applies() {
     sm.apply(&later).await.unwrap();
     let built = build.await.unwrap();
     let mut restored = KvStateMachine::new();
-    restored
-        .restore(&meta(1, next - 1), &built)
-        .await
-        .unwrap();
+    restored.restore(&meta(1, next - 1), &built).await.unwrap();
     assert_eq!(restored.reader().to_map(), before);
     assert_eq!(sm.reader().len(), before.len() + ks.len());
 }
@@ -222,7 +224,14 @@ async fn a_damaged_binary_snapshot_is_refused_whatever_byte_is_flipped() {
     // A flip in the data (past the header) is reported as a checksum mismatch.
     let mut damaged = bytes.clone();
     damaged[HEADER_LEN + 6] ^= 1;
-    assert_refused(&mut sm, &position, &damaged, "checksum mismatch", "data flip").await;
+    assert_refused(
+        &mut sm,
+        &position,
+        &damaged,
+        "checksum mismatch",
+        "data flip",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -235,11 +244,21 @@ async fn a_truncated_or_extended_binary_snapshot_is_refused() {
             "check_snapshot accepted {len} of {} bytes",
             bytes.len()
         );
-        assert!(sm.restore(&position, cut).await.is_err(), "restore of {len}");
+        assert!(
+            sm.restore(&position, cut).await.is_err(),
+            "restore of {len}"
+        );
     }
     let mut longer = bytes.clone();
     longer.extend_from_slice(&[0; 4]);
-    assert_refused(&mut sm, &position, &longer, "does not match", "4 more bytes").await;
+    assert_refused(
+        &mut sm,
+        &position,
+        &longer,
+        "does not match",
+        "4 more bytes",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -261,14 +280,24 @@ async fn absurd_lengths_and_counts_are_refused_before_allocating() {
     let mut bad = bytes.clone();
     bad[HEADER_LEN..HEADER_LEN + 4].copy_from_slice(&u32::MAX.to_le_bytes());
     reseal(&mut bad);
-    let err = sm.restore(&position, &bad).await.expect_err("absurd record");
-    assert!(err.to_string().contains("record 0: key of 4294967295 bytes"), "{err}");
+    let err = sm
+        .restore(&position, &bad)
+        .await
+        .expect_err("absurd record");
+    assert!(
+        err.to_string()
+            .contains("record 0: key of 4294967295 bytes"),
+        "{err}"
+    );
     // One record fewer than announced: the last one is left over.
     let mut bad = bytes.clone();
     let records = u64::from_le_bytes(bad[RECORDS_AT..RECORDS_AT + 8].try_into().unwrap());
     set_u64(&mut bad, RECORDS_AT, records - 1);
     reseal(&mut bad);
-    let err = sm.restore(&position, &bad).await.expect_err("record left over");
+    let err = sm
+        .restore(&position, &bad)
+        .await
+        .expect_err("record left over");
     assert!(err.to_string().contains("after the last of"), "{err}");
     // An unknown version of the binary format, and another position in the log.
     let mut bad = bytes.clone();
@@ -276,16 +305,26 @@ async fn absurd_lengths_and_counts_are_refused_before_allocating() {
     reseal(&mut bad);
     assert_refused(&mut sm, &position, &bad, "format 4", "version 4").await;
     let elsewhere = meta(1, position.last_log_id.index + 1);
-    assert_refused(&mut sm, &elsewhere, &bytes, "covers the log up to", "position").await;
+    assert_refused(
+        &mut sm,
+        &elsewhere,
+        &bytes,
+        "covers the log up to",
+        "position",
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn keys_out_of_order_or_repeated_are_refused() {
     // Two one-byte keys "a" and "b": swap them (values too) so "b" comes first.
     let mut sm = KvStateMachine::new();
-    sm.apply(&entries([KvCommand::put("a", "1"), KvCommand::put("b", "2")]))
-        .await
-        .unwrap();
+    sm.apply(&entries([
+        KvCommand::put("a", "1"),
+        KvCommand::put("b", "2"),
+    ]))
+    .await
+    .unwrap();
     let bytes = sm.snapshot().await.unwrap();
     let records = HEADER_LEN;
     // Each record: 4 + 1 (key) + 4 + 1 (value) = 10 bytes.
@@ -296,12 +335,18 @@ async fn keys_out_of_order_or_repeated_are_refused() {
     swapped[records + 14] = b'a';
     reseal(&mut swapped);
     let mut target = KvStateMachine::new();
-    let err = target.restore(&position, &swapped).await.expect_err("order");
+    let err = target
+        .restore(&position, &swapped)
+        .await
+        .expect_err("order");
     assert!(err.to_string().contains("strictly ascending"), "{err}");
     let mut repeated = bytes.clone();
     repeated[records + 14] = b'a';
     reseal(&mut repeated);
-    let err = target.restore(&position, &repeated).await.expect_err("repeat");
+    let err = target
+        .restore(&position, &repeated)
+        .await
+        .expect_err("repeat");
     assert!(err.to_string().contains("strictly ascending"), "{err}");
     assert!(target.reader().is_empty());
 }

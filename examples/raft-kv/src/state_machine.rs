@@ -378,7 +378,10 @@ impl KvReader {
     /// A copy of the whole table, keys sorted.
     pub fn to_map(&self) -> BTreeMap<String, String> {
         let data = self.read().data.clone();
-        data.map().iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+        data.map()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
     }
 
     /// The id of the last entry applied to this instance (`None` before the first).
