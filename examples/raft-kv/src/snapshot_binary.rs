@@ -193,7 +193,7 @@ impl Header {
             .checked_add(self.sessions_len)
     }
 
-    fn to_bytes(&self) -> [u8; HEADER_LEN] {
+    fn to_bytes(self) -> [u8; HEADER_LEN] {
         let mut out = Vec::with_capacity(HEADER_LEN);
         let last = self.last_applied.unwrap_or_default();
         out.extend_from_slice(&MAGIC);
