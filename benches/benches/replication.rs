@@ -16,6 +16,9 @@
 //!    `mixed_read_index` (256 clients, 90% reads by ReadIndex, 10% puts). Throughput in operations
 //!    per second.
 //! 6. `read_latency`: one client's read latency on the cluster of 3, by mode (p50 / p99 printed).
+//! 7. `kv_mem_1m`: `kv_mem` with a table of 1,024,000 keys (preloaded by restoring every node from
+//!    a generated snapshot), 1,024 clients overwriting them: what snapshots of a large state cost
+//!    (compare with `RAFT_BENCH_SNAPSHOT_AFTER=0`).
 //!
 //! Throughput is in writes per second (`Throughput::Elements`, one element per write). The runtime
 //! is tokio's current-thread runtime unless `RAFT_BENCH_RT=multi` (2 workers; see the crate docs).
@@ -24,8 +27,9 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use raft_bench::{
-    bench_config, kv_put, latencies, percentiles, read_latencies, run_clients, run_readers,
-    runtime, runtime_name, FileTcpCluster, MemCluster, NoopSm, ReadMode,
+    bench_config, kv_put, latencies, percentiles, preloaded_kv_snapshot, read_latencies,
+    run_clients, run_readers, runtime, runtime_name, FileTcpCluster, MemCluster, NoopSm, ReadMode,
+    PRELOAD_CLIENTS,
 };
 use raft_core::{Config, ReadPolicy};
 use raft_kv::KvStateMachine;
@@ -196,6 +200,36 @@ fn read_latency(c: &mut Criterion) {
     }
 }
 
+fn kv_mem_1m(c: &mut Criterion) {
+    let rt = runtime();
+    let mut g = short(c, "kv_mem_1m");
+    // Long enough for several snapshots at the default policy (one per 100,000 entries).
+    g.measurement_time(Duration::from_secs(6));
+    let started = std::time::Instant::now();
+    let snapshot = rt.block_on(preloaded_kv_snapshot(PRELOAD_CLIENTS));
+    let built = started.elapsed();
+    let cluster = rt.block_on(MemCluster::start_from_snapshot(
+        KvStateMachine::new,
+        &snapshot,
+    ));
+    println!(
+        "kv_mem_1m: preload snapshot of {} bytes built in {built:?}, cluster restored from it and \
+         led after {:?}",
+        snapshot.data.len(),
+        started.elapsed() - built
+    );
+    drop(snapshot);
+    g.bench_with_input(
+        BenchmarkId::from_parameter(PRELOAD_CLIENTS),
+        &PRELOAD_CLIENTS,
+        |b, &n| {
+            b.iter_custom(|iters| rt.block_on(run_clients(cluster.leader(), n, iters, kv_put)));
+        },
+    );
+    rt.block_on(cluster.shutdown());
+    g.finish();
+}
+
 criterion_group!(
     benches,
     noop_mem,
@@ -203,6 +237,7 @@ criterion_group!(
     kv_file_tcp,
     latency,
     reads_file_tcp,
-    read_latency
+    read_latency,
+    kv_mem_1m
 );
 criterion_main!(benches);

@@ -18,7 +18,8 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use raft_core::{
-    Config, Entry, LogId, Raft, SnapshotMeta, SnapshotPolicy, StateMachine, StateMachineError,
+    Config, Entry, EntryPayload, HardState, LogId, Membership, Raft, RaftStorage, Snapshot,
+    SnapshotMeta, SnapshotPolicy, StateMachine, StateMachineError,
 };
 use raft_kv::{KvCommand, KvReader, KvStateMachine};
 use raft_net_mock::Router;
@@ -194,6 +195,76 @@ impl<SM: StateMachine> MemCluster<SM> {
     pub async fn shutdown(self) {
         for n in &self.nodes {
             n.shutdown().await;
+        }
+    }
+}
+
+/// How many keys [`preloaded_kv_snapshot`] holds: every key [`kv_put`] writes for 1,024 clients.
+pub const PRELOAD_CLIENTS: usize = 1024;
+
+/// A snapshot of a `raft-kv` table holding every key that [`kv_put`] writes for `clients` clients
+/// (1,000 per client, 100-byte values), in the state machine's current format, covering log entries
+/// 1 to `clients * 1000` of term 1 with the membership {1, 2, 3}. Built by applying the puts to a
+/// [`KvStateMachine`] directly (no cluster), in batches.
+pub async fn preloaded_kv_snapshot(clients: usize) -> Snapshot {
+    let mut sm = KvStateMachine::new();
+    let mut index = 0;
+    let mut batch = Vec::with_capacity(4096);
+    for c in 0..clients {
+        for i in 0..1000 {
+            index += 1;
+            batch.push(Entry {
+                log_id: LogId::new(1, index),
+                payload: EntryPayload::Command(kv_put(c, i)).into(),
+            });
+            if batch.len() == batch.capacity() {
+                sm.apply(&batch).await.expect("preload apply");
+                batch.clear();
+            }
+        }
+    }
+    sm.apply(&batch).await.expect("preload apply");
+    Snapshot {
+        meta: SnapshotMeta {
+            last_log_id: LogId::new(1, index),
+            membership: Membership::new([1, 2, 3]),
+        },
+        data: sm.snapshot().await.expect("preload snapshot"),
+    }
+}
+
+impl<SM: StateMachine> MemCluster<SM> {
+    /// Starts nodes 1, 2, 3 whose storage already holds `snapshot` (and a hard state of its term),
+    /// so each state machine is restored from it at start: a bulk preload without replicating the
+    /// entries. The cluster's membership is the snapshot's; waits for a leader (one election
+    /// timeout).
+    pub async fn start_from_snapshot(mut make_sm: impl FnMut() -> SM, snapshot: &Snapshot) -> Self {
+        let router = Router::new(7);
+        let mut nodes = Vec::new();
+        for id in 1..=3 {
+            let mut storage = MemStorage::new();
+            storage
+                .save_hard_state(&HardState {
+                    term: snapshot.meta.last_log_id.term,
+                    voted_for: None,
+                })
+                .await
+                .expect("preload hard state");
+            storage
+                .install_snapshot(snapshot.clone())
+                .await
+                .expect("preload snapshot");
+            let raft = Raft::start(id, bench_config(), storage, router.network(id), make_sm())
+                .await
+                .expect("start node");
+            router.register(id, raft.clone());
+            nodes.push(raft);
+        }
+        let leader = find_leader(&nodes).await;
+        MemCluster {
+            nodes,
+            leader,
+            _router: router,
         }
     }
 }

@@ -18,7 +18,11 @@ use serde::{Deserialize, Serialize};
 /// let json = serde_json::to_string(&KvCommand::put("apple", "red")).unwrap();
 /// assert_eq!(json, r#"{"op":"put","key":"apple","value":"red"}"#);
 /// ```
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// `Deserialize` is written by hand (module `command_serde`) for the same encoding: it decodes
+/// each field straight into place instead of buffering the whole map first, as serde's derive does
+/// for an internally tagged enum.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum KvCommand {
     /// Sets `key` to `value`, creating the key or replacing its value. Answered with

@@ -8,8 +8,10 @@
 //!   (`Raft::read_index`, see [`http_read`]); `Get` remains for reads through the log.
 //! * [`KvResponse`] — one answer per command, shaped for an HTTP API (`404` on a missing key, `409`
 //!   with the current value on a compare-and-swap mismatch).
-//! * [`KvStateMachine`] — the [`raft_core::StateMachine`]: deterministic (a `BTreeMap`, so equal
-//!   states give byte-identical JSON snapshots), with the client sessions
+//! * [`KvStateMachine`] — the [`raft_core::StateMachine`]: deterministic (an ordered map, so equal
+//!   states give byte-identical snapshots), persistent (`imbl::OrdMap`: a snapshot takes an O(1)
+//!   clone of the table and serializes it, in a checksummed binary format, while applying goes
+//!   on), with the client sessions
 //!   ([`raft_core::SessionTable`], in the snapshot), in memory (a restarted node is restored from its
 //!   latest snapshot and replays the log after it), with a [`KvReader`] to look at the table
 //!   locally.
@@ -72,6 +74,7 @@ pub mod client;
 mod cluster;
 pub mod cluster_view;
 mod command;
+mod command_serde;
 pub mod demo;
 pub mod http;
 pub mod http_admin;
@@ -85,12 +88,17 @@ pub mod http_server;
 pub mod http_session;
 pub mod http_ui;
 pub mod join;
+mod kv_map;
 mod launcher;
 pub mod logging;
 pub mod metrics;
 mod read_flags;
 pub mod server;
+mod snapshot_binary;
 mod snapshot_flags;
+mod snapshot_json;
+#[cfg(test)]
+mod snapshot_tests;
 mod state_machine;
 pub mod status_table;
 mod throttle;
