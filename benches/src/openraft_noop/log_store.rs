@@ -112,17 +112,16 @@ impl RaftLogStorage<NoopConfig> for NoopLogStore {
         {
             let mut log = self.lock();
             let before = log.entries.len();
-            let mut next = log.last_log_id().map_or(0, |l| l.index + 1);
-            for entry in entries {
-                if entry.get_log_id().index != next {
+            let first_new = log.last_log_id().map_or(0, |l| l.index + 1);
+            for (expected, entry) in (first_new..).zip(entries) {
+                let index = entry.get_log_id().index;
+                if index != expected {
                     log.entries.truncate(before);
-                    let index = entry.get_log_id().index;
                     return Err(StorageIOError::write_logs(&std::io::Error::other(format!(
-                        "entry {index} appended where entry {next} belongs"
+                        "entry {index} appended where entry {expected} belongs"
                     )))
                     .into());
                 }
-                next += 1;
                 log.entries.push(entry);
             }
         }
