@@ -120,6 +120,10 @@ fn vs_openraft(c: &mut Criterion) {
                 "warning: openraft, {clients} clients: the term changed during the measurement"
             );
         }
+        let abandoned = cluster.abandoned_appends();
+        if abandoned > 0 {
+            println!("warning: openraft, {clients} clients: {abandoned} AppendEntries timed out");
+        }
         rt.block_on(cluster.shutdown());
         rows.push((clients, ours, Rates::from_calls(&calls)));
     }

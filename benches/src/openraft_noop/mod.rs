@@ -164,6 +164,11 @@ impl OpenraftCluster {
         &self.nodes[self.leader]
     }
 
+    /// How many AppendEntries calls openraft dropped (timed out) before the target answered.
+    pub fn abandoned_appends(&self) -> u64 {
+        self.router.abandoned_appends()
+    }
+
     /// The leader's current term, as its metrics show it (a change during a measurement means an
     /// election happened in it).
     pub fn leader_term(&self) -> u64 {

@@ -3,6 +3,7 @@
 //! faults does for ours).
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use openraft::error::{InstallSnapshotError, RPCError, RaftError, RemoteError, Unreachable};
@@ -19,6 +20,9 @@ use super::{NoopConfig, NoopRaft};
 #[derive(Clone, Default)]
 pub struct NoopRouter {
     nodes: Arc<Mutex<BTreeMap<u64, NoopRaft>>>,
+    /// AppendEntries calls dropped before the target answered: openraft bounds each one by the
+    /// heartbeat interval and drops it when that expires.
+    abandoned_appends: Arc<AtomicU64>,
 }
 
 impl NoopRouter {
@@ -34,6 +38,32 @@ impl NoopRouter {
     /// Forgets every node (drops the handles the table holds).
     pub fn clear(&self) {
         self.lock().clear();
+    }
+
+    /// How many AppendEntries calls were dropped before the target answered (openraft's timeout),
+    /// since the router was made.
+    pub fn abandoned_appends(&self) -> u64 {
+        self.abandoned_appends.load(Ordering::Relaxed)
+    }
+}
+
+/// Counts a call as abandoned when it is dropped before [`answered`](CallGuard::answered).
+struct CallGuard<'a> {
+    abandoned: &'a AtomicU64,
+    answered: bool,
+}
+
+impl CallGuard<'_> {
+    fn answered(mut self) {
+        self.answered = true;
+    }
+}
+
+impl Drop for CallGuard<'_> {
+    fn drop(&mut self) {
+        if !self.answered {
+            self.abandoned.fetch_add(1, Ordering::Relaxed);
+        }
     }
 }
 
@@ -87,9 +117,14 @@ impl RaftNetwork<NoopConfig> for NoopConnection {
         _option: RPCOption,
     ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, EmptyNode, RaftError<u64>>> {
         let raft = self.target()?;
-        raft.append_entries(rpc)
-            .await
-            .map_err(|e| RemoteError::new(self.target, e).into())
+        let abandoned = Arc::clone(&self.router.abandoned_appends);
+        let guard = CallGuard {
+            abandoned: &abandoned,
+            answered: false,
+        };
+        let answer = raft.append_entries(rpc).await;
+        guard.answered();
+        answer.map_err(|e| RemoteError::new(self.target, e).into())
     }
 
     async fn install_snapshot(
