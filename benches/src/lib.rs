@@ -7,6 +7,8 @@
 //! * [`MemCluster`]: `MemStorage` + `raft-net-mock` (no serialization, no faults).
 //! * [`FileTcpCluster`]: `FileStorage` (fsync on, temporary directories) + `raft-net-tcp` on loopback,
 //!   with mutual TLS (`RAFT_BENCH_TLS=0`: plaintext).
+//! * `openraft_noop` (feature `openraft`, off by default): the `noop_mem` workload on openraft, for
+//!   the side-by-side bench `benches/vs_openraft.rs`.
 //!
 //! The runtime is chosen with the `RAFT_BENCH_RT` environment variable: `current` (the default:
 //! tokio's current-thread runtime, which measured fastest on the 2-core bench machine, see
@@ -27,6 +29,9 @@ use raft_net_tcp::cert_gen::ClusterCa;
 use raft_net_tcp::{Security, TcpConfig, TcpNetwork, TcpServer};
 use raft_storage_file::FileStorage;
 use raft_storage_mem::MemStorage;
+
+#[cfg(feature = "openraft")]
+pub mod openraft_noop;
 
 /// A state machine that does nothing: empty commands, empty responses.
 #[derive(Debug, Default)]
