@@ -24,7 +24,7 @@
 //! | status | `error` | meaning |
 //! |---|---|---|
 //! | `307` + `Location` | `not_leader` | a write (or a `consistency=log` read) at a node that is not the leader; nothing was proposed; repeat the request at `Location` (the leader's HTTP address, same path and query) |
-//! | `503` | `no_leader` | not the leader and no leader known (election under way); nothing was proposed (or read), safe to retry |
+//! | `503` | `no_leader` | not the leader and no leader known (election under way): a write first waits up to 2 s for one (a node just restarted learns it within a heartbeat); nothing was proposed (or read), safe to retry |
 //! | `503` | `leadership_lost`, `stopped` | a read could not be confirmed; nothing was read, safe to retry (see [`crate::http_read`]) |
 //! | `500` | `outcome_unknown` | the entry was proposed but this node lost leadership (or stopped) before it applied: it **may or may not** take effect; safe to retry only with the same `Client-Id`/`Client-Seq` (or for an idempotent request) |
 //! | `504` | `timeout` | a write: no answer within the server's write timeout, the outcome is unknown as well; a read: not confirmed in time, nothing was read |
@@ -340,6 +340,11 @@ pub(crate) async fn propose(
     uri: &Uri,
     command: KvCommand,
 ) -> Result<(KvResponse, LogIndex), Response> {
+    // No leader known: an election under way, or this node just started and has not heard from
+    // the leader yet. Wait (bounded) for one rather than fail the request at once.
+    if state.raft.metrics().borrow().current_leader.is_none() {
+        wait_for_leader(state).await;
+    }
     let write = tokio::time::timeout(state.write_timeout, state.raft.client_write(command)).await;
     match write {
         Ok(Ok(response)) => Ok((response.data, response.log_id.index)),
@@ -372,6 +377,18 @@ pub(crate) async fn propose(
             ),
         )),
     }
+}
+
+/// How long a write that finds no leader known waits for one before it is answered `503`: about
+/// one election, so a node that just restarted, or a cluster electing, costs the client a short
+/// wait rather than a failed request.
+const LEADER_WAIT: Duration = Duration::from_secs(2);
+
+/// Waits, at most [`LEADER_WAIT`] (and the write timeout), until this node knows a leader.
+async fn wait_for_leader(state: &ApiState) {
+    let mut metrics = state.raft.metrics();
+    let wait = LEADER_WAIT.min(state.write_timeout);
+    let _ = tokio::time::timeout(wait, metrics.wait_for(|m| m.current_leader.is_some())).await;
 }
 
 /// `307` to the leader's HTTP address when it is known (and is not this node), else `503`.

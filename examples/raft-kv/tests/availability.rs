@@ -300,3 +300,59 @@ async fn transfer_leader_moves_leadership_on_request() {
         panic!("the test timed out\n{}", procs.dump_logs());
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_to_a_follower_just_restarted_waits_for_the_leader_instead_of_failing() {
+    let root = tempfile::tempdir().unwrap();
+    let mut procs = Procs::new(root.path());
+    let test = async {
+        procs.start_all();
+        let (leader, term) = wait_for_leader(&procs, 0).await;
+        let follower = (1..=NODES).find(|&id| id != leader).unwrap();
+        assert!(procs.terminate(follower, Duration::from_secs(10)));
+        procs.start(follower);
+        // The first write the restarted node answers, as soon as its HTTP port is up: before it
+        // has heard from the leader, it knows none, and used to answer 503 no_leader at once.
+        // Raw HTTP: the bundled client would retry a 503 and hide it.
+        let addr = procs.http_addr(follower).to_string();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let status = loop {
+            let addr = addr.clone();
+            let answered = tokio::task::spawn_blocking(move || raw_put(&addr, "/kv/after-restart"))
+                .await
+                .unwrap();
+            if let Some(status) = answered {
+                break status;
+            }
+            assert!(Instant::now() < deadline, "node {follower} never answered");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        };
+        assert!(
+            status == 307 || status == 200,
+            "the first write answered by restarted node {follower}: {status}"
+        );
+        assert_eq!(max_term(&procs).await, term, "the restart cost an election");
+    };
+    if tokio::time::timeout(Duration::from_secs(60), test)
+        .await
+        .is_err()
+    {
+        panic!("the test timed out\n{}", procs.dump_logs());
+    }
+}
+
+/// The status code of a `PUT path` with a small body, sent by hand (no retries, no redirects);
+/// `None` if the node does not answer.
+fn raw_put(addr: &str, path: &str) -> Option<u16> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        stream,
+        "PUT {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 1\r\nConnection: close\r\n\r\nv"
+    )
+    .ok()?;
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).ok()?;
+    std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
+}

@@ -239,6 +239,12 @@ impl Procs {
         std::fs::read_to_string(self.logs.join(format!("node-{id}.log"))).unwrap_or_default()
     }
 
+    /// Node `id`'s HTTP address.
+    #[allow(dead_code)]
+    pub fn http_addr(&self, id: u64) -> &str {
+        &self.nodes[id as usize - 1].http
+    }
+
     pub fn client(&self, id: u64) -> KvClient {
         KvClient::new(&self.nodes[id as usize - 1].http).with_timeout(Duration::from_secs(5))
     }
