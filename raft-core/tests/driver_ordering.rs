@@ -238,9 +238,15 @@ fn initialized(voters: &[NodeId]) -> Vec<Entry<u64>> {
 // ----- network -----
 
 /// A mocked network that records every RPC as `vote(to=.., term=..)` / `append_entries(to=..,
-/// term=.., entries=..)`. AppendEntries never get an answer (unreachable); pre-votes are always
-/// granted (the peers would vote), votes are granted if `grant_votes`, else unreachable too.
+/// term=.., last=.., entries=..)` (`last`: the index of the request's last entry). AppendEntries
+/// never get an answer (unreachable); pre-votes are always granted (the peers would vote), votes are
+/// granted if `grant_votes`, else unreachable too.
 fn network(events: &Events, grant_votes: bool) -> MockNetwork {
+    network_answering(events, grant_votes, &[])
+}
+
+/// [`network`], except that the nodes in `accepting` accept every AppendEntries at once.
+fn network_answering(events: &Events, grant_votes: bool, accepting: &[NodeId]) -> MockNetwork {
     let mut n = MockNetwork::new();
     let ev = Arc::clone(events);
     n.expect_pre_vote().returning(move |target, req| {
@@ -266,19 +272,29 @@ fn network(events: &Events, grant_votes: bool) -> MockNetwork {
         }
     });
     let ev = Arc::clone(events);
+    let accepting = accepting.to_vec();
     n.expect_append_entries().returning(move |target, req| {
+        let last = req.prev_log_id.index + req.entries.len() as u64;
         record(
             &ev,
             format!(
-                "append_entries(to={target}, term={}, entries={})",
+                "append_entries(to={target}, term={}, last={last}, entries={})",
                 req.term,
                 req.entries.len()
             ),
         );
-        Err(NetworkError::Unreachable {
-            target,
-            reason: "mock".into(),
-        })
+        if accepting.contains(&target) {
+            Ok(AppendEntriesResponse {
+                term: req.term,
+                result: AppendResult::Success { match_index: last },
+                round: req.round,
+            })
+        } else {
+            Err(NetworkError::Unreachable {
+                target,
+                reason: "mock".into(),
+            })
+        }
     });
     n
 }
@@ -920,53 +936,6 @@ async fn follower_refuses_client_write_with_not_leader_and_leader_hint() {
 /// How long each append takes in the tests of overlapping writes.
 const SLOW_APPEND: Duration = Duration::from_millis(50);
 
-/// A network on which node 2 accepts every AppendEntries at once and node 3 is unreachable, and
-/// votes are granted. Records `append_entries(to=.., entries=..)` when a request leaves.
-fn network_one_follower_answers(events: &Events) -> MockNetwork {
-    let mut n = network(events, true);
-    n.checkpoint();
-    let ev = Arc::clone(events);
-    n.expect_pre_vote().returning(move |target, req| {
-        record(&ev, format!("pre_vote(to={target}, term={})", req.term));
-        Ok(PreVoteResponse {
-            term: req.term - 1,
-            vote_granted: true,
-        })
-    });
-    let ev = Arc::clone(events);
-    n.expect_vote().returning(move |target, req| {
-        record(&ev, format!("vote(to={target}, term={})", req.term));
-        Ok(VoteResponse {
-            term: req.term,
-            vote_granted: true,
-        })
-    });
-    let ev = Arc::clone(events);
-    n.expect_append_entries().returning(move |target, req| {
-        let last = req.prev_log_id.index + req.entries.len() as u64;
-        record(
-            &ev,
-            format!(
-                "append_entries(to={target}, last={last}, entries={})",
-                req.entries.len()
-            ),
-        );
-        if target == 2 {
-            Ok(AppendEntriesResponse {
-                term: req.term,
-                result: AppendResult::Success { match_index: last },
-                round: req.round,
-            })
-        } else {
-            Err(NetworkError::Unreachable {
-                target,
-                reason: "mock".into(),
-            })
-        }
-    });
-    n
-}
-
 #[tokio::test(start_paused = true)]
 async fn leader_replicates_while_its_own_append_is_in_flight_and_counts_itself_only_once_durable() {
     let events = Events::default();
@@ -974,12 +943,13 @@ async fn leader_replicates_while_its_own_append_is_in_flight_and_counts_itself_o
         1,
         config(),
         slow_appends(&events, initialized(&[1, 2, 3]), SLOW_APPEND),
-        network_one_follower_answers(&events),
+        // Node 2 accepts every AppendEntries at once, node 3 is unreachable; votes are granted.
+        network_answering(&events, true, &[2]),
         Recorder::default(),
     )
     .await
     .expect("the node starts");
-    wait_until_leader(&raft).await;
+    let term = wait_until_leader(&raft).await;
     // Let the blank entry (index 2) commit: the leader and node 2 hold it.
     let mut metrics = raft.metrics();
     tokio::time::timeout(
@@ -1017,7 +987,7 @@ async fn leader_replicates_while_its_own_append_is_in_flight_and_counts_itself_o
     // durable, and entry 4 was appended after it (one append in flight at a time).
     assert_before(
         &events,
-        "append_entries(to=2, last=4, entries=1)",
+        &format!("append_entries(to=2, term={term}, last=4, entries=1)"),
         "append(3..=3)",
     );
     assert_before(&events, "append(3..=3)", "append(4..=4)");
