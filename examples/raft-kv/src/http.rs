@@ -33,6 +33,7 @@
 //! | `400`, `415`, `422` | `bad_request` | invalid JSON, a non-UTF-8 value or key, or bad session headers (`400`), a CAS body without `Content-Type: application/json` (`415`), JSON of the wrong shape, e.g. a missing field (`422`) |
 //! | `413` | `payload_too_large` | a body over [`MAX_BODY_BYTES`], or a command whose encoded size is over the node's `max_entry_bytes` (nothing was proposed) |
 //! | `401` | `unauthorized` | the node has an API token and the request did not carry it as `Authorization: Bearer <token>` |
+//! | `403` | `cross_site_request` | a `POST`, `PUT` or `DELETE` that a browser marks as sent by another site's page (`Sec-Fetch-Site`, or an `Origin` that is not the request's `Host`); nothing was done. Clients that are not browsers send neither header (see `http_origin`) |
 //! | `404` | `not_found` | no such key, or no such route |
 //! | `405` | `method_not_allowed` | the route does not take that method |
 //! | `408` | `request_timeout` | the body did not arrive within the server's body read timeout |
@@ -181,6 +182,7 @@ pub fn router(state: ApiState) -> Router {
             state.token.clone(),
             http_auth::require_token,
         ))
+        .layer(middleware::from_fn(crate::http_origin::refuse_cross_site))
         .merge(crate::http_ui::page_routes())
         .with_state(state);
     crate::http_metrics::with_metrics(api, metrics)

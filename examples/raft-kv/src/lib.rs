@@ -83,6 +83,7 @@ mod http_error;
 pub mod http_limits;
 pub mod http_members;
 pub mod http_metrics;
+mod http_origin;
 pub mod http_read;
 pub mod http_server;
 pub mod http_session;

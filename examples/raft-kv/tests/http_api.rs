@@ -359,3 +359,77 @@ async fn no_answer_within_the_write_timeout_is_504() {
     assert_eq!(b["error"], "timeout");
     cluster.shutdown().await;
 }
+
+/// Sends `method uri` with browser headers and returns the status and the JSON body.
+async fn call_from_browser(
+    app: &Router,
+    method: Method,
+    uri: &str,
+    browser_headers: &[(&str, &str)],
+) -> (StatusCode, Value) {
+    let mut request = Request::builder().method(method).uri(uri);
+    for (name, value) in browser_headers {
+        request = request.header(*name, *value);
+    }
+    let response = app
+        .clone()
+        .oneshot(request.body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let status = response.status();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    let json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    (status, json)
+}
+
+/// Without a token, a page of another site must not move leadership (a body-less POST needs no
+/// CORS preflight) nor write; the same requests from a client that is not a browser, or from the
+/// node's own pages, go through.
+#[tokio::test(start_paused = true)]
+async fn a_browser_request_from_another_site_changes_nothing() {
+    let (cluster, leader) = three_nodes().await;
+    let app = router(api(&cluster, leader));
+    let host = format!("node{leader}:800{leader}");
+
+    for browser in [
+        vec![("host", host.as_str()), ("origin", "http://evil.example")],
+        vec![("host", host.as_str()), ("sec-fetch-site", "cross-site")],
+        vec![("host", host.as_str()), ("origin", "null")],
+    ] {
+        for (method, uri) in [
+            (Method::POST, "/admin/transfer-leader"),
+            (Method::PUT, "/kv/k"),
+            (Method::DELETE, "/kv/k"),
+        ] {
+            let (status, body) = call_from_browser(&app, method.clone(), uri, &browser).await;
+            assert_eq!(
+                status,
+                StatusCode::FORBIDDEN,
+                "{method} {uri} {browser:?}: {body}"
+            );
+            assert_eq!(body["error"], "cross_site_request", "{body}");
+        }
+        // Reads are not changes.
+        let (status, _) = call_from_browser(&app, Method::GET, "/status", &browser).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    let (new_leader, _) = cluster.wait_for_leader(0).await.unwrap();
+    assert_eq!(new_leader, leader, "a refused request moved leadership");
+
+    // Same origin (the dashboard) and no browser headers at all (curl) are served.
+    let same_origin = format!("http://{host}");
+    let (status, body) = call_from_browser(
+        &app,
+        Method::PUT,
+        "/kv/k",
+        &[
+            ("host", host.as_str()),
+            ("origin", same_origin.as_str()),
+            ("sec-fetch-site", "same-origin"),
+        ],
+    )
+    .await;
+    assert_ne!(status, StatusCode::FORBIDDEN, "{body}");
+    let (status, body) = call_from_browser(&app, Method::POST, "/admin/transfer-leader", &[]).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
