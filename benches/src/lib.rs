@@ -523,21 +523,30 @@ pub async fn read_latencies(cluster: &FileTcpCluster, n: u64, mode: ReadMode) ->
 }
 
 /// Runs `n` writes from one client and returns each one's latency.
+///
+/// The client is a task of the runtime, as in [`run_clients`] and as a server's request handler
+/// would be: a loop awaited by `block_on` itself runs on the calling thread, outside a
+/// multi-thread runtime's workers, and every write would then cross threads twice.
 pub async fn latencies<SM, F>(leader: &Raft<SM>, n: u64, make: F) -> Vec<Duration>
 where
     SM: StateMachine,
-    F: Fn(usize, u64) -> SM::Command,
+    F: Fn(usize, u64) -> SM::Command + Send + 'static,
 {
-    let mut out = Vec::with_capacity(n as usize);
-    for i in 0..n {
-        let cmd = make(0, i);
-        let t = Instant::now();
-        if let Err(e) = leader.client_write(cmd).await {
-            panic!("client write failed: {e}");
+    let leader = leader.clone();
+    tokio::spawn(async move {
+        let mut out = Vec::with_capacity(n as usize);
+        for i in 0..n {
+            let cmd = make(0, i);
+            let t = Instant::now();
+            if let Err(e) = leader.client_write(cmd).await {
+                panic!("client write failed: {e}");
+            }
+            out.push(t.elapsed());
         }
-        out.push(t.elapsed());
-    }
-    out
+        out
+    })
+    .await
+    .expect("client task")
 }
 
 /// `(p50, p99, mean)` of `samples` (sorted in place).
