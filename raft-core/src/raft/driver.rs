@@ -627,9 +627,11 @@ where
                 self.last_applied = self.last_applied.max(index);
                 self.reads.applied(self.last_applied);
                 let engine = &self.engine;
-                let due = self
-                    .snapshot_trigger
-                    .applied(self.last_applied, |from, to| engine.log_bytes(from, to));
+                let due = self.snapshot_trigger.applied(
+                    self.last_applied,
+                    engine.snapshot_meta().last_log_id.index,
+                    |from, to| engine.log_bytes(from, to),
+                );
                 if due && !self.snapshot_building {
                     self.start_snapshot();
                 }

@@ -59,16 +59,24 @@ impl SnapshotTrigger {
     }
 
     /// Every entry up to `applied` is applied: whether the policy wants a snapshot now.
-    /// `log_bytes(from, to)` estimates the entries in `from..=to`.
+    /// `engine_snapshot` is the last index of the engine's latest snapshot; `log_bytes(from, to)`
+    /// estimates the entries in `from..=to`.
+    ///
+    /// Never due while the engine holds a newer snapshot than the last one stored (taken but not
+    /// yet handed to storage): the count against the old one would ask at once for another.
     pub(crate) fn applied(
         &mut self,
         applied: LogIndex,
+        engine_snapshot: LogIndex,
         log_bytes: impl FnOnce(LogIndex, LogIndex) -> u64,
     ) -> bool {
         if self.policy.counts_bytes() && applied > self.counted_upto {
             let new = log_bytes(self.counted_upto.saturating_add(1), applied);
             self.log_bytes = self.log_bytes.saturating_add(new);
             self.counted_upto = applied;
+        }
+        if engine_snapshot != self.snapshot_index {
+            return false;
         }
         self.policy.due(
             applied.saturating_sub(self.snapshot_index),
@@ -94,40 +102,65 @@ mod tests {
         }
     }
 
+    impl SnapshotTrigger {
+        /// `applied` with the engine's snapshot the one stored last.
+        fn applied_at(
+            &mut self,
+            applied: LogIndex,
+            log_bytes: impl FnOnce(LogIndex, LogIndex) -> u64,
+        ) -> bool {
+            self.applied(applied, self.snapshot_index, log_bytes)
+        }
+    }
+
+    #[test]
+    fn not_due_while_a_newer_snapshot_is_on_its_way_to_storage() {
+        let mut t = SnapshotTrigger::new(growth(2, 1), 50, 100);
+        // The engine took a snapshot at 60 (the count is against the one at 50: due) ...
+        assert!(!t.applied(75, 60, tens));
+        // ... until it is stored: then 150 bytes after 60 of the 200 due.
+        t.snapshot_stored(60, 100, tens);
+        assert!(!t.applied(75, 60, tens));
+        assert!(t.applied(80, 60, tens));
+    }
+
     #[test]
     fn counts_each_entry_once_across_reports() {
         // Snapshot of 100 bytes at 50, factor 2: due once 200 bytes (20 entries) follow it.
         let mut t = SnapshotTrigger::new(growth(2, 1), 50, 100);
-        assert!(!t.applied(60, tens));
-        assert!(!t.applied(60, tens), "a repeated report counts nothing new");
-        assert!(!t.applied(69, tens));
-        assert!(t.applied(70, tens));
+        assert!(!t.applied_at(60, tens));
+        assert!(
+            !t.applied_at(60, tens),
+            "a repeated report counts nothing new"
+        );
+        assert!(!t.applied_at(69, tens));
+        assert!(t.applied_at(70, tens));
     }
 
     #[test]
     fn a_stored_snapshot_restarts_the_count_after_it() {
         let mut t = SnapshotTrigger::new(growth(2, 1), 0, 0);
-        assert!(t.applied(5, tens), "no snapshot yet: min_entries alone");
+        assert!(t.applied_at(5, tens), "no snapshot yet: min_entries alone");
         // Built at 5 while entries up to 8 were applied: those 3 stay counted (30 bytes).
-        t.applied(8, tens);
+        t.applied_at(8, tens);
         t.snapshot_stored(5, 50, tens);
-        assert!(!t.applied(14, tens));
-        assert!(t.applied(15, tens), "100 bytes after index 5");
+        assert!(!t.applied_at(14, tens));
+        assert!(t.applied_at(15, tens), "100 bytes after index 5");
         // A snapshot from the leader past everything counted: nothing counted after it.
         t.snapshot_stored(100, 10, tens);
-        assert!(!t.applied(101, tens));
-        assert!(t.applied(102, tens));
+        assert!(!t.applied_at(101, tens));
+        assert!(t.applied_at(102, tens));
     }
 
     #[test]
     fn entry_count_policies_count_no_bytes() {
         let mut t = SnapshotTrigger::new(SnapshotPolicy::AfterAppliedEntries(3), 10, 1);
         let no_bytes = |_: LogIndex, _: LogIndex| -> u64 { panic!("bytes read") };
-        assert!(!t.applied(12, no_bytes));
-        assert!(t.applied(13, no_bytes));
+        assert!(!t.applied_at(12, no_bytes));
+        assert!(t.applied_at(13, no_bytes));
         t.snapshot_stored(13, 1, no_bytes);
-        assert!(!t.applied(15, no_bytes));
+        assert!(!t.applied_at(15, no_bytes));
         let mut never = SnapshotTrigger::new(SnapshotPolicy::Never, 0, 0);
-        assert!(!never.applied(u64::MAX, no_bytes));
+        assert!(!never.applied_at(u64::MAX, no_bytes));
     }
 }
