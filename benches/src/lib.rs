@@ -61,14 +61,16 @@ impl StateMachine for NoopSm {
 
 /// The node configuration of every bench: the defaults, with election timeouts long enough that a
 /// loaded 2-core machine does not trigger elections in the middle of a measurement. Snapshots follow
-/// raft-core's default policy (one after every 100,000 applied entries, log compacted to the last
-/// 10,000), so long runs include snapshotting the state machine, as a deployment would.
+/// raft-core's default policy (once the log since the last snapshot is 4 times its size, and at
+/// least 100,000 entries; log compacted to the last 10,000), so long runs include snapshotting the
+/// state machine, as a deployment would.
 ///
-/// `RAFT_BENCH_SNAPSHOT_AFTER=n` replaces the snapshot policy: `0` turns snapshots off, any other
-/// number snapshots after that many applied entries (to measure what snapshots cost).
+/// Two environment variables replace the snapshot policy (to measure what snapshots cost):
+/// `RAFT_BENCH_SNAPSHOT_AFTER=n`, `0` turns snapshots off, any other number snapshots after that
+/// many applied entries; `RAFT_BENCH_SNAPSHOT_LOG_FACTOR=f`, the default policy with factor `f`.
 ///
 /// # Panics
-/// If `RAFT_BENCH_SNAPSHOT_AFTER` is set to something other than a number: a mistyped value must not
+/// If either is set to something other than a number, or both are set: a mistyped value must not
 /// silently measure the default policy under another name.
 pub fn bench_config() -> Config {
     let mut config = Config {
@@ -78,12 +80,16 @@ pub fn bench_config() -> Config {
         rpc_timeout: Duration::from_millis(1000),
         ..Config::default()
     };
-    let requested = std::env::var(SNAPSHOT_AFTER_VAR).ok();
-    if let Some(policy) = snapshot_policy_from(requested.as_deref()) {
+    let after = std::env::var(SNAPSHOT_AFTER_VAR).ok();
+    let factor = std::env::var(SNAPSHOT_LOG_FACTOR_VAR).ok();
+    if let Some(policy) = snapshot_policy_from(after.as_deref(), factor.as_deref()) {
         config.snapshot_policy = policy;
     }
     config
 }
+
+/// The environment variable read by [`bench_config`] for a log-growth factor.
+const SNAPSHOT_LOG_FACTOR_VAR: &str = "RAFT_BENCH_SNAPSHOT_LOG_FACTOR";
 
 /// The environment variable read by [`bench_config`].
 const SNAPSHOT_AFTER_VAR: &str = "RAFT_BENCH_SNAPSHOT_AFTER";
@@ -104,14 +110,30 @@ fn tls_enabled() -> bool {
     }
 }
 
-/// The snapshot policy a value of [`SNAPSHOT_AFTER_VAR`] asks for (`None`: unset, keep the default);
-/// panics on a value that is not a `u64`.
-fn snapshot_policy_from(value: Option<&str>) -> Option<SnapshotPolicy> {
-    let value = value?;
-    let n: u64 = value.parse().unwrap_or_else(|e| {
-        panic!("{SNAPSHOT_AFTER_VAR}={value:?} is not a number of entries (0 = never): {e}")
-    });
-    Some(SnapshotPolicy::from_threshold(n))
+/// The snapshot policy values of [`SNAPSHOT_AFTER_VAR`] and [`SNAPSHOT_LOG_FACTOR_VAR`] ask for
+/// (`None`: both unset, keep the default); panics on a value that is not a `u64`, or on both set.
+fn snapshot_policy_from(after: Option<&str>, factor: Option<&str>) -> Option<SnapshotPolicy> {
+    match (after, factor) {
+        (None, None) => None,
+        (Some(value), None) => {
+            let n: u64 = value.parse().unwrap_or_else(|e| {
+                panic!("{SNAPSHOT_AFTER_VAR}={value:?} is not a number of entries (0 = never): {e}")
+            });
+            Some(SnapshotPolicy::from_threshold(n))
+        }
+        (None, Some(value)) => {
+            let factor: u64 = value.parse().unwrap_or_else(|e| {
+                panic!("{SNAPSHOT_LOG_FACTOR_VAR}={value:?} is not a log growth factor: {e}")
+            });
+            Some(SnapshotPolicy::LogGrowth {
+                factor,
+                min_entries: SnapshotPolicy::DEFAULT_MIN_ENTRIES,
+            })
+        }
+        (Some(_), Some(_)) => {
+            panic!("set {SNAPSHOT_AFTER_VAR} or {SNAPSHOT_LOG_FACTOR_VAR}, not both")
+        }
+    }
 }
 
 /// The tokio runtime of the benches; see the [crate docs](crate) for the environment variables.
@@ -194,6 +216,14 @@ impl<SM: StateMachine> MemCluster<SM> {
     /// The leader's handle.
     pub fn leader(&self) -> &Raft<SM> {
         &self.nodes[self.leader]
+    }
+
+    /// How many snapshots each node (1, 2, 3) has built since it started.
+    pub fn snapshots_built(&self) -> Vec<u64> {
+        self.nodes
+            .iter()
+            .map(|n| n.metrics().borrow().snapshots.built)
+            .collect()
     }
 
     /// Stops every node.
@@ -566,15 +596,29 @@ mod tests {
 
     #[test]
     fn snapshot_after_sets_the_policy_and_refuses_what_is_not_a_number() {
-        assert_eq!(snapshot_policy_from(None), None);
-        assert_eq!(snapshot_policy_from(Some("0")), Some(SnapshotPolicy::Never));
+        assert_eq!(snapshot_policy_from(None, None), None);
         assert_eq!(
-            snapshot_policy_from(Some("10000")),
+            snapshot_policy_from(Some("0"), None),
+            Some(SnapshotPolicy::Never)
+        );
+        assert_eq!(
+            snapshot_policy_from(Some("10000"), None),
             Some(SnapshotPolicy::AfterAppliedEntries(10_000))
         );
+        assert_eq!(
+            snapshot_policy_from(None, Some("2")),
+            Some(SnapshotPolicy::LogGrowth {
+                factor: 2,
+                min_entries: SnapshotPolicy::DEFAULT_MIN_ENTRIES
+            })
+        );
         for bad in ["", "1e5", "10k", "-1", "never"] {
-            let refused = std::panic::catch_unwind(|| snapshot_policy_from(Some(bad)));
+            let refused = std::panic::catch_unwind(|| snapshot_policy_from(Some(bad), None));
             assert!(refused.is_err(), "{bad:?} was accepted");
+            let refused = std::panic::catch_unwind(|| snapshot_policy_from(None, Some(bad)));
+            assert!(refused.is_err(), "factor {bad:?} was accepted");
         }
+        let both = std::panic::catch_unwind(|| snapshot_policy_from(Some("5"), Some("2")));
+        assert!(both.is_err(), "both variables were accepted");
     }
 }

@@ -39,10 +39,11 @@ pub struct Config {
     /// AppendEntries per follower). Default 4096.
     pub max_batch_proposals: usize,
     /// When the node snapshots its state machine on its own (a manual trigger is
-    /// [`Raft::trigger_snapshot`](crate::Raft::trigger_snapshot)). Default: after 100,000 applied
-    /// entries. A snapshot costs time proportional to the state machine's size, so the threshold
-    /// amortizes it over that many writes (etcd's default is the same); lower it for small states or
-    /// to bound the log's memory more tightly.
+    /// [`Raft::trigger_snapshot`](crate::Raft::trigger_snapshot)). Default:
+    /// [`SnapshotPolicy::LogGrowth`] with factor 4 and at least 100,000 entries: once the log
+    /// written since the last snapshot is 4 times that snapshot's size. A snapshot costs time
+    /// proportional to the state machine's size, so a threshold that grows with the snapshot keeps
+    /// its cost per written byte bounded whatever the state's size (see [`SnapshotPolicy`]).
     pub snapshot_policy: SnapshotPolicy,
     /// How many entries before the snapshot point stay in the log after a snapshot, so that a follower
     /// just behind still catches up by AppendEntries rather than a whole snapshot. Default 10,000,
@@ -117,6 +118,12 @@ pub enum ReadPolicy {
 }
 
 /// When a node builds a snapshot of its state machine on its own.
+///
+/// A snapshot costs work proportional to the state machine's size (serializing it, storing it, and
+/// for a state machine that shares its state with the snapshot, copying on write what the writes
+/// meanwhile touch), while the log it lets the node discard grows with the writes. A fixed number
+/// of entries between snapshots therefore makes the snapshot's cost per write grow with the state;
+/// [`LogGrowth`](Self::LogGrowth) scales the interval with the state instead.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SnapshotPolicy {
     /// Only when asked ([`Raft::trigger_snapshot`](crate::Raft::trigger_snapshot)); the log grows
@@ -124,9 +131,51 @@ pub enum SnapshotPolicy {
     Never,
     /// Once this many entries were applied since the last snapshot (or since the start).
     AfterAppliedEntries(u64),
+    /// Once the log written since the last snapshot holds at least `factor` times that snapshot's
+    /// size in bytes, and at least `min_entries` entries (Raft thesis, section 5.1.1, "When to
+    /// snapshot"; LogCabin's `snapshotRatio`).
+    ///
+    /// * **Snapshot work per written byte is at most `1 / factor`** of the bytes written: a snapshot
+    ///   of `S` bytes is built only after `factor * S` bytes of log, so its cost is spread over
+    ///   those bytes whatever `S` is. (The thesis's example, factor 4: about a fifth of the disk's
+    ///   write bandwidth goes to snapshots.)
+    /// * **The log stays bounded** by about `factor * S` bytes, or `min_entries` entries if that is
+    ///   more, plus [`Config::snapshot_keep_entries`] kept before the snapshot point and what is
+    ///   written while a snapshot is built. On disk, a node holds the old snapshot, that log and the
+    ///   new snapshot: about `factor + 2` times the state. The engine also holds that log in
+    ///   memory.
+    /// * **`min_entries`** sets the pace when the snapshot is small or absent: a node with no
+    ///   snapshot yet (size 0) snapshots after `min_entries` entries, and a tiny state is not
+    ///   snapshotted every few writes.
+    ///
+    /// The log's size is the entries' estimated encoded size: the state machine's
+    /// [`command_size`](crate::StateMachine::command_size) plus a fixed overhead per entry, as for
+    /// [`Config::max_append_bytes`]; counted from the entry after the snapshot's last one. The
+    /// snapshot's size is the length of its data, as built, received from the leader, or read from
+    /// storage at start.
+    LogGrowth {
+        /// How many times the last snapshot's size the log written since may grow to (1 to
+        /// [`SnapshotPolicy::MAX_LOG_GROWTH_FACTOR`]).
+        factor: u64,
+        /// The fewest entries applied since the last snapshot before the next one (above 0).
+        min_entries: u64,
+    },
 }
 
 impl SnapshotPolicy {
+    /// The largest [`LogGrowth`](Self::LogGrowth) factor [`Config::validate`] accepts: beyond it
+    /// the log would dwarf the state it stands for.
+    pub const MAX_LOG_GROWTH_FACTOR: u64 = 1024;
+
+    /// The [`LogGrowth`](Self::LogGrowth) factor of the default policy: the thesis's example, a
+    /// fifth of what is written goes to snapshots.
+    pub const DEFAULT_LOG_GROWTH_FACTOR: u64 = 4;
+
+    /// The [`LogGrowth`](Self::LogGrowth) `min_entries` of the default policy: the entry count of
+    /// the former default (`AfterAppliedEntries(100_000)`), so a small state snapshots as often as
+    /// it did.
+    pub const DEFAULT_MIN_ENTRIES: u64 = 100_000;
+
     /// The policy written as one number of entries, `0` meaning never (as a command-line flag or an
     /// environment variable spells it).
     pub fn from_threshold(entries: u64) -> Self {
@@ -137,18 +186,49 @@ impl SnapshotPolicy {
     }
 
     /// The policy as one number of entries, `0` for never: the inverse of
-    /// [`from_threshold`](Self::from_threshold).
-    pub fn threshold(self) -> u64 {
+    /// [`from_threshold`](Self::from_threshold); `None` for [`LogGrowth`](Self::LogGrowth), which
+    /// one number does not spell.
+    pub fn threshold(self) -> Option<u64> {
         match self {
-            SnapshotPolicy::Never => 0,
-            SnapshotPolicy::AfterAppliedEntries(n) => n,
+            SnapshotPolicy::Never => Some(0),
+            SnapshotPolicy::AfterAppliedEntries(n) => Some(n),
+            SnapshotPolicy::LogGrowth { .. } => None,
         }
+    }
+
+    /// Whether a node should start building a snapshot, `entries_since` entries and `log_bytes`
+    /// estimated bytes after its last snapshot of `snapshot_bytes` bytes (0 if it has none).
+    /// Products that overflow a `u64` are never reached.
+    pub fn due(self, entries_since: u64, log_bytes: u64, snapshot_bytes: u64) -> bool {
+        match self {
+            SnapshotPolicy::Never => false,
+            SnapshotPolicy::AfterAppliedEntries(n) => entries_since >= n,
+            SnapshotPolicy::LogGrowth {
+                factor,
+                min_entries,
+            } => {
+                entries_since >= min_entries
+                    && factor
+                        .checked_mul(snapshot_bytes)
+                        .is_some_and(|growth| log_bytes >= growth)
+            }
+        }
+    }
+
+    /// Whether [`due`](Self::due) reads the log's size (else the driver does not count it).
+    pub(crate) fn counts_bytes(self) -> bool {
+        matches!(self, SnapshotPolicy::LogGrowth { .. })
     }
 }
 
 impl Default for SnapshotPolicy {
+    /// [`LogGrowth`](Self::LogGrowth) with [`DEFAULT_LOG_GROWTH_FACTOR`](Self::DEFAULT_LOG_GROWTH_FACTOR)
+    /// (4) and [`DEFAULT_MIN_ENTRIES`](Self::DEFAULT_MIN_ENTRIES) (100,000).
     fn default() -> Self {
-        SnapshotPolicy::AfterAppliedEntries(100_000)
+        SnapshotPolicy::LogGrowth {
+            factor: Self::DEFAULT_LOG_GROWTH_FACTOR,
+            min_entries: Self::DEFAULT_MIN_ENTRIES,
+        }
     }
 }
 
@@ -218,8 +298,27 @@ impl Config {
         if self.snapshot_chunk_size == 0 {
             return Err(ConfigError::ZeroSetting("snapshot_chunk_size"));
         }
-        if self.snapshot_policy == SnapshotPolicy::AfterAppliedEntries(0) {
-            return Err(ConfigError::ZeroSetting("snapshot_policy"));
+        match self.snapshot_policy {
+            SnapshotPolicy::Never => {}
+            SnapshotPolicy::AfterAppliedEntries(n) => {
+                if n == 0 {
+                    return Err(ConfigError::ZeroSetting("snapshot_policy"));
+                }
+            }
+            SnapshotPolicy::LogGrowth {
+                factor,
+                min_entries,
+            } => {
+                if min_entries == 0 {
+                    return Err(ConfigError::ZeroSetting("snapshot_policy min_entries"));
+                }
+                if factor == 0 || factor > SnapshotPolicy::MAX_LOG_GROWTH_FACTOR {
+                    return Err(ConfigError::LogGrowthFactor {
+                        factor,
+                        max: SnapshotPolicy::MAX_LOG_GROWTH_FACTOR,
+                    });
+                }
+            }
         }
         if let ReadPolicy::Lease { clock_drift_bound } = self.read_policy {
             if !self.check_quorum {
@@ -277,9 +376,69 @@ mod tests {
             SnapshotPolicy::from_threshold(7),
             SnapshotPolicy::AfterAppliedEntries(7)
         );
-        for p in [SnapshotPolicy::Never, SnapshotPolicy::default()] {
-            assert_eq!(SnapshotPolicy::from_threshold(p.threshold()), p);
+        for p in [
+            SnapshotPolicy::Never,
+            SnapshotPolicy::AfterAppliedEntries(9),
+        ] {
+            assert_eq!(p.threshold().map(SnapshotPolicy::from_threshold), Some(p));
         }
+        assert_eq!(SnapshotPolicy::default().threshold(), None);
+    }
+
+    #[test]
+    fn entry_count_policies_are_due_by_entries_alone() {
+        let after = SnapshotPolicy::AfterAppliedEntries(10);
+        assert!(!after.due(9, u64::MAX, 0));
+        assert!(after.due(10, 0, u64::MAX));
+        assert!(!SnapshotPolicy::Never.due(u64::MAX, u64::MAX, 0));
+    }
+
+    #[test]
+    fn log_growth_is_due_at_factor_times_the_snapshot_and_min_entries() {
+        let p = SnapshotPolicy::LogGrowth {
+            factor: 4,
+            min_entries: 100,
+        };
+        // Both conditions, each at its boundary.
+        assert!(p.due(100, 4_000, 1_000));
+        assert!(!p.due(100, 3_999, 1_000));
+        assert!(!p.due(99, 4_000, 1_000));
+        assert!(!p.due(99, u64::MAX, 1_000));
+        // No snapshot yet: min_entries alone.
+        assert!(!p.due(99, 0, 0));
+        assert!(p.due(100, 0, 0));
+        // A product past u64::MAX is never reached, rather than wrapping to a small threshold.
+        assert!(!p.due(u64::MAX, u64::MAX, u64::MAX / 2));
+        assert!(p.due(u64::MAX, u64::MAX, u64::MAX / 4));
+    }
+
+    #[test]
+    fn rejects_absurd_log_growth() {
+        let with = |factor, min_entries| Config {
+            snapshot_policy: SnapshotPolicy::LogGrowth {
+                factor,
+                min_entries,
+            },
+            ..Config::default()
+        };
+        assert!(matches!(
+            with(0, 10).validate(),
+            Err(ConfigError::LogGrowthFactor { factor: 0, .. })
+        ));
+        let too_big = SnapshotPolicy::MAX_LOG_GROWTH_FACTOR + 1;
+        assert!(matches!(
+            with(too_big, 10).validate(),
+            Err(ConfigError::LogGrowthFactor { .. })
+        ));
+        assert_eq!(
+            with(4, 0).validate(),
+            Err(ConfigError::ZeroSetting("snapshot_policy min_entries"))
+        );
+        assert_eq!(
+            with(SnapshotPolicy::MAX_LOG_GROWTH_FACTOR, 1).validate(),
+            Ok(())
+        );
+        assert_eq!(with(1, 1).validate(), Ok(()));
     }
 
     #[test]

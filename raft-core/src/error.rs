@@ -31,6 +31,16 @@ pub enum ConfigError {
     /// check-quorum turns on.
     #[error("ReadPolicy::Lease needs check_quorum")]
     LeaseWithoutCheckQuorum,
+    /// The [`LogGrowth`](crate::SnapshotPolicy::LogGrowth) factor is 0 (a snapshot after every
+    /// `min_entries`, whatever the state's size: say so with `AfterAppliedEntries`) or above the
+    /// largest accepted.
+    #[error("the snapshot policy's log growth factor ({factor}) must be between 1 and {max}")]
+    LogGrowthFactor {
+        /// The configured factor.
+        factor: u64,
+        /// [`SnapshotPolicy::MAX_LOG_GROWTH_FACTOR`](crate::SnapshotPolicy::MAX_LOG_GROWTH_FACTOR).
+        max: u64,
+    },
     /// The clock drift bound leaves no lease.
     #[error("the lease's clock drift bound ({drift} ms) must be below election_timeout_min ({election_timeout_min} ms)")]
     LeaseDriftBound {

@@ -57,6 +57,11 @@ pub fn openraft_config() -> openraft::Config {
     let snapshot_policy = match ours.snapshot_policy {
         raft_core::SnapshotPolicy::Never => SnapshotPolicy::Never,
         raft_core::SnapshotPolicy::AfterAppliedEntries(n) => SnapshotPolicy::LogsSinceLast(n),
+        // The no-op state machine's snapshot is empty, so the log always outgrows it: only the
+        // entry count remains.
+        raft_core::SnapshotPolicy::LogGrowth { min_entries, .. } => {
+            SnapshotPolicy::LogsSinceLast(min_entries)
+        }
     };
     openraft::Config {
         cluster_name: "bench".into(),

@@ -625,8 +625,41 @@ mod tests {
             panic!("expected serve")
         };
         assert_eq!(serve.snapshot, args.snapshot);
-        assert_eq!(serve.snapshot.snapshot_after, 7);
+        assert_eq!(serve.snapshot.snapshot_after, Some(7));
         assert_eq!(serve.snapshot.snapshot_keep_entries, 3);
+    }
+
+    #[test]
+    fn log_growth_flags_reach_the_config_and_children() {
+        let snapshot =
+            serve_snapshot(&["--snapshot-log-factor", "2", "--snapshot-min-entries", "9"]);
+        assert_eq!(
+            snapshot.apply_to(Config::default()).snapshot_policy,
+            SnapshotPolicy::LogGrowth {
+                factor: 2,
+                min_entries: 9
+            }
+        );
+        let child: Vec<String> = SERVE
+            .iter()
+            .map(|s| s.to_string())
+            .chain(snapshot.to_args())
+            .collect();
+        let Command::Serve(serve) = Cli::try_parse_from(&child).expect("parses").command else {
+            panic!("expected serve")
+        };
+        assert_eq!(serve.snapshot, snapshot);
+        assert!(
+            parse(
+                &[
+                    SERVE,
+                    &["--snapshot-after", "5", "--snapshot-log-factor", "2"][..]
+                ]
+                .concat()
+            )
+            .is_err(),
+            "an entry count and a log factor contradict each other"
+        );
     }
 
     #[test]

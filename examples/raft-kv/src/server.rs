@@ -13,9 +13,10 @@
 //! it as a learner and, once caught up, to promote it (see [`crate::join`]). The membership tells
 //! every node where the others are, so redirects reach a leader that joined after them.
 //!
-//! Snapshots follow [`NodeConfig::raft`] (`--snapshot-after`, `--snapshot-keep-entries`): after that
-//! many applied entries the node snapshots the table into the data directory and compacts its log;
-//! a follower that has fallen behind the compacted log receives the snapshot over TCP.
+//! Snapshots follow [`NodeConfig::raft`]'s policy (`--snapshot-log-factor`,
+//! `--snapshot-min-entries` or `--snapshot-after`, and `--snapshot-keep-entries`): when it is due,
+//! the node snapshots the table into the data directory and compacts its log; a follower that has
+//! fallen behind the compacted log receives the snapshot over TCP.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

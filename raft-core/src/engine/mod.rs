@@ -234,21 +234,26 @@ pub type EntrySize<C> = fn(&C) -> usize;
 /// What an entry adds to an AppendEntries besides its command: its log id and encoding overhead.
 const ENTRY_OVERHEAD_BYTES: usize = 32;
 
+/// The estimated encoded size of one entry: its command's by `size`, a membership's by its
+/// members and addresses, plus [`ENTRY_OVERHEAD_BYTES`].
+fn entry_bytes<C>(entry: &Entry<C>, size: EntrySize<C>) -> usize {
+    ENTRY_OVERHEAD_BYTES.saturating_add(match &*entry.payload {
+        EntryPayload::Command(c) => size(c),
+        EntryPayload::Membership(m) => m
+            .nodes
+            .values()
+            .map(|n| n.addr.len().saturating_add(n.data.len()))
+            .fold(m.members().len().saturating_mul(16), usize::saturating_add),
+        EntryPayload::Blank => 0,
+    })
+}
+
 /// The longest prefix of `entries` whose estimated size stays within `budget` bytes; never empty
 /// when `entries` is not (an entry larger than the budget travels alone).
 fn within_budget<C>(entries: &[Entry<C>], size: EntrySize<C>, budget: usize) -> &[Entry<C>] {
     let mut total: usize = 0;
     for (i, entry) in entries.iter().enumerate() {
-        let bytes = ENTRY_OVERHEAD_BYTES.saturating_add(match &*entry.payload {
-            EntryPayload::Command(c) => size(c),
-            EntryPayload::Membership(m) => m
-                .nodes
-                .values()
-                .map(|n| n.addr.len().saturating_add(n.data.len()))
-                .fold(m.members().len().saturating_mul(16), usize::saturating_add),
-            EntryPayload::Blank => 0,
-        });
-        total = total.saturating_add(bytes);
+        total = total.saturating_add(entry_bytes(entry, size));
         if total > budget && i > 0 {
             return &entries[..i];
         }
@@ -473,6 +478,15 @@ impl<C: Clone> Engine<C> {
     /// The latest snapshot's metadata (the default if there is none).
     pub fn snapshot_meta(&self) -> &SnapshotMeta {
         &self.snapshot
+    }
+    /// The estimated encoded size in bytes of the entries in `from..=to` that the in-memory log
+    /// holds (by the same estimate as `Config::max_append_bytes`); compacted entries and entries
+    /// past the log's end count nothing. Saturates rather than overflow.
+    pub fn log_bytes(&self, from: LogIndex, to: LogIndex) -> u64 {
+        self.log.slice(from, to).iter().fold(0u64, |total, entry| {
+            let bytes = u64::try_from(entry_bytes(entry, self.entry_size)).unwrap_or(u64::MAX);
+            total.saturating_add(bytes)
+        })
     }
     /// The membership in force at `index` (at or after the log's base), as this node's log says.
     pub fn membership_at(&self, index: LogIndex) -> Membership {

@@ -15,8 +15,9 @@ use super::figures::Figures;
 use super::metrics::{Metrics, NodeStatus};
 use super::peers::{PeerSender, RpcOutcome};
 use super::reads::Reads;
+use super::snapshot_trigger::SnapshotTrigger;
 use super::{ApiMsg, WriteReply};
-use crate::config::{Config, SnapshotPolicy};
+use crate::config::Config;
 use crate::engine::{Engine, Output, RecoveredState};
 use crate::error::{
     ClientWriteError, InitializeError, StartError, StoppedError, StorageError, TransferError,
@@ -123,6 +124,8 @@ pub(crate) struct Driver<SM: StateMachine, S, N> {
     last_applied: LogIndex,
     /// Whether the apply task is building a snapshot.
     snapshot_building: bool,
+    /// Decides when the policy asks for a snapshot.
+    snapshot_trigger: SnapshotTrigger,
     /// Callers of `trigger_snapshot` waiting for the build in progress.
     snapshot_waiters: Vec<SnapshotWaiter>,
     /// Callers who asked while a build was in progress: they get the next one.
@@ -159,6 +162,11 @@ where
         let log_state = storage.log_state().await?;
         let snapshot = storage.snapshot().await?;
         let mut applied_id = state_machine.last_applied().await?;
+        let snapshot_trigger = SnapshotTrigger::new(
+            config.snapshot_policy,
+            snapshot.as_ref().map_or(0, |s| s.meta.last_log_id.index),
+            snapshot.as_ref().map_or(0, |s| data_len(&s.data)),
+        );
         let snapshot_meta = match snapshot {
             Some(snap) => {
                 if snap.meta.last_log_id.index < log_state.last_purged.index {
@@ -259,6 +267,7 @@ where
             pending_deadline: None,
             last_applied: applied,
             snapshot_building: false,
+            snapshot_trigger,
             snapshot_waiters: Vec::new(),
             snapshot_waiters_next: Vec::new(),
             snapshot_answers: Vec::new(),
@@ -617,11 +626,14 @@ where
                 }
                 self.last_applied = self.last_applied.max(index);
                 self.reads.applied(self.last_applied);
-                if let SnapshotPolicy::AfterAppliedEntries(n) = self.config.snapshot_policy {
-                    let since = self.engine.snapshot_meta().last_log_id.index;
-                    if !self.snapshot_building && self.last_applied >= since.saturating_add(n) {
-                        self.start_snapshot();
-                    }
+                let engine = &self.engine;
+                let due = self.snapshot_trigger.applied(
+                    self.last_applied,
+                    engine.snapshot_meta().last_log_id.index,
+                    |from, to| engine.log_bytes(from, to),
+                );
+                if due && !self.snapshot_building {
+                    self.start_snapshot();
                 }
                 Ok(())
             }
@@ -744,6 +756,12 @@ where
         }
         let restore = match out.snapshot {
             Some(snapshot) => {
+                let engine = &self.engine;
+                self.snapshot_trigger.snapshot_stored(
+                    snapshot.meta.last_log_id.index,
+                    data_len(&snapshot.data),
+                    |from, to| engine.log_bytes(from, to),
+                );
                 // A snapshot from the leader is also restored (step 7): keep a copy for that.
                 let restore = out.restore_snapshot.then(|| snapshot.clone());
                 self.disk.storage()?.install_snapshot(snapshot).await?;
@@ -982,6 +1000,11 @@ where
             changed
         });
     }
+}
+
+/// The length of a snapshot's data, for the snapshot policy.
+fn data_len(data: &[u8]) -> u64 {
+    u64::try_from(data.len()).unwrap_or(u64::MAX)
 }
 
 /// The state machine's check of a received snapshot, as the engine takes it.

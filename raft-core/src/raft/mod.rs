@@ -23,6 +23,7 @@ mod metrics;
 mod peers;
 mod proposal;
 mod reads;
+mod snapshot_trigger;
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};

@@ -60,7 +60,24 @@ impl RaftStorage<u64> for VecStore {
         Ok(())
     }
     async fn install_snapshot(&mut self, snapshot: Snapshot) -> Result<(), StorageError> {
-        // Single node: snapshots are always built locally, inside the log.
+        let last = snapshot.meta.last_log_id;
+        if self
+            .snapshot
+            .as_ref()
+            .is_some_and(|s| s.meta.last_log_id.index >= last.index)
+        {
+            return Ok(());
+        }
+        let holds = last.index <= self.base.index
+            || self
+                .log
+                .get(self.pos(last.index))
+                .is_some_and(|e| e.log_id == last);
+        if !holds {
+            // A snapshot from a leader, ahead of this log: it replaces the log.
+            self.log.clear();
+            self.base = last;
+        }
         self.snapshot = Some(snapshot);
         Ok(())
     }
