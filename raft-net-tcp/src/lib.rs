@@ -123,9 +123,11 @@
 
 #[cfg(feature = "cert-gen")]
 pub mod cert_gen;
+mod append_frame;
 mod client;
 mod config;
 pub mod descriptors;
+mod entry_cache;
 mod frame;
 mod identity;
 mod refused;
