@@ -27,9 +27,7 @@ use tokio_util::codec::{FramedWrite, LengthDelimitedCodec};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::append_frame::encode_append_entries;
 use crate::config::{TcpConfig, TcpError};
-use crate::entry_cache::{EntryCache, MAX_CACHED_ENTRIES, MAX_CACHED_BYTES};
 use crate::frame::{FrameError, FrameReader};
 use crate::identity::NodeName;
 use crate::tls::{server_name, Security};
@@ -122,9 +120,6 @@ struct ClientInner {
     peers: RwLock<HashMap<NodeId, Arc<Peer>>>,
     /// Cancelled when the last clone is dropped: stops connection attempts and connection tasks.
     shutdown: CancellationToken,
-    /// The encodings of entries recently sent, shared by the peers: an entry replicated to every
-    /// follower is encoded once.
-    entries: EntryCache,
 }
 
 impl ClientInner {
@@ -267,7 +262,6 @@ impl<C> TcpNetwork<C> {
             configured,
             peers: RwLock::new(HashMap::new()),
             shutdown: CancellationToken::new(),
-            entries: EntryCache::new(MAX_CACHED_ENTRIES, MAX_CACHED_BYTES),
         };
         let mut map = HashMap::new();
         for (&id, &addr) in &inner.configured {
@@ -328,13 +322,7 @@ impl<C: AppCommand> TcpNetwork<C> {
                 reason: "no address known for this node (not configured, not a member)".into(),
             })?;
         let id = peer.next_id.fetch_add(1, Ordering::Relaxed);
-        let frame = encode_request(
-            target,
-            id,
-            request,
-            peer.config.max_frame_length,
-            &self.inner.entries,
-        )?;
+        let frame = encode_request(target, id, request, peer.config.max_frame_length)?;
         let mut retried = false;
         let (conn, rx, _guard) = loop {
             let conn = peer.connection().await?;
@@ -461,15 +449,13 @@ impl<C: AppCommand> RaftNetwork<C> for TcpNetwork<C> {
     }
 }
 
-/// Encodes request `id` as one frame payload (an AppendEntries with its entries' encodings taken
-/// from `entries` where it holds them); fails if it is over `max_frame_length`, naming the
+/// Encodes request `id` as one frame payload; fails if it is over `max_frame_length`, naming the
 /// request's kind and the setting that bounds its size.
 fn encode_request<C: AppCommand>(
     target: NodeId,
     id: u64,
     request: Request<C>,
     max_frame_length: usize,
-    entries: &EntryCache,
 ) -> Result<Bytes, NetworkError> {
     let (kind, hint) = match &request {
         Request::Vote(_) => ("Vote", ""),
@@ -486,14 +472,11 @@ fn encode_request<C: AppCommand>(
              (see TcpConfig::check_raft_config)",
         ),
     };
-    let frame = match request {
-        Request::AppendEntries(request) => encode_append_entries(id, request, entries),
-        request => wire::encode(&RequestFrame { id, request }),
-    }
-    .map_err(|e| NetworkError::Unreachable {
-        target,
-        reason: format!("{kind} request could not be encoded: {e}"),
-    })?;
+    let frame =
+        wire::encode(&RequestFrame { id, request }).map_err(|e| NetworkError::Unreachable {
+            target,
+            reason: format!("{kind} request could not be encoded: {e}"),
+        })?;
     if frame.len() > max_frame_length {
         return Err(NetworkError::Unreachable {
             target,

@@ -123,11 +123,9 @@
 
 #[cfg(feature = "cert-gen")]
 pub mod cert_gen;
-mod append_frame;
 mod client;
 mod config;
 pub mod descriptors;
-mod entry_cache;
 mod frame;
 mod identity;
 mod refused;
