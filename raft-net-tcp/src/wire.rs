@@ -157,7 +157,9 @@ pub fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T, WireError> {
 
 /// Whether `de` has consumed its whole input: reading one more value must fail for want of even
 /// its first byte (a marker). Any byte left, a whole value or not, is trailing.
-fn at_end<'de>(de: &mut rmp_serde::Deserializer<rmp_serde::decode::ReadRefReader<'de, [u8]>>) -> bool {
+fn at_end<'de>(
+    de: &mut rmp_serde::Deserializer<rmp_serde::decode::ReadRefReader<'de, [u8]>>,
+) -> bool {
     matches!(
         serde::de::IgnoredAny::deserialize(de),
         Err(rmp_serde::decode::Error::InvalidMarkerRead(e))

@@ -830,7 +830,11 @@ mod tests {
         let mut bytes = Vec::new();
         encode_value(&mut bytes, &value).unwrap();
         assert_eq!(decode_value::<(String, u64)>(&bytes), Ok(value));
-        for (tail, n) in [(bytes.clone(), bytes.len()), (vec![0xd9], 1), (vec![0xc0, 0xc1], 2)] {
+        for (tail, n) in [
+            (bytes.clone(), bytes.len()),
+            (vec![0xd9], 1),
+            (vec![0xc0, 0xc1], 2),
+        ] {
             let mut with_tail = bytes.clone();
             with_tail.extend_from_slice(&tail);
             assert_eq!(
