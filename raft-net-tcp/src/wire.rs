@@ -142,16 +142,39 @@ pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Bytes, WireError> {
 /// # Errors
 /// [`WireError::Decode`] if the bytes are not exactly one valid `T`.
 pub fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T, WireError> {
-    let mut de = rmp_serde::Deserializer::new(std::io::Cursor::new(payload));
+    // Read straight from the slice: strings and byte arrays are handed to the visitors borrowed,
+    // where a reader-based deserializer copies each through `read_to_end` into a scratch buffer.
+    let mut de = rmp_serde::Deserializer::from_read_ref(payload);
     let value = T::deserialize(&mut de).map_err(|e| WireError::Decode(e.to_string()))?;
-    let used = de.position();
-    if used != payload.len() as u64 {
+    if !at_end(&mut de) {
         return Err(WireError::Decode(format!(
             "{} trailing bytes after the message",
-            payload.len() as u64 - used
+            trailing_bytes::<T>(payload)
         )));
     }
     Ok(value)
+}
+
+/// Whether `de` has consumed its whole input: reading one more value must fail for want of even
+/// its first byte (a marker). Any byte left, a whole value or not, is trailing.
+fn at_end<'de>(
+    de: &mut rmp_serde::Deserializer<rmp_serde::decode::ReadRefReader<'de, [u8]>>,
+) -> bool {
+    matches!(
+        serde::de::IgnoredAny::deserialize(de),
+        Err(rmp_serde::decode::Error::InvalidMarkerRead(e))
+            if e.kind() == std::io::ErrorKind::UnexpectedEof
+    )
+}
+
+/// How many bytes of `payload` follow the `T` it starts with (which decodes): counted with the
+/// position-tracking reader, on the error path only.
+fn trailing_bytes<T: DeserializeOwned>(payload: &[u8]) -> u64 {
+    let mut de = rmp_serde::Deserializer::new(std::io::Cursor::new(payload));
+    match T::deserialize(&mut de) {
+        Ok(_) => payload.len() as u64 - de.position(),
+        Err(_) => 0,
+    }
 }
 
 fn encode_handshake<T: Serialize>(value: &T) -> Result<Bytes, WireError> {
@@ -457,5 +480,58 @@ mod tests {
         ] {
             assert!(decode::<RequestFrame<u64>>(garbage).is_err());
         }
+    }
+
+    /// Any byte after the message is refused, a whole second value, the start of one or a lone
+    /// marker, and the error counts them.
+    #[test]
+    fn every_kind_of_trailing_bytes_is_counted_and_refused() {
+        let frame = RequestFrame::<String> {
+            id: 3,
+            request: Request::Vote(VoteRequest {
+                term: 2,
+                candidate_id: 1,
+                last_log_id: LogId::new(1, 4),
+                leadership_transfer: false,
+            }),
+        };
+        let bytes = encode(&frame).expect("encode").to_vec();
+        assert_eq!(decode::<RequestFrame<String>>(&bytes), Ok(frame.clone()));
+        let second = encode(&frame).expect("encode").to_vec();
+        for (tail, n) in [
+            (second.clone(), second.len()),
+            (second[..3].to_vec(), 3),
+            (vec![0xd9], 1),
+            (vec![0xc0], 1),
+            (vec![0xc1, 0xc1], 2),
+        ] {
+            let mut with_tail = bytes.clone();
+            with_tail.extend_from_slice(&tail);
+            assert_eq!(
+                decode::<RequestFrame<String>>(&with_tail),
+                Err(WireError::Decode(format!(
+                    "{n} trailing bytes after the message"
+                ))),
+                "tail {tail:?}"
+            );
+        }
+    }
+
+    /// Strings and arrays decode the same from the slice as with a reader (which copies them).
+    #[test]
+    fn strings_and_bytes_decode_as_with_a_reader() {
+        let values = (
+            String::from("é ünïcödé"),
+            vec![String::new(), "x".repeat(300), "y".repeat(70_000)],
+            vec![1u8, 2, 3],
+        );
+        let bytes = rmp_serde::to_vec_named(&values).expect("encode");
+        type Values = (String, Vec<String>, Vec<u8>);
+        let from_reader: Values =
+            rmp_serde::decode::from_read(std::io::Cursor::new(&bytes)).expect("reader");
+        assert_eq!(decode::<Values>(&bytes), Ok(from_reader));
+        let mut cut = bytes.clone();
+        cut.truncate(bytes.len() - 1);
+        assert!(decode::<Values>(&cut).is_err());
     }
 }

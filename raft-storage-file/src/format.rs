@@ -163,16 +163,37 @@ pub(crate) fn encode_value<T: Serialize + ?Sized>(
 
 /// Decodes exactly one value from `bytes` (trailing bytes are an error).
 pub(crate) fn decode_value<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
-    let mut de = rmp_serde::Deserializer::new(std::io::Cursor::new(bytes));
+    // Read straight from the slice: strings and byte arrays are handed to the visitors borrowed,
+    // where a reader-based deserializer copies each through `read_to_end` into a scratch buffer.
+    let mut de = rmp_serde::Deserializer::from_read_ref(bytes);
     let value = T::deserialize(&mut de).map_err(|e| e.to_string())?;
-    let used = de.position();
-    if used != bytes.len() as u64 {
+    if !at_end(&mut de) {
         return Err(format!(
             "{} trailing bytes after the value",
-            bytes.len() as u64 - used
+            trailing_bytes::<T>(bytes)
         ));
     }
     Ok(value)
+}
+
+/// Whether `de` has consumed its whole input: reading one more value must fail for want of even
+/// its first byte (a marker). Any byte left, a whole value or not, is trailing.
+fn at_end(de: &mut rmp_serde::Deserializer<rmp_serde::decode::ReadRefReader<'_, [u8]>>) -> bool {
+    matches!(
+        serde::de::IgnoredAny::deserialize(de),
+        Err(rmp_serde::decode::Error::InvalidMarkerRead(e))
+            if e.kind() == io::ErrorKind::UnexpectedEof
+    )
+}
+
+/// How many bytes of `bytes` follow the `T` it starts with (which decodes): counted with the
+/// position-tracking reader, on the error path only.
+fn trailing_bytes<T: DeserializeOwned>(bytes: &[u8]) -> u64 {
+    let mut de = rmp_serde::Deserializer::new(std::io::Cursor::new(bytes));
+    match T::deserialize(&mut de) {
+        Ok(_) => bytes.len() as u64 - de.position(),
+        Err(_) => 0,
+    }
 }
 
 /// Appends `v` as an unsigned LEB128 varint.
@@ -799,6 +820,28 @@ mod tests {
         let payload_len = frame.len() - FRAME_HEADER_LEN;
         assert_eq!(batch.records, vec![(payload_len as u32, log_id.term)]);
         frame
+    }
+
+    /// Any byte after the value is refused, a whole second value, the start of one or a lone
+    /// marker, and the error counts them.
+    #[test]
+    fn trailing_bytes_are_counted_and_refused() {
+        let value = (String::from("key"), 7u64);
+        let mut bytes = Vec::new();
+        encode_value(&mut bytes, &value).unwrap();
+        assert_eq!(decode_value::<(String, u64)>(&bytes), Ok(value));
+        for (tail, n) in [
+            (bytes.clone(), bytes.len()),
+            (vec![0xd9], 1),
+            (vec![0xc0, 0xc1], 2),
+        ] {
+            let mut with_tail = bytes.clone();
+            with_tail.extend_from_slice(&tail);
+            assert_eq!(
+                decode_value::<(String, u64)>(&with_tail),
+                Err(format!("{n} trailing bytes after the value"))
+            );
+        }
     }
 
     #[test]

@@ -289,3 +289,40 @@ async fn a_command_that_does_not_decode_back_is_refused_before_writing() {
     .await
     .unwrap();
 }
+
+/// An append's entries are encoded (and decoded back) on the blocking thread that writes them, not
+/// on the caller's runtime thread, which a batch's encoding would hold up.
+#[tokio::test]
+async fn entries_are_encoded_off_the_callers_thread() {
+    use std::sync::Mutex;
+    use std::thread::ThreadId;
+
+    static ENCODED_ON: Mutex<Vec<ThreadId>> = Mutex::new(Vec::new());
+
+    #[derive(Clone, Debug)]
+    struct Watched;
+    impl Serialize for Watched {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            ENCODED_ON.lock().unwrap().push(std::thread::current().id());
+            s.serialize_u64(7)
+        }
+    }
+    impl<'de> Deserialize<'de> for Watched {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            u64::deserialize(d).map(|_| Watched)
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = FileStorage::<Watched>::open(dir.path()).unwrap();
+    let entries: Vec<_> = (1..=3)
+        .map(|i| Entry::new(LogId::new(1, i), EntryPayload::Command(Watched)))
+        .collect();
+    s.append(&entries).await.unwrap();
+    let on = ENCODED_ON.lock().unwrap().clone();
+    assert_eq!(on.len(), 3, "each entry encoded once");
+    let caller = std::thread::current().id();
+    assert!(
+        on.iter().all(|&t| t != caller),
+        "encoded on the caller's thread"
+    );
+}
