@@ -13,6 +13,8 @@
 //! The runtime is chosen with the `RAFT_BENCH_RT` environment variable: `current` (the default:
 //! tokio's current-thread runtime, which measured fastest on the 2-core bench machine, see
 //! `BENCHMARKS.md`) or `multi` (the multi-thread runtime with `RAFT_BENCH_WORKERS` workers, default 2).
+//! `RAFT_BENCH_NODE_THREADS=1` ([`NODE_THREADS_VAR`]) runs each `MemCluster` node on a
+//! current-thread runtime of its own thread instead (the clients stay on the bench's runtime).
 #![warn(missing_docs)]
 
 use std::net::SocketAddr;
@@ -181,6 +183,55 @@ pub struct MemCluster<SM: StateMachine> {
     nodes: Vec<Raft<SM>>,
     leader: usize,
     _router: Router<SM>,
+    /// With [`NODE_THREADS_VAR`]: each node's thread, ended by its sender.
+    node_threads: Vec<(
+        tokio::sync::oneshot::Sender<()>,
+        std::thread::JoinHandle<()>,
+    )>,
+}
+
+/// Set to `1`, [`MemCluster::start`] runs each node on a thread of its own, on a current-thread
+/// runtime there (its driver, apply and peer tasks share that thread), while the clients run on
+/// the bench's runtime.
+pub const NODE_THREADS_VAR: &str = "RAFT_BENCH_NODE_THREADS";
+
+fn node_threads() -> bool {
+    std::env::var(NODE_THREADS_VAR).as_deref() == Ok("1")
+}
+
+/// Starts node `id` on a thread of its own with a current-thread runtime; returns its handle and
+/// what stops the thread.
+async fn start_on_own_thread<SM: StateMachine>(
+    id: raft_core::NodeId,
+    network: raft_net_mock::MockNetwork<SM>,
+    sm: SM,
+) -> (
+    Raft<SM>,
+    (
+        tokio::sync::oneshot::Sender<()>,
+        std::thread::JoinHandle<()>,
+    ),
+) {
+    let (started_tx, started_rx) = tokio::sync::oneshot::channel();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let thread = std::thread::Builder::new()
+        .name(format!("raft-node-{id}"))
+        .spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("node runtime");
+            rt.block_on(async move {
+                let raft = Raft::start(id, bench_config(), MemStorage::new(), network, sm)
+                    .await
+                    .expect("start node");
+                let _ = started_tx.send(raft);
+                let _ = stop_rx.await;
+            });
+        })
+        .expect("node thread");
+    let raft = started_rx.await.expect("node started");
+    (raft, (stop_tx, thread))
 }
 
 impl<SM: StateMachine> MemCluster<SM> {
@@ -189,16 +240,23 @@ impl<SM: StateMachine> MemCluster<SM> {
     pub async fn start(mut make_sm: impl FnMut() -> SM) -> Self {
         let router = Router::new(7);
         let mut nodes = Vec::new();
+        let mut threads = Vec::new();
         for id in 1..=3 {
-            let raft = Raft::start(
-                id,
-                bench_config(),
-                MemStorage::new(),
-                router.network(id),
-                make_sm(),
-            )
-            .await
-            .expect("start node");
+            let raft = if node_threads() {
+                let (raft, thread) = start_on_own_thread(id, router.network(id), make_sm()).await;
+                threads.push(thread);
+                raft
+            } else {
+                Raft::start(
+                    id,
+                    bench_config(),
+                    MemStorage::new(),
+                    router.network(id),
+                    make_sm(),
+                )
+                .await
+                .expect("start node")
+            };
             router.register(id, raft.clone());
             nodes.push(raft);
         }
@@ -210,6 +268,7 @@ impl<SM: StateMachine> MemCluster<SM> {
             nodes,
             leader,
             _router: router,
+            node_threads: threads,
         }
     }
 
@@ -226,10 +285,14 @@ impl<SM: StateMachine> MemCluster<SM> {
             .collect()
     }
 
-    /// Stops every node.
+    /// Stops every node (and their threads, with [`NODE_THREADS_VAR`]).
     pub async fn shutdown(self) {
         for n in &self.nodes {
             n.shutdown().await;
+        }
+        for (stop, thread) in self.node_threads {
+            let _ = stop.send(());
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
         }
     }
 }
@@ -300,6 +363,7 @@ impl<SM: StateMachine> MemCluster<SM> {
             nodes,
             leader,
             _router: router,
+            node_threads: Vec::new(),
         }
     }
 }
