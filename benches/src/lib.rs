@@ -130,6 +130,7 @@ fn snapshot_policy_from(after: Option<&str>, factor: Option<&str>) -> Option<Sna
             Some(SnapshotPolicy::LogGrowth {
                 factor,
                 min_entries: SnapshotPolicy::DEFAULT_MIN_ENTRIES,
+                max_log_bytes: SnapshotPolicy::DEFAULT_MAX_LOG_BYTES,
             })
         }
         (Some(_), Some(_)) => {
@@ -673,7 +674,8 @@ mod tests {
             snapshot_policy_from(None, Some("2")),
             Some(SnapshotPolicy::LogGrowth {
                 factor: 2,
-                min_entries: SnapshotPolicy::DEFAULT_MIN_ENTRIES
+                min_entries: SnapshotPolicy::DEFAULT_MIN_ENTRIES,
+                max_log_bytes: SnapshotPolicy::DEFAULT_MAX_LOG_BYTES,
             })
         );
         for bad in ["", "1e5", "10k", "-1", "never"] {

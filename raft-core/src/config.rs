@@ -40,8 +40,9 @@ pub struct Config {
     pub max_batch_proposals: usize,
     /// When the node snapshots its state machine on its own (a manual trigger is
     /// [`Raft::trigger_snapshot`](crate::Raft::trigger_snapshot)). Default:
-    /// [`SnapshotPolicy::LogGrowth`] with factor 4 and at least 100,000 entries: once the log
-    /// written since the last snapshot is 4 times that snapshot's size. A snapshot costs time
+    /// [`SnapshotPolicy::LogGrowth`] with factor 4, at least 100,000 entries and at most 512 MiB
+    /// of log: once the log written since the last snapshot is 4 times that snapshot's size, or
+    /// 512 MiB, whichever comes first. A snapshot costs time
     /// proportional to the state machine's size, so a threshold that grows with the snapshot keeps
     /// its cost per written byte bounded whatever the state's size (see [`SnapshotPolicy`]).
     pub snapshot_policy: SnapshotPolicy,
@@ -133,17 +134,22 @@ pub enum SnapshotPolicy {
     AfterAppliedEntries(u64),
     /// Once the log written since the last snapshot holds at least `factor` times that snapshot's
     /// size in bytes, and at least `min_entries` entries (Raft thesis, section 5.1.1, "When to
-    /// snapshot"; LogCabin's `snapshotRatio`).
+    /// snapshot"; LogCabin's `snapshotRatio`), or at least `max_log_bytes` (and `min_entries`)
+    /// whatever the snapshot's size.
     ///
     /// * **Snapshot work per written byte is at most `1 / factor`** of the bytes written: a snapshot
     ///   of `S` bytes is built only after `factor * S` bytes of log, so its cost is spread over
     ///   those bytes whatever `S` is. (The thesis's example, factor 4: about a fifth of the disk's
     ///   write bandwidth goes to snapshots.)
-    /// * **The log stays bounded** by about `factor * S` bytes, or `min_entries` entries if that is
-    ///   more, plus [`Config::snapshot_keep_entries`] kept before the snapshot point and what is
-    ///   written while a snapshot is built. On disk, a node holds the old snapshot, that log and the
-    ///   new snapshot: about `factor + 2` times the state. The engine also holds that log in
-    ///   memory.
+    /// * **The log stays bounded** by about `min(factor * S, max_log_bytes)` bytes, or
+    ///   `min_entries` entries if that is more, plus [`Config::snapshot_keep_entries`] kept before
+    ///   the snapshot point and what is written while a snapshot is built. The engine holds that
+    ///   log in memory, which is what `max_log_bytes` bounds: without it, a state of 10 GB would
+    ///   let 40 GB of log pile up in memory at factor 4. On disk, a node holds the old snapshot,
+    ///   that log and the new snapshot.
+    /// * **Past `max_log_bytes / factor` of state**, the cap decides, and snapshot work per
+    ///   written byte grows again, as `S / max_log_bytes`: raise the cap for a large state on a
+    ///   node with the memory for it.
     /// * **`min_entries`** sets the pace when the snapshot is small or absent: a node with no
     ///   snapshot yet (size 0) snapshots after `min_entries` entries, and a tiny state is not
     ///   snapshotted every few writes.
@@ -159,6 +165,9 @@ pub enum SnapshotPolicy {
         factor: u64,
         /// The fewest entries applied since the last snapshot before the next one (above 0).
         min_entries: u64,
+        /// The most bytes of log written since the last snapshot before the next one is due,
+        /// whatever the snapshot's size (above 0): the bound on the log held in memory.
+        max_log_bytes: u64,
     },
 }
 
@@ -175,6 +184,11 @@ impl SnapshotPolicy {
     /// the former default (`AfterAppliedEntries(100_000)`), so a small state snapshots as often as
     /// it did.
     pub const DEFAULT_MIN_ENTRIES: u64 = 100_000;
+
+    /// The [`LogGrowth`](Self::LogGrowth) `max_log_bytes` of the default policy: 512 MiB, so a
+    /// node's in-memory log stays well under a gigabyte whatever the state's size (a state under
+    /// 128 MiB never reaches it at factor 4).
+    pub const DEFAULT_MAX_LOG_BYTES: u64 = 512 * 1024 * 1024;
 
     /// The policy written as one number of entries, `0` meaning never (as a command-line flag or an
     /// environment variable spells it).
@@ -206,11 +220,13 @@ impl SnapshotPolicy {
             SnapshotPolicy::LogGrowth {
                 factor,
                 min_entries,
+                max_log_bytes,
             } => {
                 entries_since >= min_entries
-                    && factor
-                        .checked_mul(snapshot_bytes)
-                        .is_some_and(|growth| log_bytes >= growth)
+                    && (log_bytes >= max_log_bytes
+                        || factor
+                            .checked_mul(snapshot_bytes)
+                            .is_some_and(|growth| log_bytes >= growth))
             }
         }
     }
@@ -223,11 +239,13 @@ impl SnapshotPolicy {
 
 impl Default for SnapshotPolicy {
     /// [`LogGrowth`](Self::LogGrowth) with [`DEFAULT_LOG_GROWTH_FACTOR`](Self::DEFAULT_LOG_GROWTH_FACTOR)
-    /// (4) and [`DEFAULT_MIN_ENTRIES`](Self::DEFAULT_MIN_ENTRIES) (100,000).
+    /// (4), [`DEFAULT_MIN_ENTRIES`](Self::DEFAULT_MIN_ENTRIES) (100,000) and
+    /// [`DEFAULT_MAX_LOG_BYTES`](Self::DEFAULT_MAX_LOG_BYTES) (512 MiB).
     fn default() -> Self {
         SnapshotPolicy::LogGrowth {
             factor: Self::DEFAULT_LOG_GROWTH_FACTOR,
             min_entries: Self::DEFAULT_MIN_ENTRIES,
+            max_log_bytes: Self::DEFAULT_MAX_LOG_BYTES,
         }
     }
 }
@@ -308,9 +326,13 @@ impl Config {
             SnapshotPolicy::LogGrowth {
                 factor,
                 min_entries,
+                max_log_bytes,
             } => {
                 if min_entries == 0 {
                     return Err(ConfigError::ZeroSetting("snapshot_policy min_entries"));
+                }
+                if max_log_bytes == 0 {
+                    return Err(ConfigError::ZeroSetting("snapshot_policy max_log_bytes"));
                 }
                 if factor == 0 || factor > SnapshotPolicy::MAX_LOG_GROWTH_FACTOR {
                     return Err(ConfigError::LogGrowthFactor {
@@ -398,6 +420,7 @@ mod tests {
         let p = SnapshotPolicy::LogGrowth {
             factor: 4,
             min_entries: 100,
+            max_log_bytes: u64::MAX,
         };
         // Both conditions, each at its boundary.
         assert!(p.due(100, 4_000, 1_000));
@@ -408,8 +431,28 @@ mod tests {
         assert!(!p.due(99, 0, 0));
         assert!(p.due(100, 0, 0));
         // A product past u64::MAX is never reached, rather than wrapping to a small threshold.
-        assert!(!p.due(u64::MAX, u64::MAX, u64::MAX / 2));
-        assert!(p.due(u64::MAX, u64::MAX, u64::MAX / 4));
+        assert!(!p.due(u64::MAX, u64::MAX - 1, u64::MAX / 2));
+        assert!(p.due(u64::MAX, u64::MAX - 1, u64::MAX / 4));
+    }
+
+    #[test]
+    fn log_growth_is_due_at_max_log_bytes_whatever_the_snapshot() {
+        let p = SnapshotPolicy::LogGrowth {
+            factor: 4,
+            min_entries: 100,
+            max_log_bytes: 10_000,
+        };
+        // A snapshot of 1 MB would allow 4 MB of log: the cap comes first.
+        assert!(p.due(100, 10_000, 1_000_000));
+        assert!(!p.due(100, 9_999, 1_000_000));
+        assert!(!p.due(99, 10_000, 1_000_000), "min_entries still holds");
+        // A small snapshot: the factor comes first.
+        assert!(p.due(100, 4_000, 1_000));
+        // A snapshot so large its product overflows: the cap still applies.
+        assert!(p.due(100, 10_000, u64::MAX));
+        // The default bounds the log at 512 MiB.
+        assert!(SnapshotPolicy::default().due(100_000, 512 << 20, 1 << 30));
+        assert!(!SnapshotPolicy::default().due(100_000, (512 << 20) - 1, 1 << 30));
     }
 
     #[test]
@@ -418,6 +461,7 @@ mod tests {
             snapshot_policy: SnapshotPolicy::LogGrowth {
                 factor,
                 min_entries,
+                max_log_bytes: SnapshotPolicy::DEFAULT_MAX_LOG_BYTES,
             },
             ..Config::default()
         };
@@ -439,6 +483,18 @@ mod tests {
             Ok(())
         );
         assert_eq!(with(1, 1).validate(), Ok(()));
+        let no_cap = Config {
+            snapshot_policy: SnapshotPolicy::LogGrowth {
+                factor: 4,
+                min_entries: 1,
+                max_log_bytes: 0,
+            },
+            ..Config::default()
+        };
+        assert_eq!(
+            no_cap.validate(),
+            Err(ConfigError::ZeroSetting("snapshot_policy max_log_bytes"))
+        );
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The driver's snapshot policy, node by node in virtual time: a log-growth policy snapshots once
 //! the log written since the last snapshot reaches `factor` times that snapshot's size, and not one
 //! entry before, whether the last snapshot was built here, read back from storage at a restart, or
-//! received from the leader; an entry count still counts entries.
+//! received from the leader; `max_log_bytes` caps the log whatever the snapshot's size; an entry
+//! count still counts entries.
 //!
 //! Every command is estimated at [`COMMAND_BYTES`] (plus the engine's 32 bytes per entry:
 //! [`ENTRY_BYTES`]), and every snapshot is [`SNAPSHOT_BYTES`] long, so each test names the exact
@@ -26,6 +27,7 @@ const SNAPSHOT_BYTES: u64 = 10 * ENTRY_BYTES;
 const POLICY: SnapshotPolicy = SnapshotPolicy::LogGrowth {
     factor: 2,
     min_entries: 5,
+    max_log_bytes: u64::MAX,
 };
 
 /// A state machine of [`COMMAND_BYTES`] per command and snapshots of [`SNAPSHOT_BYTES`].
@@ -123,6 +125,27 @@ async fn log_growth_snapshots_once_the_log_is_factor_times_the_last_snapshot() {
     let seen = write_until(&raft, 50).await;
     assert_eq!(seen, expected(&seen, 0, &[5, 25, 45]));
     assert_eq!(raft.metrics().borrow().snapshots.built, 3);
+    raft.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn max_log_bytes_caps_the_log_when_the_snapshot_would_allow_more() {
+    // Factor 1,000 would allow 10,000 entries after each snapshot; the cap of 8 entries' bytes
+    // (1,056) comes first: at 5 (min_entries, no snapshot yet), then every 8 entries.
+    let capped = SnapshotPolicy::LogGrowth {
+        factor: 1000,
+        min_entries: 5,
+        max_log_bytes: 8 * ENTRY_BYTES,
+    };
+    let raft = Raft::start(1, config(capped), VecStore::default(), NoPeers, Sized)
+        .await
+        .expect("start");
+    raft.initialize([1]).await.expect("initialize");
+    raft.wait_for_leader(Duration::from_secs(2))
+        .await
+        .expect("leader");
+    let seen = write_until(&raft, 30).await;
+    assert_eq!(seen, expected(&seen, 0, &[5, 13, 21, 29]));
     raft.shutdown().await;
 }
 

@@ -631,13 +631,20 @@ mod tests {
 
     #[test]
     fn log_growth_flags_reach_the_config_and_children() {
-        let snapshot =
-            serve_snapshot(&["--snapshot-log-factor", "2", "--snapshot-min-entries", "9"]);
+        let snapshot = serve_snapshot(&[
+            "--snapshot-log-factor",
+            "2",
+            "--snapshot-min-entries",
+            "9",
+            "--snapshot-max-log-bytes",
+            "4096",
+        ]);
         assert_eq!(
             snapshot.apply_to(Config::default()).snapshot_policy,
             SnapshotPolicy::LogGrowth {
                 factor: 2,
-                min_entries: 9
+                min_entries: 9,
+                max_log_bytes: 4096,
             }
         );
         let child: Vec<String> = SERVE

@@ -99,6 +99,7 @@ mod tests {
         SnapshotPolicy::LogGrowth {
             factor,
             min_entries,
+            max_log_bytes: u64::MAX,
         }
     }
 
