@@ -110,15 +110,21 @@ fn expected(
         .collect()
 }
 
-#[tokio::test(start_paused = true)]
-async fn log_growth_snapshots_once_the_log_is_factor_times_the_last_snapshot() {
-    let raft = Raft::start(1, config(POLICY), VecStore::default(), NoPeers, Sized)
+/// A single node with empty storage, initialized and leading, under `policy`.
+async fn fresh_leader(policy: SnapshotPolicy) -> Raft<Sized> {
+    let raft = Raft::start(1, config(policy), VecStore::default(), NoPeers, Sized)
         .await
         .expect("start");
     raft.initialize([1]).await.expect("initialize");
     raft.wait_for_leader(Duration::from_secs(2))
         .await
         .expect("leader");
+    raft
+}
+
+#[tokio::test(start_paused = true)]
+async fn log_growth_snapshots_once_the_log_is_factor_times_the_last_snapshot() {
+    let raft = fresh_leader(POLICY).await;
     // Index 1 is the membership, 2 the leader's blank entry, writes from 3 on. No snapshot yet:
     // min_entries alone (at 5). Then 20 entries of 132 bytes after each snapshot of 1,320: at 25
     // and 45; with a fixed count of 5 entries they would come at 10, 15, ...
@@ -137,13 +143,7 @@ async fn max_log_bytes_caps_the_log_when_the_snapshot_would_allow_more() {
         min_entries: 5,
         max_log_bytes: 8 * ENTRY_BYTES,
     };
-    let raft = Raft::start(1, config(capped), VecStore::default(), NoPeers, Sized)
-        .await
-        .expect("start");
-    raft.initialize([1]).await.expect("initialize");
-    raft.wait_for_leader(Duration::from_secs(2))
-        .await
-        .expect("leader");
+    let raft = fresh_leader(capped).await;
     let seen = write_until(&raft, 30).await;
     assert_eq!(seen, expected(&seen, 0, &[5, 13, 21, 29]));
     raft.shutdown().await;
@@ -245,19 +245,7 @@ async fn after_installing_the_leaders_snapshot_its_size_counts() {
 
 #[tokio::test(start_paused = true)]
 async fn an_entry_count_ignores_the_snapshots_size() {
-    let raft = Raft::start(
-        1,
-        config(SnapshotPolicy::AfterAppliedEntries(7)),
-        VecStore::default(),
-        NoPeers,
-        Sized,
-    )
-    .await
-    .expect("start");
-    raft.initialize([1]).await.expect("initialize");
-    raft.wait_for_leader(Duration::from_secs(2))
-        .await
-        .expect("leader");
+    let raft = fresh_leader(SnapshotPolicy::AfterAppliedEntries(7)).await;
     let seen = write_until(&raft, 30).await;
     assert_eq!(seen, expected(&seen, 0, &[7, 14, 21, 28]));
     raft.shutdown().await;
