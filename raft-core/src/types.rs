@@ -63,13 +63,23 @@ pub enum EntryPayload<C> {
 /// storage's append, every follower's AppendEntries and the apply batch hold the same payload, made
 /// once when the leader accepted the proposal (or decoded once when it arrived from the network or
 /// from disk). The shared payload serializes exactly as an `EntryPayload` (serde's `rc` feature), so
-/// the wire and disk formats do not see it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// the wire and disk formats do not see it. An entry clones whatever its command type (no
+/// `C: Clone` bound), since a clone copies only the reference.
+#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entry<C> {
     /// Term and index of the entry.
     pub log_id: LogId,
     /// What the entry carries, shared (never deep-copied by the library).
     pub payload: Arc<EntryPayload<C>>,
+}
+
+impl<C> Clone for Entry<C> {
+    fn clone(&self) -> Self {
+        Entry {
+            log_id: self.log_id,
+            payload: Arc::clone(&self.payload),
+        }
+    }
 }
 
 impl<C> Entry<C> {
@@ -334,4 +344,21 @@ pub enum Role {
     Candidate,
     /// Accepts proposals and replicates the log.
     Leader,
+}
+
+#[cfg(test)]
+mod entry_clone_tests {
+    use super::*;
+
+    /// A command type that cannot be cloned.
+    #[derive(Debug, PartialEq, Eq)]
+    struct NotClone(u64);
+
+    #[test]
+    fn an_entry_clones_by_sharing_its_payload_whatever_the_command() {
+        let entry = Entry::new(LogId::new(1, 1), EntryPayload::Command(NotClone(7)));
+        let copy = entry.clone();
+        assert!(Arc::ptr_eq(&entry.payload, &copy.payload));
+        assert_eq!(copy.log_id, entry.log_id);
+    }
 }

@@ -609,13 +609,7 @@ where
         // Encoding (and the decode-back check) is CPU work proportional to the batch: it runs on
         // the blocking thread with the write, not on the caller's runtime thread. The entries'
         // payloads are shared, so the copy handed over is one reference count per entry.
-        let entries: Vec<Entry<C>> = entries
-            .iter()
-            .map(|e| Entry {
-                log_id: e.log_id,
-                payload: Arc::clone(&e.payload),
-            })
-            .collect();
+        let entries = entries.to_vec();
         self.blocking(move |s| s.append(&format::encode_batch(first, &entries)?))
             .await
     }
