@@ -1,6 +1,8 @@
 //! The HTTP API (`raft_kv::http::router`) against an in-process 3-node cluster (MemStorage and the
 //! mock network, virtual time): every status code of the API.
 
+mod in_process;
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -8,6 +10,7 @@ use axum::body::Body;
 use axum::http::{header, Method, Request, StatusCode};
 use axum::Router;
 use http_body_util::BodyExt;
+use in_process::three_nodes;
 use raft_kv::http::{router, ApiState, StatusBody, MAX_BODY_BYTES};
 use raft_kv::Cluster;
 use serde_json::{json, Value};
@@ -52,16 +55,6 @@ async fn call(
     let json: Value = serde_json::from_slice(&bytes)
         .unwrap_or_else(|_| panic!("{uri}: body is not JSON: {bytes:?}"));
     (status, location, json)
-}
-
-async fn three_nodes() -> (Cluster, u64) {
-    let mut cluster = Cluster::start([1, 2, 3], raft_core::Config::default())
-        .await
-        .unwrap();
-    cluster.set_timeout(Duration::from_secs(10));
-    cluster.initialize().await.unwrap();
-    let (leader, _) = cluster.wait_for_leader(0).await.unwrap();
-    (cluster, leader)
 }
 
 #[tokio::test(start_paused = true)]

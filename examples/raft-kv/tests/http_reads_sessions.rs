@@ -2,6 +2,8 @@
 //! (MemStorage and the mock network, virtual time): reads served by followers without a log entry,
 //! the `consistency` parameter, `ReadError` answers, and writes applied once per `Client-Seq`.
 
+mod in_process;
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -73,13 +75,8 @@ async fn call(
     }
 }
 
-async fn three_nodes() -> (Cluster, u64, u64) {
-    let mut cluster = Cluster::start([1, 2, 3], raft_core::Config::default())
-        .await
-        .unwrap();
-    cluster.set_timeout(Duration::from_secs(10));
-    cluster.initialize().await.unwrap();
-    let (leader, _) = cluster.wait_for_leader(0).await.unwrap();
+async fn three_nodes_and_a_follower() -> (Cluster, u64, u64) {
+    let (cluster, leader) = in_process::three_nodes().await;
     let follower = [1, 2, 3].into_iter().find(|&id| id != leader).unwrap();
     cluster
         .wait_until("the follower to know the leader", |all| {
@@ -92,7 +89,7 @@ async fn three_nodes() -> (Cluster, u64, u64) {
 
 #[tokio::test(start_paused = true)]
 async fn a_follower_serves_linearizable_reads_itself_without_a_log_entry() {
-    let (mut cluster, leader, follower) = three_nodes().await;
+    let (mut cluster, leader, follower) = three_nodes_and_a_follower().await;
     let leader_app = router(api(&cluster, leader));
     let app = router(api(&cluster, follower));
     let put = call(&leader_app, Method::PUT, "/kv/apple", "red", &[]).await;
@@ -145,7 +142,7 @@ async fn a_follower_serves_linearizable_reads_itself_without_a_log_entry() {
 
 #[tokio::test(start_paused = true)]
 async fn bad_read_queries_are_400() {
-    let (mut cluster, leader, _) = three_nodes().await;
+    let (mut cluster, leader, _) = three_nodes_and_a_follower().await;
     let app = router(api(&cluster, leader));
     for uri in [
         "/kv/k?consistency=strong",
@@ -172,7 +169,7 @@ async fn bad_read_queries_are_400() {
 
 #[tokio::test(start_paused = true)]
 async fn a_read_that_cannot_be_confirmed_is_503_or_504_and_reads_nothing() {
-    let (mut cluster, leader, follower) = three_nodes().await;
+    let (mut cluster, leader, follower) = three_nodes_and_a_follower().await;
     let mut state = api(&cluster, leader);
     state.write_timeout = Duration::from_secs(30);
     let app = router(state);
@@ -237,7 +234,7 @@ async fn an_uninitialized_node_answers_no_leader_to_reads() {
 
 #[tokio::test(start_paused = true)]
 async fn a_retried_write_is_answered_from_its_session_and_applied_once() {
-    let (mut cluster, leader, _) = three_nodes().await;
+    let (mut cluster, leader, _) = three_nodes_and_a_follower().await;
     let app = router(api(&cluster, leader));
     let s = |seq: &'static str| [("Client-Id", "42"), ("Client-Seq", seq)];
     let cas = r#"{"expected":null,"new":"a"}"#;
@@ -287,7 +284,7 @@ async fn a_retried_write_is_answered_from_its_session_and_applied_once() {
 
 #[tokio::test(start_paused = true)]
 async fn bad_session_headers_are_400_and_propose_nothing() {
-    let (mut cluster, leader, _) = three_nodes().await;
+    let (mut cluster, leader, _) = three_nodes_and_a_follower().await;
     let app = router(api(&cluster, leader));
     let before = cluster.metrics(leader).unwrap().last_log_id.index;
     let bad: &[&[(&str, &str)]] = &[

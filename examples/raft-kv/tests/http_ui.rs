@@ -2,13 +2,15 @@
 //! the mock network, virtual time): the page is served to anyone, its data and admin requests only
 //! with the API token, and `/ui/cluster` reports every member.
 
+mod in_process;
+
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{header, Method, Request, StatusCode};
 use axum::Router;
 use http_body_util::BodyExt;
+use in_process::three_nodes;
 use raft_kv::cluster_view::ClusterView;
 use raft_kv::http::{router, ApiState};
 use raft_kv::http_auth::ApiToken;
@@ -17,16 +19,6 @@ use raft_kv::Cluster;
 use tower::ServiceExt;
 
 const TOKEN: &str = "s3cret-token-0123456789";
-
-async fn three_nodes() -> (Cluster, u64) {
-    let mut cluster = Cluster::start([1, 2, 3], raft_core::Config::default())
-        .await
-        .unwrap();
-    cluster.set_timeout(Duration::from_secs(10));
-    cluster.initialize().await.unwrap();
-    let (leader, _) = cluster.wait_for_leader(0).await.unwrap();
-    (cluster, leader)
-}
 
 /// Node `id`'s API with the token required. The in-process nodes record no HTTP addresses, and
 /// none is given: the view can only report the other members as not reachable by HTTP.
