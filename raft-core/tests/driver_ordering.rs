@@ -1077,3 +1077,58 @@ async fn follower_holds_every_reply_until_the_appends_before_it_are_durable() {
     );
     raft.shutdown().await;
 }
+
+/// A shutdown requested while an append is in flight (and another queued behind it) lets both
+/// reach storage before the node lets go of it: a dropped append could leave half a batch behind.
+#[tokio::test(start_paused = true)]
+async fn shutdown_finishes_the_append_in_flight_and_the_one_queued() {
+    let events = Events::default();
+    let raft = Raft::start(
+        1,
+        config(),
+        slow_appends(&events, initialized(&[1, 2, 3]), SLOW_APPEND),
+        network_answering(&events, true, &[2]),
+        Recorder::default(),
+    )
+    .await
+    .expect("the node starts");
+    wait_until_leader(&raft).await;
+    let mut metrics = raft.metrics();
+    tokio::time::timeout(
+        Duration::from_secs(1),
+        metrics.wait_for(|m| m.commit_index >= 2),
+    )
+    .await
+    .expect("the blank entry commits")
+    .expect("the node is running");
+
+    // Entry 3's append starts at once and takes SLOW_APPEND; entry 4, proposed 10 ms later, is
+    // queued behind it.
+    let mut writes = Vec::new();
+    for n in [1, 2] {
+        let raft = raft.clone();
+        writes.push(tokio::spawn(async move { raft.client_write(n).await }));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        !snapshot_of(&events)
+            .iter()
+            .any(|e| e.starts_with("append(3")),
+        "the append must still be in flight when the shutdown is requested"
+    );
+    raft.shutdown().await;
+    let events = snapshot_of(&events);
+    let appended: Vec<&String> = events.iter().filter(|e| e.starts_with("append(")).collect();
+    assert!(
+        appended.iter().any(|e| e.starts_with("append(3..=")),
+        "entry 3's append was dropped at shutdown: {events:?}"
+    );
+    assert!(
+        appended.iter().any(|e| e.starts_with("append(4..=4)")),
+        "entry 4, queued behind it, was dropped at shutdown: {events:?}"
+    );
+    for w in writes {
+        // Each write is answered (applied, or failed because the node stopped), never left hanging.
+        let _ = w.await.expect("no panic");
+    }
+}
