@@ -122,6 +122,9 @@ pub(crate) struct Driver<SM: StateMachine, S, N> {
     /// `OutcomeUnknown`) if their fate has not been learned by then.
     pending_deadline: Option<Instant>,
     last_applied: LogIndex,
+    /// The index of the last client write this node accepted: while `last_applied` is below it,
+    /// some write is still in flight (see [`gather_ready_writes`]).
+    last_write_accepted: LogIndex,
     /// Whether the apply task is building a snapshot.
     snapshot_building: bool,
     /// Decides when the policy asks for a snapshot.
@@ -266,6 +269,7 @@ where
             pending: VecDeque::new(),
             pending_deadline: None,
             last_applied: applied,
+            last_write_accepted: 0,
             snapshot_building: false,
             snapshot_trigger,
             snapshot_waiters: Vec::new(),
@@ -355,6 +359,7 @@ where
         if timer.deadline() != deadline {
             timer.as_mut().reset(deadline);
         }
+        self.figures.new_turn();
         tokio::select! {
             biased;
             persisted = self.disk.completed(), if self.disk.busy() => match persisted {
@@ -369,7 +374,16 @@ where
                 if let Some(o) = outcome { self.on_rpc_outcome(o); }
             }
             msg = self.api_rx.recv() => match msg {
-                Some(msg) => self.on_api(msg)?,
+                Some(msg) => {
+                    // With other writes in flight, more are likely on their way: let the tasks
+                    // that are ready run first, so that their writes join this batch.
+                    let gather = matches!(msg, ApiMsg::ClientWrite { .. })
+                        && self.last_write_accepted > self.last_applied;
+                    self.on_api(msg)?;
+                    if gather {
+                        gather_ready_writes().await;
+                    }
+                }
                 None => return Err(Stop::Requested),
             },
             _ = &mut timer => {}
@@ -433,6 +447,7 @@ where
             } => match self.propose(command) {
                 Ok(log_id) => {
                     self.figures.proposal_accepted(log_id);
+                    self.last_write_accepted = log_id.index;
                     // Writes of an earlier leadership at this index or above were overwritten in
                     // this node's log: they can never commit.
                     self.fail_pending(log_id.index..=LogIndex::MAX);
@@ -450,7 +465,7 @@ where
                 }
             },
             ApiMsg::AppendEntries { request, reply } => {
-                let resp = self.engine.handle_append_entries(request);
+                let resp = self.engine.handle_append_entries(*request);
                 self.held_replies.push(HeldReply::Append(reply, resp));
             }
             ApiMsg::Vote { request, reply } => {
@@ -468,7 +483,7 @@ where
                 self.held_replies.push(HeldReply::TimeoutNow(reply, resp));
             }
             ApiMsg::ChangeMembership { change, reply } => {
-                let started = self.engine.change_membership(change).map(|appended| {
+                let started = self.engine.change_membership(*change).map(|appended| {
                     appended.map(|log_id| (log_id, self.engine.membership().leave_joint()))
                 });
                 let _ = reply.send(started);
@@ -485,7 +500,7 @@ where
                 let _ = reply.send(self.transfer_leadership(to));
             }
             ApiMsg::InstallSnapshot { request, reply } => {
-                let resp = self.engine.handle_install_snapshot(request);
+                let resp = self.engine.handle_install_snapshot(*request);
                 self.held_replies.push(HeldReply::Snapshot(reply, resp));
             }
             ApiMsg::TriggerSnapshot { reply } => {
@@ -498,7 +513,7 @@ where
             }
             ApiMsg::Initialize { membership, reply } => {
                 // Answered once the membership entry is durable.
-                let result = self.engine.initialize(membership);
+                let result = self.engine.initialize(*membership);
                 self.held_replies.push(HeldReply::Initialize(reply, result));
             }
             ApiMsg::Shutdown => return Err(Stop::Requested),
@@ -1000,6 +1015,20 @@ where
             changed
         });
     }
+}
+
+/// Lets every task that is ready to run on this worker run before the driver goes on, once.
+///
+/// Tokio's multi-thread scheduler runs a task woken by the running task next (its "LIFO slot"), so
+/// the first client write of a burst woke the driver, which then took a batch of one while the
+/// other clients waited behind it: on one worker, 256 clients got about 4 writes per batch where
+/// the current-thread runtime, which queues wake-ups in order, got 126. A yield puts the driver
+/// behind the tasks already queued: tokio wakes a yielded task once the worker's queue is empty, or
+/// at its next periodic check of timers and I/O (every 61 tasks by default) if that comes first.
+/// Only done while another write is in flight (accepted, not yet applied): a lone writer would pay
+/// a turn of the scheduler for nothing (about 8% of a write on two workers).
+async fn gather_ready_writes() {
+    tokio::task::yield_now().await;
 }
 
 /// The length of a snapshot's data, for the snapshot policy.

@@ -22,13 +22,22 @@ pub(crate) struct Figures {
     /// accepted. Entries leave once the commit point passes them (committed or overwritten), so
     /// it holds no more than the driver's own queue of pending writes did at its longest.
     proposed_at: VecDeque<(LogId, Instant)>,
+    /// The clock read of the current turn of the driver's loop, shared by the proposals accepted in
+    /// it (a turn lasts microseconds; one read per proposal was a visible share of a write's cost).
+    turn_clock: Option<Instant>,
 }
 
 impl Figures {
-    /// The leader appended a client's proposal as `log_id`.
+    /// A new turn of the driver's loop begins: the next proposal reads the clock again.
+    pub(crate) fn new_turn(&mut self) {
+        self.turn_clock = None;
+    }
+
+    /// The leader appended a client's proposal as `log_id`, timed from this turn's clock read.
     pub(crate) fn proposal_accepted(&mut self, log_id: LogId) {
         self.proposals.accepted = self.proposals.accepted.saturating_add(1);
-        self.proposed_at.push_back((log_id, Instant::now()));
+        let now = *self.turn_clock.get_or_insert_with(Instant::now);
+        self.proposed_at.push_back((log_id, now));
     }
 
     /// A proposal was refused before anything was appended.

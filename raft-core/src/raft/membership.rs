@@ -171,7 +171,7 @@ impl<SM: StateMachine> Raft<SM> {
         let target = loop {
             let (reply, reply_rx) = oneshot::channel();
             self.send(ApiMsg::ChangeMembership {
-                change: change.clone(),
+                change: Box::new(change.clone()),
                 reply,
             })?;
             match reply_rx.await.map_err(|_| self.stopped())? {

@@ -62,6 +62,9 @@ pub struct ClientWriteResponse<R> {
 type WriteReply<SM> = oneshot::Sender<ProposalResult<<SM as StateMachine>::Response>>;
 
 /// Requests from handles to the driver.
+///
+/// Large requests are boxed so that the message, which crosses the channel by value (copied in and
+/// out of a block shared between threads), stays about the size of a client write.
 pub(crate) enum ApiMsg<SM: StateMachine> {
     ClientWrite {
         command: SM::Command,
@@ -71,7 +74,7 @@ pub(crate) enum ApiMsg<SM: StateMachine> {
         reply: WriteReply<SM>,
     },
     AppendEntries {
-        request: AppendEntriesRequest<SM::Command>,
+        request: Box<AppendEntriesRequest<SM::Command>>,
         reply: oneshot::Sender<AppendEntriesResponse>,
     },
     Vote {
@@ -87,11 +90,11 @@ pub(crate) enum ApiMsg<SM: StateMachine> {
         reply: oneshot::Sender<TimeoutNowResponse>,
     },
     InstallSnapshot {
-        request: InstallSnapshotRequest,
+        request: Box<InstallSnapshotRequest>,
         reply: oneshot::Sender<InstallSnapshotResponse>,
     },
     ChangeMembership {
-        change: crate::engine::MembershipChange,
+        change: Box<crate::engine::MembershipChange>,
         reply: oneshot::Sender<Result<membership::ChangeStarted, crate::error::MembershipError>>,
     },
     Read {
@@ -109,7 +112,7 @@ pub(crate) enum ApiMsg<SM: StateMachine> {
         reply: oneshot::Sender<Result<(NodeId, u64), TransferError>>,
     },
     Initialize {
-        membership: Membership,
+        membership: Box<Membership>,
         reply: oneshot::Sender<Result<(), InitializeError>>,
     },
     TriggerSnapshot {
@@ -222,7 +225,10 @@ impl<SM: StateMachine> Raft<SM> {
     /// [`InitializeError::AlreadyInitialized`], an invalid membership, or a stopped node.
     pub async fn initialize_with(&self, membership: Membership) -> Result<(), InitializeError> {
         let (reply, rx) = oneshot::channel();
-        self.send(ApiMsg::Initialize { membership, reply })?;
+        self.send(ApiMsg::Initialize {
+            membership: Box::new(membership),
+            reply,
+        })?;
         rx.await
             .map_err(|_| InitializeError::Stopped(self.stopped()))?
     }
@@ -281,7 +287,10 @@ impl<SM: StateMachine> Raft<SM> {
         request: AppendEntriesRequest<SM::Command>,
     ) -> Result<AppendEntriesResponse, StoppedError> {
         let (reply, rx) = oneshot::channel();
-        self.send(ApiMsg::AppendEntries { request, reply })?;
+        self.send(ApiMsg::AppendEntries {
+            request: Box::new(request),
+            reply,
+        })?;
         rx.await.map_err(|_| self.stopped())
     }
 
@@ -435,7 +444,10 @@ impl<SM: StateMachine> Raft<SM> {
         request: InstallSnapshotRequest,
     ) -> Result<InstallSnapshotResponse, StoppedError> {
         let (reply, rx) = oneshot::channel();
-        self.send(ApiMsg::InstallSnapshot { request, reply })?;
+        self.send(ApiMsg::InstallSnapshot {
+            request: Box::new(request),
+            reply,
+        })?;
         rx.await.map_err(|_| self.stopped())
     }
 
