@@ -17,6 +17,12 @@
 //! current-thread runtime of its own thread instead (the clients stay on the bench's runtime).
 #![warn(missing_docs)]
 
+/// Every bench binary (criterion's, `loadgen`) links this crate, so they all allocate with mimalloc,
+/// the allocator of the `raft-kv` server: `filetcp` measures what the server runs on, and both sides
+/// of the openraft comparison share it (`BENCHMARKS.md`, "The allocator").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
