@@ -28,9 +28,10 @@
 //!   and nothing of its own ([`Cluster::wait_old_term_majority`]), then crash or isolate it, at once
 //!   or up to 30 ms later. A leader that committed such an entry by counting replicas (which Raft
 //!   forbids) loses a committed entry when the next leader replaces it: with that rule broken in
-//!   `maybe_commit` (its term condition removed), about 2 seeds in 1000 of this profile fail (4 of
-//!   seeds 0 to 1999 with pre-vote and check-quorum on: leader completeness, a committed entry
-//!   truncated), and none of the classic profile in 2000. The sweep prints how many seeds reached that state (an entry a majority held
+//!   `maybe_commit` (its term condition removed), about 2 seeds in 1000 of this profile fail (3 of
+//!   seeds 0 to 1999 with pre-vote and check-quorum on and the driver's batching of concurrent
+//!   writes: leader completeness, a committed entry truncated), and none of the classic profile in
+//!   2000. The sweep prints how many seeds reached that state (an entry a majority held
 //!   without its leader's own, later replaced).
 //!
 //! * `simulation_disk_faults`: the same schedule, plus restarts whose disk lost the tail of the log
@@ -1403,7 +1404,7 @@ fn simulation_leases() {
 /// A change to the nodes or to the schedule changes what every seed does: if one of these no longer
 /// reaches the state, pick new ones the same way (seeds that fail with the rule removed and, on
 /// correct code, pass and count in the sweep's "later replaced").
-const FIGURE_8_SEEDS: [u64; 4] = [228, 1185, 1624, 1689];
+const FIGURE_8_SEEDS: [u64; 3] = [1185, 1624, 1689];
 
 /// The [`FIGURE_8_SEEDS`] pass, and each still reaches the state of figure 8.
 #[test]
