@@ -1,22 +1,20 @@
 //! [`KvTable`]: the table's map, and the size of its snapshot records kept up to date.
 
-/// The table's map: a persistent hash map (`imbl::HashMap`, a hash array mapped trie), so cloning
-/// it is O(1) (the clone shares the trie; a later write to either copies only the nodes on its
-/// path), which is what lets a snapshot take a view of the table without copying it. Its iteration
-/// order is not the keys' order (and differs between replicas, whose hashers are seeded apart): a
-/// snapshot sorts the keys first ([`KvTable::sorted`]), on the blocking pool, which is what keeps
-/// snapshots byte-identical across replicas.
+/// The table's map: a persistent B-tree map (`imbl::OrdMap`), so cloning it is O(1) (the clone
+/// shares the tree; a later write to either copies only the nodes on its path), which is what lets
+/// a snapshot take a view of the table without copying it, and iteration is in key order, which is
+/// what makes snapshots deterministic.
 ///
-/// Chosen by measurement on the apply path of the `filetcp` bench (256 clients, 256,000 keys of ~9
-/// bytes, 100-byte values, each write applied by three replicas on one thread): `imbl::OrdMap`
-/// spent about a quarter of that thread in `lookup_mut`, a binary search per level of a 16-way
-/// B-tree whose every comparison follows a key's pointer to the heap (~20 cache misses per
-/// lookup); the trie hashes the key once, follows one child per 5 bits of hash (~4 levels) and
-/// compares one key. The hasher is std's `RandomState` (SipHash, keyed per process): keys come from
-/// clients, and an unkeyed hash would let one choose keys that collide. `Arc<str>` keys and values
-/// (a cheaper copy of the leaves a write shares with a snapshot in progress) measured no better in
+/// Chosen by measurement (1M keys of ~10 bytes, 100-byte values, in an order unrelated to the keys'):
+/// inserting or replacing a key costs the same as in `std::collections::BTreeMap` within the
+/// machine's noise (~0.9-1.1 µs each), `imbl::HashMap` the same but its order would need a sort
+/// per snapshot, `rpds::RedBlackTreeMap` about twice as much. `Arc<str>` keys and values (a
+/// cheaper copy of the leaves a write shares with a snapshot in progress) measured no better in
 /// `kv_mem_1m` and cost an allocation per replaced value (the response returns it as a `String`).
-pub(crate) type KvMap = imbl::HashMap<String, String>;
+/// `imbl::HashMap`, keys sorted per snapshot, was measured again in the benches: ~40% faster in
+/// `kv_mem_1m` with snapshots off, but no faster with them, which put snapshots at ~0.6 of
+/// snapshots off instead of within 10% (`BENCHMARKS.md`, "File storage and TCP: CPU per entry").
+pub(crate) type KvMap = imbl::OrdMap<String, String>;
 
 /// What one record of a binary snapshot adds to the key's and value's bytes: their two `u32`
 /// lengths.
@@ -51,15 +49,6 @@ impl KvTable {
     /// computes the header's lengths from what it writes).
     pub(crate) fn records_len(&self) -> u64 {
         self.records_len
-    }
-
-    /// Every key and its value, in ascending key order: what a snapshot writes. Sorts references,
-    /// O(n log n), without copying a key or value.
-    pub(crate) fn sorted(&self) -> Vec<(&String, &String)> {
-        let mut records: Vec<(&String, &String)> = self.map.iter().collect();
-        // Keys are unique, so an unstable sort gives the one ascending order.
-        records.sort_unstable_by(|a, b| a.0.cmp(b.0));
-        records
     }
 
     /// The value of `key`.

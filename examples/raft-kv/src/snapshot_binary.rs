@@ -74,7 +74,7 @@ pub(crate) fn is_format_3(data: &[u8]) -> bool {
 }
 
 /// Serializes a snapshot of `data` and `sessions`, covering the log up to `last_applied`, in one
-/// pass over the table's records in key order ([`KvTable::sorted`]), into a buffer of the exact size reserved up front (from the table's
+/// pass over the table, into a buffer of the exact size reserved up front (from the table's
 /// maintained [`records_len`](KvTable::records_len) and a counting pass over the small sessions
 /// table); the header's lengths are those of what was written.
 pub(crate) fn encode(
@@ -91,7 +91,7 @@ pub(crate) fn encode(
         .ok_or_else(|| StateMachineError::new("the snapshot is too large for this machine"))?;
     let mut out = Vec::with_capacity(reserve);
     out.resize(HEADER_LEN, 0);
-    for (key, value) in data.sorted() {
+    for (key, value) in data.map().iter() {
         for field in [key, value] {
             let len = u32::try_from(field.len()).map_err(|_| {
                 StateMachineError::new("a key or value of 4 GiB or more cannot be snapshotted")

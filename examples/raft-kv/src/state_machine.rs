@@ -61,12 +61,11 @@ impl Default for KvState {
 
 /// A replicated hash table from `String` to `String`: the [`StateMachine`] of `raft-kv`.
 ///
-/// * **Ordering:** a snapshot writes the keys in ascending order (sorted when it is serialized),
-///   so snapshots are deterministic: two nodes that applied the same entries produce
-///   byte-identical snapshots.
-/// * **Snapshots:** the table is a persistent hash map (`imbl::HashMap`): [`begin_snapshot`](StateMachine::begin_snapshot)
-///   takes an O(1) clone of it on the apply task and sorts and serializes that clone (binary
-///   format [`SNAPSHOT_FORMAT`]) on tokio's blocking pool while applying goes on.
+/// * **Ordering:** the table is an ordered map, so snapshots are deterministic: two nodes that
+///   applied the same entries produce byte-identical snapshots.
+/// * **Snapshots:** the table is a persistent map (`imbl::OrdMap`): [`begin_snapshot`](StateMachine::begin_snapshot)
+///   takes an O(1) clone of it on the apply task and serializes that clone (binary format
+///   [`SNAPSHOT_FORMAT`]) on tokio's blocking pool while applying goes on.
 /// * **In memory:** the state is lost when the node stops. [`last_applied`](StateMachine::last_applied)
 ///   therefore always answers `None`, and a restarted node gets the whole log (or its latest snapshot
 ///   and the log after it) replayed from its storage. The index this instance has reached is still
