@@ -11,6 +11,9 @@
 /// per snapshot, `rpds::RedBlackTreeMap` about twice as much. `Arc<str>` keys and values (a
 /// cheaper copy of the leaves a write shares with a snapshot in progress) measured no better in
 /// `kv_mem_1m` and cost an allocation per replaced value (the response returns it as a `String`).
+/// `imbl::HashMap`, keys sorted per snapshot, was measured again in the benches: ~40% faster in
+/// `kv_mem_1m` with snapshots off, but no faster with them, which put snapshots at ~0.6 of
+/// snapshots off instead of within 10% (`BENCHMARKS.md`, "File storage and TCP: CPU per entry").
 pub(crate) type KvMap = imbl::OrdMap<String, String>;
 
 /// What one record of a binary snapshot adds to the key's and value's bytes: their two `u32`
