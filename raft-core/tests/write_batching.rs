@@ -32,13 +32,7 @@ impl StateMachine for GatedApply {
             .wait_for(|open| *open)
             .await
             .map_err(|e| StateMachineError::new(e.to_string()))?;
-        Ok(entries
-            .iter()
-            .map(|e| match *e.payload {
-                EntryPayload::Command(n) => n,
-                _ => 0,
-            })
-            .collect())
+        Ok(echoed(entries))
     }
     async fn snapshot(&mut self) -> Result<Vec<u8>, StateMachineError> {
         Ok(Vec::new())

@@ -130,6 +130,17 @@ impl RaftNetwork<u64> for NoPeers {
     }
 }
 
+/// What [`Echo`] answers to `entries`: each command itself, 0 for an entry without one.
+pub fn echoed(entries: &[Entry<u64>]) -> Vec<u64> {
+    entries
+        .iter()
+        .map(|e| match *e.payload {
+            EntryPayload::Command(n) => n,
+            _ => 0,
+        })
+        .collect()
+}
+
 /// Answers each command with itself. Its snapshot build waits for `release` (if set), so a test can
 /// hold a build in progress.
 #[derive(Default)]
@@ -149,13 +160,7 @@ impl StateMachine for Echo {
         Ok(self.holds)
     }
     async fn apply(&mut self, entries: &[Entry<u64>]) -> Result<Vec<u64>, StateMachineError> {
-        Ok(entries
-            .iter()
-            .map(|e| match *e.payload {
-                EntryPayload::Command(n) => n,
-                _ => 0,
-            })
-            .collect())
+        Ok(echoed(entries))
     }
     async fn snapshot(&mut self) -> Result<Vec<u8>, StateMachineError> {
         Ok(Vec::new())
