@@ -936,21 +936,20 @@ async fn follower_refuses_client_write_with_not_leader_and_leader_hint() {
 /// How long each append takes in the tests of overlapping writes.
 const SLOW_APPEND: Duration = Duration::from_millis(50);
 
-#[tokio::test(start_paused = true)]
-async fn leader_replicates_while_its_own_append_is_in_flight_and_counts_itself_only_once_durable() {
-    let events = Events::default();
+/// Node 1 leading nodes 2 and 3, each of its appends taking [`SLOW_APPEND`]: node 2 accepts every
+/// AppendEntries at once, node 3 is unreachable, votes are granted. Returns once the leader's blank
+/// entry (index 2) is committed, with the leader's term.
+async fn leader_with_slow_appends(events: &Events) -> (Raft<Recorder>, u64) {
     let raft = Raft::start(
         1,
         config(),
-        slow_appends(&events, initialized(&[1, 2, 3]), SLOW_APPEND),
-        // Node 2 accepts every AppendEntries at once, node 3 is unreachable; votes are granted.
-        network_answering(&events, true, &[2]),
+        slow_appends(events, initialized(&[1, 2, 3]), SLOW_APPEND),
+        network_answering(events, true, &[2]),
         Recorder::default(),
     )
     .await
     .expect("the node starts");
     let term = wait_until_leader(&raft).await;
-    // Let the blank entry (index 2) commit: the leader and node 2 hold it.
     let mut metrics = raft.metrics();
     tokio::time::timeout(
         Duration::from_secs(1),
@@ -959,6 +958,13 @@ async fn leader_replicates_while_its_own_append_is_in_flight_and_counts_itself_o
     .await
     .expect("the blank entry commits")
     .expect("the node is running");
+    (raft, term)
+}
+
+#[tokio::test(start_paused = true)]
+async fn leader_replicates_while_its_own_append_is_in_flight_and_counts_itself_only_once_durable() {
+    let events = Events::default();
+    let (raft, term) = leader_with_slow_appends(&events).await;
 
     // Write 1 (entry 3): replicated to node 2 at once, while the leader's own append takes 50 ms.
     let first = tokio::spawn({
@@ -1083,24 +1089,7 @@ async fn follower_holds_every_reply_until_the_appends_before_it_are_durable() {
 #[tokio::test(start_paused = true)]
 async fn shutdown_finishes_the_append_in_flight_and_the_one_queued() {
     let events = Events::default();
-    let raft = Raft::start(
-        1,
-        config(),
-        slow_appends(&events, initialized(&[1, 2, 3]), SLOW_APPEND),
-        network_answering(&events, true, &[2]),
-        Recorder::default(),
-    )
-    .await
-    .expect("the node starts");
-    wait_until_leader(&raft).await;
-    let mut metrics = raft.metrics();
-    tokio::time::timeout(
-        Duration::from_secs(1),
-        metrics.wait_for(|m| m.commit_index >= 2),
-    )
-    .await
-    .expect("the blank entry commits")
-    .expect("the node is running");
+    let (raft, _) = leader_with_slow_appends(&events).await;
 
     // Entry 3's append starts at once and takes SLOW_APPEND; entry 4, proposed 10 ms later, is
     // queued behind it.

@@ -257,13 +257,7 @@ async fn a_command_over_max_entry_bytes_is_refused_before_it_enters_the_log() {
         max_entry_bytes: 4,
         ..Config::default()
     };
-    let raft = Raft::start(1, config, VecStore::default(), NoPeers, Echo::default())
-        .await
-        .expect("start");
-    raft.initialize([1]).await.expect("initialize");
-    raft.wait_for_leader(Duration::from_secs(2))
-        .await
-        .expect("leader");
+    let raft = lone_leader(config, Echo::default()).await;
     let before = raft.metrics().borrow().last_log_id;
     // `u64` commands are 8 bytes by the default `command_size`.
     let err = raft.client_write(1).await.expect_err("too large");

@@ -13,7 +13,7 @@ mod common;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use common::{NoPeers, VecStore};
+use common::{lone_leader, NoPeers, VecStore};
 use raft_core::*;
 
 /// What the test state machine estimates every command at.
@@ -112,14 +112,7 @@ fn expected(
 
 /// A single node with empty storage, initialized and leading, under `policy`.
 async fn fresh_leader(policy: SnapshotPolicy) -> Raft<Sized> {
-    let raft = Raft::start(1, config(policy), VecStore::default(), NoPeers, Sized)
-        .await
-        .expect("start");
-    raft.initialize([1]).await.expect("initialize");
-    raft.wait_for_leader(Duration::from_secs(2))
-        .await
-        .expect("leader");
-    raft
+    lone_leader(config(policy), Sized).await
 }
 
 #[tokio::test(start_paused = true)]

@@ -60,13 +60,7 @@ async fn writes_arriving_while_others_are_in_flight_share_an_append() {
         snapshot_policy: SnapshotPolicy::Never,
         ..Config::default()
     };
-    let raft = Raft::start(1, config, VecStore::default(), NoPeers, GatedApply { open })
-        .await
-        .expect("start");
-    raft.initialize([1]).await.expect("initialize");
-    raft.wait_for_leader(Duration::from_secs(5))
-        .await
-        .expect("leader");
+    let raft = lone_leader(config, GatedApply { open }).await;
     raft.client_write(0).await.expect("write");
 
     // One write in flight (committed, its apply held back)...

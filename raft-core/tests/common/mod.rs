@@ -184,12 +184,8 @@ pub async fn single_node_leader() -> Raft<Echo> {
     leader_with(Echo::default()).await
 }
 
-pub async fn leader_with(sm: Echo) -> Raft<Echo> {
-    let config = Config {
-        snapshot_policy: SnapshotPolicy::Never,
-        snapshot_keep_entries: 2,
-        ..Config::default()
-    };
+/// Node 1 alone, on empty volatile storage, initialized and leading under `config`.
+pub async fn lone_leader<SM: StateMachine<Command = u64>>(config: Config, sm: SM) -> Raft<SM> {
     let raft = Raft::start(1, config, VecStore::default(), NoPeers, sm)
         .await
         .expect("start");
@@ -197,6 +193,16 @@ pub async fn leader_with(sm: Echo) -> Raft<Echo> {
     raft.wait_for_leader(Duration::from_secs(2))
         .await
         .expect("leader");
+    raft
+}
+
+pub async fn leader_with(sm: Echo) -> Raft<Echo> {
+    let config = Config {
+        snapshot_policy: SnapshotPolicy::Never,
+        snapshot_keep_entries: 2,
+        ..Config::default()
+    };
+    let raft = lone_leader(config, sm).await;
     assert_eq!(raft.client_write(7).await.expect("write").data, 7);
     raft
 }
