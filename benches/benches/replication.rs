@@ -9,7 +9,8 @@
 //! 3. `kv_file_tcp`: the hash table on `FileStorage` (fsync on, temporary directories) and TCP on
 //!    loopback; 1, 16 and 256 clients.
 //! 4. `latency`: one client's write latency for 1 and 3; criterion reports the mean, and p50 / p99 of
-//!    every write timed during the measurement are printed to stdout.
+//!    every write timed during the measurement are printed to stdout, followed by the raw fsync of
+//!    the same disk (one thread, and three at once as the cluster's nodes do), measured right after.
 //! 5. `reads_file_tcp`: reads on the cluster of 3, by mode: `log` (a `Get` through the log, like a
 //!    write), `read_index` (one heartbeat round per batch of reads), `lease` (no round while the
 //!    leader's lease holds; the cluster runs with `ReadPolicy::Lease`), at 1 and 256 clients, and
@@ -28,9 +29,9 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use raft_bench::{
-    bench_config, kv_put, latencies, percentiles, preloaded_kv_snapshot, read_latencies,
-    run_clients, run_readers, runtime, runtime_name, FileTcpCluster, MemCluster, NoopSm, ReadMode,
-    PRELOAD_CLIENTS,
+    bench_config, kv_put, latencies, percentiles, preloaded_kv_snapshot, raw_fsync_latencies,
+    read_latencies, run_clients, run_readers, runtime, runtime_name, FileTcpCluster, MemCluster,
+    NoopSm, ReadMode, PRELOAD_CLIENTS,
 };
 use raft_core::{Config, ReadPolicy};
 use raft_kv::KvStateMachine;
@@ -122,6 +123,11 @@ fn latency(c: &mut Criterion) {
 
     for (name, (p50, p99, mean), n) in report {
         println!("latency/{name}: p50 {p50:?}  p99 {p99:?}  mean {mean:?}  ({n} writes, warm-up included)");
+    }
+    // The yardstick of kv_file_tcp's p50, measured on the same disk right after it.
+    for threads in [1, 3] {
+        let (p50, p99, _) = percentiles(&mut raw_fsync_latencies(2000, threads));
+        println!("latency/raw_fsync ({threads} thread(s) at once): p50 {p50:?}  p99 {p99:?}");
     }
 }
 

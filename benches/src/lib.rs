@@ -650,6 +650,44 @@ where
     .expect("client task")
 }
 
+/// Raw fsync latencies on the file system of the bench clusters' temporary directories: `threads`
+/// threads at once, each appending 128 bytes to a file of its own `rounds` times and calling
+/// `fdatasync` (`File::sync_data`) after each write, timed together. Returns every thread's samples.
+///
+/// This is the yardstick of the 1-client `kv_file_tcp` latency, measured in the same run: one
+/// thread is one fsync alone; three threads are what the three in-process nodes of a
+/// [`FileTcpCluster`] do on one disk when each persists the same entry.
+///
+/// # Panics
+/// If the temporary directory or a file in it cannot be created or written.
+pub fn raw_fsync_latencies(rounds: usize, threads: usize) -> Vec<Duration> {
+    use std::io::Write;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let record = [0xA5u8; 128];
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|t| {
+                let path = dir.path().join(format!("fsync-{t}"));
+                scope.spawn(move || {
+                    let mut file = std::fs::File::create(path).expect("create fsync file");
+                    let mut out = Vec::with_capacity(rounds);
+                    for _ in 0..rounds {
+                        let start = Instant::now();
+                        file.write_all(&record).expect("write");
+                        file.sync_data().expect("fdatasync");
+                        out.push(start.elapsed());
+                    }
+                    out
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().expect("fsync thread"))
+            .collect()
+    })
+}
+
 /// `(p50, p99, mean)` of `samples` (sorted in place).
 pub fn percentiles(samples: &mut [Duration]) -> (Duration, Duration, Duration) {
     if samples.is_empty() {

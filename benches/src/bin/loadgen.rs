@@ -2,12 +2,14 @@
 //! outside criterion.
 //!
 //! `loadgen <noop|kv|filetcp> <clients> <seconds>`: prints writes/s; with 1 client also p50/p99.
+//! `filetcp` with 1 client also measures the raw fsync of the same disk before and after the
+//! cluster's run (see [`raw_fsync_latencies`]) and prints the p50's ratio to it.
 
 use std::time::{Duration, Instant};
 
 use raft_bench::{
-    kv_put, latencies, percentiles, run_clients, runtime, runtime_name, FileTcpCluster, MemCluster,
-    NoopSm,
+    kv_put, latencies, percentiles, raw_fsync_latencies, run_clients, runtime, runtime_name,
+    FileTcpCluster, MemCluster, NoopSm,
 };
 use raft_kv::KvStateMachine;
 
@@ -17,6 +19,11 @@ fn main() {
     let clients: usize = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(256);
     let secs: f64 = args.get(3).and_then(|a| a.parse().ok()).unwrap_or(3.0);
     let rt = runtime();
+    let fsync_yardstick = scenario == "filetcp" && clients == 1;
+    let mut fsync = FsyncSamples::default();
+    if fsync_yardstick {
+        fsync.measure();
+    }
     let (writes, elapsed, lat) = rt.block_on(async {
         match scenario.as_str() {
             "noop" => {
@@ -49,8 +56,44 @@ fn main() {
     if let Some(mut lat) = lat {
         let (p50, p99, mean) = percentiles(&mut lat);
         print!(" p50={p50:?} p99={p99:?} mean={mean:?}");
+        if fsync_yardstick {
+            fsync.measure();
+            let (one, three) = fsync.p50s();
+            let ratio = |d: Duration| p50.as_secs_f64() / d.as_secs_f64();
+            print!(
+                " fsync_p50_1thread={one:?} ({:.2}x) fsync_p50_3threads={three:?} ({:.2}x)",
+                ratio(one),
+                ratio(three)
+            );
+        }
     }
     println!();
+}
+
+/// Raw fsync samples of one thread alone and of three threads at once, gathered before and after
+/// the cluster's run so that a disk that changes speed during the run shows in both.
+#[derive(Default)]
+struct FsyncSamples {
+    one_thread: Vec<Duration>,
+    three_threads: Vec<Duration>,
+}
+
+impl FsyncSamples {
+    const ROUNDS: usize = 1000;
+
+    fn measure(&mut self) {
+        self.one_thread.extend(raw_fsync_latencies(Self::ROUNDS, 1));
+        self.three_threads
+            .extend(raw_fsync_latencies(Self::ROUNDS, 3));
+    }
+
+    /// The p50 of one thread's and of three threads' samples.
+    fn p50s(&mut self) -> (Duration, Duration) {
+        (
+            percentiles(&mut self.one_thread).0,
+            percentiles(&mut self.three_threads).0,
+        )
+    }
 }
 
 /// Runs rounds of writes until `secs` have passed: returns writes, time and (1 client) latencies.
