@@ -10,7 +10,10 @@
 //! is unknown — `500 outcome_unknown`, `504 timeout`, no answer within the client's timeout, or a
 //! connection closed before any answer — is sent again **with the same number**, so the cluster
 //! applies it at most once and answers the retry with the first answer (`Session-Duplicate: true`).
-//! A write refused before anything was proposed (`503`) is sent again too. At most
+//! A write refused before anything was proposed (`503`) is sent again too, and so is one whose
+//! redirect named a node that cannot be reached (the leader the first node knew has just stopped,
+//! and the others have not elected a new one yet): nothing was sent to it, and the next attempt
+//! starts again at the client's node, which by then may know the new leader. At most
 //! [`DEFAULT_ATTEMPTS`] attempts per write (see [`KvClient::with_attempts`]), with a growing pause;
 //! after the last, the last answer (or error) is returned and the outcome stays unknown.
 //!
@@ -19,6 +22,9 @@
 //! clones run in parallel.
 //!
 //! Reads are retried on the same answers (a failed read read nothing, so a retry is always safe).
+//!
+//! The client's own node refusing the connection is not retried: the caller, who may know other
+//! nodes, hears of it at once ([`ClientError::Http`]).
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
@@ -74,6 +80,16 @@ pub enum ClientError {
     /// More than [`MAX_REDIRECTS`] redirects, or a 307 without `Location`.
     #[error("redirect problem at {0}")]
     Redirect(String),
+    /// A `307` named a node that could not be connected to (refused, unreachable): nothing was
+    /// sent to it. Usually a leader that has just stopped while the other nodes still name it;
+    /// writes and reads are sent again on it, so a call returns it only once its attempts ran out.
+    #[error("the node {url} that a redirect named cannot be reached: {message}")]
+    RedirectUnreachable {
+        /// The redirect's target.
+        url: String,
+        /// Why the connection failed.
+        message: String,
+    },
     /// The answer's body is not the JSON expected.
     #[error("unexpected answer from {url}: {status} {body}")]
     Unexpected {
@@ -102,6 +118,12 @@ impl ClientError {
     /// connection closed, or the client's timeout ran out): a write's outcome is unknown.
     pub fn outcome_unknown(&self) -> bool {
         self.closed_before_answer() || matches!(self, ClientError::Timeout(_))
+    }
+
+    /// Whether the request was sent nowhere that could have handled it: a redirect's target could
+    /// not be connected to. Another attempt is safe, a write's included.
+    pub fn not_sent(&self) -> bool {
+        matches!(self, ClientError::RedirectUnreachable { .. })
     }
 }
 
@@ -315,7 +337,7 @@ impl KvClient {
         session: Option<(u64, u64)>,
     ) -> Result<Reply, ClientError> {
         let mut url = format!("{}{}", self.base, path);
-        for _ in 0..=MAX_REDIRECTS {
+        for hop in 0..=MAX_REDIRECTS {
             let mut builder = Request::builder().method(method.clone()).uri(&url);
             if let Some(authorization) = &self.authorization {
                 builder = builder.header(header::AUTHORIZATION, authorization.clone());
@@ -336,14 +358,14 @@ impl KvClient {
                 .body(Full::new(payload))
                 .map_err(|_| ClientError::Url(url.clone()))?;
             let exchange = async {
-                let response =
-                    self.client
-                        .request(request)
-                        .await
-                        .map_err(|e| ClientError::Http {
-                            url: url.clone(),
-                            message: format!("{e:?}"),
-                        })?;
+                let response = self.client.request(request).await.map_err(|e| {
+                    let (url, message) = (url.clone(), format!("{e:?}"));
+                    if hop > 0 && e.is_connect() {
+                        ClientError::RedirectUnreachable { url, message }
+                    } else {
+                        ClientError::Http { url, message }
+                    }
+                })?;
                 let status = response.status();
                 let headers = response.headers();
                 let location = headers
@@ -442,6 +464,7 @@ impl KvClient {
                     maybe_applied = true;
                     true
                 }
+                Err(e) if e.not_sent() => true,
                 _ => false,
             };
             if !retry || attempt >= self.attempts {
@@ -462,7 +485,7 @@ impl KvClient {
             let result = self.send(Method::GET, path, None, None).await;
             let retry = match &result {
                 Ok(reply) => reply.unavailable() || reply.outcome_unknown(),
-                Err(e) => e.outcome_unknown(),
+                Err(e) => e.outcome_unknown() || e.not_sent(),
             };
             if !retry || attempt >= self.attempts {
                 return result.map(|reply| Reply {

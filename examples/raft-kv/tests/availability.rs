@@ -33,7 +33,7 @@ struct Load {
 fn nothing_proposed(result: &Result<raft_kv::client::Reply, ClientError>) -> bool {
     match result {
         Ok(reply) => matches!(reply.error_code(), Some("no_leader") | Some("overloaded")),
-        Err(ClientError::Redirect(_)) => true,
+        Err(ClientError::Redirect(_) | ClientError::RedirectUnreachable { .. }) => true,
         Err(e) if e.closed_before_answer() => true,
         Err(ClientError::Http { message, .. }) => {
             message.contains("ConnectError") || message.contains("Connection refused")

@@ -1,13 +1,16 @@
 //! `KvClient` sends a write again when the connection closes before any answer (a node that was
 //! stopping), `DELETE` and compare-and-swap included, with the same session headers, so the cluster
-//! applies it at most once; and it gives up after its attempt limit: a scripted server that hangs
-//! up on the first requests it is told to, and answers the others.
+//! applies it at most once; it sends a write or read again when a node redirects it to a leader
+//! that cannot be reached (one that has just stopped); and it gives up after its attempt limit: a
+//! scripted server that hangs up on, or redirects, the first requests it is told to, and answers
+//! the others.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use raft_kv::client::KvClient;
+use raft_kv::client::{ClientError, KvClient};
+use raft_kv::http_read::Consistency;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
@@ -32,6 +35,32 @@ async fn scripted(hang_ups: usize) -> (String, Arc<AtomicUsize>) {
 
 /// [`scripted`], also recording each request's session headers.
 async fn scripted_with_sessions(hang_ups: usize) -> (String, Arc<AtomicUsize>, Sessions) {
+    serve(move |n| {
+        if n < hang_ups {
+            Answer::HangUp
+        } else {
+            Answer::Ok
+        }
+    })
+    .await
+}
+
+/// What the scripted server does with the request head it received `n`th (from 0).
+enum Answer {
+    /// Closes the connection without an answer.
+    HangUp,
+    /// `307` to this URL.
+    RedirectTo(String),
+    /// `200 {}`.
+    Ok,
+}
+
+/// Serves on loopback, answering each request as `script` says; returns the address, the count of
+/// request heads received and each one's session headers.
+async fn serve(
+    script: impl Fn(usize) -> Answer + Send + Sync + 'static,
+) -> (String, Arc<AtomicUsize>, Sessions) {
+    let script = Arc::new(script);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let seen = Arc::new(AtomicUsize::new(0));
@@ -45,6 +74,7 @@ async fn scripted_with_sessions(hang_ups: usize) -> (String, Arc<AtomicUsize>, S
             };
             let counter = Arc::clone(&counter);
             let recorded = Arc::clone(&recorded);
+            let script = Arc::clone(&script);
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 16 * 1024];
                 let mut got = Vec::new();
@@ -59,15 +89,14 @@ async fn scripted_with_sessions(hang_ups: usize) -> (String, Arc<AtomicUsize>, S
                     header_of(&head, "client-id"),
                     header_of(&head, "client-seq"),
                 ));
-                let n = counter.fetch_add(1, Ordering::SeqCst);
-                if n < hang_ups {
-                    return; // dropped: closed with no answer
-                }
-                let _ = stream
-                    .write_all(
-                        b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}",
-                    )
-                    .await;
+                let answer = match script(counter.fetch_add(1, Ordering::SeqCst)) {
+                    Answer::HangUp => return, // dropped: closed with no answer
+                    Answer::RedirectTo(url) => format!(
+                        "HTTP/1.1 307 Temporary Redirect\r\nlocation: {url}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                    ),
+                    Answer::Ok => "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}".to_string(),
+                };
+                let _ = stream.write_all(answer.as_bytes()).await;
             });
         }
     });
@@ -132,4 +161,85 @@ async fn a_delete_and_a_cas_are_sent_again_with_the_same_session_number() {
     );
     // A clone is another session.
     assert_ne!(client.clone().client_id().await, client.client_id().await);
+}
+
+/// An address nothing listens on: bound, then closed, so connecting is refused.
+async fn refusing_address() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    format!("http://{addr}")
+}
+
+#[tokio::test]
+async fn a_write_redirected_to_a_stopped_leader_is_sent_again_with_the_same_session_number() {
+    let dead = refusing_address().await;
+    let (addr, seen, sessions) = serve(move |n| {
+        if n == 0 {
+            Answer::RedirectTo(format!("{dead}/kv/k"))
+        } else {
+            Answer::Ok
+        }
+    })
+    .await;
+    let client = KvClient::new(&addr).with_timeout(Duration::from_secs(5));
+    let reply = client
+        .put("k", "v")
+        .await
+        .expect("answered on the second try");
+    assert!(reply.status.is_success(), "{reply:?}");
+    assert_eq!(reply.attempts, 2);
+    assert_eq!(seen.load(Ordering::SeqCst), 2);
+    let id = client.client_id().await.to_string();
+    assert_eq!(
+        *sessions.lock().unwrap(),
+        [(id.clone(), "1".to_string()), (id, "1".to_string())]
+    );
+}
+
+#[tokio::test]
+async fn a_read_redirected_to_a_stopped_leader_is_sent_again() {
+    let dead = refusing_address().await;
+    let (addr, seen, _) = serve(move |n| {
+        if n < 2 {
+            Answer::RedirectTo(format!("{dead}/kv/k"))
+        } else {
+            Answer::Ok
+        }
+    })
+    .await;
+    let client = KvClient::new(&addr).with_timeout(Duration::from_secs(5));
+    let reply = client
+        .get_reply("k", Consistency::Linearizable)
+        .await
+        .expect("answered on the third try");
+    assert!(reply.status.is_success(), "{reply:?}");
+    assert_eq!(reply.attempts, 3);
+    assert_eq!(seen.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test]
+async fn redirects_to_a_stopped_leader_end_at_the_attempt_limit() {
+    let dead = refusing_address().await;
+    let (addr, seen, _) = serve(move |_| Answer::RedirectTo(format!("{dead}/kv/k"))).await;
+    let client = KvClient::new(&addr)
+        .with_timeout(Duration::from_secs(5))
+        .with_attempts(2);
+    let err = client
+        .put("k", "v")
+        .await
+        .expect_err("the leader stays down");
+    assert!(
+        matches!(err, ClientError::RedirectUnreachable { .. }) && err.not_sent(),
+        "{err:?}"
+    );
+    assert_eq!(seen.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn the_clients_own_node_refusing_is_reported_at_once() {
+    let client = KvClient::new(&refusing_address().await).with_timeout(Duration::from_secs(5));
+    let err = client.put("k", "v").await.expect_err("nothing listens");
+    assert!(matches!(err, ClientError::Http { .. }), "{err:?}");
+    assert!(!err.not_sent(), "{err:?}");
 }
