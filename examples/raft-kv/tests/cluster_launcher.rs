@@ -43,18 +43,37 @@ fn get_status(addr: &str, path: &str, token: Option<&str>) -> Option<u16> {
     std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
 }
 
+/// The first of `n` consecutive ports that are all free now (each bound and released; another
+/// process may still take one before the launcher binds it, which the checks make unlikely).
+fn consecutive_free_ports(n: u16) -> u16 {
+    for _ in 0..100 {
+        let base = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let Some(last) = base.checked_add(n) else {
+            continue;
+        };
+        if (base..last).all(|port| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()) {
+            return base;
+        }
+    }
+    panic!("no {n} consecutive free ports found in 100 tries");
+}
+
 #[test]
 fn the_launchers_nodes_require_the_api_token_it_was_given() {
     let dir = tempfile::tempdir().expect("a temp dir");
     let token = "launcher-test-token-0123456789";
     let token_file = dir.path().join("token");
     std::fs::write(&token_file, token).expect("the token file is written");
-    // Three consecutive ports above a free one: the launcher numbers its nodes' ports from a base.
-    let base = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
-        l.local_addr().expect("its address").port()
-    };
-    let (raft_base, http_base) = (base.saturating_add(10), base.saturating_add(20));
+    // The launcher numbers its nodes' ports from a base: six consecutive free ones, the first three
+    // for Raft, the others for HTTP.
+    let raft_base = consecutive_free_ports(6);
+    let http_base = raft_base + 3;
+    // The launcher's output, and its nodes' (they inherit it), for a failure's message.
+    let log_path = dir.path().join("launcher.log");
+    let log = std::fs::File::create(&log_path).expect("the log file is created");
     let _launcher = Launcher(
         Command::new(env!("CARGO_BIN_EXE_raft-kv"))
             .arg("--api-token-file")
@@ -66,8 +85,8 @@ fn the_launchers_nodes_require_the_api_token_it_was_given() {
             .args(["--base-raft-port", &raft_base.to_string()])
             .args(["--base-http-port", &http_base.to_string()])
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stdout(log.try_clone().expect("the log file is shared"))
+            .stderr(log)
             .spawn()
             .expect("the launcher starts"),
     );
@@ -78,7 +97,11 @@ fn the_launchers_nodes_require_the_api_token_it_was_given() {
             if let Some(code) = get_status(&addr, "/status", Some(token)) {
                 break code;
             }
-            assert!(Instant::now() < deadline, "node {addr} never answered");
+            assert!(
+                Instant::now() < deadline,
+                "node {addr} never answered; the launcher's output:\n{}",
+                std::fs::read_to_string(&log_path).unwrap_or_default()
+            );
             std::thread::sleep(Duration::from_millis(100));
         };
         assert_eq!(with_token, 200, "node {addr} with the token");
