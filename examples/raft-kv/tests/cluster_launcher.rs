@@ -1,6 +1,8 @@
 //! `raft-kv cluster` (the local launcher) hands its options to the nodes it starts: with
 //! `--api-token-file`, every node requires the token.
 
+mod procs;
+
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
@@ -43,24 +45,6 @@ fn get_status(addr: &str, path: &str, token: Option<&str>) -> Option<u16> {
     std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
 }
 
-/// The first of `n` consecutive ports that are all free now (each bound and released; another
-/// process may still take one before the launcher binds it, which the checks make unlikely).
-fn consecutive_free_ports(n: u16) -> u16 {
-    for _ in 0..100 {
-        let base = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let Some(last) = base.checked_add(n) else {
-            continue;
-        };
-        if (base..last).all(|port| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()) {
-            return base;
-        }
-    }
-    panic!("no {n} consecutive free ports found in 100 tries");
-}
-
 #[test]
 fn the_launchers_nodes_require_the_api_token_it_was_given() {
     let dir = tempfile::tempdir().expect("a temp dir");
@@ -69,7 +53,7 @@ fn the_launchers_nodes_require_the_api_token_it_was_given() {
     std::fs::write(&token_file, token).expect("the token file is written");
     // The launcher numbers its nodes' ports from a base: six consecutive free ones, the first three
     // for Raft, the others for HTTP.
-    let raft_base = consecutive_free_ports(6);
+    let raft_base = procs::consecutive_free_ports(6);
     let http_base = raft_base + 3;
     // The launcher's output, and its nodes' (they inherit it), for a failure's message.
     let log_path = dir.path().join("launcher.log");

@@ -50,14 +50,40 @@ impl Drop for Procs {
     }
 }
 
+/// `n` ports that are free now; see [`consecutive_free_ports`].
 pub fn free_ports(n: usize) -> Vec<u16> {
-    let listeners: Vec<_> = (0..n)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    listeners
-        .iter()
-        .map(|l| l.local_addr().unwrap().port())
-        .collect()
+    let n = u16::try_from(n).expect("a few ports");
+    let base = consecutive_free_ports(n);
+    (base..base + n).collect()
+}
+
+/// The first of `n` consecutive ports that are all free now (each bound and released), below the
+/// kernel's ephemeral range (32768 and up on Linux). Ports handed out by the kernel (`bind` to port
+/// 0) come from that range, as do the local ports of outgoing connections, so one of them could
+/// take a node's port while the node is down between a kill and its restart; below it, nothing
+/// takes a port but an explicit bind. Successive calls in one process take successive ranges, from
+/// a start drawn from the process id and the clock, so that concurrent tests and test processes
+/// spread out.
+pub fn consecutive_free_ports(n: u16) -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::OnceLock;
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: OnceLock<AtomicU32> = OnceLock::new();
+    let next = NEXT.get_or_init(|| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        AtomicU32::new(std::process::id().wrapping_mul(7919).wrapping_add(nanos))
+    });
+    for _ in 0..200 {
+        let offset = next.fetch_add(u32::from(n), Ordering::Relaxed) % (SPAN - u32::from(n));
+        let base = u16::try_from(LOW + offset).expect("below 32768");
+        if (base..base + n).all(|port| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()) {
+            return base;
+        }
+    }
+    panic!("no {n} consecutive free ports found in 200 tries");
 }
 
 impl Procs {
