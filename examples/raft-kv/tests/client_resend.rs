@@ -171,17 +171,23 @@ async fn refusing_address() -> String {
     format!("http://{addr}")
 }
 
-#[tokio::test]
-async fn a_write_redirected_to_a_stopped_leader_is_sent_again_with_the_same_session_number() {
+/// A node that redirects its first `times` requests to a leader that refuses connections, as the
+/// other nodes do for a moment after the leader stopped, and answers the later ones.
+async fn redirecting_to_a_stopped_leader(times: usize) -> (String, Arc<AtomicUsize>, Sessions) {
     let dead = refusing_address().await;
-    let (addr, seen, sessions) = serve(move |n| {
-        if n == 0 {
+    serve(move |n| {
+        if n < times {
             Answer::RedirectTo(format!("{dead}/kv/k"))
         } else {
             Answer::Ok
         }
     })
-    .await;
+    .await
+}
+
+#[tokio::test]
+async fn a_write_redirected_to_a_stopped_leader_is_sent_again_with_the_same_session_number() {
+    let (addr, seen, sessions) = redirecting_to_a_stopped_leader(1).await;
     let client = KvClient::new(&addr).with_timeout(Duration::from_secs(5));
     let reply = client
         .put("k", "v")
@@ -199,15 +205,7 @@ async fn a_write_redirected_to_a_stopped_leader_is_sent_again_with_the_same_sess
 
 #[tokio::test]
 async fn a_read_redirected_to_a_stopped_leader_is_sent_again() {
-    let dead = refusing_address().await;
-    let (addr, seen, _) = serve(move |n| {
-        if n < 2 {
-            Answer::RedirectTo(format!("{dead}/kv/k"))
-        } else {
-            Answer::Ok
-        }
-    })
-    .await;
+    let (addr, seen, _) = redirecting_to_a_stopped_leader(2).await;
     let client = KvClient::new(&addr).with_timeout(Duration::from_secs(5));
     let reply = client
         .get_reply("k", Consistency::Linearizable)
@@ -220,8 +218,7 @@ async fn a_read_redirected_to_a_stopped_leader_is_sent_again() {
 
 #[tokio::test]
 async fn redirects_to_a_stopped_leader_end_at_the_attempt_limit() {
-    let dead = refusing_address().await;
-    let (addr, seen, _) = serve(move |_| Answer::RedirectTo(format!("{dead}/kv/k"))).await;
+    let (addr, seen, _) = redirecting_to_a_stopped_leader(usize::MAX).await;
     let client = KvClient::new(&addr)
         .with_timeout(Duration::from_secs(5))
         .with_attempts(2);
