@@ -81,8 +81,9 @@ pub enum ClientError {
     #[error("redirect problem at {0}")]
     Redirect(String),
     /// A `307` named a node that could not be connected to (refused, unreachable): nothing was
-    /// sent to it. Usually a leader that has just stopped while the other nodes still name it;
-    /// writes and reads are sent again on it, so a call returns it only once its attempts ran out.
+    /// sent to it. Usually a leader that has just stopped while the other nodes still name it.
+    /// Writes and reads that meet it are sent again, so a call returns it only once its attempts
+    /// have run out.
     #[error("the node {url} that a redirect named cannot be reached: {message}")]
     RedirectUnreachable {
         /// The redirect's target.

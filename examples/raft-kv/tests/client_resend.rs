@@ -236,7 +236,15 @@ async fn redirects_to_a_stopped_leader_end_at_the_attempt_limit() {
 #[tokio::test]
 async fn the_clients_own_node_refusing_is_reported_at_once() {
     let client = KvClient::new(&refusing_address().await).with_timeout(Duration::from_secs(5));
+    let started = std::time::Instant::now();
     let err = client.put("k", "v").await.expect_err("nothing listens");
     assert!(matches!(err, ClientError::Http { .. }), "{err:?}");
     assert!(!err.not_sent(), "{err:?}");
+    // Not sent again: the client's six attempts would pause 50 + 100 + 200 + 400 + 800 ms between
+    // them, so a retried call takes over 1.5 s; a refused connection on loopback is answered at once.
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "the refusal took {:?}: it was retried",
+        started.elapsed()
+    );
 }
