@@ -171,7 +171,7 @@ const PANIC_PREFIX: &str = "storage conformance check";
 /// a re-appended entry differs from the one it replaces.
 fn entry(term: Term, index: LogIndex) -> Entry<u64> {
     let payload = match index % 4 {
-        1 => EntryPayload::Membership(Membership::new([1, 2, 3 + index])),
+        1 => EntryPayload::Membership(Box::new(Membership::new([1, 2, 3 + index]))),
         0 => EntryPayload::Blank,
         _ => EntryPayload::Command(index * 1_000 + term),
     };

@@ -231,7 +231,7 @@ fn slow_appends(events: &Events, log: Vec<Entry<u64>>, append_delay: Duration) -
 fn initialized(voters: &[NodeId]) -> Vec<Entry<u64>> {
     vec![Entry {
         log_id: LogId::new(0, 1),
-        payload: EntryPayload::Membership(Membership::new(voters.iter().copied())).into(),
+        payload: EntryPayload::Membership(Box::new(Membership::new(voters.iter().copied()))).into(),
     }]
 }
 

@@ -685,7 +685,7 @@ fn config(snapshot_keep_entries: u64) -> Config {
 fn initialized(voters: &[NodeId]) -> DurableStore<u64> {
     let membership = Entry {
         log_id: LogId::new(0, 1),
-        payload: EntryPayload::Membership(Membership::new(voters.iter().copied())).into(),
+        payload: EntryPayload::Membership(Box::new(Membership::new(voters.iter().copied()))).into(),
     };
     DurableStore::from_log(HardState::default(), vec![membership]).expect("a log from index 1")
 }

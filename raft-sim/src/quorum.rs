@@ -27,7 +27,7 @@ pub(crate) fn is_quorum(m: &Membership, nodes: &BTreeSet<NodeId>) -> bool {
 /// membership at all (it was never initialized, and has received nothing yet).
 pub(crate) fn in_force(record: &Record, obs: &NodeObs) -> Option<Membership> {
     let in_log = obs.log.iter().rev().find_map(|e| match &*e.payload {
-        EntryPayload::Membership(m) => Some(m.clone()),
+        EntryPayload::Membership(m) => Some(Membership::clone(m)),
         _ => None,
     });
     in_log
@@ -71,8 +71,8 @@ pub(crate) fn commit_configs(record: &Record, index: LogIndex) -> Vec<Membership
     for obs in record.nodes.values() {
         for e in &obs.log {
             if let EntryPayload::Membership(m) = &*e.payload {
-                if e.log_id.index >= index && !configs.contains(m) {
-                    configs.push(m.clone());
+                if e.log_id.index >= index && !configs.contains(&**m) {
+                    configs.push(Membership::clone(m));
                 }
             }
         }

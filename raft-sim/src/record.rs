@@ -135,7 +135,7 @@ impl Record {
             self.positions.entry(v).or_insert(index);
         }
         if let EntryPayload::Membership(m) = &*entry.payload {
-            self.memberships.insert(index, m.clone());
+            self.memberships.insert(index, Membership::clone(m));
         }
         let prev = match index {
             0 | 1 => 0,

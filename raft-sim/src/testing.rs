@@ -39,7 +39,7 @@ pub(crate) fn blank(term: Term, index: LogIndex) -> Entry<u64> {
 pub(crate) fn membership() -> Entry<u64> {
     Entry {
         log_id: LogId::new(0, 1),
-        payload: EntryPayload::Membership(Membership::new([1, 2, 3])).into(),
+        payload: EntryPayload::Membership(Box::new(Membership::new([1, 2, 3]))).into(),
     }
 }
 

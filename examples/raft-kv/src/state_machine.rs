@@ -552,7 +552,11 @@ mod tests {
     async fn one_response_per_entry_including_blank_and_membership() {
         let mut sm = KvStateMachine::new();
         let entries = vec![
-            entry(1, 1, EntryPayload::Membership(Membership::new([1, 2, 3]))),
+            entry(
+                1,
+                1,
+                EntryPayload::Membership(Box::new(Membership::new([1, 2, 3]))),
+            ),
             entry(1, 2, EntryPayload::Blank),
             entry(1, 3, EntryPayload::Command(KvCommand::put("a", "1"))),
             entry(2, 4, EntryPayload::Blank),

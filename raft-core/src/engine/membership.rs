@@ -204,7 +204,7 @@ impl<C: Clone> Engine<C> {
         let log_id = LogId::new(self.hard_state.term, self.log.last_index() + 1);
         self.append_local(Entry {
             log_id,
-            payload: EntryPayload::Membership(membership).into(),
+            payload: EntryPayload::Membership(Box::new(membership)).into(),
         });
         self.replicate_pending.extend(self.progress.keys().copied());
         log_id

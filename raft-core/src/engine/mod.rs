@@ -495,7 +495,7 @@ impl<C: Clone> Engine<C> {
             .iter()
             .rev()
             .find_map(|e| match &*e.payload {
-                EntryPayload::Membership(m) => Some(m.clone()),
+                EntryPayload::Membership(m) => Some(Membership::clone(m)),
                 _ => None,
             })
             .unwrap_or_else(|| self.base_membership.clone())
@@ -553,7 +553,7 @@ impl<C: Clone> Engine<C> {
         }
         let entry = Entry {
             log_id: LogId::new(0, 1),
-            payload: EntryPayload::Membership(membership).into(),
+            payload: EntryPayload::Membership(Box::new(membership)).into(),
         };
         self.append_local(entry);
         self.reset_election_timer();
@@ -1336,7 +1336,7 @@ impl<C: Clone> Engine<C> {
     fn append_local(&mut self, entry: Entry<C>) {
         if let EntryPayload::Membership(m) = &*entry.payload {
             // A membership takes effect as soon as it is in the log (thesis 4.1).
-            self.membership = m.clone();
+            self.membership = Membership::clone(m);
             self.membership_index = entry.log_id.index;
             self.log.push(entry.clone());
             self.out.append.push(entry);
@@ -1370,7 +1370,7 @@ impl<C: Clone> Engine<C> {
             .iter()
             .rev()
             .find_map(|e| match &*e.payload {
-                EntryPayload::Membership(m) => Some((e.log_id.index, m.clone())),
+                EntryPayload::Membership(m) => Some((e.log_id.index, Membership::clone(m))),
                 _ => None,
             });
         let (index, membership) =

@@ -59,7 +59,7 @@ fn blank(term: Term, index: LogIndex) -> Entry<u64> {
 fn membership_entry(voters: &[NodeId]) -> Entry<u64> {
     Entry {
         log_id: LogId::new(0, 1),
-        payload: EntryPayload::Membership(Membership::new(voters.iter().copied())).into(),
+        payload: EntryPayload::Membership(Box::new(Membership::new(voters.iter().copied()))).into(),
     }
 }
 

@@ -269,7 +269,7 @@ impl<S: RaftStorage<u64>> Cluster<S> {
             let at = record
                 .committed
                 .range(after..)
-                .find(|(_, c)| matches!(&c.payload, EntryPayload::Membership(cm) if cm == m))
+                .find(|(_, c)| matches!(&c.payload, EntryPayload::Membership(cm) if **cm == *m))
                 .map(|(&i, _)| i);
             match at {
                 Some(i) if i <= final_index => after = i,

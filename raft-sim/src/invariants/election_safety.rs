@@ -235,7 +235,7 @@ mod tests {
     fn votes_count_by_the_candidates_configuration() {
         let grown = Entry {
             log_id: LogId::new(1, 2),
-            payload: EntryPayload::Membership(Membership::new([1, 2, 3, 4, 5])).into(),
+            payload: EntryPayload::Membership(Box::new(Membership::new([1, 2, 3, 4, 5]))).into(),
         };
         let mut w = world(5);
         for id in 1..=5 {

@@ -16,7 +16,7 @@ pub type Cmd = String;
 pub fn entry(term: Term, index: LogIndex) -> Entry<Cmd> {
     let payload = match index % 7 {
         0 => EntryPayload::Blank,
-        3 => EntryPayload::Membership(Membership::new([1, 2, index % 5 + 3])),
+        3 => EntryPayload::Membership(Box::new(Membership::new([1, 2, index % 5 + 3]))),
         _ => EntryPayload::Command(format!(
             "cmd-{term}-{index}-{}",
             "x".repeat((index * 7 % 50) as usize)

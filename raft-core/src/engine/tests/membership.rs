@@ -219,7 +219,7 @@ fn a_joint_election_needs_majorities_of_both_configurations() {
         snapshot: None,
         entries: vec![Entry {
             log_id: LogId::new(1, 1),
-            payload: EntryPayload::Membership(joint).into(),
+            payload: EntryPayload::Membership(Box::new(joint)).into(),
         }],
         applied_index: 0,
         lost_entries: false,
@@ -275,7 +275,7 @@ fn truncating_a_membership_entry_reverts_to_the_one_before() {
     with_learner.learners.insert(4);
     let entry = Entry {
         log_id: LogId::new(2, 3),
-        payload: EntryPayload::Membership(with_learner.clone()).into(),
+        payload: EntryPayload::Membership(Box::new(with_learner.clone())).into(),
     };
     let resp = e.handle_append_entries(append(2, 1, (1, 2), vec![entry], 2));
     assert!(matches!(resp.result, AppendResult::Success { .. }));
@@ -453,7 +453,7 @@ fn a_membership_entry_that_breaks_the_invariants_is_refused() {
     };
     let entry = Entry {
         log_id: LogId::new(1, 3),
-        payload: EntryPayload::Membership(bad).into(),
+        payload: EntryPayload::Membership(Box::new(bad)).into(),
     };
     let resp = e.handle_append_entries(append(1, 1, (1, 2), vec![entry], 2));
     assert_eq!(resp.result, AppendResult::Invalid);
