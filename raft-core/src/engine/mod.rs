@@ -490,6 +490,12 @@ impl<C: Clone> Engine<C> {
     }
     /// The membership in force at `index` (at or after the log's base), as this node's log says.
     pub fn membership_at(&self, index: LogIndex) -> Membership {
+        // No membership entry follows the latest one: from its index on, it is in force. (The
+        // common case, a snapshot or a compaction point past the last change, then costs no walk
+        // over the log's entries.)
+        if index >= self.membership_index {
+            return self.membership.clone();
+        }
         self.log
             .slice(self.log.base_index() + 1, index)
             .iter()

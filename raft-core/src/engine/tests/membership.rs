@@ -493,3 +493,59 @@ fn a_removed_leader_whose_hand_over_fails_steps_down_anyway() {
     let leader = c.leader().expect("voters 2 and 3 elect a leader");
     assert_ne!(leader, 1);
 }
+
+/// `membership_at` answers from the latest configuration at and after its index, and walks the log
+/// only below it: the same answers as a walk over the whole log, for every index, with the log
+/// compacted past some changes and after a truncation that reverts one.
+#[test]
+fn membership_at_agrees_with_a_walk_over_the_log() {
+    let with = |voters: &[NodeId], term: Term, index: LogIndex| Entry {
+        log_id: LogId::new(term, index),
+        payload: EntryPayload::Membership(Box::new(Membership::new(voters.iter().copied()))).into(),
+    };
+    let mut entries = vec![with(&[1, 2, 3], 1, 1)];
+    entries.extend((2..=4).map(|i| cmd(1, i)));
+    entries.push(with(&[1, 2, 3, 4], 1, 5));
+    entries.extend((6..=8).map(|i| cmd(1, i)));
+    entries.push(with(&[1, 2, 4], 1, 9));
+    entries.extend((10..=12).map(|i| cmd(1, i)));
+    let state = RecoveredState {
+        hard_state: hs(1, None),
+        log_base: LogId::default(),
+        snapshot: None,
+        entries,
+        applied_index: 0,
+        lost_entries: false,
+    };
+    let mut e = Engine::new(1, &config(), state, 0);
+    let walk = |e: &Engine<u64>, index: LogIndex| {
+        e.log
+            .slice(e.log.base_index() + 1, index)
+            .iter()
+            .rev()
+            .find_map(|x| match &*x.payload {
+                EntryPayload::Membership(m) => Some(Membership::clone(m)),
+                _ => None,
+            })
+            .unwrap_or_else(|| e.base_membership.clone())
+    };
+    let check = |e: &Engine<u64>| {
+        for index in e.log.base_index()..=e.log.last_index() {
+            assert_eq!(e.membership_at(index), walk(e, index), "index {index}");
+        }
+    };
+    assert_eq!(e.membership_index(), 9);
+    check(&e);
+    assert_eq!(e.membership_at(12).voters, [1, 2, 4].into());
+    assert_eq!(e.membership_at(8).voters, [1, 2, 3, 4].into());
+    // Compacted past the first two changes: the base holds the second.
+    e.base_membership = e.membership_at(6);
+    e.log.compact(6);
+    check(&e);
+    assert_eq!(e.membership_at(6).voters, [1, 2, 3, 4].into());
+    // A truncation that removes the latest change reverts to the one before.
+    e.truncate_local(9);
+    assert_eq!(e.membership_index(), 6);
+    check(&e);
+    assert_eq!(e.membership_at(8).voters, [1, 2, 3, 4].into());
+}
