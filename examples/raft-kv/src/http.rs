@@ -24,7 +24,7 @@
 //! | status | `error` | meaning |
 //! |---|---|---|
 //! | `307` + `Location` | `not_leader` | a write (or a `consistency=log` read) at a node that is not the leader; nothing was proposed; repeat the request at `Location` (the leader's HTTP address, same path and query) |
-//! | `503` | `no_leader` | not the leader and no leader known (election under way): a write first waits up to 2 s for one (a node just restarted learns it within a heartbeat); nothing was proposed (or read), safe to retry |
+//! | `503` | `no_leader` | not the leader and no leader known (election under way): a write first waits up to 2 s for one (a node just restarted learns it within a heartbeat, a leader that just handed over learns its successor at its first message); nothing was proposed (or read), safe to retry |
 //! | `503` | `leadership_lost`, `stopped` | a read could not be confirmed; nothing was read, safe to retry (see [`crate::http_read`]) |
 //! | `500` | `outcome_unknown` | the entry was proposed but this node lost leadership (or stopped) before it applied: it **may or may not** take effect; safe to retry only with the same `Client-Id`/`Client-Seq` (or for an idempotent request) |
 //! | `504` | `timeout` | a write: no answer within the server's write timeout, the outcome is unknown as well; a read: not confirmed in time, nothing was read |
@@ -350,7 +350,16 @@ pub(crate) async fn propose(
     let write = tokio::time::timeout(state.write_timeout, state.raft.client_write(command)).await;
     match write {
         Ok(Ok(response)) => Ok((response.data, response.log_id.index)),
-        Ok(Err(ClientWriteError::NotLeader { leader_hint })) => Err(redirect(state, uri, leader_hint)),
+        Ok(Err(ClientWriteError::NotLeader { leader_hint })) => {
+            // Refused without another node to name: this node has just stepped down (a
+            // leadership transfer, a higher term) and has not heard from its successor yet. Wait
+            // (bounded) for it, as above, rather than answer 503 for a routine hand-over.
+            let leader_hint = match leader_hint.filter(|&l| l != state.raft.id()) {
+                Some(other) => Some(other),
+                None => wait_for_another_leader(state).await,
+            };
+            Err(redirect(state, uri, leader_hint))
+        }
         Ok(Err(ClientWriteError::OutcomeUnknown { leader_hint })) => Err((
             StatusCode::INTERNAL_SERVER_ERROR,
             Json(json!({
@@ -391,6 +400,26 @@ async fn wait_for_leader(state: &ApiState) {
     let mut metrics = state.raft.metrics();
     let wait = LEADER_WAIT.min(state.write_timeout);
     let _ = tokio::time::timeout(wait, metrics.wait_for(|m| m.current_leader.is_some())).await;
+}
+
+/// Waits, at most [`LEADER_WAIT`] (and the write timeout), until this node knows a leader other
+/// than itself, and returns it; `None` if none is known by then (an election still under way, or
+/// this node elected again) or if this node stops meanwhile.
+async fn wait_for_another_leader(state: &ApiState) -> Option<NodeId> {
+    let mut metrics = state.raft.metrics();
+    let me = state.raft.id();
+    let wait = LEADER_WAIT.min(state.write_timeout);
+    let known = tokio::time::timeout(
+        wait,
+        metrics.wait_for(|m| {
+            m.current_leader.is_some_and(|l| l != me) || matches!(m.status, NodeStatus::Stopped(_))
+        }),
+    )
+    .await;
+    match known {
+        Ok(Ok(m)) => m.current_leader.filter(|&l| l != me),
+        _ => None,
+    }
 }
 
 /// `307` to the leader's HTTP address when it is known (and is not this node), else `503`.

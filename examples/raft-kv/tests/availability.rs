@@ -341,6 +341,65 @@ async fn a_write_to_a_follower_just_restarted_waits_for_the_leader_instead_of_fa
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_to_a_leader_handing_over_are_redirected_not_refused() {
+    let root = tempfile::tempdir().unwrap();
+    let mut procs = Procs::new(root.path());
+    let test = async {
+        procs.start_all();
+        let mut answers: BTreeMap<u16, u64> = BTreeMap::new();
+        for round in 0..5 {
+            let (old, term) = wait_for_leader(&procs, 0).await;
+            // Raw writers on the leader being replaced, before, during and after the hand-over:
+            // between stepping down and hearing from its successor it knows no leader, and used
+            // to answer 503 no_leader to the writes that arrived then.
+            let stop = Arc::new(AtomicBool::new(false));
+            let writers: Vec<_> = (0..WRITERS)
+                .map(|w| {
+                    let (addr, stop) = (procs.http_addr(old).to_string(), stop.clone());
+                    tokio::task::spawn_blocking(move || {
+                        let mut seen = Vec::new();
+                        let mut n = 0u64;
+                        while !stop.load(Ordering::Relaxed) {
+                            if let Some(status) = raw_put(&addr, &format!("/kv/r{round}-w{w}-{n}"))
+                            {
+                                seen.push(status);
+                            }
+                            n += 1;
+                        }
+                        seen
+                    })
+                })
+                .collect();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let reply = procs.client(old).transfer_leader(None).await.unwrap();
+            assert!(reply.status.is_success(), "{reply:?}");
+            wait_for_leader(&procs, term).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            stop.store(true, Ordering::Relaxed);
+            for w in writers {
+                for status in w.await.unwrap() {
+                    *answers.entry(status).or_default() += 1;
+                }
+            }
+        }
+        assert!(
+            answers.keys().all(|&s| s == 200 || s == 307),
+            "answers of the leaders handing over, by status: {answers:?}"
+        );
+        assert!(
+            answers.get(&307).is_some_and(|&n| n > 0) && answers.get(&200).is_some_and(|&n| n > 0),
+            "the writers saw no hand-over: {answers:?}"
+        );
+    };
+    if tokio::time::timeout(Duration::from_secs(120), test)
+        .await
+        .is_err()
+    {
+        panic!("the test timed out\n{}", procs.dump_logs());
+    }
+}
+
 /// The status code of a `PUT path` with a small body, sent by hand (no retries, no redirects);
 /// `None` if the node does not answer.
 fn raw_put(addr: &str, path: &str) -> Option<u16> {
