@@ -64,7 +64,9 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{middleware, Json, Router};
-use raft_core::{ClientWriteError, LogIndex, NodeId, NodeStatus, Role, StoppedError};
+use raft_core::{
+    ClientWriteError, LogIndex, Metrics, NodeId, NodeStatus, Role, StoppedError, Term,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -131,10 +133,13 @@ impl ApiState {
     /// Node `id`'s HTTP address: the one its entry in the membership records (so a node that
     /// joined after this one started is found), else the one given at start.
     pub fn http_addr_of(&self, id: NodeId) -> Option<String> {
-        let recorded = self
-            .raft
-            .metrics()
-            .borrow()
+        self.http_addr_in(&self.raft.metrics().borrow(), id)
+    }
+
+    /// [`http_addr_of`](Self::http_addr_of) with the metrics already at hand (inside a
+    /// `watch::Receiver::wait_for`, where borrowing them again could deadlock).
+    fn http_addr_in(&self, metrics: &Metrics, id: NodeId) -> Option<String> {
+        let recorded = metrics
             .membership
             .nodes
             .get(&id)
@@ -343,22 +348,40 @@ pub(crate) async fn propose(
     command: KvCommand,
 ) -> Result<(KvResponse, LogIndex), Response> {
     // No leader known: an election under way, or this node just started and has not heard from
-    // the leader yet. Wait (bounded) for one rather than fail the request at once.
+    // the leader yet. Wait (bounded) for one rather than fail the request at once. The waits
+    // before and after the proposal share one budget.
+    let leader_wait = tokio::time::Instant::now() + LEADER_WAIT.min(state.write_timeout);
     if state.raft.metrics().borrow().current_leader.is_none() {
-        wait_for_leader(state).await;
+        wait_for_leader(state, leader_wait).await;
     }
+    let term_before = state.raft.metrics().borrow().current_term;
     let write = tokio::time::timeout(state.write_timeout, state.raft.client_write(command)).await;
     match write {
         Ok(Ok(response)) => Ok((response.data, response.log_id.index)),
         Ok(Err(ClientWriteError::NotLeader { leader_hint })) => {
-            // Refused without another node to name: this node has just stepped down (a
-            // leadership transfer, a higher term) and has not heard from its successor yet. Wait
-            // (bounded) for it, as above, rather than answer 503 for a routine hand-over.
-            let leader_hint = match leader_hint.filter(|&l| l != state.raft.id()) {
-                Some(other) => Some(other),
-                None => wait_for_another_leader(state).await,
-            };
-            Err(redirect(state, uri, leader_hint))
+            let me = state.raft.id();
+            if let Some(leader) =
+                leader_hint.filter(|&l| l != me && state.http_addr_of(l).is_some())
+            {
+                return Err(redirect(state, uri, Some(leader)));
+            }
+            // Refused without a node to send the client to: this node has just stepped down (a
+            // leadership transfer, a higher term) and has not heard from its successor, or it
+            // campaigns, or it names a leader whose address it does not know yet (a learner that
+            // joined before the membership reached it, a leader removing itself). Wait (within
+            // the same budget) for a leader it can redirect to, rather than answer 503 for a
+            // routine hand-over.
+            Err(match wait_for_reachable_leader(state, leader_wait, term_before).await {
+                Some(leader) if leader == me => redirect_to(
+                    state,
+                    uri,
+                    me,
+                    "this node has just been elected leader; nothing was proposed; send the request again"
+                        .to_string(),
+                ),
+                Some(leader) => redirect(state, uri, Some(leader)),
+                None => redirect(state, uri, leader_hint),
+            })
         }
         Ok(Err(ClientWriteError::OutcomeUnknown { leader_hint })) => Err((
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -395,48 +418,67 @@ pub(crate) async fn propose(
 /// wait rather than a failed request.
 const LEADER_WAIT: Duration = Duration::from_secs(2);
 
-/// Waits, at most [`LEADER_WAIT`] (and the write timeout), until this node knows a leader.
-async fn wait_for_leader(state: &ApiState) {
+/// Waits, until `deadline` at the latest, until this node knows a leader.
+async fn wait_for_leader(state: &ApiState, deadline: tokio::time::Instant) {
     let mut metrics = state.raft.metrics();
-    let wait = LEADER_WAIT.min(state.write_timeout);
-    let _ = tokio::time::timeout(wait, metrics.wait_for(|m| m.current_leader.is_some())).await;
+    let _ =
+        tokio::time::timeout_at(deadline, metrics.wait_for(|m| m.current_leader.is_some())).await;
 }
 
-/// Waits, at most [`LEADER_WAIT`] (and the write timeout), until this node knows a leader other
-/// than itself, and returns it; `None` if none is known by then (an election still under way, or
-/// this node elected again) or if this node stops meanwhile.
-async fn wait_for_another_leader(state: &ApiState) -> Option<NodeId> {
+/// Waits, until `deadline` at the latest, until this node knows a leader whose HTTP address it
+/// knows (itself only if elected in a term after `term_before`: before that, its metrics may still
+/// show the leadership it has just lost), and returns it; `None` if there is none by then (an
+/// election still under way) or if this node stops meanwhile.
+async fn wait_for_reachable_leader(
+    state: &ApiState,
+    deadline: tokio::time::Instant,
+    term_before: Term,
+) -> Option<NodeId> {
     let mut metrics = state.raft.metrics();
     let me = state.raft.id();
-    let wait = LEADER_WAIT.min(state.write_timeout);
-    let known = tokio::time::timeout(
-        wait,
-        metrics.wait_for(|m| {
-            m.current_leader.is_some_and(|l| l != me) || matches!(m.status, NodeStatus::Stopped(_))
-        }),
+    let reachable = |m: &Metrics| {
+        m.current_leader.filter(|&l| {
+            (l != me || m.current_term > term_before) && state.http_addr_in(m, l).is_some()
+        })
+    };
+    let known = tokio::time::timeout_at(
+        deadline,
+        metrics.wait_for(|m| reachable(m).is_some() || matches!(m.status, NodeStatus::Stopped(_))),
     )
     .await;
     match known {
-        Ok(Ok(m)) => m.current_leader.filter(|&l| l != me),
+        Ok(Ok(m)) => reachable(&m),
         _ => None,
     }
 }
 
-/// `307` to the leader's HTTP address when it is known (and is not this node), else `503`.
+/// `307` to the leader's HTTP address when a leader other than this node is known, else `503`.
 pub(crate) fn redirect(state: &ApiState, uri: &Uri, leader_hint: Option<NodeId>) -> Response {
-    let target = leader_hint
-        .filter(|&l| l != state.raft.id())
-        .and_then(|l| state.http_addr_of(l).map(|addr| (l, addr)));
-    let Some((leader, addr)) = target else {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({
-                "error": "no_leader",
-                "message": "this node is not the leader and knows no leader; nothing was proposed, retry later",
-                "leader": leader_hint,
-            })),
-        )
-            .into_response();
+    match leader_hint.filter(|&l| l != state.raft.id()) {
+        Some(leader) => redirect_to(
+            state,
+            uri,
+            leader,
+            format!("this node is not the leader; nothing was proposed; retry at node {leader}"),
+        ),
+        None => no_leader(
+            leader_hint,
+            "this node is not the leader and knows no leader; nothing was proposed, retry later"
+                .to_string(),
+        ),
+    }
+}
+
+/// `307` to node `leader`'s HTTP address (the same path and query) with `message`; `503` if that
+/// address is not known.
+fn redirect_to(state: &ApiState, uri: &Uri, leader: NodeId, message: String) -> Response {
+    let Some(addr) = state.http_addr_of(leader) else {
+        return no_leader(
+            Some(leader),
+            format!(
+                "this node is not the leader and does not know the address of the leader (node {leader}); nothing was proposed, retry later"
+            ),
+        );
     };
     let path = uri.path_and_query().map_or("/", |p| p.as_str());
     let location = format!("http://{addr}{path}");
@@ -444,7 +486,7 @@ pub(crate) fn redirect(state: &ApiState, uri: &Uri, leader_hint: Option<NodeId>)
         StatusCode::TEMPORARY_REDIRECT,
         Json(json!({
             "error": "not_leader",
-            "message": format!("this node is not the leader; nothing was proposed; retry at node {leader}"),
+            "message": message,
             "leader": leader,
             "location": location,
         })),
@@ -461,6 +503,19 @@ pub(crate) fn redirect(state: &ApiState, uri: &Uri, leader_hint: Option<NodeId>)
             format!("the leader's address {addr:?} is not a valid URL"),
         ),
     }
+}
+
+/// `503 no_leader`: nothing was proposed, retry later.
+fn no_leader(leader_hint: Option<NodeId>, message: String) -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        Json(json!({
+            "error": "no_leader",
+            "message": message,
+            "leader": leader_hint,
+        })),
+    )
+        .into_response()
 }
 
 pub(crate) fn unexpected(response: KvResponse) -> Response {

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use procs::*;
 use raft_kv::client::{ClientError, KvClient};
+use raft_kv::http_members::MembersRequest;
 
 const WRITERS: usize = 4;
 
@@ -397,6 +398,110 @@ async fn writes_to_a_leader_handing_over_are_redirected_not_refused() {
         .is_err()
     {
         panic!("the test timed out\n{}", procs.dump_logs());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_around_a_join_and_a_leader_removing_itself_are_redirected_not_refused() {
+    let root = tempfile::tempdir().unwrap();
+    let joining = NODES + 1;
+    let mut procs = Procs::cluster_with_spares(root.path(), NODES, 1, &[]);
+    let test = async {
+        procs.start_all();
+        let (leader, _) = wait_for_leader(&procs, 0).await;
+        // Raw writers on every node, the joining one from the moment its port answers. A node
+        // that joins knows the leader before the membership that tells the leader's address
+        // reaches it; the remaining voters know the leader that removes itself, whose address
+        // the new membership no longer has: both used to answer 503 no_leader meanwhile.
+        let stop = Arc::new(AtomicBool::new(false));
+        let writers: Vec<_> = (1..=joining)
+            .filter(|&id| id != leader)
+            .map(|id| {
+                let (addr, stop) = (procs.http_addr(id).to_string(), stop.clone());
+                tokio::task::spawn_blocking(move || {
+                    let mut seen = BTreeMap::<u16, u64>::new();
+                    let mut n = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        match raw_put(&addr, &format!("/kv/n{id}-{n}")) {
+                            Some(status) => *seen.entry(status).or_default() += 1,
+                            None => std::thread::sleep(Duration::from_millis(1)),
+                        }
+                        n += 1;
+                    }
+                    (id, seen)
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        procs.start_joining(joining, 1);
+        let everyone: Vec<u64> = (1..=joining).collect();
+        wait_for_members(&procs, leader, &everyone).await;
+        let rest: Vec<u64> = everyone
+            .iter()
+            .copied()
+            .filter(|&id| id != leader)
+            .collect();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let reply = procs
+                .client(rest[0])
+                .change_members(&MembersRequest::Remove(leader))
+                .await;
+            if reply.as_ref().is_ok_and(|r| r.status.is_success()) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the leader's removal did not complete: {reply:?}\n{}",
+                procs.dump_logs()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        wait_for_members(&procs, rest[0], &rest).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        stop.store(true, Ordering::Relaxed);
+        let mut answers = BTreeMap::new();
+        for w in writers {
+            let (id, seen) = w.await.unwrap();
+            answers.insert(id, seen);
+        }
+        assert!(
+            answers
+                .values()
+                .all(|seen| seen.keys().all(|&s| s == 200 || s == 307)),
+            "answers by node and status: {answers:?}\n{}",
+            procs.dump_logs()
+        );
+        assert!(
+            answers[&joining].values().sum::<u64>() > 0,
+            "node {joining} answered nothing: {answers:?}"
+        );
+    };
+    if tokio::time::timeout(Duration::from_secs(120), test)
+        .await
+        .is_err()
+    {
+        panic!("the test timed out\n{}", procs.dump_logs());
+    }
+}
+
+/// Waits until the leader's view, asked through `via`, has exactly `voters`, settled and committed.
+async fn wait_for_members(procs: &Procs, via: u64, voters: &[u64]) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let view = procs.client(via).members_body(true).await;
+        if view
+            .as_ref()
+            .is_ok_and(|v| v.voters == voters && !v.joint && v.committed && v.learners.is_empty())
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the voters did not become {voters:?}: {view:?}\n{}",
+            procs.dump_logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
