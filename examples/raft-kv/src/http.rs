@@ -351,6 +351,10 @@ pub(crate) async fn propose(
     // the leader yet. Wait (bounded) for one rather than fail the request at once. The waits
     // before and after the proposal share one budget.
     let leader_wait = tokio::time::Instant::now() + LEADER_WAIT.min(state.write_timeout);
+    let removed_from = member_after_removal(state, &state.raft.metrics().borrow());
+    if let Some(member) = removed_from {
+        return Err(redirect_after_removal(state, uri, member));
+    }
     if state.raft.metrics().borrow().current_leader.is_none() {
         wait_for_leader(state, leader_wait).await;
     }
@@ -372,14 +376,15 @@ pub(crate) async fn propose(
             // the same budget) for a leader it can redirect to, rather than answer 503 for a
             // routine hand-over.
             Err(match wait_for_reachable_leader(state, leader_wait, term_before).await {
-                Some(leader) if leader == me => redirect_to(
+                Some(Reachable::Leader(leader)) if leader == me => redirect_to(
                     state,
                     uri,
                     me,
                     "this node has just been elected leader; nothing was proposed; send the request again"
                         .to_string(),
                 ),
-                Some(leader) => redirect(state, uri, Some(leader)),
+                Some(Reachable::Leader(leader)) => redirect(state, uri, Some(leader)),
+                Some(Reachable::AfterRemoval(member)) => redirect_after_removal(state, uri, member),
                 None => redirect(state, uri, leader_hint),
             })
         }
@@ -418,6 +423,42 @@ pub(crate) async fn propose(
 /// wait rather than a failed request.
 const LEADER_WAIT: Duration = Duration::from_secs(2);
 
+/// When this node knows no leader and is not a member of the latest membership it knows (it was
+/// removed), a voter of that membership to send clients to: the first one whose HTTP address is
+/// known. A removed node hears from the cluster no more, so waiting for a leader would only delay
+/// them. `None` otherwise, and for a node that has not received a membership yet (one joining).
+fn member_after_removal(state: &ApiState, m: &Metrics) -> Option<NodeId> {
+    let me = state.raft.id();
+    if m.current_leader.is_some() || m.membership.is_member(me) {
+        return None;
+    }
+    m.membership
+        .voters
+        .iter()
+        .copied()
+        .find(|&id| id != me && state.http_addr_in(m, id).is_some())
+}
+
+/// `307` to `member`, a voter of the membership that removed this node.
+fn redirect_after_removal(state: &ApiState, uri: &Uri, member: NodeId) -> Response {
+    redirect_to(
+        state,
+        uri,
+        member,
+        format!(
+            "this node is no longer a member of the cluster; nothing was proposed; retry at node {member}"
+        ),
+    )
+}
+
+/// Where a write refused by this node can be sent.
+enum Reachable {
+    /// The leader (this node itself, once elected in a later term).
+    Leader(NodeId),
+    /// A voter of the membership that removed this node.
+    AfterRemoval(NodeId),
+}
+
 /// Waits, until `deadline` at the latest, until this node knows a leader.
 async fn wait_for_leader(state: &ApiState, deadline: tokio::time::Instant) {
     let mut metrics = state.raft.metrics();
@@ -427,19 +468,23 @@ async fn wait_for_leader(state: &ApiState, deadline: tokio::time::Instant) {
 
 /// Waits, until `deadline` at the latest, until this node knows a leader whose HTTP address it
 /// knows (itself only if elected in a term after `term_before`: before that, its metrics may still
-/// show the leadership it has just lost), and returns it; `None` if there is none by then (an
-/// election still under way) or if this node stops meanwhile.
+/// show the leadership it has just lost) or finds itself removed, and says where to send the
+/// client; `None` if nowhere by then (an election still under way) or if this node stops meanwhile.
 async fn wait_for_reachable_leader(
     state: &ApiState,
     deadline: tokio::time::Instant,
     term_before: Term,
-) -> Option<NodeId> {
+) -> Option<Reachable> {
     let mut metrics = state.raft.metrics();
     let me = state.raft.id();
     let reachable = |m: &Metrics| {
-        m.current_leader.filter(|&l| {
+        let leader = m.current_leader.filter(|&l| {
             (l != me || m.current_term > term_before) && state.http_addr_in(m, l).is_some()
-        })
+        });
+        match leader {
+            Some(leader) => Some(Reachable::Leader(leader)),
+            None => member_after_removal(state, m).map(Reachable::AfterRemoval),
+        }
     };
     let known = tokio::time::timeout_at(
         deadline,

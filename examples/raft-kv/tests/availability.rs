@@ -412,10 +412,10 @@ async fn writes_around_a_join_and_a_leader_removing_itself_are_redirected_not_re
         // Raw writers on every node, the joining one from the moment its port answers. A node
         // that joins knows the leader before the membership that tells the leader's address
         // reaches it; the remaining voters know the leader that removes itself, whose address
-        // the new membership no longer has: both used to answer 503 no_leader meanwhile.
+        // the new membership no longer has; the node elected next campaigns; the removed
+        // leader, still running, hears from no one: all used to answer 503 no_leader.
         let stop = Arc::new(AtomicBool::new(false));
         let writers: Vec<_> = (1..=joining)
-            .filter(|&id| id != leader)
             .map(|id| {
                 let (addr, stop) = (procs.http_addr(id).to_string(), stop.clone());
                 tokio::task::spawn_blocking(move || {
