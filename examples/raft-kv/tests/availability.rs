@@ -354,33 +354,19 @@ async fn writes_to_a_leader_handing_over_are_redirected_not_refused() {
             // Raw writers on the leader being replaced, before, during and after the hand-over:
             // between stepping down and hearing from its successor it knows no leader, and used
             // to answer 503 no_leader to the writes that arrived then.
-            let stop = Arc::new(AtomicBool::new(false));
-            let writers: Vec<_> = (0..WRITERS)
-                .map(|w| {
-                    let (addr, stop) = (procs.http_addr(old).to_string(), stop.clone());
-                    tokio::task::spawn_blocking(move || {
-                        let mut seen = Vec::new();
-                        let mut n = 0u64;
-                        while !stop.load(Ordering::Relaxed) {
-                            if let Some(status) = raw_put(&addr, &format!("/kv/r{round}-w{w}-{n}"))
-                            {
-                                seen.push(status);
-                            }
-                            n += 1;
-                        }
-                        seen
-                    })
-                })
-                .collect();
+            let old_addr = procs.http_addr(old).to_string();
+            let writers = RawWriters::start(
+                (0..WRITERS as u64).map(|w| (w, old_addr.clone())).collect(),
+                &format!("r{round}"),
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
             let reply = procs.client(old).transfer_leader(None).await.unwrap();
             assert!(reply.status.is_success(), "{reply:?}");
             wait_for_leader(&procs, term).await;
             tokio::time::sleep(Duration::from_millis(100)).await;
-            stop.store(true, Ordering::Relaxed);
-            for w in writers {
-                for status in w.await.unwrap() {
-                    *answers.entry(status).or_default() += 1;
+            for seen in writers.stop().await.into_values() {
+                for (status, n) in seen {
+                    *answers.entry(status).or_default() += n;
                 }
             }
         }
@@ -414,24 +400,12 @@ async fn writes_around_a_join_and_a_leader_removing_itself_are_redirected_not_re
         // reaches it; the remaining voters know the leader that removes itself, whose address
         // the new membership no longer has; the node elected next campaigns; the removed
         // leader, still running, hears from no one: all used to answer 503 no_leader.
-        let stop = Arc::new(AtomicBool::new(false));
-        let writers: Vec<_> = (1..=joining)
-            .map(|id| {
-                let (addr, stop) = (procs.http_addr(id).to_string(), stop.clone());
-                tokio::task::spawn_blocking(move || {
-                    let mut seen = BTreeMap::<u16, u64>::new();
-                    let mut n = 0u64;
-                    while !stop.load(Ordering::Relaxed) {
-                        match raw_put(&addr, &format!("/kv/n{id}-{n}")) {
-                            Some(status) => *seen.entry(status).or_default() += 1,
-                            None => std::thread::sleep(Duration::from_millis(1)),
-                        }
-                        n += 1;
-                    }
-                    (id, seen)
-                })
-            })
-            .collect();
+        let writers = RawWriters::start(
+            (1..=joining)
+                .map(|id| (id, procs.http_addr(id).to_string()))
+                .collect(),
+            "n",
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
         procs.start_joining(joining, 1);
         let everyone: Vec<u64> = (1..=joining).collect();
@@ -459,12 +433,7 @@ async fn writes_around_a_join_and_a_leader_removing_itself_are_redirected_not_re
         }
         wait_for_members(&procs, rest[0], &rest).await;
         tokio::time::sleep(Duration::from_millis(300)).await;
-        stop.store(true, Ordering::Relaxed);
-        let mut answers = BTreeMap::new();
-        for w in writers {
-            let (id, seen) = w.await.unwrap();
-            answers.insert(id, seen);
-        }
+        let answers = writers.stop().await;
         assert!(
             answers
                 .values()
@@ -482,6 +451,51 @@ async fn writes_around_a_join_and_a_leader_removing_itself_are_redirected_not_re
         .is_err()
     {
         panic!("the test timed out\n{}", procs.dump_logs());
+    }
+}
+
+/// Threads that each `PUT` keys in a loop with [`raw_put`] (a new connection per write, no
+/// retries, no redirects followed) until stopped, counting the answers by status.
+struct RawWriters {
+    stop: Arc<AtomicBool>,
+    threads: Vec<tokio::task::JoinHandle<(u64, BTreeMap<u16, u64>)>>,
+}
+
+impl RawWriters {
+    /// One writer per `(name, address)`, its keys prefixed with `prefix` and its name.
+    fn start(targets: Vec<(u64, String)>, prefix: &str) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let threads = targets
+            .into_iter()
+            .map(|(name, addr)| {
+                let (stop, prefix) = (stop.clone(), format!("/kv/{prefix}-{name}-"));
+                tokio::task::spawn_blocking(move || {
+                    let mut seen = BTreeMap::<u16, u64>::new();
+                    let mut n = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        match raw_put(&addr, &format!("{prefix}{n}")) {
+                            Some(status) => *seen.entry(status).or_default() += 1,
+                            // Not listening (yet, or any more): do not spin.
+                            None => std::thread::sleep(Duration::from_millis(1)),
+                        }
+                        n += 1;
+                    }
+                    (name, seen)
+                })
+            })
+            .collect();
+        RawWriters { stop, threads }
+    }
+
+    /// Stops the writers; their answers by status, by writer.
+    async fn stop(self) -> BTreeMap<u64, BTreeMap<u16, u64>> {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut answers = BTreeMap::new();
+        for thread in self.threads {
+            let (name, seen) = thread.await.unwrap();
+            answers.insert(name, seen);
+        }
+        answers
     }
 }
 
