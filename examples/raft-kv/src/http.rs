@@ -23,8 +23,8 @@
 //!
 //! | status | `error` | meaning |
 //! |---|---|---|
-//! | `307` + `Location` | `not_leader` | a write (or a `consistency=log` read) at a node that is not the leader; nothing was proposed; repeat the request at `Location` (the leader's HTTP address, same path and query) |
-//! | `503` | `no_leader` | not the leader and no leader known (election under way): a write first waits up to 2 s for one (a node just restarted learns it within a heartbeat, a leader that just handed over learns its successor at its first message); nothing was proposed (or read), safe to retry |
+//! | `307` + `Location` | `not_leader` | a write (or a `consistency=log` read) at a node that is not the leader; nothing was proposed; repeat the request at `Location` (the leader's HTTP address, same path and query; this node's own, if it was elected while the write waited; a voter's, from a node removed from the cluster) |
+//! | `503` | `no_leader` | not the leader and no leader known (election under way): a write first waits up to 2 s in all for a leader it can redirect to (a node just restarted learns it within a heartbeat, a leader that just handed over learns its successor at its first message, a node joining learns the leader's address with the membership); nothing was proposed (or read), safe to retry |
 //! | `503` | `leadership_lost`, `stopped` | a read could not be confirmed; nothing was read, safe to retry (see [`crate::http_read`]) |
 //! | `500` | `outcome_unknown` | the entry was proposed but this node lost leadership (or stopped) before it applied: it **may or may not** take effect; safe to retry only with the same `Client-Id`/`Client-Seq` (or for an idempotent request) |
 //! | `504` | `timeout` | a write: no answer within the server's write timeout, the outcome is unknown as well; a read: not confirmed in time, nothing was read |
@@ -69,6 +69,7 @@ use raft_core::{
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use tokio::sync::watch;
 
 use crate::cluster::KvRaft;
 use crate::command::{KvCommand, KvResponse};
@@ -349,16 +350,23 @@ pub(crate) async fn propose(
 ) -> Result<(KvResponse, LogIndex), Response> {
     // No leader known: an election under way, or this node just started and has not heard from
     // the leader yet. Wait (bounded) for one rather than fail the request at once. The waits
-    // before and after the proposal share one budget.
-    let leader_wait = tokio::time::Instant::now() + LEADER_WAIT.min(state.write_timeout);
-    let removed_from = member_after_removal(state, &state.raft.metrics().borrow());
+    // before and after the proposal share one budget, which starts at the first of them.
+    let leader_budget = LEADER_WAIT.min(state.write_timeout);
+    let mut leader_wait = None;
+    let mut metrics = state.raft.metrics();
+    let (leader_known, removed_from) = {
+        let m = metrics.borrow();
+        (m.current_leader.is_some(), member_after_removal(state, &m))
+    };
     if let Some(member) = removed_from {
         return Err(redirect_after_removal(state, uri, member));
     }
-    if state.raft.metrics().borrow().current_leader.is_none() {
-        wait_for_leader(state, leader_wait).await;
+    if !leader_known {
+        let deadline = *leader_wait.insert(tokio::time::Instant::now() + leader_budget);
+        let _ = tokio::time::timeout_at(deadline, metrics.wait_for(|m| m.current_leader.is_some()))
+            .await;
     }
-    let term_before = state.raft.metrics().borrow().current_term;
+    let term_before = metrics.borrow().current_term;
     let write = tokio::time::timeout(state.write_timeout, state.raft.client_write(command)).await;
     match write {
         Ok(Ok(response)) => Ok((response.data, response.log_id.index)),
@@ -375,7 +383,9 @@ pub(crate) async fn propose(
             // joined before the membership reached it, a leader removing itself). Wait (within
             // the same budget) for a leader it can redirect to, rather than answer 503 for a
             // routine hand-over.
-            Err(match wait_for_reachable_leader(state, leader_wait, term_before).await {
+            let deadline =
+                leader_wait.unwrap_or_else(|| tokio::time::Instant::now() + leader_budget);
+            Err(match wait_for_reachable_leader(state, metrics, deadline, term_before).await {
                 Some(Reachable::Leader(leader)) if leader == me => redirect_to(
                     state,
                     uri,
@@ -459,23 +469,16 @@ enum Reachable {
     AfterRemoval(NodeId),
 }
 
-/// Waits, until `deadline` at the latest, until this node knows a leader.
-async fn wait_for_leader(state: &ApiState, deadline: tokio::time::Instant) {
-    let mut metrics = state.raft.metrics();
-    let _ =
-        tokio::time::timeout_at(deadline, metrics.wait_for(|m| m.current_leader.is_some())).await;
-}
-
 /// Waits, until `deadline` at the latest, until this node knows a leader whose HTTP address it
 /// knows (itself only if elected in a term after `term_before`: before that, its metrics may still
 /// show the leadership it has just lost) or finds itself removed, and says where to send the
 /// client; `None` if nowhere by then (an election still under way) or if this node stops meanwhile.
 async fn wait_for_reachable_leader(
     state: &ApiState,
+    mut metrics: watch::Receiver<Metrics>,
     deadline: tokio::time::Instant,
     term_before: Term,
 ) -> Option<Reachable> {
-    let mut metrics = state.raft.metrics();
     let me = state.raft.id();
     let reachable = |m: &Metrics| {
         let leader = m.current_leader.filter(|&l| {
