@@ -409,29 +409,14 @@ async fn writes_around_a_join_and_a_leader_removing_itself_are_redirected_not_re
         tokio::time::sleep(Duration::from_millis(200)).await;
         procs.start_joining(joining, 1);
         let everyone: Vec<u64> = (1..=joining).collect();
-        wait_for_members(&procs, leader, &everyone).await;
+        wait_for_voters(&procs, leader, &everyone).await;
         let rest: Vec<u64> = everyone
             .iter()
             .copied()
             .filter(|&id| id != leader)
             .collect();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let reply = procs
-                .client(rest[0])
-                .change_members(&MembersRequest::Remove(leader))
-                .await;
-            if reply.as_ref().is_ok_and(|r| r.status.is_success()) {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the leader's removal did not complete: {reply:?}\n{}",
-                procs.dump_logs()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        wait_for_members(&procs, rest[0], &rest).await;
+        change(&procs, &rest, MembersRequest::Remove(leader)).await;
+        wait_for_voters(&procs, rest[0], &rest).await;
         tokio::time::sleep(Duration::from_millis(300)).await;
         let answers = writers.stop().await;
         assert!(
@@ -496,26 +481,6 @@ impl RawWriters {
             answers.insert(name, seen);
         }
         answers
-    }
-}
-
-/// Waits until the leader's view, asked through `via`, has exactly `voters`, settled and committed.
-async fn wait_for_members(procs: &Procs, via: u64, voters: &[u64]) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let view = procs.client(via).members_body(true).await;
-        if view
-            .as_ref()
-            .is_ok_and(|v| v.voters == voters && !v.joint && v.committed && v.learners.is_empty())
-        {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the voters did not become {voters:?}: {view:?}\n{}",
-            procs.dump_logs()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

@@ -99,57 +99,6 @@ fn start_writers(
         .collect()
 }
 
-/// Sends `request` to the cluster through the nodes `via` in turn until it is answered `200`,
-/// retrying what says "not now" (no leader yet, a change finishing, a node just killed).
-async fn change(procs: &Procs, via: &[u64], request: MembersRequest) -> MembersBody {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut last = String::new();
-    for attempt in 0.. {
-        assert!(
-            Instant::now() < deadline,
-            "{request:?} did not complete: {last}\n{}",
-            procs.dump_logs()
-        );
-        let client = procs.client(via[attempt % via.len()]);
-        match client.change_members(&request).await {
-            Ok(reply) if reply.status.is_success() => {
-                return serde_json::from_value(reply.body).expect("a membership")
-            }
-            Ok(reply) => {
-                assert!(
-                    !reply.status.is_client_error() || reply.status.as_u16() == 409,
-                    "{request:?} refused: {} {}",
-                    reply.status,
-                    reply.body
-                );
-                last = format!("{} {}", reply.status, reply.body);
-            }
-            Err(e) => last = e.to_string(),
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    unreachable!()
-}
-
-/// Waits until the leader's view (asked through `via`) has exactly `voters`, settled and committed.
-async fn wait_for_voters(procs: &Procs, via: u64, voters: &[u64]) -> MembersBody {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let view = procs.client(via).members_body(true).await;
-        if let Ok(view) = &view {
-            if view.voters == voters && !view.joint && view.committed && view.learners.is_empty() {
-                return view.clone();
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the voters did not become {voters:?}: {view:?}\n{}",
-            procs.dump_logs()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 fn set_targets(targets: &Targets, procs: &Procs, ids: &[u64]) {
     *targets.lock().unwrap() = ids
         .iter()
