@@ -31,7 +31,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use raft_bench::{
     bench_config, kv_put, latencies, percentiles, preloaded_kv_snapshot, raw_fsync_latencies,
     read_latencies, run_clients, run_readers, runtime, runtime_name, FileTcpCluster, MemCluster,
-    NoopSm, ReadMode, PRELOAD_CLIENTS,
+    NoopSm, RawWrite, ReadMode, PRELOAD_CLIENTS,
 };
 use raft_core::{Config, ReadPolicy};
 use raft_kv::KvStateMachine;
@@ -125,9 +125,15 @@ fn latency(c: &mut Criterion) {
         println!("latency/{name}: p50 {p50:?}  p99 {p99:?}  mean {mean:?}  ({n} writes, warm-up included)");
     }
     // The yardstick of kv_file_tcp's p50, measured on the same disk right after it.
-    for threads in [1, 3] {
-        let (p50, p99, _) = percentiles(&mut raw_fsync_latencies(2000, threads));
-        println!("latency/raw_fsync ({threads} thread(s) at once): p50 {p50:?}  p99 {p99:?}");
+    for (threads, how) in [
+        (1, RawWrite::Append),
+        (3, RawWrite::Append),
+        (1, RawWrite::Preallocated),
+    ] {
+        let (p50, p99, _) = percentiles(&mut raw_fsync_latencies(2000, threads, how));
+        println!(
+            "latency/raw_fsync ({threads} thread(s) at once, {how:?}): p50 {p50:?}  p99 {p99:?}"
+        );
     }
 }
 

@@ -650,30 +650,50 @@ where
     .expect("client task")
 }
 
+/// How [`raw_fsync_latencies`] writes its records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RawWrite {
+    /// Appended to a file that grows with each write: each `fdatasync` also commits the new length
+    /// and newly allocated blocks.
+    Append,
+    /// Written, in order, into a file allocated (`fallocate`) to hold all of them beforehand, as
+    /// `raft-storage-file` preallocates its segments: each `fdatasync` commits the data, and the
+    /// blocks it is written to becoming initialized, but no new length.
+    Preallocated,
+}
+
 /// Raw fsync latencies on the file system of the bench clusters' temporary directories: `threads`
-/// threads at once, each appending 128 bytes to a file of its own `rounds` times and calling
-/// `fdatasync` (`File::sync_data`) after each write, timed together. Returns every thread's samples.
+/// threads at once, each writing 128 bytes to a file of its own `rounds` times, after the previous
+/// ones, as `how` says, and calling `fdatasync` (`File::sync_data`) after each write, timed
+/// together. Returns every thread's samples.
 ///
 /// This is the yardstick of the 1-client `kv_file_tcp` latency, measured in the same run: one
 /// thread is one fsync alone; three threads are what the three in-process nodes of a
 /// [`FileTcpCluster`] do on one disk when each persists the same entry.
 ///
 /// # Panics
-/// If the temporary directory or a file in it cannot be created or written.
-pub fn raw_fsync_latencies(rounds: usize, threads: usize) -> Vec<Duration> {
-    use std::io::Write;
+/// If the temporary directory or a file in it cannot be created, allocated or written.
+pub fn raw_fsync_latencies(rounds: usize, threads: usize, how: RawWrite) -> Vec<Duration> {
+    use std::os::unix::fs::FileExt;
+    const RECORD: usize = 128;
     let dir = tempfile::tempdir().expect("temp dir");
-    let record = [0xA5u8; 128];
+    let record = [0xA5u8; RECORD];
     std::thread::scope(|scope| {
         let workers: Vec<_> = (0..threads)
             .map(|t| {
                 let path = dir.path().join(format!("fsync-{t}"));
                 scope.spawn(move || {
-                    let mut file = std::fs::File::create(path).expect("create fsync file");
+                    let file = std::fs::File::create(path).expect("create fsync file");
+                    if how == RawWrite::Preallocated {
+                        let len = (rounds * RECORD) as u64;
+                        <std::fs::File as fs4::FileExt>::allocate(&file, len).expect("fallocate");
+                        file.sync_all().expect("fsync");
+                    }
                     let mut out = Vec::with_capacity(rounds);
-                    for _ in 0..rounds {
+                    for k in 0..rounds {
                         let start = Instant::now();
-                        file.write_all(&record).expect("write");
+                        file.write_all_at(&record, (k * RECORD) as u64)
+                            .expect("write");
                         file.sync_data().expect("fdatasync");
                         out.push(start.elapsed());
                     }

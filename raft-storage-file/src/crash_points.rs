@@ -90,7 +90,8 @@ fn entry(term: Term, index: LogIndex) -> Entry<u64> {
 
 fn append(s: &mut Store, term: Term, first: LogIndex, n: u64) {
     let entries: Vec<_> = (first..first + n).map(|i| entry(term, i)).collect();
-    s.append(&encode_batch(first, &entries).unwrap()).unwrap();
+    s.append(&mut encode_batch(first, &entries).unwrap())
+        .unwrap();
 }
 
 fn snapshot(term: Term, index: LogIndex, len: usize) -> Snapshot {
@@ -403,7 +404,7 @@ fn truncate_inside_a_batch_of_the_last_segment_then_append() {
             append(s, 2, 21, 5);
         },
         &[&|s| s.truncate(23), &|s| {
-            s.append(&encode_batch(23, &[entry(3, 23), entry(3, 24)]).unwrap())
+            s.append(&mut encode_batch(23, &[entry(3, 23), entry(3, 24)]).unwrap())
         }],
     );
     let log = &run.after().log;
@@ -423,7 +424,7 @@ fn append_starting_a_segment() {
     let run = crash_at_every_step(
         "append 21..=22 into a new segment",
         base_log,
-        &[&|s| s.append(&encode_batch(21, &[entry(3, 21), entry(3, 22)]).unwrap())],
+        &[&|s| s.append(&mut encode_batch(21, &[entry(3, 21), entry(3, 22)]).unwrap())],
     );
     assert_eq!(run.after().log.len(), 22);
     assert!(

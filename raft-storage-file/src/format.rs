@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 /// The version of every file format below. A file with another version is refused (see
 /// [`version_error`]).
-pub(crate) const FORMAT_VERSION: u32 = 2;
+pub(crate) const FORMAT_VERSION: u32 = 3;
 
 /// Length of the magic that starts every file (segments and small files).
 const MAGIC_LEN: usize = 8;
@@ -67,6 +67,15 @@ const TRAILER_MAGIC: [u8; 4] = *b"rEND";
 pub(crate) const BATCH_TRAILER_LEN: usize = TRAILER_MAGIC.len() + CRC_LEN;
 /// The bytes a batch takes besides its records.
 pub(crate) const BATCH_OVERHEAD: usize = BATCH_HEADER_LEN + BATCH_TRAILER_LEN;
+
+/// Magic that starts an end mark.
+const END_MARK_MAGIC: [u8; 4] = *b"rEOL";
+/// Offset of the byte offset (u64) at which an end mark stands, in the mark.
+const END_MARK_OFFSET_AT: usize = END_MARK_MAGIC.len();
+/// Offset of the CRC in an end mark, which covers the bytes before it.
+const END_MARK_CRC_AT: usize = END_MARK_OFFSET_AT + 8;
+/// Size of an end mark: magic, its own offset in the segment, CRC.
+pub(crate) const END_MARK_LEN: usize = END_MARK_CRC_AT + CRC_LEN;
 
 /// A CRC32 (IEEE) of several slices, as if they were one.
 pub(crate) fn crc(parts: &[&[u8]]) -> u32 {
@@ -369,6 +378,8 @@ where
     batch
         .bytes
         .extend_from_slice(&batch_trailer(u32_at(&header, BATCH_CRC_AT)));
+    // Room for the end mark the store writes after the batch, so that adding it copies nothing.
+    batch.bytes.reserve_exact(END_MARK_LEN);
     Ok(batch)
 }
 
@@ -377,7 +388,8 @@ where
 /// inside a batch, where cutting the file would leave that batch incomplete.
 pub(crate) fn encode_truncation(from: LogIndex) -> Vec<u8> {
     let header = batch_header(from, 0, 0);
-    let mut b = header.to_vec();
+    let mut b = Vec::with_capacity(BATCH_OVERHEAD + END_MARK_LEN);
+    b.extend_from_slice(&header);
     b.extend_from_slice(&batch_trailer(u32_at(&header, BATCH_CRC_AT)));
     b
 }
@@ -434,21 +446,48 @@ pub(crate) fn parse_batch_header(data: &[u8]) -> Option<BatchHeader> {
 pub(crate) enum TrailerState {
     /// The trailer of this batch: the whole batch was written.
     Valid,
-    /// Zero bytes: the end of the batch never reached the disk.
-    Zero,
+    /// Zero bytes, or the trailer's first bytes then zero bytes: the end of the batch never
+    /// reached the disk.
+    Missing,
     /// Anything else.
     Damaged,
 }
 
 /// Checks `trailer` ([`BATCH_TRAILER_LEN`] bytes) against the header of its batch.
 pub(crate) fn trailer_state(trailer: &[u8], header: &BatchHeader) -> TrailerState {
-    if trailer == batch_trailer(header.crc) {
+    let valid = batch_trailer(header.crc);
+    if trailer == valid {
         TrailerState::Valid
-    } else if trailer.iter().all(|&b| b == 0) {
-        TrailerState::Zero
+    } else if is_torn_prefix(trailer, &valid) {
+        TrailerState::Missing
     } else {
         TrailerState::Damaged
     }
+}
+
+/// Whether `data` is what a write of `whole` that reached the disk only in part leaves: its first
+/// bytes (maybe none), then only zero bytes; or, if `data` is shorter than `whole`, a prefix of it
+/// so made. `whole` itself is not.
+pub(crate) fn is_torn_prefix(data: &[u8], whole: &[u8]) -> bool {
+    let written = data.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+    written < whole.len() && data[..written] == whole[..written]
+}
+
+/// The end mark that stands at byte `offset` of a segment: written right after the segment's
+/// header and after every batch, in the same `write`, it says "the batches end here; what follows,
+/// up to the end of the file, is free space". The next append starts at `offset`, over the mark.
+pub(crate) fn end_mark(offset: u64) -> [u8; END_MARK_LEN] {
+    let mut m = [0u8; END_MARK_LEN];
+    m[..END_MARK_OFFSET_AT].copy_from_slice(&END_MARK_MAGIC);
+    m[END_MARK_OFFSET_AT..END_MARK_CRC_AT].copy_from_slice(&offset.to_le_bytes());
+    let c = crc(&[&m[..END_MARK_CRC_AT]]);
+    m[END_MARK_CRC_AT..].copy_from_slice(&c.to_le_bytes());
+    m
+}
+
+/// Whether `data` starts with the end mark of byte `offset` (magic, offset and checksum right).
+pub(crate) fn is_end_mark(data: &[u8], offset: u64) -> bool {
+    data.get(..END_MARK_LEN) == Some(&end_mark(offset)[..])
 }
 
 /// Why a frame could not be read.
@@ -631,7 +670,8 @@ pub(crate) struct CleanShutdown {
     pub last_log_index: u64,
     /// The first index of the newest segment (`None`: no segment), as `log_meta` names it.
     pub newest_segment: Option<u64>,
-    /// The length in bytes of the newest segment (0 if there is none).
+    /// The byte offset where the batches of the newest segment end (0 if there is none): where its
+    /// end mark stands. (The name is kept from when that was the file's length.)
     pub newest_segment_len: u64,
 }
 
@@ -910,8 +950,16 @@ mod tests {
         assert_eq!(trailer_state(trailer, &other), TrailerState::Damaged);
         assert_eq!(
             trailer_state(&[0; BATCH_TRAILER_LEN], &header),
-            TrailerState::Zero
+            TrailerState::Missing
         );
+        // Its first bytes, then zeros: the write ended inside it.
+        for k in 1..BATCH_TRAILER_LEN {
+            let mut torn = trailer.to_vec();
+            torn[k..].fill(0);
+            assert_eq!(trailer_state(&torn, &header), TrailerState::Missing, "{k}");
+            torn[k - 1] ^= 0x02;
+            assert_eq!(trailer_state(&torn, &header), TrailerState::Damaged, "{k}");
+        }
 
         // Not consecutive from `first`, or empty: refused.
         let e = encode_batch(4, &entries).unwrap_err();
@@ -959,13 +1007,13 @@ mod tests {
     fn another_format_version_is_refused_naming_both() {
         let p = Path::new("hard_state");
         let mut bytes = encode_hard_state(&HardState::default());
-        bytes[VERSION_AT..VERSION_AT + 4].copy_from_slice(&1u32.to_le_bytes());
+        bytes[VERSION_AT..VERSION_AT + 4].copy_from_slice(&2u32.to_le_bytes());
         let end = bytes.len() - CRC_LEN;
         let c = crc(&[&bytes[..end]]);
         bytes[end..].copy_from_slice(&c.to_le_bytes());
         let e = decode_hard_state(p, &bytes).unwrap_err().to_string();
         assert!(
-            e.contains("format version 1") && e.contains("format version 2"),
+            e.contains("format version 2") && e.contains("format version 3"),
             "{e}"
         );
     }

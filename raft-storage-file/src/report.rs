@@ -24,8 +24,13 @@ pub enum TailDamage {
     /// The batch's header is valid, but the file ends before the end that header announces.
     ShortBatch,
     /// The batch's header is valid and the file reaches the end it announces, but the trailer that
-    /// ends the batch is zero bytes: the last part of the write never reached the disk.
+    /// ends the batch is zero bytes (or its first bytes, then zero bytes), and only zero bytes
+    /// follow it: the last part of the write never reached the disk.
     MissingTrailer,
+    /// The end mark after the last complete batch reached the disk only in part (its first bytes,
+    /// then zero bytes or the end of the file): the append that wrote that batch and mark never
+    /// returned. Nothing after the batch held an entry.
+    TornEndMark,
 }
 
 impl std::fmt::Display for TailDamage {
@@ -38,6 +43,9 @@ impl std::fmt::Display for TailDamage {
             }
             TailDamage::ShortBatch => "the file ends before the end its batch header announces",
             TailDamage::MissingTrailer => "the batch's trailer is missing (zero bytes)",
+            TailDamage::TornEndMark => {
+                "the end mark after the last batch reached the disk only in part"
+            }
         })
     }
 }

@@ -9,7 +9,7 @@ use std::path::Path;
 use raft_core::{LogIndex, StorageError, Term};
 
 use crate::format::{
-    self, corrupted, BatchHeader, TrailerState, BATCH_HEADER_LEN, BATCH_TRAILER_LEN,
+    self, corrupted, BatchHeader, TrailerState, BATCH_HEADER_LEN, BATCH_TRAILER_LEN, END_MARK_LEN,
     FRAME_HEADER_LEN, SEGMENT_HEADER_LEN,
 };
 use crate::report::{CutEntries, TailDamage, TornTail, MIN_RECORD_BYTES};
@@ -46,7 +46,8 @@ impl Record {
 #[derive(Debug)]
 pub(crate) struct ScannedSegment {
     pub records: Vec<Record>,
-    /// The end of the last complete batch: the file's length once a torn tail is cut.
+    /// The end of the last complete batch: where the next append writes (the end mark stands
+    /// there, or the file ends there once a torn tail is cut).
     pub end: u64,
     pub torn_tail: Option<TornTail>,
 }
@@ -55,6 +56,9 @@ pub(crate) struct ScannedSegment {
 enum Next {
     /// A complete batch (its trailer is valid), ending at this offset.
     Complete(BatchHeader, usize),
+    /// The end mark of this offset, then only zero bytes (free space) to the end of the file: the
+    /// batches end here.
+    End,
     /// An incomplete batch: it may be cut, if it is the end of the log of a storage that did not
     /// shut down cleanly.
     Incomplete(TailDamage, CutEntries),
@@ -97,6 +101,7 @@ pub(crate) fn scan_segment(
                 read_batch(path, data, pos, &header, first, &mut records)?;
                 pos = end;
             }
+            Next::End => break,
             Next::Incomplete(damage, entries) => {
                 if !is_last {
                     return Err(corrupted(
@@ -146,11 +151,33 @@ fn next_batch(
     expected: LogIndex,
 ) -> Result<Next, StorageError> {
     let rest = &data[pos..];
+    if format::is_end_mark(rest, pos as u64) {
+        // The free space after the mark is zeros until the next append writes over the mark. Data
+        // there means the mark is stale (a write at its offset was lost) or was put there by
+        // damage; either way the end of the log cannot be told, so it is refused, not cut.
+        let free = &rest[END_MARK_LEN..];
+        return match free.iter().position(|&b| b != 0) {
+            None => Ok(Next::End),
+            Some(i) => Err(corrupted(
+                path,
+                (pos + END_MARK_LEN + i) as u64,
+                format_args!(
+                    "data in the free space after the end mark at offset {pos} (an append writes \
+                     over the mark before anything after it, so only zero bytes may follow it)"
+                ),
+            )),
+        };
+    }
     // How many bytes of `rest` come before the zero bytes that end it.
     let written = rest.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
     let unknown = || unknown_entries(expected, rest.len() as u64);
     if written == 0 {
         return Ok(Next::Incomplete(TailDamage::Zeroed, unknown()));
+    }
+    if format::is_torn_prefix(&rest[..written], &format::end_mark(pos as u64)) {
+        // The mark's first bytes, then zeros or nothing: the write of the batch before it (complete)
+        // and of this mark never finished. A batch written after it would have overwritten it.
+        return Ok(Next::Incomplete(TailDamage::TornEndMark, CutEntries::None));
     }
     if rest.len() < BATCH_HEADER_LEN {
         return Ok(Next::Incomplete(TailDamage::ShortHeader, unknown()));
@@ -185,16 +212,17 @@ fn next_batch(
     let trailer_at = end - BATCH_TRAILER_LEN;
     match format::trailer_state(&data[trailer_at..end], &header) {
         TrailerState::Valid => Ok(Next::Complete(header, end)),
-        TrailerState::Zero if end == data.len() => {
+        TrailerState::Missing if pos + written <= end => {
             Ok(Next::Incomplete(TailDamage::MissingTrailer, announced()))
         }
-        TrailerState::Zero => Err(corrupted(
+        TrailerState::Missing => Err(corrupted(
             path,
             trailer_at as u64,
             format_args!(
-                "the batch at offset {pos} has no trailer (zero bytes), yet {} bytes follow it (a \
-                 torn write ends the file)",
-                data.len() - end
+                "the batch at offset {pos} has no trailer (zero bytes), yet {} bytes of data \
+                 follow it (a torn write leaves only zero bytes, or nothing, after its missing \
+                 trailer)",
+                pos + written - end
             ),
         )),
         TrailerState::Damaged => Err(corrupted(
@@ -331,7 +359,7 @@ mod tests {
     use raft_core::{Entry, EntryPayload, LogId};
 
     use super::*;
-    use crate::format::{encode_batch, encode_truncation, segment_header};
+    use crate::format::{encode_batch, encode_truncation, end_mark, segment_header};
 
     fn batch(first: LogIndex, n: u64) -> Vec<u8> {
         let entries: Vec<Entry<u64>> = (first..first + n)
@@ -401,7 +429,96 @@ mod tests {
         data.extend(b);
         let s = scan(&data, true, false).unwrap();
         assert_eq!(s.torn_tail.unwrap().damage, TailDamage::MissingTrailer);
-        data.extend([0u8; 3]);
-        assert!(scan(&data, true, false).is_err());
+        // Zero bytes after it are the free space of a preallocated segment; data is not.
+        data.extend([0u8; 64]);
+        let s = scan(&data, true, false).unwrap();
+        assert_eq!(s.torn_tail.unwrap().damage, TailDamage::MissingTrailer);
+        data.extend([7u8]);
+        let e = scan(&data, true, false).unwrap_err().to_string();
+        assert!(e.contains("65 bytes of data follow it"), "{e}");
+    }
+
+    /// A segment as the store writes it: the end mark after the last batch, then free space.
+    fn marked(batches: &[Vec<u8>], free: usize) -> Vec<u8> {
+        let mut data = segment_header(1);
+        for b in batches {
+            data.extend(b);
+        }
+        data.extend(end_mark(data.len() as u64));
+        data.extend(vec![0u8; free]);
+        data
+    }
+
+    #[test]
+    fn the_end_mark_ends_the_batches_and_only_free_space_may_follow_it() {
+        for free in [0, 1, 4096] {
+            let data = marked(&[batch(1, 3), batch(4, 2)], free);
+            for clean in [false, true] {
+                let s = scan(&data, true, clean).unwrap();
+                assert_eq!(indexes(&s), 5);
+                assert!(s.torn_tail.is_none());
+                assert_eq!(s.end, (data.len() - free - END_MARK_LEN) as u64);
+            }
+        }
+        // An empty segment: its header and mark.
+        let s = scan(&marked(&[], 100), false, true).unwrap();
+        assert_eq!((indexes(&s), s.end), (0, SEGMENT_HEADER_LEN as u64));
+
+        // Data in the free space: the mark is stale, or damage put it there.
+        let mut data = marked(&[batch(1, 3)], 200);
+        let at = data.len() - 50;
+        data[at] = 1;
+        let e = scan(&data, true, false).unwrap_err().to_string();
+        assert!(e.contains("free space after the end mark"), "{e}");
+        assert!(e.contains(&format!("offset {at}")), "{e}");
+
+        // A mark that names another offset (moved, or left by an older write) is no mark: what
+        // follows the batches is then a torn header, followed by data.
+        let mut data = marked(&[batch(1, 3)], 0);
+        let at = data.len() - END_MARK_LEN;
+        data[at..].copy_from_slice(&end_mark(at as u64 + 1));
+        let s = scan(&data, true, false).unwrap();
+        assert_eq!(s.torn_tail.unwrap().damage, TailDamage::ShortHeader);
+
+        // The mark written only in part, with or without free space after it: cut, no entries.
+        for free in [0, 100] {
+            for k in 1..END_MARK_LEN {
+                let mut data = marked(&[batch(1, 3)], free);
+                let at = data.len() - free - END_MARK_LEN;
+                data[at + k..at + END_MARK_LEN].fill(0);
+                if free == 0 {
+                    data.truncate(at + k);
+                }
+                let tail = scan(&data, true, false).unwrap().torn_tail.unwrap();
+                assert_eq!(
+                    (tail.offset, tail.damage),
+                    (at as u64, TailDamage::TornEndMark)
+                );
+                assert_eq!(tail.entries, CutEntries::None);
+            }
+        }
+
+        // Zero bytes where the mark should be: a lost mark and a lost batch look the same, so the
+        // zeros are cut and reported as possibly holding entries.
+        let mut data = marked(&[batch(1, 3)], 500);
+        let at = data.len() - 500 - END_MARK_LEN;
+        data[at..at + END_MARK_LEN].fill(0);
+        let tail = scan(&data, true, false).unwrap().torn_tail.unwrap();
+        assert_eq!(tail.damage, TailDamage::Zeroed);
+        assert!(matches!(tail.entries, CutEntries::AtMost(_)));
+        assert!(scan(&data, true, true).is_err());
+
+        // The next append torn part-way: its header over the mark, its trailer not written.
+        let mut data = marked(&[batch(1, 3)], 0);
+        let at = data.len() - END_MARK_LEN;
+        data.truncate(at);
+        let mut next = batch(4, 2);
+        let n = next.len();
+        next[n - BATCH_TRAILER_LEN..].fill(0);
+        data.extend(next);
+        data.extend(vec![0u8; 300]);
+        let tail = scan(&data, true, false).unwrap().torn_tail.unwrap();
+        assert_eq!(tail.damage, TailDamage::MissingTrailer);
+        assert_eq!(tail.entries, CutEntries::Announced(4..=5));
     }
 }

@@ -81,7 +81,9 @@ struct Segment {
     path: PathBuf,
     file: File,
     records: Vec<Record>,
-    /// Length of the file: where the next batch goes.
+    /// The end of its batches: where the next batch goes, over the end mark that stands there (or
+    /// at the end of the file, where there is no mark: after a cut). The file may be longer: the
+    /// free space after the mark, preallocated when the segment was created.
     end: u64,
 }
 
@@ -355,14 +357,14 @@ impl Store {
                 let what = if seg.end < was {
                     "the end of the log was lost after the shutdown"
                 } else {
-                    "bytes were added after the shutdown"
+                    "batches were added after the shutdown"
                 };
                 return Err(corrupted(
                     &seg.path,
                     seg.end.min(was),
                     format_args!(
-                        "the segment is {} bytes long, but it was {was} bytes long at the clean \
-                         shutdown recorded in {}: {what}",
+                        "the segment's batches end at byte {}, but they ended at byte {was} at the \
+                         clean shutdown recorded in {}: {what}",
                         seg.end,
                         clean_path.display()
                     ),
@@ -777,6 +779,18 @@ impl Store {
     /// Replaces `dir/name` with the concatenation of `parts` atomically: write `name.tmp`, fsync it,
     /// rename it over `name`, fsync the directory.
     fn write_atomic(&self, dir: &Path, name: &str, parts: &[&[u8]]) -> Result<(), StorageError> {
+        self.write_atomic_allocated(dir, name, parts, 0)
+    }
+
+    /// [`Store::write_atomic`], with the file allocated to at least `allocate` bytes (zeros after
+    /// `parts`) before it is fsynced: see [`allocate`].
+    fn write_atomic_allocated(
+        &self,
+        dir: &Path,
+        name: &str,
+        parts: &[&[u8]],
+        allocate: u64,
+    ) -> Result<(), StorageError> {
         let tmp = dir.join(format!("{name}{TMP_SUFFIX}"));
         let path = dir.join(name);
         let tmp_name = || format!("{name}{TMP_SUFFIX}");
@@ -787,6 +801,11 @@ impl Store {
         for part in parts {
             f.write_all(part)
                 .map_err(io_error(format_args!("writing {}", tmp.display())))?;
+        }
+        let written: usize = parts.iter().map(|p| p.len()).sum();
+        if allocate > written as u64 {
+            self.faults.step(|| format!("allocate {}", tmp_name()))?;
+            allocate_file(&f, allocate, &tmp)?;
         }
         if self.sync() {
             self.faults.step(|| format!("fsync {}", tmp_name()))?;
@@ -836,8 +855,9 @@ impl Store {
         Ok(())
     }
 
-    /// Writes a batch of frames with one write and one fsync.
-    pub(crate) fn append(&mut self, batch: &Batch) -> Result<(), StorageError> {
+    /// Writes a batch of frames, and the end mark after it, with one write and one fsync. `batch`
+    /// is given back as it came.
+    pub(crate) fn append(&mut self, batch: &mut Batch) -> Result<(), StorageError> {
         if batch.records.is_empty() {
             return Ok(());
         }
@@ -845,7 +865,7 @@ impl Store {
         self.guard(|s| s.write_batch(batch))
     }
 
-    fn write_batch(&mut self, batch: &Batch) -> Result<(), StorageError> {
+    fn write_batch(&mut self, batch: &mut Batch) -> Result<(), StorageError> {
         let roll = match self.segments.last() {
             None => true,
             Some(s) => {
@@ -873,7 +893,7 @@ impl Store {
         );
         let sync = self.sync();
         let seg = self.segments.last_mut().expect("a segment to append to");
-        write_and_sync(&self.faults, seg, &batch.bytes, sync)?;
+        write_and_sync(&self.faults, seg, &mut batch.bytes, sync)?;
         let mut offset = seg.end + format::BATCH_HEADER_LEN as u64;
         for (k, &(len, term)) in batch.records.iter().enumerate() {
             seg.records.push(Record {
@@ -890,11 +910,20 @@ impl Store {
         Ok(())
     }
 
-    /// Creates a new, empty segment starting at `first`: the header is written to a temporary file
-    /// which is synced and renamed into place, so a segment file always has a whole header.
+    /// Creates a new, empty segment starting at `first`: the header and the end mark after it are
+    /// written to a temporary file, which is allocated to the segment size (if
+    /// [`Options::preallocate`] is on), synced and renamed into place, so a segment file always has
+    /// a whole header and a marked end.
     fn create_segment(&mut self, first: LogIndex) -> Result<(), StorageError> {
         let name = segment_file_name(first);
-        self.write_atomic(&self.log_dir, &name, &[&format::segment_header(first)])?;
+        let header = format::segment_header(first);
+        let mark = format::end_mark(format::SEGMENT_HEADER_LEN as u64);
+        let allocate = if self.opts.preallocates() {
+            self.opts.segment_size_bytes()
+        } else {
+            0
+        };
+        self.write_atomic_allocated(&self.log_dir, &name, &[&header, &mark], allocate)?;
         let path = self.log_dir.join(name);
         let file = OpenOptions::new()
             .read(true)
@@ -1081,8 +1110,8 @@ impl Store {
                         seg.end = offset;
                     }
                     None => {
-                        let record = format::encode_truncation(from);
-                        write_and_sync(&self.faults, seg, &record, sync)?;
+                        let mut record = format::encode_truncation(from);
+                        write_and_sync(&self.faults, seg, &mut record, sync)?;
                         seg.end += record.len() as u64;
                     }
                 }
@@ -1244,17 +1273,24 @@ impl Store {
 
 // ----- free helpers -----
 
-/// Writes `bytes` at the end of `seg` with one `write`, then, if `sync`, `fdatasync`s it. Leaves the
-/// segment's length and records to the caller.
+/// Writes `bytes` at the end of the batches of `seg`, over its end mark, followed by the end mark
+/// of their new end, with one `write` (so a process that dies during it leaves a prefix: the mark
+/// is overwritten first); then, if `sync`, `fdatasync`s it. `bytes` is given back as it came (the
+/// mark is added to it for the write and removed after). Leaves the segment's end and records to
+/// the caller.
 fn write_and_sync(
     faults: &Faults,
     seg: &mut Segment,
-    bytes: &[u8],
+    bytes: &mut Vec<u8>,
     sync: bool,
 ) -> Result<(), StorageError> {
     let ctx = || format!("appending to {}", seg.path.display());
     faults.step(|| format!("write {}", file_name(&seg.path)))?;
-    write_all_at(&mut seg.file, bytes, seg.end).map_err(io_error(ctx()))?;
+    let len = bytes.len();
+    bytes.extend_from_slice(&format::end_mark(seg.end + len as u64));
+    let written = write_all_at(&mut seg.file, bytes, seg.end);
+    bytes.truncate(len);
+    written.map_err(io_error(ctx()))?;
     if sync {
         faults.step(|| format!("fsync {}", file_name(&seg.path)))?;
         seg.file
@@ -1275,6 +1311,29 @@ fn write_all_at(file: &mut File, bytes: &[u8], offset: u64) -> io::Result<()> {
 fn write_all_at(file: &mut File, bytes: &[u8], offset: u64) -> io::Result<()> {
     file.seek(SeekFrom::Start(offset))?;
     file.write_all(bytes)
+}
+
+/// Allocates `file` (at `path`, for error messages) to at least `len` bytes, the new bytes reading
+/// as zeros: `fallocate` where the file system has it, so that later writes inside that length
+/// neither allocate blocks nor change the file's length. A file system that cannot preallocate
+/// (`EOPNOTSUPP`) is not an error: the file then grows with each write, as without preallocation.
+///
+/// # Errors
+/// [`StorageError::Io`] for any other failure (a full disk among them: better refused here than
+/// in the middle of appends).
+fn allocate_file(file: &File, len: u64, path: &Path) -> Result<(), StorageError> {
+    match <File as fs4::FileExt>::allocate(file, len) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::Unsupported => {
+            tracing::debug!(file = %path.display(), error = %e,
+                "the file system cannot preallocate; the segment will grow with each append");
+            Ok(())
+        }
+        Err(e) => Err(io_error(format_args!(
+            "allocating {len} bytes for {}",
+            path.display()
+        ))(e)),
+    }
 }
 
 /// How an error message names a segment by its first index.
@@ -1429,8 +1488,8 @@ fn list_segments(log_dir: &Path) -> Result<Vec<(LogIndex, PathBuf)>, StorageErro
 }
 
 /// Opens the segment file `path` (named for index `first`), reads it whole and checks it with
-/// [`scan::scan_segment`]. Returns the segment (its file left open for writing, its length the end
-/// of its complete batches) and the incomplete last batch to cut, if any.
+/// [`scan::scan_segment`]. Returns the segment (its file left open for writing, its end the end of
+/// its complete batches) and the incomplete last batch to cut, if any.
 fn read_segment(
     first: LogIndex,
     path: PathBuf,
@@ -1483,7 +1542,8 @@ mod tests {
     fn store_with(dir: &Path, n: u64) -> Store {
         let mut s = Store::open(dir, opts()).unwrap();
         for i in 1..=n {
-            s.append(&encode_batch(i, &[entry(1, i)]).unwrap()).unwrap();
+            s.append(&mut encode_batch(i, &[entry(1, i)]).unwrap())
+                .unwrap();
         }
         assert!(
             n < 10 || s.segments.len() >= 4,
@@ -1585,7 +1645,7 @@ mod tests {
                 if end == 13 {
                     s.truncate(from).unwrap();
                 }
-                s.append(&encode_batch(from, &[entry(2, from)]).unwrap())
+                s.append(&mut encode_batch(from, &[entry(2, from)]).unwrap())
                     .unwrap();
                 s.close().unwrap();
                 drop(s);
@@ -1634,7 +1694,8 @@ mod tests {
             assert_eq!(log(&mut s), vec![]);
             assert_eq!(s.snapshot().unwrap().unwrap().data, vec![1, 2, 3]);
             // Appending after it survives reopening: the discard is not redone.
-            s.append(&encode_batch(6, &[entry(3, 6)]).unwrap()).unwrap();
+            s.append(&mut encode_batch(6, &[entry(3, 6)]).unwrap())
+                .unwrap();
             s.close().unwrap();
             drop(s);
             let mut s = reopen(dir.path());
@@ -1714,7 +1775,8 @@ mod tests {
             log(&mut s),
             (1..=5).map(|i| entry(1, i)).collect::<Vec<_>>()
         );
-        s.append(&encode_batch(6, &[entry(1, 6)]).unwrap()).unwrap();
+        s.append(&mut encode_batch(6, &[entry(1, 6)]).unwrap())
+            .unwrap();
         s.close().unwrap();
         drop(s);
         let mut s = reopen(dir.path());
@@ -1751,11 +1813,11 @@ mod tests {
                 .join(format!("{}{TMP_SUFFIX}", segment_file_name(next))),
         )
         .unwrap();
-        let e = s.append(&encode_batch(next, &[entry(1, next)]).unwrap());
+        let e = s.append(&mut encode_batch(next, &[entry(1, next)]).unwrap());
         assert!(matches!(e, Err(StorageError::Io { .. })), "{e:?}");
         assert!(s.check_usable().is_err());
         assert!(s
-            .append(&encode_batch(next, &[entry(1, next)]).unwrap())
+            .append(&mut encode_batch(next, &[entry(1, next)]).unwrap())
             .is_err());
         // Closing it records no clean shutdown: the next open checks the log as after a crash.
         let e = s.close().unwrap_err();

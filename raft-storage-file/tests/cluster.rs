@@ -4,7 +4,6 @@
 //! storage holds exactly what it had acknowledged, and at the end that no acknowledged write is lost,
 //! the five Raft properties, and linearizability.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -13,6 +12,8 @@ use std::time::Duration;
 use raft_sim::{Cluster, ClusterOptions, Outcome};
 use raft_storage_file::{FileStorage, Options};
 use tokio::time::sleep;
+
+mod common;
 
 const SEC: Duration = Duration::from_secs(1);
 
@@ -36,14 +37,15 @@ fn torn_write(dir: &Path, salt: u8, may_hold_entries: bool) {
         .collect();
     segments.sort();
     if let Some(last) = segments.last() {
-        let mut f = std::fs::OpenOptions::new().append(true).open(last).unwrap();
         // The start of a batch header (its magic and part of its first index), then, if it may hold
-        // entries, a page that never reached the disk (zeros).
+        // entries, a page that never reached the disk (zeros), written where the next append goes
+        // (over the end mark), with the rest of the mark zeroed as well.
         let mut junk = vec![b'r', b'B', b'A', b'T', 0xde, 0xad, 0xbe, salt];
+        junk.extend_from_slice(&[0; common::END_MARK as usize - 8]);
         if may_hold_entries {
             junk.extend_from_slice(&[0; 40]);
         }
-        f.write_all(&junk).unwrap();
+        common::write_at_batches_end(last, &junk);
     }
 }
 

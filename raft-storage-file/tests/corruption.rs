@@ -192,7 +192,7 @@ async fn a_torn_last_batch_is_cut_after_a_crash_only() {
 #[tokio::test]
 async fn a_truncation_at_a_batch_boundary_is_detected_after_a_clean_shutdown_only() {
     let (golden, last) = golden().await;
-    let len = fs::metadata(&last).unwrap().len();
+    let end = batches_end(&last);
     let batch = batches(&last).pop().unwrap();
 
     let (_copy, r) = open_damaged(golden.path(), Shutdown::Crash, |d| {
@@ -210,25 +210,25 @@ async fn a_truncation_at_a_batch_boundary_is_detected_after_a_clean_shutdown_onl
     });
     assert!(is_refusal_at(&r, &name(&last), batch.start), "{r:?}");
     let msg = format!("{r:?}");
-    assert!(msg.contains(&format!("was {len} bytes long")), "{msg}");
+    assert!(msg.contains(&format!("ended at byte {end}")), "{msg}");
 }
 
-/// Row: a zeroed tail, zero bytes where the next batch would start (a file system that extended the
-/// file before the data of an `append` reached the disk). After a crash: cut, reported as a zeroed
-/// tail that may have held entries from the next index on, as many as fit. After a clean shutdown:
-/// refused at the offset where the zeros start.
+/// Row: a zeroed tail, zero bytes where the next batch would start, the end mark included (a file
+/// system that extended the file before the data of an `append` reached the disk, or a lost end
+/// mark: a lost batch leaves the same bytes). After a crash: cut, reported as a zeroed tail that may
+/// have held entries from the next index on, as many as fit. After a clean shutdown: refused at the
+/// offset where the zeros start.
 #[tokio::test]
 async fn a_zeroed_tail_is_cut_after_a_crash_only() {
     let (golden, last) = golden().await;
-    let len = fs::metadata(&last).unwrap().len();
+    let end = batches_end(&last);
     let zeros = 4096u64;
+    let zero_tail = |d: &Path| write_at_batches_end(&in_dir(d, &last), &vec![0; zeros as usize]);
 
-    let (_copy, r) = open_damaged(golden.path(), Shutdown::Crash, |d| {
-        append_bytes(&in_dir(d, &last), &vec![0; zeros as usize])
-    });
+    let (_copy, r) = open_damaged(golden.path(), Shutdown::Crash, zero_tail);
     let mut s = r.unwrap();
     let torn = s.recovery_report().torn_tail.expect("a cut");
-    assert_eq!((torn.offset, torn.discarded_bytes), (len, zeros));
+    assert_eq!((torn.offset, torn.discarded_bytes), (end, zeros));
     assert_eq!(torn.damage, TailDamage::Zeroed);
     let at_most = (zeros - BATCH_HEADER).div_ceil(MIN_RECORD_BYTES);
     assert_eq!(torn.entries, CutEntries::AtMost(LAST + 1..=LAST + at_most));
@@ -237,24 +237,76 @@ async fn a_zeroed_tail_is_cut_after_a_crash_only() {
         fs::metadata(s.dir().join("log").join(last.file_name().unwrap()))
             .unwrap()
             .len(),
-        len
+        end
     );
 
-    let (_copy, r) = open_damaged(golden.path(), Shutdown::Clean, |d| {
-        append_bytes(&in_dir(d, &last), &vec![0; zeros as usize])
-    });
-    assert!(is_refusal_at(&r, &name(&last), len), "{r:?}");
+    let (_copy, r) = open_damaged(golden.path(), Shutdown::Clean, zero_tail);
+    assert!(is_refusal_at(&r, &name(&last), end), "{r:?}");
 }
 
-/// Row (a variant of the zeroed tail): the last complete batch zeroed in place, header to trailer.
-/// The same bytes as a zeroed tail where that batch started: after a crash the storage cannot tell
-/// them apart (see the crate docs), cuts them, and reports that they may have held entries from
-/// that batch's first index on. After a clean shutdown: refused.
+/// Row: the end mark damaged (a flipped byte). Without a valid mark, what follows the last batch is
+/// the start of a batch that never completed: after a crash it is cut, every entry kept; after a
+/// clean shutdown it is refused at the mark's offset.
+#[tokio::test]
+async fn a_damaged_end_mark_is_cut_after_a_crash_only() {
+    let (golden, last) = golden().await;
+    let end = batches_end(&last);
+    for at in end..end + END_MARK {
+        let flip_it = |d: &Path| {
+            let path = in_dir(d, &last);
+            let mut data = fs::read(&path).unwrap();
+            data[at as usize] ^= 0x10;
+            fs::write(&path, data).unwrap();
+        };
+        let (_copy, r) = open_damaged(golden.path(), Shutdown::Crash, flip_it);
+        let mut s = r.unwrap_or_else(|e| panic!("flip at {at}: {e}"));
+        let torn = s.recovery_report().torn_tail.expect("a cut");
+        assert_eq!(torn.offset, end, "flip at {at}");
+        check_log(&mut s, LAST).await;
+
+        let (_copy, r) = open_damaged(golden.path(), Shutdown::Clean, flip_it);
+        assert!(is_refusal_at(&r, &name(&last), end), "flip at {at}: {r:?}");
+    }
+}
+
+/// Row: data in the free space after the end mark (a preallocated segment's zeros). An append
+/// writes over the mark first, so no crash leaves data after an intact mark: refused either way,
+/// naming the offset of the data.
+#[tokio::test]
+async fn data_after_the_end_mark_is_refused() {
+    let (golden, last) = golden().await;
+    let end = batches_end(&last);
+    let at = end + END_MARK + 100;
+    for shutdown in [Shutdown::Crash, Shutdown::Clean] {
+        let (_copy, r) = open_damaged(golden.path(), shutdown, |d| {
+            let path = in_dir(d, &last);
+            let f = OpenOptions::new().write(true).open(&path).unwrap();
+            std::os::unix::fs::FileExt::write_all_at(&f, b"rBAT", at).unwrap();
+        });
+        assert!(is_refusal_at(&r, &name(&last), at), "{shutdown:?}: {r:?}");
+        assert!(format!("{r:?}").contains("free space"), "{r:?}");
+    }
+}
+
+/// Row (a variant of the zeroed tail): the last complete batch zeroed in place, header to trailer,
+/// with the end mark written after it. The same bytes as a zeroed tail where that batch started:
+/// after a crash the storage cannot tell them apart (see the crate docs), cuts them, and reports
+/// that they may have held entries from that batch's first index on. After a clean shutdown:
+/// refused. The batch zeroed but its mark intact is no crash's doing: refused either way.
 #[tokio::test]
 async fn a_zeroed_last_batch_is_cut_and_reported_after_a_crash_refused_after_a_clean_shutdown() {
     let (golden, last) = golden().await;
     let batch = batches(&last).pop().unwrap();
-    let zero_it = |d: &Path| zero(&in_dir(d, &last), batch.start, batch.end);
+    for shutdown in [Shutdown::Crash, Shutdown::Clean] {
+        let (_copy, r) = open_damaged(golden.path(), shutdown, |d| {
+            zero(&in_dir(d, &last), batch.start, batch.end)
+        });
+        assert!(
+            is_refusal_at(&r, &name(&last), batch.start),
+            "{shutdown:?}: {r:?}"
+        );
+    }
+    let zero_it = |d: &Path| zero(&in_dir(d, &last), batch.start, batch.end + END_MARK);
 
     let (_copy, r) = open_damaged(golden.path(), Shutdown::Crash, zero_it);
     let mut s = r.unwrap();
@@ -310,11 +362,14 @@ async fn a_zeroed_last_segment() {
 #[tokio::test]
 async fn tail_damage_after_a_clean_shutdown_is_refused() {
     let (golden, last) = golden().await;
-    let len = fs::metadata(&last).unwrap().len();
+    let len = batches_end(&last);
+    // Over the end mark, as the next append writes; the file then ends after those bytes.
     let torn_start = |d: &Path| {
+        let path = in_dir(d, &last);
+        set_len(&path, len);
         let mut junk = b"rBAT".to_vec();
         junk.extend([7u8; 9]);
-        append_bytes(&in_dir(d, &last), &junk)
+        append_bytes(&path, &junk)
     };
     let (_copy, r) = open_damaged(golden.path(), Shutdown::Clean, torn_start);
     assert!(is_refusal_at(&r, &name(&last), len), "{r:?}");
@@ -418,11 +473,11 @@ async fn a_log_that_ends_below_the_snapshot_index_is_reported() {
 #[tokio::test]
 async fn an_older_format_version_is_refused_naming_both_versions() {
     let (golden, last) = golden().await;
-    // Rewrites the version field (u32 at byte 8 of every file) to 1, and the checksum that covers
-    // it, as a build of version 1 wrote them.
-    fn as_version_1(path: &Path, crc_at: impl Fn(usize) -> usize) {
+    // Rewrites the version field (u32 at byte 8 of every file) to 2, and the checksum that covers
+    // it, as a build of version 2 wrote them.
+    fn as_version_2(path: &Path, crc_at: impl Fn(usize) -> usize) {
         let mut data = fs::read(path).unwrap();
-        data[8..12].copy_from_slice(&1u32.to_le_bytes());
+        data[8..12].copy_from_slice(&2u32.to_le_bytes());
         let at = crc_at(data.len());
         let c = crc32fast::hash(&data[..at]);
         data[at..at + 4].copy_from_slice(&c.to_le_bytes());
@@ -430,20 +485,20 @@ async fn an_older_format_version_is_refused_naming_both_versions() {
     }
     for shutdown in [Shutdown::Crash, Shutdown::Clean] {
         let (_copy, r) = open_damaged(golden.path(), shutdown, |d| {
-            as_version_1(&d.join("hard_state"), |len| len - 4)
+            as_version_2(&d.join("hard_state"), |len| len - 4)
         });
         let msg = r.expect_err("refused").to_string();
         assert!(msg.contains("hard_state"), "{msg}");
-        assert!(msg.contains("format version 1"), "{msg}");
         assert!(msg.contains("format version 2"), "{msg}");
+        assert!(msg.contains("format version 3"), "{msg}");
 
         // A segment header: the checksum at byte 20 covers the 20 bytes before it.
         let (_copy, r) = open_damaged(golden.path(), shutdown, |d| {
-            as_version_1(&in_dir(d, &last), |_| 20)
+            as_version_2(&in_dir(d, &last), |_| 20)
         });
         let msg = r.expect_err("refused").to_string();
         assert!(msg.contains(&name(&last)), "{msg}");
-        assert!(msg.contains("format version 1"), "{msg}");
         assert!(msg.contains("format version 2"), "{msg}");
+        assert!(msg.contains("format version 3"), "{msg}");
     }
 }

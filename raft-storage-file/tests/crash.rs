@@ -7,7 +7,6 @@
 mod common;
 
 use std::fs::{self, OpenOptions};
-use std::io::Write;
 use std::path::Path;
 
 use common::*;
@@ -117,15 +116,6 @@ fn flip(path: &Path, at: u64, mask: u8) {
     fs::write(path, data).unwrap();
 }
 
-fn append_bytes(path: &Path, bytes: &[u8]) {
-    OpenOptions::new()
-        .append(true)
-        .open(path)
-        .unwrap()
-        .write_all(bytes)
-        .unwrap();
-}
-
 /// Number of entries in all segments but the last (each holds whole batches).
 fn entries_before_last_segment(golden: &Path, total: usize) -> usize {
     let segs = segments(golden);
@@ -162,7 +152,11 @@ async fn a_cut_anywhere_in_the_last_segment_after_a_crash_keeps_every_complete_b
     let batches = batches(&last);
     let before = entries_before_last_segment(golden.path(), want.log.len());
     let len = fs::metadata(&last).unwrap().len();
-    assert_eq!(batches.last().unwrap().end, len);
+    let end = batches_end(&last);
+    assert!(
+        len >= end + END_MARK,
+        "the end mark, and maybe free space, follow the batches"
+    );
     // Every cut point past the header (a header is written whole before the file gets its name).
     for at in SEGMENT_HEADER..=len {
         let (_copy, r) =
@@ -173,7 +167,16 @@ async fn a_cut_anywhere_in_the_last_segment_after_a_crash_keeps_every_complete_b
         let report = s.recovery_report();
         assert!(!report.clean_shutdown);
         let at_boundary = at == SEGMENT_HEADER || batches.iter().any(|b| b.end == at);
-        if at_boundary {
+        if at >= end + END_MARK {
+            // Only free space cut: the mark is whole.
+            assert!(report.is_clean(), "cut at {at}: {report:?}");
+        } else if at > end {
+            // Inside the end mark: the mark written in part, holding nothing.
+            let torn = report.torn_tail.as_ref().expect("a torn tail");
+            assert_eq!(torn.offset, end, "cut at {at}");
+            assert_eq!(torn.damage, TailDamage::TornEndMark, "cut at {at}");
+            assert_eq!(report.cut_entries(), None, "cut at {at}");
+        } else if at_boundary {
             // A lost suffix of complete batches: nothing in the segment shows it.
             assert!(report.is_clean(), "cut at {at}: {report:?}");
             assert_eq!(report.cut_entries(), None);
@@ -183,7 +186,10 @@ async fn a_cut_anywhere_in_the_last_segment_after_a_crash_keeps_every_complete_b
             assert_eq!(torn.offset, batch.start, "cut at {at}");
             assert_eq!(torn.discarded_bytes, at - batch.start, "cut at {at}");
             let range = batch.first..=batch.first + u64::from(batch.count) - 1;
-            let (damage, entries) = if at - batch.start < BATCH_HEADER {
+            let (damage, entries) = if at - batch.start == 1 {
+                // The one byte kept, `r`, also starts an end mark: read as a mark written in part.
+                (TailDamage::TornEndMark, CutEntries::None)
+            } else if at - batch.start < BATCH_HEADER {
                 (TailDamage::ShortHeader, CutEntries::None)
             } else {
                 (TailDamage::ShortBatch, CutEntries::Announced(range.clone()))
@@ -202,9 +208,16 @@ async fn a_cut_anywhere_in_the_last_segment_after_a_clean_shutdown_is_refused() 
     let last = segments(golden.path()).pop().unwrap();
     let name = last.file_name().unwrap().to_owned();
     let len = fs::metadata(&last).unwrap().len();
+    let end = batches_end(&last);
     for at in SEGMENT_HEADER..len {
         let (_copy, r) =
             reopen_damaged(golden.path(), |d| cut(&d.join("log").join(&name), at)).await;
+        if at == end || at >= end + END_MARK {
+            // The mark or free space cut: nothing of the log changed.
+            let s = r.unwrap_or_else(|e| panic!("cut at {at} after the batches: {e}"));
+            assert!(s.recovery_report().is_clean(), "cut at {at}");
+            continue;
+        }
         let e = r.expect_err("a shorter log after a clean shutdown");
         assert!(matches!(e, StorageError::Corrupted(_)), "cut at {at}: {e}");
         assert!(e.to_string().contains(name.to_str().unwrap()), "{e}");
@@ -225,16 +238,25 @@ async fn a_cut_inside_a_segment_header_is_refused() {
     }
 }
 
-/// After a crash, what follows the last complete batch is cut only if it can be the start of one
-/// batch whose other bytes never reached the disk: zero bytes, fewer bytes than a batch header, a
-/// header's first bytes then zeros. Anything else there (a header's worth of bytes that is no valid
-/// header, followed by more data) is refused. After a clean shutdown, all of it is refused.
+/// After a crash, what follows the last complete batch, in place of its end mark, is cut only if it
+/// can be the start of one batch whose other bytes never reached the disk: zero bytes, fewer bytes
+/// than a batch header, a header's first bytes then zeros. Anything else there (a header's worth
+/// of bytes that is no valid header, followed by more data) is refused. After a clean shutdown, all
+/// of it is refused. Each case is tried on a segment that ends with those bytes (one that grows
+/// with each append) and on one with zero bytes of free space after them (a preallocated one,
+/// whose free space the bytes were written into).
 #[tokio::test]
 async fn bytes_after_the_last_complete_batch() {
+    for free_space in [0, 4096] {
+        bytes_after_the_last_complete_batch_with(free_space).await;
+    }
+}
+
+async fn bytes_after_the_last_complete_batch_with(free_space: u64) {
     let (golden, want) = golden().await;
     let last = segments(golden.path()).pop().unwrap();
     let name = last.file_name().unwrap().to_owned();
-    let len = fs::metadata(&last).unwrap().len();
+    let len = batches_end(&last);
     let mut rng = Rng(0x5eed_1234);
     for case in 0..150 {
         let n = 1 + rng.below(300) as usize;
@@ -263,7 +285,17 @@ async fn bytes_after_the_last_complete_batch() {
                 (g, None)
             }
         };
-        let damage_it = |d: &Path| append_bytes(&d.join("log").join(&name), &garbage);
+        // Fewer bytes than a header, with free space after them, are a header cut short.
+        let damage = match damage {
+            Some(TailDamage::ShortHeader) if free_space > 0 => Some(TailDamage::TornHeader),
+            d => d,
+        };
+        let damage_it = |d: &Path| {
+            let path = d.join("log").join(&name);
+            cut(&path, len);
+            cut(&path, len + free_space);
+            write_at(&path, len, &garbage);
+        };
         let (_copy, r) = reopen_crashed(golden.path(), damage_it).await;
         match damage {
             Some(damage) => {
@@ -271,7 +303,8 @@ async fn bytes_after_the_last_complete_batch() {
                 let torn = s.recovery_report().torn_tail.expect("a torn tail");
                 assert_eq!(torn.offset, len, "case {case}");
                 assert_eq!(torn.damage, damage, "case {case}");
-                assert_eq!(torn.discarded_bytes, garbage.len() as u64);
+                let file_len = (garbage.len() as u64).max(free_space);
+                assert_eq!(torn.discarded_bytes, file_len);
                 check_prefix(s, &want, want.log.len(), case % 10 == 0).await;
             }
             None => assert!(
@@ -507,20 +540,28 @@ async fn a_crash_during_any_append_keeps_every_acknowledged_entry() {
         let last_after = segments(after.path()).pop().unwrap();
         let name = last_after.file_name().unwrap().to_owned();
         let full = fs::read(&last_after).unwrap();
-        let old_len = fs::read(before.path().join("log").join(&name))
-            .map(|b| b.len())
-            .unwrap_or(SEGMENT_HEADER as usize);
+        // The segment as it was before the append; a new segment as its creation left it (its
+        // header and end mark, then free space), which is durable before the append writes.
+        let old = fs::read(before.path().join("log").join(&name)).unwrap_or_else(|_| {
+            let mut new_segment = full[..SEGMENT_HEADER as usize].to_vec();
+            new_segment.extend(end_mark(SEGMENT_HEADER));
+            new_segment.resize(new_segment.len().max(250), 0);
+            new_segment
+        });
+        let old_end = common::batches_end_of(&old) as usize;
+        let batch_end = batches_end(&last_after) as usize;
         for _ in 0..6 {
-            // Keep some prefix of the new bytes, and maybe zero a block inside it (a page that did
-            // not reach the disk before the file size did).
-            let keep = old_len + rng.below((full.len() - old_len) as u64 + 1) as usize;
-            let mut bytes = full[..keep].to_vec();
-            if rng.below(2) == 0 && keep > old_len {
-                // The file size reached the disk but the last bytes did not: they read as zeros.
-                // (Zeros in the middle with the trailer on disk is the reordered-writeback case,
-                // refused by design: see the crate docs.)
-                let from = old_len + rng.below((keep - old_len) as u64) as usize;
-                bytes[from..].iter_mut().for_each(|b| *b = 0);
+            // The write starts over the old end mark. Some prefix of its bytes reached the disk;
+            // after them the file holds what it held before (the rest of the old mark, free space),
+            // or zeros where it grew.
+            let keep = old_end + rng.below((full.len() - old_end) as u64 + 1) as usize;
+            let mut bytes = full.clone();
+            for (i, b) in bytes.iter_mut().enumerate().skip(keep) {
+                *b = old.get(i).copied().unwrap_or(0);
+            }
+            if rng.below(2) == 0 {
+                // The file's new length did not reach the disk either.
+                bytes.truncate(keep.max(old.len()));
             }
             let crashed = copy_dir(after.path());
             fs::write(crashed.path().join("log").join(&name), &bytes).unwrap();
@@ -531,19 +572,22 @@ async fn a_crash_during_any_append_keeps_every_acknowledged_entry() {
                 got.log.len() >= acked.len() && got.log[..acked.len()] == acked[..],
                 "round {round}: lost an acknowledged entry"
             );
-            // The unacknowledged batch survives whole or not at all.
-            let complete = bytes == full;
+            // The unacknowledged batch survives whole (if all of it reached the disk) or not at
+            // all.
+            let complete = keep >= batch_end;
             let survived = if complete { &batch[..] } else { &[] };
             assert_eq!(got.log[acked.len()..], *survived, "round {round}");
-            // Any of its bytes on disk, unless it is complete, are cut and reported.
+            // Nothing is cut if none of the write, or all of it, reached the disk; whatever is cut
+            // may have held entries only from the first one not kept.
             let report = r.recovery_report();
-            assert_eq!(
-                report.torn_tail.is_some(),
-                !complete && keep > old_len,
-                "round {round}: {report:?}"
-            );
+            if keep == old_end || keep == full.len() {
+                assert!(report.torn_tail.is_none(), "round {round}: {report:?}");
+            }
+            if keep > old_end && keep < batch_end {
+                assert!(report.torn_tail.is_some(), "round {round}: {report:?}");
+            }
             if let Some(range) = report.cut_entries() {
-                assert_eq!(*range.start(), acked.len() as u64 + 1, "round {round}");
+                assert_eq!(*range.start(), got.log.len() as u64 + 1, "round {round}");
             }
         }
         acked.extend(batch);

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use raft_bench::{
     kv_put, latencies, percentiles, raw_fsync_latencies, run_clients, runtime, runtime_name,
-    FileTcpCluster, MemCluster, NoopSm,
+    FileTcpCluster, MemCluster, NoopSm, RawWrite,
 };
 use raft_kv::KvStateMachine;
 
@@ -58,40 +58,51 @@ fn main() {
         print!(" p50={p50:?} p99={p99:?} mean={mean:?}");
         if fsync_yardstick {
             fsync.measure();
-            let (one, three) = fsync.p50s();
+            let (one, three, prealloc) = fsync.p50s();
             let ratio = |d: Duration| p50.as_secs_f64() / d.as_secs_f64();
             print!(
-                " fsync_p50_1thread={one:?} ({:.2}x) fsync_p50_3threads={three:?} ({:.2}x)",
+                " fsync_p50_1thread={one:?} ({:.2}x) fsync_p50_3threads={three:?} ({:.2}x) \
+                 fsync_p50_1thread_preallocated={prealloc:?} ({:.2}x)",
                 ratio(one),
-                ratio(three)
+                ratio(three),
+                ratio(prealloc)
             );
         }
     }
     println!();
 }
 
-/// Raw fsync samples of one thread alone and of three threads at once, gathered before and after
-/// the cluster's run so that a disk that changes speed during the run shows in both.
+/// Raw fsync samples of one thread alone and of three threads at once, appending, and of one
+/// thread writing into a preallocated file, gathered before and after the cluster's run so that a
+/// disk that changes speed during the run shows in all of them.
 #[derive(Default)]
 struct FsyncSamples {
     one_thread: Vec<Duration>,
     three_threads: Vec<Duration>,
+    one_thread_preallocated: Vec<Duration>,
 }
 
 impl FsyncSamples {
     const ROUNDS: usize = 1000;
 
     fn measure(&mut self) {
-        self.one_thread.extend(raw_fsync_latencies(Self::ROUNDS, 1));
+        self.one_thread
+            .extend(raw_fsync_latencies(Self::ROUNDS, 1, RawWrite::Append));
         self.three_threads
-            .extend(raw_fsync_latencies(Self::ROUNDS, 3));
+            .extend(raw_fsync_latencies(Self::ROUNDS, 3, RawWrite::Append));
+        self.one_thread_preallocated.extend(raw_fsync_latencies(
+            Self::ROUNDS,
+            1,
+            RawWrite::Preallocated,
+        ));
     }
 
-    /// The p50 of one thread's and of three threads' samples.
-    fn p50s(&mut self) -> (Duration, Duration) {
+    /// The p50s of one thread's, three threads' and one thread's preallocated samples.
+    fn p50s(&mut self) -> (Duration, Duration, Duration) {
         (
             percentiles(&mut self.one_thread).0,
             percentiles(&mut self.three_threads).0,
+            percentiles(&mut self.one_thread_preallocated).0,
         )
     }
 }

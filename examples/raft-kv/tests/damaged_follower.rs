@@ -20,14 +20,14 @@
 //!
 //! The damage is made with the segment format of `raft-storage-file`'s crate docs: a segment is a
 //! 24-byte header, then batches (one per `append`) of a 28-byte header, record frames and an 8-byte
-//! trailer. A follower's log fits in one segment here (the default segment size is 64 MiB). The
+//! trailer, then a 16-byte end mark and free space (zeros: the segment is preallocated). A
+//! follower's log fits in one segment here (the default segment size is 64 MiB). The
 //! follower is stopped while no write is in flight, so its files end with complete batches. The
 //! cases run one at a time, with 140 keys each (about a second each in a debug build).
 
 mod procs;
 
 use std::fs::{self, OpenOptions};
-use std::io::Write;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -49,6 +49,8 @@ const SEGMENT_HEADER: u64 = 24;
 const BATCH_HEADER: u64 = 28;
 /// Batch trailer: magic `rEND`, the header's CRC (u32).
 const BATCH_TRAILER: u64 = 8;
+/// End mark after the last batch: magic `rEOL`, its offset (u64), CRC (u32).
+const END_MARK: u64 = 16;
 
 /// One complete batch of a segment file.
 #[derive(Debug)]
@@ -88,12 +90,15 @@ fn last_segment(dir: &Path) -> PathBuf {
 }
 
 /// The batches of a segment file (truncation records, which hold no entry, included), which must
-/// hold complete batches only.
+/// hold complete batches only, then the end mark (or nothing).
 fn batches(path: &Path) -> Vec<Batch> {
     let data = fs::read(path).unwrap();
     let mut pos = SEGMENT_HEADER as usize;
     let mut out = Vec::new();
     while pos < data.len() {
+        if &data[pos..pos + 4] == b"rEOL" {
+            break;
+        }
         assert_eq!(&data[pos..pos + 4], b"rBAT", "a batch header at {pos}");
         let first = u64_at(&data, pos + 4);
         let count = u32_at(&data, pos + 12);
@@ -135,9 +140,11 @@ fn set_len(path: &Path, len: u64) {
         .unwrap();
 }
 
-fn append_bytes(path: &Path, bytes: &[u8]) {
-    let mut f = OpenOptions::new().append(true).open(path).unwrap();
-    f.write_all(bytes).unwrap();
+/// Writes `bytes` at byte `at` of the file `path` (which grows if they go past its end).
+fn write_at(path: &Path, at: u64, bytes: &[u8]) {
+    use std::os::unix::fs::FileExt;
+    let f = OpenOptions::new().write(true).open(path).unwrap();
+    f.write_all_at(bytes, at).unwrap();
 }
 
 /// How the follower is stopped.
@@ -396,12 +403,10 @@ async fn a_zeroed_tail_is_cut_and_the_follower_catches_up_before_it_votes() {
     damaged_follower(None, Stop::Kill, |dir, _| {
         let seg = last_segment(dir);
         let batch = last_batch(&seg);
-        // The last batch zeroed in place, and the file a page longer, zeroed too: what a disk that
+        // The last batch zeroed in place, with its end mark and a page after it: what a disk that
         // extended the file before the data reached it leaves, over a batch that was complete.
-        let mut data = fs::read(&seg).unwrap();
-        data[batch.start as usize..batch.end as usize].fill(0);
-        data.extend_from_slice(&[0; 4096]);
-        fs::write(&seg, data).unwrap();
+        let zeros = batch.end - batch.start + END_MARK + 4096;
+        write_at(&seg, batch.start, &vec![0; zeros as usize]);
         Expect::Rejoins {
             logged: Some(NOT_VOTING),
             repaired: true,
@@ -464,15 +469,16 @@ async fn tail_damage_after_a_clean_shutdown_is_refused() {
     damaged_follower(None, Stop::Terminate, |dir, _| {
         assert!(dir.join("clean").exists(), "the clean shutdown is recorded");
         let seg = last_segment(dir);
-        let len = fs::metadata(&seg).unwrap().len();
-        // The first bytes of a batch after the last one: what a crash during an append leaves,
-        // which a clean shutdown rules out.
+        let end = batches(&seg).last().map_or(SEGMENT_HEADER, |b| b.end);
+        // The first bytes of a batch after the last one, over the end mark: what a crash during an
+        // append leaves, which a clean shutdown rules out.
         let mut junk = b"rBAT".to_vec();
         junk.extend([7u8; 9]);
-        append_bytes(&seg, &junk);
+        junk.extend([0u8; 3]);
+        write_at(&seg, end, &junk);
         Expect::Refused {
             file: seg,
-            offset: len,
+            offset: end,
             why: Some("clean shutdown"),
         }
     })

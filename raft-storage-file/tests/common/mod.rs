@@ -109,6 +109,8 @@ pub const SEGMENT_HEADER: u64 = 24;
 pub const BATCH_HEADER: u64 = 28;
 /// Size of a batch trailer: magic `rEND`, the CRC of the batch's header (u32).
 pub const BATCH_TRAILER: u64 = 8;
+/// Size of an end mark: magic `rEOL`, its own offset (u64), CRC (u32).
+pub const END_MARK: u64 = 16;
 /// The name of the file a clean shutdown leaves in the storage directory.
 pub const CLEAN_FILE: &str = "clean";
 
@@ -145,24 +147,41 @@ fn u64_at(data: &[u8], at: usize) -> u64 {
 /// The batches of a segment file, parsed with the documented format: after the 24-byte header,
 /// batches of a 28-byte header (`rBAT`, first index, count, records length, CRC), `count` frames
 /// (`len: u32 LE`, `crc: u32 LE`, `len` payload bytes) and an 8-byte trailer (`rEND`, the header's
-/// CRC). The file must hold whole batches only.
+/// CRC). The file must hold whole batches only, then either nothing or an end mark (`rEOL`) and
+/// zero bytes (free space).
 pub fn batches(path: &Path) -> Vec<BatchSpan> {
-    let data = fs::read(path).unwrap();
+    batches_of(&fs::read(path).unwrap())
+}
+
+/// [`batches`] of the bytes of a segment file.
+pub fn batches_of(data: &[u8]) -> Vec<BatchSpan> {
     let mut pos = SEGMENT_HEADER as usize;
     let mut out = Vec::new();
     while pos < data.len() {
+        if &data[pos..pos + 4] == b"rEOL" {
+            assert_eq!(
+                u64_at(data, pos + 4),
+                pos as u64,
+                "test helper: an end mark at {pos}"
+            );
+            assert!(
+                data[pos + END_MARK as usize..].iter().all(|&b| b == 0),
+                "test helper: free space after the end mark at {pos}"
+            );
+            break;
+        }
         assert_eq!(
             &data[pos..pos + 4],
             b"rBAT",
             "test helper: a batch header at {pos}"
         );
-        let first = u64_at(&data, pos + 4);
-        let count = u32_at(&data, pos + 12);
-        let records_len = u64_at(&data, pos + 16) as usize;
+        let first = u64_at(data, pos + 4);
+        let count = u32_at(data, pos + 12);
+        let records_len = u64_at(data, pos + 16) as usize;
         let mut at = pos + BATCH_HEADER as usize;
         let mut records = Vec::new();
         for _ in 0..count {
-            let end = at + 8 + u32_at(&data, at) as usize;
+            let end = at + 8 + u32_at(data, at) as usize;
             records.push((at as u64, end as u64));
             at = end;
         }
@@ -183,6 +202,40 @@ pub fn batches(path: &Path) -> Vec<BatchSpan> {
         pos = end;
     }
     out
+}
+
+/// Where the batches of a segment file end: where its end mark stands and the next append writes
+/// (the file's length, if the file was cut there and has no mark).
+pub fn batches_end(path: &Path) -> u64 {
+    batches_end_of(&fs::read(path).unwrap())
+}
+
+/// [`batches_end`] of the bytes of a segment file.
+pub fn batches_end_of(data: &[u8]) -> u64 {
+    batches_of(data).last().map_or(SEGMENT_HEADER, |b| b.end)
+}
+
+/// The end mark that stands at byte `offset` of a segment: `rEOL`, the offset (u64), the CRC of
+/// those 12 bytes.
+pub fn end_mark(offset: u64) -> Vec<u8> {
+    let mut m = b"rEOL".to_vec();
+    m.extend(offset.to_le_bytes());
+    let c = crc32fast::hash(&m);
+    m.extend(c.to_le_bytes());
+    m
+}
+
+/// Writes `bytes` where the next append to the segment file would go, over its end mark: what an
+/// append that a crash interrupted leaves there.
+pub fn write_at_batches_end(path: &Path, bytes: &[u8]) {
+    write_at(path, batches_end(path), bytes);
+}
+
+/// Writes `bytes` at byte `at` of the file `path` (which grows if they go past its end).
+pub fn write_at(path: &Path, at: u64, bytes: &[u8]) {
+    use std::os::unix::fs::FileExt;
+    let f = fs::OpenOptions::new().write(true).open(path).unwrap();
+    f.write_all_at(bytes, at).unwrap();
 }
 
 /// The byte ranges `(start, end)` of the record frames in a segment file, in all its batches.
