@@ -8,7 +8,7 @@
 //! |---|---|---|
 //! | `save_hard_state` | `hard_state.tmp` written and fsynced, renamed over `hard_state`, directory fsynced | the new term and vote; a crash at any point leaves the old or the new one |
 //! | `append` | the entries written as one batch (header, records, trailer), followed by the end mark, with one `write` and one `fdatasync` (when a new segment is started first: its header and end mark written to a temporary file, the file allocated to the segment size, fsynced, renamed, directory fsynced, then `log_meta` replaced to name it the newest segment) | every entry; a crash before the return keeps all of them or none (see recovery) |
-//! | `truncate` | in the segment holding `from`: if `from` starts a batch, the file cut there with `ftruncate` and fsynced; otherwise a truncation record (and the end mark) appended with one `write` and one `fdatasync` (cutting inside a batch would leave it incomplete). When later segments go too, `log_meta` first replaced to name the new newest segment (and, if the segment holding `from` is also changed, to record the truncation, cleared at the end), the segments unlinked and the directory fsynced | the truncation, all or nothing |
+//! | `truncate` | in the segment holding `from`: if `from` starts a batch, the file cut there with `ftruncate` and fsynced, then (preallocation on) an end mark written there and fsynced, the file allocated to the segment size again and fsynced; otherwise a truncation record (and the end mark) appended with one `write` and one `fdatasync` (cutting inside a batch would leave it incomplete). When later segments go too, `log_meta` first replaced to name the new newest segment (and, if the segment holding `from` is also changed, to record the truncation, cleared at the end), the segments unlinked and the directory fsynced | the truncation, all or nothing |
 //! | `purge` | `log_meta` (the purge point) replaced atomically; then the segments it makes useless are unlinked | the new purge point; a crash before the unlinks are durable leaves segments that the next open deletes |
 //! | `install_snapshot` | nothing, if the snapshot's last index is at or below the stored snapshot's (a snapshot never moves backwards); otherwise `snapshot` replaced atomically, then, when the snapshot discards the log, every segment unlinked, the log directory fsynced, and `log_meta` replaced | the snapshot and its effect on the log, all or nothing (the snapshot file is the commit point, see recovery) |
 //! | `hard_state`, `log_state`, `entries`, `snapshot`, `snapshot_chunk` | nothing is written | |
@@ -102,10 +102,13 @@
 //!
 //! Because the file's length no longer says where the log ends, the end mark does: recovery takes
 //! zero bytes after the last batch *without* a mark as a possible loss, exactly as before (see
-//! recovery, step 4), and zero bytes after a mark as free space. The costs: a segment takes its
-//! full size on disk from its creation; an append writes 16 bytes more; and a segment cut at the
-//! end of its batches (a truncation at a batch boundary, a torn tail cut by recovery) loses its
-//! free space and grows with each append until the next segment starts.
+//! recovery, step 4), and zero bytes after a mark as free space. A segment cut at the end of its
+//! batches (a truncation at a batch boundary, a torn tail cut by recovery) gets its mark and free
+//! space back right after the cut: the mark written and fsynced first, then the file allocated
+//! again and fsynced, so a crash in between leaves a file ending at its batches, a torn mark (cut,
+//! holding nothing) or a marked end, never zeros without a mark. The costs: a segment takes its
+//! full size on disk from its creation; an append writes 16 bytes more; such a cut takes two more
+//! fsyncs.
 //!
 //! In memory, the storage keeps the hard state, the purge point, the snapshot's metadata (and its
 //! file open, see [snapshots](#snapshots)), and for each record its segment, byte offset, length and

@@ -393,7 +393,7 @@ impl Store {
     /// snapshot, and removes the clean shutdown record if there was one (crate docs, step 6).
     ///
     /// What it may change on disk: the end of the last segment (cut at the torn tail, or at a
-    /// recorded truncation), the set of segment files (only those deletions), the log metadata, and
+    /// recorded truncation, then its end mark and free space restored), the set of segment files (only those deletions), the log metadata, and
     /// the clean shutdown record (removed).
     /// It never deletes a record that an append acknowledged, and a crash part-way through leaves a
     /// directory from which the next open reaches the same state.
@@ -474,7 +474,8 @@ impl Store {
         }
     }
 
-    /// Truncates the torn tail found by recovery.
+    /// Truncates the torn tail found by recovery, then gives the segment its end mark and free
+    /// space back ([`restore_free_space`]).
     fn cut_torn_tail(&mut self, tail: TornTail) -> Result<(), StorageError> {
         tracing::warn!(
             segment = %tail.segment.display(),
@@ -509,6 +510,7 @@ impl Store {
                 .map_err(io_error(format_args!("syncing {}", seg.path.display())))?;
         }
         seg.end = tail.offset;
+        restore_free_space(&self.faults, &self.opts, seg, sync)?;
         self.report.torn_tail = Some(tail);
         Ok(())
     }
@@ -1108,6 +1110,7 @@ impl Store {
                             )))?;
                         }
                         seg.end = offset;
+                        restore_free_space(&self.faults, &self.opts, seg, sync)?;
                     }
                     None => {
                         let mut record = format::encode_truncation(from);
@@ -1313,6 +1316,34 @@ fn write_all_at(file: &mut File, bytes: &[u8], offset: u64) -> io::Result<()> {
     file.write_all(bytes)
 }
 
+/// Puts an end mark and free space back after the batches of `seg`, whose file a cut has just made
+/// end there (and, with `sync`, made durable): the mark is written (and fsynced) first, then the
+/// file is allocated to the segment size (and fsynced), so that appends to it keep writing inside
+/// its length. A crash at any step leaves the file ending at its batches, a torn mark, or a marked
+/// end followed by zeros: none of them is read as a loss. Does nothing if preallocation is off or
+/// the batches already reach the segment size.
+fn restore_free_space(
+    faults: &Faults,
+    opts: &Options,
+    seg: &mut Segment,
+    sync: bool,
+) -> Result<(), StorageError> {
+    let size = opts.segment_size_bytes();
+    if !opts.preallocates() || seg.end + format::END_MARK_LEN as u64 >= size {
+        return Ok(());
+    }
+    write_and_sync(faults, seg, &mut Vec::new(), sync)?;
+    faults.step(|| format!("allocate {}", file_name(&seg.path)))?;
+    allocate_file(&seg.file, size, &seg.path)?;
+    if sync {
+        faults.step(|| format!("fsync {}", file_name(&seg.path)))?;
+        seg.file
+            .sync_all()
+            .map_err(io_error(format_args!("syncing {}", seg.path.display())))?;
+    }
+    Ok(())
+}
+
 /// Allocates `file` (at `path`, for error messages) to at least `len` bytes, the new bytes reading
 /// as zeros: `fallocate` where the file system has it, so that later writes inside that length
 /// neither allocate blocks nor change the file's length. A file system that cannot preallocate
@@ -1322,7 +1353,12 @@ fn write_all_at(file: &mut File, bytes: &[u8], offset: u64) -> io::Result<()> {
 /// [`StorageError::Io`] for any other failure (a full disk among them: better refused here than
 /// in the middle of appends).
 fn allocate_file(file: &File, len: u64, path: &Path) -> Result<(), StorageError> {
-    match <File as fs4::FileExt>::allocate(file, len) {
+    #[cfg(target_os = "linux")]
+    let allocated = rustix::fs::fallocate(file, rustix::fs::FallocateFlags::empty(), 0, len)
+        .map_err(io::Error::from);
+    #[cfg(not(target_os = "linux"))]
+    let allocated = <File as fs4::FileExt>::allocate(file, len);
+    match allocated {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::Unsupported => {
             tracing::debug!(file = %path.display(), error = %e,

@@ -17,15 +17,15 @@ mod common;
 
 const SEC: Duration = Duration::from_secs(1);
 
-/// Makes the storage directory `dir` as a crash during an append leaves it: the first bytes of a
-/// batch that never completed at the end of the last segment, and no record of a clean shutdown
-/// (the harness's simulated crash shuts the node down, which closes its storage cleanly; a real
-/// crash records nothing).
+/// Makes the storage directory `dir` as a crash during an append leaves it, at the end of the last
+/// segment, and leaves no record of a clean shutdown (the harness's simulated crash shuts the node
+/// down, which closes its storage cleanly; a real crash records nothing).
 ///
-/// With `may_hold_entries`, a batch header's worth of bytes that is not a valid header, then zeros:
-/// the open cuts it and reports that it may have held entries, so the node does not vote until it
-/// has caught up with a leader. Without, fewer bytes than a batch header: cut, and reported as
-/// holding none.
+/// With `may_hold_entries`: the first bytes of a batch header over the end mark, then zeros (the
+/// free space of the preallocated segment, or zeros where the file grew): the open cuts them and
+/// reports that they may have held entries, so the node does not vote until it has caught up with
+/// a leader. Without: the end mark written only in part (the batch before it complete), as an
+/// append whose last sector did not reach the disk leaves it: cut, and reported as holding none.
 fn torn_write(dir: &Path, salt: u8, may_hold_entries: bool) {
     let clean = dir.join("clean");
     if clean.exists() {
@@ -37,15 +37,15 @@ fn torn_write(dir: &Path, salt: u8, may_hold_entries: bool) {
         .collect();
     segments.sort();
     if let Some(last) = segments.last() {
-        // The start of a batch header (its magic and part of its first index), then, if it may hold
-        // entries, a page that never reached the disk (zeros), written where the next append goes
-        // (over the end mark), with the rest of the mark zeroed as well.
-        let mut junk = vec![b'r', b'B', b'A', b'T', 0xde, 0xad, 0xbe, salt];
-        junk.extend_from_slice(&[0; common::END_MARK as usize - 8]);
+        let end = common::batches_end(last);
         if may_hold_entries {
-            junk.extend_from_slice(&[0; 40]);
+            let mut junk = vec![b'r', b'B', b'A', b'T', 0xde, 0xad, 0xbe, salt];
+            junk.extend_from_slice(&[0; common::END_MARK as usize - 8 + 40]);
+            common::write_at(last, end, &junk);
+        } else {
+            let half = common::END_MARK / 2;
+            common::write_at(last, end + half, &vec![0; half as usize]);
         }
-        common::write_at_batches_end(last, &junk);
     }
 }
 

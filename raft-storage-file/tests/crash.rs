@@ -674,3 +674,53 @@ async fn a_snapshot_file_replaced_from_outside_is_not_read() {
     let mut s = FileStorage::<Cmd>::open_with(dir.path(), options()).unwrap();
     assert_eq!(s.snapshot().await.unwrap(), Some(theirs));
 }
+
+/// A preallocated segment cut at the end of its batches (by recovery cutting a torn tail, or by a
+/// truncation at a batch boundary) gets its end mark and free space back: the file is again the
+/// segment's size, so appends keep writing inside its length, and a crash right after the cut
+/// reopens with nothing to report.
+#[tokio::test]
+async fn a_cut_gives_a_preallocated_segment_its_free_space_back() {
+    const SIZE: u64 = 4096;
+    let dir = tempfile::tempdir().unwrap();
+    let opts = Options::default().segment_size(SIZE);
+    let mut s = FileStorage::<Cmd>::open_with(dir.path(), opts.clone()).unwrap();
+    for (first, n) in [(1, 3), (4, 2), (6, 4)] {
+        s.append(&entries(1, first, n)).await.unwrap();
+    }
+    drop(s);
+    let seg = segments(dir.path()).pop().unwrap();
+    assert_eq!(fs::metadata(&seg).unwrap().len(), SIZE, "preallocated");
+    let end = batches_end(&seg);
+
+    // A torn append over the mark, after a crash: cut, then the mark and free space restored.
+    as_after_crash(dir.path());
+    write_at_batches_end(&seg, b"rBAT\x05\x00\x00");
+    let s = FileStorage::<Cmd>::open_with(dir.path(), opts.clone()).unwrap();
+    let torn = s.recovery_report().torn_tail.expect("a cut");
+    assert_eq!(torn.offset, end);
+    assert_eq!(fs::metadata(&seg).unwrap().len(), SIZE);
+    assert_eq!(
+        batches_end(&seg),
+        end,
+        "a mark, then zeros, after the batches"
+    );
+    drop(s);
+    as_after_crash(dir.path());
+    let mut s = FileStorage::<Cmd>::open_with(dir.path(), opts.clone()).unwrap();
+    assert!(s.recovery_report().is_clean(), "{:?}", s.recovery_report());
+
+    // A truncation at a batch boundary: the same.
+    let last_batch = batches(&seg).pop().unwrap();
+    s.truncate(last_batch.first).await.unwrap();
+    assert_eq!(fs::metadata(&seg).unwrap().len(), SIZE);
+    assert_eq!(batches_end(&seg), last_batch.start);
+    s.append(&entries(2, last_batch.first, 1)).await.unwrap();
+    drop(s);
+    as_after_crash(dir.path());
+    let mut s = FileStorage::<Cmd>::open_with(dir.path(), opts).unwrap();
+    assert!(s.recovery_report().is_clean(), "{:?}", s.recovery_report());
+    let log = s.entries(1, last_batch.first + 1).await.unwrap();
+    assert_eq!(log.last().unwrap().log_id, LogId::new(2, last_batch.first));
+    assert_eq!(fs::metadata(&seg).unwrap().len(), SIZE);
+}
