@@ -24,16 +24,20 @@ fn batch(first: u64, n: usize) -> Vec<Entry<String>> {
         .collect()
 }
 
-/// Bytes on disk per entry: append 1000 entries and look at the segment sizes.
+/// Bytes on disk per entry: append 1000 entries and look at the segment sizes (not preallocated,
+/// so a segment's length is its header, its batches and its end mark).
 fn bytes_per_entry(rt: &tokio::runtime::Runtime) -> f64 {
+    const HEADER_AND_END_MARK: u64 = 24 + 16;
     let dir = tempfile::tempdir().unwrap();
-    let opts = Options::default().fsync(FsyncPolicy::Never);
+    let opts = Options::default()
+        .fsync(FsyncPolicy::Never)
+        .preallocate(false);
     let mut s = FileStorage::<String>::open_with(dir.path(), opts).unwrap();
     rt.block_on(s.append(&batch(1, 1000))).unwrap();
     drop(s);
     let total: u64 = std::fs::read_dir(dir.path().join("log"))
         .unwrap()
-        .map(|e| e.unwrap().metadata().unwrap().len() - 24)
+        .map(|e| e.unwrap().metadata().unwrap().len() - HEADER_AND_END_MARK)
         .sum();
     total as f64 / 1000.0
 }
@@ -45,30 +49,13 @@ fn append(c: &mut Criterion) {
     let per_entry = bytes_per_entry(&rt);
     println!("append bench: {COMMAND_BYTES}-byte commands, {per_entry:.1} bytes on disk per entry");
 
-    let mut group = c.benchmark_group("append_fsync");
-    for size in [1usize, 16, 256] {
-        group.throughput(Throughput::Elements(size as u64));
-        group.bench_with_input(BenchmarkId::from_parameter(size), &size, |b, &size| {
-            let dir = tempfile::tempdir().unwrap();
-            let mut s = FileStorage::<String>::open(dir.path()).unwrap();
-            let mut next = 1;
-            let mut entries = batch(next, size);
-            b.iter_custom(|iters| {
-                rt.block_on(async {
-                    let start = Instant::now();
-                    for _ in 0..iters {
-                        for (i, e) in entries.iter_mut().enumerate() {
-                            e.log_id.index = next + i as u64;
-                        }
-                        s.append(&entries).await.unwrap();
-                        next += size as u64;
-                    }
-                    start.elapsed()
-                })
-            });
-        });
+    // Segments preallocated (the default), then growing with each append, for comparison.
+    for (name, preallocate) in [
+        ("append_fsync", true),
+        ("append_fsync_not_preallocated", false),
+    ] {
+        append_fsync(c, &rt, name, Options::default().preallocate(preallocate));
     }
-    group.finish();
 
     // The same with fsync off: the CPU and page-cache cost alone, for comparison.
     let mut group = c.benchmark_group("append_no_fsync");
@@ -93,6 +80,35 @@ fn append(c: &mut Criterion) {
             })
         });
     });
+    group.finish();
+}
+
+/// Appends of 1, 16 and 256 entries with fsync on, each one `append` call, into a storage opened
+/// with `opts`.
+fn append_fsync(c: &mut Criterion, rt: &tokio::runtime::Runtime, name: &str, opts: Options) {
+    let mut group = c.benchmark_group(name);
+    for size in [1usize, 16, 256] {
+        group.throughput(Throughput::Elements(size as u64));
+        group.bench_with_input(BenchmarkId::from_parameter(size), &size, |b, &size| {
+            let dir = tempfile::tempdir().unwrap();
+            let mut s = FileStorage::<String>::open_with(dir.path(), opts.clone()).unwrap();
+            let mut next = 1;
+            let mut entries = batch(next, size);
+            b.iter_custom(|iters| {
+                rt.block_on(async {
+                    let start = Instant::now();
+                    for _ in 0..iters {
+                        for (i, e) in entries.iter_mut().enumerate() {
+                            e.log_id.index = next + i as u64;
+                        }
+                        s.append(&entries).await.unwrap();
+                        next += size as u64;
+                    }
+                    start.elapsed()
+                })
+            });
+        });
+    }
     group.finish();
 }
 
