@@ -61,24 +61,7 @@ fn append(c: &mut Criterion) {
     let mut group = c.benchmark_group("append_no_fsync");
     group.throughput(Throughput::Elements(256));
     group.bench_function("256", |b| {
-        let dir = tempfile::tempdir().unwrap();
-        let opts = Options::default().fsync(FsyncPolicy::Never);
-        let mut s = FileStorage::<String>::open_with(dir.path(), opts).unwrap();
-        let mut next = 1;
-        let mut entries = batch(next, 256);
-        b.iter_custom(|iters| {
-            rt.block_on(async {
-                let start = Instant::now();
-                for _ in 0..iters {
-                    for (i, e) in entries.iter_mut().enumerate() {
-                        e.log_id.index = next + i as u64;
-                    }
-                    s.append(&entries).await.unwrap();
-                    next += 256;
-                }
-                start.elapsed()
-            })
-        });
+        bench_appends(b, &rt, Options::default().fsync(FsyncPolicy::Never), 256)
     });
     group.finish();
 }
@@ -90,26 +73,37 @@ fn append_fsync(c: &mut Criterion, rt: &tokio::runtime::Runtime, name: &str, opt
     for size in [1usize, 16, 256] {
         group.throughput(Throughput::Elements(size as u64));
         group.bench_with_input(BenchmarkId::from_parameter(size), &size, |b, &size| {
-            let dir = tempfile::tempdir().unwrap();
-            let mut s = FileStorage::<String>::open_with(dir.path(), opts.clone()).unwrap();
-            let mut next = 1;
-            let mut entries = batch(next, size);
-            b.iter_custom(|iters| {
-                rt.block_on(async {
-                    let start = Instant::now();
-                    for _ in 0..iters {
-                        for (i, e) in entries.iter_mut().enumerate() {
-                            e.log_id.index = next + i as u64;
-                        }
-                        s.append(&entries).await.unwrap();
-                        next += size as u64;
-                    }
-                    start.elapsed()
-                })
-            });
+            bench_appends(b, rt, opts.clone(), size)
         });
     }
     group.finish();
+}
+
+/// Times appends of `size` entries each, one `append` call each, into a new storage opened with
+/// `opts`.
+fn bench_appends(
+    b: &mut criterion::Bencher<'_>,
+    rt: &tokio::runtime::Runtime,
+    opts: Options,
+    size: usize,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = FileStorage::<String>::open_with(dir.path(), opts).unwrap();
+    let mut next = 1;
+    let mut entries = batch(next, size);
+    b.iter_custom(|iters| {
+        rt.block_on(async {
+            let start = Instant::now();
+            for _ in 0..iters {
+                for (i, e) in entries.iter_mut().enumerate() {
+                    e.log_id.index = next + i as u64;
+                }
+                s.append(&entries).await.unwrap();
+                next += size as u64;
+            }
+            start.elapsed()
+        })
+    });
 }
 
 /// The machine's raw rate of "append 128 bytes to a file, fdatasync": what one append of one entry

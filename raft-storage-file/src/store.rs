@@ -497,20 +497,7 @@ impl Store {
             .segments
             .last_mut()
             .expect("a torn tail is found in the last segment");
-        self.faults
-            .step(|| format!("truncate {} to {} bytes", file_name(&seg.path), tail.offset))?;
-        seg.file
-            .set_len(tail.offset)
-            .map_err(io_error(format_args!("truncating {}", seg.path.display())))?;
-        if sync {
-            self.faults
-                .step(|| format!("fsync {}", file_name(&seg.path)))?;
-            seg.file
-                .sync_all()
-                .map_err(io_error(format_args!("syncing {}", seg.path.display())))?;
-        }
-        seg.end = tail.offset;
-        restore_free_space(&self.faults, &self.opts, seg, sync)?;
+        cut_segment(&self.faults, &self.opts, seg, tail.offset, sync)?;
         self.report.torn_tail = Some(tail);
         Ok(())
     }
@@ -1094,24 +1081,7 @@ impl Store {
             if seg.next_index() > from {
                 let ri = (from - seg.first) as usize;
                 match seg.records[ri].batch_start() {
-                    Some(offset) => {
-                        self.faults.step(|| {
-                            format!("truncate {} to {offset} bytes", file_name(&seg.path))
-                        })?;
-                        seg.file
-                            .set_len(offset)
-                            .map_err(io_error(format_args!("truncating {}", seg.path.display())))?;
-                        if sync {
-                            self.faults
-                                .step(|| format!("fsync {}", file_name(&seg.path)))?;
-                            seg.file.sync_all().map_err(io_error(format_args!(
-                                "syncing {}",
-                                seg.path.display()
-                            )))?;
-                        }
-                        seg.end = offset;
-                        restore_free_space(&self.faults, &self.opts, seg, sync)?;
-                    }
+                    Some(offset) => cut_segment(&self.faults, &self.opts, seg, offset, sync)?,
                     None => {
                         let mut record = format::encode_truncation(from);
                         write_and_sync(&self.faults, seg, &mut record, sync)?;
@@ -1295,12 +1265,49 @@ fn write_and_sync(
     bytes.truncate(len);
     written.map_err(io_error(ctx()))?;
     if sync {
-        faults.step(|| format!("fsync {}", file_name(&seg.path)))?;
-        seg.file
-            .sync_data()
-            .map_err(io_error(format_args!("syncing {}", seg.path.display())))?;
+        sync_segment(faults, seg, SyncScope::Data)?;
     }
     Ok(())
+}
+
+/// What [`sync_segment`] makes durable.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum SyncScope {
+    /// The data (`fdatasync`): what an append needs, its file's length unchanged or not.
+    Data,
+    /// The data and all of the metadata (`fsync`): after a change of length or allocation.
+    All,
+}
+
+/// Fsyncs the file of `seg` (`what` says how much), one crash-injection step.
+fn sync_segment(faults: &Faults, seg: &Segment, what: SyncScope) -> Result<(), StorageError> {
+    faults.step(|| format!("fsync {}", file_name(&seg.path)))?;
+    let synced = match what {
+        SyncScope::Data => seg.file.sync_data(),
+        SyncScope::All => seg.file.sync_all(),
+    };
+    synced.map_err(io_error(format_args!("syncing {}", seg.path.display())))
+}
+
+/// Cuts the file of `seg` at `offset`, the end of one of its batches (only complete batches are
+/// left), fsynced if `sync`; then gives it its end mark and free space back
+/// ([`restore_free_space`]).
+fn cut_segment(
+    faults: &Faults,
+    opts: &Options,
+    seg: &mut Segment,
+    offset: u64,
+    sync: bool,
+) -> Result<(), StorageError> {
+    faults.step(|| format!("truncate {} to {offset} bytes", file_name(&seg.path)))?;
+    seg.file
+        .set_len(offset)
+        .map_err(io_error(format_args!("truncating {}", seg.path.display())))?;
+    if sync {
+        sync_segment(faults, seg, SyncScope::All)?;
+    }
+    seg.end = offset;
+    restore_free_space(faults, opts, seg, sync)
 }
 
 /// Writes all of `bytes` at `offset`: one positioned write (`pwrite`) where the platform has one,
@@ -1336,10 +1343,7 @@ fn restore_free_space(
     faults.step(|| format!("allocate {}", file_name(&seg.path)))?;
     allocate_file(&seg.file, size, &seg.path)?;
     if sync {
-        faults.step(|| format!("fsync {}", file_name(&seg.path)))?;
-        seg.file
-            .sync_all()
-            .map_err(io_error(format_args!("syncing {}", seg.path.display())))?;
+        sync_segment(faults, seg, SyncScope::All)?;
     }
     Ok(())
 }
