@@ -107,11 +107,15 @@ impl CutEntries {
 pub struct TornTail {
     /// The segment file (always the last one).
     pub segment: PathBuf,
-    /// The byte offset where the incomplete batch started, the end of the last complete one: the
-    /// file's new length.
+    /// The byte offset where the incomplete batch started, the end of the last complete one: where
+    /// the file was cut (an end mark and free space are put back after it).
     pub offset: u64,
     /// How many bytes were cut (the file was `offset + discarded_bytes` bytes long).
     pub discarded_bytes: u64,
+    /// How many of the cut bytes come before the zero bytes that end the file: what the torn
+    /// write may have reached. The rest were zeros (a preallocated segment's free space, or where
+    /// the file grew and the data did not follow).
+    pub written_bytes: u64,
     /// How the batch was incomplete.
     pub damage: TailDamage,
     /// The entries the cut bytes held, as far as they tell.

@@ -128,6 +128,7 @@ pub(crate) fn scan_segment(
                     segment: path.to_path_buf(),
                     offset: pos as u64,
                     discarded_bytes: (data.len() - pos) as u64,
+                    written_bytes: data_end.saturating_sub(pos) as u64,
                     damage,
                     entries,
                 });

@@ -481,15 +481,17 @@ impl Store {
             segment = %tail.segment.display(),
             offset = tail.offset,
             bytes = tail.discarded_bytes,
+            written = tail.written_bytes,
             damage = %tail.damage,
             entries = %tail.entries,
-            "cutting an incomplete last batch off the log: bytes {}..{} of {} ({}), which held {}; \
-             no clean shutdown was recorded, so it is taken as the remains of an append that a \
-             crash interrupted before it returned",
+            "cutting an incomplete last batch off the log: bytes {}..{} of {} ({}; the first {} \
+             of them not all zero), which held {}; no clean shutdown was recorded, so it is taken \
+             as the remains of an append that a crash interrupted before it returned",
             tail.offset,
             tail.offset + tail.discarded_bytes,
             tail.segment.display(),
             tail.damage,
+            tail.written_bytes,
             tail.entries,
         );
         let sync = self.sync();

@@ -229,6 +229,7 @@ async fn a_zeroed_tail_is_cut_after_a_crash_only() {
     let mut s = r.unwrap();
     let torn = s.recovery_report().torn_tail.expect("a cut");
     assert_eq!((torn.offset, torn.discarded_bytes), (end, zeros));
+    assert_eq!(torn.written_bytes, 0);
     assert_eq!(torn.damage, TailDamage::Zeroed);
     let at_most = (zeros - BATCH_HEADER).div_ceil(MIN_RECORD_BYTES);
     assert_eq!(torn.entries, CutEntries::AtMost(LAST + 1..=LAST + at_most));

@@ -305,6 +305,8 @@ async fn bytes_after_the_last_complete_batch_with(free_space: u64) {
                 assert_eq!(torn.damage, damage, "case {case}");
                 let file_len = (garbage.len() as u64).max(free_space);
                 assert_eq!(torn.discarded_bytes, file_len);
+                let written = garbage.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+                assert_eq!(torn.written_bytes, written as u64, "case {case}");
                 check_prefix(s, &want, want.log.len(), case % 10 == 0).await;
             }
             None => assert!(
