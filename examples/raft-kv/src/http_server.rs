@@ -5,7 +5,9 @@
 //! ([`raft_net_tcp::descriptors`]), and graceful shutdown.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use axum::Router;
@@ -24,9 +26,16 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 const WARN_INTERVAL: Duration = Duration::from_secs(10);
 /// How long shutdown waits for requests in progress to finish.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// How long, once the listener is closed, connections keep being served as usual (each response
+/// then closing its connection) before idle ones are closed: long enough for a client whose
+/// connection was just accepted to deliver its request, which closing the connection before it is
+/// read would fail without an answer.
+const DRAIN: Duration = Duration::from_millis(200);
 
-/// Serves `app` on `listener` within `limits` until `stop` completes; then stops accepting, lets the
-/// requests in progress finish (for at most a few seconds) and returns.
+/// Serves `app` on `listener` within `limits` until `stop` completes; then stops accepting (after
+/// taking the connections already waiting in the listener's backlog, which closing it would reset),
+/// serves for [`DRAIN`] more with every response closing its connection, lets the requests in
+/// progress finish (for at most a few seconds) and returns.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
@@ -36,10 +45,16 @@ pub async fn serve(
     raft_net_tcp::descriptors::warn_if_short("http", limits.max_connections);
     let connections = Arc::new(Semaphore::new(limits.max_connections));
     // The head limits answer with JSON; hyper's own (empty answers) only catch what is far beyond.
-    let app = app.layer(axum::middleware::from_fn_with_state(
-        limits,
-        crate::http_limits::head_limits,
-    ));
+    let draining = Arc::new(AtomicBool::new(false));
+    let app = app
+        .layer(axum::middleware::from_fn_with_state(
+            limits,
+            crate::http_limits::head_limits,
+        ))
+        .layer(axum::middleware::map_response_with_state(
+            Arc::clone(&draining),
+            close_while_draining,
+        ));
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
@@ -50,10 +65,23 @@ pub async fn serve(
     let mut reserve = Throttle::new(WARN_INTERVAL);
     let mut failed = Throttle::new(WARN_INTERVAL);
     tokio::pin!(stop);
+    let mut stopping = false;
     loop {
-        let accepted = tokio::select! {
-            _ = &mut stop => break,
-            accepted = listener.accept() => accepted,
+        let accepted = if stopping {
+            // The connections the kernel already accepted; the listener closes once there are none.
+            match std::future::poll_fn(|cx| Poll::Ready(listener.poll_accept(cx))).await {
+                Poll::Ready(accepted) => accepted,
+                Poll::Pending => break,
+            }
+        } else {
+            tokio::select! {
+                _ = &mut stop => {
+                    stopping = true;
+                    draining.store(true, Ordering::Relaxed);
+                    continue;
+                }
+                accepted = listener.accept() => accepted,
+            }
         };
         let (stream, peer) = match accepted {
             Ok(connection) => connection,
@@ -104,8 +132,25 @@ pub async fn serve(
             }
         });
     }
+    drop(listener);
+    tokio::time::sleep(DRAIN).await;
     let _ = closing_tx.send(true);
     // Every connection holds a permit until it ends: having them all back means all ended.
     let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
     let _ = tokio::time::timeout(SHUTDOWN_GRACE, connections.acquire_many(all)).await;
+}
+
+/// Marks a response `Connection: close` once the server is stopping, so that its client opens its
+/// next connection elsewhere instead of reusing this one as it closes.
+async fn close_while_draining(
+    axum::extract::State(draining): axum::extract::State<Arc<AtomicBool>>,
+    mut response: axum::response::Response,
+) -> axum::response::Response {
+    if draining.load(Ordering::Relaxed) {
+        response.headers_mut().insert(
+            axum::http::header::CONNECTION,
+            axum::http::HeaderValue::from_static("close"),
+        );
+    }
+    response
 }

@@ -499,3 +499,40 @@ fn raw_put(addr: &str, path: &str) -> Option<u16> {
     stream.read_exact(&mut head).ok()?;
     std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
 }
+
+/// A node stopped with SIGTERM answers every connection it had accepted, also one whose request
+/// arrives after the node stopped accepting: closing a connection before its request is read would
+/// leave its client without an answer (and, for a write, without knowing whether it happened).
+/// Connections held open before the signal send their request once a new connection is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_node_answers_the_connections_it_accepted() {
+    let root = tempfile::tempdir().unwrap();
+    let mut procs = Procs::cluster(root.path(), 1, &[]);
+    procs.start(1);
+    wait_for_leader(&procs, 0).await;
+    let addr = procs.http_addr(1).to_string();
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        held.push(RawHttp::connect(&addr).await.unwrap());
+    }
+    procs.signal(1, libc::SIGTERM);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while tokio::net::TcpStream::connect(&addr).await.is_ok() {
+        assert!(
+            Instant::now() < deadline,
+            "still accepting 10 s after SIGTERM\n{}",
+            procs.dump_logs()
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    for (i, connection) in held.iter_mut().enumerate() {
+        let answer = connection.request("GET", "/status", b"").await;
+        assert!(
+            matches!(answer, Ok((200, _))),
+            "connection {i}: {answer:?}\n{}",
+            procs.dump_logs()
+        );
+    }
+    let exit = procs.wait_exit(1, Duration::from_secs(10));
+    assert!(exit.is_some_and(|s| s.success()), "{exit:?}");
+}
