@@ -34,7 +34,7 @@ const DRAIN: Duration = Duration::from_millis(200);
 
 /// Serves `app` on `listener` within `limits` until `stop` completes; then stops accepting (after
 /// taking the connections already waiting in the listener's backlog, which closing it would reset),
-/// serves for [`DRAIN`] more with every response closing its connection, lets the requests in
+/// serves for 200 ms more with every response closing its connection, lets the requests in
 /// progress finish (for at most a few seconds) and returns.
 pub async fn serve(
     listener: TcpListener,
