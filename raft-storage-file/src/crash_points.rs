@@ -391,6 +391,8 @@ fn truncate_across_segments_at_a_batch_boundary() {
     assert_eq!(run.after().log.len(), 11);
     assert!(count(&run.steps, "unlink") >= 2, "{:?}", run.steps);
     assert_eq!(count(&run.steps, "truncate"), 1, "{:?}", run.steps);
+    // The cut segment gets its end mark and free space back, each step crashed too.
+    assert_eq!(count(&run.steps, "allocate"), 1, "{:?}", run.steps);
 }
 
 #[test]
@@ -434,6 +436,8 @@ fn append_starting_a_segment() {
         "{:?}",
         run.steps
     );
+    // The new segment is allocated under its temporary name, before the rename.
+    assert_eq!(count(&run.steps, "allocate"), 1, "{:?}", run.steps);
 }
 
 #[test]

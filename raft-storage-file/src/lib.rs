@@ -473,6 +473,16 @@ impl Options {
         self.preallocate
     }
 
+    /// How many bytes a segment file is allocated to: the segment size, or 0 without
+    /// preallocation.
+    pub(crate) fn preallocated_len(&self) -> u64 {
+        if self.preallocate {
+            self.segment_size
+        } else {
+            0
+        }
+    }
+
     /// The configured fsync policy.
     pub fn fsync_policy(&self) -> FsyncPolicy {
         self.fsync

@@ -108,7 +108,7 @@ pub struct TornTail {
     /// The segment file (always the last one).
     pub segment: PathBuf,
     /// The byte offset where the incomplete batch started, the end of the last complete one: where
-    /// the file was cut (an end mark and free space are put back after it).
+    /// the file was cut (with preallocation, an end mark and free space are put back after it).
     pub offset: u64,
     /// How many bytes were cut (the file was `offset + discarded_bytes` bytes long).
     pub discarded_bytes: u64,

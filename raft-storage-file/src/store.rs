@@ -393,8 +393,8 @@ impl Store {
     /// snapshot, and removes the clean shutdown record if there was one (crate docs, step 6).
     ///
     /// What it may change on disk: the end of the last segment (cut at the torn tail, or at a
-    /// recorded truncation, then its end mark and free space restored), the set of segment files (only those deletions), the log metadata, and
-    /// the clean shutdown record (removed).
+    /// recorded truncation, then its end mark and free space restored), the set of segment files
+    /// (only those deletions), the log metadata, and the clean shutdown record (removed).
     /// It never deletes a record that an append acknowledged, and a crash part-way through leaves a
     /// directory from which the next open reaches the same state.
     ///
@@ -484,9 +484,9 @@ impl Store {
             written = tail.written_bytes,
             damage = %tail.damage,
             entries = %tail.entries,
-            "cutting an incomplete last batch off the log: bytes {}..{} of {} ({}; the first {} \
-             of them not all zero), which held {}; no clean shutdown was recorded, so it is taken \
-             as the remains of an append that a crash interrupted before it returned",
+            "cutting an incomplete last batch off the log: bytes {}..{} of {} ({}; data in the \
+             first {} of them, zeros after), which held {}; no clean shutdown was recorded, so it \
+             is taken as the remains of an append that a crash interrupted before it returned",
             tail.offset,
             tail.offset + tail.discarded_bytes,
             tail.segment.display(),
@@ -774,7 +774,7 @@ impl Store {
     }
 
     /// [`Store::write_atomic`], with the file allocated to at least `allocate` bytes (zeros after
-    /// `parts`) before it is fsynced: see [`allocate`].
+    /// `parts`) before it is fsynced: see [`allocate_file`].
     fn write_atomic_allocated(
         &self,
         dir: &Path,
@@ -909,11 +909,7 @@ impl Store {
         let name = segment_file_name(first);
         let header = format::segment_header(first);
         let mark = format::end_mark(format::SEGMENT_HEADER_LEN as u64);
-        let allocate = if self.opts.preallocates() {
-            self.opts.segment_size_bytes()
-        } else {
-            0
-        };
+        let allocate = self.opts.preallocated_len();
         self.write_atomic_allocated(&self.log_dir, &name, &[&header, &mark], allocate)?;
         let path = self.log_dir.join(name);
         let file = OpenOptions::new()
@@ -1337,8 +1333,8 @@ fn restore_free_space(
     seg: &mut Segment,
     sync: bool,
 ) -> Result<(), StorageError> {
-    let size = opts.segment_size_bytes();
-    if !opts.preallocates() || seg.end + format::END_MARK_LEN as u64 >= size {
+    let size = opts.preallocated_len();
+    if seg.end + format::END_MARK_LEN as u64 >= size {
         return Ok(());
     }
     write_and_sync(faults, seg, &mut Vec::new(), sync)?;
