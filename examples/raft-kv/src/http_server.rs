@@ -65,9 +65,8 @@ pub async fn serve(
     let mut reserve = Throttle::new(WARN_INTERVAL);
     let mut failed = Throttle::new(WARN_INTERVAL);
     tokio::pin!(stop);
-    let mut stopping = false;
     loop {
-        let accepted = if stopping {
+        let accepted = if draining.load(Ordering::Relaxed) {
             // The connections the kernel already accepted; the listener closes once there are none.
             match std::future::poll_fn(|cx| Poll::Ready(listener.poll_accept(cx))).await {
                 Poll::Ready(accepted) => accepted,
@@ -76,7 +75,6 @@ pub async fn serve(
         } else {
             tokio::select! {
                 _ = &mut stop => {
-                    stopping = true;
                     draining.store(true, Ordering::Relaxed);
                     continue;
                 }
