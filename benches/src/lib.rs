@@ -38,6 +38,7 @@ use raft_net_tcp::{Security, TcpConfig, TcpNetwork, TcpServer};
 use raft_storage_file::FileStorage;
 use raft_storage_mem::MemStorage;
 
+pub mod cpu_use;
 #[cfg(feature = "openraft")]
 pub mod openraft_noop;
 

@@ -2,11 +2,15 @@
 //! outside criterion.
 //!
 //! `loadgen <noop|kv|filetcp> <clients> <seconds>`: prints writes/s; with 1 client also p50/p99.
+//! Each run also prints the process's CPU time per write over the measured window (every thread:
+//! the three nodes, the clients, the blocking pool) and the share of the machine's time the
+//! hypervisor stole meanwhile: on a shared VM the CPU per write is the steadier figure to compare.
 //! `filetcp` with 1 client also measures the raw fsync of the same disk before and after the
 //! cluster's run (see [`raw_fsync_latencies`]) and prints the p50's ratio to it.
 
 use std::time::{Duration, Instant};
 
+use raft_bench::cpu_use::{CpuUse, CpuWindow};
 use raft_bench::{
     kv_put, latencies, percentiles, raw_fsync_latencies, run_clients, runtime, runtime_name,
     FileTcpCluster, MemCluster, NoopSm, RawWrite,
@@ -24,7 +28,7 @@ fn main() {
     if fsync_yardstick {
         fsync.measure();
     }
-    let (writes, elapsed, lat) = rt.block_on(async {
+    let (writes, elapsed, lat, cpu) = rt.block_on(async {
         match scenario.as_str() {
             "noop" => {
                 let c = MemCluster::start(|| NoopSm).await;
@@ -53,6 +57,15 @@ fn main() {
         runtime_name(),
         elapsed.as_secs_f64()
     );
+    if let Some(used) = cpu.process {
+        print!(
+            " cpu_per_write={:.2}µs",
+            used.as_secs_f64() * 1e6 / writes.max(1) as f64
+        );
+    }
+    if let Some(steal) = cpu.steal {
+        print!(" steal={:.0}%", steal * 100.0);
+    }
     if let Some(mut lat) = lat {
         let (p50, p99, mean) = percentiles(&mut lat);
         print!(" p50={p50:?} p99={p99:?} mean={mean:?}");
@@ -107,13 +120,14 @@ impl FsyncSamples {
     }
 }
 
-/// Runs rounds of writes until `secs` have passed: returns writes, time and (1 client) latencies.
+/// Runs rounds of writes until `secs` have passed: returns writes, time, (1 client) latencies and
+/// the CPU the measured rounds cost (the warm-up's not counted).
 async fn drive<SM, F>(
     leader: &raft_core::Raft<SM>,
     clients: usize,
     secs: f64,
     make: F,
-) -> (u64, Duration, Option<Vec<Duration>>)
+) -> (u64, Duration, Option<Vec<Duration>>, CpuUse)
 where
     SM: raft_core::StateMachine,
     F: Fn(usize, u64) -> SM::Command + Send + Sync + Clone + 'static,
@@ -127,6 +141,7 @@ where
     let mut writes = 0;
     let mut elapsed = Duration::ZERO;
     let mut all = Vec::new();
+    let window = CpuWindow::open();
     while elapsed < budget {
         if clients == 1 {
             let start = Instant::now();
@@ -140,5 +155,6 @@ where
             writes += n;
         }
     }
-    (writes, elapsed, (clients == 1).then_some(all))
+    let cpu = window.close();
+    (writes, elapsed, (clients == 1).then_some(all), cpu)
 }
