@@ -1,31 +1,68 @@
-//! [`KvTable`]: the table's map, and the size of its snapshot records kept up to date.
+//! [`KvTable`]: the table as a hash map, the read-only views of it a snapshot takes in O(1)
+//! ([`KvView`]), and the size of its snapshot records kept up to date.
+//!
+//! # How a view is O(1) over a hash map
+//!
+//! The table is a *base* map behind an `Arc` and an *overlay* of the changes made while the base
+//! was shared:
+//!
+//! * With no view alive (the usual case) the base is not shared, the overlay is empty, and a write
+//!   is one lookup and one insert or replace in a `std` hash map.
+//! * [`KvTable::view`] hands out a clone of the base's `Arc`. It first folds the overlay into the
+//!   base if the base is no longer shared, or, if an older view still holds the base, copies the
+//!   overlay into the view (the changes since that older view; empty unless two views overlap).
+//! * While a view holds the base, a write goes to the overlay instead (a removal as `None`), and a
+//!   read looks in the overlay first. The view sees the table as it was when taken.
+//! * The first write after the last view is dropped folds the whole overlay into the base: the
+//!   writes made during the snapshot's serialization, inserted a second time, in one go.
+//!
+//! A view's records are sorted by key when the snapshot is serialized ([`KvView::sorted`]), so two
+//! replicas with the same contents write the same bytes whatever their maps' iteration order.
+//!
+//! Chosen by measurement against the persistent B-tree (`imbl::OrdMap`) it replaces, whose clone
+//! is O(1) too (`BENCHMARKS.md`, "The table as a hash map with an overlay"): `loadgen kv 256` uses
+//! about a quarter less CPU per write, `filetcp 256` about 6% less. `imbl::HashMap` had been tried
+//! before and lost with snapshots on: its writes during a snapshot copy 32-entry trie nodes.
 
-/// The table's map: a persistent B-tree map (`imbl::OrdMap`), so cloning it is O(1) (the clone
-/// shares the tree; a later write to either copies only the nodes on its path), which is what lets
-/// a snapshot take a view of the table without copying it, and iteration is in key order, which is
-/// what makes snapshots deterministic.
-///
-/// Chosen by measurement (1M keys of ~10 bytes, 100-byte values, in an order unrelated to the keys'):
-/// inserting or replacing a key costs the same as in `std::collections::BTreeMap` within the
-/// machine's noise (~0.9-1.1 µs each), `imbl::HashMap` the same but its order would need a sort
-/// per snapshot, `rpds::RedBlackTreeMap` about twice as much. `Arc<str>` keys and values (a
-/// cheaper copy of the leaves a write shares with a snapshot in progress) measured no better in
-/// `kv_mem_1m` and cost an allocation per replaced value (the response returns it as a `String`).
-/// `imbl::HashMap`, keys sorted per snapshot, was measured again in the benches: ~40% faster in
-/// `kv_mem_1m` with snapshots off, but no faster with them, which put snapshots at ~0.6 of
-/// snapshots off instead of within 10% (`BENCHMARKS.md`, "File storage and TCP: CPU per entry").
-pub(crate) type KvMap = imbl::OrdMap<String, String>;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Keys and their values. `std`'s hasher is keyed at random per process, so keys chosen by clients
+/// cannot be made to collide.
+pub(crate) type KvMap = HashMap<String, String>;
+
+/// The changes made while a view shared the base: the key's new value, or `None` if it was removed.
+type Overlay = HashMap<String, Option<String>>;
 
 /// What one record of a binary snapshot adds to the key's and value's bytes: their two `u32`
 /// lengths.
 pub(crate) const RECORD_OVERHEAD: u64 = 8;
 
+/// A map left with fewer than one key per this many slots after removals is shrunk (when not
+/// shared), so a table that was once large does not keep its peak memory.
+const SHRINK_BELOW_ONE_IN: usize = 4;
+
+/// Maps smaller than this many slots are never shrunk: not worth a rehash.
+const SHRINK_MIN_CAPACITY: usize = 1024;
+
 /// The table, and the size its records take in a binary snapshot (kept up to date on every
-/// change, so a snapshot reserves its buffer without a pass over the table to size it). Cloning
-/// is O(1).
-#[derive(Clone, Debug, Default)]
+/// change, so a snapshot reserves its buffer without a pass over the table to size it).
+#[derive(Debug, Default)]
 pub(crate) struct KvTable {
-    map: KvMap,
+    base: Arc<KvMap>,
+    overlay: Overlay,
+    len: usize,
+    records_len: u64,
+}
+
+/// A read-only view of a [`KvTable`] as it was when [`KvTable::view`] took it, unaffected by later
+/// changes to the table. Taking one is O(1) unless an older view is still alive (then O(changes
+/// since that view)).
+#[derive(Clone, Debug)]
+pub(crate) struct KvView {
+    base: Arc<KvMap>,
+    overlay: Arc<Overlay>,
+    len: usize,
     records_len: u64,
 }
 
@@ -33,16 +70,65 @@ fn record_len(key: &str, value: &str) -> u64 {
     RECORD_OVERHEAD + key.len() as u64 + value.len() as u64
 }
 
+/// The value of `key` in `base` changed by `overlay`.
+fn lookup<'a>(base: &'a KvMap, overlay: &'a Overlay, key: &str) -> Option<&'a String> {
+    if !overlay.is_empty() {
+        if let Some(changed) = overlay.get(key) {
+            return changed.as_ref();
+        }
+    }
+    base.get(key)
+}
+
+/// Every record of `base` changed by `overlay`, sorted by key.
+fn sorted<'a>(base: &'a KvMap, overlay: &'a Overlay, len: usize) -> Vec<(&'a str, &'a str)> {
+    let mut records = Vec::with_capacity(len);
+    if overlay.is_empty() {
+        records.extend(base.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    } else {
+        records.extend(
+            base.iter()
+                .filter(|(k, _)| !overlay.contains_key(k.as_str()))
+                .map(|(k, v)| (k.as_str(), v.as_str())),
+        );
+        records.extend(
+            overlay
+                .iter()
+                .filter_map(|(k, v)| Some((k.as_str(), v.as_deref()?))),
+        );
+    }
+    // Keys are unique, so an unstable sort gives one order.
+    records.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    records
+}
+
 impl KvTable {
     /// The table holding `map`.
     pub(crate) fn new(map: KvMap) -> Self {
         let records_len = map.iter().map(|(k, v)| record_len(k, v)).sum();
-        KvTable { map, records_len }
+        KvTable {
+            len: map.len(),
+            base: Arc::new(map),
+            overlay: Overlay::new(),
+            records_len,
+        }
     }
 
-    /// The map, to read.
-    pub(crate) fn map(&self) -> &KvMap {
-        &self.map
+    /// A view of the table as it is now, for a snapshot to serialize while the table changes.
+    pub(crate) fn view(&mut self) -> KvView {
+        self.fold_if_unshared();
+        let overlay = if self.overlay.is_empty() {
+            Arc::default()
+        } else {
+            // An older view still holds the base: this one needs the changes made since.
+            Arc::new(self.overlay.clone())
+        };
+        KvView {
+            base: Arc::clone(&self.base),
+            overlay,
+            len: self.len,
+            records_len: self.records_len,
+        }
     }
 
     /// The sum of the records' sizes in a binary snapshot: a capacity to reserve (the encoder
@@ -53,54 +139,153 @@ impl KvTable {
 
     /// The value of `key`.
     pub(crate) fn get(&self, key: &str) -> Option<&String> {
-        self.map.get(key)
+        lookup(&self.base, &self.overlay, key)
+    }
+
+    /// Every record, sorted by key.
+    pub(crate) fn sorted(&self) -> Vec<(&str, &str)> {
+        sorted(&self.base, &self.overlay, self.len)
     }
 
     /// Sets `key` to `value` and returns the value it replaced. An existing key is updated in
-    /// place: no new key is allocated.
+    /// place: no new key is allocated (while a view shares the table, the change goes to the
+    /// overlay and the replaced value is a copy).
     pub(crate) fn set(&mut self, key: &str, value: &str) -> Option<String> {
-        let added = value.len() as u64;
-        match self.map.get_mut(key) {
-            Some(slot) => {
-                let previous = std::mem::replace(slot, value.to_string());
-                self.records_len = self.records_len - previous.len() as u64 + added;
-                Some(previous)
+        self.fold_if_unshared();
+        let previous = if let Some(base) = Arc::get_mut(&mut self.base) {
+            match base.get_mut(key) {
+                Some(slot) => Some(std::mem::replace(slot, value.to_string())),
+                None => {
+                    base.insert(key.to_string(), value.to_string());
+                    None
+                }
             }
+        } else {
+            match self.overlay.get_mut(key) {
+                Some(slot) => slot.replace(value.to_string()),
+                None => {
+                    let previous = self.base.get(key).cloned();
+                    self.overlay
+                        .insert(key.to_string(), Some(value.to_string()));
+                    previous
+                }
+            }
+        };
+        match &previous {
+            Some(p) => self.records_len = self.records_len - p.len() as u64 + value.len() as u64,
             None => {
+                self.len += 1;
                 self.records_len += record_len(key, value);
-                self.map.insert(key.to_string(), value.to_string());
-                None
             }
         }
+        previous
     }
 
     /// Removes `key` and returns its value.
     pub(crate) fn remove(&mut self, key: &str) -> Option<String> {
-        let previous = self.map.remove(key)?;
+        self.fold_if_unshared();
+        let previous = if let Some(base) = Arc::get_mut(&mut self.base) {
+            let previous = base.remove(key)?;
+            shrink_if_sparse(base);
+            previous
+        } else {
+            match self.overlay.get_mut(key) {
+                Some(slot) => slot.take()?,
+                None => {
+                    let previous = self.base.get(key)?.clone();
+                    self.overlay.insert(key.to_string(), None);
+                    previous
+                }
+            }
+        };
+        self.len -= 1;
         self.records_len -= record_len(key, &previous);
         Some(previous)
     }
 
     /// The number of keys.
     pub(crate) fn len(&self) -> usize {
-        self.map.len()
+        self.len
     }
 
     /// Whether the table is empty.
     pub(crate) fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.len == 0
+    }
+
+    /// Moves the overlay into the base once no view shares the base any more.
+    fn fold_if_unshared(&mut self) {
+        if self.overlay.is_empty() {
+            return;
+        }
+        let Some(base) = Arc::get_mut(&mut self.base) else {
+            return;
+        };
+        for (key, change) in self.overlay.drain() {
+            match change {
+                Some(value) => {
+                    base.insert(key, value);
+                }
+                None => {
+                    base.remove(&key);
+                }
+            }
+        }
+        shrink_if_sparse(base);
+        // The overlay's slots are not needed until the next view: give back what a long
+        // snapshot made it grow to.
+        self.overlay.shrink_to(SHRINK_MIN_CAPACITY);
+    }
+}
+
+/// Shrinks `map` to twice its length when removals left it mostly empty.
+fn shrink_if_sparse(map: &mut KvMap) {
+    let capacity = map.capacity();
+    if capacity >= SHRINK_MIN_CAPACITY && map.len() < capacity / SHRINK_BELOW_ONE_IN {
+        map.shrink_to(map.len() * 2);
+    }
+}
+
+impl KvView {
+    /// The sum of the records' sizes in a binary snapshot.
+    pub(crate) fn records_len(&self) -> u64 {
+        self.records_len
+    }
+
+    /// The number of keys.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// The value of `key`.
+    #[cfg(test)]
+    pub(crate) fn get(&self, key: &str) -> Option<&String> {
+        lookup(&self.base, &self.overlay, key)
+    }
+
+    /// Every record, sorted by key: what a snapshot writes.
+    pub(crate) fn sorted(&self) -> Vec<(&str, &str)> {
+        sorted(&self.base, &self.overlay, self.len)
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
+    use proptest::prelude::*;
+
     use super::*;
+
+    fn records(t: &[(&str, &str)]) -> u64 {
+        t.iter().map(|(k, v)| record_len(k, v)).sum()
+    }
 
     #[test]
     fn the_records_size_follows_every_change() {
         let mut t = KvTable::default();
-        let check =
-            |t: &KvTable| assert_eq!(t.records_len(), KvTable::new(t.map().clone()).records_len());
+        let check = |t: &KvTable| assert_eq!(t.records_len(), records(&t.sorted()));
         t.set("a", "12345");
         check(&t);
         t.set("bb", "");
@@ -113,5 +298,111 @@ mod tests {
         assert_eq!(t.records_len(), 8 + 1 + 1);
         t.remove("a");
         assert_eq!(t.records_len(), 0);
+    }
+
+    #[test]
+    fn a_view_keeps_the_table_as_it_was_and_the_table_folds_back_once_it_is_dropped() {
+        let mut t = KvTable::default();
+        t.set("a", "1");
+        t.set("b", "2");
+        let view = t.view();
+        assert_eq!(t.set("a", "10").as_deref(), Some("1"));
+        assert_eq!(t.remove("b").as_deref(), Some("2"));
+        t.set("c", "3");
+        assert_eq!(view.sorted(), [("a", "1"), ("b", "2")]);
+        assert_eq!(t.sorted(), [("a", "10"), ("c", "3")]);
+        assert_eq!(
+            (t.get("b"), t.get("a").map(String::as_str)),
+            (None, Some("10"))
+        );
+        assert!(!t.overlay.is_empty());
+        drop(view);
+        t.set("d", "4");
+        assert!(t.overlay.is_empty(), "the first write after the view folds");
+        assert_eq!(t.sorted(), [("a", "10"), ("c", "3"), ("d", "4")]);
+    }
+
+    #[test]
+    fn a_table_emptied_by_removals_gives_its_memory_back() {
+        let mut t = KvTable::default();
+        for i in 0..10_000 {
+            t.set(&i.to_string(), "v");
+        }
+        let full = t.base.capacity();
+        for i in 0..9_990 {
+            t.remove(&i.to_string());
+        }
+        assert!(
+            t.base.capacity() < full / 8,
+            "{} of {full}",
+            t.base.capacity()
+        );
+        assert_eq!(t.len(), 10);
+    }
+
+    /// One step of the property test: a change to the table, or a view taken or dropped.
+    #[derive(Clone, Debug)]
+    enum Step {
+        Set(u8, u8),
+        Remove(u8),
+        TakeView,
+        DropView(usize),
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            4 => (0u8..24, any::<u8>()).prop_map(|(k, v)| Step::Set(k, v)),
+            2 => (0u8..24).prop_map(Step::Remove),
+            1 => Just(Step::TakeView),
+            1 => (0usize..4).prop_map(Step::DropView),
+        ]
+    }
+
+    proptest! {
+        /// Against a `BTreeMap` model: every answer, every view's contents (which later changes
+        /// never reach) and the records' size, with views taken and dropped in any order.
+        #[test]
+        fn the_table_and_its_views_match_a_model(steps in proptest::collection::vec(step(), 1..200)) {
+            let mut table = KvTable::default();
+            let mut model = BTreeMap::<String, String>::new();
+            let mut views: Vec<(KvView, BTreeMap<String, String>)> = Vec::new();
+            for s in steps {
+                match s {
+                    Step::Set(k, v) => {
+                        let (k, v) = (format!("k{k}"), format!("v{v}"));
+                        prop_assert_eq!(table.set(&k, &v), model.insert(k, v));
+                    }
+                    Step::Remove(k) => {
+                        let k = format!("k{k}");
+                        prop_assert_eq!(table.remove(&k), model.remove(&k));
+                    }
+                    Step::TakeView => views.push((table.view(), model.clone())),
+                    Step::DropView(i) => {
+                        if !views.is_empty() {
+                            views.remove(i % views.len());
+                        }
+                    }
+                }
+                let expected: Vec<(&str, &str)> =
+                    model.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+                prop_assert_eq!(table.sorted(), expected.clone());
+                prop_assert_eq!(table.len(), model.len());
+                prop_assert_eq!(table.records_len(), records(&expected));
+                for k in 0..24 {
+                    let k = format!("k{k}");
+                    prop_assert_eq!(table.get(&k), model.get(&k));
+                }
+                for (view, seen) in &views {
+                    let expected: Vec<(&str, &str)> =
+                        seen.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+                    prop_assert_eq!(view.sorted(), expected.clone());
+                    prop_assert_eq!(view.len(), seen.len());
+                    prop_assert_eq!(view.records_len(), records(&expected));
+                    if let Some((k, v)) = seen.iter().next() {
+                        prop_assert_eq!(view.get(k), Some(v));
+                    }
+                }
+            }
+        }
     }
 }

@@ -8,10 +8,11 @@
 //!   (`Raft::read_index`, see [`http_read`]); `Get` remains for reads through the log.
 //! * [`KvResponse`] — one answer per command, shaped for an HTTP API (`404` on a missing key, `409`
 //!   with the current value on a compare-and-swap mismatch).
-//! * [`KvStateMachine`] — the [`raft_core::StateMachine`]: deterministic (an ordered map, so equal
-//!   states give byte-identical snapshots), persistent (`imbl::OrdMap`: a snapshot takes an O(1)
-//!   clone of the table and serializes it, in a checksummed binary format, while applying goes
-//!   on), with the client sessions
+//! * [`KvStateMachine`] — the [`raft_core::StateMachine`]: a hash map, deterministic where it
+//!   matters (a snapshot writes its records sorted by key, so equal states give byte-identical
+//!   snapshots), snapshotted without stopping (a snapshot takes an O(1) view of the table and
+//!   sorts and serializes it, in a checksummed binary format, while applying goes on), with the
+//!   client sessions
 //!   ([`raft_core::SessionTable`], in the snapshot), in memory (a restarted node is restored from its
 //!   latest snapshot and replays the log after it), with a [`KvReader`] to look at the table
 //!   locally.

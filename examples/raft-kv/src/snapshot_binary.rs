@@ -26,6 +26,8 @@ use std::io::Write;
 
 use raft_core::{LogId, StateMachineError};
 
+#[cfg(doc)]
+use crate::kv_map::KvView;
 use crate::kv_map::{KvMap, KvTable, RECORD_OVERHEAD};
 use crate::state_machine::KvSessions;
 
@@ -73,25 +75,27 @@ pub(crate) fn is_format_3(data: &[u8]) -> bool {
     data.starts_with(&MAGIC)
 }
 
-/// Serializes a snapshot of `data` and `sessions`, covering the log up to `last_applied`, in one
-/// pass over the table, into a buffer of the exact size reserved up front (from the table's
-/// maintained [`records_len`](KvTable::records_len) and a counting pass over the small sessions
-/// table); the header's lengths are those of what was written.
+/// Serializes a snapshot of `records` (sorted by key, unique: [`KvView::sorted`]) and
+/// `sessions`, covering the log up to `last_applied`, in one pass over the records, into a buffer
+/// of the size reserved up front (`records_len`, the table's maintained
+/// [`records_len`](KvView::records_len), and a counting pass over the small sessions table); the
+/// header's lengths are those of what was written.
 pub(crate) fn encode(
     last_applied: Option<LogId>,
-    data: &KvTable,
+    records: &[(&str, &str)],
+    records_len: u64,
     sessions: &KvSessions,
 ) -> Result<Vec<u8>, StateMachineError> {
     let mut counter = ByteCounter(0);
     serde_json::to_writer(&mut counter, sessions).map_err(StateMachineError::new)?;
     let reserve = (HEADER_LEN as u64 + CHECKSUM_LEN as u64)
-        .checked_add(data.records_len())
+        .checked_add(records_len)
         .and_then(|t| t.checked_add(counter.0))
         .and_then(|t| usize::try_from(t).ok())
         .ok_or_else(|| StateMachineError::new("the snapshot is too large for this machine"))?;
     let mut out = Vec::with_capacity(reserve);
     out.resize(HEADER_LEN, 0);
-    for (key, value) in data.map().iter() {
+    for (key, value) in records {
         for field in [key, value] {
             let len = u32::try_from(field.len()).map_err(|_| {
                 StateMachineError::new("a key or value of 4 GiB or more cannot be snapshotted")
@@ -104,7 +108,7 @@ pub(crate) fn encode(
     serde_json::to_writer(&mut out, sessions).map_err(StateMachineError::new)?;
     let header = Header {
         last_applied,
-        records: data.len() as u64,
+        records: records.len() as u64,
         records_len,
         sessions_len: (out.len() - HEADER_LEN) as u64 - records_len,
     };
@@ -139,7 +143,11 @@ pub(crate) fn decode(data: &[u8], expected: LogId) -> Result<Decoded, StateMachi
     let mut records = Reader {
         bytes: &data[HEADER_LEN..records_end],
     };
-    let mut table = KvMap::new();
+    // At most one record per `RECORD_OVERHEAD` bytes of the records' section (`Header::read`
+    // checked that it fits `data`), whatever the header claims.
+    let mut table = KvMap::with_capacity(
+        usize::try_from(header.records.min(header.records_len / RECORD_OVERHEAD)).unwrap_or(0),
+    );
     let mut previous: Option<&str> = None;
     for i in 0..header.records {
         let key = records

@@ -61,11 +61,13 @@ impl Default for KvState {
 
 /// A replicated hash table from `String` to `String`: the [`StateMachine`] of `raft-kv`.
 ///
-/// * **Ordering:** the table is an ordered map, so snapshots are deterministic: two nodes that
-///   applied the same entries produce byte-identical snapshots.
-/// * **Snapshots:** the table is a persistent map (`imbl::OrdMap`): [`begin_snapshot`](StateMachine::begin_snapshot)
-///   takes an O(1) clone of it on the apply task and serializes that clone (binary format
-///   [`SNAPSHOT_FORMAT`]) on tokio's blocking pool while applying goes on.
+/// * **Ordering:** the table is a hash map whose snapshots write their records sorted by key, so
+///   snapshots are deterministic: two nodes that applied the same entries produce byte-identical
+///   snapshots.
+/// * **Snapshots:** [`begin_snapshot`](StateMachine::begin_snapshot) takes an O(1) view of the
+///   table on the apply task (the view shares the map; applies made meanwhile go to an overlay it
+///   does not see) and sorts and serializes it (binary format [`SNAPSHOT_FORMAT`]) on tokio's
+///   blocking pool while applying goes on.
 /// * **In memory:** the state is lost when the node stops. [`last_applied`](StateMachine::last_applied)
 ///   therefore always answers `None`, and a restarted node gets the whole log (or its latest snapshot
 ///   and the log after it) replayed from its storage. The index this instance has reached is still
@@ -250,25 +252,31 @@ impl StateMachine for KvStateMachine {
     /// The binary snapshot ([`SNAPSHOT_FORMAT`]), serialized here, on the caller's task.
     async fn snapshot(&mut self) -> Result<Vec<u8>, StateMachineError> {
         let state = self.read()?;
-        snapshot_binary::encode(state.last_applied, &state.data, &state.sessions)
+        snapshot_binary::encode(
+            state.last_applied,
+            &state.data.sorted(),
+            state.data.records_len(),
+            &state.sessions,
+        )
     }
 
-    /// Clones the table in O(1) (a persistent map: the clone shares the tree) and the sessions (at
-    /// most [`MAX_SESSIONS`]) on the apply task, and serializes the clone on tokio's blocking pool,
-    /// so applying goes on while the snapshot is written; later applies copy the tree nodes they
-    /// change and are not in it. Same bytes as [`snapshot`](Self::snapshot).
+    /// Takes a view of the table in O(1) (it shares the table's map; later applies go to an
+    /// overlay the view does not see, folded back after the view is dropped) and clones the
+    /// sessions (at most [`MAX_SESSIONS`]) on the apply task, then sorts and serializes the view on
+    /// tokio's blocking pool, so applying goes on while the snapshot is written. Same bytes as
+    /// [`snapshot`](Self::snapshot).
     async fn begin_snapshot(&mut self) -> Result<SnapshotBuild, StateMachineError> {
         let (last_applied, data, sessions) = {
-            let state = self.read()?;
+            let mut state = self.write()?;
             (
                 state.last_applied,
-                state.data.clone(),
+                state.data.view(),
                 state.sessions.clone(),
             )
         };
         Ok(Box::pin(async move {
             tokio::task::spawn_blocking(move || {
-                snapshot_binary::encode(last_applied, &data, &sessions)
+                snapshot_binary::encode(last_applied, &data.sorted(), data.records_len(), &sessions)
             })
             .await
             .map_err(|e| StateMachineError::new(format!("snapshot serialization task: {e}")))?
@@ -377,10 +385,11 @@ impl KvReader {
 
     /// A copy of the whole table, keys sorted.
     pub fn to_map(&self) -> BTreeMap<String, String> {
-        let data = self.read().data.clone();
-        data.map()
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
+        self.read()
+            .data
+            .sorted()
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
     }
 
