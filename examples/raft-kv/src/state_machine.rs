@@ -11,7 +11,7 @@ use raft_core::{
 use serde::{Deserialize, Serialize};
 
 use crate::command::{KvCommand, KvResponse};
-use crate::kv_map::KvTable;
+use crate::kv_map::{KvTable, FOLD_PER_BATCH};
 use crate::{snapshot_binary, snapshot_json};
 
 /// The version of the snapshot format [`KvStateMachine::snapshot`] writes: 3, binary (see the
@@ -246,6 +246,7 @@ impl StateMachine for KvStateMachine {
             });
             state.last_applied = Some(entry.log_id);
         }
+        state.data.fold_some(FOLD_PER_BATCH);
         Ok(responses)
     }
 
@@ -261,7 +262,8 @@ impl StateMachine for KvStateMachine {
     }
 
     /// Takes a view of the table in O(1) (it shares the table's map; later applies go to an
-    /// overlay the view does not see, folded back after the view is dropped) and clones the
+    /// overlay the view does not see, folded back into the map a bounded number of entries per
+    /// applied batch once the view is dropped) and clones the
     /// sessions (at most [`MAX_SESSIONS`]) on the apply task, then sorts and serializes the view on
     /// tokio's blocking pool, so applying goes on while the snapshot is written. Same bytes as
     /// [`snapshot`](Self::snapshot).
