@@ -11,7 +11,7 @@ use raft_core::{
 use serde::{Deserialize, Serialize};
 
 use crate::command::{KvCommand, KvResponse};
-use crate::kv_map::{KvTable, FOLD_PER_BATCH};
+use crate::kv_map::{KvTable, FOLD_MIN_PER_BATCH};
 use crate::{snapshot_binary, snapshot_json};
 
 /// The version of the snapshot format [`KvStateMachine::snapshot`] writes: 3, binary (see the
@@ -246,7 +246,8 @@ impl StateMachine for KvStateMachine {
             });
             state.last_applied = Some(entry.log_id);
         }
-        state.data.fold_some(FOLD_PER_BATCH);
+        // After a snapshot: fold back into the table what was written while it was serialized.
+        state.data.fold_some(entries.len().max(FOLD_MIN_PER_BATCH));
         Ok(responses)
     }
 
