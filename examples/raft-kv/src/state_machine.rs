@@ -386,11 +386,17 @@ impl KvReader {
         self.read().data.is_empty()
     }
 
-    /// A copy of the whole table, keys sorted.
+    /// A copy of the whole table, keys sorted. The apply task waits only while an O(1) view of
+    /// the table is taken (as for a snapshot), not while the copy is made.
     pub fn to_map(&self) -> BTreeMap<String, String> {
-        self.read()
+        // Every update validates before it mutates, so even a poisoned lock guards a consistent table.
+        let view = self
+            .state
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
             .data
-            .sorted()
+            .view();
+        view.sorted()
             .into_iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
