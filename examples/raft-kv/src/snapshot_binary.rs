@@ -26,8 +26,6 @@ use std::io::Write;
 
 use raft_core::{LogId, StateMachineError};
 
-#[cfg(doc)]
-use crate::kv_map::KvView;
 use crate::kv_map::{KvMap, KvTable, RECORD_OVERHEAD};
 use crate::state_machine::KvSessions;
 
@@ -75,11 +73,12 @@ pub(crate) fn is_format_3(data: &[u8]) -> bool {
     data.starts_with(&MAGIC)
 }
 
-/// Serializes a snapshot of `records` (sorted by key, unique: [`KvView::sorted`]) and
-/// `sessions`, covering the log up to `last_applied`, in one pass over the records, into a buffer
-/// of the size reserved up front (`records_len`, the table's maintained
-/// [`records_len`](KvView::records_len), and a counting pass over the small sessions table); the
-/// header's lengths are those of what was written.
+/// Serializes a snapshot of `records` (sorted by key, unique:
+/// [`KvView::sorted`](crate::kv_map::KvView::sorted)) and `sessions`, covering the log up to
+/// `last_applied`, in one pass over the records, into a buffer of the size reserved up front
+/// (`records_len`, the table's maintained
+/// [`records_len`](crate::kv_map::KvView::records_len), and a counting pass over the small
+/// sessions table); the header's lengths are those of what was written.
 pub(crate) fn encode(
     last_applied: Option<LogId>,
     records: &[(&str, &str)],
@@ -143,11 +142,9 @@ pub(crate) fn decode(data: &[u8], expected: LogId) -> Result<Decoded, StateMachi
     let mut records = Reader {
         bytes: &data[HEADER_LEN..records_end],
     };
-    // At most one record per `RECORD_OVERHEAD` bytes of the records' section (`Header::read`
-    // checked that it fits `data`), whatever the header claims.
-    let mut table = KvMap::with_capacity(
-        usize::try_from(header.records.min(header.records_len / RECORD_OVERHEAD)).unwrap_or(0),
-    );
+    // `Header::read` refused a count above one record per `MIN_RECORD_LEN` bytes of a records'
+    // section that fits `data`, so this reserves no more than the snapshot's size allows.
+    let mut table = KvMap::with_capacity(usize::try_from(header.records).unwrap_or(0));
     let mut previous: Option<&str> = None;
     for i in 0..header.records {
         let key = records

@@ -177,19 +177,17 @@ async fn a_table_folded_back_after_a_snapshot_snapshots_like_one_that_never_took
     let mut sm = machine_with(&ks).await;
     let mut plain = machine_with(&ks).await;
     let mut next = ks.len() as u64 + 3;
-    let mut batch = |commands: Vec<KvCommand>| {
-        let batch: Vec<Entry<KvCommand>> = commands
+    let mut batch = |commands: Vec<KvCommand>| -> Vec<Entry<KvCommand>> {
+        commands
             .into_iter()
             .map(|c| {
-                let e = Entry {
-                    log_id: LogId::new(1, next),
-                    payload: EntryPayload::Command(c).into(),
-                };
                 next += 1;
-                e
+                Entry {
+                    log_id: LogId::new(1, next - 1),
+                    payload: EntryPayload::Command(c).into(),
+                }
             })
-            .collect();
-        batch
+            .collect()
     };
     let build = sm.begin_snapshot().await.unwrap();
     // Replace half the keys, delete a quarter, add new ones: all into the overlay.

@@ -264,7 +264,8 @@ impl StateMachine for KvStateMachine {
 
     /// Takes a view of the table in O(1) (it shares the table's map; later applies go to an
     /// overlay the view does not see, folded back into the map a bounded number of entries per
-    /// applied batch once the view is dropped) and clones the
+    /// applied batch once the view is dropped; a view taken before that is done copies what is
+    /// left of the overlay) and clones the
     /// sessions (at most [`MAX_SESSIONS`]) on the apply task, then sorts and serializes the view on
     /// tokio's blocking pool, so applying goes on while the snapshot is written. Same bytes as
     /// [`snapshot`](Self::snapshot).
@@ -386,8 +387,9 @@ impl KvReader {
         self.read().data.is_empty()
     }
 
-    /// A copy of the whole table, keys sorted. The apply task waits only while an O(1) view of
-    /// the table is taken (as for a snapshot), not while the copy is made.
+    /// A copy of the whole table, keys sorted. The apply task waits only while a view of the
+    /// table is taken (as for a snapshot: O(1) unless writes made during a snapshot are not folded
+    /// back yet), not while the copy is made.
     pub fn to_map(&self) -> BTreeMap<String, String> {
         // Every update validates before it mutates, so even a poisoned lock guards a consistent table.
         let view = self
@@ -396,8 +398,7 @@ impl KvReader {
             .unwrap_or_else(|p| p.into_inner())
             .data
             .view();
-        view.sorted()
-            .into_iter()
+        view.records()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
     }
